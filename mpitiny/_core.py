@@ -1,0 +1,583 @@
+"""The SPMD engine behind ``mpitiny run``: every rank is a worker, a queue and a metadata server.
+
+Start-up (every rank, no master): load and check the same dag.json, compute the same
+``Layout`` (who holds which gate and count words), allocate one RMA window each, write its own
+initial words, open one passive ``Lock_all`` epoch for the whole run, and queue its share of the
+root tasks (rank r takes the r-th of P equal slices of all root instances).
+
+The worker loop (``Engine.work``): claim a chunk of this rank's own highest-priority ready
+tasks; if there are none, steal about half of another rank's (random victims, one-sided); if
+nothing is found, report finished tasks to the run-wide counter and back off. Running a chunk
+records each task, then ``Release.finish`` counts the children down and queues those that
+became ready on this rank.
+
+Chunks: the owner claims as many tasks as fit in ``CHUNK_SECONDS`` at the running average task
+time (1 for long tasks, up to 4096 for null tasks), so per-task cost stays in the microseconds
+while everything not yet claimed stays stealable.
+
+Termination without a coordinator: every rank adds the number of tasks it finished to one
+counter word (on rank 0's window, by atomic add, in batches, when it runs out of work). The
+rank whose add makes the counter equal to the number of tasks sets the *done* word of every
+rank; idle ranks read only their own word.
+
+Errors: a task that raises (or exits non-zero) is recorded as failed with its traceback, host
+and rank; its descendants are reported upstream-failed; the run goes on. Anything that goes
+wrong inside the engine itself aborts the whole MPI job (``MPI_Abort``) after printing the
+traceback once, so a run never hangs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+import traceback
+
+import numpy as np
+
+from mpitiny.dag.layout import Layout
+from mpitiny.dag.model import DAG
+from mpitiny.dag.release import Release
+from mpitiny.errors import EXIT_INTERNAL, EXIT_OK, EXIT_TASKS_FAILED, BadInput, MpitinyError
+from mpitiny.io import rundir
+from mpitiny.io.rundir import DONE, FAILED, UPSTREAM_FAILED
+from mpitiny.queue.memory import RmaBytes, RmaMemory
+from mpitiny.queue.stealq import StealQueue, region_size
+
+CTRL_DONE = 0        # this rank's "all tasks finished" flag
+CTRL_FINISHED = 1    # on rank 0: how many tasks have finished, run-wide
+CTRL_WORDS = 4
+CHUNK_SECONDS = 0.002
+MAX_CHUNK = 4096
+QUEUE_SLOTS, INBOX_WORDS, RING_WORDS = 32, 1024, 1 << 16
+
+
+class Engine:
+    """One rank's share of a run."""
+
+    def __init__(self, comm, dag: DAG, run_dir: str, result_mem: int = 256 << 20,
+                 fault: str | None = None) -> None:
+        self.comm = comm
+        self.rank = comm.Get_rank()
+        self.nranks = comm.Get_size()
+        self.dag = dag
+        self.run_dir = run_dir
+        self.host = socket.gethostname()
+        qwords = region_size(QUEUE_SLOTS, INBOX_WORDS, RING_WORDS)
+        self.layout = Layout(dag, self.nranks, CTRL_WORDS + qwords)
+        self.mem = RmaMemory(comm, int(self.layout.nwords[self.rank]))
+        self.queue = StealQueue(self.mem, CTRL_WORDS, QUEUE_SLOTS, INBOX_WORDS, RING_WORDS)
+        self.release = Release(self.layout, self.mem)
+        self.layout.init_words(self.rank, self.mem.local)
+        self.needs_heap = bool(self.layout.has_locs.any())
+        self.heap = RmaBytes(comm, result_mem) if self.needs_heap else None
+        self.heap_top = 0
+        self.local_results: dict = {}
+        self.files = rundir.RankFiles(run_dir, self.rank)
+        self.records = rundir.Records()
+        self.base = dag.base
+        self.priority = np.array([g.priority for g in dag.groups], dtype=np.int64)
+        self.avg_task = CHUNK_SECONDS
+        self.unreported = 0
+        self.finished_here = 0
+        self.steals = 0
+        self.stolen_tasks = 0
+        self.busy = 0.0
+        self.rng = random.Random(12345 + 7919 * self.rank)
+        local_size = comm.Split_type(_shared_type(), key=self.rank).Get_size()
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        self.max_sleep = 1e-4 if local_size <= (cores or 1) else 1e-3
+        self.cmd_env = None
+        self.fault = _parse_fault(fault, self.rank)
+
+    # ------------------------------------------------------------------ start and finish
+    def start(self) -> None:
+        """Open the RMA epochs, then queue this rank's slice of the root tasks."""
+        self.mem.start()
+        if self.heap is not None:
+            self.heap.start()
+        runs = []
+        for g in self.dag.groups:
+            if not g.deps and g.size:
+                lo, hi = int(self.base[g.index]), int(self.base[g.index + 1])
+                if runs and runs[-1][1] == lo and runs[-1][2] == g.priority:
+                    runs[-1][1] = hi
+                else:
+                    runs.append([lo, hi, g.priority])
+        total = sum(hi - lo for lo, hi, _ in runs)
+        mine_lo = total * self.rank // self.nranks
+        mine_hi = total * (self.rank + 1) // self.nranks
+        seen = 0
+        for lo, hi, prio in sorted(runs, key=lambda r: r[2]):
+            a = max(lo, lo + mine_lo - seen)
+            b = min(hi, lo + mine_hi - seen)
+            if a < b:
+                self.queue.push_range(a, b, prio)
+            seen += hi - lo
+        self.comm.Barrier()
+
+    def stop(self) -> None:
+        self.mem.stop()
+        if self.heap is not None:
+            self.heap.stop()
+        self.files.close()
+
+    def free(self) -> None:
+        self.mem.free()
+        if self.heap is not None:
+            self.heap.free()
+
+    # ------------------------------------------------------------------ the worker loop
+    def work(self) -> None:
+        """Run tasks until every task of the DAG has finished on some rank."""
+        while (work := self.next_work()) is not None:
+            self.execute(work)
+
+    def next_work(self):
+        """This rank's next chunk: its own, or stolen; None once the whole run is finished."""
+        idle_rounds = 0
+        while True:
+            self.queue_ids(self.queue.take_inbox())
+            work = self.queue.claim(self.chunk_size())
+            if work is not None:
+                return work
+            if self.steal():
+                continue
+            self.report_finished()
+            if self.mem.local[CTRL_DONE]:
+                return None
+            idle_rounds += 1
+            if idle_rounds > 20:
+                time.sleep(min(self.max_sleep, 1e-6 * (1 << min(idle_rounds - 20, 10))))
+
+    def chunk_size(self) -> int:
+        return max(1, min(MAX_CHUNK, int(CHUNK_SECONDS / max(self.avg_task, 1e-7))))
+
+    def steal(self) -> bool:
+        """Try a few random victims; queue what was taken on this rank (so it can be stolen on)."""
+        if self.nranks == 1:
+            return False
+        for _ in range(min(self.nranks - 1, 4)):
+            victim = self.rng.randrange(self.nranks - 1)
+            victim += victim >= self.rank
+            got = self.queue.steal(victim)
+            if got is None:
+                continue
+            prio, work = got
+            self.steals += 1
+            if isinstance(work, tuple):
+                self.stolen_tasks += work[1] - work[0]
+                self.queue.push_range(work[0], work[1], prio)
+            else:
+                self.stolen_tasks += len(work)
+                if prio is None:
+                    self.queue_ids(work)
+                else:
+                    self.queue.push_ids(work, prio)
+            return True
+        return False
+
+    def queue_ids(self, ids) -> None:
+        """Queue individual task ids here, each at its group's priority."""
+        if not len(ids):
+            return
+        ids = np.asarray(ids, dtype=np.int64)
+        prios = self.priority[np.searchsorted(self.base, ids, side="right") - 1]
+        for p in np.unique(prios)[::-1]:
+            self.queue.push_ids(ids[prios == p], int(p))
+
+    def report_finished(self) -> None:
+        """Add this rank's newly finished tasks to the run-wide counter; maybe end the run."""
+        if not self.unreported:
+            return
+        n, self.unreported = self.unreported, 0
+        before = self.mem.fetch_add(0, CTRL_FINISHED, n)
+        if before + n == self.dag.total:
+            for r in range(self.nranks):
+                self.mem.swap(r, CTRL_DONE, 1)
+
+    # ------------------------------------------------------------------ running tasks
+    def execute(self, work) -> None:
+        t0 = time.perf_counter()
+        if isinstance(work, tuple):
+            lo, hi = work
+            ntasks = hi - lo
+            while lo < hi:
+                g = int(np.searchsorted(self.base, lo, side="right")) - 1
+                end = min(hi, int(self.base[g + 1]))
+                first = int(self.base[g])
+                self.run_group(g, range(lo - first, end - first))
+                lo = end
+        else:
+            ntasks = len(work)
+            groups = np.searchsorted(self.base, work, side="right") - 1
+            cuts = np.flatnonzero(np.diff(groups)) + 1
+            for seg in np.split(np.arange(len(work)), cuts):
+                g = int(groups[seg[0]])
+                self.run_group(g, work[seg] - self.base[g])
+        dt = time.perf_counter() - t0
+        self.busy += dt
+        per_task = dt / max(ntasks, 1)
+        self.avg_task = per_task if ntasks >= 8 else 0.5 * self.avg_task + 0.5 * per_task
+
+    def run_group(self, g: int, instances) -> None:
+        """Run instances of one group, record them, release their children."""
+        group = self.dag.groups[g]
+        if self.fault is not None:
+            self.fault.tick(len(instances))
+        if group.kind == "fn":
+            failed = self.run_fn(group, instances)
+        else:
+            failed = self.run_cmd(group, instances)
+        n = len(instances)
+        self.unreported += n
+        self.finished_here += n
+        if self.dag.children[g]:
+            idx = np.asarray(instances, dtype=np.int64) if not isinstance(instances, range) \
+                else np.arange(instances.start, instances.stop, dtype=np.int64)
+            mask = None
+            if failed:
+                mask = np.zeros(n, dtype=bool)
+                mask[failed] = True
+            ready, skipped = self.release.finish(g, idx, mask)
+            self.skip(skipped)
+            for cg, cidx in ready:
+                self.queue_ready(cg, cidx)
+
+    def run_fn(self, group, instances) -> list:
+        """Call ``group.function`` for each instance in this process; returns failed positions."""
+        fn = group.function
+        const = group.constant_call()
+        first = int(self.base[group.index])
+        keep = self.layout.has_locs[group.index]
+        inputs = group.wants_inputs
+        starts, ends, failed = [], [], []
+        clock = time.time
+        for k, i in enumerate(instances):
+            i = int(i)
+            try:
+                args, kwargs = const if const is not None else group.call_args(i)
+                if inputs:
+                    kwargs = dict(kwargs, inputs=self.fetch_inputs(group, i))
+                t0 = clock()
+                starts.append(t0)
+                value = fn(*args, **kwargs)
+                t1 = clock()
+                if value is not None or keep:
+                    self.store_result(group, i, first + i, value)
+            except (Exception, SystemExit) as exc:
+                t1 = clock()
+                if len(starts) == k:
+                    starts.append(t1)
+                failed.append(k)
+                self.fail(first + i, group.instance_id(i), exc, t1)
+            ends.append(t1)
+        status = DONE
+        if failed:
+            status = np.full(len(starts), DONE, dtype=np.int8)
+            status[failed] = FAILED
+        gids = np.arange(first + instances.start, first + instances.stop) \
+            if isinstance(instances, range) else first + np.asarray(instances, dtype=np.int64)
+        self.records.add_run(gids, status, starts, ends)
+        return failed
+
+    def store_result(self, group, i: int, gid: int, value) -> None:
+        try:
+            text = json.dumps(value, default=_json_default)
+        except (TypeError, ValueError) as exc:
+            raise TaskResultError(
+                f"return value of type {type(value).__name__} is not JSON-serialisable "
+                f"({exc}); return JSON values (numpy scalars and arrays are converted)") from None
+        if value is not None:
+            self.files.result(group.instance_id(i), text)
+        if self.layout.has_locs[group.index]:
+            data = text.encode()
+            if self.heap_top + len(data) > self.heap.size:
+                raise TaskResultError(
+                    f"result of {len(data)} bytes does not fit in the rank's result memory "
+                    f"({self.heap.size >> 20} MiB left: raise --result-mem)")
+            self.heap.local[self.heap_top:self.heap_top + len(data)] = np.frombuffer(data, np.uint8)
+            self.heap.sync()
+            owner, pos = self.layout.owners(group.index, np.array([i]))
+            word = int(self.layout.loc_words(group.index, int(owner[0]), pos)[0])
+            self.mem.put(int(owner[0]), word,
+                         np.array([(self.rank << 40) | self.heap_top, len(data) + 1], np.int64))
+            self.local_results[gid] = value
+            self.heap_top += len(data)
+
+    def fetch_inputs(self, group, i: int) -> dict:
+        """``{parent task id: parent return value}`` for instance ``i`` (one-sided reads)."""
+        out = {}
+        for dep in group.deps:
+            parent = self.dag.groups[dep.parent]
+            if dep.each is None:
+                pidx = np.arange(parent.size, dtype=np.int64)
+            else:
+                pidx = dep.each.parent_indices(group, parent, np.array([i], dtype=np.int64))
+            owners, pos = self.layout.owners(parent.index, pidx)
+            first = int(self.base[parent.index])
+            for p, r, q in zip(pidx, owners, pos):
+                gid = first + int(p)
+                if gid in self.local_results:
+                    value = self.local_results[gid]
+                else:
+                    loc, length = self.mem.get(int(r), int(self.layout.loc_words(parent.index, int(r), q)), 2)
+                    if length <= 0:
+                        raise RuntimeError(f"result of {parent.instance_id(int(p))} not found")
+                    src, offset = int(loc) >> 40, int(loc) & ((1 << 40) - 1)
+                    value = json.loads(self.heap.read(src, offset, int(length) - 1))
+                out[parent.instance_id(int(p))] = value
+        return out
+
+    def run_cmd(self, group, instances) -> list:
+        """Run each instance's shell command; stdout/stderr go to this rank's log files."""
+        out_fd, err_fd = self.files.log_fds()
+        if self.cmd_env is None:
+            self.cmd_env = dict(os.environ, MPITINY_RANK=str(self.rank),
+                                MPITINY_RUN_DIR=os.path.abspath(self.run_dir), MPITINY_ATTEMPT="1")
+        first = int(self.base[group.index])
+        failed = []
+        for k, i in enumerate(instances):
+            i = int(i)
+            tid = group.instance_id(i)
+            header = f"### task {tid} (rank {self.rank}, attempt 1)\n".encode()
+            os.write(out_fd, header)
+            os.write(err_fd, header)
+            out0, err0 = os.fstat(out_fd).st_size, os.fstat(err_fd).st_size
+            self.cmd_env["MPITINY_TASK_ID"] = tid
+            t0 = time.time()
+            try:
+                code = subprocess.call(group.command(i), shell=True, stdout=out_fd, stderr=err_fd,
+                                       stdin=subprocess.DEVNULL, env=self.cmd_env)
+                error = None if code == 0 else f"command exited with status {code}" if code > 0 \
+                    else f"command killed by signal {-code}"
+            except OSError as exc:
+                error = f"command could not start: {exc}"
+            t1 = time.time()
+            out1, err1 = os.fstat(out_fd).st_size, os.fstat(err_fd).st_size
+            status = DONE
+            if error is not None:
+                status = FAILED
+                failed.append(k)
+                tail = _read_tail(self.files.err_path, err0, err1 - err0)
+                self.fail(first + i, tid, None, t1, f"{error}; command: {group.command(i)}"
+                          + (f"\nstderr (last part):\n{tail}" if tail else ""))
+            self.records.add_one(first + i, status, t0, t1, 1, (out0, out1 - out0), (err0, err1 - err0))
+        return failed
+
+    def fail(self, gid: int, tid: str, exc, when: float, text: str | None = None) -> None:
+        header = f"### task {tid} failed on rank {self.rank} of {self.nranks} ({self.host}), attempt 1"
+        if text is None:
+            if isinstance(exc, TaskResultError):
+                text = str(exc)
+            else:
+                text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__.tb_next))
+        self.files.failure({"id": tid, "gid": gid, "rank": self.rank, "host": self.host,
+                            "attempt": 1, "time": when, "error": f"{header}\n{text.rstrip()}"})
+
+    def skip(self, skipped: list) -> None:
+        """Record upstream-failed instances (their children were already released by Release)."""
+        now = time.time()
+        for g, idx in skipped:
+            gids = self.base[g] + idx
+            self.records.add_run(gids, UPSTREAM_FAILED, np.full(len(gids), now), np.full(len(gids), now))
+            self.unreported += len(gids)
+            self.finished_here += len(gids)
+
+    def queue_ready(self, g: int, idx: np.ndarray) -> None:
+        prio = int(self.priority[g])
+        first = int(self.base[g])
+        if len(idx) > 1 and int(idx[-1]) - int(idx[0]) == len(idx) - 1 and np.all(np.diff(idx) == 1):
+            self.queue.push_range(first + int(idx[0]), first + int(idx[-1]) + 1, prio)
+        else:
+            self.queue.push_ids(first + idx, prio)
+
+    # ------------------------------------------------------------------ statistics
+    def stats(self) -> dict:
+        table = self.records.table()
+        counts = self.records.counts()
+        ran = table[table["status"] != UPSTREAM_FAILED]
+        return dict(rank=self.rank, host=self.host, **counts, rows=int(len(table)),
+                    steals=self.steals, stolen_tasks=self.stolen_tasks,
+                    busy_seconds=round(self.busy, 6),
+                    first_start=float(ran["start"].min()) if len(ran) else None,
+                    last_end=float(ran["end"].max()) if len(ran) else None,
+                    failures=self.files.failures_seen)
+
+
+class TaskResultError(Exception):
+    """A task ran but its return value cannot be kept (reported as the task's failure)."""
+
+
+class Fault:
+    """``MPITINY_FAULT=rank=R:after=N:mode=raise|exit``: make rank R fail after N tasks."""
+
+    def __init__(self, after: int, mode: str) -> None:
+        self.left = after
+        self.mode = mode
+
+    def tick(self, n: int) -> None:
+        self.left -= n
+        if self.left < 0:
+            if self.mode == "exit":
+                os._exit(9)
+            raise RuntimeError("fault injected by MPITINY_FAULT")
+
+
+def _parse_fault(spec: str | None, rank: int) -> Fault | None:
+    if not spec:
+        return None
+    fields = dict(part.split("=", 1) for part in spec.split(":") if "=" in part)
+    if int(fields.get("rank", -1)) != rank:
+        return None
+    return Fault(int(fields.get("after", 0)), fields.get("mode", "raise"))
+
+
+def _shared_type():
+    from mpi4py import MPI
+    return MPI.COMM_TYPE_SHARED
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not a JSON value")
+
+
+def _read_tail(path: str, offset: int, length: int, limit: int = 4000) -> str:
+    if length <= 0:
+        return ""
+    start = offset + max(0, length - limit)
+    with open(path, "rb") as f:
+        f.seek(start)
+        return f.read(offset + length - start).decode("utf-8", "replace").rstrip()
+
+
+# ---------------------------------------------------------------------- the run as a whole
+def default_run_dir(dag: DAG) -> str:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in dag.name) or "run"
+    return os.path.join("mpitiny-runs", safe)
+
+
+def load_everywhere(comm, path: str, params: dict) -> DAG:
+    """Every rank loads the DAG; if any rank fails, every rank raises the same error."""
+    from mpitiny.dag.load import load_dag
+    error = None
+    dag = None
+    try:
+        dag = load_dag(path, params)
+    except MpitinyError as exc:
+        error = exc
+    errors = comm.allgather(None if error is None else (error.exit_code, error.format()))
+    for r, e in enumerate(errors):
+        if e is not None:
+            if error is not None:
+                raise error
+            code, text = e
+            err = BadInput(f"{text} (on rank {r})")
+            err.exit_code = code
+            raise err
+    return dag
+
+
+def run_file(path: str, params: dict, out_dir: str | None = None, quiet: bool = False,
+             result_mem: int = 256 << 20) -> int:
+    """``mpitiny run``: returns the exit status (0 all done, 1 some failed)."""
+    from mpi4py import MPI
+    comm = MPI.COMM_WORLD
+    t_launch = time.time()
+    dag = load_everywhere(comm, path, params)
+    run_dir = out_dir or default_run_dir(dag)
+    rank = comm.Get_rank()
+    setup_error = None
+    if rank == 0:
+        try:
+            rundir.prepare(run_dir)
+        except OSError as exc:
+            setup_error = f"cannot prepare run directory {run_dir}: {exc.strerror or exc}"
+    setup_error = comm.bcast(setup_error, root=0)
+    if setup_error:
+        raise BadInput(setup_error)
+    try:
+        return _run(comm, dag, run_dir, quiet, result_mem, t_launch)
+    except BaseException:
+        sys.stderr.write(f"mpitiny: internal error on rank {rank} of {comm.Get_size()} "
+                         f"({socket.gethostname()}); aborting the job\n{traceback.format_exc()}")
+        sys.stderr.flush()
+        comm.Abort(EXIT_INTERNAL)
+        raise
+
+
+def _run(comm, dag: DAG, run_dir: str, quiet: bool, result_mem: int, t_launch: float) -> int:
+    rank = comm.Get_rank()
+    engine = Engine(comm, dag, run_dir, result_mem, os.environ.get("MPITINY_FAULT"))
+    engine.start()
+    t_start = time.time()
+    engine.work()
+    t_end = time.time()
+    engine.stop()
+    table = engine.records.table()
+    rundir.write_rank_table(run_dir, rank, table)
+    stats = engine.stats()
+    all_stats = comm.gather(stats, root=0)
+    comm.Barrier()
+    engine.free()
+    if rank != 0:
+        return EXIT_OK if not (stats["failed"] or stats["upstream_failed"]) else EXIT_TASKS_FAILED
+    summary = make_summary(dag, run_dir, all_stats, t_launch, t_start, t_end)
+    rundir.write_virtual_table(run_dir, [s["rows"] for s in all_stats])
+    rundir.write_atomic(os.path.join(run_dir, "summary.json"),
+                        json.dumps(summary, indent=1).encode())
+    if not quiet:
+        print_summary(summary)
+    return summary["exit_status"]
+
+
+def make_summary(dag: DAG, run_dir: str, all_stats: list, t_launch: float, t_start: float,
+                 t_end: float) -> dict:
+    totals = {k: sum(s[k] for s in all_stats) for k in ("done", "failed", "upstream_failed")}
+    starts = [s["first_start"] for s in all_stats if s["first_start"] is not None]
+    ends = [s["last_end"] for s in all_stats if s["last_end"] is not None]
+    failures = [f for s in all_stats for f in s["failures"]]
+    failures.sort(key=lambda f: f["time"])
+    wall = t_end - t_start
+    bad = totals["failed"] + totals["upstream_failed"]
+    return {
+        "name": dag.name, "dag": dag.source, "run_dir": os.path.abspath(run_dir),
+        "params": dag.params, "ranks": len(all_stats),
+        "hosts": sorted({s["host"] for s in all_stats}),
+        "tasks": dag.total, **totals,
+        "exit_status": EXIT_TASKS_FAILED if bad else EXIT_OK,
+        "wall_seconds": wall, "setup_seconds": t_start - t_launch,
+        "tasks_per_second": dag.total / wall if wall > 0 else None,
+        "first_task_start": min(starts) if starts else None,
+        "last_task_end": max(ends) if ends else None,
+        "per_rank": [{k: v for k, v in s.items() if k != "failures"} for s in all_stats],
+        "failures_first": failures[:20],
+        "groups": [{"name": g.name, "first": int(dag.base[g.index]), "size": g.size,
+                    "kind": g.kind, "priority": g.priority,
+                    "vars": [[v.name, {"range": [v.values.start, v.values.stop, v.values.step]}
+                              if isinstance(v.values, range) else {"values": list(v.values)}]
+                             for v in g.vars]}
+                   for g in dag.groups],
+    }
+
+
+def print_summary(summary: dict) -> None:
+    rate = summary["tasks_per_second"]
+    line = (f"mpitiny: {summary['name']}: {summary['tasks']} tasks on {summary['ranks']} ranks in "
+            f"{summary['wall_seconds']:.3f} s ({rate:,.0f} tasks/s): {summary['done']} done, "
+            f"{summary['failed']} failed, {summary['upstream_failed']} upstream-failed"
+            if rate else f"mpitiny: {summary['name']}: no tasks")
+    print(line)
+    if summary["failures_first"]:
+        first = summary["failures_first"][0]
+        print(f"mpitiny: first failure:\n{first['error']}")
+        print(f"mpitiny: every failure in full: {os.path.join(summary['run_dir'], 'failures')}/")
+    print(f"mpitiny: run directory: {summary['run_dir']}")
+    sys.stdout.flush()

@@ -1,0 +1,113 @@
+"""The ``mpitiny`` command line (click). Errors are turned into exit statuses in one place.
+
+Every ``MpitinyError`` raised below a command reaches ``MpitinyGroup.invoke``, which prints
+``mpitiny: error: <where>: <what>`` once (only on rank 0 when running under MPI) and exits with
+the error's ``exit_code``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from mpitiny.errors import BadInput, MpitinyError
+
+
+def world_rank() -> int:
+    """This process's MPI rank if mpi4py has initialised MPI, else what the launcher exported."""
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
+        return mpi.COMM_WORLD.Get_rank()
+    for var in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK"):
+        if var in os.environ:
+            try:
+                return int(os.environ[var])
+            except ValueError:
+                pass
+    return 0
+
+
+class MpitinyGroup(click.Group):
+    """A click group that reports ``MpitinyError`` once and exits with its code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except MpitinyError as err:
+            if world_rank() == 0:
+                click.echo(f"mpitiny: error: {err.format()}", err=True)
+            ctx.exit(err.exit_code)
+
+
+def parse_params(items: tuple) -> dict:
+    """``("input=x.h5", "n=3")`` -> ``{"input": "x.h5", "n": 3}`` (JSON values where they parse)."""
+    params = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise BadInput(f"--param {item!r}: expected NAME=VALUE")
+        try:
+            params[key] = json.loads(value)
+        except ValueError:
+            params[key] = value
+    return params
+
+
+@click.group(cls=MpitinyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mpitiny")
+def cli() -> None:
+    """mpitiny: millions of tiny tasks over MPI ranks, with no central scheduler.
+
+    Start it like any MPI program: ``mpirun -n 64 python -m mpitiny run dag.json``.
+    """
+
+
+@cli.command()
+@click.argument("dag_file", type=click.Path(dir_okay=False))
+@click.option("--param", "-p", "params", multiple=True, metavar="NAME=VALUE",
+              help="Set a dag.json parameter (repeatable).")
+@click.option("--out", "-o", "out_dir", type=click.Path(file_okay=False),
+              help="Run directory (default: mpitiny-runs/<dag name>).")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+@click.option("--result-mem", default=256, show_default=True, metavar="MiB",
+              help="Per-rank memory for task results that other ranks read one-sidedly.")
+def run(dag_file: str, params: tuple, out_dir: str | None, quiet: bool, result_mem: int) -> None:
+    """Run DAG_FILE on every rank of the MPI job (``mpiexec -n N mpitiny run DAG_FILE``)."""
+    from mpitiny._core import run_file
+    status = run_file(dag_file, parse_params(params), out_dir=out_dir, quiet=quiet,
+                      result_mem=result_mem << 20)
+    sys.exit(status)
+
+
+@cli.command()
+@click.argument("dag_file", type=click.Path(dir_okay=False))
+@click.option("--param", "-p", "params", multiple=True, metavar="NAME=VALUE",
+              help="Set a dag.json parameter (repeatable).")
+def validate(dag_file: str, params: tuple) -> None:
+    """Check DAG_FILE (syntax, types, ids, dependencies, cycles) without running it or MPI."""
+    from mpitiny.dag.load import load_dag
+    dag = load_dag(dag_file, parse_params(params))
+    families = sum(1 for g in dag.groups if g.is_family)
+    edges = sum(len(g.deps) for g in dag.groups)
+    click.echo(f"{dag_file}: ok: {dag.total} tasks in {len(dag.groups)} entries "
+               f"({families} families), {edges} dependency entries")
+
+
+@cli.command("import-wfcommons")
+@click.argument("instance", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the dag.json.")
+@click.option("--scale", default=0.001, show_default=True, type=float,
+              help="Each task sleeps for its recorded runtime times this factor.")
+def import_wfcommons(instance: str, output: str, scale: float) -> None:
+    """Turn a WfCommons workflow instance into a dag.json of sleeping tasks (every edge kept)."""
+    from mpitiny.dag.wfcommons import convert_file
+    summary = convert_file(instance, output, scale)
+    click.echo(summary)
+
+
+def main(argv: list | None = None) -> None:
+    """Entry point of the console script and of ``python -m mpitiny``."""
+    cli.main(args=argv, prog_name="mpitiny")

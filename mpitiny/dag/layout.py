@@ -1,0 +1,139 @@
+"""Where each task's metadata lives: the hash partition of the DAG state over the ranks.
+
+Every rank computes the same ``Layout`` from the same ``DAG`` and rank count, so any rank can
+find any word without asking. Three kinds of words live in the ranks' windows:
+
+- a *gate* per group that waits for whole parents (``Dep.each is None``): the number of parent
+  instances still to finish. It lives on rank ``hash(group name) % P``.
+- a *count* per instance of a group with element-wise parents: how many of its parents (plus
+  one for the gate, if the group also has one) are still to finish.
+- a *location* (two words) per instance of a group whose results another task reads
+  (``inputs``): which rank's result memory holds the JSON value, at what offset, how long.
+
+A plain task's count and location live on ``hash(id) % P``. A family's instances are split into
+P contiguous blocks, one per rank, rotated by ``hash(name) % P`` so that small families do not
+all land on rank 0; block ``b`` is ``[n*b//P, n*(b+1)//P)``. Both are hashes in the Albatross
+sense (uniform, computed, never looked up), and blocks keep a chunk of consecutive instances on
+one rank, so that finishing a chunk updates its children with one atomic per block.
+
+Counts and locations of one group form contiguous runs on each rank, so a block of instances is
+updated with one ``Get_accumulate``.
+
+Each count or gate word holds ``remaining + (failed_parents << POISON_SHIFT)``: one atomic
+add both counts a parent down and marks the child as upstream-failed.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from mpitiny.dag.model import DAG, stable_hash
+
+POISON_SHIFT = 40
+COUNT_MASK = (1 << POISON_SHIFT) - 1
+POISON = 1 << POISON_SHIFT
+
+
+class Layout:
+    """Gate, count and location addresses of every group and instance for ``nranks`` ranks."""
+
+    def __init__(self, dag: DAG, nranks: int, words_before: int) -> None:
+        P = self.nranks = nranks
+        G = len(dag.groups)
+        self.dag = dag
+        self.home = np.array([stable_hash(g.name) % P for g in dag.groups], dtype=np.int64)
+        self.has_gate = np.zeros(G, dtype=bool)
+        self.gate_init = np.zeros(G, dtype=np.int64)
+        self.gate_index = np.full(G, -1, dtype=np.int64)
+        self.has_counts = np.zeros(G, dtype=bool)
+        self.count_init = np.zeros(G, dtype=np.int64)
+        self.has_locs = np.zeros(G, dtype=bool)
+        ngates = np.zeros(P, dtype=np.int64)
+        for g in dag.groups:
+            whole = [d for d in g.deps if d.each is None]
+            each = [d for d in g.deps if d.each is not None]
+            if whole:
+                self.has_gate[g.index] = True
+                self.gate_init[g.index] = sum(dag.groups[d.parent].size for d in whole)
+                h = self.home[g.index]
+                self.gate_index[g.index] = ngates[h]
+                ngates[h] += 1
+            if each:
+                self.has_counts[g.index] = True
+                self.count_init[g.index] = len(each) + (1 if whole else 0)
+            if getattr(g, "wants_inputs", False):
+                for d in g.deps:
+                    self.has_locs[d.parent] = True
+        # Per-rank offsets of each group's block of counts (and of locations).
+        self.count_base = {}
+        self.loc_base = {}
+        ncounts = np.zeros(P, dtype=np.int64)
+        nlocs = np.zeros(P, dtype=np.int64)
+        for g in dag.groups:
+            if self.has_counts[g.index]:
+                self.count_base[g.index] = ncounts.copy()
+                ncounts += self.block_sizes(g.index)
+            if self.has_locs[g.index]:
+                self.loc_base[g.index] = nlocs.copy()
+                nlocs += self.block_sizes(g.index)
+        self.ngates = ngates
+        self.ncounts = ncounts
+        self.nlocs = nlocs
+        self.gates0 = words_before
+        self.counts0 = self.gates0 + ngates
+        self.locs0 = self.counts0 + ncounts
+        self.nwords = self.locs0 + 2 * nlocs
+
+    # --------------------------------------------------------------- instance ownership
+    def block_sizes(self, g: int) -> np.ndarray:
+        """How many instances of group ``g`` each rank holds metadata for."""
+        group = self.dag.groups[g]
+        P = self.nranks
+        out = np.zeros(P, dtype=np.int64)
+        if not group.is_family:
+            out[self.home[g]] = 1
+            return out
+        n = group.size
+        b = np.arange(P + 1, dtype=np.int64)
+        per_block = np.diff(n * b // P)
+        out[(np.arange(P) + self.home[g]) % P] = per_block
+        return out
+
+    def block(self, g: int, rank: int) -> tuple:
+        """Instances ``[lo, hi)`` of group ``g`` whose metadata lives on ``rank``."""
+        group = self.dag.groups[g]
+        if not group.is_family:
+            return (0, 1) if rank == self.home[g] else (0, 0)
+        b = (rank - int(self.home[g])) % self.nranks
+        n = group.size
+        return n * b // self.nranks, n * (b + 1) // self.nranks
+
+    def owners(self, g: int, idx: np.ndarray) -> tuple:
+        """``(rank, position within the group's run on that rank)`` of instances ``idx``."""
+        group = self.dag.groups[g]
+        idx = np.asarray(idx, dtype=np.int64)
+        if not group.is_family:
+            return np.full(len(idx), self.home[g], dtype=np.int64), np.zeros(len(idx), dtype=np.int64)
+        P, n = self.nranks, group.size
+        b = ((idx + 1) * P - 1) // n
+        return (b + self.home[g]) % P, idx - (n * b) // P
+
+    def gate_addr(self, g: int) -> tuple:
+        """``(rank, word)`` of group ``g``'s gate."""
+        h = int(self.home[g])
+        return h, self.gates0 + int(self.gate_index[g])
+
+    def count_words(self, g: int, rank: int, pos: np.ndarray) -> np.ndarray:
+        return self.counts0[rank] + self.count_base[g][rank] + pos
+
+    def loc_words(self, g: int, rank: int, pos: np.ndarray) -> np.ndarray:
+        return self.locs0[rank] + 2 * (self.loc_base[g][rank] + pos)
+
+    def init_words(self, rank: int, local: np.ndarray) -> None:
+        """Write this rank's initial gate and count values into its own window memory."""
+        for g in np.flatnonzero(self.has_gate):
+            if self.home[g] == rank:
+                local[self.gates0 + self.gate_index[g]] = self.gate_init[g]
+        for g in np.flatnonzero(self.has_counts):
+            lo, hi = self.block(int(g), rank)
+            start = self.counts0[rank] + self.count_base[int(g)][rank]
+            local[start:start + hi - lo] = self.count_init[g]

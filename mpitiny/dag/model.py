@@ -1,0 +1,367 @@
+"""The task table every rank builds from a dag.json: groups, their instances and their edges.
+
+A *group* is one entry of the file's ``tasks`` list. A plain task is a group of size 1; a
+family (``foreach``) is a group of ``size`` instances, numbered 0..size-1 in the order of
+``itertools.product`` over its variables (the last variable varies fastest). Nothing here
+holds one Python object per family instance: an instance is its index, and its variable
+values, id, command line and arguments are computed from that index when it runs.
+
+Global task ids (*gids*) concatenate the groups: instance ``i`` of group ``g`` is
+``dag.base[g] + i``. A contiguous run of gids is therefore a run of instances, which is what
+the queues store (see ``mpitiny.queue``).
+
+Edges are between groups (``Dep``):
+
+- ``each is None``: the child waits for *every* instance of the parent (a dependency on a plain
+  task, or on a whole family);
+- ``each`` an ``ElementMap``: child instance ``j`` waits only for the one parent instance that
+  the map computes from ``j``'s variable values (``"pre[{i}]"``).
+
+Placeholders ``{name}`` in ``cmd``, ``args`` and ``kwargs`` are replaced by a foreach variable
+of the instance or by a run parameter. Only known names are replaced, so shell braces such as
+``${HOME}`` or ``awk '{print $1}'`` pass through untouched. In ``args``/``kwargs`` a string that
+is exactly one placeholder becomes the value itself (``"{i}"`` gives the int ``i``).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import re
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def stable_hash(text: str) -> int:
+    """A hash of a task or family id that every rank (and every run) computes alike."""
+    return zlib.crc32(text.encode("utf-8", "surrogatepass"))
+
+
+def format_value(value: Any) -> str:
+    """How a variable value appears in ids and command lines: ints and strings as themselves."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class Var:
+    """One foreach variable: a name and its values (a ``range`` or a tuple of JSON values)."""
+
+    name: str
+    values: range | tuple
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def index_of(self, value: Any) -> int:
+        """The position of ``value`` among the values, or -1."""
+        if isinstance(self.values, range):
+            if isinstance(value, bool) or not isinstance(value, int):
+                return -1
+            return self.values.index(value) if value in self.values else -1
+        for k, v in enumerate(self.values):
+            if v == value and type(v) is type(value):
+                return k
+        return -1
+
+    def indices_of(self, values: np.ndarray) -> np.ndarray:
+        """Vectorised ``index_of`` for an integer array (ranges) or object array (lists)."""
+        if isinstance(self.values, range):
+            r = self.values
+            if values.dtype.kind not in "iu":
+                # Values of a list variable (object array): only true ints can be in a range;
+                # astype would truncate 1.5, turn True into 1, or fail on strings/huge ints.
+                return np.fromiter((self.index_of(v.item() if isinstance(v, np.generic) else v)
+                                    for v in values), dtype=np.int64, count=len(values))
+            v = values.astype(np.int64)
+            pos = (v - r.start) // r.step
+            ok = ((v - r.start) % r.step == 0) & (pos >= 0) & (pos < len(r))
+            return np.where(ok, pos, -1)
+        lookup = {}
+        for k, v in enumerate(self.values):
+            lookup.setdefault((type(v), v) if _hashable(v) else None, k)
+        out = np.empty(len(values), dtype=np.int64)
+        for n, v in enumerate(values):
+            v = v.item() if isinstance(v, np.generic) else v
+            out[n] = lookup.get((type(v), v), -1) if _hashable(v) else -1
+        return out
+
+    def values_at(self, idx: np.ndarray) -> np.ndarray:
+        """The values at positions ``idx``: an int array for ranges, an object array otherwise."""
+        if isinstance(self.values, range):
+            return self.values.start + idx.astype(np.int64) * self.values.step
+        table = np.empty(len(self.values), dtype=object)
+        table[:] = list(self.values)
+        return table[idx]
+
+
+def _hashable(v: Any) -> bool:
+    return isinstance(v, (str, int, float, bool)) or v is None
+
+
+@dataclass(frozen=True)
+class ElementMap:
+    """An element-wise dependency ``parent[item, ...]``.
+
+    Each item is ``("var", name)`` (a foreach variable of the child) or ``("lit", value)``.
+    Child instance ``j`` depends on the parent instance whose variables equal the items
+    evaluated at ``j``. ``"pre[{i}]"`` from ``post`` (both over ``i``) pairs ``post[i]`` with
+    ``pre[i]``; ``"pre[3]"`` makes every child wait for ``pre[3]`` only.
+    """
+
+    items: tuple
+
+    def parent_indices(self, child: "Group", parent: "Group", idx: np.ndarray) -> np.ndarray:
+        """Parent instance index for each child instance in ``idx``; -1 where none exists."""
+        idx = np.asarray(idx, dtype=np.int64)
+        child_pos = child.var_positions(idx)
+        result = np.zeros(len(idx), dtype=np.int64)
+        ok = np.ones(len(idx), dtype=bool)
+        stride = 1
+        for k in range(len(parent.vars) - 1, -1, -1):
+            pvar = parent.vars[k]
+            kind, item = self.items[k]
+            if kind == "var":
+                cvar_k = child.var_index(item)
+                values = child.vars[cvar_k].values_at(child_pos[cvar_k])
+                pos = pvar.indices_of(values)
+            else:
+                pos = np.full(len(idx), pvar.index_of(item), dtype=np.int64)
+            ok &= pos >= 0
+            result += np.where(pos >= 0, pos, 0) * stride
+            stride *= len(pvar)
+        return np.where(ok, result, -1)
+
+    def is_identity(self, child: "Group", parent: "Group") -> bool:
+        """True when child instance j always depends on parent instance j (same variables)."""
+        if len(child.vars) != len(parent.vars):
+            return False
+        for (kind, item), cvar, pvar in zip(self.items, child.vars, parent.vars):
+            if kind != "var" or item != cvar.name or cvar.values != pvar.values:
+                return False
+        return True
+
+    def spelling(self) -> str:
+        return ",".join("{%s}" % v if k == "var" else format_value(v) for k, v in self.items)
+
+
+@dataclass(frozen=True)
+class Dep:
+    """An edge from a parent group: on all of its instances (``each=None``) or element-wise."""
+
+    parent: int
+    each: ElementMap | None = None
+
+
+@dataclass
+class Group:
+    """One entry of dag.json's ``tasks``: a plain task (``vars == ()``) or a family."""
+
+    index: int
+    name: str
+    kind: str                      # "fn" or "cmd"
+    cmd: str | None = None
+    fn: str | None = None
+    args: list = field(default_factory=list)
+    kwargs: dict = field(default_factory=dict)
+    vars: tuple = ()               # tuple[Var, ...]
+    priority: int = 0
+    deps: list = field(default_factory=list)   # list[Dep]
+    options: dict = field(default_factory=dict)  # retries, timeout, ... (later issues)
+    where: str = ""                # "tasks[3]" for messages
+
+    def __post_init__(self) -> None:
+        self.size = 1
+        for v in self.vars:
+            self.size *= len(v)
+        self._radix = [len(v) for v in self.vars]
+        self._var_names = [v.name for v in self.vars]
+        self._cmd_builder: Callable[[dict], str] | None = None
+        self._call_builder: Callable[[dict], tuple] | None = None
+        # Set by the loader (mpitiny.dag.load): the imported callable of a "fn" entry, and
+        # whether it has a parameter named ``inputs`` (the parents' results are passed in it).
+        self.function: Callable | None = None
+        self.wants_inputs: bool = False
+
+    @property
+    def is_family(self) -> bool:
+        return bool(self.vars)
+
+    def var_index(self, name: str) -> int:
+        return self._var_names.index(name)
+
+    def var_positions(self, idx: np.ndarray) -> list:
+        """Per variable, the value positions of instances ``idx`` (mixed radix, last fastest)."""
+        rest = np.asarray(idx, dtype=np.int64).copy()
+        out = [None] * len(self.vars)
+        for k in range(len(self.vars) - 1, -1, -1):
+            out[k] = rest % self._radix[k]
+            rest //= self._radix[k]
+        return out
+
+    def values(self, i: int) -> dict:
+        """The foreach variables of instance ``i`` as a dict (empty for a plain task)."""
+        if not self.vars:
+            return {}
+        if len(self.vars) == 1:
+            return {self._var_names[0]: self.vars[0].values[i]}
+        out = {}
+        for k in range(len(self.vars) - 1, -1, -1):
+            i, pos = divmod(i, self._radix[k])
+            out[self._var_names[k]] = self.vars[k].values[pos]
+        return out
+
+    def instance_id(self, i: int) -> str:
+        """``name`` for a plain task, ``name[v]`` or ``name[v1,v2]`` for a family instance."""
+        if not self.vars:
+            return self.name
+        vals = self.values(i)
+        return "%s[%s]" % (self.name, ",".join(format_value(vals[n]) for n in self._var_names))
+
+    def command(self, i: int) -> str:
+        """The shell command of instance ``i`` with its placeholders substituted."""
+        if self._cmd_builder is None:
+            self._cmd_builder = compile_string(self.cmd or "", set(self._var_names))
+        return self._cmd_builder(self.values(i))
+
+    def constant_call(self) -> tuple | None:
+        """``(args, kwargs)`` shared by every instance, or None if they hold placeholders."""
+        if self._call_builder is None:
+            self._call_builder = compile_call(self.args, self.kwargs, set(self._var_names))
+        return getattr(self._call_builder, "constant", None)
+
+    def call_args(self, i: int) -> tuple:
+        """``(args, kwargs)`` of instance ``i`` with placeholders substituted, freshly built."""
+        if self._call_builder is None:
+            self._call_builder = compile_call(self.args, self.kwargs, set(self._var_names))
+        return self._call_builder(self.values(i) if self.vars else _NO_VALUES)
+
+
+_NO_VALUES: dict = {}
+
+
+def compile_string(template: str, names: set) -> Callable[[dict], str]:
+    """A function values -> ``template`` with its ``{name}`` placeholders (of ``names``) filled."""
+    pieces: list = []
+    last = 0
+    for m in PLACEHOLDER.finditer(template):
+        if m.group(1) in names:
+            pieces.append(template[last:m.start()])
+            pieces.append((m.group(1),))
+            last = m.end()
+    if not pieces:
+        return lambda values: template
+    pieces.append(template[last:])
+
+    def build(values: dict) -> str:
+        return "".join(p if isinstance(p, str) else format_value(values[p[0]]) for p in pieces)
+    return build
+
+
+def _compile_value(value: Any, names: set) -> Callable[[dict], Any] | None:
+    """None when ``value`` has no placeholder of ``names`` (so it can be shared as is)."""
+    if isinstance(value, str):
+        m = PLACEHOLDER.fullmatch(value)
+        if m and m.group(1) in names:
+            key = m.group(1)
+            return lambda values: values[key]
+        if any(m.group(1) in names for m in PLACEHOLDER.finditer(value)):
+            return compile_string(value, names)
+        return None
+    if isinstance(value, list):
+        parts = [_compile_value(v, names) for v in value]
+        if all(p is None for p in parts) and not _has_container(value):
+            return None
+        fixed = [(p, v) for p, v in zip(parts, value)]
+        return lambda values: [p(values) if p else copy.deepcopy(v) for p, v in fixed]
+    if isinstance(value, dict):
+        parts = {k: _compile_value(v, names) for k, v in value.items()}
+        if all(p is None for p in parts.values()) and not _has_container(list(value.values())):
+            return lambda values: copy.deepcopy(value)
+        return lambda values: {k: (parts[k](values) if parts[k] else copy.deepcopy(v))
+                               for k, v in value.items()}
+    return None
+
+
+def _has_container(seq: Sequence) -> bool:
+    return any(isinstance(v, (list, dict)) for v in seq)
+
+
+def compile_call(args: list, kwargs: dict, names: set) -> Callable[[dict], tuple]:
+    """A function values -> ``(args, kwargs)``; constant, immutable arguments are shared."""
+    arg_parts = [_compile_value(a, names) for a in args]
+    kw_parts = {k: _compile_value(v, names) for k, v in kwargs.items()}
+    const_args = tuple(args)
+    if all(p is None for p in arg_parts) and not _has_container(args) and not kwargs:
+        def constant(values: dict) -> tuple:
+            return const_args, {}
+        constant.constant = (const_args, {})
+        return constant
+
+    def build(values: dict) -> tuple:
+        a = tuple(p(values) if p else (copy.deepcopy(v) if isinstance(v, (list, dict)) else v)
+                  for p, v in zip(arg_parts, args))
+        kw = {k: (p(values) if p else copy.deepcopy(kwargs[k])) for k, p in kw_parts.items()}
+        return a, kw
+    return build
+
+
+def substitute_params(value: Any, params: dict) -> Any:
+    """Replace ``{param}`` placeholders of run parameters in a JSON value (at load time)."""
+    if isinstance(value, str):
+        m = PLACEHOLDER.fullmatch(value)
+        if m and m.group(1) in params:
+            return params[m.group(1)]
+        return PLACEHOLDER.sub(
+            lambda m: format_value(params[m.group(1)]) if m.group(1) in params else m.group(0),
+            value)
+    if isinstance(value, list):
+        return [substitute_params(v, params) for v in value]
+    if isinstance(value, dict):
+        return {k: substitute_params(v, params) for k, v in value.items()}
+    return value
+
+
+class DAG:
+    """The whole task table: groups, their gid bases, the reverse edges, run parameters."""
+
+    def __init__(self, name: str, groups: list, params: dict | None = None,
+                 source: str = "") -> None:
+        self.name = name
+        self.groups: list = groups
+        self.params = dict(params or {})
+        self.source = source
+        sizes = np.array([g.size for g in groups], dtype=np.int64)
+        self.base = np.zeros(len(groups) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=self.base[1:])
+        self.total = int(self.base[-1])
+        self.by_name = {g.name: g.index for g in groups}
+        self.children: list = [[] for _ in groups]   # per group: list of (child group, Dep)
+        for g in groups:
+            for d in g.deps:
+                self.children[d.parent].append((g.index, d))
+
+    def group_of(self, gid: int) -> Group:
+        return self.groups[int(np.searchsorted(self.base, gid, side="right")) - 1]
+
+    def locate(self, gid: int) -> tuple:
+        """``(group, instance index)`` of a global task id."""
+        g = int(np.searchsorted(self.base, gid, side="right")) - 1
+        return self.groups[g], gid - int(self.base[g])
+
+    def task_id(self, gid: int) -> str:
+        group, i = self.locate(gid)
+        return group.instance_id(i)
+
+    def roots(self) -> list:
+        """Groups with no dependencies: all their instances are ready at start."""
+        return [g for g in self.groups if not g.deps]

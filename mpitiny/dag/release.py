@@ -1,0 +1,190 @@
+"""What finishing tasks makes ready: the dependency half of the scheduler.
+
+State
+-----
+There is no central table of ``waiting`` / ``ready`` / ``finished`` tasks. The state of a task
+lives in words on the rank that the ``Layout`` assigns to it:
+
+- ``waiting``: its gate and/or count word is above zero;
+- ``ready``: it sits in some rank's ``StealQueue`` (the rank that released it);
+- ``running``: it was claimed from a queue by the rank that runs it;
+- ``finished`` (done, failed, upstream-failed): recorded by the rank that finished it.
+
+How a task becomes ready
+------------------------
+``finish(group, instances, failed)`` is called by the rank that just ran (or skipped) a chunk of
+instances of one group. For every child group:
+
+- a child that waits for the whole parent gets one atomic add on its gate:
+  ``-(instances finished) + (instances failed) << 40``. The rank whose add brings the gate's
+  count to zero *opens* the child;
+- a child with element-wise parents gets one ``Get_accumulate`` per block of its instances'
+  count words. Every instance whose count this rank brought to zero is released by this rank.
+
+Opening a group that has no element-wise parents releases all its instances as one run of
+task ids; otherwise it counts every instance's count word down by one (the gate's share).
+A released instance whose word carries failed-parent marks is *upstream-failed*: it never runs,
+and finishing it releases its own children in turn (with the mark).
+
+Because the rank that releases a task is the rank that ran its last parent, a ready task starts
+where its parent's output already is; idle ranks steal it if that rank is busy.
+
+Worked example (diamond a -> b, c -> d; every group a plain task): the gates start at
+b:1, c:1, d:2. Rank 0 runs ``a`` and adds -1 to the gates of b and c: both reach 0, so rank 0
+queues b and c. Rank 1 steals c. Rank 0 finishes b and adds -1 to d's gate (2 -> 1); rank 1
+finishes c and adds -1 (1 -> 0): rank 1 opens and runs d. Had ``b`` failed, rank 0 would have
+added ``-1 + (1 << 40)`` and d would have been reported upstream-failed by rank 1.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from mpitiny.dag.layout import COUNT_MASK, POISON, Layout
+
+GAP = 64   # instances between two touched count words that still go into one block update
+
+
+class Release:
+    """One rank's dependency bookkeeping (driven by the engine, or by tests without MPI)."""
+
+    def __init__(self, layout: Layout, mem) -> None:
+        self.layout = layout
+        self.dag = layout.dag
+        self.mem = mem
+        self._child_maps: dict = {}
+
+    def finish(self, g: int, idx: np.ndarray, failed: np.ndarray | None = None) -> tuple:
+        """Account for instances ``idx`` of group ``g`` having finished.
+
+        ``failed`` marks the instances that failed (None: all succeeded). Returns
+        ``(ready, skipped)``: lists of ``(group, instance array)`` that this rank released to
+        run, and that are upstream-failed (already propagated further, never to run).
+        """
+        ready: list = []
+        skipped: list = []
+        work = [(g, np.asarray(idx, dtype=np.int64), failed)]
+        while work:
+            pg, pidx, pfailed = work.pop()
+            for child, dep in self.dag.children[pg]:
+                if dep.each is None:
+                    opened = self._count_gate(child, pidx, pfailed)
+                    if opened is None:
+                        continue
+                    released, poisoned = self._open(child, opened)
+                else:
+                    released, poisoned = self._count_each(child, dep, pg, pidx, pfailed)
+                if len(released):
+                    bad = poisoned if poisoned is not None and poisoned.any() else None
+                    good = released if bad is None else released[~bad]
+                    if len(good):
+                        ready.append((child, good))
+                    if bad is not None:
+                        lost = released[bad]
+                        skipped.append((child, lost))
+                        work.append((child, lost, np.ones(len(lost), dtype=bool)))
+        return ready, skipped
+
+    # ------------------------------------------------------------------ gates
+    def _count_gate(self, child: int, pidx: np.ndarray, pfailed) -> bool | None:
+        """Count the gate down; returns whether it opened poisoned, or None if still closed."""
+        nfail = int(pfailed.sum()) if pfailed is not None else 0
+        delta = -len(pidx) + nfail * POISON
+        rank, word = self.layout.gate_addr(child)
+        new = self.mem.fetch_add(rank, word, delta) + delta
+        if new & COUNT_MASK:
+            return None
+        return bool(new >> 40)
+
+    def _open(self, child: int, poisoned: bool) -> tuple:
+        group = self.dag.groups[child]
+        if not self.layout.has_counts[child]:
+            released = np.arange(group.size, dtype=np.int64)
+            return released, np.full(group.size, poisoned) if poisoned else None
+        delta = -1 + (POISON if poisoned else 0)
+        out_idx, out_bad = [], []
+        for rank in range(self.layout.nranks):
+            lo, hi = self.layout.block(child, rank)
+            if hi <= lo:
+                continue
+            start = int(self.layout.count_words(child, rank, 0))
+            old = self.mem.fetch_add_block(rank, start, np.full(hi - lo, delta, dtype=np.int64))
+            new = old + delta
+            hit = np.flatnonzero((new & COUNT_MASK) == 0)
+            out_idx.append(lo + hit)
+            out_bad.append((new[hit] >> 40) != 0)
+        return _concat(out_idx), _concat_bool(out_bad)
+
+    # ------------------------------------------------------------------ element-wise
+    def children_of(self, child: int, dep, parent: int, pidx: np.ndarray) -> np.ndarray:
+        """Instances of ``child`` that wait (element-wise through ``dep``) on ``pidx``.
+
+        Repeated where a child waits for several of the given parents.
+        """
+        cg, pg = self.dag.groups[child], self.dag.groups[parent]
+        key = (child, parent, dep.each)
+        if key not in self._child_maps:
+            if dep.each.is_identity(cg, pg):
+                self._child_maps[key] = None
+            else:
+                m = dep.each.parent_indices(cg, pg, np.arange(cg.size, dtype=np.int64))
+                order = np.argsort(m, kind="stable")
+                offsets = np.zeros(pg.size + 1, dtype=np.int64)
+                np.cumsum(np.bincount(m, minlength=pg.size), out=offsets[1:])
+                self._child_maps[key] = (order, offsets)
+        cmap = self._child_maps[key]
+        if cmap is None:
+            return pidx
+        order, offsets = cmap
+        starts, ends = offsets[pidx], offsets[pidx + 1]
+        lens = ends - starts
+        if lens.sum() == 0:
+            return np.zeros(0, dtype=np.int64)
+        pos = np.repeat(starts - np.cumsum(lens) + lens, lens) + np.arange(lens.sum())
+        return order[pos]
+
+    def _count_each(self, child: int, dep, parent: int, pidx: np.ndarray, pfailed) -> tuple:
+        cidx = self.children_of(child, dep, parent, pidx)
+        if not len(cidx):
+            return cidx, None
+        if dep.each.is_identity(self.dag.groups[child], self.dag.groups[parent]) or pfailed is None:
+            cfail = pfailed
+        else:
+            cfail = np.repeat(pfailed, self._fanout(child, dep, parent, pidx))
+        delta = np.full(len(cidx), -1, dtype=np.int64)
+        if cfail is not None:
+            delta += cfail.astype(np.int64) * POISON
+        ranks, pos = self.layout.owners(child, cidx)
+        out_idx, out_bad = [], []
+        for rank in np.unique(ranks):
+            sel = ranks == rank
+            rpos, rdelta = pos[sel], delta[sel]
+            order = np.argsort(rpos, kind="stable")
+            rpos, rdelta = rpos[order], rdelta[order]
+            uniq, first = np.unique(rpos, return_index=True)
+            udelta = np.add.reduceat(rdelta, first)
+            # Runs of nearby positions become one block update (zeros in the gaps).
+            cuts = np.flatnonzero(np.diff(uniq) > GAP) + 1
+            for run_pos, run_delta in zip(np.split(uniq, cuts), np.split(udelta, cuts)):
+                lo = int(run_pos[0])
+                block = np.zeros(int(run_pos[-1]) - lo + 1, dtype=np.int64)
+                block[run_pos - lo] = run_delta
+                start = int(self.layout.count_words(child, int(rank), lo))
+                old = self.mem.fetch_add_block(int(rank), start, block)
+                new = old + block
+                hit = np.flatnonzero((block != 0) & ((new & COUNT_MASK) == 0))
+                blo = self.layout.block(child, int(rank))[0]
+                out_idx.append(blo + lo + hit)
+                out_bad.append((new[hit] >> 40) != 0)
+        return _concat(out_idx), _concat_bool(out_bad)
+
+    def _fanout(self, child: int, dep, parent: int, pidx: np.ndarray) -> np.ndarray:
+        order, offsets = self._child_maps[(child, parent, dep.each)]
+        return offsets[pidx + 1] - offsets[pidx]
+
+
+def _concat(parts: list) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def _concat_bool(parts: list) -> np.ndarray | None:
+    return np.concatenate(parts) if parts else None

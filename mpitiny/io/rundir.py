@@ -1,0 +1,213 @@
+"""What a run leaves behind, and how each rank writes its part without a per-task file.
+
+Layout of a run directory (``--out``, default ``mpitiny-runs/<dag name>``)::
+
+    summary.json              totals, wall time, tasks/s, per-rank counts, groups (rank 0)
+    tasks.h5                  one logical table of every task: a virtual dataset over tasks/
+    tasks/rank-00003.h5       the rows rank 3 finished: gid, status, start, end, attempt, log offsets
+    results/rank-00003.jsonl  {"id": ..., "value": ...} for each fn task that returned non-None
+    failures/rank-00003.jsonl one JSON object per failed task, with its error in full
+    logs/rank-00003.out|.err  stdout / stderr of rank 3's cmd tasks, appended one after another,
+                              each behind a "### task ID (rank R, attempt A)" line; the offsets
+                              of each task's part are in its row of the tasks table
+
+A million tasks therefore make a handful of files per rank. Every file that is complete at the
+end (HDF5 tables, summary.json) is written under a temporary name and renamed into place.
+Row ``gid`` maps to a task id through ``summary.json``'s ``groups`` (name, first gid, size,
+foreach variables) or ``mpitiny.io.rundir.task_id``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+
+import numpy as np
+
+DONE, FAILED, UPSTREAM_FAILED = 1, 2, 3
+STATUS_NAMES = {DONE: "done", FAILED: "failed", UPSTREAM_FAILED: "upstream_failed"}
+RECORD_DTYPE = np.dtype([
+    ("gid", "<i8"), ("status", "i1"), ("attempt", "<i2"), ("start", "<f8"), ("end", "<f8"),
+    ("out_offset", "<i8"), ("out_length", "<i8"), ("err_offset", "<i8"), ("err_length", "<i8"),
+])
+SUBDIRS = ("tasks", "results", "failures", "logs")
+
+
+def rank_file(run_dir: str, sub: str, rank: int, ext: str) -> str:
+    return os.path.join(run_dir, sub, f"rank-{rank:05d}{ext}")
+
+
+def prepare(run_dir: str) -> None:
+    """Create the run directory, clearing what an earlier run left in it (called by rank 0)."""
+    os.makedirs(run_dir, exist_ok=True)
+    for sub in SUBDIRS:
+        path = os.path.join(run_dir, sub)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        os.makedirs(path)
+    for name in ("summary.json", "tasks.h5"):
+        path = os.path.join(run_dir, name)
+        if os.path.exists(path):
+            os.remove(path)
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a reader sees either nothing or the whole file."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class Records:
+    """Growable per-rank table of finished tasks (numpy, no per-row Python objects)."""
+
+    def __init__(self, capacity: int = 1 << 12) -> None:
+        self.rows = np.zeros(capacity, dtype=RECORD_DTYPE)
+        self.n = 0
+
+    def _room(self, k: int) -> None:
+        if self.n + k > len(self.rows):
+            grown = np.zeros(max(2 * len(self.rows), self.n + k), dtype=RECORD_DTYPE)
+            grown[:self.n] = self.rows[:self.n]
+            self.rows = grown
+
+    def add_run(self, gids, status, starts, ends, attempt: int = 1) -> None:
+        """Rows for tasks that ran (``status`` scalar or array, ``starts``/``ends`` sequences)."""
+        k = len(gids)
+        self._room(k)
+        block = self.rows[self.n:self.n + k]
+        block["gid"] = gids
+        block["status"] = status
+        block["attempt"] = attempt
+        block["start"] = starts
+        block["end"] = ends
+        self.n += k
+
+    def add_one(self, gid: int, status: int, start: float, end: float, attempt: int = 1,
+                out: tuple = (0, 0), err: tuple = (0, 0)) -> None:
+        self._room(1)
+        self.rows[self.n] = (gid, status, attempt, start, end, out[0], out[1], err[0], err[1])
+        self.n += 1
+
+    def table(self) -> np.ndarray:
+        return self.rows[:self.n]
+
+    def counts(self) -> dict:
+        status = self.rows["status"][:self.n]
+        return {name: int(np.count_nonzero(status == code)) for code, name in STATUS_NAMES.items()}
+
+
+class RankFiles:
+    """The files one rank appends to during a run."""
+
+    def __init__(self, run_dir: str, rank: int) -> None:
+        self.run_dir = run_dir
+        self.rank = rank
+        self.host = socket.gethostname()
+        self.results_path = rank_file(run_dir, "results", rank, ".jsonl")
+        self.failures_path = rank_file(run_dir, "failures", rank, ".jsonl")
+        self.out_path = rank_file(run_dir, "logs", rank, ".out")
+        self.err_path = rank_file(run_dir, "logs", rank, ".err")
+        self._results = None
+        self._failures = None
+        self._out_fd = -1
+        self._err_fd = -1
+        self.failures_seen: list = []
+
+    def result(self, task_id: str, json_text: str) -> None:
+        if self._results is None:
+            self._results = open(self.results_path, "a", encoding="utf-8", buffering=1 << 20)
+        self._results.write('{"id": %s, "value": %s}\n' % (json.dumps(task_id), json_text))
+
+    def failure(self, record: dict) -> None:
+        if self._failures is None:
+            self._failures = open(self.failures_path, "a", encoding="utf-8")
+        self._failures.write(json.dumps(record) + "\n")
+        self._failures.flush()
+        if len(self.failures_seen) < 20:
+            self.failures_seen.append(record)
+
+    def log_fds(self) -> tuple:
+        if self._out_fd < 0:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+            self._out_fd = os.open(self.out_path, flags, 0o644)
+            self._err_fd = os.open(self.err_path, flags, 0o644)
+        return self._out_fd, self._err_fd
+
+    def close(self) -> None:
+        for f in (self._results, self._failures):
+            if f is not None:
+                f.close()
+        for fd in (self._out_fd, self._err_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._results = self._failures = None
+        self._out_fd = self._err_fd = -1
+
+
+def write_rank_table(run_dir: str, rank: int, table: np.ndarray) -> str:
+    """This rank's rows as ``tasks/rank-R.h5`` (dataset ``tasks``), written atomically."""
+    import h5py
+    path = rank_file(run_dir, "tasks", rank, ".h5")
+    tmp = path + ".tmp"
+    with h5py.File(tmp, "w") as f:
+        f.create_dataset("tasks", data=table, chunks=(max(1, min(len(table), 1 << 16)),)
+                         if len(table) else None)
+        f.attrs["rank"] = rank
+        f.attrs["status_codes"] = json.dumps(STATUS_NAMES)
+    os.replace(tmp, path)
+    return path
+
+
+def write_virtual_table(run_dir: str, sizes: list) -> str:
+    """``tasks.h5``: one dataset ``tasks`` that reads every rank's table in rank order."""
+    import h5py
+    total = int(sum(sizes))
+    path = os.path.join(run_dir, "tasks.h5")
+    tmp = path + ".tmp"
+    layout = h5py.VirtualLayout(shape=(total,), dtype=RECORD_DTYPE)
+    at = 0
+    for rank, n in enumerate(sizes):
+        if n:
+            src = h5py.VirtualSource(os.path.join("tasks", f"rank-{rank:05d}.h5"), "tasks",
+                                     shape=(n,))
+            layout[at:at + n] = src
+            at += n
+    with h5py.File(tmp, "w", libver="latest") as f:
+        f.create_virtual_dataset("tasks", layout, fillvalue=None)
+        f.attrs["status_codes"] = json.dumps(STATUS_NAMES)
+    os.replace(tmp, path)
+    return path
+
+
+def read_tasks(run_dir: str) -> np.ndarray:
+    """Every task row of a finished run (reads the per-rank tables)."""
+    import h5py
+    parts = []
+    tdir = os.path.join(run_dir, "tasks")
+    for name in sorted(os.listdir(tdir)):
+        if name.endswith(".h5"):
+            with h5py.File(os.path.join(tdir, name), "r") as f:
+                parts.append(f["tasks"][()])
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=RECORD_DTYPE)
+
+
+def task_id(summary: dict, gid: int) -> str:
+    """The task id of ``gid`` from a run's ``summary.json`` (no DAG file needed)."""
+    from mpitiny.dag.model import format_value
+    for g in summary["groups"]:
+        if g["first"] <= gid < g["first"] + g["size"]:
+            i = gid - g["first"]
+            if not g["vars"]:
+                return g["name"]
+            vals = []
+            for name, spec in reversed(g["vars"]):
+                n = len(range(*spec["range"])) if "range" in spec else len(spec["values"])
+                i, pos = divmod(i, n)
+                vals.append(range(*spec["range"])[pos] if "range" in spec else spec["values"][pos])
+            return "%s[%s]" % (g["name"], ",".join(format_value(v) for v in reversed(vals)))
+    raise KeyError(gid)

@@ -1,0 +1,212 @@
+"""Word-addressed shared memory: one int64 array per rank, reached with atomic operations.
+
+``RmaMemory`` is the real thing: one ``MPI.Win.Allocate`` window per rank, one passive-target
+``Lock_all`` epoch for the whole run, every operation completed with ``Flush(target)``. That is
+the combination measured to stay one-sided while the target rank runs a Python task (see
+``shared/notes/mpi-facts.md``): a busy rank is never asked for anything.
+
+``LocalMemory`` keeps the same words for P simulated ranks in one process, so that the queue
+(``mpitiny.queue.stealq``) and the dependency logic (``mpitiny.dag.release``) can be driven by
+unit tests without MPI.
+
+Both offer the same operations, all on 64-bit signed words:
+
+- ``fetch_add(rank, disp, value) -> old``        (``MPI_Fetch_and_op`` SUM)
+- ``swap(rank, disp, value) -> old``             (``MPI_Fetch_and_op`` REPLACE)
+- ``cas(rank, disp, expected, new) -> old``      (``MPI_Compare_and_swap``)
+- ``add(rank, disp, value)``                     (``MPI_Accumulate`` SUM, no result)
+- ``fetch_add_block(rank, disp, values) -> old`` (``MPI_Get_accumulate`` SUM on a block)
+- ``get(rank, disp, count) -> array``            (``MPI_Get``)
+- ``put(rank, disp, values)``                    (``MPI_Put``)
+- ``local``: this rank's own words as a numpy array (read freely; written only through the
+  operations above when other ranks may touch the same words).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+class LocalMemory:
+    """P ranks' windows in one process; ``view(rank)`` gives the memory as seen by one rank."""
+
+    def __init__(self, nranks: int, nwords: int) -> None:
+        self.words = [np.zeros(nwords, dtype=np.int64) for _ in range(nranks)]
+        self.nranks = nranks
+
+    def view(self, rank: int) -> "LocalView":
+        return LocalView(self, rank)
+
+
+class LocalView:
+    """The operations of ``RmaMemory`` on a ``LocalMemory``, as performed by ``rank``."""
+
+    def __init__(self, memory: LocalMemory, rank: int) -> None:
+        self.memory = memory
+        self.rank = rank
+        self.nranks = memory.nranks
+        self.local = memory.words[rank]
+
+    def fetch_add(self, rank: int, disp: int, value: int) -> int:
+        w = self.memory.words[rank]
+        old = int(w[disp])
+        w[disp] = _wrap(old + value)
+        return old
+
+    def swap(self, rank: int, disp: int, value: int) -> int:
+        w = self.memory.words[rank]
+        old = int(w[disp])
+        w[disp] = value
+        return old
+
+    def cas(self, rank: int, disp: int, expected: int, new: int) -> int:
+        w = self.memory.words[rank]
+        old = int(w[disp])
+        if old == expected:
+            w[disp] = new
+        return old
+
+    def add(self, rank: int, disp: int, value: int) -> None:
+        w = self.memory.words[rank]
+        w[disp] = _wrap(int(w[disp]) + value)
+
+    def fetch_add_block(self, rank: int, disp: int, values: np.ndarray) -> np.ndarray:
+        w = self.memory.words[rank]
+        old = w[disp:disp + len(values)].copy()
+        w[disp:disp + len(values)] += values
+        return old
+
+    def get(self, rank: int, disp: int, count: int) -> np.ndarray:
+        return self.memory.words[rank][disp:disp + count].copy()
+
+    def put(self, rank: int, disp: int, values: np.ndarray) -> None:
+        self.memory.words[rank][disp:disp + len(values)] = values
+
+    def sync(self) -> None:
+        pass
+
+
+def _wrap(value: int) -> int:
+    """Two's-complement wrap to int64, as the hardware does for MPI_SUM on int64."""
+    value &= 0xFFFFFFFFFFFFFFFF
+    return value - (1 << 64) if value >= (1 << 63) else value
+
+
+class RmaMemory:
+    """One ``Win.Allocate`` window of ``nwords`` int64 per rank, locked for the whole run."""
+
+    def __init__(self, comm, nwords: int) -> None:
+        from mpi4py import MPI
+        self.MPI = MPI
+        self.comm = comm
+        self.rank = comm.Get_rank()
+        self.nranks = comm.Get_size()
+        self.win = MPI.Win.Allocate(max(nwords, 1) * 8, 8, comm=comm)
+        self.local = np.frombuffer(self.win.tomemory(), dtype=np.int64)[:nwords]
+        self.local[:] = 0
+        self._one = np.zeros(1, dtype=np.int64)
+        self._two = np.zeros(1, dtype=np.int64)
+        self._res = np.zeros(1, dtype=np.int64)
+        self._int64 = MPI.INT64_T
+        self._sum = MPI.SUM
+        self._replace = MPI.REPLACE
+
+    def start(self) -> None:
+        """Open the run-long passive epoch; call after the owners initialised their words."""
+        self.win.Lock_all()
+        self.comm.Barrier()
+
+    def stop(self) -> None:
+        self.win.Unlock_all()
+
+    def free(self) -> None:
+        self.win.Free()
+
+    def fetch_add(self, rank: int, disp: int, value: int) -> int:
+        self._one[0] = value
+        self.win.Fetch_and_op([self._one, self._int64], [self._res, self._int64], rank, disp, self._sum)
+        self.win.Flush(rank)
+        return int(self._res[0])
+
+    def swap(self, rank: int, disp: int, value: int) -> int:
+        self._one[0] = value
+        self.win.Fetch_and_op([self._one, self._int64], [self._res, self._int64], rank, disp, self._replace)
+        self.win.Flush(rank)
+        return int(self._res[0])
+
+    def cas(self, rank: int, disp: int, expected: int, new: int) -> int:
+        self._one[0] = new
+        self._two[0] = expected
+        self.win.Compare_and_swap([self._one, self._int64], [self._two, self._int64], [self._res, self._int64], rank, disp)
+        self.win.Flush(rank)
+        return int(self._res[0])
+
+    def add(self, rank: int, disp: int, value: int) -> None:
+        self._one[0] = value
+        self.win.Accumulate([self._one, self._int64], rank, (disp, 1, self._int64), self._sum)
+        self.win.Flush(rank)
+
+    def fetch_add_block(self, rank: int, disp: int, values: np.ndarray) -> np.ndarray:
+        values = np.ascontiguousarray(values, dtype=np.int64)
+        old = np.empty_like(values)
+        self.win.Get_accumulate([values, self._int64], [old, self._int64], rank, (disp, len(values), self._int64), self._sum)
+        self.win.Flush(rank)
+        return old
+
+    def get(self, rank: int, disp: int, count: int) -> np.ndarray:
+        out = np.empty(count, dtype=np.int64)
+        self.win.Get([out, self._int64], rank, (disp, count, self._int64))
+        self.win.Flush(rank)
+        return out
+
+    def put(self, rank: int, disp: int, values: np.ndarray) -> None:
+        values = np.ascontiguousarray(values, dtype=np.int64)
+        self.win.Put([values, self._int64], rank, (disp, len(values), self._int64))
+        self.win.Flush(rank)
+
+    def sync(self) -> None:
+        """Make this rank's local stores visible to RMA and remote updates visible locally."""
+        self.win.Sync()
+
+
+class RmaBytes:
+    """A byte window per rank (task results that other ranks read one-sidedly)."""
+
+    def __init__(self, comm, nbytes: int) -> None:
+        from mpi4py import MPI
+        self.MPI = MPI
+        self.win = MPI.Win.Allocate(max(nbytes, 8), 1, comm=comm)
+        self.local = np.frombuffer(self.win.tomemory(), dtype=np.uint8)[:nbytes]
+        self.size = nbytes
+
+    def start(self) -> None:
+        self.win.Lock_all()
+
+    def stop(self) -> None:
+        self.win.Unlock_all()
+
+    def free(self) -> None:
+        self.win.Free()
+
+    def read(self, rank: int, offset: int, length: int) -> bytes:
+        out = bytearray(length)
+        self.win.Get([out, self.MPI.BYTE], rank, (offset, length, self.MPI.BYTE))
+        self.win.Flush(rank)
+        return bytes(out)
+
+    def sync(self) -> None:
+        self.win.Sync()
+
+
+class LocalBytes:
+    """``RmaBytes`` for simulated ranks in one process."""
+
+    def __init__(self, buffers: list, rank: int) -> None:
+        self.buffers = buffers
+        self.local = buffers[rank]
+        self.size = len(self.local)
+
+    def read(self, rank: int, offset: int, length: int) -> bytes:
+        return bytes(self.buffers[rank][offset:offset + length])
+
+    def sync(self) -> None:
+        pass
