@@ -114,7 +114,7 @@ class StealQueue:
         n = len(ids)
         if n == 0:
             return
-        if self.ring_tail + n > self.nring and not self._reset_ring():
+        if self.ring_tail + n > self.nring and (n > self.nring or not self._reset_ring()):
             self.pending.append((prio, RING, np.asarray(ids, dtype=np.int64)))
             return
         start = self.ring_tail

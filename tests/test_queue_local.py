@@ -1,0 +1,222 @@
+"""The steal queue driven by simulated ranks in one process (``LocalMemory``), no MPI."""
+import random
+
+import numpy as np
+import pytest
+
+from mpitiny.queue.memory import LocalMemory
+from mpitiny.queue.stealq import RANGE, RING, StealQueue, pack, region_size, unpack
+
+
+def make_queues(nranks, slots=4, inbox=8, ring=16):
+    mem = LocalMemory(nranks, region_size(slots, inbox, ring))
+    return [StealQueue(mem.view(r), 0, slots, inbox, ring) for r in range(nranks)]
+
+
+def as_ids(work):
+    if isinstance(work, tuple):
+        return list(range(*work))
+    return [int(x) for x in work]
+
+
+@pytest.mark.parametrize("kind,nxt,hi", [(RANGE, 0, 0), (RANGE, 5, 10), (RING, 3, 7),
+                                         (RING, (1 << 31) - 1, (1 << 32) - 1)])
+def test_pack_roundtrip(kind, nxt, hi):
+    assert unpack(pack(kind, nxt, hi)) == (kind, nxt, hi)
+    assert -(1 << 63) <= pack(kind, nxt, hi) < (1 << 63)
+
+
+def test_owner_claims_chunks_then_nothing():
+    (q,) = make_queues(1)
+    q.push_range(10, 30)
+    got = []
+    while (w := q.claim(7)) is not None:
+        got += as_ids(w)
+    assert got == list(range(10, 30))
+    assert not q.has_work()
+
+
+def test_higher_priority_first_newest_first():
+    (q,) = make_queues(1, slots=8)
+    q.push_range(0, 2, prio=0)
+    q.push_ids([100, 101], prio=5)
+    q.push_range(50, 52, prio=5)
+    q.push_ids([200], prio=-1)
+    order = []
+    while (w := q.claim(10)) is not None:
+        order += as_ids(w)
+    assert order == [50, 51, 100, 101, 0, 1, 200]
+
+
+def test_thief_takes_half_of_the_fullest_highest_priority_slot():
+    owner, thief = make_queues(2)
+    owner.push_range(0, 100, prio=1)
+    owner.push_range(1000, 1010, prio=2)
+    prio, work = thief.steal(0)
+    assert prio == 2 and work == (1000, 1005)
+    prio, work = thief.steal(0)
+    assert prio == 2 and work == (1005, 1008)
+
+
+def test_ring_steal_copies_ids_and_counts_copied():
+    owner, thief = make_queues(2)
+    owner.push_ids([7, 8, 9, 10], prio=0)
+    prio, ids = thief.steal(0)
+    assert list(ids) == [7, 8]
+    assert owner.local[0] == 2        # COPIED
+    assert as_ids(owner.claim(10)) == [9, 10]
+
+
+def test_ring_restarts_when_drained_and_overflows_privately_otherwise():
+    owner, thief = make_queues(2, ring=4)
+    owner.push_ids([1, 2, 3], prio=0)
+    thief.steal(0)
+    owner.claim(10)
+    owner.push_ids([4, 5, 6], prio=0)   # does not fit at the tail; ring drained -> restart
+    assert owner.ring_tail == 3
+    owner.push_ids([7, 8], prio=0)      # ring holds unclaimed ids -> private overflow
+    assert owner.pending
+    got = []
+    while (w := owner.claim(10)) is not None:
+        got += as_ids(w)
+    assert sorted(got) == [4, 5, 6, 7, 8]
+
+
+def test_slots_overflow_into_pending_and_come_back():
+    (q,) = make_queues(1, slots=2)
+    for k in range(5):
+        q.push_range(10 * k, 10 * k + 3, prio=k)
+    assert len(q.pending) == 3
+    got = []
+    while (w := q.claim(2)) is not None:
+        got += as_ids(w)
+    assert sorted(got) == sorted(i for k in range(5) for i in range(10 * k, 10 * k + 3))
+    assert got[:3] == [40, 41, 42]      # priority 4 first
+
+
+def test_inbox_push_take_and_steal():
+    a, b, c = make_queues(3, inbox=4)
+    assert b.push_remote(0, 41) and c.push_remote(0, 42)
+    prio, ids = c.steal(0)               # a is "busy": c takes from its inbox
+    assert prio is None and len(ids) == 1
+    rest = a.take_inbox()
+    assert sorted(list(ids) + rest) == [41, 42]
+    assert a.take_inbox() == []
+
+
+def test_inbox_full_refuses():
+    a, b = make_queues(2, inbox=2)
+    assert b.push_remote(0, 1) and b.push_remote(0, 2)
+    assert not b.push_remote(0, 3)
+    assert sorted(a.take_inbox()) == [1, 2]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_interleaving_every_task_exactly_once(seed):
+    """Owners claim, thieves steal and re-queue, in random order: no task lost or doubled."""
+    rng = random.Random(seed)
+    nranks = rng.choice([2, 3, 5])
+    qs = make_queues(nranks, slots=rng.choice([2, 4, 8]), inbox=8, ring=rng.choice([8, 32]))
+    expected = []
+    next_id = 0
+    for r in range(nranks):
+        for _ in range(rng.randint(0, 4)):
+            n = rng.randint(1, 40)
+            if rng.random() < 0.5:
+                qs[r].push_range(next_id, next_id + n, prio=rng.randint(0, 2))
+            else:
+                qs[r].push_ids(list(range(next_id, next_id + n)), prio=rng.randint(0, 2))
+            expected += range(next_id, next_id + n)
+            next_id += n
+    seen = []
+    for _ in range(20000):
+        r = rng.randrange(nranks)
+        action = rng.random()
+        if action < 0.5:
+            w = qs[r].claim(rng.randint(1, 6))
+            if w is not None:
+                seen += as_ids(w)
+        elif action < 0.9 and nranks > 1:
+            v = rng.choice([x for x in range(nranks) if x != r])
+            got = qs[r].steal(v)
+            if got is not None:
+                prio, w = got
+                if isinstance(w, tuple):
+                    qs[r].push_range(*w, prio=prio)
+                else:
+                    qs[r].push_ids(w, prio=prio or 0)
+        else:
+            ids = [next_id]
+            next_id += 1
+            expected += ids
+            target = rng.randrange(nranks)
+            if target != r and qs[r].push_remote(target, ids[0]):
+                continue
+            qs[r].push_ids(ids, prio=0)
+        if not any(q.has_work() for q in qs) and all(
+                q.local[1] == q.local[2] for q in qs):
+            break
+    for q in qs:
+        q.push_ids(q.take_inbox(), 0)
+        while (w := q.claim(100)) is not None:
+            seen += as_ids(w)
+    assert sorted(seen) == sorted(expected)
+
+
+class MeddlingView:
+    """A thief's memory view that lets the victim's owner act between the thief's reads and
+    its compare-and-swap, so that thieves work from stale views (the ABA cases)."""
+
+    def __init__(self, view, meddle):
+        self._view = view
+        self._meddle = meddle
+        self._busy = False
+
+    def __getattr__(self, name):
+        return getattr(self._view, name)
+
+    def cas(self, rank, disp, expected, new):
+        if not self._busy:
+            self._busy = True
+            self._meddle()
+            self._busy = False
+        return self._view.cas(rank, disp, expected, new)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_stale_thief_views_never_lose_or_double_tasks(seed):
+    rng = random.Random(seed)
+    mem = LocalMemory(2, region_size(3, 4, 8))
+    owner = StealQueue(mem.view(0), 0, 3, 4, 8)
+    seen, expected = [], []
+    counter = [0]
+
+    def push():
+        n = rng.randint(1, 5)
+        ids = list(range(counter[0], counter[0] + n))
+        counter[0] += n
+        expected.extend(ids)
+        if rng.random() < 0.5:
+            owner.push_range(ids[0], ids[-1] + 1, prio=rng.randint(0, 1))
+        else:
+            owner.push_ids(ids, prio=rng.randint(0, 1))
+
+    def meddle():
+        for _ in range(rng.randint(0, 3)):
+            if rng.random() < 0.6:
+                w = owner.claim(rng.randint(1, 3))
+                if w is not None:
+                    seen.extend(as_ids(w))
+            else:
+                push()
+
+    thief = StealQueue(MeddlingView(mem.view(1), meddle), 0, 3, 4, 8)
+    for _ in range(300):
+        if rng.random() < 0.3:
+            push()
+        got = thief.steal(0)
+        if got is not None:
+            seen.extend(as_ids(got[1]))
+    while (w := owner.claim(100)) is not None:
+        seen.extend(as_ids(w))
+    assert sorted(seen) == sorted(expected)
