@@ -4,7 +4,8 @@ Layout of a run directory (``--out``, default ``mpitiny-runs/<dag name>``)::
 
     summary.json              totals, wall time, tasks/s, per-rank counts, groups (rank 0)
     tasks.h5                  one logical table of every task: a virtual dataset over tasks/
-    tasks/rank-00003.h5       the rows rank 3 finished: gid, status, start, end, attempt, log offsets
+    tasks/rank-00003.h5       rows of the tasks rank 3 finished: gid, status, attempt, rank,
+                              start, end (Unix time), stdout/stderr offsets in logs/
     results/rank-00003.jsonl  {"id": ..., "value": ...} for each fn task that returned non-None
     failures/rank-00003.jsonl one JSON object per failed task, with its error in full
     logs/rank-00003.out|.err  stdout / stderr of rank 3's cmd tasks, appended one after another,
@@ -13,11 +14,13 @@ Layout of a run directory (``--out``, default ``mpitiny-runs/<dag name>``)::
 
 A million tasks therefore make a handful of files per rank. Every file that is complete at the
 end (HDF5 tables, summary.json) is written under a temporary name and renamed into place.
-Row ``gid`` maps to a task id through ``summary.json``'s ``groups`` (name, first gid, size,
-foreach variables) or ``mpitiny.io.rundir.task_id``.
+Row ``gid`` maps to a task id through the ``groups`` table (name, first gid, size, foreach
+variables), in summary.json for DAGs of up to 1000 entries and always in tasks.h5; see
+``groups_of`` and ``task_id``.
 """
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import shutil
@@ -28,7 +31,7 @@ import numpy as np
 DONE, FAILED, UPSTREAM_FAILED = 1, 2, 3
 STATUS_NAMES = {DONE: "done", FAILED: "failed", UPSTREAM_FAILED: "upstream_failed"}
 RECORD_DTYPE = np.dtype([
-    ("gid", "<i8"), ("status", "i1"), ("attempt", "<i2"), ("start", "<f8"), ("end", "<f8"),
+    ("gid", "<i8"), ("status", "i1"), ("attempt", "<i2"), ("rank", "<i4"), ("start", "<f8"), ("end", "<f8"),
     ("out_offset", "<i8"), ("out_length", "<i8"), ("err_offset", "<i8"), ("err_length", "<i8"),
 ])
 SUBDIRS = ("tasks", "results", "failures", "logs")
@@ -65,13 +68,16 @@ def write_atomic(path: str, data: bytes) -> None:
 class Records:
     """Growable per-rank table of finished tasks (numpy, no per-row Python objects)."""
 
-    def __init__(self, capacity: int = 1 << 12) -> None:
+    def __init__(self, rank: int = 0, capacity: int = 1 << 12) -> None:
+        self.rank = rank
         self.rows = np.zeros(capacity, dtype=RECORD_DTYPE)
+        self.rows["rank"] = rank
         self.n = 0
 
     def _room(self, k: int) -> None:
         if self.n + k > len(self.rows):
             grown = np.zeros(max(2 * len(self.rows), self.n + k), dtype=RECORD_DTYPE)
+            grown["rank"] = self.rank
             grown[:self.n] = self.rows[:self.n]
             self.rows = grown
 
@@ -90,7 +96,7 @@ class Records:
     def add_one(self, gid: int, status: int, start: float, end: float, attempt: int = 1,
                 out: tuple = (0, 0), err: tuple = (0, 0)) -> None:
         self._room(1)
-        self.rows[self.n] = (gid, status, attempt, start, end, out[0], out[1], err[0], err[1])
+        self.rows[self.n] = (gid, status, attempt, self.rank, start, end, out[0], out[1], err[0], err[1])
         self.n += 1
 
     def table(self) -> np.ndarray:
@@ -163,8 +169,9 @@ def write_rank_table(run_dir: str, rank: int, table: np.ndarray) -> str:
     return path
 
 
-def write_virtual_table(run_dir: str, sizes: list) -> str:
-    """``tasks.h5``: one dataset ``tasks`` that reads every rank's table in rank order."""
+def write_virtual_table(run_dir: str, sizes: list, dag=None) -> str:
+    """``tasks.h5``: dataset ``tasks``, a virtual dataset over every rank's table in rank order,
+    and dataset ``groups`` (name, first gid, size, foreach variables as JSON) to name rows."""
     import h5py
     total = int(sum(sizes))
     path = os.path.join(run_dir, "tasks.h5")
@@ -180,6 +187,17 @@ def write_virtual_table(run_dir: str, sizes: list) -> str:
     with h5py.File(tmp, "w", libver="latest") as f:
         f.create_virtual_dataset("tasks", layout, fillvalue=None)
         f.attrs["status_codes"] = json.dumps(STATUS_NAMES)
+        if dag is not None:
+            from mpitiny._core import group_table
+            table = group_table(dag)
+            dt = np.dtype([("name", h5py.string_dtype()), ("first", "<i8"), ("size", "<i8"),
+                           ("vars", h5py.string_dtype())])
+            rows = np.empty(len(table), dtype=dt)
+            rows["name"] = [g["name"] for g in table]
+            rows["first"] = [g["first"] for g in table]
+            rows["size"] = [g["size"] for g in table]
+            rows["vars"] = [json.dumps(g["vars"]) for g in table]
+            f.create_dataset("groups", data=rows)
     os.replace(tmp, path)
     return path
 
@@ -196,18 +214,32 @@ def read_tasks(run_dir: str) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=RECORD_DTYPE)
 
 
-def task_id(summary: dict, gid: int) -> str:
-    """The task id of ``gid`` from a run's ``summary.json`` (no DAG file needed)."""
+def groups_of(run_dir: str) -> list:
+    """The gid -> id table of a finished run: from summary.json, or tasks.h5 for large DAGs."""
+    with open(os.path.join(run_dir, "summary.json"), encoding="utf-8") as f:
+        groups = json.load(f)["groups"]
+    if isinstance(groups, list):
+        return groups
+    import h5py
+    with h5py.File(os.path.join(run_dir, "tasks.h5"), "r") as f:
+        rows = f["groups"][()]
+    return [{"name": r["name"].decode(), "first": int(r["first"]), "size": int(r["size"]),
+             "vars": json.loads(r["vars"])} for r in rows]
+
+
+def task_id(groups: list, gid: int) -> str:
+    """The task id of ``gid`` from ``groups_of(run_dir)`` (no DAG file needed)."""
     from mpitiny.dag.model import format_value
-    for g in summary["groups"]:
-        if g["first"] <= gid < g["first"] + g["size"]:
-            i = gid - g["first"]
-            if not g["vars"]:
-                return g["name"]
-            vals = []
-            for name, spec in reversed(g["vars"]):
-                n = len(range(*spec["range"])) if "range" in spec else len(spec["values"])
-                i, pos = divmod(i, n)
-                vals.append(range(*spec["range"])[pos] if "range" in spec else spec["values"][pos])
-            return "%s[%s]" % (g["name"], ",".join(format_value(v) for v in reversed(vals)))
-    raise KeyError(gid)
+    firsts = [g["first"] for g in groups]
+    g = groups[bisect.bisect_right(firsts, gid) - 1]
+    if not g["first"] <= gid < g["first"] + g["size"]:
+        raise KeyError(gid)
+    if not g["vars"]:
+        return g["name"]
+    i = gid - g["first"]
+    vals = []
+    for _, spec in reversed(g["vars"]):
+        values = range(*spec["range"]) if "range" in spec else spec["values"]
+        i, pos = divmod(i, len(values))
+        vals.append(values[pos])
+    return "%s[%s]" % (g["name"], ",".join(format_value(v) for v in reversed(vals)))

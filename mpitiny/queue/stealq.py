@@ -29,7 +29,8 @@ the data of a just-finished parent is still warm); thieves take the fullest.
 
 The *inbox* lets another rank place a task on this rank (``push_remote``: a fetch-and-add picks
 an inbox word, a compare-and-swap fills it). The owner moves inbox entries into its ring
-between tasks; while it is busy a thief may take them itself (late binding).
+between tasks; while it is busy (its ``BUSY`` word is set) a thief may take them itself (late
+binding).
 
 Everything that thieves touch is changed only with atomics; the owner's private bookkeeping
 (which slots it uses, ring tail, overflow list) lives in ordinary Python objects.
@@ -38,6 +39,8 @@ Costs measured on one node (MPICH, 2 ranks): a steal is one ``Get`` of the heade
 ``Compare_and_swap`` (~1.5 µs) and, for ring slots, one more ``Get`` and one ``Accumulate``.
 """
 from __future__ import annotations
+
+import bisect
 
 import numpy as np
 
@@ -51,6 +54,7 @@ MAX_STEAL = 1 << 20
 COPIED = 0        # thieves add what they copied out of the ring
 INBOX_TAIL = 1    # pushers add 1 to pick an inbox word (and take it back if the inbox is full)
 INBOX_TAKEN = 2   # consumers add what they took out; TAIL > TAKEN means entries wait
+BUSY = 3          # the owner's own flag: 1 while it runs tasks (thieves take inbox entries only then)
 HEADER = 4        # slots start here; then priorities, inbox, ring
 
 
@@ -64,6 +68,10 @@ def unpack(word: int) -> tuple:
     """``(kind, next, hi)`` of a slot word."""
     word &= 0xFFFFFFFFFFFFFFFF
     return word >> 63, (word >> 32) & MASK31, word & MASK32
+
+
+def _prio(entry: tuple) -> int:
+    return entry[0]
 
 
 def region_size(nslots: int, inbox: int, ring: int) -> int:
@@ -96,7 +104,8 @@ class StealQueue:
         self.ring_prio = None
         self.owner_ring_claims = 0      # ring positions the owner claimed since the last reset
         self.copied_base = 0
-        self.pending: list = []         # overflow: [(prio, kind, payload)] not visible to thieves
+        self.pending: list = []         # overflow: [(prio, kind, payload)] sorted by prio,
+                                        # not visible to thieves
 
     # ------------------------------------------------------------------ owner side
     def push_range(self, lo: int, hi: int, prio: int = 0) -> None:
@@ -107,7 +116,7 @@ class StealQueue:
             self.push_range(lo, lo + MASK31 // 2, prio)
             lo += MASK31 // 2
         if not self._publish(RANGE, lo, hi, prio):
-            self.pending.append((prio, RANGE, (lo, hi)))
+            self._defer(prio, RANGE, (lo, hi))
 
     def push_ids(self, ids, prio: int = 0) -> None:
         """Publish individual ready task ids (appended to the ring)."""
@@ -115,7 +124,7 @@ class StealQueue:
         if n == 0:
             return
         if self.ring_tail + n > self.nring and (n > self.nring or not self._reset_ring()):
-            self.pending.append((prio, RING, np.asarray(ids, dtype=np.int64)))
+            self._defer(prio, RING, np.asarray(ids, dtype=np.int64))
             return
         start = self.ring_tail
         self.local[self.ring0 + start:self.ring0 + start + n] = ids
@@ -131,7 +140,7 @@ class StealQueue:
         if not self._publish(RING, start, start + n, prio):
             self.ring_slot = -1
             self.ring_tail = start   # nothing was published: take the positions back
-            self.pending.append((prio, RING, np.array(ids, dtype=np.int64)))
+            self._defer(prio, RING, np.array(ids, dtype=np.int64))
 
     def claim(self, want: int):
         """Take up to ``want`` of this rank's highest-priority ready tasks, or None.
@@ -164,6 +173,10 @@ class StealQueue:
             return self._claim_pending(want)
         return None
 
+    def set_busy(self, busy: bool) -> None:
+        """Tell thieves whether this rank is running tasks (so its inbox waits for them)."""
+        self.local[self.base + BUSY] = 1 if busy else 0
+
     def has_work(self) -> bool:
         """Whether this rank still holds unclaimed ready tasks (its own view)."""
         if self.pending:
@@ -190,7 +203,8 @@ class StealQueue:
             return []
         self.mem.sync()
         got = []
-        for k in np.flatnonzero(self.local[self.inbox0:self.inbox0 + self.ninbox]):
+        box = self.local[self.inbox0:self.inbox0 + self.ninbox].copy()   # other ranks write it
+        for k in np.flatnonzero(box):
             old = self.mem.swap(self.rank, self.inbox0 + int(k), 0)
             if old:
                 got.append(old - 1)
@@ -246,23 +260,23 @@ class StealQueue:
         self.ring_slot = -1
         return True
 
+    def _defer(self, prio: int, kind: int, payload) -> None:
+        """Keep work that found no slot or ring space, in priority order (last = highest)."""
+        bisect.insort_right(self.pending, (prio, kind, payload), key=_prio)
+
     def _refill(self) -> None:
         """Move overflow entries into free slots, highest priority first."""
-        self.pending.sort(key=lambda e: e[0])
         while self.pending and self.free:
             prio, kind, payload = self.pending.pop()
+            before = len(self.pending)
             if kind == RANGE:
-                if not self._publish(RANGE, payload[0], payload[1], prio):
-                    self.pending.append((prio, kind, payload))
-                    return
+                self.push_range(payload[0], payload[1], prio)
             else:
-                before = len(self.pending)
                 self.push_ids(payload, prio)
-                if len(self.pending) > before:
-                    return
+            if len(self.pending) > before:
+                return
 
     def _claim_pending(self, want: int):
-        self.pending.sort(key=lambda e: e[0])
         prio, kind, payload = self.pending.pop()
         if kind == RANGE:
             lo, hi = payload
@@ -310,7 +324,7 @@ class StealQueue:
                     mem.add(victim, self.base + COPIED, take)
                     return prio, ids
                 word = old
-        if head[0] > head[INBOX_TAKEN - INBOX_TAIL]:
+        if head[0] > head[INBOX_TAKEN - INBOX_TAIL] and head[BUSY - INBOX_TAIL]:
             return self._steal_inbox(victim)
         return None
 
