@@ -341,6 +341,11 @@ class Engine:
         out = {}
         for dep in group.deps:
             parent = self.dag.groups[dep.parent]
+            if parent.kind == "cmd":        # shell tasks return nothing: their value is None
+                pidx = np.arange(parent.size) if dep.each is None else \
+                    dep.each.parent_indices(group, parent, np.array([i], dtype=np.int64))
+                out.update((parent.instance_id(int(p)), None) for p in pidx)
+                continue
             if dep.each is None:
                 pidx = np.arange(parent.size, dtype=np.int64)
             else:

@@ -1,0 +1,264 @@
+"""``mpiexec -n N python -m mpitiny run dag.json`` end to end, checked from what the run leaves.
+
+Every DAG test checks, from the per-rank task tables, that every task finished exactly once and
+never started before all of its parents ended (``mpitiny.io.check.check_run``).
+"""
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from mpitiny.dag.load import load_dag
+from mpitiny.io.check import check_run
+from mpitiny.io.rundir import groups_of, read_tasks, task_id
+
+pytestmark = pytest.mark.mpi
+RANKS = [1, 2, 4, 8]
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "wfcommons"
+
+
+def write(tmp_path, dag: dict) -> Path:
+    path = tmp_path / "dag.json"
+    path.write_text(json.dumps(dag))
+    return path
+
+
+def run(python_module, n, dag_path, out, *extra, timeout=120):
+    return python_module(n, "mpitiny", "run", str(dag_path), "--out", str(out), *extra,
+                         timeout=timeout, cwd=str(dag_path.parent))
+
+
+def checked(python_module, tmp_path, n, dag: dict, expect_status=0):
+    path = write(tmp_path, dag)
+    out = tmp_path / "run"
+    proc = run(python_module, n, path, out)
+    assert proc.returncode == expect_status, proc.stderr + proc.stdout
+    counts = check_run(load_dag(str(path)), str(out))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ranks"] == n
+    return counts, summary, proc
+
+
+def null(id_, deps=(), **kw):
+    return {"id": id_, "fn": "mpitiny.tasks:null", "deps": list(deps), **kw}
+
+
+@pytest.mark.parametrize("n", RANKS)
+def test_chain(python_module, tmp_path, n):
+    tasks = [null("c0")] + [null(f"c{k}", [f"c{k - 1}"]) for k in range(1, 60)]
+    counts, _, _ = checked(python_module, tmp_path, n, {"name": "chain", "tasks": tasks})
+    assert counts["done"] == 60
+
+
+@pytest.mark.parametrize("n", RANKS)
+def test_wide_fork_join(python_module, tmp_path, n):
+    tasks = [null("src"),
+             {"id": "mid", "fn": "mpitiny.tasks:sleep", "args": [0.001],
+              "foreach": {"i": {"range": [0, 300]}}, "deps": ["src"]},
+             null("sink", ["mid"])]
+    counts, summary, _ = checked(python_module, tmp_path, n, {"name": "forkjoin", "tasks": tasks})
+    assert counts["done"] == 302
+    if n > 1:
+        ran_on = {r["rank"] for r in summary["per_rank"] if r["done"]}
+        assert len(ran_on) > 1, "the fan-out never spread beyond one rank"
+
+
+@pytest.mark.parametrize("n", RANKS)
+def test_diamond_with_element_wise_families(python_module, tmp_path, n):
+    tasks = [null("a"),
+             {"id": "b", "fn": "mpitiny.tasks:null", "foreach": {"i": {"range": [0, 500]}},
+              "deps": ["a"]},
+             {"id": "c", "fn": "mpitiny.tasks:null", "foreach": {"i": {"range": [0, 500]}},
+              "deps": ["b[{i}]"]},
+             null("d", ["b", "c"])]
+    counts, _, _ = checked(python_module, tmp_path, n, {"name": "diamond", "tasks": tasks})
+    assert counts["done"] == 1002
+
+
+def random_dag(seed: int) -> dict:
+    rng = random.Random(seed)
+    tasks = []
+    for k in range(rng.randint(20, 120)):
+        deps = rng.sample([t["id"] for t in tasks], min(len(tasks), rng.randint(0, 3)))
+        if rng.random() < 0.2:
+            size = rng.choice([2, 10, 50])
+            fams = [t for t in tasks if t.get("foreach", {}).get("i") == {"range": [0, size]}]
+            if fams and rng.random() < 0.7:
+                deps.append(f"{rng.choice(fams)['id']}[{{i}}]")
+            tasks.append({"id": f"f{k}", "fn": "mpitiny.tasks:null",
+                          "foreach": {"i": {"range": [0, size]}}, "deps": deps,
+                          "priority": rng.randint(-2, 2)})
+        else:
+            tasks.append(null(f"t{k}", deps, priority=rng.randint(-2, 2)))
+    return {"name": f"random{seed}", "tasks": tasks}
+
+
+@pytest.mark.parametrize("n,seed", [(1, 0), (2, 1), (4, 2), (8, 3), (3, 4), (8, 5), (4, 6), (2, 7)])
+def test_random_dags(python_module, tmp_path, n, seed):
+    dag = random_dag(seed)
+    counts, _, _ = checked(python_module, tmp_path, n, dag)
+    assert counts["failed"] == counts["upstream_failed"] == 0
+
+
+@pytest.mark.parametrize("n", [1, 4])
+def test_family_of_100k(python_module, tmp_path, n):
+    dag = {"name": "big", "tasks": [{"id": "x", "fn": "mpitiny.tasks:null",
+                                     "foreach": {"i": {"range": [0, 100_000]}}}]}
+    counts, summary, _ = checked(python_module, tmp_path, n, dag)
+    assert counts["done"] == 100_000
+    if n > 1:
+        assert all(r["done"] > 0 for r in summary["per_rank"])
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_failure_propagation(python_module, tmp_path, n):
+    tasks = [{"id": "a", "fn": "mpitiny.tasks:echo", "args": ["{i}"], "foreach": {"i": {"range": [0, 6]}}},
+             {"id": "bad", "fn": "mpitiny.tasks:fail", "args": ["boom {i}"],
+              "foreach": {"i": {"range": [0, 6]}}, "deps": ["a[{i}]"]},
+             {"id": "after", "fn": "mpitiny.tasks:null", "foreach": {"i": {"range": [0, 6]}},
+              "deps": ["bad[{i}]"]},
+             null("end", ["after"]),
+             null("independent", ["a"]),
+             {"id": "shell_bad", "cmd": "echo to-stderr >&2; exit 7"},
+             null("after_shell", ["shell_bad"])]
+    counts, summary, proc = checked(python_module, tmp_path, n, {"name": "fails", "tasks": tasks},
+                                    expect_status=1)
+    assert counts == {"done": 7, "failed": 7, "upstream_failed": 8}
+    assert summary["failed"] == 7 and summary["upstream_failed"] == 8
+    failures = [json.loads(line) for f in sorted((tmp_path / "run" / "failures").glob("*.jsonl"))
+                for line in f.read_text().splitlines()]
+    assert len(failures) == 7
+    by_id = {f["id"]: f for f in failures}
+    assert "RuntimeError: boom 3" in by_id["bad[3]"]["error"]
+    assert by_id["bad[3]"]["error"].startswith(f"### task bad[3] failed on rank {by_id['bad[3]']['rank']} of {n} (")
+    assert "exited with status 7" in by_id["shell_bad"]["error"]
+    assert "to-stderr" in by_id["shell_bad"]["error"]
+    assert proc.stdout.count("mpitiny: first failure:") == 1
+
+
+@pytest.mark.parametrize("n", [1, 2, 4])
+def test_cmd_and_fn_tasks_and_their_outputs(python_module, tmp_path, n):
+    tasks = [{"id": "sh", "cmd": "echo out {i} $MPITINY_TASK_ID $MPITINY_ATTEMPT $MPITINY_RANK; echo err {i} >&2",
+              "foreach": {"i": {"range": [0, 12]}}},
+             {"id": "py", "fn": "mpitiny.tasks:echo", "args": [{"k": "{i}"}],
+              "foreach": {"i": ["x", "y"]}, "deps": ["sh"]}]
+    checked(python_module, tmp_path, n, {"name": "mixed", "tasks": tasks})
+    out = tmp_path / "run"
+    rows = read_tasks(str(out))
+    groups = groups_of(str(out))
+    logs = {}
+    for row in rows:
+        tid = task_id(groups, int(row["gid"]))
+        if tid.startswith("sh["):
+            data = (out / "logs" / f"rank-{row['rank']:05d}.out").read_bytes()
+            logs[tid] = data[row["out_offset"]:row["out_offset"] + row["out_length"]].decode()
+            err = (out / "logs" / f"rank-{row['rank']:05d}.err").read_bytes()
+            assert err[row["err_offset"]:row["err_offset"] + row["err_length"]].decode() == \
+                f"err {tid[3:-1]}\n"
+    assert len(logs) == 12
+    for i in range(12):
+        words = logs[f"sh[{i}]"].split()
+        assert words[:4] == ["out", str(i), f"sh[{i}]", "1"] and 0 <= int(words[4]) < n
+    results = [json.loads(line) for f in (out / "results").glob("*.jsonl")
+               for line in f.read_text().splitlines()]
+    assert sorted((r["id"], r["value"]["value"]["k"]) for r in results) == [("py[x]", "x"), ("py[y]", "y")]
+    # shell tasks return nothing: a Python child sees None for each of them
+    assert results[0]["value"]["inputs"] == {f"sh[{i}]": None for i in range(12)}
+
+
+@pytest.mark.parametrize("n", [1, 2, 4])
+def test_inputs_receive_parent_values(python_module, tmp_path, n):
+    (tmp_path / "sums.py").write_text(
+        "def square(i):\n    return i * i\n\n"
+        "def total(inputs):\n    return sum(inputs.values())\n\n"
+        "def pair(i, inputs):\n    return [i, inputs]\n\n"
+        "def unjsonable():\n    return object()\n")
+    tasks = [{"id": "sq", "fn": "sums:square", "args": ["{i}"], "foreach": {"i": {"range": [0, 40]}}},
+             {"id": "pair", "fn": "sums:pair", "args": ["{i}"], "foreach": {"i": {"range": [0, 40]}},
+              "deps": ["sq[{i}]"]},
+             {"id": "total", "fn": "sums:total", "deps": ["sq"]},
+             {"id": "weird", "fn": "sums:unjsonable"},
+             {"id": "after_weird", "fn": "sums:total", "deps": ["weird"]}]
+    counts, _, _ = checked(python_module, tmp_path, n, {"name": "inputs", "tasks": tasks},
+                           expect_status=1)
+    assert counts == {"done": 81, "failed": 1, "upstream_failed": 1}
+    results = {}
+    for f in (tmp_path / "run" / "results").glob("*.jsonl"):
+        for line in f.read_text().splitlines():
+            r = json.loads(line)
+            results[r["id"]] = r["value"]
+    assert results["total"] == sum(i * i for i in range(40))
+    assert results["pair[7]"] == [7, {"sq[7]": 49}]
+    failure = next((tmp_path / "run" / "failures").glob("*.jsonl")).read_text()
+    assert "not JSON-serialisable" in failure
+
+
+def test_priorities_order_ready_tasks_on_one_rank(python_module, tmp_path):
+    tasks = [{"id": "low", "fn": "mpitiny.tasks:null", "foreach": {"i": {"range": [0, 50]}},
+              "priority": -1},
+             {"id": "high", "fn": "mpitiny.tasks:null", "foreach": {"i": {"range": [0, 50]}},
+              "priority": 10},
+             {"id": "mid", "fn": "mpitiny.tasks:null", "priority": 3}]
+    checked(python_module, tmp_path, 1, {"name": "prio", "tasks": tasks})
+    rows = read_tasks(str(tmp_path / "run"))
+    groups = groups_of(str(tmp_path / "run"))
+    order = [task_id(groups, int(g)).split("[")[0] for g in rows[rows["start"].argsort(kind="stable")]["gid"]]
+    assert order == ["high"] * 50 + ["mid"] + ["low"] * 50
+
+
+def test_released_high_priority_task_runs_before_queued_low_priority(python_module, tmp_path):
+    tasks = [null("gate"),
+             {"id": "bulk", "fn": "mpitiny.tasks:sleep", "args": [0.0005],
+              "foreach": {"i": {"range": [0, 400]}}, "priority": 0},
+             {"id": "urgent", "fn": "mpitiny.tasks:null", "deps": ["gate"], "priority": 100}]
+    checked(python_module, tmp_path, 1, {"name": "urgent", "tasks": tasks})
+    rows = read_tasks(str(tmp_path / "run"))
+    groups = groups_of(str(tmp_path / "run"))
+    starts = {task_id(groups, int(r["gid"])): r["start"] for r in rows}
+    later_bulk = sum(1 for k, v in starts.items() if k.startswith("bulk") and v > starts["urgent"])
+    assert later_bulk > 300, "a ready high-priority task waited behind queued low-priority ones"
+
+
+@pytest.mark.parametrize("n", [1, 4])
+def test_bad_input_one_message_exit_2_nothing_written(python_module, tmp_path, n):
+    path = write(tmp_path, {"name": "bad", "tasks": [null("a", ["b"]), null("b", ["a"])]})
+    proc = run(python_module, n, path, tmp_path / "run")
+    assert proc.returncode == 2
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("mpitiny: error:") and "cycle" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_dag_file(python_module, tmp_path):
+    proc = python_module(2, "mpitiny", "run", str(tmp_path / "nope.json"), timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.count("mpitiny: error:") == 1 and "nope.json" in proc.stderr
+
+
+@pytest.mark.parametrize("mode", ["raise", "exit"])
+def test_internal_error_on_one_rank_aborts_the_job(python_module, tmp_path, mode):
+    dag = {"name": "abort", "tasks": [{"id": "s", "fn": "mpitiny.tasks:sleep", "args": [0.01],
+                                       "foreach": {"i": {"range": [0, 400]}}}]}
+    path = write(tmp_path, dag)
+    proc = python_module(4, "mpitiny", "run", str(path), "--out", str(tmp_path / "run"),
+                         env={"MPITINY_FAULT": f"rank=2:after=3:mode={mode}"}, timeout=60)
+    assert proc.returncode != 0
+    if mode == "raise":
+        assert "internal error on rank 2 of 4" in proc.stderr
+        assert "fault injected" in proc.stderr
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="shared/wfcommons not beside the repository")
+@pytest.mark.parametrize("instance", sorted(p.name for p in SHARED.glob("*.json")) if SHARED.is_dir() else [])
+def test_wfcommons_instances_run(python_module, tmp_path, instance):
+    from mpitiny.dag.wfcommons import convert_file
+    dag_path = tmp_path / "dag.json"
+    data = json.loads((SHARED / instance).read_text())
+    convert_file(str(SHARED / instance), str(dag_path), 1e-9)
+    out = tmp_path / "run"
+    proc = run(python_module, 8, dag_path, out)
+    assert proc.returncode == 0, proc.stderr
+    counts = check_run(load_dag(str(dag_path)), str(out))
+    assert counts["done"] == len(data["workflow"]["specification"]["tasks"])
