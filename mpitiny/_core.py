@@ -39,7 +39,7 @@ import traceback
 import numpy as np
 
 from mpitiny.dag.layout import Layout
-from mpitiny.dag.model import DAG, compile_string
+from mpitiny.dag.model import DAG
 from mpitiny.dag.release import Release
 from mpitiny.errors import EXIT_INTERNAL, EXIT_OK, EXIT_TASKS_FAILED, BadInput, MpitinyError
 from mpitiny.io import rundir
@@ -91,6 +91,8 @@ class Engine:
         local_size = comm.Split_type(_shared_type(), key=self.rank).Get_size()
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         self.max_sleep = 1e-4 if local_size <= (cores or 1) else 1e-3
+        os.environ["MPITINY_RANK"] = str(self.rank)          # for fn tasks and their children
+        os.environ["MPITINY_RUN_DIR"] = os.path.abspath(run_dir)
         self.cmd_env = None
         self.direct = None      # one released task this rank runs next without queueing it
         self.fault = _parse_fault(fault, self.rank)
@@ -369,8 +371,7 @@ class Engine:
         """Run each instance's shell command; stdout/stderr go to this rank's log files."""
         out_fd, err_fd = self.files.log_fds()
         if self.cmd_env is None:
-            self.cmd_env = dict(os.environ, MPITINY_RANK=str(self.rank),
-                                MPITINY_RUN_DIR=os.path.abspath(self.run_dir), MPITINY_ATTEMPT="1")
+            self.cmd_env = dict(os.environ, MPITINY_ATTEMPT="1")
         first = int(self.base[group.index])
         failed = []
         for k, i in enumerate(instances):
@@ -425,11 +426,9 @@ class Engine:
         spec = group.options["rank"]
         if isinstance(spec, int):
             return np.full(len(idx), spec % self.nranks, dtype=np.int64)
-        if group._home_builder is None:
-            group._home_builder = compile_string(spec, {v.name for v in group.vars})
-        build = group._home_builder
-        return np.array([int(build(group.values(int(i)))) % self.nranks for i in idx],
-                        dtype=np.int64)
+        k = group.var_index(spec[1:-1])
+        values = group.vars[k].values_at(group.var_positions(idx)[k])
+        return values.astype(np.int64) % self.nranks
 
     def queue_ready(self, g: int, idx: np.ndarray) -> None:
         prio = int(self.priority[g])

@@ -108,6 +108,28 @@ def import_wfcommons(instance: str, output: str, scale: float) -> None:
     click.echo(summary)
 
 
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.argument("task")
+def show(run_dir: str, task: str) -> None:
+    """Show what RUN_DIR kept about TASK: status, rank, times, error, result, stdout, stderr."""
+    from mpitiny.io.rundir import describe_task
+    try:
+        info = describe_task(run_dir, task)
+    except KeyError:
+        raise BadInput(f"no task {task!r} in this run", where=run_dir) from None
+    except OSError as exc:
+        raise BadInput(f"not a finished mpitiny run directory ({exc})", where=run_dir) from None
+    for key in ("id", "status", "rank", "attempt", "seconds"):
+        if key in info:
+            click.echo(f"{key}: {info[key]}")
+    if "result" in info:
+        click.echo(f"result: {json.dumps(info['result'])}")
+    for key in ("error", "stdout", "stderr"):
+        if info.get(key):
+            click.echo(f"--- {key}\n{info[key].rstrip()}")
+
+
 def main(argv: list | None = None) -> None:
     """Entry point of the console script and of ``python -m mpitiny``."""
     cli.main(args=argv, prog_name="mpitiny")

@@ -97,7 +97,9 @@ def test_slots_overflow_into_pending_and_come_back():
 def test_inbox_push_take_and_steal():
     a, b, c = make_queues(3, inbox=4)
     assert b.push_remote(0, 41) and c.push_remote(0, 42)
-    prio, ids = c.steal(0)               # a is "busy": c takes from its inbox
+    assert c.steal(0) is None            # a is idle: its inbox waits for it
+    a.set_busy(True)
+    prio, ids = c.steal(0)               # a is busy: c takes from its inbox (late binding)
     assert prio is None and len(ids) == 1
     rest = a.take_inbox()
     assert sorted(list(ids) + rest) == [41, 42]
@@ -150,6 +152,7 @@ def test_random_interleaving_every_task_exactly_once(seed):
             next_id += 1
             expected += ids
             target = rng.randrange(nranks)
+            qs[target].set_busy(rng.random() < 0.5)
             if target != r and qs[r].push_remote(target, ids[0]):
                 continue
             qs[r].push_ids(ids, prio=0)

@@ -262,3 +262,14 @@ def test_wfcommons_instances_run(python_module, tmp_path, instance):
     assert proc.returncode == 0, proc.stderr
     counts = check_run(load_dag(str(dag_path)), str(out))
     assert counts["done"] == len(data["workflow"]["specification"]["tasks"])
+
+
+def test_rank_placement_prefers_the_named_rank(python_module, tmp_path):
+    tasks = [{"id": "s", "fn": "mpitiny.tasks:sleep", "args": [0.03], "rank": "{i}",
+              "foreach": {"i": {"range": [0, 8]}}},
+             {"id": "t", "fn": "mpitiny.tasks:sleep", "args": [0.03], "rank": "{i}",
+              "foreach": {"i": {"range": [0, 8]}}, "deps": ["s[{i}]"]}]
+    checked(python_module, tmp_path, 4, {"name": "placed", "tasks": tasks})
+    rows = read_tasks(str(tmp_path / "run"))
+    at_home = sum(1 for r in rows if int(r["rank"]) == int(r["gid"]) % 8 % 4)
+    assert at_home >= len(rows) // 2, f"only {at_home} of {len(rows)} tasks ran on their rank"

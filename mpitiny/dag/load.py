@@ -49,7 +49,8 @@ PRIORITY_LIMIT = 2**31
 RANGE_LIMIT = 2**62
 
 TOP_KEYS = ("name", "version", "description", "params", "tasks")
-TASK_KEYS = ("id", "cmd", "fn", "args", "kwargs", "deps", "foreach", "priority", "description")
+TASK_KEYS = ("id", "cmd", "fn", "args", "kwargs", "deps", "foreach", "priority", "rank",
+             "description")
 _TOP_KEYS = frozenset(TOP_KEYS)
 _TASK_KEYS = frozenset(TASK_KEYS)
 
@@ -501,6 +502,9 @@ class _Loader:
             if not -PRIORITY_LIMIT < priority < PRIORITY_LIMIT:
                 raise self.error(f"priority: {priority} is out of range (|priority| < 2**31)",
                                  where)
+            options = {}
+            if "rank" in task:
+                options["rank"] = self.parse_rank(task["rank"], variables, params, where)
             if "description" in task and not isinstance(task["description"], str):
                 raise self.error(f"description: must be a string, not "
                                  f"{_kind(task['description'])}", where)
@@ -523,10 +527,30 @@ class _Loader:
                                  where)
             group = Group(index=index, name=tid, kind=kind, cmd=cmd, fn=fn, args=args,
                           kwargs=kwargs, vars=variables, priority=priority, deps=[],
-                          where=where)
+                          options=options, where=where)
             groups.append(group)
             raw_deps.append(deps)
         return groups, raw_deps
+
+    def parse_rank(self, spec: Any, variables: tuple, params: dict, where: str):
+        """``rank``: an integer, or ``"{var}"`` naming an integer foreach variable (or a param)."""
+        if isinstance(spec, str) and params:
+            spec = substitute_params(spec, params)
+        if type(spec) is int or _is_int(spec):
+            if not 0 <= spec < PRIORITY_LIMIT:
+                raise self.error(f"rank: {spec} is out of range (0 <= rank < 2**31)", where)
+            return int(spec)
+        if isinstance(spec, str):
+            m = PLACEHOLDER.fullmatch(spec)
+            var = next((v for v in variables if m and v.name == m.group(1)), None)
+            if var is not None and (isinstance(var.values, range) or all(
+                    type(x) is int for x in var.values)):
+                if min(var.values) < 0:
+                    raise self.error(f"rank: foreach variable {var.name!r} has negative values",
+                                     where)
+                return spec
+        raise self.error(f"rank: must be a non-negative integer or \"{{var}}\" naming an "
+                         f"integer foreach variable of this task, not {_show(spec)}", where)
 
     def check_fn_syntax(self, fn: str, where: str) -> None:
         module, sep, attr = fn.partition(":")
@@ -632,11 +656,15 @@ class _Loader:
             key = ("b", value) if isinstance(value, bool) else (
                 ("s", value) if isinstance(value, str) else ("n", value))
             spelling = format_value(value)
-            other = equal.get(key, spellings.get(spelling))
+            other = equal.get(key)
             if other is not None:
-                same = "is listed twice" if values[other] == value and type(
-                    values[other]) is type(value) else \
-                    f"and {_show(values[other])} look the same in task ids"
+                same = ("is listed twice" if type(values[other]) is type(value) else
+                        f"equals {_show(values[other])} (the same JSON number)")
+            else:
+                other = spellings.get(spelling)
+                if other is not None:
+                    same = f"and {_show(values[other])} look the same in task ids"
+            if other is not None:
                 raise self.error(f"{label}: the value {_show(value)} {same} (positions "
                                  f"{other} and {k}); values must be distinct", where)
             equal[key] = k
@@ -666,7 +694,7 @@ class _Loader:
                                      group.where)
                 key = (parent, dep.each.items if dep.each is not None else None)
                 if key in seen:
-                    same = (f"is listed twice" if seen[key] == text else
+                    same = ("is listed twice" if seen[key] == text else
                             f"and {_show(seen[key])} are the same dependency")
                     raise self.error(f"deps: {_show(text)} {same}", group.where)
                 seen[key] = text

@@ -187,7 +187,6 @@ class Group:
         self._var_names = [v.name for v in self.vars]
         self._cmd_builder: Callable[[dict], str] | None = None
         self._call_builder: Callable[[dict], tuple] | None = None
-        self._home_builder: Callable[[dict], str] | None = None
         # Set by the loader (mpitiny.dag.load): the imported callable of a "fn" entry, and
         # whether it has a parameter named ``inputs`` (the parents' results are passed in it).
         self.function: Callable | None = None

@@ -243,3 +243,69 @@ def task_id(groups: list, gid: int) -> str:
         i, pos = divmod(i, len(values))
         vals.append(values[pos])
     return "%s[%s]" % (g["name"], ",".join(format_value(v) for v in reversed(vals)))
+
+
+def gid_of(groups: list, tid: str) -> int:
+    """The gid of task id ``tid`` (inverse of ``task_id``); KeyError if the run has no such task."""
+    from mpitiny.dag.model import format_value
+    name, _, rest = tid.partition("[")
+    for g in groups:
+        if g["name"] != name:
+            continue
+        if not g["vars"]:
+            if rest:
+                raise KeyError(tid)
+            return g["first"]
+        if not rest.endswith("]"):
+            raise KeyError(tid)
+        parts = rest[:-1].split(",")
+        if len(parts) != len(g["vars"]):
+            raise KeyError(tid)
+        index = 0
+        for part, (_, spec) in zip(parts, g["vars"]):
+            values = range(*spec["range"]) if "range" in spec else spec["values"]
+            if "range" in spec:
+                try:
+                    pos = values.index(int(part))
+                except ValueError:
+                    raise KeyError(tid) from None
+            else:
+                matches = [k for k, v in enumerate(values) if format_value(v) == part]
+                if not matches:
+                    raise KeyError(tid)
+                pos = matches[0]
+            index = index * len(values) + pos
+        return g["first"] + index
+    raise KeyError(tid)
+
+
+def describe_task(run_dir: str, tid: str) -> dict:
+    """Everything a run kept about one task: its row, error, result, stdout and stderr."""
+    groups = groups_of(run_dir)
+    gid = gid_of(groups, tid)
+    rows = read_tasks(run_dir)
+    hits = rows[rows["gid"] == gid]
+    if not len(hits):
+        return {"id": tid, "gid": gid, "status": "not finished"}
+    row = hits[-1]
+    rank = int(row["rank"])
+    out = {"id": tid, "gid": gid, "status": STATUS_NAMES.get(int(row["status"]), "?"),
+           "rank": rank, "attempt": int(row["attempt"]), "start": float(row["start"]),
+           "end": float(row["end"]), "seconds": float(row["end"] - row["start"])}
+    for key, ext, off, length in (("stdout", ".out", "out_offset", "out_length"),
+                                  ("stderr", ".err", "err_offset", "err_length")):
+        if row[length]:
+            with open(rank_file(run_dir, "logs", rank, ext), "rb") as f:
+                f.seek(int(row[off]))
+                out[key] = f.read(int(row[length])).decode("utf-8", "replace")
+    for sub, key, field in (("failures", "error", "error"), ("results", "result", "value")):
+        path = rank_file(run_dir, sub, rank, ".jsonl")
+        if os.path.exists(path):
+            needle = json.dumps(tid)
+            with open(path, encoding="utf-8") as f:
+                for line in f:
+                    if needle in line:
+                        rec = json.loads(line)
+                        if rec.get("id") == tid:
+                            out[key] = rec[field]
+    return out
