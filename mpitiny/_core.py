@@ -27,6 +27,7 @@ traceback once, so a run never hangs.
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import random
@@ -578,6 +579,8 @@ def run_file(path: str, params: dict, out_dir: str | None = None, quiet: bool = 
 def _run(comm, dag: DAG, run_dir: str, quiet: bool, result_mem: int, t_launch: float) -> int:
     rank = comm.Get_rank()
     engine = Engine(comm, dag, run_dir, result_mem, os.environ.get("MPITINY_FAULT"))
+    gc.collect()
+    gc.freeze()     # the task table lives for the whole run: keep the collector off it
     engine.start()
     t_start = time.time()
     engine.work()

@@ -65,7 +65,7 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("dag_file", type=click.Path(dir_okay=False))
+@click.argument("dag_file")
 @click.option("--param", "-p", "params", multiple=True, metavar="NAME=VALUE",
               help="Set a dag.json parameter (repeatable).")
 @click.option("--out", "-o", "out_dir", type=click.Path(file_okay=False),
@@ -82,7 +82,7 @@ def run(dag_file: str, params: tuple, out_dir: str | None, quiet: bool, result_m
 
 
 @cli.command()
-@click.argument("dag_file", type=click.Path(dir_okay=False))
+@click.argument("dag_file")
 @click.option("--param", "-p", "params", multiple=True, metavar="NAME=VALUE",
               help="Set a dag.json parameter (repeatable).")
 def validate(dag_file: str, params: tuple) -> None:
@@ -96,7 +96,7 @@ def validate(dag_file: str, params: tuple) -> None:
 
 
 @cli.command("import-wfcommons")
-@click.argument("instance", type=click.Path(dir_okay=False))
+@click.argument("instance")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Where to write the dag.json.")
 @click.option("--scale", default=0.001, show_default=True, type=float,

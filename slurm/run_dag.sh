@@ -1,0 +1,26 @@
+#!/bin/bash
+# Run any dag.json on a Slurm allocation:  sbatch slurm/run_dag.sh path/to/dag.json [mpitiny run options]
+#
+# What a site usually changes: the partition/account lines, --nodes / --ntasks-per-node (one MPI
+# rank per core is the usual choice for tiny tasks), --time, and how Python is provided (module
+# load, a conda env or the project's .venv). Slurm's srun starts the ranks; where srun has no PMI
+# support for the MPI that mpi4py uses, replace "srun" by "mpiexec -n $SLURM_NTASKS".
+#SBATCH --job-name=mpitiny
+#SBATCH --nodes=1
+#SBATCH --ntasks-per-node=2
+#SBATCH --time=00:30:00
+#SBATCH --output=mpitiny-%j.out
+##SBATCH --partition=compute
+##SBATCH --account=myproject
+set -euo pipefail
+DAG=${1:?usage: sbatch slurm/run_dag.sh DAG_FILE [mpitiny run options]}
+shift
+cd "${SLURM_SUBMIT_DIR:-.}"
+PY=python3; [ -x .venv/bin/python ] && PY=.venv/bin/python
+if srun --mpi=list 2>/dev/null | grep -q pmi; then
+  LAUNCH=(srun)
+else
+  MPIEXEC=mpiexec; [ -x "$(dirname "$PY")/mpiexec" ] && MPIEXEC="$(dirname "$PY")/mpiexec"
+  LAUNCH=("$MPIEXEC" -n "${SLURM_NTASKS:-2}")
+fi
+exec "${LAUNCH[@]}" "$PY" -m mpitiny run "$DAG" --out "mpitiny-runs/${SLURM_JOB_ID:-local}" "$@"
