@@ -78,6 +78,7 @@ class Engine:
         self.heap = RmaBytes(comm, result_mem) if self.needs_heap else None
         self.heap_top = 0
         self.local_results: dict = {}
+        self.pending_locs: list = []
         self.files = rundir.RankFiles(run_dir, self.rank)
         self.records = rundir.Records(self.rank)
         self.base = dag.base
@@ -258,6 +259,7 @@ class Engine:
         n = len(instances)
         self.unreported += n
         self.finished_here += n
+        self.publish_locations()
         if self.dag.children[g]:
             idx = np.asarray(instances, dtype=np.int64) if not isinstance(instances, range) \
                 else np.arange(instances.start, instances.stop, dtype=np.int64)
@@ -331,41 +333,55 @@ class Engine:
                     f"result of {len(data)} bytes does not fit in the rank's result memory "
                     f"({self.heap.size >> 20} MiB left: raise --result-mem)")
             self.heap.local[self.heap_top:self.heap_top + len(data)] = np.frombuffer(data, np.uint8)
-            self.heap.sync()
-            owner, pos = self.layout.owners(group.index, np.array([i]))
-            word = int(self.layout.loc_words(group.index, int(owner[0]), pos)[0])
-            self.mem.put(int(owner[0]), word,
-                         np.array([(self.rank << 40) | self.heap_top, len(data) + 1], np.int64))
+            owner, word = self.layout.loc_word(group.index, i)
+            self.pending_locs.append((owner, word, (self.rank << 40) | self.heap_top, len(data) + 1))
             self.local_results[gid] = value
             self.heap_top += len(data)
+
+    def publish_locations(self) -> None:
+        """Write the locations of this chunk's results at their owners, one ``Put`` per run
+        of neighbouring words (before the children are released, so they find them)."""
+        if not self.pending_locs:
+            return
+        self.heap.sync()
+        locs = sorted(self.pending_locs)
+        self.pending_locs = []
+        start = 0
+        for k in range(1, len(locs) + 1):
+            if k == len(locs) or locs[k][0] != locs[start][0] or locs[k][1] != locs[k - 1][1] + 2:
+                owner, word = locs[start][0], locs[start][1]
+                self.mem.put(owner, word, np.array([v for _, _, a, b in locs[start:k] for v in (a, b)],
+                                                   dtype=np.int64))
+                start = k
 
     def fetch_inputs(self, group, i: int) -> dict:
         """``{parent task id: parent return value}`` for instance ``i`` (one-sided reads)."""
         out = {}
         for dep in group.deps:
             parent = self.dag.groups[dep.parent]
-            if parent.kind == "cmd":        # shell tasks return nothing: their value is None
-                pidx = np.arange(parent.size) if dep.each is None else \
-                    dep.each.parent_indices(group, parent, np.array([i], dtype=np.int64))
-                out.update((parent.instance_id(int(p)), None) for p in pidx)
-                continue
             if dep.each is None:
-                pidx = np.arange(parent.size, dtype=np.int64)
+                pidx = range(parent.size)
+            elif dep.each.is_identity(group, parent):
+                pidx = (i,)
             else:
                 pidx = dep.each.parent_indices(group, parent, np.array([i], dtype=np.int64))
-            owners, pos = self.layout.owners(parent.index, pidx)
+            if parent.kind == "cmd":        # shell tasks return nothing: their value is None
+                out.update((parent.instance_id(int(p)), None) for p in pidx)
+                continue
             first = int(self.base[parent.index])
-            for p, r, q in zip(pidx, owners, pos):
-                gid = first + int(p)
+            for p in pidx:
+                p = int(p)
+                gid = first + p
                 if gid in self.local_results:
                     value = self.local_results[gid]
                 else:
-                    loc, length = self.mem.get(int(r), int(self.layout.loc_words(parent.index, int(r), q)), 2)
+                    owner, word = self.layout.loc_word(parent.index, p)
+                    loc, length = self.mem.get(owner, word, 2)
                     if length <= 0:
-                        raise RuntimeError(f"result of {parent.instance_id(int(p))} not found")
+                        raise RuntimeError(f"result of {parent.instance_id(p)} not found")
                     src, offset = int(loc) >> 40, int(loc) & ((1 << 40) - 1)
                     value = json.loads(self.heap.read(src, offset, int(length) - 1))
-                out[parent.instance_id(int(p))] = value
+                out[parent.instance_id(p)] = value
         return out
 
     def run_cmd(self, group, instances) -> list:

@@ -209,6 +209,8 @@ def test_strip_mpi_banners_samples():
              "STRING: Killed (signal 9)\nThis typically refers to a problem with your "
              "application.\nPlease see the FAQ page for debugging suggestions\n")
     abort = "Abort(7) on node 1 (rank 1 in comm 0): application called MPI_Abort(...)\nmine\n"
-    for text in (ompi, mpich, abort):
+    epoll = ("mine\n[warn] Epoll MOD(4) on fd 20 failed. Old events were 6; read change was 2 "
+             "(del); write change was 0 (none); close change was 0 (none): Bad file descriptor\n")
+    for text in (ompi, mpich, abort, epoll):
         assert strip_mpi_banners(text).split() == ["mine"], strip_mpi_banners(text)
     assert strip_mpi_banners("a --- b\n=== c\n") == "a --- b\n=== c\n"

@@ -117,6 +117,21 @@ class Layout:
         b = ((idx + 1) * P - 1) // n
         return (b + self.home[g]) % P, idx - (n * b) // P
 
+    def owner(self, g: int, i: int) -> tuple:
+        """``owners`` for one instance, in plain integers (the per-task path)."""
+        home = int(self.home[g])
+        group = self.dag.groups[g]
+        if not group.is_family:
+            return home, 0
+        P, n = self.nranks, group.size
+        b = ((i + 1) * P - 1) // n
+        return (b + home) % P, i - (n * b) // P
+
+    def loc_word(self, g: int, i: int) -> tuple:
+        """``(rank, word)`` of the result location of instance ``i`` of group ``g``."""
+        rank, pos = self.owner(g, i)
+        return rank, int(self.locs0[rank]) + 2 * (int(self.loc_base[g][rank]) + pos)
+
     def gate_addr(self, g: int) -> tuple:
         """``(rank, word)`` of group ``g``'s gate."""
         h = int(self.home[g])

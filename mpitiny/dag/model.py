@@ -143,6 +143,13 @@ class ElementMap:
 
     def is_identity(self, child: "Group", parent: "Group") -> bool:
         """True when child instance j always depends on parent instance j (same variables)."""
+        key = (child.index, parent.index)
+        cache = self.__dict__.setdefault("_identity", {})
+        if key not in cache:
+            cache[key] = self._is_identity(child, parent)
+        return cache[key]
+
+    def _is_identity(self, child: "Group", parent: "Group") -> bool:
         if len(child.vars) != len(parent.vars):
             return False
         for (kind, item), cvar, pvar in zip(self.items, child.vars, parent.vars):
