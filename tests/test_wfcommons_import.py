@@ -249,7 +249,15 @@ def test_convert_file_replaces_atomically(tmp_path):
                            "1.500 s, critical path 2.500 s")
     assert sorted(os.listdir(tmp_path)) == ["inst.json", "out.json"]
     assert json.loads(out.read_text())["tasks"][1] == {
-        "id": "b", "fn": "mpitiny.tasks:sleep", "args": [1.5], "deps": ["a"]}
+        "id": "b", "fn": "mpitiny.tasks:sleep", "args": [1.5], "deps": ["a"], "priority": 3000}
+
+
+def test_priorities_are_bottom_levels():
+    # a(1) -> b(5) -> d(1);  a -> c(2) -> d : the long branch b gets the higher priority
+    inst = v15([("a", [], ["b", "c"]), ("b", ["a"], ["d"]), ("c", ["a"], ["d"]),
+                ("d", ["b", "c"], [])], {"a": 1, "b": 5, "c": 2, "d": 1})
+    prio = {t["id"]: t["priority"] for t in convert(inst, 1.0)["tasks"]}
+    assert prio == {"a": 7000, "b": 6000, "c": 3000, "d": 1000}
 
 
 def test_convert_file_output_in_missing_directory(tmp_path):

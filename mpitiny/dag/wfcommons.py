@@ -1,8 +1,10 @@
 """Turn a WfCommons workflow instance (WfFormat) into a dag.json of sleeping tasks.
 
 Every task of the instance becomes ``{"id": ..., "fn": "mpitiny.tasks:sleep",
-"args": [runtime * scale], "deps": [...]}``, and every edge of the instance is kept, so a run
-of the result has the real workflow's shape and (scaled) task durations.
+"args": [runtime * scale], "deps": [...], "priority": ...}``, and every edge of the instance is
+kept, so a run of the result has the real workflow's shape and (scaled) task durations. The
+priority is the task's bottom level in milliseconds of recorded runtime (see
+``bottom_levels``): ready tasks on the critical path run first.
 
 Formats read:
 
@@ -204,8 +206,10 @@ def convert(instance: dict, scale: float, source: str = "") -> dict:
                         f"({len(only_children) + len(only_parents)} such edges)", source)
 
     tasks = []
+    levels = bottom_levels([row[3] for row in rows], [[index[p] for p in ps] for ps in parents_of])
     for k, (key, _, _, runtime) in enumerate(rows):
-        task: dict = {"id": ids[k], "fn": SLEEP_FN, "args": [round(runtime * scale, 9)]}
+        task: dict = {"id": ids[k], "fn": SLEEP_FN, "args": [round(runtime * scale, 9)],
+                      "priority": min(int(round(levels[k] * 1000)), PRIORITY_MAX)}
         if parents_of[k]:
             task["deps"] = [ids[index[p]] for p in parents_of[k]]
         tasks.append(task)
@@ -221,6 +225,34 @@ def convert(instance: dict, scale: float, source: str = "") -> dict:
                    f": {len(tasks)} tasks, {len(parent_edges)} edges; each task sleeps for "
                    f"its recorded runtime x {scale:g}.")
     return {"name": name, "version": 1, "description": description, "tasks": tasks}
+
+
+PRIORITY_MAX = 2**31 - 1
+
+
+def bottom_levels(runtimes: list, parents: list) -> list:
+    """Per task, the longest path (in recorded seconds) from its start to the workflow's end.
+
+    Used as the priority of the imported tasks (in milliseconds): among ready tasks a rank then
+    runs the one on the longest remaining chain first, the classic list-scheduling heuristic
+    (HEFT's upward rank without communication costs).
+    """
+    n = len(runtimes)
+    children: list = [[] for _ in range(n)]
+    pending = [0] * n
+    for k, ps in enumerate(parents):
+        for p in ps:
+            children[p].append(k)
+            pending[p] += 1
+    level = [0.0] * n
+    order = [k for k in range(n) if not pending[k]]
+    for k in order:                       # appends while iterating: sinks first
+        level[k] = runtimes[k] + max((level[c] for c in children[k]), default=0.0)
+        for p in parents[k]:
+            pending[p] -= 1
+            if not pending[p]:
+                order.append(p)
+    return level
 
 
 def dumps(dag: dict) -> str:
