@@ -42,7 +42,8 @@ import numpy as np
 from mpitiny.dag.layout import Layout
 from mpitiny.dag.model import DAG
 from mpitiny.dag.release import Release
-from mpitiny.errors import EXIT_INTERNAL, EXIT_OK, EXIT_TASKS_FAILED, BadInput, MpitinyError
+from mpitiny.errors import (EXIT_INTERNAL, EXIT_OK, EXIT_TASKS_FAILED, BadInput, InternalError,
+                            MpitinyError)
 from mpitiny.io import rundir
 from mpitiny.io.rundir import DONE, FAILED, UPSTREAM_FAILED
 from mpitiny.queue.memory import RmaBytes, RmaMemory
@@ -151,9 +152,18 @@ class Engine:
 
     # ------------------------------------------------------------------ the worker loop
     def work(self) -> None:
-        """Run tasks until every task of the DAG has finished on some rank."""
-        while (work := self.next_work()) is not None:
-            self.execute(work)
+        """Run tasks until every task of the DAG has finished on some rank.
+
+        Meanwhile Python's ``sys.stdout``/``sys.stderr`` (what ``fn`` tasks print) go to
+        ``logs/rank-R.fn.out``/``.fn.err``, so that tasks never flood the terminal.
+        """
+        saved = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = self.files.python_streams()
+        try:
+            while (work := self.next_work()) is not None:
+                self.execute(work)
+        finally:
+            sys.stdout, sys.stderr = saved
 
     def next_work(self):
         """This rank's next chunk: its own, or stolen; None once the whole run is finished."""
@@ -552,6 +562,9 @@ def load_everywhere(comm, path: str, params: dict) -> DAG:
         dag = load_dag(path, params)
     except MpitinyError as exc:
         error = exc
+    except Exception as exc:                     # a bug: still tell every rank, then abort
+        error = InternalError(f"loading {path} failed: {type(exc).__name__}: {exc}\n"
+                              f"{traceback.format_exc()}")
     errors = comm.allgather(None if error is None else (error.exit_code, error.format()))
     for r, e in enumerate(errors):
         if e is not None:

@@ -285,3 +285,17 @@ def test_rank_placement_prefers_the_named_rank(python_module, tmp_path):
     rows = read_tasks(str(tmp_path / "run"))
     at_home = sum(1 for r in rows if int(r["rank"]) == int(r["gid"]) % 8 % 4)
     assert at_home >= len(rows) // 2, f"only {at_home} of {len(rows)} tasks ran on their rank"
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_what_fn_tasks_print_goes_to_rank_logs_not_the_terminal(python_module, tmp_path, n):
+    (tmp_path / "noisy.py").write_text(
+        "import sys\n\ndef talk(i):\n    print('hello', i)\n    print('warn', i, file=sys.stderr)\n")
+    tasks = [{"id": "t", "fn": "noisy:talk", "args": ["{i}"], "foreach": {"i": {"range": [0, 300]}}}]
+    _, _, proc = checked(python_module, tmp_path, n, {"name": "noisy", "tasks": tasks})
+    assert "hello" not in proc.stdout and "warn" not in proc.stderr
+    logs = tmp_path / "run" / "logs"
+    out = "".join(p.read_text() for p in logs.glob("*.fn.out"))
+    err = "".join(p.read_text() for p in logs.glob("*.fn.err"))
+    assert sorted(out.splitlines()) == sorted(f"hello {i}" for i in range(300))
+    assert sorted(err.splitlines()) == sorted(f"warn {i}" for i in range(300))

@@ -11,6 +11,7 @@ Layout of a run directory (``--out``, default ``mpitiny-runs/<dag name>``)::
     logs/rank-00003.out|.err  stdout / stderr of rank 3's cmd tasks, appended one after another,
                               each behind a "### task ID (rank R, attempt A)" line; the offsets
                               of each task's part are in its row of the tasks table
+    logs/rank-00003.fn.out|.fn.err  what rank 3's fn tasks printed (created when they print)
 
 A million tasks therefore make a handful of files per rank. Every file that is complete at the
 end (HDF5 tables, summary.json) is written under a temporary name and renamed into place.
@@ -123,6 +124,7 @@ class RankFiles:
         self._out_fd = -1
         self._err_fd = -1
         self.failures_seen: list = []
+        self._streams: tuple = ()
 
     def result(self, task_id: str, json_text: str) -> None:
         if self._results is None:
@@ -136,6 +138,12 @@ class RankFiles:
         self._failures.flush()
         if len(self.failures_seen) < 20:
             self.failures_seen.append(record)
+
+    def python_streams(self) -> tuple:
+        """Text streams for what fn tasks print; the files appear only if something is written."""
+        self._streams = (_LazyFile(rank_file(self.run_dir, "logs", self.rank, ".fn.out")),
+                         _LazyFile(rank_file(self.run_dir, "logs", self.rank, ".fn.err")))
+        return self._streams
 
     def log_fds(self) -> tuple:
         if self._out_fd < 0:
@@ -151,8 +159,36 @@ class RankFiles:
         for fd in (self._out_fd, self._err_fd):
             if fd >= 0:
                 os.close(fd)
+        for stream in self._streams:
+            stream.close()
+        self._streams = ()
         self._results = self._failures = None
         self._out_fd = self._err_fd = -1
+
+
+class _LazyFile:
+    """A text stream that opens its file on the first write (and closes it with flush at exit)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._f = None
+
+    def write(self, text: str) -> int:
+        if self._f is None:
+            self._f = open(self.path, "a", encoding="utf-8", errors="replace", buffering=1 << 16)
+        return self._f.write(text)
+
+    def flush(self) -> None:
+        if self._f is not None:
+            self._f.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
 
 
 def write_rank_table(run_dir: str, rank: int, table: np.ndarray) -> str:
