@@ -48,6 +48,8 @@ from mpitiny.io import rundir
 from mpitiny.io.rundir import DONE, FAILED, UPSTREAM_FAILED
 from mpitiny.queue.memory import RmaBytes, RmaMemory
 from mpitiny.queue.stealq import StealQueue, region_size
+from mpitiny import state
+from mpitiny.state import StateStore
 
 CTRL_DONE = 0        # this rank's "all tasks finished" flag
 CTRL_FINISHED = 1    # on rank 0: how many tasks have finished, run-wide
@@ -62,7 +64,7 @@ class Engine:
     """One rank's share of a run."""
 
     def __init__(self, comm, dag: DAG, run_dir: str, result_mem: int = 256 << 20,
-                 fault: str | None = None) -> None:
+                 fault: str | None = None, state_mem: int = 16 << 20) -> None:
         self.comm = comm
         self.rank = comm.Get_rank()
         self.nranks = comm.Get_size()
@@ -77,6 +79,10 @@ class Engine:
         self.layout.init_words(self.rank, self.mem.local)
         self.needs_heap = bool(self.layout.has_locs.any())
         self.heap = RmaBytes(comm, result_mem) if self.needs_heap else None
+        slots = 1 << max(10, (state_mem // 256).bit_length() - 1)
+        self.state_mem = RmaMemory(comm, StateStore.words(slots))
+        self.state_heap = RmaBytes(comm, state_mem)
+        state.use(StateStore(self.state_mem, 0, slots, self.state_heap))
         self.heap_top = 0
         self.local_results: dict = {}
         self.pending_locs: list = []
@@ -105,6 +111,8 @@ class Engine:
     def start(self) -> None:
         """Open the RMA epochs, then queue this rank's slice of the root tasks."""
         self.mem.start()
+        self.state_mem.start()
+        self.state_heap.start()
         if self.heap is not None:
             self.heap.start()
         runs = []
@@ -140,12 +148,17 @@ class Engine:
         self.comm.Barrier()
 
     def stop(self) -> None:
+        state.use(None)
+        self.state_mem.stop()
+        self.state_heap.stop()
         self.mem.stop()
         if self.heap is not None:
             self.heap.stop()
         self.files.close()
 
     def free(self) -> None:
+        self.state_mem.free()
+        self.state_heap.free()
         self.mem.free()
         if self.heap is not None:
             self.heap.free()
@@ -578,7 +591,7 @@ def load_everywhere(comm, path: str, params: dict) -> DAG:
 
 
 def run_file(path: str, params: dict, out_dir: str | None = None, quiet: bool = False,
-             result_mem: int = 256 << 20) -> int:
+             result_mem: int = 256 << 20, state_mem: int = 16 << 20) -> int:
     """``mpitiny run``: returns the exit status (0 all done, 1 some failed)."""
     from mpi4py import MPI
     comm = MPI.COMM_WORLD
@@ -596,7 +609,7 @@ def run_file(path: str, params: dict, out_dir: str | None = None, quiet: bool = 
     if setup_error:
         raise BadInput(setup_error)
     try:
-        return _run(comm, dag, run_dir, quiet, result_mem, t_launch)
+        return _run(comm, dag, run_dir, quiet, result_mem, t_launch, state_mem)
     except BaseException:
         sys.stderr.write(f"mpitiny: internal error on rank {rank} of {comm.Get_size()} "
                          f"({socket.gethostname()}); aborting the job\n{traceback.format_exc()}")
@@ -605,9 +618,10 @@ def run_file(path: str, params: dict, out_dir: str | None = None, quiet: bool = 
         raise
 
 
-def _run(comm, dag: DAG, run_dir: str, quiet: bool, result_mem: int, t_launch: float) -> int:
+def _run(comm, dag: DAG, run_dir: str, quiet: bool, result_mem: int, t_launch: float,
+         state_mem: int = 16 << 20) -> int:
     rank = comm.Get_rank()
-    engine = Engine(comm, dag, run_dir, result_mem, os.environ.get("MPITINY_FAULT"))
+    engine = Engine(comm, dag, run_dir, result_mem, os.environ.get("MPITINY_FAULT"), state_mem)
     gc.collect()
     gc.freeze()     # the task table lives for the whole run: keep the collector off it
     engine.start()

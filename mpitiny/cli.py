@@ -73,11 +73,14 @@ def cli() -> None:
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 @click.option("--result-mem", default=256, show_default=True, metavar="MiB",
               help="Per-rank memory for task results that other ranks read one-sidedly.")
-def run(dag_file: str, params: tuple, out_dir: str | None, quiet: bool, result_mem: int) -> None:
+@click.option("--state-mem", default=16, show_default=True, metavar="MiB",
+              help="Per-rank memory of the shared key-value store (mpitiny.state).")
+def run(dag_file: str, params: tuple, out_dir: str | None, quiet: bool, result_mem: int,
+        state_mem: int) -> None:
     """Run DAG_FILE on every rank of the MPI job (``mpiexec -n N mpitiny run DAG_FILE``)."""
     from mpitiny._core import run_file
     status = run_file(dag_file, parse_params(params), out_dir=out_dir, quiet=quiet,
-                      result_mem=result_mem << 20)
+                      result_mem=result_mem << 20, state_mem=state_mem << 20)
     sys.exit(status)
 
 

@@ -299,3 +299,30 @@ def test_what_fn_tasks_print_goes_to_rank_logs_not_the_terminal(python_module, t
     err = "".join(p.read_text() for p in logs.glob("*.fn.err"))
     assert sorted(out.splitlines()) == sorted(f"hello {i}" for i in range(300))
     assert sorted(err.splitlines()) == sorted(f"warn {i}" for i in range(300))
+
+
+@pytest.mark.parametrize("n", [1, 8])
+def test_state_store_concurrent_updates_lose_nothing(python_module, tmp_path, n):
+    (tmp_path / "st.py").write_text(
+        "from mpitiny import state\n\n"
+        "def bump(i):\n"
+        "    for k in range(50):\n"
+        "        state.add('total', 1)\n"
+        "        state.add(f'key{k % 7}', i)\n"
+        "    return state.put_if_absent(f'word{i % 13}', i)\n\n"
+        "def check(inputs):\n"
+        "    got = {k.decode(): v for k, v in state.items()}\n"
+        "    return {'state': got, 'first': sum(1 for v in inputs.values() if v)}\n")
+    tasks = [{"id": "bump", "fn": "st:bump", "args": ["{i}"], "foreach": {"i": {"range": [0, 200]}}},
+             {"id": "check", "fn": "st:check", "deps": ["bump"]}]
+    checked(python_module, tmp_path, n, {"name": "state", "tasks": tasks})
+    (line,) = [l for f in (tmp_path / "run" / "results").glob("*.jsonl")
+               for l in f.read_text().splitlines() if '"check"' in l]
+    value = json.loads(line)["value"]
+    st = value["state"]
+    assert st["total"] == 200 * 50
+    for r in range(7):
+        per_i = sum(1 for k in range(50) if k % 7 == r)
+        assert st[f"key{r}"] == per_i * sum(range(200))
+    assert value["first"] == 13             # exactly one winner per distinct word
+    assert sorted(k for k in st if k.startswith("word")) == sorted(f"word{j}" for j in range(13))

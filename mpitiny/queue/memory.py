@@ -193,6 +193,10 @@ class RmaBytes:
         self.win.Flush(rank)
         return bytes(out)
 
+    def write(self, rank: int, offset: int, data: bytes) -> None:
+        self.win.Put([data, self.MPI.BYTE], rank, (offset, len(data), self.MPI.BYTE))
+        self.win.Flush(rank)
+
     def sync(self) -> None:
         self.win.Sync()
 
@@ -207,6 +211,9 @@ class LocalBytes:
 
     def read(self, rank: int, offset: int, length: int) -> bytes:
         return bytes(self.buffers[rank][offset:offset + length])
+
+    def write(self, rank: int, offset: int, data: bytes) -> None:
+        self.buffers[rank][offset:offset + len(data)] = np.frombuffer(data, np.uint8)
 
     def sync(self) -> None:
         pass
