@@ -39,13 +39,14 @@ import traceback
 
 import numpy as np
 
-from mpitiny.dag.layout import Layout
+from mpitiny.dag.layout import LOC_WORDS, Layout
 from mpitiny.dag.model import DAG
 from mpitiny.dag.release import Release
 from mpitiny.errors import (EXIT_INTERNAL, EXIT_OK, EXIT_TASKS_FAILED, BadInput, InternalError,
                             MpitinyError)
 from mpitiny.io import rundir
 from mpitiny.io.rundir import DONE, FAILED, UPSTREAM_FAILED
+from mpitiny.io.store import ResultStore, encode
 from mpitiny.queue.memory import RmaBytes, RmaMemory
 from mpitiny.queue.stealq import StealQueue, region_size
 from mpitiny import state
@@ -57,6 +58,7 @@ CTRL_WORDS = 4
 CHUNK_SECONDS = 0.002
 MAX_CHUNK = 4096
 QUEUE_SLOTS, INBOX_WORDS, RING_WORDS = 32, 1024, 1 << 16
+STORE_OBJECTS = 1 << 16   # kept outputs per rank in its window at once (more go to disk)
 SUMMARY_GROUPS = 1000   # larger DAGs keep their gid -> id table in tasks.h5 only
 
 
@@ -64,7 +66,8 @@ class Engine:
     """One rank's share of a run."""
 
     def __init__(self, comm, dag: DAG, run_dir: str, result_mem: int = 256 << 20,
-                 fault: str | None = None, state_mem: int = 16 << 20) -> None:
+                 fault: str | None = None, state_mem: int = 16 << 20,
+                 mem_limit: int | None = None) -> None:
         self.comm = comm
         self.rank = comm.Get_rank()
         self.nranks = comm.Get_size()
@@ -79,13 +82,17 @@ class Engine:
         self.layout.init_words(self.rank, self.mem.local)
         self.needs_heap = bool(self.layout.has_locs.any())
         self.heap = RmaBytes(comm, result_mem) if self.needs_heap else None
+        self.store = None
+        if self.needs_heap:
+            self.object_counts = RmaMemory(comm, ResultStore.words(STORE_OBJECTS))
+            self.store = ResultStore(self.rank, self.heap, self.object_counts, STORE_OBJECTS,
+                                     os.path.join(run_dir, "spill"), mem_limit)
         slots = 1 << max(10, (state_mem // 256).bit_length() - 1)
         self.state_mem = RmaMemory(comm, StateStore.words(slots))
         self.state_heap = RmaBytes(comm, state_mem)
         state.use(StateStore(self.state_mem, 0, slots, self.state_heap))
-        self.heap_top = 0
-        self.local_results: dict = {}
         self.pending_locs: list = []
+        self._readers: dict = {}
         self.files = rundir.RankFiles(run_dir, self.rank)
         self.records = rundir.Records(self.rank)
         self.base = dag.base
@@ -115,6 +122,7 @@ class Engine:
         self.state_heap.start()
         if self.heap is not None:
             self.heap.start()
+            self.object_counts.start()
         runs = []
         for g in self.dag.groups:
             if not g.deps and g.size and g.options.get("rank") is not None:
@@ -153,7 +161,9 @@ class Engine:
         self.state_heap.stop()
         self.mem.stop()
         if self.heap is not None:
+            self.store.close()
             self.heap.stop()
+            self.object_counts.stop()
         self.files.close()
 
     def free(self) -> None:
@@ -162,6 +172,7 @@ class Engine:
         self.mem.free()
         if self.heap is not None:
             self.heap.free()
+            self.object_counts.free()
 
     # ------------------------------------------------------------------ the worker loop
     def work(self) -> None:
@@ -341,39 +352,56 @@ class Engine:
         return failed
 
     def store_result(self, group, i: int, gid: int, value) -> None:
+        """Write a return value to the run's results; keep it for readers if it has any."""
         try:
-            text = json.dumps(value, default=_json_default)
+            kind, data = encode(value)
         except (TypeError, ValueError) as exc:
             raise TaskResultError(
-                f"return value of type {type(value).__name__} is not JSON-serialisable "
-                f"({exc}); return JSON values (numpy scalars and arrays are converted)") from None
+                f"return value of type {type(value).__name__} cannot be kept ({exc}); return "
+                "JSON values, bytes or numpy arrays") from None
         if value is not None:
-            self.files.result(group.instance_id(i), text)
+            self.files.result(group.instance_id(i), kind, data)
         if self.layout.has_locs[group.index]:
-            data = text.encode()
-            if self.heap_top + len(data) > self.heap.size:
-                raise TaskResultError(
-                    f"result of {len(data)} bytes does not fit in the rank's result memory "
-                    f"({self.heap.size >> 20} MiB left: raise --result-mem)")
-            self.heap.local[self.heap_top:self.heap_top + len(data)] = np.frombuffer(data, np.uint8)
+            loc, length, oid = self.store.keep_encoded(kind, data, self.readers(group.index, i))
             owner, word = self.layout.loc_word(group.index, i)
-            self.pending_locs.append((owner, word, (self.rank << 40) | self.heap_top, len(data) + 1))
-            self.local_results[gid] = value
-            self.heap_top += len(data)
+            self.pending_locs.append((owner, word, loc, length, oid))
+
+    def readers(self, g: int, i: int) -> int:
+        """How many child instances will read instance ``i`` of group ``g`` (``inputs``)."""
+        fixed = self._readers.get(g)
+        if fixed is None:
+            fixed, varying = 0, []
+            for c, dep in self.dag.children[g]:
+                child = self.dag.groups[c]
+                if not child.wants_inputs:
+                    continue
+                if dep.each is None:
+                    fixed += child.size
+                elif dep.each.is_identity(child, self.dag.groups[g]):
+                    fixed += 1
+                else:
+                    varying.append((c, dep))
+            self._readers[g] = fixed = (fixed, varying)
+        count, varying = fixed
+        for c, dep in varying:
+            count += len(self.release.children_of(c, dep, g, np.array([i], dtype=np.int64)))
+        return count
 
     def publish_locations(self) -> None:
-        """Write the locations of this chunk's results at their owners, one ``Put`` per run
-        of neighbouring words (before the children are released, so they find them)."""
+        """Write the locations of this chunk's kept results at their owners, one ``Put`` per
+        run of neighbouring words (before the children are released, so they find them)."""
         if not self.pending_locs:
             return
         self.heap.sync()
+        self.object_counts.sync()
         locs = sorted(self.pending_locs)
         self.pending_locs = []
         start = 0
         for k in range(1, len(locs) + 1):
-            if k == len(locs) or locs[k][0] != locs[start][0] or locs[k][1] != locs[k - 1][1] + 2:
+            if k == len(locs) or locs[k][0] != locs[start][0] or \
+                    locs[k][1] != locs[k - 1][1] + LOC_WORDS:
                 owner, word = locs[start][0], locs[start][1]
-                self.mem.put(owner, word, np.array([v for _, _, a, b in locs[start:k] for v in (a, b)],
+                self.mem.put(owner, word, np.array([v for loc in locs[start:k] for v in loc[2:]],
                                                    dtype=np.int64))
                 start = k
 
@@ -391,20 +419,13 @@ class Engine:
             if parent.kind == "cmd":        # shell tasks return nothing: their value is None
                 out.update((parent.instance_id(int(p)), None) for p in pidx)
                 continue
-            first = int(self.base[parent.index])
             for p in pidx:
                 p = int(p)
-                gid = first + p
-                if gid in self.local_results:
-                    value = self.local_results[gid]
-                else:
-                    owner, word = self.layout.loc_word(parent.index, p)
-                    loc, length = self.mem.get(owner, word, 2)
-                    if length <= 0:
-                        raise RuntimeError(f"result of {parent.instance_id(p)} not found")
-                    src, offset = int(loc) >> 40, int(loc) & ((1 << 40) - 1)
-                    value = json.loads(self.heap.read(src, offset, int(length) - 1))
-                out[parent.instance_id(p)] = value
+                owner, word = self.layout.loc_word(parent.index, p)
+                loc, length, oid = (int(w) for w in self.mem.get(owner, word, LOC_WORDS))
+                if length <= 0:
+                    raise RuntimeError(f"result of {parent.instance_id(p)} not found")
+                out[parent.instance_id(p)] = self.store.fetch(loc, length, oid)
         return out
 
     def run_cmd(self, group, instances) -> list:
@@ -496,6 +517,8 @@ class Engine:
         return dict(rank=self.rank, host=self.host, **counts, rows=int(len(table)),
                     steals=self.steals, stolen_tasks=self.stolen_tasks,
                     busy_seconds=round(self.busy, 6),
+                    outputs_in_window=self.store.kept if self.store else 0,
+                    outputs_spilled=self.store.spilled if self.store else 0,
                     first_start=float(ran["start"].min()) if len(ran) else None,
                     last_end=float(ran["end"].max()) if len(ran) else None,
                     failures=self.files.failures_seen)
@@ -543,14 +566,6 @@ def _shared_type():
     return MPI.COMM_TYPE_SHARED
 
 
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not a JSON value")
-
-
 def _read_tail(path: str, offset: int, length: int, limit: int = 4000) -> str:
     if length <= 0:
         return ""
@@ -591,7 +606,8 @@ def load_everywhere(comm, path: str, params: dict) -> DAG:
 
 
 def run_file(path: str, params: dict, out_dir: str | None = None, quiet: bool = False,
-             result_mem: int = 256 << 20, state_mem: int = 16 << 20) -> int:
+             result_mem: int = 256 << 20, state_mem: int = 16 << 20,
+             mem_limit: int | None = None) -> int:
     """``mpitiny run``: returns the exit status (0 all done, 1 some failed)."""
     from mpi4py import MPI
     comm = MPI.COMM_WORLD
@@ -609,7 +625,7 @@ def run_file(path: str, params: dict, out_dir: str | None = None, quiet: bool = 
     if setup_error:
         raise BadInput(setup_error)
     try:
-        return _run(comm, dag, run_dir, quiet, result_mem, t_launch, state_mem)
+        return _run(comm, dag, run_dir, quiet, result_mem, t_launch, state_mem, mem_limit)
     except BaseException:
         sys.stderr.write(f"mpitiny: internal error on rank {rank} of {comm.Get_size()} "
                          f"({socket.gethostname()}); aborting the job\n{traceback.format_exc()}")
@@ -619,9 +635,10 @@ def run_file(path: str, params: dict, out_dir: str | None = None, quiet: bool = 
 
 
 def _run(comm, dag: DAG, run_dir: str, quiet: bool, result_mem: int, t_launch: float,
-         state_mem: int = 16 << 20) -> int:
+         state_mem: int = 16 << 20, mem_limit: int | None = None) -> int:
     rank = comm.Get_rank()
-    engine = Engine(comm, dag, run_dir, result_mem, os.environ.get("MPITINY_FAULT"), state_mem)
+    engine = Engine(comm, dag, run_dir, result_mem, os.environ.get("MPITINY_FAULT"), state_mem,
+                    mem_limit)
     gc.collect()
     gc.freeze()     # the task table lives for the whole run: keep the collector off it
     engine.start()

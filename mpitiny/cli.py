@@ -75,12 +75,16 @@ def cli() -> None:
               help="Per-rank memory for task results that other ranks read one-sidedly.")
 @click.option("--state-mem", default=16, show_default=True, metavar="MiB",
               help="Per-rank memory of the shared key-value store (mpitiny.state).")
+@click.option("--mem-limit", default=None, type=int, metavar="MiB",
+              help="Keep at most this much task output per rank in memory; more goes to "
+                   "RUN_DIR/spill/ (default: --result-mem).")
 def run(dag_file: str, params: tuple, out_dir: str | None, quiet: bool, result_mem: int,
-        state_mem: int) -> None:
+        state_mem: int, mem_limit: int | None) -> None:
     """Run DAG_FILE on every rank of the MPI job (``mpiexec -n N mpitiny run DAG_FILE``)."""
     from mpitiny._core import run_file
     status = run_file(dag_file, parse_params(params), out_dir=out_dir, quiet=quiet,
-                      result_mem=result_mem << 20, state_mem=state_mem << 20)
+                      result_mem=result_mem << 20, state_mem=state_mem << 20,
+                      mem_limit=None if mem_limit is None else mem_limit << 20)
     sys.exit(status)
 
 
@@ -109,6 +113,30 @@ def import_wfcommons(instance: str, output: str, scale: float) -> None:
     from mpitiny.dag.wfcommons import convert_file
     summary = convert_file(instance, output, scale)
     click.echo(summary)
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1)
+@click.option("-o", "--output", metavar="OUT.h5", help="The HDF5 file to write (required).")
+@click.option("--dataset", default="/text", show_default=True,
+              help="Group of the output file that holds the data, splits and checksums.")
+@click.option("--chunk", default="8MiB", show_default=True,
+              help="Chunk size = split size: 64KiB .. 256MiB (e.g. 8MiB, 100KiB, 1048576).")
+@click.option("--format", "fmt", default="text", show_default=True,
+              help="text (whole lines per split), binary (cut at chunk boundaries) or "
+                   "records:N (whole N-byte records per split).")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+def ingest(inputs: tuple, output: str | None, dataset: str, chunk: str, fmt: str,
+           quiet: bool) -> None:
+    """Pack INPUT files (a directory: its files by name) into OUT.h5, one split per chunk.
+
+    Under ``mpiexec -n N`` each rank packs one part into OUT.h5.shards/ and OUT.h5 links
+    them (a virtual dataset). See docs/data.md.
+    """
+    from mpitiny.io.h5data import describe, ingest_command
+    summary, rank = ingest_command(inputs, output, dataset, chunk, fmt)
+    if rank == 0 and not quiet:
+        click.echo(describe(summary))
 
 
 @cli.command()

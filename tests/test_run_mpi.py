@@ -7,6 +7,7 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mpitiny.dag.load import load_dag
@@ -191,7 +192,7 @@ def test_inputs_receive_parent_values(python_module, tmp_path, n):
     assert results["total"] == sum(i * i for i in range(40))
     assert results["pair[7]"] == [7, {"sq[7]": 49}]
     failure = next((tmp_path / "run" / "failures").glob("*.jsonl")).read_text()
-    assert "not JSON-serialisable" in failure
+    assert "cannot be kept" in failure and "object" in failure
 
 
 def test_priorities_order_ready_tasks_on_one_rank(python_module, tmp_path):
@@ -326,3 +327,35 @@ def test_state_store_concurrent_updates_lose_nothing(python_module, tmp_path, n)
         assert st[f"key{r}"] == per_i * sum(range(200))
     assert value["first"] == 13             # exactly one winner per distinct word
     assert sorted(k for k in st if k.startswith("word")) == sorted(f"word{j}" for j in range(13))
+
+
+@pytest.mark.parametrize("n", [1, 4])
+def test_intermediate_data_beyond_the_memory_limit_spills_and_stays_exact(python_module, tmp_path, n):
+    (tmp_path / "big.py").write_text(
+        "import numpy as np\n\n"
+        "def block(i):\n"
+        "    return np.arange(i, i + 250_000, dtype=np.int64)     # 2 MB each\n\n"
+        "def total(inputs):\n"
+        "    return int(sum(int(a.sum()) for a in inputs.values()))\n\n"
+        "def twice(i, inputs):\n"
+        "    (a,) = inputs.values()\n"
+        "    return a.tobytes()[:16] * 2\n")
+    tasks = [{"id": "block", "fn": "big:block", "args": ["{i}"], "foreach": {"i": {"range": [0, 24]}}},
+             {"id": "pair", "fn": "big:twice", "args": ["{i}"], "foreach": {"i": {"range": [0, 24]}},
+              "deps": ["block[{i}]"]},
+             {"id": "total", "fn": "big:total", "deps": ["block"]}]
+    path = write(tmp_path, {"name": "spill", "tasks": tasks})
+    out = tmp_path / "run"
+    # 48 MB of outputs: 3x what all ranks together may keep in memory
+    proc = run(python_module, n, path, out, "--mem-limit", str(16 // n))
+    assert proc.returncode == 0, proc.stderr
+    check_run(load_dag(str(path)), str(out))
+    lines = [json.loads(l) for f in (out / "results").glob("*.jsonl") for l in f.read_text().splitlines()]
+    (total,) = [l["value"] for l in lines if l["id"] == "total"]
+    assert total == sum(sum(range(i, i + 250_000)) for i in range(24))
+    summary = json.loads((out / "summary.json").read_text())
+    assert sum(r["outputs_spilled"] for r in summary["per_rank"]) > 0
+    assert any((out / "spill").iterdir())
+    pair = [l for l in lines if l["id"] == "pair[5]"][0]
+    data = (out / "results" / pair["file"]).read_bytes()[pair["offset"]:pair["offset"] + pair["length"]]
+    assert data == np.arange(5, 7, dtype=np.int64).tobytes() * 2

@@ -7,8 +7,9 @@ find any word without asking. Three kinds of words live in the ranks' windows:
   instances still to finish. It lives on rank ``hash(group name) % P``.
 - a *count* per instance of a group with element-wise parents: how many of its parents (plus
   one for the gate, if the group also has one) are still to finish.
-- a *location* (two words) per instance of a group whose results another task reads
-  (``inputs``): which rank's result memory holds the JSON value, at what offset, how long.
+- a *location* (three words) per instance of a group whose results another task reads
+  (``inputs``): which rank keeps the value, in its window or its spill file, at what offset,
+  how long, and the id of its reader count (``mpitiny.io.store``).
 
 A plain task's count and location live on ``hash(id) % P``. A family's instances are split into
 P contiguous blocks, one per rank, rotated by ``hash(name) % P`` so that small families do not
@@ -31,6 +32,7 @@ from mpitiny.dag.model import DAG, stable_hash
 POISON_SHIFT = 40
 COUNT_MASK = (1 << POISON_SHIFT) - 1
 POISON = 1 << POISON_SHIFT
+LOC_WORDS = 3        # where a kept output is: location, length + 1, object id (io/store.py)
 
 
 class Layout:
@@ -81,7 +83,7 @@ class Layout:
         self.gates0 = words_before
         self.counts0 = self.gates0 + ngates
         self.locs0 = self.counts0 + ncounts
-        self.nwords = self.locs0 + 2 * nlocs
+        self.nwords = self.locs0 + LOC_WORDS * nlocs
 
     # --------------------------------------------------------------- instance ownership
     def block_sizes(self, g: int) -> np.ndarray:
@@ -130,7 +132,7 @@ class Layout:
     def loc_word(self, g: int, i: int) -> tuple:
         """``(rank, word)`` of the result location of instance ``i`` of group ``g``."""
         rank, pos = self.owner(g, i)
-        return rank, int(self.locs0[rank]) + 2 * (int(self.loc_base[g][rank]) + pos)
+        return rank, int(self.locs0[rank]) + LOC_WORDS * (int(self.loc_base[g][rank]) + pos)
 
     def gate_addr(self, g: int) -> tuple:
         """``(rank, word)`` of group ``g``'s gate."""
@@ -141,7 +143,7 @@ class Layout:
         return self.counts0[rank] + self.count_base[g][rank] + pos
 
     def loc_words(self, g: int, rank: int, pos: np.ndarray) -> np.ndarray:
-        return self.locs0[rank] + 2 * (self.loc_base[g][rank] + pos)
+        return self.locs0[rank] + LOC_WORDS * (self.loc_base[g][rank] + pos)
 
     def init_words(self, rank: int, local: np.ndarray) -> None:
         """Write this rank's initial gate and count values into its own window memory."""

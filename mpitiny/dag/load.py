@@ -249,6 +249,7 @@ class _Loader:
         self.modules: dict = {}        # module name -> module, or the error message
         self.functions: dict = {}      # "mod:attr" -> (callable, signature or None, wants_inputs)
         self.bound: set = set()        # (fn, nargs, kwargs keys) known to bind
+        self.split_source: tuple | None = None   # (path, dataset, var) of the entry's split family
 
     # -- messages
     def error(self, message: str, where: str | None = None) -> DagError:
@@ -503,6 +504,11 @@ class _Loader:
                 raise self.error(f"priority: {priority} is out of range (|priority| < 2**31)",
                                  where)
             options = {}
+            if self.split_source is not None:
+                path, dataset, var_name = self.split_source
+                options["splits"] = (path, dataset)
+                options["split_var"] = var_name
+                self.split_source = None
             if "rank" in task:
                 options["rank"] = self.parse_rank(task["rank"], variables, params, where)
             if "description" in task and not isinstance(task["description"], str):
@@ -570,6 +576,7 @@ class _Loader:
                              "'foreach')", where)
         variables = []
         size = 1
+        self.split_source = None
         for name, values in spec.items():
             if not _is_ident(name):
                 raise self.error(f"foreach: {_show(name)} is not a valid variable name "
@@ -578,13 +585,18 @@ class _Loader:
                 raise self.error(f"foreach: variable {_show(name)} has the name of a "
                                  "parameter; rename one of them", where)
             label = f"foreach {_show(name)}"
-            if isinstance(values, dict):
+            if isinstance(values, dict) and "split" in values and "range" not in values:
+                var = self.parse_split(name, values, label, where)
+            elif isinstance(values, str) and name == "split":
+                var = self.parse_split(name, {"split": values}, label, where)
+            elif isinstance(values, dict):
                 var = self.parse_range(name, values, label, where)
             elif isinstance(values, list):
                 var = self.parse_list(name, values, label, where)
             else:
                 raise self.error(f"{label}: must be {{\"range\": [start, stop, step]}} or a "
-                                 f"list of values, not {_kind(values)}", where)
+                                 f"list of values (or {{\"split\": \"FILE.h5:/dataset\"}}), "
+                                 f"not {_kind(values)}", where)
             size *= len(var)
             if size >= MAX_INSTANCES:
                 raise self.error(f"foreach: the family has too many instances (at least "
@@ -592,6 +604,43 @@ class _Loader:
                                  f"{MAX_INSTANCES - 1})", where)
             variables.append(var)
         return tuple(variables), size
+
+    def parse_split(self, name: str, spec: dict, label: str, where: str) -> Var:
+        """A split family: ``{"split": "data.h5:/text"}`` (or ``"split": "data.h5:/text"``
+        for a variable named split): the values are the split indices ``range(0, n)`` of an
+        ingested dataset (mpitiny.io.h5data); n is read from the file (the shape of its
+        split table). Sets ``self.split_source = (absolute path, dataset)``."""
+        if list(spec) != ["split"]:
+            extra = next(k for k in spec if k != "split")
+            raise self.error(f"{label}: unknown key {_show(extra)}; write "
+                             "{\"split\": \"FILE.h5:/dataset\"}", where)
+        if self.split_source is not None:
+            raise self.error(f"{label}: a family can iterate over the splits of one dataset "
+                             "only (it already has a split variable)", where)
+        text = spec["split"]
+        if isinstance(text, str) and self.params:
+            text = substitute_params(text, self.params)
+        if not isinstance(text, str) or not text:
+            raise self.error(f"{label}: split must be a non-empty string \"FILE.h5\" or "
+                             f"\"FILE.h5:/dataset\", not {_kind(text)} {_show(text)}", where)
+        from mpitiny.errors import BadInput
+        from mpitiny.io.h5data import count_splits, parse_spec
+        try:
+            path, dataset = parse_spec(text)
+            count = count_splits(path, dataset)
+        except BadInput as err:
+            raise self.error(f"{label}: {err.format()}", where) from None
+        except Exception as err:           # h5py raising something unexpected: still bad input
+            raise self.error(f"{label}: split {_show(text)}: cannot read it: "
+                             f"{type(err).__name__}: {_oneline(err)}", where) from None
+        if count == 0:
+            raise self.error(f"{label}: split {_show(text)}: the dataset has no splits (the "
+                             "ingested input was empty)", where)
+        if count >= MAX_INSTANCES:
+            raise self.error(f"{label}: split {_show(text)}: {count} splits (the limit for a "
+                             f"whole file is 2**31 - 2**20 = {MAX_INSTANCES - 1})", where)
+        self.split_source = (os.path.abspath(path), dataset, name)
+        return Var(name, range(0, count))
 
     def parse_range(self, name: str, spec: dict, label: str, where: str) -> Var:
         if list(spec) != ["range"]:

@@ -35,7 +35,7 @@ RECORD_DTYPE = np.dtype([
     ("gid", "<i8"), ("status", "i1"), ("attempt", "<i2"), ("rank", "<i4"), ("start", "<f8"), ("end", "<f8"),
     ("out_offset", "<i8"), ("out_length", "<i8"), ("err_offset", "<i8"), ("err_length", "<i8"),
 ])
-SUBDIRS = ("tasks", "results", "failures", "logs")
+SUBDIRS = ("tasks", "results", "failures", "logs", "spill")
 
 
 def rank_file(run_dir: str, sub: str, rank: int, ext: str) -> str:
@@ -120,16 +120,28 @@ class RankFiles:
         self.out_path = rank_file(run_dir, "logs", rank, ".out")
         self.err_path = rank_file(run_dir, "logs", rank, ".err")
         self._results = None
+        self._binary = None
         self._failures = None
         self._out_fd = -1
         self._err_fd = -1
         self.failures_seen: list = []
         self._streams: tuple = ()
 
-    def result(self, task_id: str, json_text: str) -> None:
+    def result(self, task_id: str, kind: int, data: bytes) -> None:
+        """One task's return value: JSON inline; bytes and numpy arrays (``.npy``) in
+        ``results/rank-R.bin``, the line giving their offset and length there."""
         if self._results is None:
             self._results = open(self.results_path, "a", encoding="utf-8", buffering=1 << 20)
-        self._results.write('{"id": %s, "value": %s}\n' % (json.dumps(task_id), json_text))
+        if kind == 0:
+            self._results.write('{"id": %s, "value": %s}\n' % (json.dumps(task_id), data.decode()))
+            return
+        if self._binary is None:
+            self._binary = open(rank_file(self.run_dir, "results", self.rank, ".bin"), "ab")
+        offset = self._binary.tell()
+        self._binary.write(data)
+        self._results.write(json.dumps({"id": task_id, "type": "bytes" if kind == 1 else "npy",
+                                        "file": os.path.basename(self._binary.name),
+                                        "offset": offset, "length": len(data)}) + "\n")
 
     def failure(self, record: dict) -> None:
         if self._failures is None:
@@ -153,9 +165,10 @@ class RankFiles:
         return self._out_fd, self._err_fd
 
     def close(self) -> None:
-        for f in (self._results, self._failures):
+        for f in (self._results, self._binary, self._failures):
             if f is not None:
                 f.close()
+        self._binary = None
         for fd in (self._out_fd, self._err_fd):
             if fd >= 0:
                 os.close(fd)

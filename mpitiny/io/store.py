@@ -1,0 +1,213 @@
+"""Task outputs that other tasks read: in the rank's RMA window while they fit, else on disk.
+
+A task's return value that some child reads (a child function with an ``inputs`` parameter)
+is kept by the rank that ran the task, the *holder*:
+
+- in its result window (``RmaBytes``), if the window has room and the rank is under its memory
+  limit (``--mem-limit``): any rank then reads it with one ``Get``, without the holder's help;
+- otherwise in the holder's spill file ``spill/rank-R.bin`` under the run directory, which any
+  rank reads with ``pread`` (the run directory is on a shared file system on a cluster).
+
+Where the value is (holder, medium, kind, offset, length, object id) is written at the task's
+metadata owner (``Layout.loc_word``), so a child finds it by the parent's task id alone.
+
+Each kept value has a *reader count* in the holder's word window, set to the number of child
+instances that will read it. A reader subtracts one after reading and adds one to the holder's
+``RELEASED`` word; the holder, between task chunks, notices ``RELEASED`` moved, finds the
+values whose count reached zero, and frees their window space. So outputs are freed when no
+consumer is left, and a window of a few hundred MiB serves a job with far more intermediate data.
+
+Kinds of values: JSON values, ``bytes``/``bytearray``/``memoryview``, and numpy arrays of plain
+(non-object) dtypes, stored in ``.npy`` format (no pickle).
+"""
+from __future__ import annotations
+
+import bisect
+import io
+import json
+import os
+
+import numpy as np
+
+KIND_JSON, KIND_BYTES, KIND_NUMPY = 0, 1, 2
+MEDIUM_WINDOW, MEDIUM_FILE = 0, 1
+OFFSET_BITS = 44
+RELEASED = 0          # word 0 of the object region: how many reads finished (readers add 1)
+OBJECTS0 = 1          # then one reader-count word per object id
+
+
+def encode(value) -> tuple:
+    """``(kind, bytes)`` of a task's return value; TypeError for what cannot be kept."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return KIND_BYTES, bytes(value)
+    if isinstance(value, np.ndarray):
+        if value.dtype.hasobject:
+            raise TypeError("numpy arrays of Python objects cannot be kept (no pickling)")
+        buf = io.BytesIO()
+        np.save(buf, value, allow_pickle=False)
+        return KIND_NUMPY, buf.getvalue()
+    return KIND_JSON, json.dumps(value, default=_json_default).encode()
+
+
+def decode(kind: int, data: bytes):
+    if kind == KIND_BYTES:
+        return data
+    if kind == KIND_NUMPY:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    return json.loads(data)
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not a JSON value")
+
+
+def pack_location(rank: int, medium: int, kind: int, offset: int) -> int:
+    return (rank << 47) | (medium << 46) | (kind << OFFSET_BITS) | offset
+
+
+def unpack_location(word: int) -> tuple:
+    """``(rank, medium, kind, offset)``."""
+    return (word >> 47, (word >> 46) & 1, (word >> OFFSET_BITS) & 3,
+            word & ((1 << OFFSET_BITS) - 1))
+
+
+class FreeList:
+    """First-fit allocation of byte ranges in a window, with coalescing frees."""
+
+    def __init__(self, size: int) -> None:
+        self.starts = [0]
+        self.sizes = [size]
+        self.used = 0
+
+    def alloc(self, n: int) -> int:
+        n = max(n, 1)
+        for k, size in enumerate(self.sizes):
+            if size >= n:
+                start = self.starts[k]
+                if size == n:
+                    del self.starts[k], self.sizes[k]
+                else:
+                    self.starts[k] += n
+                    self.sizes[k] -= n
+                self.used += n
+                return start
+        return -1
+
+    def free(self, start: int, n: int) -> None:
+        n = max(n, 1)
+        self.used -= n
+        k = bisect.bisect_left(self.starts, start)
+        self.starts.insert(k, start)
+        self.sizes.insert(k, n)
+        if k + 1 < len(self.starts) and start + n == self.starts[k + 1]:
+            self.sizes[k] += self.sizes.pop(k + 1)
+            self.starts.pop(k + 1)
+        if k > 0 and self.starts[k - 1] + self.sizes[k - 1] == start:
+            self.sizes[k - 1] += self.sizes.pop(k)
+            self.starts.pop(k)
+
+
+class ResultStore:
+    """One rank's kept outputs, and its way of reading anybody's."""
+
+    def __init__(self, rank: int, window, counts, objects: int, spill_dir: str,
+                 mem_limit: int | None = None) -> None:
+        self.rank = rank
+        self.window = window          # RmaBytes / LocalBytes: the values
+        self.counts = counts          # word memory: RELEASED + reader counts
+        self.capacity = window.size if mem_limit is None else min(window.size, mem_limit)
+        self.space = FreeList(window.size)
+        self.free_ids = list(range(objects - 1, -1, -1))
+        self.live: dict = {}          # object id -> (offset, length)
+        self.released_seen = 0
+        self.spill_dir = spill_dir
+        self._spill = None
+        self._spill_size = 0
+        self._readers: dict = {}      # rank -> open spill file of that rank
+        self.spilled = 0
+        self.kept = 0
+
+    @staticmethod
+    def words(objects: int) -> int:
+        return OBJECTS0 + objects
+
+    def keep(self, value, readers: int) -> tuple:
+        """Keep ``value`` for ``readers`` reads; returns the 3 location words."""
+        return self.keep_encoded(*encode(value), readers)
+
+    def keep_encoded(self, kind: int, data: bytes, readers: int) -> tuple:
+        self.collect()
+        n = len(data)
+        offset = -1
+        if self.free_ids and self.space.used + n <= self.capacity:
+            offset = self.space.alloc(n)
+        if offset >= 0:
+            oid = self.free_ids.pop()
+            self.window.local[offset:offset + n] = np.frombuffer(data, np.uint8)
+            self.counts.local[OBJECTS0 + oid] = readers
+            self.live[oid] = (offset, n)
+            self.kept += 1
+            return pack_location(self.rank, MEDIUM_WINDOW, kind, offset), n + 1, oid
+        offset = self._spill_append(data)
+        self.spilled += 1
+        return pack_location(self.rank, MEDIUM_FILE, kind, offset), n + 1, -1
+
+    def fetch(self, loc: int, length: int, oid: int):
+        """Read a kept value (from any rank) and count this read at its holder."""
+        rank, medium, kind, offset = unpack_location(loc)
+        n = length - 1
+        if medium == MEDIUM_FILE:
+            data = self._spill_read(rank, offset, n)
+        elif rank == self.rank:
+            data = bytes(self.window.local[offset:offset + n])
+        else:
+            data = self.window.read(rank, offset, n)
+        if oid >= 0:
+            self.counts.fetch_add(rank, OBJECTS0 + oid, -1)
+            self.counts.add(rank, RELEASED, 1)
+        return decode(kind, data)
+
+    def collect(self) -> None:
+        """Free the window space of values that every reader has read."""
+        released = int(self.counts.local[RELEASED])
+        if released == self.released_seen or not self.live:
+            return
+        self.released_seen = released
+        self.counts.sync()
+        for oid in [o for o in self.live if self.counts.local[OBJECTS0 + o] <= 0]:
+            offset, n = self.live.pop(oid)
+            self.space.free(offset, n)
+            self.free_ids.append(oid)
+
+    def in_window(self) -> int:
+        return self.space.used
+
+    def close(self) -> None:
+        if self._spill is not None:
+            self._spill.close()
+            self._spill = None
+        for f in self._readers.values():
+            f.close()
+        self._readers = {}
+
+    def _spill_path(self, rank: int) -> str:
+        return os.path.join(self.spill_dir, f"rank-{rank:05d}.bin")
+
+    def _spill_append(self, data: bytes) -> int:
+        if self._spill is None:
+            os.makedirs(self.spill_dir, exist_ok=True)
+            self._spill = open(self._spill_path(self.rank), "ab")
+            self._spill_size = self._spill.tell()
+        offset = self._spill_size
+        self._spill.write(data)
+        self._spill.flush()           # readers on other ranks open the file by name
+        self._spill_size += len(data)
+        return offset
+
+    def _spill_read(self, rank: int, offset: int, n: int) -> bytes:
+        f = self._readers.get(rank)
+        if f is None:
+            f = self._readers[rank] = open(self._spill_path(rank), "rb")
+        return os.pread(f.fileno(), n, offset)

@@ -1,0 +1,72 @@
+"""Kept task outputs on simulated ranks: window, spill file, reader counts, freeing."""
+import random
+
+import numpy as np
+import pytest
+
+from mpitiny.io.store import FreeList, ResultStore, decode, encode
+from mpitiny.queue.memory import LocalBytes, LocalMemory
+
+
+def test_freelist_first_fit_and_coalescing():
+    rng = random.Random(0)
+    fl = FreeList(1000)
+    held = []
+    for _ in range(2000):
+        if held and rng.random() < 0.5:
+            fl.free(*held.pop(rng.randrange(len(held))))
+        else:
+            n = rng.randint(1, 60)
+            at = fl.alloc(n)
+            if at >= 0:
+                for a, m in held:
+                    assert at + n <= a or a + m <= at, "overlapping allocations"
+                held.append((at, n))
+    for a, m in held:
+        fl.free(a, m)
+    assert fl.starts == [0] and fl.sizes == [1000] and fl.used == 0
+
+
+@pytest.mark.parametrize("value", [{"a": [1, 2]}, None, 3.5, b"\x00raw\xff",
+                                   np.arange(12, dtype=np.float32).reshape(3, 4)])
+def test_encode_decode_roundtrip(value):
+    got = decode(*encode(value))
+    if isinstance(value, np.ndarray):
+        assert got.dtype == value.dtype and np.array_equal(got, value)
+    else:
+        assert got == value
+
+
+def test_object_arrays_are_refused():
+    with pytest.raises(TypeError):
+        encode(np.array([object()]))
+
+
+def stores(tmp_path, nranks=2, window=4096, objects=8, mem_limit=None):
+    counts = LocalMemory(nranks, ResultStore.words(objects))
+    buffers = [np.zeros(window, np.uint8) for _ in range(nranks)]
+    return [ResultStore(r, LocalBytes(buffers, r), counts.view(r), objects, str(tmp_path / "spill"),
+                        mem_limit) for r in range(nranks)]
+
+
+def test_values_are_freed_when_every_reader_has_read(tmp_path):
+    holder, reader = stores(tmp_path)
+    loc = holder.keep(b"x" * 1000, readers=2)
+    assert holder.in_window() == 1000
+    assert reader.fetch(*loc) == b"x" * 1000
+    holder.collect()
+    assert holder.in_window() == 1000          # one reader still to come
+    assert holder.fetch(*loc) == b"x" * 1000   # a local reader
+    holder.collect()
+    assert holder.in_window() == 0
+
+
+def test_spill_past_the_limit_and_read_from_another_rank(tmp_path):
+    holder, reader = stores(tmp_path, mem_limit=2500)
+    locs = [holder.keep(bytes([k]) * 1000, readers=1) for k in range(5)]
+    assert holder.kept == 2 and holder.spilled == 3
+    assert [reader.fetch(*loc) for loc in locs] == [bytes([k]) * 1000 for k in range(5)]
+    holder.collect()
+    assert holder.in_window() == 0
+    more = holder.keep(b"y" * 2000, readers=1)     # the freed space is used again
+    assert holder.kept == 3 and reader.fetch(*more) == b"y" * 2000
