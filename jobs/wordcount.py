@@ -16,6 +16,8 @@ from collections import Counter
 
 import numpy as np
 
+from mpitiny.io.commit import atomic_output
+
 
 def count(path: str, split: int, nsplits: int) -> dict:
     """Word counts of the lines that start in split ``split`` of ``nsplits`` of ``path``."""
@@ -42,13 +44,10 @@ def merge(output: str, inputs: dict, top: int = 10) -> dict:
         total.update(part["counts"])
         nbytes += part["bytes"]
     rows = sorted(total.items(), key=lambda kv: (-kv[1], kv[0].encode("latin-1")))
-    os.makedirs(output, exist_ok=True)
     final = os.path.join(output, "wordcount.tsv")
-    tmp = f"{final}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
+    with atomic_output(final) as f:
         for word, n in rows:
             f.write(word.encode("latin-1") + b"\t" + str(n).encode() + b"\n")
-    os.replace(tmp, final)
     return {"words": len(rows), "total": sum(total.values()), "bytes": nbytes,
             "top": [[w, n] for w, n in rows[:top]], "output": final, "finished": time.time()}
 

@@ -29,6 +29,8 @@ import socket
 
 import numpy as np
 
+from mpitiny.io.commit import write_atomic  # noqa: F401  (rank 0's summary.json)
+
 DONE, FAILED, UPSTREAM_FAILED = 1, 2, 3
 STATUS_NAMES = {DONE: "done", FAILED: "failed", UPSTREAM_FAILED: "upstream_failed"}
 RECORD_DTYPE = np.dtype([
@@ -54,16 +56,6 @@ def prepare(run_dir: str) -> None:
         path = os.path.join(run_dir, name)
         if os.path.exists(path):
             os.remove(path)
-
-
-def write_atomic(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a reader sees either nothing or the whole file."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class Records:
