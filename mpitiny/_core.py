@@ -45,6 +45,7 @@ from mpitiny.dag.release import Release
 from mpitiny.errors import (EXIT_INTERNAL, EXIT_OK, EXIT_TASKS_FAILED, BadInput, InternalError,
                             MpitinyError)
 from mpitiny.io import rundir
+from mpitiny.io.commit import write_atomic
 from mpitiny.io.rundir import DONE, FAILED, UPSTREAM_FAILED
 from mpitiny.io.store import ResultStore, encode
 from mpitiny.queue.memory import RmaBytes, RmaMemory
@@ -656,7 +657,7 @@ def _run(comm, dag: DAG, run_dir: str, quiet: bool, result_mem: int, t_launch: f
         return EXIT_OK if not (stats["failed"] or stats["upstream_failed"]) else EXIT_TASKS_FAILED
     summary = make_summary(dag, run_dir, all_stats, t_launch, t_start, t_end)
     rundir.write_virtual_table(run_dir, [s["rows"] for s in all_stats], dag)
-    rundir.write_atomic(os.path.join(run_dir, "summary.json"),
+    write_atomic(os.path.join(run_dir, "summary.json"),
                         json.dumps(summary, indent=1).encode())
     if not quiet:
         print_summary(summary)

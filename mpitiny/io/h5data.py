@@ -32,6 +32,7 @@ once per process and cached (keyed by absolute path and dataset).
 """
 from __future__ import annotations
 
+import atexit
 import bisect
 import json
 import os
@@ -1155,6 +1156,7 @@ class Splits:
             except Exception:
                 pass
             self._file = None
+        self._group = self._data = None
 
     def __enter__(self) -> "Splits":
         return self
@@ -1176,6 +1178,15 @@ def _oneline(err: BaseException) -> str:
 
 
 _CACHE: dict = {}
+
+
+def _close_all_at_exit() -> None:
+    # Close cached files while h5py is still whole: h5py objects that outlive it to the end
+    # of interpreter shutdown can crash it (seen with gc.freeze(), which mpitiny run calls).
+    close_splits()
+
+
+atexit.register(_close_all_at_exit)
 
 
 def _signature(path: str) -> tuple:

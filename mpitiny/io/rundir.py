@@ -29,7 +29,7 @@ import socket
 
 import numpy as np
 
-from mpitiny.io.commit import write_atomic  # noqa: F401  (rank 0's summary.json)
+from mpitiny.io.commit import atomic_h5
 
 DONE, FAILED, UPSTREAM_FAILED = 1, 2, 3
 STATUS_NAMES = {DONE: "done", FAILED: "failed", UPSTREAM_FAILED: "upstream_failed"}
@@ -198,15 +198,12 @@ class _LazyFile:
 
 def write_rank_table(run_dir: str, rank: int, table: np.ndarray) -> str:
     """This rank's rows as ``tasks/rank-R.h5`` (dataset ``tasks``), written atomically."""
-    import h5py
     path = rank_file(run_dir, "tasks", rank, ".h5")
-    tmp = path + ".tmp"
-    with h5py.File(tmp, "w") as f:
+    with atomic_h5(path) as f:
         f.create_dataset("tasks", data=table, chunks=(max(1, min(len(table), 1 << 16)),)
                          if len(table) else None)
         f.attrs["rank"] = rank
         f.attrs["status_codes"] = json.dumps(STATUS_NAMES)
-    os.replace(tmp, path)
     return path
 
 
@@ -216,7 +213,6 @@ def write_virtual_table(run_dir: str, sizes: list, dag=None) -> str:
     import h5py
     total = int(sum(sizes))
     path = os.path.join(run_dir, "tasks.h5")
-    tmp = path + ".tmp"
     layout = h5py.VirtualLayout(shape=(total,), dtype=RECORD_DTYPE)
     at = 0
     for rank, n in enumerate(sizes):
@@ -225,7 +221,7 @@ def write_virtual_table(run_dir: str, sizes: list, dag=None) -> str:
                                      shape=(n,))
             layout[at:at + n] = src
             at += n
-    with h5py.File(tmp, "w", libver="latest") as f:
+    with atomic_h5(path, libver="latest") as f:
         f.create_virtual_dataset("tasks", layout, fillvalue=None)
         f.attrs["status_codes"] = json.dumps(STATUS_NAMES)
         if dag is not None:
@@ -239,7 +235,6 @@ def write_virtual_table(run_dir: str, sizes: list, dag=None) -> str:
             rows["size"] = [g["size"] for g in table]
             rows["vars"] = [json.dumps(g["vars"]) for g in table]
             f.create_dataset("groups", data=rows)
-    os.replace(tmp, path)
     return path
 
 
