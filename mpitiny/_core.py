@@ -126,13 +126,13 @@ class Engine:
             self.object_counts.start()
         runs = []
         for g in self.dag.groups:
-            if not g.deps and g.size and g.options.get("rank") is not None:
+            if not g.deps and g.size and self.placed(g):
                 idx = np.arange(g.size, dtype=np.int64)
                 mine = idx[self.homes(g, idx) == self.rank]
-                if len(mine):
-                    self.queue.push_ids(self.base[g.index] + mine, g.priority) \
-                        if len(mine) < g.size else \
-                        self.queue.push_range(int(self.base[g.index]), int(self.base[g.index + 1]), g.priority)
+                cuts = np.flatnonzero(np.diff(mine) != 1) + 1
+                for run in np.split(mine, cuts) if len(mine) else ():
+                    self.queue_runs([(int(self.base[g.index] + run[0]),
+                                      int(self.base[g.index] + run[-1]) + 1)])
             elif not g.deps and g.size:
                 lo, hi = int(self.base[g.index]), int(self.base[g.index + 1])
                 if runs and runs[-1][1] == lo and runs[-1][2] == g.priority:
@@ -197,7 +197,7 @@ class Engine:
             return work
         idle_rounds = 0
         while True:
-            self.queue_ids(self.queue.take_inbox())
+            self.queue_runs(self.queue.take_inbox())
             work = self.queue.claim(self.chunk_size())
             if work is not None:
                 return work
@@ -228,14 +228,23 @@ class Engine:
             if isinstance(work, tuple):
                 self.stolen_tasks += work[1] - work[0]
                 self.queue.push_range(work[0], work[1], prio)
+            elif prio is None:
+                self.stolen_tasks += sum(hi - lo for lo, hi in work)
+                self.queue_runs(work)
             else:
                 self.stolen_tasks += len(work)
-                if prio is None:
-                    self.queue_ids(work)
-                else:
-                    self.queue.push_ids(work, prio)
+                self.queue.push_ids(work, prio)
             return True
         return False
+
+    def queue_runs(self, runs: list) -> None:
+        """Queue runs ``(lo, hi)`` of task ids of one group each, at their group's priority."""
+        for lo, hi in runs:
+            prio = int(self.priority[int(np.searchsorted(self.base, lo, side="right")) - 1])
+            if hi - lo == 1:
+                self.queue.push_ids([lo], prio)
+            else:
+                self.queue.push_range(lo, hi, prio)
 
     def queue_ids(self, ids) -> None:
         """Queue individual task ids here, each at its group's priority."""
@@ -305,7 +314,7 @@ class Engine:
             ready, skipped = self.release.finish(g, idx, mask)
             self.skip(skipped)
             if (len(ready) == 1 and len(ready[0][1]) == 1 and self.direct is None
-                    and self.dag.groups[ready[0][0]].options.get("rank") is None
+                    and not self.placed(self.dag.groups[ready[0][0]])
                     and not self.queue.has_work()):
                 self.direct = self.base[ready[0][0]] + ready[0][1]
                 return
@@ -483,9 +492,18 @@ class Engine:
             self.unreported += len(gids)
             self.finished_here += len(gids)
 
+    @staticmethod
+    def placed(group) -> bool:
+        """Whether the group's instances have a home rank (a ``rank`` hint, or split data)."""
+        return group.options.get("rank") is not None or "splits" in group.options
+
     def homes(self, group, idx: np.ndarray) -> np.ndarray:
-        """The rank each instance asks to run on (its ``rank`` hint modulo the rank count)."""
-        spec = group.options["rank"]
+        """The rank each instance should run on: its ``rank`` hint modulo the rank count, or,
+        for a family over the splits of a dataset, the split's home: the rank that holds the
+        instance's metadata (the same block partition as task ownership)."""
+        spec = group.options.get("rank")
+        if spec is None:
+            return self.layout.owners(group.index, idx)[0]
         if isinstance(spec, int):
             return np.full(len(idx), spec % self.nranks, dtype=np.int64)
         k = group.var_index(spec[1:-1])
@@ -496,15 +514,19 @@ class Engine:
         prio = int(self.priority[g])
         first = int(self.base[g])
         group = self.dag.groups[g]
-        if group.options.get("rank") is not None:
+        if self.placed(group):
             homes = self.homes(group, idx)
-            away = homes != self.rank
-            if away.any():
-                keep = [i for i, h in zip(idx[away], homes[away])
-                        if not self.queue.push_remote(int(h), first + int(i))]
-                idx = np.concatenate([idx[~away], np.array(keep, dtype=np.int64)])
-                if not len(idx):
-                    return
+            cuts = np.flatnonzero((np.diff(homes) != 0) | (np.diff(idx) != 1)) + 1
+            keep = []
+            for run_idx, run_home in zip(np.split(idx, cuts), np.split(homes, cuts)):
+                home = int(run_home[0])
+                lo, hi = first + int(run_idx[0]), first + int(run_idx[-1]) + 1
+                stop = lo if home == self.rank else self.queue.push_remote(home, lo, hi)
+                if stop < hi:                     # home is here, or its inbox is full
+                    keep.append(run_idx[stop - lo:])
+            if not keep:
+                return
+            idx = np.concatenate(keep)
         if len(idx) > 1 and int(idx[-1]) - int(idx[0]) == len(idx) - 1 and np.all(np.diff(idx) == 1):
             self.queue.push_range(first + int(idx[0]), first + int(idx[-1]) + 1, prio)
         else:

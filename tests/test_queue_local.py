@@ -96,21 +96,21 @@ def test_slots_overflow_into_pending_and_come_back():
 
 def test_inbox_push_take_and_steal():
     a, b, c = make_queues(3, inbox=4)
-    assert b.push_remote(0, 41) and c.push_remote(0, 42)
+    assert b.push_remote(0, 41, 42) == 42 and c.push_remote(0, 100, 110) == 110
     assert c.steal(0) is None            # a is idle: its inbox waits for it
     a.set_busy(True)
-    prio, ids = c.steal(0)               # a is busy: c takes from its inbox (late binding)
-    assert prio is None and len(ids) == 1
+    prio, runs = c.steal(0)              # a is busy: c takes from its inbox (late binding)
+    assert prio is None and len(runs) == 1
     rest = a.take_inbox()
-    assert sorted(list(ids) + rest) == [41, 42]
+    assert sorted(runs + rest) == [(41, 42), (100, 110)]
     assert a.take_inbox() == []
 
 
 def test_inbox_full_refuses():
     a, b = make_queues(2, inbox=2)
-    assert b.push_remote(0, 1) and b.push_remote(0, 2)
-    assert not b.push_remote(0, 3)
-    assert sorted(a.take_inbox()) == [1, 2]
+    assert b.push_remote(0, 1, 2) == 2 and b.push_remote(0, 2, 5) == 5
+    assert b.push_remote(0, 7, 9) == 7
+    assert sorted(a.take_inbox()) == [(1, 2), (2, 5)]
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -145,22 +145,26 @@ def test_random_interleaving_every_task_exactly_once(seed):
                 prio, w = got
                 if isinstance(w, tuple):
                     qs[r].push_range(*w, prio=prio)
+                elif prio is None:
+                    for lo, hi in w:
+                        qs[r].push_range(lo, hi, prio=0)
                 else:
-                    qs[r].push_ids(w, prio=prio or 0)
+                    qs[r].push_ids(w, prio=prio)
         else:
             ids = [next_id]
             next_id += 1
             expected += ids
             target = rng.randrange(nranks)
             qs[target].set_busy(rng.random() < 0.5)
-            if target != r and qs[r].push_remote(target, ids[0]):
+            if target != r and qs[r].push_remote(target, ids[0], ids[0] + 1) == ids[0] + 1:
                 continue
             qs[r].push_ids(ids, prio=0)
         if not any(q.has_work() for q in qs) and all(
                 q.local[1] == q.local[2] for q in qs):
             break
     for q in qs:
-        q.push_ids(q.take_inbox(), 0)
+        for lo, hi in q.take_inbox():
+            q.push_range(lo, hi, 0)
         while (w := q.claim(100)) is not None:
             seen += as_ids(w)
     assert sorted(seen) == sorted(expected)

@@ -25,10 +25,12 @@ The logical content -- the concatenation, in split order, of every split's valid
 exactly the concatenation of the input files in the order given, whatever the number of
 ranks that ingested them; only where splits begin and end may differ.
 
-Reading (``open_splits``) resolves each split to its chunk(s) once (through the virtual
-dataset's mapping to the shard files) and reads them with ``H5Dread_chunk``: one read of
-exactly the split's chunk(s), no HDF5 chunk cache, no selection machinery. Files are opened
-once per process and cached (keyed by absolute path and dataset).
+Reading (``open_splits``) resolves each split to its chunk(s) (through the virtual dataset's
+mapping to the shard files), learns the chunks' file addresses once from HDF5's chunk index
+(``H5Dchunk_iter``), and reads a split with one ``pread`` of its valid bytes when its chunks
+are contiguous in the file (always, for files ingest wrote), else with ``H5Dread_chunk`` per
+chunk: no chunk cache, no selection machinery, no copy. Files are opened once per process and
+cached (keyed by absolute path and dataset).
 """
 from __future__ import annotations
 
@@ -58,6 +60,9 @@ DEFAULT_CHUNK = 8 << 20
 MIN_CHUNK = 64 << 10
 MAX_CHUNK = 256 << 20
 MAX_RECORD = 1 << 30
+#: Up to this many chunks per shard, a reader maps chunks to file addresses once (one pass over
+#: HDF5's chunk index) and reads each split with one ``pread``; beyond, through H5Dread_chunk.
+MAX_INDEXED_CHUNKS = 1 << 22
 FORMATS = ("text", "binary", "records")
 SHARDS_SUFFIX = ".shards"
 #: Source names/sizes are also written as attributes (for ``h5dump -A``) up to this many files;
@@ -375,7 +380,9 @@ class _Window:
 
 
 def _pack_text(src: _Concat, lo: int, hi: int, chunk: int, writer: "_SplitWriter") -> None:
-    win = _Window(src, lo, hi, max(2 * chunk, 16 << 20))
+    # Room for a split plus at least 32 MiB read ahead: the bytes moved when the window slides
+    # (less than one split) stay small against the bytes read.
+    win = _Window(src, lo, hi, chunk + max(chunk, 32 << 20))
     pos = lo
     while pos < hi:
         cap = chunk
@@ -548,9 +555,17 @@ def _plan(inputs: Sequence[str], output: str, dataset: str, chunk: Any, fmt: Any
                        where=f"output {output}")
     out_dir = os.path.dirname(out_abs)
     if not os.path.isdir(out_dir):
-        raise BadInput(f"the directory {out_dir} does not exist", where=f"output {output}")
+        what = "is not a directory" if os.path.exists(out_dir) else "does not exist"
+        raise BadInput(f"{out_dir} {what}", where=f"output {output}")
     if not os.access(out_dir, os.W_OK | os.X_OK):
         raise BadInput(f"the directory {out_dir} is not writable", where=f"output {output}")
+    shard_dir = out_abs + SHARDS_SUFFIX
+    if os.path.lexists(shard_dir):
+        if os.path.islink(shard_dir) or not os.path.isdir(shard_dir) or any(
+                not _SHARD_FILE.fullmatch(n) for n in os.listdir(shard_dir)):
+            raise BadInput(f"{shard_dir} exists and is not a shard directory that ingest "
+                           "wrote (only part-NNNNN.h5 files); move it away first",
+                           where=f"output {output}")
     for name, path, _size in files:
         if path == out_abs or (os.path.exists(out_abs) and os.path.samefile(path, out_abs)):
             raise BadInput("is also an input file", where=f"output {output}")
@@ -906,7 +921,8 @@ def count_splits(path: str, dataset: str = DEFAULT_DATASET) -> int:
 class _Segment:
     """A piece of ``data`` (logical ``[start, stop)``) stored in one chunked dataset."""
 
-    __slots__ = ("start", "stop", "file", "dset", "src_start", "dsid", "fast", "h5file")
+    __slots__ = ("start", "stop", "file", "dset", "src_start", "dsid", "fast", "h5file", "fd",
+                 "addr")
 
     def __init__(self, start, stop, file, dset, src_start):
         self.start, self.stop = start, stop
@@ -914,6 +930,8 @@ class _Segment:
         self.dsid = None
         self.fast = False
         self.h5file = None
+        self.fd = -1
+        self.addr = None        # file address of each chunk (-1: use HDF5), built on first read
 
 
 class Splits:
@@ -1011,6 +1029,28 @@ class Splits:
         seg.fast = (dset.chunks == (self.chunk_bytes,) and plist.get_nfilters() == 0
                     and dset.dtype == np.uint8)
         seg.dset = dset
+        if seg.fast:
+            try:
+                seg.fd = os.open(seg.file, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            except OSError:
+                seg.fd = -1
+
+    def _index_chunks(self, seg: _Segment) -> None:
+        """The file address of every chunk of ``seg`` (one pass over HDF5's chunk index,
+        ~1 us per chunk); -1 where HDF5 must read the chunk itself (filtered, other size)."""
+        c = self.chunk_bytes
+        n = int(seg.dset.shape[0]) // c
+        addr = np.full(n, -1, dtype=np.int64)
+        if seg.fd >= 0 and n <= MAX_INDEXED_CHUNKS and hasattr(seg.dsid, "chunk_iter"):
+            def visit(info):
+                k = info.chunk_offset[0] // c
+                if info.size == c and info.filter_mask == 0 and 0 <= k < n:
+                    addr[k] = info.byte_offset
+            try:
+                seg.dsid.chunk_iter(visit)
+            except Exception:          # an older HDF5: read through HDF5 instead
+                addr[:] = -1
+        seg.addr = addr
 
     def _open_segment(self, seg: _Segment) -> None:
         if seg.file == self.path:
@@ -1060,13 +1100,17 @@ class Splits:
         off, length = int(self._table[i, 0]), int(self._table[i, 1])
         c = self.chunk_bytes
         k = int(self._spans[i])
-        try:
-            buf = np.frombuffer(out, dtype=np.uint8)     # a view: contiguous and writable
-        except (TypeError, ValueError, BufferError) as err:
-            raise ValueError(f"read_into: out must be a contiguous writable buffer ({err})") \
-                from None
-        if not buf.flags.writeable:
-            raise ValueError("read_into: out is read-only")
+        if type(out) is np.ndarray and out.dtype == np.uint8 and out.ndim == 1 and \
+                out.flags.c_contiguous and out.flags.writeable:
+            buf = out
+        else:
+            try:
+                buf = np.frombuffer(out, dtype=np.uint8)     # a view: contiguous, writable
+            except (TypeError, ValueError, BufferError) as err:
+                raise ValueError(f"read_into: out must be a contiguous writable buffer "
+                                 f"({err})") from None
+            if not buf.flags.writeable:
+                raise ValueError("read_into: out is read-only")
         if len(buf) < k * c:
             raise ValueError(f"read_into: the buffer has {len(buf)} bytes; split {i} needs "
                              f"{k * c} (span_bytes)")
@@ -1080,14 +1124,23 @@ class Splits:
                     self._open_segment(seg)
                 local = off - seg.start + seg.src_start
                 if seg.fast and local % c == 0:
-                    try:
-                        for j in range(k):
-                            seg.dsid.read_direct_chunk((local + j * c,),
-                                                       out=buf[j * c:(j + 1) * c])
-                    except (OSError, ValueError, RuntimeError) as err:
-                        raise BadInput(f"split {i}: reading chunk at byte {local} of "
-                                       f"{seg.file} failed: {_oneline(err)}",
-                                       where=self.where) from None
+                    if seg.addr is None:
+                        self._index_chunks(seg)
+                    k0 = local // c
+                    a = int(seg.addr[k0])
+                    if a >= 0 and (k == 1 or bool((seg.addr[k0:k0 + k] - a == np.arange(
+                            0, k * c, c)).all())):
+                        # The split's chunks are contiguous in the file: one read.
+                        self._pread(seg, a, buf, length, i)
+                    else:
+                        try:
+                            for j in range(k):
+                                seg.dsid.read_direct_chunk((local + j * c,),
+                                                           out=buf[j * c:(j + 1) * c])
+                        except (OSError, ValueError, RuntimeError) as err:
+                            raise BadInput(f"split {i}: reading chunk at byte {local} of "
+                                           f"{seg.file} failed: {_oneline(err)}",
+                                           where=self.where) from None
                     self.chunk_reads += k
                 else:
                     try:
@@ -1099,6 +1152,20 @@ class Splits:
         if verify:
             self._verify_one(i, buf[:length])
         return length
+
+    def _pread(self, seg: _Segment, address: int, buf: np.ndarray, length: int, i: int) -> None:
+        mv = memoryview(buf)
+        got = 0
+        try:
+            while got < length:
+                n = os.preadv(seg.fd, [mv[got:length]], address + got)
+                if not n:
+                    raise BadInput(f"split {i}: {seg.file} ends inside the split's chunk "
+                                   "(truncated file?)", where=self.where)
+                got += n
+        except OSError as err:
+            raise BadInput(f"split {i}: reading {seg.file} failed: {_reason(err)}",
+                           where=self.where) from None
 
     def _read_slow(self, off: int, length: int, buf: np.ndarray) -> None:
         try:
@@ -1150,6 +1217,12 @@ class Splits:
                 except Exception:
                     pass
             seg.h5file = seg.dsid = None
+            if seg.fd >= 0:
+                try:
+                    os.close(seg.fd)
+                except OSError:
+                    pass
+                seg.fd = -1
         if getattr(self, "_file", None) is not None:
             try:
                 self._file.close()

@@ -27,8 +27,8 @@ Slots carry a priority word (a hint read together with the slots); the owner and
 take from the highest priority first. The owner takes its newest slot first (depth-first,
 the data of a just-finished parent is still warm); thieves take the fullest.
 
-The *inbox* lets another rank place a task on this rank (``push_remote``: a fetch-and-add picks
-an inbox word, a compare-and-swap fills it). The owner moves inbox entries into its ring
+The *inbox* lets another rank place runs of tasks on this rank (``push_remote``: a
+fetch-and-add picks an inbox word, a compare-and-swap fills it with ``(first id, count)``). The owner moves inbox entries into its ring
 between tasks; while it is busy (its ``BUSY`` word is set) a thief may take them itself (late
 binding).
 
@@ -68,6 +68,21 @@ def unpack(word: int) -> tuple:
     """``(kind, next, hi)`` of a slot word."""
     word &= 0xFFFFFFFFFFFFFFFF
     return word >> 63, (word >> 32) & MASK31, word & MASK32
+
+
+RUN_BITS = 21
+MAX_RUN = (1 << RUN_BITS) - 1
+
+
+def _entry(lo: int, hi: int) -> int:
+    """An inbox word for the run ``lo..hi-1`` (never 0, which marks a free word)."""
+    return ((lo << RUN_BITS) | (hi - lo)) + 1
+
+
+def _run_of(entry: int) -> tuple:
+    entry -= 1
+    lo = entry >> RUN_BITS
+    return lo, lo + (entry & MAX_RUN)
 
 
 def _prio(entry: tuple) -> int:
@@ -198,18 +213,21 @@ class StealQueue:
         return n
 
     def take_inbox(self) -> list:
-        """Task ids other ranks placed here since the last call (the caller queues them)."""
+        """Runs ``(lo, hi)`` of task ids other ranks placed here since the last call."""
         if self.local[self.base + INBOX_TAIL] == self.local[self.base + INBOX_TAKEN]:
             return []
         self.mem.sync()
-        got = []
         box = self.local[self.inbox0:self.inbox0 + self.ninbox].copy()   # other ranks write it
-        for k in np.flatnonzero(box):
-            old = self.mem.swap(self.rank, self.inbox0 + int(k), 0)
+        return self._take_entries(self.rank, np.flatnonzero(box))
+
+    def _take_entries(self, rank: int, positions) -> list:
+        got = []
+        for k in positions:
+            old = self.mem.swap(rank, self.inbox0 + int(k), 0)
             if old:
-                got.append(old - 1)
+                got.append(_run_of(old))
         if got:
-            self.mem.add(self.rank, self.base + INBOX_TAKEN, len(got))
+            self.mem.add(rank, self.base + INBOX_TAKEN, len(got))
         return got
 
     def _publish(self, kind: int, lo: int, hi: int, prio: int) -> bool:
@@ -293,7 +311,8 @@ class StealQueue:
     def steal(self, victim: int):
         """Take about half of ``victim``'s highest-priority ready tasks, without asking it.
 
-        Returns ``(prio, (lo, hi))``, ``(prio, ids)`` or None.
+        Returns ``(prio, (lo, hi))``, ``(prio, ids)``, ``(None, [(lo, hi), ...])`` (runs taken
+        from the inbox of a busy victim: late binding) or None.
         """
         mem = self.mem
         head = mem.get(victim, self.base + INBOX_TAIL, HEADER - INBOX_TAIL + 2 * self.nslots)
@@ -329,23 +348,23 @@ class StealQueue:
         return None
 
     def _steal_inbox(self, victim: int):
-        box = self.mem.get(victim, self.inbox0, self.ninbox)
-        got = []
-        for k in np.flatnonzero(box)[: max(1, (np.count_nonzero(box) + 1) // 2)]:
-            old = self.mem.swap(victim, self.inbox0 + int(k), 0)
-            if old:
-                got.append(old - 1)
-        if not got:
-            return None
-        self.mem.add(victim, self.base + INBOX_TAKEN, len(got))
-        return None, np.array(got, dtype=np.int64)
+        full = np.flatnonzero(self.mem.get(victim, self.inbox0, self.ninbox))
+        got = self._take_entries(victim, full[: max(1, (len(full) + 1) // 2)])
+        return (None, got) if got else None
 
-    def push_remote(self, target: int, task: int) -> bool:
-        """Place one ready task in ``target``'s inbox; False if the inbox is full."""
-        pos = self.mem.fetch_add(target, self.base + INBOX_TAIL, 1)
-        for k in range(4):
-            disp = self.inbox0 + (pos + k) % self.ninbox
-            if self.mem.cas(target, disp, 0, task + 1) == 0:
-                return True
-        self.mem.fetch_add(target, self.base + INBOX_TAIL, -1)
-        return False
+    def push_remote(self, target: int, lo: int, hi: int) -> int:
+        """Place the ready tasks ``lo..hi-1`` in ``target``'s inbox, one entry per run of up to
+        2**21 ids. Returns where it stopped: ``hi`` if all were placed, else the first id that
+        found the inbox full (the caller keeps those)."""
+        while lo < hi:
+            end = min(hi, lo + MAX_RUN)
+            pos = self.mem.fetch_add(target, self.base + INBOX_TAIL, 1)
+            for k in range(4):
+                disp = self.inbox0 + (pos + k) % self.ninbox
+                if self.mem.cas(target, disp, 0, _entry(lo, end)) == 0:
+                    break
+            else:
+                self.mem.fetch_add(target, self.base + INBOX_TAIL, -1)
+                return lo
+            lo = end
+        return hi
