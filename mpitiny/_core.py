@@ -58,7 +58,7 @@ CTRL_FINISHED = 1    # on rank 0: how many tasks have finished, run-wide
 CTRL_WORDS = 4
 CHUNK_SECONDS = 0.002
 MAX_CHUNK = 4096
-QUEUE_SLOTS, INBOX_WORDS, RING_WORDS = 32, 1024, 1 << 16
+QUEUE_SLOTS, INBOX_WORDS, RING_WORDS = 128, 1024, 1 << 16
 STORE_OBJECTS = 1 << 16   # kept outputs per rank in its window at once (more go to disk)
 SUMMARY_GROUPS = 1000   # larger DAGs keep their gid -> id table in tasks.h5 only
 
@@ -103,6 +103,7 @@ class Engine:
         self.finished_here = 0
         self.steals = 0
         self.stolen_tasks = 0
+        self.split_reads = [0, 0]    # split tasks run on their home rank / elsewhere
         self.busy = 0.0
         self.rng = random.Random(12345 + 7919 * self.rank)
         local_size = comm.Split_type(_shared_type(), key=self.rank).Get_size()
@@ -139,21 +140,23 @@ class Engine:
                     runs[-1][1] = hi
                 else:
                     runs.append([lo, hi, g.priority])
-        total = sum(hi - lo for lo, hi, _ in runs)
-        mine_lo = total * self.rank // self.nranks
-        mine_hi = total * (self.rank + 1) // self.nranks
-        seen = 0
+        # Each rank takes an equal block of every long run (a family) and every P-th task of
+        # the shorter ones, so that each starts with the same mix of priorities and lengths.
         singles: dict = {}
-        for lo, hi, prio in sorted(runs, key=lambda r: r[2]):
-            a = max(lo, lo + mine_lo - seen)
-            b = min(hi, lo + mine_hi - seen)
-            if b - a >= 64:
+        turn = 0
+        for lo, hi, prio in runs:
+            if hi - lo >= 64 * self.nranks:
+                n = hi - lo
+                a = lo + n * self.rank // self.nranks
+                b = lo + n * (self.rank + 1) // self.nranks
                 self.queue.push_range(a, b, prio)
-            elif a < b:
-                singles.setdefault(prio, []).append(np.arange(a, b, dtype=np.int64))
-            seen += hi - lo
+                continue
+            for gid in range(lo, hi):
+                if turn % self.nranks == self.rank:
+                    singles.setdefault(prio, []).append(gid)
+                turn += 1
         for prio in sorted(singles):
-            self.queue.push_ids(np.concatenate(singles[prio]), prio)
+            self.queue.push_ids(np.array(singles[prio], dtype=np.int64), prio)
         self.comm.Barrier()
 
     def stop(self) -> None:
@@ -303,6 +306,10 @@ class Engine:
         n = len(instances)
         self.unreported += n
         self.finished_here += n
+        if "splits" in group.options:
+            at_home = int(np.count_nonzero(self.homes(group, np.asarray(instances)) == self.rank))
+            self.split_reads[0] += at_home
+            self.split_reads[1] += n - at_home
         self.publish_locations()
         if self.dag.children[g]:
             idx = np.asarray(instances, dtype=np.int64) if not isinstance(instances, range) \
@@ -333,8 +340,17 @@ class Engine:
         inputs = group.wants_inputs
         starts, ends, failed = [], [], []
         clock = time.time
+        splits = self.split_reader(group)
+        upcoming = iter(instances)
+        if splits is not None:
+            next(upcoming, None)
+            splits.prefetch(int(instances[0]))
         for k, i in enumerate(instances):
             i = int(i)
+            if splits is not None:
+                following = next(upcoming, None)
+                if following is not None:
+                    splits.prefetch(int(following))      # read while task i computes
             try:
                 args, kwargs = const if const is not None else group.call_args(i)
                 if inputs:
@@ -360,6 +376,17 @@ class Engine:
             if isinstance(instances, range) else first + np.asarray(instances, dtype=np.int64)
         self.records.add_run(gids, status, starts, ends)
         return failed
+
+    def split_reader(self, group):
+        """The split reader of a family over one dataset's splits (for prefetching), or None."""
+        where = group.options.get("splits")
+        if where is None or len(group.vars) != 1:
+            return None
+        from mpitiny.io.h5data import open_splits
+        try:
+            return open_splits(where[0], where[1])
+        except MpitinyError:
+            return None          # the task itself will report the problem when it reads
 
     def store_result(self, group, i: int, gid: int, value) -> None:
         """Write a return value to the run's results; keep it for readers if it has any."""
@@ -540,6 +567,7 @@ class Engine:
         return dict(rank=self.rank, host=self.host, **counts, rows=int(len(table)),
                     steals=self.steals, stolen_tasks=self.stolen_tasks,
                     busy_seconds=round(self.busy, 6),
+                    split_reads_local=self.split_reads[0], split_reads_remote=self.split_reads[1],
                     outputs_in_window=self.store.kept if self.store else 0,
                     outputs_spilled=self.store.spilled if self.store else 0,
                     first_start=float(ran["start"].min()) if len(ran) else None,
@@ -689,6 +717,7 @@ def _run(comm, dag: DAG, run_dir: str, quiet: bool, result_mem: int, t_launch: f
 def make_summary(dag: DAG, run_dir: str, all_stats: list, t_launch: float, t_start: float,
                  t_end: float) -> dict:
     totals = {k: sum(s[k] for s in all_stats) for k in ("done", "failed", "upstream_failed")}
+    reads = {k: sum(s[f"split_reads_{k}"] for s in all_stats) for k in ("local", "remote")}
     starts = [s["first_start"] for s in all_stats if s["first_start"] is not None]
     ends = [s["last_end"] for s in all_stats if s["last_end"] is not None]
     failures = [f for s in all_stats for f in s["failures"]]
@@ -699,7 +728,7 @@ def make_summary(dag: DAG, run_dir: str, all_stats: list, t_launch: float, t_sta
         "name": dag.name, "dag": dag.source, "run_dir": os.path.abspath(run_dir),
         "params": dag.params, "ranks": len(all_stats),
         "hosts": sorted({s["host"] for s in all_stats}),
-        "tasks": dag.total, **totals,
+        "tasks": dag.total, **totals, "split_reads": reads,
         "exit_status": EXIT_TASKS_FAILED if bad else EXIT_OK,
         "wall_seconds": wall, "setup_seconds": t_start - t_launch,
         "tasks_per_second": dag.total / wall if wall > 0 else None,

@@ -7,7 +7,6 @@ than one chunk only when its first record needs it; the padding is zeros; ``veri
 """
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil

@@ -227,3 +227,16 @@ def test_stale_thief_views_never_lose_or_double_tasks(seed):
     while (w := owner.claim(100)) is not None:
         seen.extend(as_ids(w))
     assert sorted(seen) == sorted(expected)
+
+
+def test_overflow_is_published_once_slots_are_used_up():
+    owner, thief = make_queues(2, slots=2)
+    owner.push_range(0, 1, prio=5)
+    owner.push_range(10, 11, prio=5)
+    owner.push_range(20, 30, prio=0)        # no slot left: private overflow
+    assert owner.pending
+    assert as_ids(owner.claim(1)) == [10] and as_ids(owner.claim(1)) == [0]
+    assert as_ids(owner.claim(1)) == [20]   # the used-up slots are freed, the overflow published
+    assert not owner.pending
+    prio, work = thief.steal(0)
+    assert prio == 0 and work == (21, 26)

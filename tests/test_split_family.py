@@ -19,7 +19,7 @@ from mpitiny.cli import cli
 from mpitiny.dag.load import load_dag
 from mpitiny.errors import DagError
 from mpitiny.io.check import check_run
-from mpitiny.io.h5data import count_splits, ingest, open_splits
+from mpitiny.io.h5data import count_splits, ingest
 
 KiB = 1 << 10
 

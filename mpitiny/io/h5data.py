@@ -36,11 +36,8 @@ from __future__ import annotations
 
 import atexit
 import bisect
-import json
 import os
 import re
-import shutil
-import sys
 import time
 import traceback
 import uuid
@@ -478,21 +475,23 @@ def _new_file(path: str):
 def _write_part(path: str, dataset: str, src: _Concat, lo: int, hi: int, chunk: int,
                 fmt: str, record: int, shard: dict | None = None) -> tuple:
     """Pack logical bytes ``[lo, hi)`` into ``path`` (a new file); returns (splits, crcs)."""
-    with _new_file(path) as f:
-        group = f.create_group(dataset)
-        writer = _SplitWriter(group, chunk)
-        if fmt == "text":
-            _pack_text(src, lo, hi, chunk, writer)
-        else:
-            _pack_fixed(src, lo, hi, chunk, fmt, record, writer)
-        table, crcs = writer.finish(group)
-        if shard is not None:
-            group.attrs["layout"] = SHARD_LAYOUT
-            group.attrs["version"] = VERSION
-            for key, value in shard.items():
-                group.attrs[key] = value
-            group.attrs["chunk_bytes"] = chunk
-    src.close()
+    try:
+        with _new_file(path) as f:
+            group = f.create_group(dataset)
+            writer = _SplitWriter(group, chunk)
+            if fmt == "text":
+                _pack_text(src, lo, hi, chunk, writer)
+            else:
+                _pack_fixed(src, lo, hi, chunk, fmt, record, writer)
+            table, crcs = writer.finish(group)
+            if shard is not None:
+                group.attrs["layout"] = SHARD_LAYOUT
+                group.attrs["version"] = VERSION
+                for key, value in shard.items():
+                    group.attrs[key] = value
+                group.attrs["chunk_bytes"] = chunk
+    finally:
+        src.close()
     return table, crcs
 
 
@@ -629,20 +628,29 @@ def _as_error(exc: BaseException) -> MpitinyError:
     return InternalError(f"ingest failed: {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
 
 
+def _pack_error(error: MpitinyError | None):
+    """An error as plain data, to send to the other ranks."""
+    if error is None:
+        return None
+    return type(error).__name__, error.exit_code, error.message, error.where
+
+
+def _unpack_error(data) -> MpitinyError:
+    kind, code, message, where = data
+    err = (InternalError if kind == "InternalError" else BadInput)(message, where=where)
+    err.exit_code = code
+    return err
+
+
 def _agree(comm, error: MpitinyError | None) -> None:
     """Every rank raises the same error if any rank has one (first by rank), else returns."""
-    mine = None if error is None else (type(error).__name__, error.exit_code, error.message,
-                                       error.where)
-    everyone = [mine] if comm is None else comm.allgather(mine)
+    everyone = [_pack_error(error)] if comm is None else comm.allgather(_pack_error(error))
     for r, e in enumerate(everyone):
         if e is None:
             continue
         if error is not None and (comm is None or r == comm.Get_rank()):
             raise error
-        kind, code, message, where = e
-        err = (InternalError if kind == "InternalError" else BadInput)(message, where=where)
-        err.exit_code = code
-        raise err
+        raise _unpack_error(e)
 
 
 def ingest(inputs: Sequence[str], output: str, dataset: str = DEFAULT_DATASET,
@@ -664,13 +672,10 @@ def ingest(inputs: Sequence[str], output: str, dataset: str = DEFAULT_DATASET,
         except Exception as exc:
             error = _as_error(exc)
     if comm is not None and size > 1:
-        plan, err = comm.bcast((plan, None if error is None else (
-            type(error).__name__, error.exit_code, error.message, error.where)), root=0)
+        # Rank 0's verdict, whatever it is, reaches every rank: all go on or all raise.
+        plan, err = comm.bcast((plan, _pack_error(error)), root=0)
         if err is not None and error is None:
-            kind, code, message, where = err
-            error = (InternalError if kind == "InternalError" else BadInput)(message,
-                                                                              where=where)
-            error.exit_code = code
+            error = _unpack_error(err)
     if error is not None:
         raise error
 
@@ -722,15 +727,9 @@ def ingest(inputs: Sequence[str], output: str, dataset: str = DEFAULT_DATASET,
         except Exception as exc:
             _cleanup(plan["tmp"])
             error = _as_error(exc)
-    summary, err = comm.bcast((summary, None if error is None else (
-        type(error).__name__, error.exit_code, error.message, error.where)), root=0)
+    summary, err = comm.bcast((summary, _pack_error(error)), root=0)
     if err is not None:
-        if error is not None:
-            raise error
-        kind, code, message, where = err
-        error = (InternalError if kind == "InternalError" else BadInput)(message, where=where)
-        error.exit_code = code
-        raise error
+        raise error if error is not None else _unpack_error(err)
     summary["seconds"] = time.perf_counter() - t0
     return summary
 
@@ -749,12 +748,14 @@ def _ingest_serial(plan: dict) -> dict:
     with _new_file(tmp_file) as f:
         group = f.create_group(plan["dataset"])
         writer = _SplitWriter(group, plan["chunk"])
-        if plan["format"] == "text":
-            _pack_text(src, 0, plan["total"], plan["chunk"], writer)
-        else:
-            _pack_fixed(src, 0, plan["total"], plan["chunk"], plan["format"], plan["record"],
-                        writer)
-        src.close()
+        try:
+            if plan["format"] == "text":
+                _pack_text(src, 0, plan["total"], plan["chunk"], writer)
+            else:
+                _pack_fixed(src, 0, plan["total"], plan["chunk"], plan["format"],
+                            plan["record"], writer)
+        finally:
+            src.close()
         table, crcs = writer.finish(group)
         stored = writer.nchunks * plan["chunk"]
         _write_meta(f, group, plan, table, crcs, [(".", 0, len(table), 0, stored)])
@@ -1093,10 +1094,55 @@ class Splits:
         """Bytes of the chunk(s) split ``i`` occupies: the buffer size ``read_into`` needs."""
         return int(self._spans[self._index(i)]) * self.chunk_bytes
 
+    def prefetch(self, i: int) -> None:
+        """Start reading split ``i`` in a background thread; the next read of ``i`` takes it.
+
+        The runtime calls this for the next split of a chunk while the current task runs, so
+        the disk works while Python computes (the reads are ``preadv`` calls, which release the
+        GIL). At most a few splits are held; a read of another split does not wait for them.
+        """
+        import concurrent.futures
+        import threading
+        i = self._index(i)
+        held = self.__dict__.setdefault("_prefetched", {})
+        if i in held or len(held) >= 4:
+            return
+        if "_prefetcher" not in self.__dict__:
+            self._prefetcher = concurrent.futures.ThreadPoolExecutor(1, "mpitiny-prefetch")
+            self._read_lock = threading.Lock()
+
+        def load(i=i):
+            buf = np.empty(self.span_bytes(i), dtype=np.uint8)
+            return buf, self._read_locked(i, buf)
+        held[i] = self._prefetcher.submit(load)
+
+    def _take_prefetched(self, i: int):
+        held = self.__dict__.get("_prefetched")
+        if not held or i not in held:
+            return None
+        return held.pop(i).result()
+
+    def _read_locked(self, i: int, buf) -> int:
+        with self._read_lock:
+            return self._read_into(i, buf, False)
+
     def read_into(self, i: int, out, verify: bool = False) -> int:
         """Read split ``i`` into ``out`` (writable, at least ``span_bytes(i)`` bytes); returns
         the number of valid bytes at the start of ``out``."""
         i = self._index(i)
+        got = self._take_prefetched(i)
+        if got is not None:
+            buf, n = got
+            np.frombuffer(out, dtype=np.uint8)[:n] = buf[:n]
+            if verify:
+                self._verify_one(i, buf[:n])
+            return n
+        if "_read_lock" in self.__dict__:
+            with self._read_lock:
+                return self._read_into(i, out, verify)
+        return self._read_into(i, out, verify)
+
+    def _read_into(self, i: int, out, verify: bool) -> int:
         off, length = int(self._table[i, 0]), int(self._table[i, 1])
         c = self.chunk_bytes
         k = int(self._spans[i])
@@ -1176,8 +1222,14 @@ class Splits:
 
     def read_array(self, i: int, verify: bool = False) -> np.ndarray:
         """Split ``i`` as a new numpy array: uint8 of its valid bytes, or (n, N) for records:N."""
-        buf = np.empty(self.span_bytes(i), dtype=np.uint8)
-        n = self.read_into(i, buf, verify=verify)
+        got = self._take_prefetched(self._index(i))
+        if got is not None:
+            buf, n = got
+            if verify:
+                self._verify_one(self._index(i), buf[:n])
+        else:
+            buf = np.empty(self.span_bytes(i), dtype=np.uint8)
+            n = self.read_into(i, buf, verify=verify)
         arr = buf[:n]
         if self.format == "records" and self.record_size:
             arr = arr.reshape(-1, self.record_size)
@@ -1210,6 +1262,11 @@ class Splits:
                            "the data is damaged", where=self.where)
 
     def close(self) -> None:
+        pool = self.__dict__.pop("_prefetcher", None)
+        if pool is not None:
+            pool.shutdown(wait=True)
+            self.__dict__.pop("_prefetched", None)
+            self.__dict__.pop("_read_lock", None)
         for seg in getattr(self, "_segments", ()):
             if seg.h5file is not None and seg.h5file is not self._file:
                 try:

@@ -162,8 +162,11 @@ class StealQueue:
 
         Returns ``(lo, hi)`` for a run of ids, or a numpy array of ids.
         """
-        if self.pending and self.free:
-            self._refill()
+        if self.pending:
+            if not self.free:
+                self._collect()
+            if self.free:
+                self._refill()
         self.mem.sync()
         for pos in range(len(self.active) - 1, -1, -1):
             prio, _, slot = self.active[pos]
