@@ -75,6 +75,9 @@ class Engine:
         self.dag = dag
         self.run_dir = run_dir
         self.host = socket.gethostname()
+        node = comm.Split_type(_shared_type(), key=self.rank)
+        self.ranks_here = node.Get_size()
+        node.Free()
         qwords = region_size(QUEUE_SLOTS, INBOX_WORDS, RING_WORDS)
         self.layout = Layout(dag, self.nranks, CTRL_WORDS + qwords)
         self.mem = RmaMemory(comm, int(self.layout.nwords[self.rank]))
@@ -86,8 +89,10 @@ class Engine:
         self.store = None
         if self.needs_heap:
             self.object_counts = RmaMemory(comm, ResultStore.words(STORE_OBJECTS))
+            import psutil
+            rss_limit = int(0.8 * psutil.virtual_memory().total / self.ranks_here)
             self.store = ResultStore(self.rank, self.heap, self.object_counts, STORE_OBJECTS,
-                                     os.path.join(run_dir, "spill"), mem_limit)
+                                     os.path.join(run_dir, "spill"), mem_limit, rss_limit)
         slots = 1 << max(10, (state_mem // 256).bit_length() - 1)
         self.state_mem = RmaMemory(comm, StateStore.words(slots))
         self.state_heap = RmaBytes(comm, state_mem)
@@ -106,7 +111,7 @@ class Engine:
         self.split_reads = [0, 0]    # split tasks run on their home rank / elsewhere
         self.busy = 0.0
         self.rng = random.Random(12345 + 7919 * self.rank)
-        local_size = comm.Split_type(_shared_type(), key=self.rank).Get_size()
+        local_size = self.ranks_here
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         self.max_sleep = 1e-4 if local_size <= (cores or 1) else 1e-3
         os.environ["MPITINY_RANK"] = str(self.rank)          # for fn tasks and their children

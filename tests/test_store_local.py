@@ -42,11 +42,11 @@ def test_object_arrays_are_refused():
         encode(np.array([object()]))
 
 
-def stores(tmp_path, nranks=2, window=4096, objects=8, mem_limit=None):
+def stores(tmp_path, nranks=2, window=4096, objects=8, mem_limit=None, rss_limit=None):
     counts = LocalMemory(nranks, ResultStore.words(objects))
     buffers = [np.zeros(window, np.uint8) for _ in range(nranks)]
     return [ResultStore(r, LocalBytes(buffers, r), counts.view(r), objects, str(tmp_path / "spill"),
-                        mem_limit) for r in range(nranks)]
+                        mem_limit, rss_limit) for r in range(nranks)]
 
 
 def test_values_are_freed_when_every_reader_has_read(tmp_path):
@@ -70,3 +70,10 @@ def test_spill_past_the_limit_and_read_from_another_rank(tmp_path):
     assert holder.in_window() == 0
     more = holder.keep(b"y" * 2000, readers=1)     # the freed space is used again
     assert holder.kept == 3 and reader.fetch(*more) == b"y" * 2000
+
+
+def test_process_memory_above_the_limit_sends_outputs_to_disk(tmp_path):
+    holder, reader = stores(tmp_path, rss_limit=1)     # any real process is above 1 byte
+    loc = holder.keep(b"z" * 100, readers=1)
+    assert holder.spilled == 1 and holder.kept == 0
+    assert reader.fetch(*loc) == b"z" * 100

@@ -3,8 +3,10 @@
 A task's return value that some child reads (a child function with an ``inputs`` parameter)
 is kept by the rank that ran the task, the *holder*:
 
-- in its result window (``RmaBytes``), if the window has room and the rank is under its memory
-  limit (``--mem-limit``): any rank then reads it with one ``Get``, without the holder's help;
+- in its result window (``RmaBytes``), if the window has room, the values kept there stay under
+  ``--mem-limit``, and the process's resident memory (psutil RSS) is under its share of the
+  node (80 % of the node's memory / ranks on the node): any rank then reads it with one
+  ``Get``, without the holder's help;
 - otherwise in the holder's spill file ``spill/rank-R.bin`` under the run directory, which any
   rank reads with ``pread`` (the run directory is on a shared file system on a cluster).
 
@@ -26,6 +28,7 @@ import bisect
 import io
 import json
 import os
+import time
 
 import numpy as np
 
@@ -113,7 +116,7 @@ class ResultStore:
     """One rank's kept outputs, and its way of reading anybody's."""
 
     def __init__(self, rank: int, window, counts, objects: int, spill_dir: str,
-                 mem_limit: int | None = None) -> None:
+                 mem_limit: int | None = None, rss_limit: int | None = None) -> None:
         self.rank = rank
         self.window = window          # RmaBytes / LocalBytes: the values
         self.counts = counts          # word memory: RELEASED + reader counts
@@ -128,6 +131,12 @@ class ResultStore:
         self._readers: dict = {}      # rank -> open spill file of that rank
         self.spilled = 0
         self.kept = 0
+        self.rss_limit = rss_limit
+        self._rss_checked = 0.0
+        self._rss_over = False
+        if rss_limit is not None:
+            import psutil
+            self._process = psutil.Process()
 
     @staticmethod
     def words(objects: int) -> int:
@@ -141,7 +150,7 @@ class ResultStore:
         self.collect()
         n = len(data)
         offset = -1
-        if self.free_ids and self.space.used + n <= self.capacity:
+        if self.free_ids and self.space.used + n <= self.capacity and not self._over_limit():
             offset = self.space.alloc(n)
         if offset >= 0:
             oid = self.free_ids.pop()
@@ -180,6 +189,17 @@ class ResultStore:
             offset, n = self.live.pop(oid)
             self.space.free(offset, n)
             self.free_ids.append(oid)
+
+    def _over_limit(self) -> bool:
+        """Whether the whole process is above ``rss_limit`` (psutil RSS, checked 4 times a
+        second at most): then new outputs go to disk even if the window has room."""
+        if self.rss_limit is None:
+            return False
+        now = time.monotonic()
+        if now - self._rss_checked > 0.25:
+            self._rss_checked = now
+            self._rss_over = self._process.memory_info().rss > self.rss_limit
+        return self._rss_over
 
     def in_window(self) -> int:
         return self.space.used
