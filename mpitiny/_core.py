@@ -122,14 +122,16 @@ class Engine:
         _short_timer_slack()
 
     # ------------------------------------------------------------------ start and finish
+    @property
+    def windows(self) -> list:
+        """Every RMA window of this run (metadata and queues, state store, kept outputs)."""
+        kept = [self.heap, self.object_counts] if self.heap is not None else []
+        return [self.state_heap, self.state_mem, *kept, self.mem]
+
     def start(self) -> None:
         """Open the RMA epochs, then queue this rank's slice of the root tasks."""
-        self.mem.start()
-        self.state_mem.start()
-        self.state_heap.start()
-        if self.heap is not None:
-            self.heap.start()
-            self.object_counts.start()
+        for window in self.windows:
+            window.start()
         runs = []
         for g in self.dag.groups:
             if not g.deps and g.size and self.placed(g):
@@ -166,22 +168,15 @@ class Engine:
 
     def stop(self) -> None:
         state.use(None)
-        self.state_mem.stop()
-        self.state_heap.stop()
-        self.mem.stop()
-        if self.heap is not None:
+        if self.store is not None:
             self.store.close()
-            self.heap.stop()
-            self.object_counts.stop()
+        for window in self.windows:
+            window.stop()
         self.files.close()
 
     def free(self) -> None:
-        self.state_mem.free()
-        self.state_heap.free()
-        self.mem.free()
-        if self.heap is not None:
-            self.heap.free()
-            self.object_counts.free()
+        for window in self.windows:
+            window.free()
 
     # ------------------------------------------------------------------ the worker loop
     def work(self) -> None:
