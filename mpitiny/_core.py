@@ -48,6 +48,7 @@ from mpitiny.io import rundir
 from mpitiny.io.commit import write_atomic
 from mpitiny.io.rundir import DONE, FAILED, UPSTREAM_FAILED
 from mpitiny.io.store import ResultStore, encode
+from mpitiny.progress import REPORT_SECONDS, Progress
 from mpitiny.queue.memory import RmaBytes, RmaMemory
 from mpitiny.queue.stealq import StealQueue, region_size
 from mpitiny import state
@@ -55,6 +56,7 @@ from mpitiny.state import StateStore
 
 CTRL_DONE = 0        # this rank's "all tasks finished" flag
 CTRL_FINISHED = 1    # on rank 0: how many tasks have finished, run-wide
+CTRL_FAILED = 2      # on rank 0: how many of them failed or were skipped (for progress)
 CTRL_WORDS = 4
 CHUNK_SECONDS = 0.002
 MAX_CHUNK = 4096
@@ -105,6 +107,9 @@ class Engine:
         self.priority = np.array([g.priority for g in dag.groups], dtype=np.int64)
         self.avg_task = CHUNK_SECONDS
         self.unreported = 0
+        self.unreported_failed = 0
+        self.reported_at = time.monotonic()
+        self.progress = None          # rank 0's Progress, set by _run
         self.finished_here = 0
         self.steals = 0
         self.stolen_tasks = 0
@@ -209,6 +214,8 @@ class Engine:
             self.report_finished()
             if self.mem.local[CTRL_DONE]:
                 return None
+            if self.progress is not None:
+                self.progress.tick()
             idle_rounds += 1
             if idle_rounds > 20:
                 time.sleep(min(self.max_sleep, 1e-6 * (1 << min(idle_rounds - 20, 10))))
@@ -260,9 +267,13 @@ class Engine:
 
     def report_finished(self) -> None:
         """Add this rank's newly finished tasks to the run-wide counter; maybe end the run."""
+        self.reported_at = time.monotonic()
         if not self.unreported:
             return
         n, self.unreported = self.unreported, 0
+        if self.unreported_failed:
+            self.mem.add(0, CTRL_FAILED, self.unreported_failed)
+            self.unreported_failed = 0
         before = self.mem.fetch_add(0, CTRL_FINISHED, n)
         if before + n == self.dag.total:
             for r in range(self.nranks):
@@ -291,6 +302,10 @@ class Engine:
         dt = time.perf_counter() - t0
         self.queue.set_busy(False)
         self.busy += dt
+        if time.monotonic() - self.reported_at > REPORT_SECONDS:
+            self.report_finished()
+        if self.progress is not None:
+            self.progress.tick(working=True)
         per_task = dt / max(ntasks, 1)
         self.avg_task = per_task if ntasks >= 8 else 0.5 * self.avg_task + 0.5 * per_task
 
@@ -305,6 +320,7 @@ class Engine:
             failed = self.run_cmd(group, instances)
         n = len(instances)
         self.unreported += n
+        self.unreported_failed += len(failed)
         self.finished_here += n
         if "splits" in group.options:
             at_home = int(np.count_nonzero(self.homes(group, np.asarray(instances)) == self.rank))
@@ -517,6 +533,7 @@ class Engine:
             gids = self.base[g] + idx
             self.records.add_run(gids, UPSTREAM_FAILED, np.full(len(gids), now), np.full(len(gids), now))
             self.unreported += len(gids)
+            self.unreported_failed += len(gids)
             self.finished_here += len(gids)
 
     @staticmethod
@@ -658,7 +675,7 @@ def load_everywhere(comm, path: str, params: dict) -> DAG:
 
 def run_file(path: str, params: dict, out_dir: str | None = None, quiet: bool = False,
              result_mem: int = 256 << 20, state_mem: int = 16 << 20,
-             mem_limit: int | None = None) -> int:
+             mem_limit: int | None = None, progress_interval: float | None = None) -> int:
     """``mpitiny run``: returns the exit status (0 all done, 1 some failed)."""
     from mpi4py import MPI
     comm = MPI.COMM_WORLD
@@ -676,7 +693,8 @@ def run_file(path: str, params: dict, out_dir: str | None = None, quiet: bool = 
     if setup_error:
         raise BadInput(setup_error)
     try:
-        return _run(comm, dag, run_dir, quiet, result_mem, t_launch, state_mem, mem_limit)
+        return _run(comm, dag, run_dir, quiet, result_mem, t_launch, state_mem, mem_limit,
+                    progress_interval)
     except BaseException:
         sys.stderr.write(f"mpitiny: internal error on rank {rank} of {comm.Get_size()} "
                          f"({socket.gethostname()}); aborting the job\n{traceback.format_exc()}")
@@ -686,16 +704,21 @@ def run_file(path: str, params: dict, out_dir: str | None = None, quiet: bool = 
 
 
 def _run(comm, dag: DAG, run_dir: str, quiet: bool, result_mem: int, t_launch: float,
-         state_mem: int = 16 << 20, mem_limit: int | None = None) -> int:
+         state_mem: int = 16 << 20, mem_limit: int | None = None,
+         progress_interval: float | None = None) -> int:
     rank = comm.Get_rank()
     engine = Engine(comm, dag, run_dir, result_mem, os.environ.get("MPITINY_FAULT"), state_mem,
                     mem_limit)
+    if rank == 0:
+        engine.progress = Progress(engine, sys.stderr, progress_interval, quiet)
     gc.collect()
     gc.freeze()     # the task table lives for the whole run: keep the collector off it
     engine.start()
     t_start = time.time()
     engine.work()
     t_end = time.time()
+    if engine.progress is not None:
+        engine.progress.tick(final=True)
     engine.stop()
     table = engine.records.table()
     rundir.write_rank_table(run_dir, rank, table)

@@ -70,7 +70,7 @@ def cli() -> None:
               help="Set a dag.json parameter (repeatable).")
 @click.option("--out", "-o", "out_dir", type=click.Path(file_okay=False),
               help="Run directory (default: mpitiny-runs/<dag name>).")
-@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors (no progress, no summary).")
 @click.option("--result-mem", default=256, show_default=True, metavar="MiB",
               help="Per-rank memory for task results that other ranks read one-sidedly.")
 @click.option("--state-mem", default=16, show_default=True, metavar="MiB",
@@ -78,13 +78,16 @@ def cli() -> None:
 @click.option("--mem-limit", default=None, type=int, metavar="MiB",
               help="Keep at most this much task output per rank in memory; more goes to "
                    "RUN_DIR/spill/ (default: --result-mem).")
+@click.option("--progress-interval", type=float, default=None, metavar="SECONDS",
+              help="How often rank 0 shows progress (default 0.5 on a terminal, 10 otherwise).")
 def run(dag_file: str, params: tuple, out_dir: str | None, quiet: bool, result_mem: int,
-        state_mem: int, mem_limit: int | None) -> None:
+        state_mem: int, mem_limit: int | None, progress_interval: float | None) -> None:
     """Run DAG_FILE on every rank of the MPI job (``mpiexec -n N mpitiny run DAG_FILE``)."""
     from mpitiny._core import run_file
     status = run_file(dag_file, parse_params(params), out_dir=out_dir, quiet=quiet,
                       result_mem=result_mem << 20, state_mem=state_mem << 20,
-                      mem_limit=None if mem_limit is None else mem_limit << 20)
+                      mem_limit=None if mem_limit is None else mem_limit << 20,
+                      progress_interval=progress_interval)
     sys.exit(status)
 
 
@@ -125,7 +128,7 @@ def import_wfcommons(instance: str, output: str, scale: float) -> None:
 @click.option("--format", "fmt", default="text", show_default=True,
               help="text (whole lines per split), binary (cut at chunk boundaries) or "
                    "records:N (whole N-byte records per split).")
-@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors (no progress, no summary).")
 def ingest(inputs: tuple, output: str | None, dataset: str, chunk: str, fmt: str,
            quiet: bool) -> None:
     """Pack INPUT files (a directory: its files by name) into OUT.h5, one split per chunk.
@@ -137,6 +140,17 @@ def ingest(inputs: tuple, output: str | None, dataset: str, chunk: str, fmt: str
     summary, rank = ingest_command(inputs, output, dataset, chunk, fmt)
     if rank == 0 and not quiet:
         click.echo(describe(summary))
+
+
+@cli.command()
+@click.argument("run_dir")
+def status(run_dir: str) -> None:
+    """One line on RUN_DIR: progress while the run goes on, totals once it has finished."""
+    from mpitiny.progress import status as run_status
+    try:
+        click.echo(run_status(run_dir))
+    except (OSError, ValueError, KeyError) as exc:
+        raise BadInput(f"no progress or summary to read ({exc})", where=run_dir) from None
 
 
 @cli.command()

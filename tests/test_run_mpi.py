@@ -4,6 +4,7 @@ Every DAG test checks, from the per-rank task tables, that every task finished e
 never started before all of its parents ended (``mpitiny.io.check.check_run``).
 """
 import json
+import re
 import random
 from pathlib import Path
 
@@ -359,3 +360,30 @@ def test_intermediate_data_beyond_the_memory_limit_spills_and_stays_exact(python
     pair = [l for l in lines if l["id"] == "pair[5]"][0]
     data = (out / "results" / pair["file"]).read_bytes()[pair["offset"]:pair["offset"] + pair["length"]]
     assert data == np.arange(5, 7, dtype=np.int64).tobytes() * 2
+
+
+PROGRESS_LINE = re.compile(
+    r"^mpitiny: progress done=(\d+)/(\d+) pct=([\d.]+) failed=(\d+) rate=([\d.]+)/s "
+    r"eta=(\S+) busy=(\d+)% rss=(\d+)MB elapsed=([\d.]+)s$")
+
+
+def test_progress_lines_are_parseable_and_status_reads_them(python_module, tmp_path):
+    dag = {"name": "prog", "tasks": [
+        {"id": "s", "fn": "mpitiny.tasks:sleep", "args": [0.01], "foreach": {"i": {"range": [0, 300]}}},
+        {"id": "bad", "fn": "mpitiny.tasks:fail"}]}
+    path = write(tmp_path, dag)
+    proc = run(python_module, 3, path, tmp_path / "run", "--progress-interval", "0.2")
+    assert proc.returncode == 1, proc.stderr
+    lines = [l for l in proc.stderr.splitlines() if l.startswith("mpitiny: progress")]
+    assert len(lines) >= 3, proc.stderr
+    parsed = [PROGRESS_LINE.match(l) for l in lines]
+    assert all(parsed), lines
+    done = [int(m.group(1)) for m in parsed]
+    assert done == sorted(done) and done[-1] == 301 and int(parsed[-1].group(4)) == 1
+    assert json.loads((tmp_path / "run" / "progress.json").read_text())["state"] == "finished"
+    from click.testing import CliRunner
+    from mpitiny.cli import cli
+    result = CliRunner().invoke(cli, ["status", str(tmp_path / "run")])
+    assert result.exit_code == 0 and "finished: 300 done, 1 failed" in result.output
+    quiet = run(python_module, 2, path, tmp_path / "run2", "--quiet")
+    assert "progress" not in quiet.stderr and quiet.stdout == ""
