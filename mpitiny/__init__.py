@@ -1,2 +1,11 @@
-"""mpitiny: run huge numbers of tiny tasks and DAGs on every rank of an MPI job."""
+"""mpitiny: run huge numbers of tiny tasks and DAGs on every rank of an MPI job.
+
+Command line: ``mpiexec -n N python -m mpitiny run dag.json``. From Python (every rank runs the
+same script): ``mpitiny.DAG``, ``mpitiny.run``, ``mpitiny.map`` (see ``mpitiny.api``); inside
+tasks: ``mpitiny.state`` (shared key-value store), ``mpitiny.io.open_splits`` (input splits).
+"""
 __version__ = "0.1.0"
+
+from mpitiny.api import DAG, map, run  # noqa: E402  (no MPI is initialised by importing these)
+
+__all__ = ["DAG", "map", "run", "__version__"]

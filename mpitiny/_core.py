@@ -649,13 +649,15 @@ def default_run_dir(dag: DAG) -> str:
     return os.path.join("mpitiny-runs", safe)
 
 
-def load_everywhere(comm, path: str, params: dict) -> DAG:
-    """Every rank loads the DAG; if any rank fails, every rank raises the same error."""
-    from mpitiny.dag.load import load_dag
+def load_everywhere(comm, path: str | None, params: dict, text: str | None = None) -> DAG:
+    """Every rank loads the DAG (from ``path``, or from ``text`` built by the Python API);
+    if any rank fails, every rank raises the same error."""
+    from mpitiny.dag.load import load_dag, load_dag_text
     error = None
     dag = None
     try:
-        dag = load_dag(path, params)
+        dag = load_dag(path, params) if text is None else \
+            load_dag_text(text, source=path or "<python DAG>", params=params)
     except MpitinyError as exc:
         error = exc
     except Exception as exc:                     # a bug: still tell every rank, then abort
@@ -673,14 +675,15 @@ def load_everywhere(comm, path: str, params: dict) -> DAG:
     return dag
 
 
-def run_file(path: str, params: dict, out_dir: str | None = None, quiet: bool = False,
+def run_file(path: str | None, params: dict, out_dir: str | None = None, quiet: bool = False,
              result_mem: int = 256 << 20, state_mem: int = 16 << 20,
-             mem_limit: int | None = None, progress_interval: float | None = None) -> int:
+             mem_limit: int | None = None, progress_interval: float | None = None,
+             dag_text: str | None = None) -> int:
     """``mpitiny run``: returns the exit status (0 all done, 1 some failed)."""
     from mpi4py import MPI
     comm = MPI.COMM_WORLD
     t_launch = time.time()
-    dag = load_everywhere(comm, path, params)
+    dag = load_everywhere(comm, path, params, dag_text)
     run_dir = out_dir or default_run_dir(dag)
     rank = comm.Get_rank()
     setup_error = None

@@ -250,6 +250,27 @@ def read_tasks(run_dir: str) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=RECORD_DTYPE)
 
 
+def read_results(run_dir: str) -> dict:
+    """``{task id: return value}`` of every fn task of a finished run that returned non-None."""
+    from mpitiny.io.store import KIND_BYTES, KIND_NUMPY, decode
+    out = {}
+    rdir = os.path.join(run_dir, "results")
+    for name in sorted(os.listdir(rdir)):
+        if not name.endswith(".jsonl"):
+            continue
+        with open(os.path.join(rdir, name), encoding="utf-8") as f:
+            for line in f:
+                rec = json.loads(line)
+                if "type" in rec:
+                    with open(os.path.join(rdir, rec["file"]), "rb") as b:
+                        b.seek(rec["offset"])
+                        data = b.read(rec["length"])
+                    out[rec["id"]] = decode(KIND_BYTES if rec["type"] == "bytes" else KIND_NUMPY, data)
+                else:
+                    out[rec["id"]] = rec["value"]
+    return out
+
+
 def groups_of(run_dir: str) -> list:
     """The gid -> id table of a finished run: from summary.json, or tasks.h5 for large DAGs."""
     with open(os.path.join(run_dir, "summary.json"), encoding="utf-8") as f:

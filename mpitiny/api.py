@@ -1,0 +1,188 @@
+"""Build and run DAGs from Python instead of dag.json (the public surface; the engine is ``_core``).
+
+Every rank runs the same script (SPMD), builds the same DAG and calls ``run``::
+
+    # squares.py, started with: mpiexec -n 4 python squares.py
+    import mpitiny
+
+    def square(i):
+        return i * i
+
+    def total(inputs):
+        return sum(inputs.values())
+
+    dag = mpitiny.DAG("squares")
+    sq = dag.family("sq", square, args=["{i}"], foreach={"i": range(1000)})
+    dag.task("sum", total, deps=[sq])
+    status = mpitiny.run(dag, out="runs/squares")      # 0: every task done
+    # dag.save("squares.json") writes the same DAG as dag.json for `mpitiny run`
+
+    squares = mpitiny.map(square, range(100))          # a bag of tasks, results in order
+
+Functions are named by module and qualified name (``module:function``), so they must be
+importable on every rank: defined at the top level of the script (``__main__`` works, since
+every rank runs the same script) or of a module. Values follow dag.json: ``foreach`` takes
+ranges, lists or ``{"split": "data.h5"}``; ``deps`` takes task/family handles, ids, or
+``handle.each("{i}")`` for an element-wise dependency (``"sq[{i}]"``).
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable, Iterable
+
+from mpitiny.errors import BadInput
+
+
+class Handle:
+    """A task or family of a ``DAG``; use it in another task's ``deps``."""
+
+    def __init__(self, dag: "DAG", id: str) -> None:
+        self.dag = dag
+        self.id = id
+
+    def each(self, *items: str) -> str:
+        """An element-wise dependency: ``sq.each("{i}")`` is ``"sq[{i}]"``."""
+        return "%s[%s]" % (self.id, ",".join(str(x) for x in items))
+
+    def __repr__(self) -> str:
+        return f"<mpitiny task {self.id!r}>"
+
+
+def function_name(fn: Callable | str) -> str:
+    """``"module:qualname"`` of a top-level function (strings are taken as they are)."""
+    if isinstance(fn, str):
+        return fn
+    module = getattr(fn, "__module__", None)
+    qualname = getattr(fn, "__qualname__", "")
+    if module == "__main__":          # the script itself: name it by its file, so that the
+        import sys                    # exported dag.json works with `mpitiny run` too
+        script = getattr(sys.modules["__main__"], "__file__", None) or ""
+        stem = os.path.splitext(os.path.basename(script))[0]
+        if stem.isidentifier():
+            module = stem
+    if not module or "<" in qualname:
+        raise BadInput(f"{fn!r} cannot be named for the other ranks: use a function defined at "
+                       "the top level of a module or of the script")
+    return f"{module}:{qualname}"
+
+
+def _foreach_json(foreach: dict) -> dict:
+    out = {}
+    for name, values in foreach.items():
+        if isinstance(values, range):
+            out[name] = {"range": [values.start, values.stop, values.step]}
+        elif isinstance(values, dict):
+            out[name] = values
+        else:
+            out[name] = list(values)
+    return out
+
+
+class DAG:
+    """A dag.json built in code: ``task``/``family`` add entries, ``to_dict``/``save`` export."""
+
+    def __init__(self, name: str, params: dict | None = None, description: str | None = None) -> None:
+        self.name = name
+        self.params = dict(params or {})
+        self.description = description
+        self.tasks: list = []
+
+    def task(self, id: str, fn: Callable | str | None = None, *, cmd: str | None = None,
+             args: list | None = None, kwargs: dict | None = None, deps: Iterable = (),
+             priority: int = 0, rank: int | str | None = None) -> Handle:
+        """Add a plain task: a Python function ``fn`` or a shell command ``cmd``."""
+        entry: dict = {"id": id}
+        if (fn is None) == (cmd is None):
+            raise BadInput(f"task {id!r}: give exactly one of fn and cmd")
+        if fn is not None:
+            entry["fn"] = function_name(fn)
+            if args:
+                entry["args"] = list(args)
+            if kwargs:
+                entry["kwargs"] = dict(kwargs)
+        else:
+            entry["cmd"] = cmd
+        dep_ids = [d.id if isinstance(d, Handle) else str(d) for d in deps]
+        if dep_ids:
+            entry["deps"] = dep_ids
+        if priority:
+            entry["priority"] = priority
+        if rank is not None:
+            entry["rank"] = rank
+        self.tasks.append(entry)
+        return Handle(self, id)
+
+    def family(self, id: str, fn: Callable | str | None = None, *, foreach: dict,
+               **options: Any) -> Handle:
+        """Add a family: one instance per combination of the ``foreach`` values."""
+        handle = self.task(id, fn, **options)
+        self.tasks[-1]["foreach"] = _foreach_json(foreach)
+        return handle
+
+    def to_dict(self) -> dict:
+        out: dict = {"name": self.name, "version": 1}
+        if self.description:
+            out["description"] = self.description
+        if self.params:
+            out["params"] = self.params
+        out["tasks"] = self.tasks
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1)
+
+    def save(self, path: str) -> None:
+        """Write the DAG as a dag.json that ``mpitiny run`` / ``validate`` accept."""
+        from mpitiny.io.commit import write_atomic
+        write_atomic(path, self.to_json().encode())
+
+
+def run(dag: DAG | str, out: str | None = None, params: dict | None = None,
+        quiet: bool = False, **engine_options: Any) -> int:
+    """Run ``dag`` (a ``DAG`` or a dag.json path) on every rank of the MPI job; every rank must
+    call it. Returns the exit status (0 all done, 1 some failed). Bad input raises ``BadInput``
+    (``.exit_code`` 2) on every rank, with the same message."""
+    from mpitiny._core import run_file
+    if isinstance(dag, DAG):
+        return run_file(None, params or {}, out_dir=out, quiet=quiet,
+                        dag_text=dag.to_json(), **engine_options)
+    return run_file(dag, params or {}, out_dir=out, quiet=quiet, **engine_options)
+
+
+_MAP_CALLS: dict = {}
+
+
+def _map_item(key: str, i: int):
+    fn, items = _MAP_CALLS[key]
+    return fn(items[i])
+
+
+def map(fn: Callable, items: Iterable, out: str | None = None, quiet: bool = True) -> list:
+    """``[fn(x) for x in items]`` as a bag of tasks over every rank, results in order.
+
+    SPMD: every rank calls it with the same ``fn`` and ``items`` and gets the whole list back.
+    Results travel as JSON values (or bytes / numpy arrays) through the run directory (``out``,
+    default ``mpitiny-runs/map-<fn name>``). A task that raises makes ``map`` raise
+    ``RuntimeError`` naming the first failed item (on every rank).
+    """
+    items = list(items)
+    key = function_name(fn).replace(":", ".")
+    _MAP_CALLS[key] = (fn, items)
+    dag = DAG(f"map-{key}")
+    dag.family("item", _map_item, args=[key, "{i}"], foreach={"i": range(len(items))})
+    out = out or os.path.join("mpitiny-runs", f"map-{key}")[:200]
+    try:
+        if not items:
+            return []
+        status = run(dag, out=out, quiet=quiet)
+    finally:
+        _MAP_CALLS.pop(key, None)
+    from mpitiny.io.rundir import read_results
+    values = read_results(out)
+    if status != 0:
+        with open(os.path.join(out, "summary.json"), encoding="utf-8") as f:
+            first = json.load(f)["failures_first"]
+        raise RuntimeError(f"mpitiny.map: {first[0]['id'] if first else 'a task'} failed:\n"
+                           f"{first[0]['error'] if first else ''}")
+    return [values.get(f"item[{i}]") for i in range(len(items))]

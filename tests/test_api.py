@@ -1,0 +1,64 @@
+"""The Python API: the same DAG as dag.json, run under mpiexec; mpitiny.map."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+import mpitiny
+from mpitiny.api import function_name
+from mpitiny.dag.load import load_dag
+from mpitiny.errors import BadInput
+from mpitiny.io.rundir import groups_of, read_results, read_tasks, task_id
+
+JOBS = Path(__file__).resolve().parents[1] / "jobs"
+
+
+def test_built_dag_equals_the_json_file():
+    sys.path.insert(0, str(JOBS))
+    import python_api
+    built = python_api.build(100000).to_dict()
+    on_disk = json.loads((JOBS / "squares.json").read_text())
+    assert [t["id"] for t in built["tasks"]] == [t["id"] for t in on_disk["tasks"]]
+    assert built["tasks"][1]["deps"] == ["sq[{i}]"] and built["tasks"][2]["deps"] == ["check"]
+    assert built["tasks"][0]["foreach"] == {"i": {"range": [0, 100000, 1]}}
+    assert built["tasks"][0]["fn"] == "python_api:square"
+
+
+def test_save_gives_a_valid_dag_json(tmp_path):
+    dag = mpitiny.DAG("t", params={"x": 3})
+    a = dag.task("a", cmd="echo {x}")
+    dag.family("b", "mpitiny.tasks:echo", args=["{i}"], foreach={"i": ["p", "q"]}, deps=[a],
+               priority=4, rank=1)
+    dag.save(str(tmp_path / "d.json"))
+    loaded = load_dag(str(tmp_path / "d.json"))
+    assert loaded.total == 3 and loaded.groups[1].priority == 4
+    assert loaded.groups[1].options["rank"] == 1
+
+
+def test_unnameable_functions_are_refused():
+    with pytest.raises(BadInput):
+        function_name(lambda x: x)
+    with pytest.raises(BadInput):
+        mpitiny.DAG("x").task("a")
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("n", [1, 2, 4])
+def test_python_api_and_dag_json_give_the_same_run(python_module, mpirun, tmp_path, n):
+    proc = mpirun(n, [str(JOBS / "python_api.py"), str(tmp_path / "api")], cwd=str(tmp_path),
+                  timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "map: [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]" in proc.stdout
+    exported = tmp_path / "api.dag.json"
+    proc = python_module(n, "mpitiny", "run", str(exported), "--out", str(tmp_path / "file"),
+                         cwd=str(JOBS), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    runs = {}
+    for name in ("api", "file"):
+        rows = read_tasks(str(tmp_path / name))
+        groups = groups_of(str(tmp_path / name))
+        runs[name] = (sorted(task_id(groups, int(g)) for g in rows["gid"]),
+                      read_results(str(tmp_path / name)))
+    assert runs["api"] == runs["file"]
+    assert len(runs["api"][0]) == 2001
