@@ -144,6 +144,20 @@ def ingest(inputs: tuple, output: str | None, dataset: str, chunk: str, fmt: str
 
 @cli.command()
 @click.argument("run_dir")
+@click.option("--no-plots", is_flag=True, help="Only the text summary and the Chrome trace.")
+def report(run_dir: str, no_plots: bool) -> None:
+    """Write RUN_DIR/report/: a text summary, a Chrome trace and PNG plots of a finished run."""
+    from mpitiny.report import make_report
+    try:
+        result = make_report(run_dir, plots=not no_plots)
+    except (OSError, ValueError, KeyError) as exc:
+        raise BadInput(f"not a finished mpitiny run directory ({exc})", where=run_dir) from None
+    click.echo(result["text"], nl=False)
+    click.echo("written: " + ", ".join(sorted(result["files"].values())))
+
+
+@cli.command()
+@click.argument("run_dir")
 def status(run_dir: str) -> None:
     """One line on RUN_DIR: progress while the run goes on, totals once it has finished."""
     from mpitiny.progress import status as run_status

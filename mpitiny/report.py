@@ -1,0 +1,162 @@
+"""``mpitiny report RUN_DIR``: where the time of a finished run went, from what it left.
+
+Reads the per-rank task tables (``tasks/rank-R.h5``), ``summary.json`` and ``failures/``, and
+writes into ``RUN_DIR/report/``:
+
+- ``report.txt``: per-rank busy / idle time, tasks and steals; task-duration percentiles; the
+  slowest tasks; the failures (first lines of each error);
+- ``trace.json``: Chrome trace-event JSON (one complete event per task, one track per rank),
+  which opens in Perfetto (ui.perfetto.dev) and chrome://tracing;
+- with matplotlib installed (``pip install mpitiny[bench]``), PNG plots: ``gantt.png`` (a
+  timeline per rank), ``durations.png`` (task-duration histogram), ``latency_cdf.png``
+  (completion time after the run's first start, as a CDF), ``throughput.png`` (tasks finished
+  per interval).
+
+Everything works on columns of the task table (numpy), so a report of 10^6 tasks does not
+build 10^6 Python objects; the Gantt plot draws at most ``MAX_BARS`` bars per rank (merged into
+busy intervals beyond that), and the Chrome trace is capped at ``MAX_EVENTS`` events.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from mpitiny.io.rundir import UPSTREAM_FAILED, groups_of, read_tasks, task_id
+
+MAX_EVENTS = 1_000_000
+MAX_BARS = 20_000
+
+
+def make_report(run_dir: str, plots: bool = True) -> dict:
+    """Write ``RUN_DIR/report/``; returns what was written and the text summary."""
+    with open(os.path.join(run_dir, "summary.json"), encoding="utf-8") as f:
+        summary = json.load(f)
+    rows = read_tasks(run_dir)
+    ran = rows[rows["status"] != UPSTREAM_FAILED]
+    out_dir = os.path.join(run_dir, "report")
+    os.makedirs(out_dir, exist_ok=True)
+    t0 = float(ran["start"].min()) if len(ran) else 0.0
+    text = summary_text(summary, ran, t0, run_dir)
+    written = {"report.txt": os.path.join(out_dir, "report.txt")}
+    from mpitiny.io.commit import write_atomic
+    write_atomic(written["report.txt"], text.encode())
+    written["trace.json"] = write_chrome_trace(os.path.join(out_dir, "trace.json"), ran, t0,
+                                               summary["ranks"])
+    if plots:
+        try:
+            import matplotlib
+            matplotlib.use("Agg")
+        except ImportError:
+            plots = False
+    if plots:
+        written.update(write_plots(out_dir, ran, t0, summary["ranks"]))
+    return {"text": text, "files": written}
+
+
+def summary_text(summary: dict, ran: np.ndarray, t0: float, run_dir: str) -> str:
+    lines = [f"run {summary['name']}: {summary['tasks']} tasks on {summary['ranks']} ranks "
+             f"({', '.join(summary['hosts'])}), {summary['done']} done, {summary['failed']} failed, "
+             f"{summary['upstream_failed']} upstream-failed; wall {summary['wall_seconds']:.3f} s"]
+    span = float(ran["end"].max() - t0) if len(ran) else 0.0
+    lines.append(f"first task start -> last task end: {span:.3f} s")
+    lines.append("")
+    lines.append("rank  tasks     busy_s     idle_s   busy%   steals  stolen_tasks")
+    for r in summary["per_rank"]:
+        mine = ran[ran["rank"] == r["rank"]]
+        busy = float((mine["end"] - mine["start"]).sum())
+        idle = max(span - busy, 0.0)
+        pct = 100 * busy / span if span else 0.0
+        lines.append(f"{r['rank']:>4} {len(mine):>6} {busy:>10.3f} {idle:>10.3f} {pct:>6.1f}% "
+                     f"{r.get('steals', 0):>8} {r.get('stolen_tasks', 0):>13}")
+    if len(ran):
+        d = ran["end"] - ran["start"]
+        q = np.percentile(d, [0, 50, 90, 99, 100]) * 1e3
+        lines.append("")
+        lines.append("task duration ms: min %.3f  p50 %.3f  p90 %.3f  p99 %.3f  max %.3f" % tuple(q))
+        groups = groups_of(run_dir)
+        lines.append("slowest tasks:")
+        for k in np.argsort(d)[::-1][:10]:
+            row = ran[k]
+            lines.append(f"  {task_id(groups, int(row['gid'])):<40} {d[k] * 1e3:>10.3f} ms on rank "
+                         f"{int(row['rank'])}, started at {row['start'] - t0:.3f} s")
+    failures = summary.get("failures_first") or []
+    if failures:
+        lines.append("")
+        lines.append(f"failures ({summary['failed']}; first {len(failures)} shown, all in "
+                     f"{os.path.join(run_dir, 'failures')}/):")
+        for f in failures:
+            last = f["error"].strip().splitlines()[-1] if f["error"].strip() else ""
+            lines.append(f"  {f['id']} on rank {f['rank']} ({f['host']}): {last}")
+    return "\n".join(lines) + "\n"
+
+
+def write_chrome_trace(path: str, ran: np.ndarray, t0: float, nranks: int) -> str:
+    """Trace-event JSON: one "X" (complete) event per task, pid 0, tid = rank."""
+    rows = ran[np.argsort(ran["start"], kind="stable")][:MAX_EVENTS]
+    ts = ((rows["start"] - t0) * 1e6).round(3)
+    dur = ((rows["end"] - rows["start"]) * 1e6).round(3)
+    from mpitiny.io.commit import atomic_output
+    with atomic_output(path, "w", encoding="utf-8") as f:
+        f.write('{"displayTimeUnit": "ms", "traceEvents": [\n')
+        for r in range(nranks):
+            f.write(json.dumps({"ph": "M", "name": "thread_name", "pid": 0, "tid": r,
+                                "args": {"name": f"rank {r}"}}) + ",\n")
+        parts = [f'{{"ph":"X","name":"{int(g)}","cat":"task","pid":0,"tid":{int(k)},'
+                 f'"ts":{t},"dur":{d},"args":{{"gid":{int(g)},"status":{int(s)}}}}}'
+                 for g, k, t, d, s in zip(rows["gid"], rows["rank"], ts, dur, rows["status"])]
+        f.write(",\n".join(parts))
+        f.write("\n]}\n")
+    return path
+
+
+def write_plots(out_dir: str, ran: np.ndarray, t0: float, nranks: int) -> dict:
+    import matplotlib.pyplot as plt
+    files = {}
+    start, end = ran["start"] - t0, ran["end"] - t0
+    fig, ax = plt.subplots(figsize=(10, 1 + 0.35 * nranks))
+    for r in range(nranks):
+        sel = ran["rank"] == r
+        s, e = np.sort(start[sel]), np.sort(end[sel])
+        if len(s) > MAX_BARS:                  # merge into MAX_BARS busy intervals
+            edges = np.linspace(0, len(s), MAX_BARS + 1).astype(int)
+            s, e = s[edges[:-1]], e[np.maximum(edges[1:] - 1, 0)]
+        ax.broken_barh(list(zip(s, e - s)), (r - 0.4, 0.8), linewidth=0)
+    ax.set_yticks(range(nranks), [f"rank {r}" for r in range(nranks)])
+    ax.set_xlabel("seconds since the first task started")
+    ax.set_title("tasks per rank")
+    files["gantt.png"] = _save(fig, out_dir, "gantt.png")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    d = (ran["end"] - ran["start"]) * 1e3
+    ax.hist(d, bins=min(100, max(10, int(np.sqrt(len(d))))), log=True)
+    ax.set_xlabel("task duration (ms)")
+    ax.set_ylabel("tasks")
+    files["durations.png"] = _save(fig, out_dir, "durations.png")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    done = np.sort(end)
+    ax.plot(done, np.arange(1, len(done) + 1) / max(len(done), 1))
+    ax.set_xlabel("completion time after the first start (s)")
+    ax.set_ylabel("fraction of tasks")
+    files["latency_cdf.png"] = _save(fig, out_dir, "latency_cdf.png")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    span = float(done[-1]) if len(done) else 1.0
+    bins = np.linspace(0, span if span > 0 else 1.0, 51)
+    counts, _ = np.histogram(done, bins=bins)
+    width = bins[1] - bins[0]
+    ax.plot(bins[:-1] + width / 2, counts / width)
+    ax.set_xlabel("seconds since the first task started")
+    ax.set_ylabel("tasks finished per second")
+    files["throughput.png"] = _save(fig, out_dir, "throughput.png")
+    return files
+
+
+def _save(fig, out_dir: str, name: str) -> str:
+    import matplotlib.pyplot as plt
+    path = os.path.join(out_dir, name)
+    tmp = os.path.join(out_dir, f".{name}.tmp.png")
+    fig.tight_layout()
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
