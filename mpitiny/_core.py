@@ -110,6 +110,11 @@ class Engine:
         self.unreported_failed = 0
         self.reported_at = time.monotonic()
         self.progress = None          # rank 0's Progress, set by _run
+        self.batch_info = (0.0, False)  # (queued at, stolen?) of the batch being run
+        import psutil
+        self.process = psutil.Process()
+        self.process.cpu_percent(None)
+        self.samples: list = []
         self.finished_here = 0
         self.steals = 0
         self.stolen_tasks = 0
@@ -202,12 +207,14 @@ class Engine:
         """This rank's next chunk: its own, or stolen; None once the whole run is finished."""
         if self.direct is not None:
             work, self.direct = self.direct, None
+            self.batch_info = (time.time(), False)
             return work
         idle_rounds = 0
         while True:
             self.queue_runs(self.queue.take_inbox())
             work = self.queue.claim(self.chunk_size())
             if work is not None:
+                self.batch_info = self.queue.claimed_info
                 return work
             if self.steal():
                 continue
@@ -237,24 +244,24 @@ class Engine:
             self.steals += 1
             if isinstance(work, tuple):
                 self.stolen_tasks += work[1] - work[0]
-                self.queue.push_range(work[0], work[1], prio)
+                self.queue.push_range(work[0], work[1], prio, stolen=True)
             elif prio is None:
                 self.stolen_tasks += sum(hi - lo for lo, hi in work)
-                self.queue_runs(work)
+                self.queue_runs(work, stolen=True)
             else:
                 self.stolen_tasks += len(work)
-                self.queue.push_ids(work, prio)
+                self.queue.push_ids(work, prio, stolen=True)
             return True
         return False
 
-    def queue_runs(self, runs: list) -> None:
+    def queue_runs(self, runs: list, stolen: bool = False) -> None:
         """Queue runs ``(lo, hi)`` of task ids of one group each, at their group's priority."""
         for lo, hi in runs:
             prio = int(self.priority[int(np.searchsorted(self.base, lo, side="right")) - 1])
             if hi - lo == 1:
-                self.queue.push_ids([lo], prio)
+                self.queue.push_ids([lo], prio, stolen)
             else:
-                self.queue.push_range(lo, hi, prio)
+                self.queue.push_range(lo, hi, prio, stolen)
 
     def queue_ids(self, ids) -> None:
         """Queue individual task ids here, each at its group's priority."""
@@ -267,6 +274,8 @@ class Engine:
 
     def report_finished(self) -> None:
         """Add this rank's newly finished tasks to the run-wide counter; maybe end the run."""
+        if time.monotonic() - self.reported_at > REPORT_SECONDS:
+            self.sample()
         self.reported_at = time.monotonic()
         if not self.unreported:
             return
@@ -304,6 +313,7 @@ class Engine:
         self.busy += dt
         if time.monotonic() - self.reported_at > REPORT_SECONDS:
             self.report_finished()
+            self.sample()
         if self.progress is not None:
             self.progress.tick(working=True)
         per_task = dt / max(ntasks, 1)
@@ -357,6 +367,7 @@ class Engine:
         starts, ends, failed = [], [], []
         clock = time.time
         splits = self.split_reader(group)
+        read_sizes = [] if splits is not None else 0
         upcoming = iter(instances)
         if splits is not None:
             next(upcoming, None)
@@ -371,16 +382,22 @@ class Engine:
                 args, kwargs = const if const is not None else group.call_args(i)
                 if inputs:
                     kwargs = dict(kwargs, inputs=self.fetch_inputs(group, i))
+                if splits is not None:
+                    read_before = split_bytes()
                 t0 = clock()
                 starts.append(t0)
                 value = fn(*args, **kwargs)
                 t1 = clock()
+                if splits is not None:
+                    read_sizes.append(split_bytes() - read_before)
                 if value is not None or keep:
                     self.store_result(group, i, first + i, value)
             except (Exception, SystemExit) as exc:
                 t1 = clock()
                 if len(starts) == k:
                     starts.append(t1)
+                if splits is not None and len(read_sizes) == k:
+                    read_sizes.append(0)
                 failed.append(k)
                 self.fail(first + i, group.instance_id(i), exc, t1)
             ends.append(t1)
@@ -390,8 +407,20 @@ class Engine:
             status[failed] = FAILED
         gids = np.arange(first + instances.start, first + instances.stop) \
             if isinstance(instances, range) else first + np.asarray(instances, dtype=np.int64)
-        self.records.add_run(gids, status, starts, ends)
+        queued, stolen = self.batch_info
+        self.records.add_run(gids, status, starts, ends, queued=queued, stolen=stolen,
+                             bytes_read=read_sizes)
         return failed
+
+    def sample(self) -> None:
+        """One psutil sample of this rank (CPU %, RSS, I/O bytes) for the trace."""
+        try:
+            io = self.process.io_counters()
+            read, written = io.read_bytes, io.write_bytes
+        except (AttributeError, OSError):
+            read = written = 0
+        self.samples.append((time.time(), self.process.cpu_percent(None),
+                             self.process.memory_info().rss, read, written))
 
     def split_reader(self, group):
         """The split reader of a family over one dataset's splits (for prefetching), or None."""
@@ -513,7 +542,8 @@ class Engine:
                 tail = _read_tail(self.files.err_path, err0, err1 - err0)
                 self.fail(first + i, tid, None, t1, f"{error}; command: {group.command(i)}"
                           + (f"\nstderr (last part):\n{tail}" if tail else ""))
-            self.records.add_one(first + i, status, t0, t1, 1, (out0, out1 - out0), (err0, err1 - err0))
+            self.records.add_one(first + i, status, t0, t1, 1, (out0, out1 - out0),
+                                 (err0, err1 - err0), *self.batch_info)
         return failed
 
     def fail(self, gid: int, tid: str, exc, when: float, text: str | None = None) -> None:
@@ -620,6 +650,11 @@ def _parse_fault(spec: str | None, rank: int) -> Fault | None:
     return Fault(int(fields.get("after", 0)), fields.get("mode", "raise"))
 
 
+def split_bytes() -> int:
+    from mpitiny.io import h5data
+    return h5data.BYTES_READ[0]
+
+
 def _short_timer_slack() -> None:
     """Let the idle loop's sleeps of a few microseconds last microseconds, not 50 µs (Linux)."""
     try:
@@ -724,7 +759,8 @@ def _run(comm, dag: DAG, run_dir: str, quiet: bool, result_mem: int, t_launch: f
         engine.progress.tick(final=True)
     engine.stop()
     table = engine.records.table()
-    rundir.write_rank_table(run_dir, rank, table)
+    engine.sample()
+    rundir.write_rank_table(run_dir, rank, table, engine.samples)
     stats = engine.stats()
     all_stats = comm.gather(stats, root=0)
     comm.Barrier()

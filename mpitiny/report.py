@@ -5,8 +5,9 @@ writes into ``RUN_DIR/report/``:
 
 - ``report.txt``: per-rank busy / idle time, tasks and steals; task-duration percentiles; the
   slowest tasks; the failures (first lines of each error);
-- ``trace.json``: Chrome trace-event JSON (one complete event per task, one track per rank),
-  which opens in Perfetto (ui.perfetto.dev) and chrome://tracing;
+- ``trace.json``: Chrome trace-event JSON (one complete event per task, one track per rank,
+  with the time it was queued, whether it was stolen and the bytes it read; the ranks' psutil
+  CPU and memory samples as counters), which opens in Perfetto and chrome://tracing;
 - with matplotlib installed (``pip install mpitiny[bench]``), PNG plots: ``gantt.png`` (a
   timeline per rank), ``durations.png`` (task-duration histogram), ``latency_cdf.png``
   (completion time after the run's first start, as a CDF), ``throughput.png`` (tasks finished
@@ -43,7 +44,7 @@ def make_report(run_dir: str, plots: bool = True) -> dict:
     from mpitiny.io.commit import write_atomic
     write_atomic(written["report.txt"], text.encode())
     written["trace.json"] = write_chrome_trace(os.path.join(out_dir, "trace.json"), ran, t0,
-                                               summary["ranks"])
+                                               summary["ranks"], read_samples(run_dir))
     if plots:
         try:
             import matplotlib
@@ -62,19 +63,25 @@ def summary_text(summary: dict, ran: np.ndarray, t0: float, run_dir: str) -> str
     span = float(ran["end"].max() - t0) if len(ran) else 0.0
     lines.append(f"first task start -> last task end: {span:.3f} s")
     lines.append("")
-    lines.append("rank  tasks     busy_s     idle_s   busy%   steals  stolen_tasks")
+    lines.append("rank  tasks     busy_s     idle_s   busy%   steals  stolen_tasks  bytes_read")
     for r in summary["per_rank"]:
         mine = ran[ran["rank"] == r["rank"]]
         busy = float((mine["end"] - mine["start"]).sum())
         idle = max(span - busy, 0.0)
         pct = 100 * busy / span if span else 0.0
         lines.append(f"{r['rank']:>4} {len(mine):>6} {busy:>10.3f} {idle:>10.3f} {pct:>6.1f}% "
-                     f"{r.get('steals', 0):>8} {r.get('stolen_tasks', 0):>13}")
+                     f"{r.get('steals', 0):>8} {r.get('stolen_tasks', 0):>13} "
+                     f"{int(mine['bytes_read'].sum()):>11}")
     if len(ran):
         d = ran["end"] - ran["start"]
         q = np.percentile(d, [0, 50, 90, 99, 100]) * 1e3
         lines.append("")
         lines.append("task duration ms: min %.3f  p50 %.3f  p90 %.3f  p99 %.3f  max %.3f" % tuple(q))
+        waited = ran["start"][ran["queued"] > 0] - ran["queued"][ran["queued"] > 0]
+        if len(waited):
+            lines.append("time queued before starting ms: p50 %.3f  p90 %.3f  max %.3f" %
+                         tuple(np.percentile(waited, [50, 90, 100]) * 1e3))
+        lines.append(f"tasks run after being stolen: {int(ran['stolen'].sum())}")
         groups = groups_of(run_dir)
         lines.append("slowest tasks:")
         for k in np.argsort(d)[::-1][:10]:
@@ -92,11 +99,28 @@ def summary_text(summary: dict, ran: np.ndarray, t0: float, run_dir: str) -> str
     return "\n".join(lines) + "\n"
 
 
-def write_chrome_trace(path: str, ran: np.ndarray, t0: float, nranks: int) -> str:
-    """Trace-event JSON: one "X" (complete) event per task, pid 0, tid = rank."""
+def read_samples(run_dir: str) -> dict:
+    """``{rank: samples}`` (psutil CPU %, RSS, I/O bytes) from the per-rank tables."""
+    import h5py
+    out = {}
+    tdir = os.path.join(run_dir, "tasks")
+    for name in sorted(os.listdir(tdir)):
+        if name.endswith(".h5"):
+            with h5py.File(os.path.join(tdir, name), "r") as f:
+                if "samples" in f:
+                    out[int(f.attrs["rank"])] = f["samples"][()]
+    return out
+
+
+def write_chrome_trace(path: str, ran: np.ndarray, t0: float, nranks: int,
+                       samples: dict | None = None) -> str:
+    """Trace-event JSON: one "X" (complete) event per task (pid 0, tid = rank; args: gid,
+    status, time queued before it started, stolen, bytes read), and per rank "C" counter
+    events from its psutil samples (CPU %, RSS MB) under pid 1."""
     rows = ran[np.argsort(ran["start"], kind="stable")][:MAX_EVENTS]
     ts = ((rows["start"] - t0) * 1e6).round(3)
     dur = ((rows["end"] - rows["start"]) * 1e6).round(3)
+    wait = np.where(rows["queued"] > 0, (rows["start"] - rows["queued"]) * 1e6, 0).round(1)
     from mpitiny.io.commit import atomic_output
     with atomic_output(path, "w", encoding="utf-8") as f:
         f.write('{"displayTimeUnit": "ms", "traceEvents": [\n')
@@ -104,8 +128,18 @@ def write_chrome_trace(path: str, ran: np.ndarray, t0: float, nranks: int) -> st
             f.write(json.dumps({"ph": "M", "name": "thread_name", "pid": 0, "tid": r,
                                 "args": {"name": f"rank {r}"}}) + ",\n")
         parts = [f'{{"ph":"X","name":"{int(g)}","cat":"task","pid":0,"tid":{int(k)},'
-                 f'"ts":{t},"dur":{d},"args":{{"gid":{int(g)},"status":{int(s)}}}}}'
-                 for g, k, t, d, s in zip(rows["gid"], rows["rank"], ts, dur, rows["status"])]
+                 f'"ts":{t},"dur":{d},"args":{{"gid":{int(g)},"status":{int(s)},'
+                 f'"queued_us":{w},"stolen":{int(st)},"bytes_read":{int(b)}}}}}'
+                 for g, k, t, d, s, w, st, b in zip(rows["gid"], rows["rank"], ts, dur,
+                                                    rows["status"], wait, rows["stolen"],
+                                                    rows["bytes_read"])]
+        for rank, rank_samples in sorted((samples or {}).items()):
+            for smp in rank_samples:
+                parts.append(json.dumps({
+                    "ph": "C", "name": f"rank {rank}", "pid": 1,
+                    "ts": round((float(smp["time"]) - t0) * 1e6, 1),
+                    "args": {"cpu_percent": float(smp["cpu_percent"]),
+                             "rss_mb": int(smp["rss"]) >> 20}}))
         f.write(",\n".join(parts))
         f.write("\n]}\n")
     return path

@@ -28,6 +28,9 @@ def test_report_of_a_run(python_module, tmp_path):
     tasks = [e for e in trace["traceEvents"] if e["ph"] == "X"]
     assert len(tasks) == 121                       # every task that ran, once
     assert {e["tid"] for e in tasks} <= {0, 1, 2}
+    assert all({"queued_us", "stolen", "bytes_read"} <= set(e["args"]) for e in tasks)
+    counters = [e for e in trace["traceEvents"] if e["ph"] == "C"]
+    assert {e["name"] for e in counters} == {"rank 0", "rank 1", "rank 2"}
     pytest.importorskip("matplotlib")
     for name in ("gantt.png", "durations.png", "latency_cdf.png", "throughput.png"):
         data = (rep / name).read_bytes()

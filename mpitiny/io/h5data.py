@@ -912,6 +912,9 @@ def _group(f, path: str, dataset: str, layout: str = LAYOUT):
     return obj
 
 
+BYTES_READ = [0]    # valid split bytes handed to tasks by this process (for the task trace)
+
+
 def count_splits(path: str, dataset: str = DEFAULT_DATASET) -> int:
     """The number of splits of an ingested dataset: only the shape of ``splits`` is read."""
     dataset = normalize_dataset(dataset)
@@ -1136,11 +1139,13 @@ class Splits:
             np.frombuffer(out, dtype=np.uint8)[:n] = buf[:n]
             if verify:
                 self._verify_one(i, buf[:n])
-            return n
-        if "_read_lock" in self.__dict__:
+        elif "_read_lock" in self.__dict__:
             with self._read_lock:
-                return self._read_into(i, out, verify)
-        return self._read_into(i, out, verify)
+                n = self._read_into(i, out, verify)
+        else:
+            n = self._read_into(i, out, verify)
+        BYTES_READ[0] += n
+        return n
 
     def _read_into(self, i: int, out, verify: bool) -> int:
         off, length = int(self._table[i, 0]), int(self._table[i, 1])
@@ -1225,6 +1230,7 @@ class Splits:
         got = self._take_prefetched(self._index(i))
         if got is not None:
             buf, n = got
+            BYTES_READ[0] += n
             if verify:
                 self._verify_one(self._index(i), buf[:n])
         else:

@@ -5,7 +5,9 @@ Layout of a run directory (``--out``, default ``mpitiny-runs/<dag name>``)::
     summary.json              totals, wall time, tasks/s, per-rank counts, groups (rank 0)
     tasks.h5                  one logical table of every task: a virtual dataset over tasks/
     tasks/rank-00003.h5       rows of the tasks rank 3 finished: gid, status, attempt, rank,
-                              start, end (Unix time), stdout/stderr offsets in logs/
+                              start, end (Unix time), queued (when its batch was queued on
+                              that rank), stolen, bytes_read (split reads), stdout/stderr
+                              offsets in logs/; and ``samples``: psutil CPU %, RSS, I/O bytes
     results/rank-00003.jsonl  {"id": ..., "value": ...} for each fn task that returned non-None
     failures/rank-00003.jsonl one JSON object per failed task, with its error in full
     logs/rank-00003.out|.err  stdout / stderr of rank 3's cmd tasks, appended one after another,
@@ -35,6 +37,7 @@ DONE, FAILED, UPSTREAM_FAILED = 1, 2, 3
 STATUS_NAMES = {DONE: "done", FAILED: "failed", UPSTREAM_FAILED: "upstream_failed"}
 RECORD_DTYPE = np.dtype([
     ("gid", "<i8"), ("status", "i1"), ("attempt", "<i2"), ("rank", "<i4"), ("start", "<f8"), ("end", "<f8"),
+    ("queued", "<f8"), ("stolen", "i1"), ("bytes_read", "<i8"),
     ("out_offset", "<i8"), ("out_length", "<i8"), ("err_offset", "<i8"), ("err_length", "<i8"),
 ])
 SUBDIRS = ("tasks", "results", "failures", "logs", "spill")
@@ -74,8 +77,10 @@ class Records:
             grown[:self.n] = self.rows[:self.n]
             self.rows = grown
 
-    def add_run(self, gids, status, starts, ends, attempt: int = 1) -> None:
-        """Rows for tasks that ran (``status`` scalar or array, ``starts``/``ends`` sequences)."""
+    def add_run(self, gids, status, starts, ends, attempt: int = 1, queued: float = 0.0,
+                stolen: bool = False, bytes_read=0) -> None:
+        """Rows for tasks that ran (``status`` scalar or array, ``starts``/``ends`` sequences);
+        ``queued``: when their batch was queued on this rank; ``stolen``: taken from another."""
         k = len(gids)
         self._room(k)
         block = self.rows[self.n:self.n + k]
@@ -84,12 +89,17 @@ class Records:
         block["attempt"] = attempt
         block["start"] = starts
         block["end"] = ends
+        block["queued"] = queued
+        block["stolen"] = stolen
+        block["bytes_read"] = bytes_read
         self.n += k
 
     def add_one(self, gid: int, status: int, start: float, end: float, attempt: int = 1,
-                out: tuple = (0, 0), err: tuple = (0, 0)) -> None:
+                out: tuple = (0, 0), err: tuple = (0, 0), queued: float = 0.0,
+                stolen: bool = False) -> None:
         self._room(1)
-        self.rows[self.n] = (gid, status, attempt, self.rank, start, end, out[0], out[1], err[0], err[1])
+        self.rows[self.n] = (gid, status, attempt, self.rank, start, end, queued, stolen, 0,
+                             out[0], out[1], err[0], err[1])
         self.n += 1
 
     def table(self) -> np.ndarray:
@@ -196,10 +206,16 @@ class _LazyFile:
             self._f = None
 
 
-def write_rank_table(run_dir: str, rank: int, table: np.ndarray) -> str:
-    """This rank's rows as ``tasks/rank-R.h5`` (dataset ``tasks``), written atomically."""
+SAMPLE_DTYPE = np.dtype([("time", "<f8"), ("cpu_percent", "<f4"), ("rss", "<i8"),
+                         ("read_bytes", "<i8"), ("write_bytes", "<i8")])
+
+
+def write_rank_table(run_dir: str, rank: int, table: np.ndarray, samples: list = ()) -> str:
+    """This rank's rows as ``tasks/rank-R.h5`` (dataset ``tasks``; its psutil samples as
+    ``samples``), written atomically."""
     path = rank_file(run_dir, "tasks", rank, ".h5")
     with atomic_h5(path) as f:
+        f.create_dataset("samples", data=np.array(list(samples), dtype=SAMPLE_DTYPE))
         f.create_dataset("tasks", data=table, chunks=(max(1, min(len(table), 1 << 16)),)
                          if len(table) else None)
         f.attrs["rank"] = rank

@@ -41,6 +41,7 @@ Costs measured on one node (MPICH, 2 ranks): a steal is one ``Get`` of the heade
 from __future__ import annotations
 
 import bisect
+import time
 
 import numpy as np
 
@@ -119,21 +120,23 @@ class StealQueue:
         self.ring_prio = None
         self.owner_ring_claims = 0      # ring positions the owner claimed since the last reset
         self.copied_base = 0
+        self.slot_info: dict = {}       # slot -> (publish time, stolen?): for the task trace
+        self.claimed_info = (0.0, False)  # that of the slot the last claim came from
         self.pending: list = []         # overflow: [(prio, kind, payload)] sorted by prio,
                                         # not visible to thieves
 
     # ------------------------------------------------------------------ owner side
-    def push_range(self, lo: int, hi: int, prio: int = 0) -> None:
+    def push_range(self, lo: int, hi: int, prio: int = 0, stolen: bool = False) -> None:
         """Publish task ids ``lo..hi-1`` (ready) for this rank and for thieves."""
         if hi <= lo:
             return
         while hi - lo > MASK31 // 2:
-            self.push_range(lo, lo + MASK31 // 2, prio)
+            self.push_range(lo, lo + MASK31 // 2, prio, stolen)
             lo += MASK31 // 2
-        if not self._publish(RANGE, lo, hi, prio):
+        if not self._publish(RANGE, lo, hi, prio, stolen):
             self._defer(prio, RANGE, (lo, hi))
 
-    def push_ids(self, ids, prio: int = 0) -> None:
+    def push_ids(self, ids, prio: int = 0, stolen: bool = False) -> None:
         """Publish individual ready task ids (appended to the ring)."""
         n = len(ids)
         if n == 0:
@@ -152,7 +155,7 @@ class StealQueue:
             if kind == RING and hi == start:
                 return
             raise AssertionError("ring slot changed under its owner")   # pragma: no cover
-        if not self._publish(RING, start, start + n, prio):
+        if not self._publish(RING, start, start + n, prio, stolen):
             self.ring_slot = -1
             self.ring_tail = start   # nothing was published: take the positions back
             self._defer(prio, RING, np.array(ids, dtype=np.int64))
@@ -182,6 +185,7 @@ class StealQueue:
                 take = min(want, hi - nxt)
                 old = self.mem.cas(self.rank, disp, word, word + (take << 32))
                 if old == word:
+                    self.claimed_info = self.slot_info.get(slot) or (time.time(), False)
                     if kind == RANGE:
                         return nxt, nxt + take
                     self.owner_ring_claims += take
@@ -233,7 +237,7 @@ class StealQueue:
             self.mem.add(rank, self.base + INBOX_TAKEN, len(got))
         return got
 
-    def _publish(self, kind: int, lo: int, hi: int, prio: int) -> bool:
+    def _publish(self, kind: int, lo: int, hi: int, prio: int, stolen: bool = False) -> bool:
         if not self.free:
             self._collect()
             if not self.free:
@@ -242,6 +246,7 @@ class StealQueue:
         self.local[self.prio0 + slot] = prio
         self.mem.swap(self.rank, self.slot0 + slot, pack(kind, lo, hi))
         self.seq += 1
+        self.slot_info[slot] = (time.time(), stolen)
         entry = (prio, self.seq, slot)
         self.active.append(entry)
         self.active.sort()
@@ -298,6 +303,7 @@ class StealQueue:
                 return
 
     def _claim_pending(self, want: int):
+        self.claimed_info = (time.time(), False)
         prio, kind, payload = self.pending.pop()
         if kind == RANGE:
             lo, hi = payload

@@ -1,0 +1,104 @@
+# shellcheck shell=bash disable=SC2034  # JOB_INPUT, OUT, NTASKS are used by the scripts that source this
+# Sourced by the slurm/*.sh batch scripts (not run on its own). Sets:
+#   REPO     the mpitiny checkout (the submit directory, or $MPITINY_HOME)
+#   PY       the Python with mpitiny: $REPO/.venv/bin/python if present, else python3 on PATH
+#   LAUNCH   the command that starts the MPI ranks: (srun --mpi=pmi2) or (mpiexec -n N)
+#   NTASKS   how many ranks
+# and the functions need_dag FILE, run_mpitiny ARGS..., outdir NAME.
+#
+# Sites: load modules / activate your environment in the batch script before sourcing this, or
+# set MPITINY_PYTHON=/path/to/python. MPITINY_LAUNCH=srun|mpiexec forces a launcher.
+
+JOB_NAME=${SLURM_JOB_NAME:-$(basename "$0")}
+REPO=${MPITINY_HOME:-${SLURM_SUBMIT_DIR:-$PWD}}
+if [[ ! -d $REPO/mpitiny || ! -d $REPO/slurm ]]; then
+    echo "$JOB_NAME: $REPO is not the mpitiny checkout: submit from it (cd mpitiny && sbatch slurm/...) or set MPITINY_HOME" >&2
+    exit 2
+fi
+cd "$REPO" || exit 2
+if [[ -n ${MPITINY_PYTHON:-} ]]; then PY=$MPITINY_PYTHON
+elif [[ -x .venv/bin/python ]]; then PY=$REPO/.venv/bin/python
+else PY=$(command -v python3)
+fi
+NTASKS=${SLURM_NTASKS:-${NTASKS:-2}}
+
+# srun when Slurm's PMI-2 plugin is there: MPICH (the mpich wheel's libmpi too), Intel MPI and
+# Cray MPICH speak PMI-2, so `srun --mpi=pmi2` starts them directly. Open MPI >= 5 wants
+# `srun --mpi=pmix` instead (change it here). Fallback: the MPI's own mpiexec, which inside an
+# allocation asks Slurm for the nodes itself (MPICH's hydra does, Open MPI's prterun does).
+pick_launcher() {
+    local want=${MPITINY_LAUNCH:-auto}
+    if [[ $want == auto ]]; then
+        if [[ -n ${SLURM_JOB_ID:-} ]] && srun --mpi=list 2>&1 | grep -qw pmi2; then want=srun; else want=mpiexec; fi
+    fi
+    if [[ $want == srun ]]; then
+        LAUNCH=(srun --mpi=pmi2 -n "$NTASKS")
+    else
+        local mpiexec
+        mpiexec=$(dirname "$PY")/mpiexec
+        [[ -x $mpiexec ]] || mpiexec=$(command -v mpiexec || true)
+        [[ -n $mpiexec ]] || { echo "$JOB_NAME: no srun with PMI-2 and no mpiexec found" >&2; exit 2; }
+        LAUNCH=("$mpiexec" -n "$NTASKS")
+    fi
+}
+pick_launcher
+
+need_dag() {   # need_dag jobs/x.json: fail clearly when the job is not there (yet)
+    if [[ ! -f $1 ]]; then
+        echo "$JOB_NAME: ERROR: $REPO/$1 does not exist: this batch script runs that job, which is not in this checkout (yet)." >&2
+        exit 2
+    fi
+}
+
+outdir() {     # outdir NAME: slurm-out/NAME-JOBID under the submit dir (or $OUT), created
+    OUT=${OUT:-$REPO/slurm-out/$1-${SLURM_JOB_ID:-local$$}}
+    mkdir -p "$OUT"
+}
+
+run_mpitiny() { # run_mpitiny ARGS...: "${LAUNCH[@]}" $PY -m mpitiny ARGS, echoed first
+    echo "+ ${LAUNCH[*]} $PY -m mpitiny $*"
+    "${LAUNCH[@]}" "$PY" -m mpitiny "$@"
+}
+
+echo "=== $(date -u '+%F %T') UTC job ${SLURM_JOB_ID:-none} (${SLURM_JOB_NAME:-}) on ${SLURM_JOB_NODELIST:-$(hostname)}: $NTASKS ranks, python $PY, launcher ${LAUNCH[*]}"
+
+# text_input INPUT DAG: sets JOB_INPUT, the input to pass to DAG as --param input=...
+#   INPUT: a text file or directory of them; empty: generate $OUT/corpus.txt of $MB MB (default
+#   100, Zipf-distributed words). Packed into $OUT/input.h5 at 8 MiB chunks with `mpitiny ingest`
+#   on the job's ranks -- unless DAG has no "split" family (a job that still reads text files).
+text_input() {
+    local input=$1 dag=$2
+    if [[ -z $input ]]; then
+        input=$OUT/corpus.txt
+        echo "=== generating a ${MB:-100} MB corpus: $input"
+        "$PY" - "$input" "${MB:-100}" <<'PYEND'
+import os, sys
+import numpy as np
+path, mb = sys.argv[1], float(sys.argv[2])
+rng = np.random.default_rng(1)
+letters = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz", dtype=np.uint8)
+words = [bytes(letters[rng.integers(0, 26, rng.integers(2, 10))]) for _ in range(50_000)]
+written, target = 0, int(mb * 1e6)
+with open(path + ".tmp", "wb") as f:
+    while written < target:
+        ids = np.minimum(rng.zipf(1.3, 100_000), len(words)) - 1
+        cuts = np.cumsum(rng.integers(4, 17, len(ids) // 4))
+        cuts = cuts[cuts < len(ids)]
+        chunk = b"\n".join(b" ".join(words[i] for i in ids[a:b])
+                           for a, b in zip(np.r_[0, cuts[:-1]], cuts)) + b"\n"
+        f.write(chunk)
+        written += len(chunk)
+os.replace(path + ".tmp", path)
+PYEND
+    fi
+    [[ -e $input ]] || { echo "$JOB_NAME: ERROR: input $input does not exist" >&2; exit 2; }
+    if grep -q '"split"' "$dag"; then
+        echo "=== ingest $input -> $OUT/input.h5 (8 MiB chunks)"
+        rm -rf "$OUT/input.h5" "$OUT/input.h5.shards"
+        run_mpitiny ingest "$input" -o "$OUT/input.h5" --chunk 8MiB
+        JOB_INPUT=$OUT/input.h5
+    else
+        echo "=== NOTE: $dag has no \"split\" family (it reads text, not HDF5): no ingest"
+        JOB_INPUT=$input
+    fi
+}

@@ -1,0 +1,37 @@
+#!/bin/bash
+# Distributed grep over HDF5 on a Slurm allocation (jobs/grep.json). From the mpitiny checkout:
+#
+#   sbatch slurm/grep.sh PATTERN [INPUT] [mpitiny run options...]
+#   PATTERN=... INPUT=big.txt sbatch slurm/grep.sh
+#
+# Like slurm/wordcount.sh: without INPUT it generates a $MB MB corpus (default 100), packs the
+# input into HDF5 at 8 MiB chunks (`mpitiny ingest`), then runs jobs/grep.json with
+# --param input=<the .h5> --param pattern=PATTERN --param output=<dir>. Output in
+# slurm-out/grep-$SLURM_JOB_ID/ (or $OUT). Fails with a clear message (exit 2) when this
+# checkout has no jobs/grep.json yet.
+#
+# What a site changes: see slurm/wordcount.sh (partition/account, nodes x tasks per node, how
+# Python is found, srun --mpi=pmi2 vs mpiexec, OUT on scratch).
+#SBATCH --job-name=mpitiny-grep
+#SBATCH --nodes=1
+#SBATCH --ntasks-per-node=2
+#SBATCH --time=00:30:00
+#SBATCH --output=slurm-%x-%j.out
+##SBATCH --partition=compute
+##SBATCH --account=myproject
+set -euo pipefail
+source "${MPITINY_HOME:-${SLURM_SUBMIT_DIR:-$PWD}}/slurm/common.sh"
+need_dag jobs/grep.json
+PATTERN=${1:-${PATTERN:-}}
+[[ -n $PATTERN ]] || { echo "grep.sh: usage: sbatch slurm/grep.sh PATTERN [INPUT] (or PATTERN=... in the environment)" >&2; exit 2; }
+shift || true
+INPUT_ARG=${INPUT:-}
+if [[ $# -gt 0 && $1 != -* ]]; then INPUT_ARG=$1; shift; fi
+outdir grep
+text_input "$INPUT_ARG" jobs/grep.json   # sets JOB_INPUT
+
+echo "=== grep '$PATTERN'"
+run_mpitiny run jobs/grep.json --param input="$JOB_INPUT" --param pattern="$PATTERN" \
+    --param output="$OUT" --out "$OUT/run" "$@"
+echo "=== output in $OUT:"
+ls -l "$OUT"

@@ -1,0 +1,240 @@
+"""The batch scripts in slurm/, submitted for real with ``sbatch --wait`` to a Slurm cluster.
+
+Marked ``slurm``: skipped unless MPITINY_TEST_SLURM=1, which CI sets after
+``slurm/local-cluster.sh`` has started a one-node cluster on the test machine (``.ci/run``).
+Not marked ``mpi``: the MPI ranks are started by Slurm (srun / mpiexec inside the job), not by the
+tests/mpirun.py harness. Every job gets a unique name; a job that outlives its timeout is
+cancelled (``scancel``) and the test fails with the tail of its output.
+
+The job's exit state comes from ``sbatch --wait``'s exit status and ``scontrol show job``
+(the local cluster has no accounting database, so no ``sacct``; MinJobAge keeps finished jobs
+in slurmctld's memory for 300 s).
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slurm
+
+REPO = Path(__file__).resolve().parent.parent
+SLURM = REPO / "slurm"
+JOB_TIMEOUT = float(os.environ.get("MPITINY_TEST_SLURM_TIMEOUT", "300"))   # seconds per job
+
+
+class SlurmJob:
+    def __init__(self, job_id, name, returncode, state, exit_code, output, elapsed):
+        self.job_id, self.name, self.returncode = job_id, name, returncode
+        self.state, self.exit_code, self.output, self.elapsed = state, exit_code, output, elapsed
+
+    def describe(self) -> str:
+        tail = self.output if len(self.output) < 4000 else "[...]" + self.output[-4000:]
+        return (f"job {self.job_id} ({self.name}): sbatch --wait exit {self.returncode}, "
+                f"JobState={self.state} ExitCode={self.exit_code}, {self.elapsed:.1f} s\n"
+                f"--- job output ---\n{tail}")
+
+
+def _job_info(job_id: str) -> dict:
+    res = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True,
+                         text=True, timeout=30)
+    return dict(re.findall(r"(\w+)=(\S*)", res.stdout)) if res.returncode == 0 else {}
+
+
+def sbatch(script: str, *args: str, tmp_path: Path, env: dict | None = None,
+           timeout: float = JOB_TIMEOUT) -> SlurmJob:
+    """``sbatch --wait slurm/SCRIPT ARGS`` from the repository root; cancels the job on timeout."""
+    if shutil.which("sbatch") is None:
+        pytest.fail("MPITINY_TEST_SLURM=1 but there is no sbatch: run `bash slurm/local-cluster.sh`")
+    name = f"mpitiny-test-{uuid.uuid4().hex[:10]}"
+    out_file = tmp_path / f"{name}.out"
+    full_env = {**os.environ, "MPITINY_HOME": str(REPO), **(env or {})}
+    cmd = ["sbatch", "--wait", "--parsable", f"--job-name={name}", f"--output={out_file}",
+           str(SLURM / script), *args]
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=REPO, env=full_env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        subprocess.run(["scancel", f"--name={name}"], timeout=30)
+        proc.terminate()
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+        output = out_file.read_text(errors="replace") if out_file.exists() else "(no output)"
+        pytest.fail(f"sbatch {script}: job {name} still running after {timeout:g} s: cancelled\n"
+                    f"--- job output ---\n{output[-4000:]}")
+    except BaseException:            # KeyboardInterrupt (CI's SIGTERM): leave no job behind
+        subprocess.run(["scancel", f"--name={name}"], timeout=30)
+        proc.kill()
+        raise
+    elapsed = time.monotonic() - start
+    job_id = stdout.strip().split(";")[0].splitlines()[-1] if stdout.strip() else ""
+    assert job_id.isdigit(), f"sbatch {script}: no job id (exit {proc.returncode}): {stdout}{stderr}"
+    info = _job_info(job_id)
+    output = out_file.read_text(errors="replace") if out_file.exists() else "(no output file)"
+    output += f"\n--- sbatch stderr ---\n{stderr}" if stderr.strip() else ""
+    return SlurmJob(job_id, name, proc.returncode, info.get("JobState", "?"),
+                    info.get("ExitCode", "?"), output, elapsed)
+
+
+def assert_completed(job: SlurmJob) -> None:
+    assert job.returncode == 0 and job.state == "COMPLETED" and job.exit_code == "0:0", \
+        job.describe()
+
+
+def make_corpus(path: Path, megabytes: float, seed: int = 7) -> bytes:
+    """A text of ``megabytes`` MB: Zipf-ish words, some with non-ASCII bytes, ragged whitespace."""
+    rng = random.Random(seed)
+    vocab = [bytes(rng.choice(b"abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(1, 9)))
+             for _ in range(3000)]
+    vocab += ["caf\u00e9".encode(), "na\u00efve".encode(), b"\xff\xfe"]
+    weights = [1 / (i + 1) for i in range(len(vocab))]
+    lines, size = [], 0
+    while size < megabytes * 1e6:
+        words = rng.choices(vocab, weights, k=rng.randint(0, 14))
+        line = b" ".join(words) + (b"  \t" if rng.random() < 0.05 else b"") + b"\n"
+        lines.append(line)
+        size += len(line)
+    data = b"".join(lines)
+    path.write_bytes(data)
+    return data
+
+
+def reference_tsv(data: bytes) -> bytes:
+    rows = sorted(Counter(data.split()).items(), key=lambda kv: (-kv[1], kv[0]))
+    return b"".join(w + b"\t" + str(n).encode() + b"\n" for w, n in rows)
+
+
+def test_wordcount_sbatch(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    data = make_corpus(corpus, 3)
+    out = tmp_path / "out"
+    job = sbatch("wordcount.sh", str(corpus), tmp_path=tmp_path, env={"OUT": str(out)})
+    assert_completed(job)
+    tsv = out / "wordcount.tsv"
+    assert tsv.exists(), job.describe()
+    got, want = tsv.read_bytes(), reference_tsv(data)
+    if got != want:
+        got_lines, want_lines = got.splitlines(), want.splitlines()
+        first = next((i for i, (a, b) in enumerate(zip(got_lines, want_lines)) if a != b),
+                     min(len(got_lines), len(want_lines)))
+        pytest.fail(f"wordcount.tsv differs from collections.Counter(data.split()): "
+                    f"{len(got_lines)} lines vs {len(want_lines)}; first difference at line "
+                    f"{first + 1}: {got_lines[first:first + 1]} vs {want_lines[first:first + 1]}\n"
+                    + job.describe())
+    summary = json.loads((out / "run" / "summary.json").read_text())
+    assert summary["failed"] == 0 and summary["exit_status"] == 0, summary
+
+
+def test_wordcount_sbatch_generates_corpus(tmp_path):
+    """No INPUT: the script generates the corpus itself (MB=2) and counts it."""
+    out = tmp_path / "out"
+    job = sbatch("wordcount.sh", tmp_path=tmp_path, env={"OUT": str(out), "MB": "2"})
+    assert_completed(job)
+    data = (out / "corpus.txt").read_bytes()
+    assert len(data) >= 2e6
+    assert (out / "wordcount.tsv").read_bytes() == reference_tsv(data), job.describe()
+    assert "distinct" in job.output, job.describe()
+
+
+def test_bag_of_tasks_sbatch(tmp_path):
+    n = 500
+    out = tmp_path / "bag"
+    job = sbatch("bag_of_tasks.sh", str(n), tmp_path=tmp_path, env={"OUT": str(out)})
+    assert_completed(job)
+    result = json.loads((out / "bag.json").read_text())
+    assert result == {"n": n, "sum_squares": sum(i * i for i in range(n)), "shell_files": n}
+    assert sorted(int(p.stem) for p in (out / "out").iterdir()) == list(range(n))
+    summary = json.loads((out / "run" / "summary.json").read_text())
+    assert (summary["tasks"], summary["done"], summary["failed"]) == (2 * n + 1, 2 * n + 1, 0)
+    assert summary["ranks"] == 2, summary
+
+
+def test_bag_of_tasks_sbatch_mpiexec_fallback(tmp_path):
+    """The documented fallback launcher (the MPI's own mpiexec inside the allocation) works too."""
+    out = tmp_path / "bag"
+    job = sbatch("bag_of_tasks.sh", "50", tmp_path=tmp_path,
+                 env={"OUT": str(out), "MPITINY_LAUNCH": "mpiexec"})
+    assert_completed(job)
+    assert "mpiexec -n 2" in job.output, job.describe()
+    assert json.loads((out / "bag.json").read_text())["shell_files"] == 50
+
+
+def test_failing_job_is_reported(tmp_path):
+    """A job whose tasks fail ends FAILED with a non-zero exit (what the other tests rely on)."""
+    out = tmp_path / "bag"
+    job = sbatch("bag_of_tasks.sh", "not-a-number", tmp_path=tmp_path, env={"OUT": str(out)})
+    assert job.returncode != 0 and job.state == "FAILED", job.describe()
+    assert "N must be a positive integer" in job.output, job.describe()
+
+
+@pytest.mark.parametrize("script, dag", [("wordcount.sh", "jobs/wordcount.json"),
+                                         ("grep.sh", "jobs/grep.json"),
+                                         ("sort.sh", "jobs/sort.json")])
+def test_missing_job_fails_clearly(tmp_path, script, dag):
+    """In a checkout without the job's dag.json the script stops at once with a clear message."""
+    home = tmp_path / "checkout"          # the checkout, minus jobs/
+    home.mkdir()
+    for name in ("mpitiny", "slurm", ".venv"):
+        if (REPO / name).exists():
+            (home / name).symlink_to(REPO / name)
+    args = ("pattern",) if script == "grep.sh" else ()
+    job = sbatch(script, *args, tmp_path=tmp_path,
+                 env={"OUT": str(tmp_path / "o"), "MPITINY_HOME": str(home)})
+    assert job.returncode != 0 and job.state == "FAILED", job.describe()
+    assert f"{dag} does not exist" in job.output, job.describe()
+    assert not (tmp_path / "o").exists()
+
+
+def test_grep_sbatch(tmp_path):
+    if not (REPO / "jobs" / "grep.json").exists():
+        pytest.skip("no jobs/grep.json in this checkout")
+    corpus = tmp_path / "corpus.txt"
+    data = make_corpus(corpus, 2, seed=11)
+    pattern = rb"caf\xc3\xa9|^ab+c| z[a-c]+ "
+    out = tmp_path / "out"
+    job = sbatch("grep.sh", pattern.decode(), str(corpus), tmp_path=tmp_path, env={"OUT": str(out)})
+    assert_completed(job)
+    want, offset = [], 0
+    for line in data.split(b"\n")[:-1]:
+        if re.search(pattern, line):
+            want.append((str(offset).encode(), line))
+        offset += len(line) + 1
+    assert want, "the pattern should match something"
+    rows = [r.split(b"\t", 2) for r in (out / "grep.tsv").read_bytes().split(b"\n")[:-1]]
+    assert [Path(os.fsdecode(r[0])).name for r in rows] == ["corpus.txt"] * len(rows), rows[:3]
+    assert [(r[1], r[2]) for r in rows] == want, job.describe()
+
+
+def test_sort_sbatch(tmp_path):
+    if not (REPO / "jobs" / "sort.json").exists():
+        pytest.skip("no jobs/sort.json in this checkout")
+    n = 50_000
+    records = tmp_path / "records.bin"
+    rng = random.Random(5)
+    data = rng.randbytes(n * 100)
+    records.write_bytes(data)
+    out = tmp_path / "out"
+    job = sbatch("sort.sh", str(records), "--param", "partitions=4", tmp_path=tmp_path,
+                 env={"OUT": str(out)})
+    assert_completed(job)
+    parts = sorted((out / "sorted").glob("part-*.bin"))
+    assert len(parts) == 4, job.describe()
+    got = b"".join(p.read_bytes() for p in parts)
+    recs = [data[i:i + 100] for i in range(0, len(data), 100)]
+    want = b"".join(sorted(recs, key=lambda r: r[:10]))
+    assert got == want, f"sorted output differs ({len(got)} vs {len(want)} bytes)\n" + job.describe()
+    assert json.loads((out / "sorted" / "validate.json").read_text())["ok"] is True
