@@ -1,10 +1,14 @@
-"""Wordcount over a text file, as mpitiny tasks: ``count`` one byte range, ``merge`` the counts.
+"""Wordcount as MapReduce over an ingested HDF5 file (jobs/wordcount.json, docs/mapreduce.md).
 
-A word is a maximal run of non-whitespace bytes (exactly what ``bytes.split()`` returns),
-case-sensitive, as in Hadoop's WordCount. Split ``k`` of ``n`` covers the lines that *start*
-in bytes ``[k*size//n, (k+1)*size//n)``, so every line is counted once, whatever ``n`` is.
-Counts travel between tasks as JSON objects whose keys are the words' bytes decoded as
-Latin-1 (a lossless byte <-> str mapping).
+A word is a maximal run of non-whitespace bytes (exactly ``bytes.split()``: whitespace is
+b" \\t\\n\\r\\x0b\\x0c"), case-sensitive, raw bytes (no decoding).
+
+* ``map_split(input, split, reducers)``: one split -> counts of its distinct words (the
+  combiner), hash-partitioned into ``reducers`` tables, packed into one ``bytes``.
+* ``reduce_part(inputs, r)``: sums table ``r`` of every input; returns one packed table. With
+  ``r = 0`` and inputs that each hold one table it is also a node of an aggregation tree.
+* ``finish(output, inputs)``: the reducers' tables are disjoint: concatenate, sort by count
+  descending then word bytes, write ``OUTPUT/wordcount.tsv`` and ``OUTPUT/wordcount.h5``.
 
 ``generate`` writes a deterministic Zipf-distributed corpus for the demo.
 """
@@ -12,44 +16,82 @@ from __future__ import annotations
 
 import os
 import time
-from collections import Counter
 
 import numpy as np
 
-from mpitiny.io.commit import atomic_output
+import mapreduce as mr
+from mpitiny.io.commit import atomic_h5, atomic_output
+from mpitiny.io.h5data import open_splits
 
 
-def count(path: str, split: int, nsplits: int) -> dict:
-    """Word counts of the lines that start in split ``split`` of ``nsplits`` of ``path``."""
-    size = os.path.getsize(path)
-    lo, hi = size * split // nsplits, size * (split + 1) // nsplits
-    with open(path, "rb") as f:
-        if lo > 0:
-            f.seek(lo - 1)
-            if f.read(1) != b"\n":
-                f.readline()              # that line belongs to the previous split
-        start = f.tell()
-        data = f.read(max(hi - start, 0))
-        if data and not data.endswith(b"\n"):
-            data += f.readline()          # finish the last line that starts in this split
-    counts = Counter(data.split())
-    return {"bytes": len(data), "counts": {w.decode("latin-1"): n for w, n in counts.items()}}
+def map_split(input: str, split: int, reducers: int = 1, kernel: str = "counter") -> bytes:
+    """Counts of the distinct words of split ``split`` of ``input``, in ``reducers`` parts."""
+    data = open_splits(input).read(split)
+    words, counts, h1, h2 = mr.count_words(data, kernel)
+    parts = mr.split_table(words, counts, h1, h2, reducers)
+    parts[0]["nbytes"] = np.array([len(data)], np.int64)
+    return mr.pack(parts)
 
 
-def merge(output: str, inputs: dict, top: int = 10) -> dict:
-    """Sum the splits' counts; write OUTPUT/wordcount.tsv (count descending, then word)."""
-    total: Counter = Counter()
-    nbytes = 0
-    for part in inputs.values():
-        total.update(part["counts"])
-        nbytes += part["bytes"]
-    rows = sorted(total.items(), key=lambda kv: (-kv[1], kv[0].encode("latin-1")))
-    final = os.path.join(output, "wordcount.tsv")
-    with atomic_output(final) as f:
-        for word, n in rows:
-            f.write(word.encode("latin-1") + b"\t" + str(n).encode() + b"\n")
-    return {"words": len(rows), "total": sum(total.values()), "bytes": nbytes,
-            "top": [[w, n] for w, n in rows[:top]], "output": final, "finished": time.time()}
+def reduce_part(inputs: dict, r: int = 0) -> bytes:
+    """Sum of table ``r`` of every input (map outputs or tree nodes)."""
+    tables, nbytes, nparts = [], 0, set()
+    for blob in inputs.values():
+        parts = mr.unpack(blob, which={r})
+        part = parts[r]
+        tables.append(part)
+        if "nbytes" in part:
+            nbytes += int(part["nbytes"][0])
+        # how many partitions the maps made (a tree node passes its inputs' count on)
+        nparts.add(int(part["nparts"][0]) if "nparts" in part else len(parts))
+    words, counts, h1, h2 = mr.merge_tables(tables)
+    t = mr.table(words, counts, h1, h2)
+    t["nbytes"] = np.array([nbytes], np.int64)
+    t["nparts"] = np.array([max(nparts, default=1)], np.int64)
+    return mr.pack([t])
+
+
+def sorted_rows(words: list, counts) -> list:
+    """``(word, count)`` by count descending, then word bytes."""
+    return sorted(zip(words, np.asarray(counts).tolist()), key=lambda wc: (-wc[1], wc[0]))
+
+
+def finish(output: str, inputs: dict, top: int = 10) -> dict:
+    """Concatenate the reducers' (disjoint) tables and write the outputs."""
+    words, counts, nbytes = [], [], 0
+    for blob in inputs.values():
+        t = mr.unpack(blob)[0]
+        words += mr.table_words(t)
+        counts.append(t["counts"])
+        nbytes += int(t["nbytes"][0])
+        if int(t["nparts"][0]) != len(inputs):
+            raise ValueError(f"the maps made {int(t['nparts'][0])} partitions but finish has "
+                             f"{len(inputs)} inputs: an aggregation tree needs -p reducers=1")
+    counts = np.concatenate(counts) if counts else np.empty(0, np.int64)
+    rows = sorted_rows(words, counts)
+    tsv = os.path.join(output, "wordcount.tsv")
+    with atomic_output(tsv) as f:
+        f.write(b"".join(b"%s\t%d\n" % (w, n) for w, n in rows))
+    h5 = os.path.join(output, "wordcount.h5")
+    with atomic_h5(h5) as f:
+        blob = b"".join(w for w, _ in rows)
+        ends = np.cumsum([len(w) for w, _ in rows], dtype=np.int64)
+        f["words"] = np.frombuffer(blob, np.uint8)              # word bytes end to end
+        f["word_ends"] = ends                                    # word i = words[ends[i-1]:ends[i]]
+        f["counts"] = np.array([n for _, n in rows], np.int64)
+        f.attrs["description"] = "wordcount: word i is words[word_ends[i-1]:word_ends[i]]"
+    return {"words": len(rows), "total": int(counts.sum()), "bytes": nbytes,
+            "top": [[w.decode("utf-8", "backslashreplace"), n] for w, n in rows[:top]],
+            "output": tsv, "finished": time.time()}
+
+
+def read_h5(path: str) -> list:
+    """``[(word bytes, count), ...]`` of a wordcount.h5, in its order."""
+    import h5py
+    with h5py.File(path, "r") as f:
+        blob, ends, counts = f["words"][()].tobytes(), f["word_ends"][()], f["counts"][()]
+    starts = np.r_[0, ends[:-1]] if len(ends) else ends
+    return [(blob[a:b], int(n)) for a, b, n in zip(starts.tolist(), ends.tolist(), counts)]
 
 
 def generate(path: str, megabytes: float = 100, vocabulary: int = 50_000, seed: int = 1) -> None:

@@ -102,7 +102,7 @@ class Engine:
         self.pending_locs: list = []
         self._readers: dict = {}
         self.files = rundir.RankFiles(run_dir, self.rank)
-        self.records = rundir.Records(self.rank)
+        self.records = rundir.Records(self.rank, rundir.rank_file(run_dir, "tasks", self.rank, ".rows"))
         self.base = dag.base
         self.priority = np.array([g.priority for g in dag.groups], dtype=np.int64)
         self.avg_task = CHUNK_SECONDS
@@ -608,17 +608,16 @@ class Engine:
 
     # ------------------------------------------------------------------ statistics
     def stats(self) -> dict:
-        table = self.records.table()
         counts = self.records.counts()
-        ran = table[table["status"] != UPSTREAM_FAILED]
-        return dict(rank=self.rank, host=self.host, **counts, rows=int(len(table)),
+        first, last = self.records.first_start, self.records.last_end
+        return dict(rank=self.rank, host=self.host, **counts, rows=len(self.records),
                     steals=self.steals, stolen_tasks=self.stolen_tasks,
                     busy_seconds=round(self.busy, 6),
                     split_reads_local=self.split_reads[0], split_reads_remote=self.split_reads[1],
                     outputs_in_window=self.store.kept if self.store else 0,
                     outputs_spilled=self.store.spilled if self.store else 0,
-                    first_start=float(ran["start"].min()) if len(ran) else None,
-                    last_end=float(ran["end"].max()) if len(ran) else None,
+                    first_start=first if np.isfinite(first) else None,
+                    last_end=last if np.isfinite(last) else None,
                     failures=self.files.failures_seen)
 
 
@@ -758,9 +757,8 @@ def _run(comm, dag: DAG, run_dir: str, quiet: bool, result_mem: int, t_launch: f
     if engine.progress is not None:
         engine.progress.tick(final=True)
     engine.stop()
-    table = engine.records.table()
     engine.sample()
-    rundir.write_rank_table(run_dir, rank, table, engine.samples)
+    rundir.write_rank_table(run_dir, rank, engine.records, engine.samples)
     stats = engine.stats()
     all_stats = comm.gather(stats, root=0)
     comm.Barrier()

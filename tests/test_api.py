@@ -52,7 +52,7 @@ def test_python_api_and_dag_json_give_the_same_run(python_module, mpirun, tmp_pa
     assert "map: [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]" in proc.stdout
     exported = tmp_path / "api.dag.json"
     proc = python_module(n, "mpitiny", "run", str(exported), "--out", str(tmp_path / "file"),
-                         cwd=str(JOBS), timeout=120)
+                         cwd=str(tmp_path), env={"PYTHONPATH": str(JOBS)}, timeout=120)
     assert proc.returncode == 0, proc.stderr
     runs = {}
     for name in ("api", "file"):

@@ -77,3 +77,21 @@ def test_process_memory_above_the_limit_sends_outputs_to_disk(tmp_path):
     loc = holder.keep(b"z" * 100, readers=1)
     assert holder.spilled == 1 and holder.kept == 0
     assert reader.fetch(*loc) == b"z" * 100
+
+
+def test_records_stay_bounded_and_come_back_whole(tmp_path):
+    from mpitiny.io.rundir import DONE, FAILED, UPSTREAM_FAILED, Records, read_tasks, write_rank_table
+    (tmp_path / "tasks").mkdir()
+    rec = Records(3, str(tmp_path / "tasks" / "rank-00003.rows"), capacity=1000)
+    for k in range(25):
+        gids = np.arange(k * 400, (k + 1) * 400)
+        status = np.where(gids % 7 == 0, FAILED, DONE)
+        rec.add_run(gids, status, gids * 1.0, gids * 1.0 + 0.5)
+        assert len(rec.rows) <= 2048
+    rec.add_run(np.array([10_000]), UPSTREAM_FAILED, [0.0], [0.0])
+    assert rec.counts() == {"done": 8571, "failed": 1429, "upstream_failed": 1}
+    assert rec.first_start == 0.0 and rec.last_end == 9999.5
+    write_rank_table(str(tmp_path), 3, rec)
+    rows = read_tasks(str(tmp_path))
+    assert sorted(rows["gid"]) == list(range(10_001)) and set(rows["rank"]) == {3}
+    assert not (tmp_path / "tasks" / "rank-00003.rows").exists()

@@ -62,20 +62,58 @@ def prepare(run_dir: str) -> None:
 
 
 class Records:
-    """Growable per-rank table of finished tasks (numpy, no per-row Python objects)."""
+    """Per-rank table of finished tasks, in bounded memory.
 
-    def __init__(self, rank: int = 0, capacity: int = 1 << 12) -> None:
+    Rows collect in a numpy buffer of ``capacity`` rows; when it is full they are appended to
+    ``path`` (raw rows, ``tasks/rank-R.rows``) and the buffer starts over, so a rank that
+    runs 10^7 tasks holds at most ``capacity`` rows in memory. ``write_rank_table`` turns
+    file + buffer into the rank's HDF5 table at the end. Counts by status and the first start
+    / last end are kept as rows come in.
+    """
+
+    def __init__(self, rank: int = 0, path: str | None = None, capacity: int = 1 << 16) -> None:
         self.rank = rank
-        self.rows = np.zeros(capacity, dtype=RECORD_DTYPE)
+        self.path = path
+        self.capacity = capacity
+        self.rows = np.zeros(min(capacity, 1 << 12), dtype=RECORD_DTYPE)
         self.rows["rank"] = rank
         self.n = 0
+        self.flushed = 0
+        self.by_status = np.zeros(4, dtype=np.int64)
+        self.first_start = np.inf
+        self.last_end = -np.inf
+
+    def __len__(self) -> int:
+        return self.flushed + self.n
 
     def _room(self, k: int) -> None:
-        if self.n + k > len(self.rows):
-            grown = np.zeros(max(2 * len(self.rows), self.n + k), dtype=RECORD_DTYPE)
-            grown["rank"] = self.rank
-            grown[:self.n] = self.rows[:self.n]
-            self.rows = grown
+        if self.n + k <= len(self.rows):
+            return
+        if self.path is not None and self.n + k > self.capacity:
+            self.flush()
+            if self.n + k <= len(self.rows):
+                return
+        grown = np.zeros(max(2 * len(self.rows), self.n + k), dtype=RECORD_DTYPE)
+        grown["rank"] = self.rank
+        grown[:self.n] = self.rows[:self.n]
+        self.rows = grown
+
+    def _account(self, block: np.ndarray) -> None:
+        self.by_status += np.bincount(block["status"], minlength=4)[:4]
+        ran = block[block["status"] != UPSTREAM_FAILED]
+        if len(ran):
+            self.first_start = min(self.first_start, float(ran["start"].min()))
+            self.last_end = max(self.last_end, float(ran["end"].max()))
+
+    def flush(self) -> None:
+        """Append the buffered rows to ``path`` and empty the buffer."""
+        if not self.n or self.path is None:
+            return
+        with open(self.path, "ab") as f:
+            self.rows[:self.n].tofile(f)
+        self.flushed += self.n
+        self.n = 0
+        self.rows["rank"] = self.rank
 
     def add_run(self, gids, status, starts, ends, attempt: int = 1, queued: float = 0.0,
                 stolen: bool = False, bytes_read=0) -> None:
@@ -92,6 +130,7 @@ class Records:
         block["queued"] = queued
         block["stolen"] = stolen
         block["bytes_read"] = bytes_read
+        self._account(block)
         self.n += k
 
     def add_one(self, gid: int, status: int, start: float, end: float, attempt: int = 1,
@@ -100,14 +139,28 @@ class Records:
         self._room(1)
         self.rows[self.n] = (gid, status, attempt, self.rank, start, end, queued, stolen, 0,
                              out[0], out[1], err[0], err[1])
+        self._account(self.rows[self.n:self.n + 1])
         self.n += 1
 
+    def blocks(self, rows_per_block: int = 1 << 20):
+        """Every row, flushed ones first, as numpy blocks of bounded size."""
+        if self.flushed:
+            with open(self.path, "rb") as f:
+                left = self.flushed
+                while left:
+                    block = np.fromfile(f, dtype=RECORD_DTYPE, count=min(left, rows_per_block))
+                    left -= len(block)
+                    yield block
+        if self.n:
+            yield self.rows[:self.n]
+
     def table(self) -> np.ndarray:
-        return self.rows[:self.n]
+        """Every row in one array (for tests and small runs)."""
+        parts = list(self.blocks())
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=RECORD_DTYPE)
 
     def counts(self) -> dict:
-        status = self.rows["status"][:self.n]
-        return {name: int(np.count_nonzero(status == code)) for code, name in STATUS_NAMES.items()}
+        return {name: int(self.by_status[code]) for code, name in STATUS_NAMES.items()}
 
 
 class RankFiles:
@@ -210,16 +263,23 @@ SAMPLE_DTYPE = np.dtype([("time", "<f8"), ("cpu_percent", "<f4"), ("rss", "<i8")
                          ("read_bytes", "<i8"), ("write_bytes", "<i8")])
 
 
-def write_rank_table(run_dir: str, rank: int, table: np.ndarray, samples: list = ()) -> str:
+def write_rank_table(run_dir: str, rank: int, records: "Records", samples: list = ()) -> str:
     """This rank's rows as ``tasks/rank-R.h5`` (dataset ``tasks``; its psutil samples as
-    ``samples``), written atomically."""
+    ``samples``), written atomically, block by block; the raw rows file is removed."""
     path = rank_file(run_dir, "tasks", rank, ".h5")
+    total = len(records)
     with atomic_h5(path) as f:
         f.create_dataset("samples", data=np.array(list(samples), dtype=SAMPLE_DTYPE))
-        f.create_dataset("tasks", data=table, chunks=(max(1, min(len(table), 1 << 16)),)
-                         if len(table) else None)
+        table = f.create_dataset("tasks", shape=(total,), dtype=RECORD_DTYPE,
+                                 chunks=(max(1, min(total, 1 << 16)),) if total else None)
+        at = 0
+        for block in records.blocks():
+            table[at:at + len(block)] = block
+            at += len(block)
         f.attrs["rank"] = rank
         f.attrs["status_codes"] = json.dumps(STATUS_NAMES)
+    if records.path is not None and os.path.exists(records.path):
+        os.remove(records.path)
     return path
 
 

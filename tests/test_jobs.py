@@ -1,0 +1,214 @@
+"""jobs/ MapReduce jobs (wordcount, grep, distinct): exact outputs against plain Python.
+
+One corpus of several input files with the edge cases (an empty file, one line longer than
+several chunks, Unicode, CRLF, tabs and other whitespace, a file without a final newline,
+NUL and non-breaking-space bytes inside words), ingested at 64 KiB chunks so that there are
+many splits; the jobs must give the reference's bytes exactly, whatever the number of ranks.
+"""
+import json
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+JOBS = ROOT / "jobs"
+sys.path.insert(0, str(JOBS))
+import mapreduce as mr  # noqa: E402
+import wordcount  # noqa: E402
+
+PATTERN = r"ab+c|caf\xc3\xa9|^\s*$|x{3}$"     # includes empty lines and a UTF-8 é as bytes
+
+
+def edge_files() -> dict:
+    rng = np.random.default_rng(7)
+    uni = "caf\u00e9 na\u00efve\tcaf\u00e9 \u65e5\u672c \u65e5\u672c\u00a0x\r\n".encode()
+    return {
+        "a_empty.txt": b"",
+        "b_unicode_crlf.txt": uni * 300 + b"\r\n\r\n\t\x0b\x0c \n",
+        "c_huge_line.txt": b" ".join(b"w%d" % (i % 977) for i in range(40000)) + b" xxx\n",
+        "d_no_final_newline.txt": b"abc abbc\n\nend of file without newline abc",
+        "e_joined.txt": b"continues-the-last-line ab\x00c\n" + b"abc " * 30000 + b"\n",
+        "f_empty2.txt": b"",
+        "g_tail_no_newline.txt": b"last\tline  xxx",
+    }
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    d = tmp_path_factory.mktemp("corpus")
+    names = []
+    for name, data in edge_files().items():
+        (d / name).write_bytes(data)
+        names.append(name)
+    wordcount.generate(str(d / "zipf.txt"), megabytes=1.5, vocabulary=4000, seed=3)
+    names.insert(3, "zipf.txt")
+    subprocess.run([sys.executable, "-m", "mpitiny", "ingest", *names, "-o", "data.h5",
+                    "--chunk", "64KiB"], cwd=d, check=True, capture_output=True)
+    sources = [(n, (d / n).read_bytes()) for n in names]
+    return d, sources
+
+
+def logical(sources) -> bytes:
+    return b"".join(data for _, data in sources)
+
+
+def ref_wordcount(data: bytes) -> bytes:
+    rows = sorted(Counter(data.split()).items(), key=lambda kv: (-kv[1], kv[0]))
+    return b"".join(w + b"\t" + str(n).encode() + b"\n" for w, n in rows)
+
+
+def ref_grep(sources, pattern: str) -> tuple:
+    rx = re.compile(pattern.encode("utf-8", "surrogateescape"))
+    data = logical(sources)
+    starts, pos = [], 0
+    for name, d in sources:
+        starts.append(pos)
+        pos += len(d)
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    out, counts, pos = [], Counter(), 0
+    for line in lines:
+        if rx.search(line):
+            k = max(i for i, s in enumerate(starts) if s <= pos)
+            name = sources[k][0]
+            out.append(b"%s\t%d\t%s\n" % (name.encode(), pos - starts[k], line))
+            counts[name] += 1
+        pos += len(line) + 1
+    count_tsv = b"".join(b"%s\t%d\n" % (n.encode(), counts[n]) for n, _ in sources)
+    return b"".join(out), count_tsv
+
+
+def ref_distinct(data: bytes) -> bytes:
+    return b"".join(w + b"\n" for w in sorted(set(data.split())))
+
+
+def test_corpus_has_many_splits_and_a_multi_chunk_split(corpus):
+    from mpitiny.io.h5data import open_splits
+    d, sources = corpus
+    s = open_splits(str(d / "data.h5"))
+    assert len(s) > 20
+    assert int(s.lengths.max()) > 2 * 65536     # the huge line: one split over 3 chunks
+    assert b"".join(s.read(i) for i in range(len(s))) == logical(sources)
+
+
+# ----------------------------------------------------------------- kernels, no MPI
+@pytest.mark.parametrize("kernel", ["counter", "numpy", "keys"])
+def test_count_words_kernels_exact(corpus, kernel):
+    data = (logical(corpus[1]) + b"\x00 \xa0 \x1c\x1d\x1e\x1f \x85 a a\x00 a\x00\x00 \x00a"
+            b" 1234567 12345678 \xff\xff\xff\xff\xff\xff\xff")
+    words, counts, h1, h2 = mr.count_words(np.frombuffer(data, np.uint8), kernel)
+    assert dict(zip(words, counts.tolist())) == Counter(data.split())
+    assert (h1, h2) != () and np.array_equal(mr.hash_words(words)[0], h1)
+
+
+def test_numpy_kernel_falls_back_on_collision(monkeypatch):
+    real = mr.tokenize
+
+    def colliding(arr):
+        s, e, h1, h2 = real(arr)
+        return s, e, np.zeros_like(h1), h2          # every token has the same h1
+    monkeypatch.setattr(mr, "tokenize", colliding)
+    data = b"a b a c\n"
+    assert mr.count_words_numpy(np.frombuffer(data, np.uint8)) is None
+    words, counts, _, _ = mr.count_words(data, "numpy")
+    assert dict(zip(words, counts.tolist())) == {b"a": 2, b"b": 1, b"c": 1}
+
+
+def test_pack_roundtrip():
+    parts = [{"x": np.arange(5, dtype=np.int64), "b": b"hi\n"}, {"y": np.zeros((2, 3), "u1")}]
+    back = mr.unpack(mr.pack(parts))
+    assert back[0]["b"] == b"hi\n" and back[0]["x"].tolist() == list(range(5))
+    assert back[1]["y"].shape == (2, 3)
+    assert mr.unpack(mr.pack(parts), which={1})[0] is None
+
+
+def test_tree_tasks_shape():
+    tasks, root = mr.tree_tasks("map", 10, 3, "m:f")
+    assert [t["deps"] for t in tasks if t["id"].startswith("tree1.")][-1] == ["map[9]"]
+    assert len([t for t in tasks if t["id"].startswith("tree1.")]) == 4
+    assert root == "tree3.0" and tasks[-1]["deps"] == ["tree2.0", "tree2.1"]
+    assert mr.tree_tasks("map", 1, 4, "m:f")[1] == "tree1.0"
+
+
+@pytest.mark.parametrize("reducers", [1, 3])
+def test_wordcount_functions_without_mpi(corpus, tmp_path, reducers):
+    from mpitiny.io.h5data import open_splits
+    d, sources = corpus
+    h5 = str(d / "data.h5")
+    maps = {f"map[{i}]": wordcount.map_split(h5, i, reducers)
+            for i in range(len(open_splits(h5)))}
+    reds = {f"reduce[{r}]": wordcount.reduce_part(maps, r) for r in range(reducers)}
+    res = wordcount.finish(str(tmp_path), reds)
+    data = logical(sources)
+    assert (tmp_path / "wordcount.tsv").read_bytes() == ref_wordcount(data)
+    assert res["bytes"] == len(data) and res["total"] == len(data.split())
+    assert wordcount.read_h5(str(tmp_path / "wordcount.h5")) == sorted(
+        Counter(data.split()).items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+# ----------------------------------------------------------------- the jobs under MPI
+def run_job(python_module, n, dag, corpus, out, *params, timeout=120):
+    d, _ = corpus
+    proc = python_module(n, "mpitiny", "run", str(dag), "--param", f"input={d / 'data.h5'}",
+                         "--param", f"output={out}", *params, "--out", str(out) + "-run",
+                         env={"PYTHONPATH": str(JOBS)}, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads((Path(str(out) + "-run") / "summary.json").read_text())
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("n", [1, 2, 4, 8])
+def test_wordcount_job_any_ranks(python_module, corpus, tmp_path, n):
+    out = tmp_path / "out"
+    run_job(python_module, n, JOBS / "wordcount.json", corpus, out,
+            "--param", f"reducers={3 if n < 8 else 1}")
+    assert (out / "wordcount.tsv").read_bytes() == ref_wordcount(logical(corpus[1]))
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("n", [1, 2, 4, 8])
+def test_grep_job_any_ranks(python_module, corpus, tmp_path, n):
+    out = tmp_path / "out"
+    run_job(python_module, n, JOBS / "grep.json", corpus, out, "--param", f"pattern={PATTERN}")
+    lines, counts = ref_grep(corpus[1], PATTERN)
+    assert lines.count(b"\n") > 100
+    assert (out / "grep.tsv").read_bytes() == lines
+    assert (out / "grep-counts.tsv").read_bytes() == counts
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("n", [1, 2, 4, 8])
+def test_distinct_job_any_ranks(python_module, corpus, tmp_path, n):
+    out = tmp_path / "out"
+    run_job(python_module, n, JOBS / "distinct.json", corpus, out)
+    assert (out / "distinct.txt").read_bytes() == ref_distinct(logical(corpus[1]))
+
+
+@pytest.mark.mpi
+def test_aggregation_tree_variants(python_module, corpus, tmp_path):
+    """The generated tree dag.json (plain tasks with literal deps) gives the same outputs."""
+    d, sources = corpus
+    h5 = str(d / "data.h5")
+    for job, fn, extra in [("wordcount", "wordcount:reduce_part", ["--drop", "reduce", "-p", "reducers=1"]),
+                           ("grep", "grep:merge", ["-p", f"pattern={PATTERN}"])]:
+        dag = tmp_path / f"{job}-tree.json"
+        subprocess.run([sys.executable, str(JOBS / "mapreduce.py"), "tree", str(JOBS / f"{job}.json"),
+                        "--input", h5, "--fn", fn, "--fanin", "4", *extra, "-o", str(dag)],
+                       check=True, capture_output=True, env={"PYTHONPATH": str(JOBS), "PATH": ""})
+        run_job(python_module, 2, dag, corpus, tmp_path / job)
+    assert (tmp_path / "wordcount" / "wordcount.tsv").read_bytes() == ref_wordcount(logical(sources))
+    assert (tmp_path / "grep" / "grep.tsv").read_bytes() == ref_grep(sources, PATTERN)[0]
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("kernel", ["numpy", "keys"])
+def test_wordcount_other_kernels_job(python_module, corpus, tmp_path, kernel):
+    out = tmp_path / "out"
+    run_job(python_module, 2, JOBS / "wordcount.json", corpus, out, "--param", f"kernel={kernel}")
+    assert (out / "wordcount.tsv").read_bytes() == ref_wordcount(logical(corpus[1]))
