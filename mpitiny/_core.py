@@ -62,6 +62,7 @@ CHUNK_SECONDS = 0.002
 MAX_CHUNK = 4096
 QUEUE_SLOTS, INBOX_WORDS, RING_WORDS = 128, 1024, 1 << 16
 STORE_OBJECTS = 1 << 16   # kept outputs per rank in its window at once (more go to disk)
+SAMPLE_SECONDS = 1.0      # psutil samples of each rank for the trace
 SUMMARY_GROUPS = 1000   # larger DAGs keep their gid -> id table in tasks.h5 only
 
 
@@ -115,6 +116,7 @@ class Engine:
         self.process = psutil.Process()
         self.process.cpu_percent(None)
         self.samples: list = []
+        self.sampled_at = time.monotonic()
         self.finished_here = 0
         self.steals = 0
         self.stolen_tasks = 0
@@ -274,9 +276,11 @@ class Engine:
 
     def report_finished(self) -> None:
         """Add this rank's newly finished tasks to the run-wide counter; maybe end the run."""
-        if time.monotonic() - self.reported_at > REPORT_SECONDS:
+        now = time.monotonic()
+        if now - self.sampled_at > SAMPLE_SECONDS:
+            self.sampled_at = now
             self.sample()
-        self.reported_at = time.monotonic()
+        self.reported_at = now
         if not self.unreported:
             return
         n, self.unreported = self.unreported, 0
@@ -313,7 +317,6 @@ class Engine:
         self.busy += dt
         if time.monotonic() - self.reported_at > REPORT_SECONDS:
             self.report_finished()
-            self.sample()
         if self.progress is not None:
             self.progress.tick(working=True)
         per_task = dt / max(ntasks, 1)
@@ -712,7 +715,7 @@ def load_everywhere(comm, path: str | None, params: dict, text: str | None = Non
 def run_file(path: str | None, params: dict, out_dir: str | None = None, quiet: bool = False,
              result_mem: int = 256 << 20, state_mem: int = 16 << 20,
              mem_limit: int | None = None, progress_interval: float | None = None,
-             dag_text: str | None = None) -> int:
+             dag_text: str | None = None, trace: bool = False) -> int:
     """``mpitiny run``: returns the exit status (0 all done, 1 some failed)."""
     from mpi4py import MPI
     comm = MPI.COMM_WORLD
@@ -731,7 +734,7 @@ def run_file(path: str | None, params: dict, out_dir: str | None = None, quiet: 
         raise BadInput(setup_error)
     try:
         return _run(comm, dag, run_dir, quiet, result_mem, t_launch, state_mem, mem_limit,
-                    progress_interval)
+                    progress_interval, trace)
     except BaseException:
         sys.stderr.write(f"mpitiny: internal error on rank {rank} of {comm.Get_size()} "
                          f"({socket.gethostname()}); aborting the job\n{traceback.format_exc()}")
@@ -742,7 +745,7 @@ def run_file(path: str | None, params: dict, out_dir: str | None = None, quiet: 
 
 def _run(comm, dag: DAG, run_dir: str, quiet: bool, result_mem: int, t_launch: float,
          state_mem: int = 16 << 20, mem_limit: int | None = None,
-         progress_interval: float | None = None) -> int:
+         progress_interval: float | None = None, trace: bool = False) -> int:
     rank = comm.Get_rank()
     engine = Engine(comm, dag, run_dir, result_mem, os.environ.get("MPITINY_FAULT"), state_mem,
                     mem_limit)
@@ -767,6 +770,9 @@ def _run(comm, dag: DAG, run_dir: str, quiet: bool, result_mem: int, t_launch: f
         return EXIT_OK if not (stats["failed"] or stats["upstream_failed"]) else EXIT_TASKS_FAILED
     summary = make_summary(dag, run_dir, all_stats, t_launch, t_start, t_end)
     rundir.write_virtual_table(run_dir, [s["rows"] for s in all_stats], dag)
+    if trace:
+        from mpitiny.report import write_run_trace
+        write_run_trace(run_dir, len(all_stats))
     write_atomic(os.path.join(run_dir, "summary.json"),
                         json.dumps(summary, indent=1).encode())
     if not quiet:

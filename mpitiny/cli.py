@@ -80,14 +80,17 @@ def cli() -> None:
                    "RUN_DIR/spill/ (default: --result-mem).")
 @click.option("--progress-interval", type=float, default=None, metavar="SECONDS",
               help="How often rank 0 shows progress (default 0.5 on a terminal, 10 otherwise).")
+@click.option("--trace", is_flag=True,
+              help="Also write RUN_DIR/trace.json (Chrome trace events: Perfetto, chrome://tracing).")
 def run(dag_file: str, params: tuple, out_dir: str | None, quiet: bool, result_mem: int,
-        state_mem: int, mem_limit: int | None, progress_interval: float | None) -> None:
+        state_mem: int, mem_limit: int | None, progress_interval: float | None,
+        trace: bool) -> None:
     """Run DAG_FILE on every rank of the MPI job (``mpiexec -n N mpitiny run DAG_FILE``)."""
     from mpitiny._core import run_file
     status = run_file(dag_file, parse_params(params), out_dir=out_dir, quiet=quiet,
                       result_mem=result_mem << 20, state_mem=state_mem << 20,
                       mem_limit=None if mem_limit is None else mem_limit << 20,
-                      progress_interval=progress_interval)
+                      progress_interval=progress_interval, trace=trace)
     sys.exit(status)
 
 

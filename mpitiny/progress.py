@@ -69,7 +69,7 @@ class Progress:
                   "busy_ranks": busy, "ranks": e.nranks, "rss_mb": self.process.memory_info().rss >> 20,
                   "elapsed_seconds": round(t - self.start, 3), "updated": t}
         from mpitiny.io.commit import write_atomic
-        write_atomic(self.path, json.dumps(record).encode())
+        write_atomic(self.path, json.dumps(record).encode(), durable=final)
         if self.show:
             self.stream.write(format_line(record, self.tty) + ("\n" if not self.tty or final else ""))
             self.stream.flush()

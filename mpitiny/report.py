@@ -99,6 +99,15 @@ def summary_text(summary: dict, ran: np.ndarray, t0: float, run_dir: str) -> str
     return "\n".join(lines) + "\n"
 
 
+def write_run_trace(run_dir: str, nranks: int) -> str:
+    """``RUN_DIR/trace.json`` for ``mpitiny run --trace`` (rank 0, after the tables exist)."""
+    rows = read_tasks(run_dir)
+    ran = rows[rows["status"] != UPSTREAM_FAILED]
+    t0 = float(ran["start"].min()) if len(ran) else 0.0
+    return write_chrome_trace(os.path.join(run_dir, "trace.json"), ran, t0, nranks,
+                              read_samples(run_dir))
+
+
 def read_samples(run_dir: str) -> dict:
     """``{rank: samples}`` (psutil CPU %, RSS, I/O bytes) from the per-rank tables."""
     import h5py

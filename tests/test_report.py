@@ -35,3 +35,15 @@ def test_report_of_a_run(python_module, tmp_path):
     for name in ("gantt.png", "durations.png", "latency_cdf.png", "throughput.png"):
         data = (rep / name).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 2000
+
+
+def test_run_with_trace_writes_one_event_per_task(python_module, tmp_path):
+    dag = {"name": "tr", "tasks": [{"id": "n", "fn": "mpitiny.tasks:null",
+                                    "foreach": {"i": {"range": [0, 5000]}}}]}
+    (tmp_path / "dag.json").write_text(json.dumps(dag))
+    proc = python_module(2, "mpitiny", "run", "dag.json", "-o", "run", "-q", "--trace",
+                         cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    trace = json.loads((tmp_path / "run" / "trace.json").read_text())
+    gids = sorted(e["args"]["gid"] for e in trace["traceEvents"] if e["ph"] == "X")
+    assert gids == list(range(5000))

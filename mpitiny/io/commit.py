@@ -25,15 +25,19 @@ def _temporary(path: str) -> str:
 
 
 @contextmanager
-def atomic_output(path: str, mode: str = "wb", **open_args) -> Iterator:
-    """A file object for ``path`` that becomes ``path`` only when the block ends without error."""
+def atomic_output(path: str, mode: str = "wb", durable: bool = True, **open_args) -> Iterator:
+    """A file object for ``path`` that becomes ``path`` only when the block ends without error.
+
+    ``durable=False`` skips the ``fsync``: readers still see the whole file or the old one,
+    but a machine crash may lose it (right for files rewritten often, such as progress)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = _temporary(path)
     try:
         with open(tmp, mode, **open_args) as f:
             yield f
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -55,7 +59,7 @@ def atomic_h5(path: str, **file_args) -> Iterator:
             os.remove(tmp)
 
 
-def write_atomic(path: str, data: bytes) -> None:
+def write_atomic(path: str, data: bytes, durable: bool = True) -> None:
     """Write ``data`` to ``path`` in one step (see ``atomic_output``)."""
-    with atomic_output(path) as f:
+    with atomic_output(path, durable=durable) as f:
         f.write(data)

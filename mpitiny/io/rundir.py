@@ -55,7 +55,7 @@ def prepare(run_dir: str) -> None:
         if os.path.isdir(path):
             shutil.rmtree(path)
         os.makedirs(path)
-    for name in ("summary.json", "tasks.h5"):
+    for name in ("summary.json", "tasks.h5", "trace.json", "progress.json"):
         path = os.path.join(run_dir, name)
         if os.path.exists(path):
             os.remove(path)
