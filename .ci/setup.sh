@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source .ci/venv.sh
-ensure_venv .venv "-e .[mpich,test]"
+ensure_venv .venv "-e .[mpich,test,plots]"

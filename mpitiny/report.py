@@ -8,7 +8,7 @@ writes into ``RUN_DIR/report/``:
 - ``trace.json``: Chrome trace-event JSON (one complete event per task, one track per rank,
   with the time it was queued, whether it was stolen and the bytes it read; the ranks' psutil
   CPU and memory samples as counters), which opens in Perfetto and chrome://tracing;
-- with matplotlib installed (``pip install mpitiny[bench]``), PNG plots: ``gantt.png`` (a
+- with matplotlib installed (``pip install mpitiny[plots]``), PNG plots: ``gantt.png`` (a
   timeline per rank), ``durations.png`` (task-duration histogram), ``latency_cdf.png``
   (completion time after the run's first start, as a CDF), ``throughput.png`` (tasks finished
   per interval).

@@ -208,7 +208,9 @@ _BANNERS = re.compile(
     r"|^Abort\(-?\d+\) on node \d+ \(rank \d+ in comm \d+\): .*(?:\n|$)"
     # libevent inside Open MPI's launcher, now and then when ranks exit abnormally (a known,
     # harmless race: open-mpi/ompi#2004, #5520).
-    r"|^\[warn\] Epoll [A-Z]+\(\d+\) on fd \d+ failed\..*(?:\n|$)",
+    r"|^\[warn\] Epoll [A-Z]+\(\d+\) on fd \d+ failed\..*(?:\n|$)"
+    # Open MPI's launcher (its PMIx server) when ranks exit while it still talks to them.
+    r"|^\[[\w.-]+:\d+\] PMIX ERROR: .*(?:\n|$)",
     re.MULTILINE)
 
 

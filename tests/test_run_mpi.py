@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mpirun import strip_mpi_banners
 from mpitiny.dag.load import load_dag
 from mpitiny.io.check import check_run
 from mpitiny.io.rundir import groups_of, read_tasks, task_id
@@ -234,14 +235,8 @@ def test_bad_input_one_message_exit_2_nothing_written(python_module, tmp_path, n
 
 
 def own_lines(text: str) -> list:
-    """Non-empty lines, without the banner Open MPI's launcher adds when ranks exit non-zero."""
-    out, in_banner = [], False
-    for line in text.splitlines():
-        if line.startswith("-" * 20):
-            in_banner = not in_banner
-        elif line.strip() and not in_banner:
-            out.append(line)
-    return out
+    """Non-empty lines of what mpitiny printed, without what the MPI launcher adds."""
+    return [line for line in strip_mpi_banners(text).splitlines() if line.strip()]
 
 
 def test_missing_dag_file(python_module, tmp_path):
