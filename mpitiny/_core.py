@@ -62,6 +62,7 @@ CHUNK_SECONDS = 0.002
 MAX_CHUNK = 4096
 QUEUE_SLOTS, INBOX_WORDS, RING_WORDS = 128, 1024, 1 << 16
 STORE_OBJECTS = 1 << 16   # kept outputs per rank in its window at once (more go to disk)
+RESULT_COPY_LIMIT = 64 << 10   # values other tasks read go to results/ only if JSON and small
 SAMPLE_SECONDS = 1.0      # psutil samples of each rank for the trace
 SUMMARY_GROUPS = 1000   # larger DAGs keep their gid -> id table in tasks.h5 only
 
@@ -437,16 +438,19 @@ class Engine:
             return None          # the task itself will report the problem when it reads
 
     def store_result(self, group, i: int, gid: int, value) -> None:
-        """Write a return value to the run's results; keep it for readers if it has any."""
+        """Keep a return value for the tasks that read it, if any; write it to the run's
+        results unless it is intermediate data (read by other tasks, and bytes, an array or
+        JSON over ``RESULT_COPY_LIMIT``): those live in the store / spill files only."""
         try:
             kind, data = encode(value)
         except (TypeError, ValueError) as exc:
             raise TaskResultError(
                 f"return value of type {type(value).__name__} cannot be kept ({exc}); return "
                 "JSON values, bytes or numpy arrays") from None
-        if value is not None:
+        consumed = self.layout.has_locs[group.index]
+        if value is not None and (not consumed or (kind == 0 and len(data) <= RESULT_COPY_LIMIT)):
             self.files.result(group.instance_id(i), kind, data)
-        if self.layout.has_locs[group.index]:
+        if consumed:
             loc, length, oid = self.store.keep_encoded(kind, data, self.readers(group.index, i))
             owner, word = self.layout.loc_word(group.index, i)
             self.pending_locs.append((owner, word, loc, length, oid))
