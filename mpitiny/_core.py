@@ -118,15 +118,13 @@ class Engine:
         self.process.cpu_percent(None)
         self.samples: list = []
         self.sampled_at = time.monotonic()
-        self.finished_here = 0
         self.steals = 0
         self.stolen_tasks = 0
         self.split_reads = [0, 0]    # split tasks run on their home rank / elsewhere
         self.busy = 0.0
         self.rng = random.Random(12345 + 7919 * self.rank)
-        local_size = self.ranks_here
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        self.max_sleep = 1e-4 if local_size <= (cores or 1) else 1e-3
+        self.max_sleep = 1e-4 if self.ranks_here <= (cores or 1) else 1e-3
         os.environ["MPITINY_RANK"] = str(self.rank)          # for fn tasks and their children
         os.environ["MPITINY_RUN_DIR"] = os.path.abspath(run_dir)
         self.cmd_env = None
@@ -335,7 +333,6 @@ class Engine:
         n = len(instances)
         self.unreported += n
         self.unreported_failed += len(failed)
-        self.finished_here += n
         if "splits" in group.options:
             at_home = int(np.count_nonzero(self.homes(group, np.asarray(instances)) == self.rank))
             self.split_reads[0] += at_home
@@ -571,7 +568,6 @@ class Engine:
             self.records.add_run(gids, UPSTREAM_FAILED, np.full(len(gids), now), np.full(len(gids), now))
             self.unreported += len(gids)
             self.unreported_failed += len(gids)
-            self.finished_here += len(gids)
 
     @staticmethod
     def placed(group) -> bool:

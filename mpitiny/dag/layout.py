@@ -142,9 +142,6 @@ class Layout:
     def count_words(self, g: int, rank: int, pos: np.ndarray) -> np.ndarray:
         return self.counts0[rank] + self.count_base[g][rank] + pos
 
-    def loc_words(self, g: int, rank: int, pos: np.ndarray) -> np.ndarray:
-        return self.locs0[rank] + LOC_WORDS * (self.loc_base[g][rank] + pos)
-
     def init_words(self, rank: int, local: np.ndarray) -> None:
         """Write this rank's initial gate and count values into its own window memory."""
         for g in np.flatnonzero(self.has_gate):

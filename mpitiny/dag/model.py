@@ -357,9 +357,6 @@ class DAG:
             for d in g.deps:
                 self.children[d.parent].append((g.index, d))
 
-    def group_of(self, gid: int) -> Group:
-        return self.groups[int(np.searchsorted(self.base, gid, side="right")) - 1]
-
     def locate(self, gid: int) -> tuple:
         """``(group, instance index)`` of a global task id."""
         g = int(np.searchsorted(self.base, gid, side="right")) - 1

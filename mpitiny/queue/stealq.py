@@ -209,16 +209,6 @@ class StealQueue:
                 return True
         return False
 
-    def queued(self) -> int:
-        """How many ready tasks this rank holds (own view, for progress and balancing)."""
-        n = 0
-        for _, _, slot in self.active:
-            _, nxt, hi = unpack(int(self.local[self.slot0 + slot]))
-            n += max(hi - nxt, 0)
-        for _, kind, payload in self.pending:
-            n += payload[1] - payload[0] if kind == RANGE else len(payload)
-        return n
-
     def take_inbox(self) -> list:
         """Runs ``(lo, hi)`` of task ids other ranks placed here since the last call."""
         if self.local[self.base + INBOX_TAIL] == self.local[self.base + INBOX_TAKEN]:
