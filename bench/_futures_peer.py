@@ -80,25 +80,12 @@ def phase_sleeps(ex, seconds):
 
 def main():
     phases = json.loads(sys.argv[1])
-    out = []
     with MPIPoolExecutor() as ex:
         workers = ex.num_workers
         for f in [ex.submit(null) for _ in range(4 * workers)]:   # warm up every worker
             f.result()
-        for ph in phases:
-            kind = ph["kind"]
-            if kind == "submit":
-                res = phase_submit(ex, ph["n"])
-            elif kind == "map":
-                res = phase_map(ex, ph["n"], ph["chunksize"])
-            elif kind == "chain":
-                res = phase_chain(ex, ph["n"])
-            elif kind == "sleeps":
-                res = phase_sleeps(ex, ph["seconds"])
-            else:
-                raise SystemExit(f"unknown phase {kind!r}")
-            res["kind"] = kind
-            out.append(res)
+        out = bench_tasks.run_phases(ex, phases, {"submit": phase_submit, "map": phase_map,
+                                                "chain": phase_chain, "sleeps": phase_sleeps})
     print(json.dumps({"workers": workers, "phases": out}))
 
 

@@ -64,23 +64,10 @@ def phase_sleeps(pool, seconds):
 def main():
     workers = int(sys.argv[1])
     phases = json.loads(sys.argv[2])
-    out = []
     with mp.get_context("fork").Pool(workers) as pool:
         pool.map(bench_tasks.null, range(4 * workers), chunksize=1)      # warm up
-        for ph in phases:
-            kind = ph["kind"]
-            if kind == "submit":
-                res = phase_submit(pool, ph["n"])
-            elif kind == "map":
-                res = phase_map(pool, ph["n"], ph["chunksize"])
-            elif kind == "chain":
-                res = phase_chain(pool, ph["n"])
-            elif kind == "sleeps":
-                res = phase_sleeps(pool, ph["seconds"])
-            else:
-                raise SystemExit(f"unknown phase {kind!r}")
-            res["kind"] = kind
-            out.append(res)
+        out = bench_tasks.run_phases(pool, phases, {"submit": phase_submit, "map": phase_map,
+                                                "chain": phase_chain, "sleeps": phase_sleeps})
     print(json.dumps({"workers": workers, "phases": out}))
 
 

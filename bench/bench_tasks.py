@@ -51,3 +51,17 @@ def timed_sleep(seconds: float):
     t0 = time.time()
     time.sleep(seconds)
     return t0, time.time(), os.getpid()
+
+
+def run_phases(executor, phases: list, handlers: dict) -> list:
+    """Run the peers' benchmark phases in order: ``handlers[kind](executor, **params)`` for
+    each ``{"kind": ..., **params}``; each result dict gets its ``kind``."""
+    out = []
+    for ph in phases:
+        kind = ph["kind"]
+        if kind not in handlers:
+            raise SystemExit(f"unknown phase {kind!r}")
+        res = handlers[kind](executor, **{k: v for k, v in ph.items() if k != "kind"})
+        res["kind"] = kind
+        out.append(res)
+    return out
