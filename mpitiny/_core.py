@@ -20,15 +20,28 @@ counter word (on rank 0's window, by atomic add, in batches, when it runs out of
 rank whose add makes the counter equal to the number of tasks sets the *done* word of every
 rank; idle ranks read only their own word.
 
-Errors: a task that raises (or exits non-zero) is recorded as failed with its traceback, host
-and rank; its descendants are reported upstream-failed; the run goes on. Anything that goes
-wrong inside the engine itself aborts the whole MPI job (``MPI_Abort``) after printing the
+Errors: a task that raises (or exits non-zero) is retried up to its ``retries``, then recorded
+as failed with its traceback, host, rank and attempt; its descendants are reported
+upstream-failed; the run goes on (``--max-fails N`` ends it after N failed tasks). Anything that
+goes wrong inside the engine itself aborts the whole MPI job (``MPI_Abort``) after printing the
 traceback once, so a run never hangs.
+
+Reliability (``mpitiny.io.journal``, ``mpitiny._guard``): every rank journals what it starts and
+finishes (memory-mapped, synced every few seconds and at exit). A run directory whose journals
+belong to the same DAG and whose last incarnation did not complete is *resumed*: journaled-done
+tasks are not run again but pass through the worker loop as "cached" (their kept values are
+reloaded for their children, their rows have attempt 0), so the DAG's counts and the outputs
+come out exactly as in an uninterrupted run, with any number of ranks. Tasks that were running
+when a rank died have *crashed*: they run alone in a child process and fail after
+``max_crashes``. SIGTERM / SIGINT / SIGUSR1 stop the run: the rank interrupts its task, sets
+every rank's done word to ``STOP_SIGNAL``, the journals are synced and the run exits with
+``EXIT_RESUMABLE`` (75).
 """
 from __future__ import annotations
 
 import gc
 import json
+import signal
 import os
 import random
 import socket
@@ -36,14 +49,17 @@ import subprocess
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 
 import numpy as np
 
 from mpitiny.dag.layout import LOC_WORDS, Layout
 from mpitiny.dag.model import DAG
 from mpitiny.dag.release import Release
-from mpitiny.errors import (EXIT_INTERNAL, EXIT_OK, EXIT_TASKS_FAILED, BadInput, InternalError,
-                            MpitinyError)
+from mpitiny._guard import Guard, StopRun, parse_fault, run_isolated
+from mpitiny.errors import (EXIT_INTERNAL, EXIT_OK, EXIT_RESUMABLE, EXIT_TASKS_FAILED, BadInput,
+                            InternalError, MpitinyError)
+from mpitiny.io import journal as jnl
 from mpitiny.io import rundir
 from mpitiny.io.commit import write_atomic
 from mpitiny.io.rundir import DONE, FAILED, UPSTREAM_FAILED
@@ -54,10 +70,13 @@ from mpitiny.queue.stealq import StealQueue, region_size
 from mpitiny import state
 from mpitiny.state import StateStore
 
-CTRL_DONE = 0        # this rank's "all tasks finished" flag
+CTRL_DONE = 0        # this rank's end flag: ALL_FINISHED, STOP_SIGNAL or STOP_MAX_FAILS
 CTRL_FINISHED = 1    # on rank 0: how many tasks have finished, run-wide
 CTRL_FAILED = 2      # on rank 0: how many of them failed or were skipped (for progress)
+CTRL_FAILED_TASKS = 3  # on rank 0: how many failed (for --max-fails)
 CTRL_WORDS = 4
+ALL_FINISHED, STOP_SIGNAL, STOP_MAX_FAILS = 1, 2, 3
+NORMAL, CACHED, SUSPECT, DOOMED = 0, 1, 2, 3    # a task's standing in a resumed run
 CHUNK_SECONDS = 0.002
 MAX_CHUNK = 4096
 QUEUE_SLOTS, INBOX_WORDS, RING_WORDS = 128, 1024, 1 << 16
@@ -67,12 +86,34 @@ SAMPLE_SECONDS = 1.0      # psutil samples of each rank for the trace
 SUMMARY_GROUPS = 1000   # larger DAGs keep their gid -> id table in tasks.h5 only
 
 
+@dataclass
+class RunOptions:
+    """How ``mpitiny run`` runs a DAG (its command-line options; see ``mpitiny run --help``)."""
+
+    result_mem: int = 256 << 20
+    state_mem: int = 16 << 20
+    mem_limit: int | None = None
+    quiet: bool = False
+    progress_interval: float | None = None
+    trace: bool = False
+    retries: int = 0                 # run-wide default of a task's "retries"
+    timeout: float | None = None     # run-wide default of a task's "timeout" (seconds)
+    max_fails: int | None = None     # end the run after this many failed tasks
+    max_crashes: int = 3             # a task that crashed its rank this often fails
+    journal: bool = True
+    resume: str = "auto"             # "auto": if the journals are of this DAG and unfinished;
+                                     # "yes": also after a complete run; "no": start over
+
+
 class Engine:
     """One rank's share of a run."""
 
-    def __init__(self, comm, dag: DAG, run_dir: str, result_mem: int = 256 << 20,
-                 fault: str | None = None, state_mem: int = 16 << 20,
-                 mem_limit: int | None = None) -> None:
+    def __init__(self, comm, dag: DAG, run_dir: str, opts: RunOptions | None = None,
+                 fault: str | None = None, incarnation: int = 1,
+                 resumed: "jnl.Resumed | None" = None) -> None:
+        opts = opts or RunOptions()
+        self.opts = opts
+        result_mem, state_mem, mem_limit = opts.result_mem, opts.state_mem, opts.mem_limit
         self.comm = comm
         self.rank = comm.Get_rank()
         self.nranks = comm.Get_size()
@@ -127,9 +168,24 @@ class Engine:
         self.max_sleep = 1e-4 if self.ranks_here <= (cores or 1) else 1e-3
         os.environ["MPITINY_RANK"] = str(self.rank)          # for fn tasks and their children
         os.environ["MPITINY_RUN_DIR"] = os.path.abspath(run_dir)
+        os.environ["MPITINY_ATTEMPT"] = "1"
         self.cmd_env = None
         self.direct = None      # one released task this rank runs next without queueing it
-        self.fault = _parse_fault(fault, self.rank)
+        self.fault = parse_fault(fault, self.rank)
+        self.incarnation = incarnation
+        self.journal = jnl.Journal(run_dir, incarnation, self.rank) if opts.journal else None
+        self.synced_at = time.monotonic()
+        self.resumed = resumed
+        self.standing = None    # per gid NORMAL / CACHED / SUSPECT / DOOMED, when resuming
+        if resumed is not None:
+            standing = np.zeros(dag.total, dtype=np.int8)
+            standing[resumed.crashes > 0] = SUSPECT
+            standing[resumed.crashes >= opts.max_crashes] = DOOMED
+            standing[resumed.done] = CACHED
+            self.standing = standing if standing.any() else None
+        self.guard = Guard()
+        self.stopped = 0        # why this rank left the worker loop early (STOP_*), else 0
+        self.counts = {"cached": 0, "retried": 0, "isolated": 0, "crashed": 0}
         _short_timer_slack()
 
     # ------------------------------------------------------------------ start and finish
@@ -178,6 +234,9 @@ class Engine:
         self.comm.Barrier()
 
     def stop(self) -> None:
+        if self.journal is not None:
+            self.files.flush()
+            self.journal.close()
         state.use(None)
         if self.store is not None:
             self.store.close()
@@ -205,7 +264,10 @@ class Engine:
             sys.stdout, sys.stderr = saved
 
     def next_work(self):
-        """This rank's next chunk: its own, or stolen; None once the whole run is finished."""
+        """This rank's next chunk: its own, or stolen; None once the whole run is finished
+        (or stopped: by a signal on some rank, or by ``--max-fails``)."""
+        if self.mem.local[CTRL_DONE] or self.guard.stop_signal:
+            return self.leave()
         if self.direct is not None:
             work, self.direct = self.direct, None
             self.batch_info = (time.time(), False)
@@ -220,13 +282,29 @@ class Engine:
             if self.steal():
                 continue
             self.report_finished()
-            if self.mem.local[CTRL_DONE]:
-                return None
+            if self.mem.local[CTRL_DONE] or self.guard.stop_signal:
+                return self.leave()
             if self.progress is not None:
                 self.progress.tick()
             idle_rounds += 1
             if idle_rounds > 20:
                 time.sleep(min(self.max_sleep, 1e-6 * (1 << min(idle_rounds - 20, 10))))
+
+    def leave(self) -> None:
+        """Why the loop ends: all finished, or a stop (which this rank then spreads)."""
+        if self.guard.stop_signal and not self.stopped:
+            self.request_stop(STOP_SIGNAL)
+        done = int(self.mem.local[CTRL_DONE])
+        if done != ALL_FINISHED:
+            self.stopped = self.stopped or done
+        self.report_finished()
+        return None
+
+    def request_stop(self, why: int) -> None:
+        """End the run early on every rank (unless it has just finished): one CAS per rank."""
+        self.stopped = why
+        for r in range(self.nranks):
+            self.mem.cas(r, CTRL_DONE, 0, why)
 
     def chunk_size(self) -> int:
         return max(1, min(MAX_CHUNK, int(CHUNK_SECONDS / max(self.avg_task, 1e-7))))
@@ -280,6 +358,8 @@ class Engine:
             self.sampled_at = now
             self.sample()
         self.reported_at = now
+        if self.journal is not None and now - self.synced_at > jnl.SYNC_SECONDS:
+            self.sync_journal()
         if not self.unreported:
             return
         n, self.unreported = self.unreported, 0
@@ -289,7 +369,13 @@ class Engine:
         before = self.mem.fetch_add(0, CTRL_FINISHED, n)
         if before + n == self.dag.total:
             for r in range(self.nranks):
-                self.mem.swap(r, CTRL_DONE, 1)
+                self.mem.cas(r, CTRL_DONE, 0, ALL_FINISHED)
+
+    def sync_journal(self) -> None:
+        """Results and failures to the OS, then the journal (and kept values) to disk."""
+        self.synced_at = time.monotonic()
+        self.files.flush()
+        self.journal.sync()
 
     # ------------------------------------------------------------------ running tasks
     def execute(self, work) -> None:
@@ -322,17 +408,55 @@ class Engine:
         self.avg_task = per_task if ntasks >= 8 else 0.5 * self.avg_task + 0.5 * per_task
 
     def run_group(self, g: int, instances) -> None:
-        """Run instances of one group, record them, release their children."""
+        """Run instances of one group, record and journal them, release their children."""
         group = self.dag.groups[g]
-        if self.fault is not None:
-            self.fault.tick(len(instances))
-        if group.kind == "fn":
-            failed = self.run_fn(group, instances)
-        else:
-            failed = self.run_cmd(group, instances)
         n = len(instances)
+        if self.fault is not None:
+            if self.fault.left < n:
+                head = instances[:self.fault.left]
+                self.fault.left = n
+                if len(head):
+                    self.run_group(g, head)
+                self.fault.fire()
+            self.fault.left -= n
+        first = int(self.base[g])
+        if self.standing is not None:
+            standing = self.standing[first + np.asarray(instances)]
+            if standing.any():
+                self.run_special(g, np.asarray(instances, dtype=np.int64), standing)
+                return
+        if self.journal is not None:
+            self.journal_runs(jnl.START, first, instances)
+        failed, ran = (self.run_fn if group.kind == "fn" else self.run_cmd)(group, instances)
+        if ran < n:                                  # stopped: the rest did not run
+            if self.journal is not None:
+                self.journal_runs(jnl.STOPPED, first, instances[ran:])
+            instances = instances[:ran]
+        self.finish_run(g, instances, failed)
+
+    def finish_run(self, g: int, instances, failed: list, journal: bool = True) -> None:
+        """After instances of group ``g`` ran (or were cached or failed unrun): journal them,
+        count them, publish their kept results and release their children."""
+        n = len(instances)
+        if not n:
+            return
+        group = self.dag.groups[g]
+        first = int(self.base[g])
+        if journal and self.journal is not None:
+            self.files.flush_results()               # results before the records naming them
+            ok = None
+            if failed:
+                ok = np.ones(n, dtype=bool)
+                ok[failed] = False
+                self.journal_runs(jnl.FAILED, first, instances, ~ok)
+            if not self.layout.has_locs[g]:          # kept values were journaled one by one
+                self.journal_runs(jnl.DONE, first, instances, ok)
         self.unreported += n
         self.unreported_failed += len(failed)
+        if failed and self.opts.max_fails:
+            total = self.mem.fetch_add(0, CTRL_FAILED_TASKS, len(failed)) + len(failed)
+            if total >= self.opts.max_fails:
+                self.request_stop(STOP_MAX_FAILS)
         if "splits" in group.options:
             at_home = int(np.count_nonzero(self.homes(group, np.asarray(instances)) == self.rank))
             self.split_reads[0] += at_home
@@ -358,14 +482,38 @@ class Engine:
             for cg, cidx in ready:
                 self.queue_ready(cg, cidx)
 
-    def run_fn(self, group, instances) -> list:
-        """Call ``group.function`` for each instance in this process; returns failed positions."""
+    def journal_runs(self, kind: int, first: int, instances, mask=None) -> None:
+        """Journal records for instances (a range: one record; else one per contiguous run
+        or per task)."""
+        if mask is None and isinstance(instances, range):
+            if len(instances):
+                self.journal.add(kind, first + instances.start, first + instances.stop)
+            return
+        gids = first + np.asarray(instances, dtype=np.int64)
+        if mask is not None:
+            gids = gids[mask]
+        if len(gids) and int(gids[-1]) - int(gids[0]) == len(gids) - 1 and \
+                (len(gids) < 3 or np.all(np.diff(gids) == 1)):
+            self.journal.add(kind, int(gids[0]), int(gids[-1]) + 1)
+        else:
+            self.journal.add_ids(kind, gids)
+
+    def run_fn(self, group, instances) -> tuple:
+        """Call ``group.function`` for each instance in this process.
+
+        Returns the positions that failed and how many instances ran (fewer than all when a
+        stop request interrupted the chunk)."""
         fn = group.function
         const = group.constant_call()
         first = int(self.base[group.index])
         keep = self.layout.has_locs[group.index]
         inputs = group.wants_inputs
+        timeout = group.options.get("timeout", self.opts.timeout)
+        retries = group.options.get("retries", self.opts.retries)
+        guard = self.guard
         starts, ends, failed = [], [], []
+        attempts: dict = {}
+        ran = len(instances)
         clock = time.time
         splits = self.split_reader(group)
         read_sizes = [] if splits is not None else 0
@@ -387,31 +535,203 @@ class Engine:
                     read_before = split_bytes()
                 t0 = clock()
                 starts.append(t0)
-                value = fn(*args, **kwargs)
+                if timeout:
+                    value = guard.call(fn, args, kwargs, timeout)
+                else:
+                    guard.in_task = True
+                    value = fn(*args, **kwargs)
+                    guard.in_task = False
                 t1 = clock()
                 if splits is not None:
                     read_sizes.append(split_bytes() - read_before)
                 if value is not None or keep:
                     self.store_result(group, i, first + i, value)
-            except (Exception, SystemExit) as exc:
+            except StopRun:
+                guard.in_task = False
+                del starts[k:]
+                if splits is not None:
+                    del read_sizes[k:]
+                ran = k
+                break
+            except (Exception, SystemExit, KeyboardInterrupt) as exc:
+                guard.in_task = False
+                if retries:
+                    exc = self.retry_fn(group, i, exc, retries, timeout, attempts, k)
+                    if exc is StopRun:
+                        del starts[k:]
+                        if splits is not None:
+                            del read_sizes[k:]
+                        ran = k
+                        break
                 t1 = clock()
                 if len(starts) == k:
                     starts.append(t1)
                 if splits is not None and len(read_sizes) == k:
                     read_sizes.append(0)
-                failed.append(k)
-                self.fail(first + i, group.instance_id(i), exc, t1)
+                if exc is not None:
+                    failed.append(k)
+                    self.fail(first + i, group.instance_id(i), exc, t1, attempt=attempts.get(k, 1))
             ends.append(t1)
+        if not ran:
+            return failed, 0
         status = DONE
         if failed:
-            status = np.full(len(starts), DONE, dtype=np.int8)
+            status = np.full(ran, DONE, dtype=np.int8)
             status[failed] = FAILED
-        gids = np.arange(first + instances.start, first + instances.stop) \
-            if isinstance(instances, range) else first + np.asarray(instances, dtype=np.int64)
+        attempt = 1
+        if attempts:
+            attempt = np.ones(ran, dtype=np.int16)
+            attempt[list(attempts)] = list(attempts.values())
+        run = instances[:ran]
+        gids = np.arange(first + run.start, first + run.stop) \
+            if isinstance(run, range) else first + np.asarray(run, dtype=np.int64)
         queued, stolen = self.batch_info
-        self.records.add_run(gids, status, starts, ends, queued=queued, stolen=stolen,
-                             bytes_read=read_sizes)
-        return failed
+        self.records.add_run(gids, status, starts, ends, attempt=attempt, queued=queued,
+                             stolen=stolen, bytes_read=read_sizes)
+        return failed, ran
+
+    def retry_fn(self, group, i: int, exc, retries: int, timeout, attempts: dict, k: int):
+        """Run a failed instance again, up to ``retries`` more times (``MPITINY_ATTEMPT`` set);
+        returns None once an attempt succeeds, the last exception, or ``StopRun``."""
+        keep = self.layout.has_locs[group.index]
+        try:
+            for attempt in range(2, retries + 2):
+                attempts[k] = attempt
+                self.counts["retried"] += 1
+                os.environ["MPITINY_ATTEMPT"] = str(attempt)
+                try:
+                    args, kwargs = group.call_args(i)
+                    if group.wants_inputs:
+                        kwargs = dict(kwargs, inputs=self.fetch_inputs(group, i))
+                    value = self.guard.call(group.function, args, kwargs, timeout)
+                    if value is not None or keep:
+                        self.store_result(group, i, int(self.base[group.index]) + i, value)
+                    return None
+                except StopRun:
+                    return StopRun
+                except (Exception, SystemExit, KeyboardInterrupt) as again:
+                    exc = again
+            return exc
+        finally:
+            os.environ["MPITINY_ATTEMPT"] = "1"
+
+    # ------------------------------------------------------------------ resumed runs
+    def run_special(self, g: int, idx: np.ndarray, standing: np.ndarray) -> None:
+        """A chunk of a resumed run holding cached, suspect or doomed instances: each kind
+        its own way, in that order, then the ordinary ones."""
+        self.run_cached(g, idx[standing == CACHED])
+        self.fail_doomed(g, idx[standing == DOOMED])
+        for i in idx[standing == SUSPECT].tolist():
+            self.run_suspect(g, i)
+        normal = idx[standing == NORMAL]
+        if len(normal):
+            saved, self.standing = self.standing, None
+            try:
+                self.run_group(g, normal)
+            finally:
+                self.standing = saved
+
+    def run_cached(self, g: int, idx: np.ndarray) -> None:
+        """Instances an earlier incarnation finished: not run again; their kept values are
+        reloaded for their children; their rows say attempt 0."""
+        if not len(idx):
+            return
+        group = self.dag.groups[g]
+        first = int(self.base[g])
+        if self.layout.has_locs[g]:
+            damaged = []
+            for i in idx.tolist():
+                try:
+                    kind, data = self.resumed.value(first + i)
+                except (KeyError, OSError):
+                    damaged.append(i)
+                    continue
+                self.store_encoded(group, i, first + i, kind, data, journal=False)
+            if damaged:                      # the value is lost after all: run those again
+                self.standing[first + np.array(damaged)] = NORMAL
+                idx = np.setdiff1d(idx, damaged)
+                self.run_group(g, np.array(damaged, dtype=np.int64))
+        now = time.time()
+        self.records.add_run(first + idx, DONE, np.full(len(idx), now), np.full(len(idx), now),
+                             attempt=0)
+        self.counts["cached"] += len(idx)
+        self.finish_run(g, idx, [], journal=False)
+
+    def fail_doomed(self, g: int, idx: np.ndarray) -> None:
+        """Instances that crashed their rank ``max_crashes`` times: failed without running."""
+        if not len(idx):
+            return
+        group = self.dag.groups[g]
+        first = int(self.base[g])
+        now = time.time()
+        for i in idx.tolist():
+            crashes = int(self.resumed.crashes[first + i])
+            self.fail(first + i, group.instance_id(i), None, now,
+                      f"crashed its rank in {crashes} earlier runs (killed by a signal, "
+                      f"os._exit or a hang while it ran); not run again (--max-crashes "
+                      f"{self.opts.max_crashes})", attempt=crashes + 1)
+        self.records.add_run(first + idx, FAILED, np.full(len(idx), now), np.full(len(idx), now),
+                             attempt=self.resumed.crashes[first + idx] + 1)
+        self.finish_run(g, idx, list(range(len(idx))))
+
+    def run_suspect(self, g: int, i: int) -> None:
+        """An instance that was running when a rank died: a command runs as usual (it cannot
+        take the rank down); a function runs alone in a child process, again after each crash
+        until it has crashed ``max_crashes`` times."""
+        group = self.dag.groups[g]
+        gid = int(self.base[g]) + i
+        if group.kind != "fn":
+            saved, self.standing = self.standing, None
+            try:
+                self.run_group(g, np.array([i], dtype=np.int64))
+            finally:
+                self.standing = saved
+            return
+        crashes = int(self.resumed.crashes[gid])
+        timeout = group.options.get("timeout", self.opts.timeout)
+        keep = self.layout.has_locs[g]
+
+        def call() -> tuple:
+            args, kwargs = group.call_args(i)
+            if group.wants_inputs:
+                kwargs = dict(kwargs, inputs=self.fetch_inputs(group, i))
+            value = group.function(*args, **kwargs)
+            return encode(value) if value is not None or keep else (-1, b"")
+
+        t0 = time.time()
+        while True:
+            attempt = crashes + 1
+            os.environ["MPITINY_ATTEMPT"] = str(attempt)
+            self.counts["isolated"] += 1
+            if self.journal is not None:
+                self.journal.add(jnl.START, gid, gid + 1, attempt)
+            try:
+                outcome = run_isolated(call, timeout)
+            finally:
+                os.environ["MPITINY_ATTEMPT"] = "1"
+            if outcome[0] != "crash":
+                break
+            if self.journal is not None:
+                self.journal.add(jnl.CRASHED, gid, gid + 1, attempt)
+            crashes += 1
+            self.counts["crashed"] += 1
+            if crashes >= self.opts.max_crashes or self.guard.stop_signal:
+                break
+        t1 = time.time()
+        failed = []
+        if outcome[0] == "ok":
+            kind, data = outcome[1], outcome[2]
+            if kind >= 0:
+                self.store_encoded(group, i, gid, kind, data)
+        else:
+            failed = [0]
+            text = outcome[1] if outcome[0] == "error" else (
+                f"crashed {crashes} times (the last one alone in a child process: "
+                f"{outcome[1]}); not run again (--max-crashes {self.opts.max_crashes})")
+            self.fail(gid, group.instance_id(i), None, t1, text, attempt=attempt)
+        self.records.add_run(np.array([gid]), FAILED if failed else DONE, [t0], [t1],
+                             attempt=attempt, queued=self.batch_info[0], stolen=self.batch_info[1])
+        self.finish_run(g, np.array([i], dtype=np.int64), failed)
 
     def sample(self) -> None:
         """One psutil sample of this rank (CPU %, RSS, I/O bytes) for the trace."""
@@ -444,10 +764,17 @@ class Engine:
             raise TaskResultError(
                 f"return value of type {type(value).__name__} cannot be kept ({exc}); return "
                 "JSON values, bytes or numpy arrays") from None
+        self.store_encoded(group, i, gid, kind, data, value is None)
+
+    def store_encoded(self, group, i: int, gid: int, kind: int, data: bytes,
+                      is_none: bool = False, journal: bool = True) -> None:
+        """``store_result`` after encoding; a value other tasks read is also journaled."""
         consumed = self.layout.has_locs[group.index]
-        if value is not None and (not consumed or (kind == 0 and len(data) <= RESULT_COPY_LIMIT)):
+        if not is_none and (not consumed or (kind == 0 and len(data) <= RESULT_COPY_LIMIT)):
             self.files.result(group.instance_id(i), kind, data)
         if consumed:
+            if journal and self.journal is not None:
+                self.journal.add_value(gid, kind, data, int(os.environ["MPITINY_ATTEMPT"]))
             loc, length, oid = self.store.keep_encoded(kind, data, self.readers(group.index, i))
             owner, word = self.layout.loc_word(group.index, i)
             self.pending_locs.append((owner, word, loc, length, oid))
@@ -514,30 +841,37 @@ class Engine:
                 out[parent.instance_id(p)] = self.store.fetch(loc, length, oid)
         return out
 
-    def run_cmd(self, group, instances) -> list:
-        """Run each instance's shell command; stdout/stderr go to this rank's log files."""
+    def run_cmd(self, group, instances) -> tuple:
+        """Run each instance's shell command; stdout/stderr go to this rank's log files.
+        Returns the failed positions and how many instances ran (see ``run_fn``)."""
         out_fd, err_fd = self.files.log_fds()
         if self.cmd_env is None:
-            self.cmd_env = dict(os.environ, MPITINY_ATTEMPT="1")
+            self.cmd_env = dict(os.environ)
+        env = self.cmd_env
+        timeout = group.options.get("timeout", self.opts.timeout)
+        retries = group.options.get("retries", self.opts.retries)
         first = int(self.base[group.index])
         failed = []
         for k, i in enumerate(instances):
             i = int(i)
             tid = group.instance_id(i)
-            header = f"### task {tid} (rank {self.rank}, attempt 1)\n".encode()
-            os.write(out_fd, header)
-            os.write(err_fd, header)
-            out0, err0 = os.fstat(out_fd).st_size, os.fstat(err_fd).st_size
-            self.cmd_env["MPITINY_TASK_ID"] = tid
-            t0 = time.time()
-            try:
-                code = subprocess.call(group.command(i), shell=True, stdout=out_fd, stderr=err_fd,
-                                       stdin=subprocess.DEVNULL, env=self.cmd_env)
-                error = None if code == 0 else f"command exited with status {code}" if code > 0 \
-                    else f"command killed by signal {-code}"
-            except OSError as exc:
-                error = f"command could not start: {exc}"
-            t1 = time.time()
+            env["MPITINY_TASK_ID"] = tid
+            crashes = 0 if self.resumed is None else int(self.resumed.crashes[first + i])
+            for attempt in range(crashes + 1, crashes + retries + 2):
+                header = f"### task {tid} (rank {self.rank}, attempt {attempt})\n".encode()
+                os.write(out_fd, header)
+                os.write(err_fd, header)
+                out0, err0 = os.fstat(out_fd).st_size, os.fstat(err_fd).st_size
+                env["MPITINY_ATTEMPT"] = str(attempt)
+                t0 = time.time()
+                try:
+                    error = self.guard.run_command(group.command(i), env, out_fd, err_fd, timeout)
+                except StopRun:
+                    return failed, k
+                t1 = time.time()
+                if error is None or attempt > crashes + retries:
+                    break
+                self.counts["retried"] += 1
             out1, err1 = os.fstat(out_fd).st_size, os.fstat(err_fd).st_size
             status = DONE
             if error is not None:
@@ -545,20 +879,22 @@ class Engine:
                 failed.append(k)
                 tail = _read_tail(self.files.err_path, err0, err1 - err0)
                 self.fail(first + i, tid, None, t1, f"{error}; command: {group.command(i)}"
-                          + (f"\nstderr (last part):\n{tail}" if tail else ""))
-            self.records.add_one(first + i, status, t0, t1, 1, (out0, out1 - out0),
+                          + (f"\nstderr (last part):\n{tail}" if tail else ""), attempt=attempt)
+            self.records.add_one(first + i, status, t0, t1, attempt, (out0, out1 - out0),
                                  (err0, err1 - err0), *self.batch_info)
-        return failed
+        return failed, len(instances)
 
-    def fail(self, gid: int, tid: str, exc, when: float, text: str | None = None) -> None:
-        header = f"### task {tid} failed on rank {self.rank} of {self.nranks} ({self.host}), attempt 1"
+    def fail(self, gid: int, tid: str, exc, when: float, text: str | None = None,
+             attempt: int = 1) -> None:
+        header = (f"### task {tid} failed on rank {self.rank} of {self.nranks} ({self.host}), "
+                  f"attempt {attempt}")
         if text is None:
             if isinstance(exc, TaskResultError):
                 text = str(exc)
             else:
                 text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__.tb_next))
         self.files.failure({"id": tid, "gid": gid, "rank": self.rank, "host": self.host,
-                            "attempt": 1, "time": when, "error": f"{header}\n{text.rstrip()}"})
+                            "attempt": attempt, "time": when, "error": f"{header}\n{text.rstrip()}"})
 
     def skip(self, skipped: list) -> None:
         """Record upstream-failed instances (their children were already released by Release)."""
@@ -612,6 +948,7 @@ class Engine:
     # ------------------------------------------------------------------ statistics
     def stats(self) -> dict:
         counts = self.records.counts()
+        counts.update(self.counts, stopped=self.stopped, stop_signal=self.guard.stop_signal)
         first, last = self.records.first_start, self.records.last_end
         return dict(rank=self.rank, host=self.host, **counts, rows=len(self.records),
                     steals=self.steals, stolen_tasks=self.stolen_tasks,
@@ -626,30 +963,6 @@ class Engine:
 
 class TaskResultError(Exception):
     """A task ran but its return value cannot be kept (reported as the task's failure)."""
-
-
-class Fault:
-    """``MPITINY_FAULT=rank=R:after=N:mode=raise|exit``: make rank R fail after N tasks."""
-
-    def __init__(self, after: int, mode: str) -> None:
-        self.left = after
-        self.mode = mode
-
-    def tick(self, n: int) -> None:
-        self.left -= n
-        if self.left < 0:
-            if self.mode == "exit":
-                os._exit(9)
-            raise RuntimeError("fault injected by MPITINY_FAULT")
-
-
-def _parse_fault(spec: str | None, rank: int) -> Fault | None:
-    if not spec:
-        return None
-    fields = dict(part.split("=", 1) for part in spec.split(":") if "=" in part)
-    if int(fields.get("rank", -1)) != rank:
-        return None
-    return Fault(int(fields.get("after", 0)), fields.get("mode", "raise"))
 
 
 def split_bytes() -> int:
@@ -712,90 +1025,162 @@ def load_everywhere(comm, path: str | None, params: dict, text: str | None = Non
     return dag
 
 
-def run_file(path: str | None, params: dict, out_dir: str | None = None, quiet: bool = False,
-             result_mem: int = 256 << 20, state_mem: int = 16 << 20,
-             mem_limit: int | None = None, progress_interval: float | None = None,
-             dag_text: str | None = None, trace: bool = False) -> int:
-    """``mpitiny run``: returns the exit status (0 all done, 1 some failed)."""
+def run_file(path: str | None, params: dict, out_dir: str | None = None,
+             dag_text: str | None = None, **options) -> int:
+    """``mpitiny run``: returns the exit status (0 all done, 1 some failed, 75 stopped).
+
+    ``options`` are ``RunOptions`` fields (``quiet``, ``retries``, ``resume``, ...)."""
     from mpi4py import MPI
+    opts = RunOptions(**options)
     comm = MPI.COMM_WORLD
     t_launch = time.time()
     dag = load_everywhere(comm, path, params, dag_text)
     run_dir = out_dir or default_run_dir(dag)
     rank = comm.Get_rank()
-    setup_error = None
+    setup = None
     if rank == 0:
         try:
-            rundir.prepare(run_dir)
+            setup = prepare_run_dir(run_dir, dag, path, params, dag_text, opts, comm.Get_size())
+        except BadInput as exc:
+            setup = exc.format()
         except OSError as exc:
-            setup_error = f"cannot prepare run directory {run_dir}: {exc.strerror or exc}"
-    setup_error = comm.bcast(setup_error, root=0)
-    if setup_error:
-        raise BadInput(setup_error)
+            setup = f"cannot prepare run directory {run_dir}: {exc.strerror or exc}"
+    setup = comm.bcast(setup, root=0)
+    if isinstance(setup, str):
+        raise BadInput(setup)
+    incarnation, resuming = setup
     try:
-        return _run(comm, dag, run_dir, quiet, result_mem, t_launch, state_mem, mem_limit,
-                    progress_interval, trace)
-    except BaseException:
-        sys.stderr.write(f"mpitiny: internal error on rank {rank} of {comm.Get_size()} "
-                         f"({socket.gethostname()}); aborting the job\n{traceback.format_exc()}")
+        resumed = jnl.read_journals(run_dir, dag.total) if resuming else None
+        return _run(comm, dag, run_dir, opts, t_launch, incarnation, resumed)
+    except BaseException as exc:
+        if _is_disk_full(exc):
+            sys.stderr.write(f"mpitiny: error: run directory {os.path.abspath(run_dir)}: "
+                             f"{exc.strerror} (rank {rank} of {comm.Get_size()} on "
+                             f"{socket.gethostname()}, writing {exc.filename or 'a file'}); "
+                             "free space and run the same command again to resume\n")
+        else:
+            sys.stderr.write(f"mpitiny: internal error on rank {rank} of {comm.Get_size()} "
+                             f"({socket.gethostname()}); aborting the job\n{traceback.format_exc()}")
         sys.stderr.flush()
         comm.Abort(EXIT_INTERNAL)
         raise
 
 
-def _run(comm, dag: DAG, run_dir: str, quiet: bool, result_mem: int, t_launch: float,
-         state_mem: int = 16 << 20, mem_limit: int | None = None,
-         progress_interval: float | None = None, trace: bool = False) -> int:
+def _is_disk_full(exc: BaseException) -> bool:
+    import errno
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS,
+                                                      errno.EACCES)
+
+
+def prepare_run_dir(run_dir: str, dag: DAG, path: str | None, params: dict,
+                    dag_text: str | None, opts: RunOptions, nranks: int) -> tuple:
+    """On rank 0: start the run directory afresh, or resume it. Returns (incarnation, resuming).
+
+    Resumed when its journals belong to the same DAG (hash of the dag.json bytes and the
+    parameters) and the last incarnation did not complete (``opts.resume == "auto"``), or
+    whenever they belong to the same DAG (``"yes"``); ``"no"`` always starts afresh."""
+    if dag_text is not None:
+        text = dag_text.encode() if isinstance(dag_text, str) else dag_text
+    else:
+        with open(path, "rb") as f:
+            text = f.read()
+    digest = jnl.dag_hash(text, params)
+    info = jnl.read_run_info(run_dir) if opts.journal else None
+    resuming = False
+    if info is not None and opts.resume != "no":
+        same = info.get("dag_hash") == digest
+        if opts.resume == "yes" and not same:
+            raise BadInput(f"--resume: the journals in {run_dir} belong to another DAG or other "
+                           f"parameters ({info.get('dag')}); use --fresh to start over")
+        resuming = same and (opts.resume == "yes" or not info.get("complete"))
+    if resuming:
+        incarnation = int(info["incarnation"]) + 1
+        rundir.prepare_resume(run_dir, incarnation - 1)
+    else:
+        incarnation = 1
+        rundir.prepare(run_dir)
+    if opts.journal:
+        jnl.write_run_info(run_dir, {"dag_hash": digest, "dag": dag.source, "name": dag.name,
+                                     "incarnation": incarnation, "ranks": nranks,
+                                     "started": time.time(), "complete": False})
+    return incarnation, resuming
+
+
+def _run(comm, dag: DAG, run_dir: str, opts: RunOptions, t_launch: float,
+         incarnation: int = 1, resumed: "jnl.Resumed | None" = None) -> int:
     rank = comm.Get_rank()
-    engine = Engine(comm, dag, run_dir, result_mem, os.environ.get("MPITINY_FAULT"), state_mem,
-                    mem_limit)
+    engine = Engine(comm, dag, run_dir, opts, os.environ.get("MPITINY_FAULT"), incarnation,
+                    resumed)
     if rank == 0:
-        engine.progress = Progress(engine, sys.stderr, progress_interval, quiet)
-    gc.collect()
-    gc.freeze()     # the task table lives for the whole run: keep the collector off it
-    engine.start()
-    t_start = time.time()
-    engine.work()
-    t_end = time.time()
-    if engine.progress is not None:
-        engine.progress.tick(final=True)
-    engine.stop()
-    engine.sample()
-    rundir.write_rank_table(run_dir, rank, engine.records, engine.samples)
-    stats = engine.stats()
-    all_stats = comm.gather(stats, root=0)
-    comm.Barrier()
-    engine.free()
+        engine.progress = Progress(engine, sys.stderr, opts.progress_interval, opts.quiet)
+    engine.guard.install(engine.files.fault_log())
+    try:
+        gc.collect()
+        gc.freeze()     # the task table lives for the whole run: keep the collector off it
+        engine.start()
+        t_start = time.time()
+        engine.work()
+        t_end = time.time()
+        if engine.progress is not None:
+            engine.progress.tick(final=True)
+        engine.stop()
+        engine.sample()
+        rundir.write_rank_table(run_dir, rank, engine.records, engine.samples)
+        stats = engine.stats()
+        all_stats = comm.gather(stats, root=0)
+        comm.Barrier()
+        engine.free()
+    finally:
+        engine.guard.uninstall()
     if rank != 0:
-        return EXIT_OK if not (stats["failed"] or stats["upstream_failed"]) else EXIT_TASKS_FAILED
-    summary = make_summary(dag, run_dir, all_stats, t_launch, t_start, t_end)
+        return EXIT_OK
+    summary = make_summary(dag, run_dir, all_stats, t_launch, t_start, t_end, incarnation,
+                           resumed)
     rundir.write_virtual_table(run_dir, [s["rows"] for s in all_stats], dag)
-    if trace:
+    if opts.trace:
         from mpitiny.report import write_run_trace
         write_run_trace(run_dir, len(all_stats))
     write_atomic(os.path.join(run_dir, "summary.json"),
-                        json.dumps(summary, indent=1).encode())
-    if not quiet:
+                 json.dumps(summary, indent=1).encode())
+    if opts.journal:
+        info = jnl.read_run_info(run_dir) or {}
+        info.update(complete=not summary["stopped"], ended=time.time())
+        jnl.write_run_info(run_dir, info)
+    if not opts.quiet:
         print_summary(summary)
     return summary["exit_status"]
 
 
+STOP_REASONS = {STOP_SIGNAL: "signal", STOP_MAX_FAILS: "max-fails"}
+
+
 def make_summary(dag: DAG, run_dir: str, all_stats: list, t_launch: float, t_start: float,
-                 t_end: float) -> dict:
+                 t_end: float, incarnation: int = 1, resumed=None) -> dict:
     totals = {k: sum(s[k] for s in all_stats) for k in ("done", "failed", "upstream_failed")}
     reads = {k: sum(s[f"split_reads_{k}"] for s in all_stats) for k in ("local", "remote")}
+    counts = {k: sum(s[k] for s in all_stats) for k in ("cached", "retried", "isolated", "crashed")}
     starts = [s["first_start"] for s in all_stats if s["first_start"] is not None]
     ends = [s["last_end"] for s in all_stats if s["last_end"] is not None]
     failures = [f for s in all_stats for f in s["failures"]]
     failures.sort(key=lambda f: f["time"])
+    stop = max(s["stopped"] for s in all_stats)
+    signals = sorted({s["stop_signal"] for s in all_stats if s["stop_signal"]})
     wall = t_end - t_start
     bad = totals["failed"] + totals["upstream_failed"]
+    status = EXIT_RESUMABLE if stop == STOP_SIGNAL else EXIT_TASKS_FAILED if bad or stop \
+        else EXIT_OK
     return {
         "name": dag.name, "dag": dag.source, "run_dir": os.path.abspath(run_dir),
         "params": dag.params, "ranks": len(all_stats),
         "hosts": sorted({s["host"] for s in all_stats}),
-        "tasks": dag.total, **totals, "split_reads": reads,
-        "exit_status": EXIT_TASKS_FAILED if bad else EXIT_OK,
+        "tasks": dag.total, **totals, "not_run": dag.total - sum(totals.values()),
+        "split_reads": reads, "exit_status": status,
+        "stopped": STOP_REASONS.get(stop), "stop_signals": [signal.Signals(x).name for x in signals],
+        "incarnation": incarnation,
+        "resumed": None if resumed is None else {
+            "done_before": resumed.ndone, "crashed_before": int(np.count_nonzero(resumed.crashes)),
+            "journal_records": resumed.records, "journal_records_ignored": resumed.torn},
+        **counts,
         "wall_seconds": wall, "setup_seconds": t_start - t_launch,
         "tasks_per_second": dag.total / wall if wall > 0 else None,
         "first_task_start": min(starts) if starts else None,
@@ -824,6 +1209,16 @@ def print_summary(summary: dict) -> None:
             f"{summary['failed']} failed, {summary['upstream_failed']} upstream-failed"
             if rate else f"mpitiny: {summary['name']}: no tasks")
     print(line)
+    if summary.get("cached"):
+        print(f"mpitiny: resumed (run {summary['incarnation']}): {summary['cached']} tasks were "
+              "done in earlier runs and not run again")
+    if summary.get("stopped") == "signal":
+        print(f"mpitiny: stopped by {', '.join(summary['stop_signals']) or 'a signal'} with "
+              f"{summary['not_run']} tasks not run; the journals are saved: run the same "
+              f"command again to resume (exit status {EXIT_RESUMABLE})")
+    elif summary.get("stopped") == "max-fails":
+        print(f"mpitiny: stopped after {summary['failed']} failed tasks (--max-fails) with "
+              f"{summary['not_run']} tasks not run")
     if summary["failures_first"]:
         first = summary["failures_first"][0]
         print(f"mpitiny: first failure:\n{first['error']}")

@@ -82,15 +82,38 @@ def cli() -> None:
               help="How often rank 0 shows progress (default 0.5 on a terminal, 10 otherwise).")
 @click.option("--trace", is_flag=True,
               help="Also write RUN_DIR/trace.json (Chrome trace events: Perfetto, chrome://tracing).")
+@click.option("--retries", default=0, show_default=True, type=click.IntRange(0, 1000),
+              help="Run a failed task again up to this many times (a task's own \"retries\" "
+                   "wins).")
+@click.option("--timeout", default=None, type=click.FloatRange(min=0, min_open=True),
+              metavar="SECONDS", help="Time limit of every task (a task's own \"timeout\" wins).")
+@click.option("--max-fails", default=None, type=click.IntRange(1), metavar="N",
+              help="End the run after N failed tasks (default: never; the rest still runs).")
+@click.option("--max-crashes", default=3, show_default=True, type=click.IntRange(1),
+              help="A task that was running when its rank died this many times fails instead "
+                   "of being run again on resume.")
+@click.option("--resume/--fresh", "resume", default=None,
+              help="--resume: skip what the journals in the run directory mark done (also "
+                   "after a complete run). --fresh: start over. Default: resume when the run "
+                   "directory holds an unfinished run of the same DAG and parameters.")
+@click.option("--no-journal", is_flag=True,
+              help="Do not journal finished tasks (the run cannot be resumed).")
 def run(dag_file: str, params: tuple, out_dir: str | None, quiet: bool, result_mem: int,
         state_mem: int, mem_limit: int | None, progress_interval: float | None,
-        trace: bool) -> None:
-    """Run DAG_FILE on every rank of the MPI job (``mpiexec -n N mpitiny run DAG_FILE``)."""
+        trace: bool, retries: int, timeout: float | None, max_fails: int | None,
+        max_crashes: int, resume: bool | None, no_journal: bool) -> None:
+    """Run DAG_FILE on every rank of the MPI job (``mpiexec -n N mpitiny run DAG_FILE``).
+
+    Exit status: 0 all done, 1 some task failed, 2 bad input, 3 internal error, 75 stopped
+    by SIGTERM/SIGINT/SIGUSR1 (run the same command again to resume)."""
     from mpitiny._core import run_file
     status = run_file(dag_file, parse_params(params), out_dir=out_dir, quiet=quiet,
                       result_mem=result_mem << 20, state_mem=state_mem << 20,
                       mem_limit=None if mem_limit is None else mem_limit << 20,
-                      progress_interval=progress_interval, trace=trace)
+                      progress_interval=progress_interval, trace=trace, retries=retries,
+                      timeout=timeout, max_fails=max_fails, max_crashes=max_crashes,
+                      journal=not no_journal,
+                      resume="auto" if resume is None else "yes" if resume else "no")
     sys.exit(status)
 
 

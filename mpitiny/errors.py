@@ -4,7 +4,9 @@ The CLI handles every ``MpitinyError`` in one place (``mpitiny.cli.main``): it p
 message once (on rank 0 when running under MPI) and exits with ``exit_code``.
 
 Exit statuses of ``mpitiny run``: 0 every task done, 1 some task failed (or was skipped because
-a parent failed), 2 bad input (nothing ran), 3 internal error (the job was aborted).
+a parent failed, or ``--max-fails`` ended the run), 2 bad input (nothing ran), 3 internal error
+(the job was aborted), 75 stopped by a signal (SIGTERM, SIGINT, SIGUSR1) with the journals
+flushed: run the same command again to resume (75 is ``EX_TEMPFAIL``: "try again later").
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ EXIT_OK = 0
 EXIT_TASKS_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 3
+EXIT_RESUMABLE = 75
 
 
 class MpitinyError(Exception):

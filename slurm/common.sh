@@ -55,12 +55,46 @@ outdir() {     # outdir NAME: slurm-out/NAME-JOBID under the submit dir (or $OUT
     mkdir -p "$OUT"
 }
 
-run_mpitiny() { # run_mpitiny ARGS...: "${LAUNCH[@]}" $PY -m mpitiny ARGS, echoed first
+# run_mpitiny ARGS...: "${LAUNCH[@]}" $PY -m mpitiny ARGS, echoed first; returns its status.
+#
+# Stopping before the time limit and coming back: the launcher runs in the background so that
+# this batch shell can pass Slurm's warning (--signal=B:USR1@120 sends USR1 to this shell only)
+# and SIGTERM (scancel, the time limit, a requeue) on to it; srun and mpiexec forward them to the
+# ranks, which interrupt their tasks, save their journals and exit 75 ("resumable"). On 75 the
+# job requeues itself (scontrol requeue: needs --requeue, which the scripts set; MPITINY_REQUEUE=0
+# turns it off). The requeued job runs the script again with the same job id, hence the same
+# $OUT and run directory, and `mpitiny run` resumes from the journals on its own: tasks that
+# finished are not run again. A node failure requeues the job the same way (Slurm does it).
+run_mpitiny() {
     echo "+ ${LAUNCH[*]} $PY -m mpitiny $*"
-    "${LAUNCH[@]}" "$PY" -m mpitiny "$@"
+    "${LAUNCH[@]}" "$PY" -m mpitiny "$@" &
+    local pid=$! rc=0 again=0
+    # shellcheck disable=SC2064  # $pid is meant to be expanded now
+    trap "echo '=== USR1: time limit near: stopping mpitiny (it saves its journals)'; kill -USR1 $pid 2>/dev/null || true" USR1
+    # shellcheck disable=SC2064
+    trap "echo '=== SIGTERM: stopping mpitiny'; kill -TERM $pid 2>/dev/null || true" TERM
+    while :; do
+        rc=0
+        wait "$pid" || rc=$?
+        kill -0 "$pid" 2>/dev/null || break          # ended; else a trapped signal woke us
+    done
+    if (( rc > 128 )); then                           # woken just as it ended: its own status
+        wait "$pid" 2>/dev/null || again=$?
+        (( again == 127 )) || rc=$again
+    fi
+    trap - USR1 TERM
+    if (( rc == 75 )); then
+        if [[ -n ${SLURM_JOB_ID:-} && ${MPITINY_REQUEUE:-1} != 0 ]]; then
+            echo "=== $(date -u '+%F %T') UTC: mpitiny stopped resumably (exit 75): requeueing job $SLURM_JOB_ID (restart ${SLURM_RESTART_COUNT:-0}); it goes on from the journals"
+            scontrol requeue "$SLURM_JOB_ID" || echo "$JOB_NAME: scontrol requeue failed: submit the same script again (with OUT=$OUT) to resume" >&2
+        else
+            echo "=== mpitiny stopped resumably (exit 75): run the same command again to resume"
+        fi
+    fi
+    return "$rc"
 }
 
-echo "=== $(date -u '+%F %T') UTC job ${SLURM_JOB_ID:-none} (${SLURM_JOB_NAME:-}) on ${SLURM_JOB_NODELIST:-$(hostname)}: $NTASKS ranks, python $PY, launcher ${LAUNCH[*]}"
+echo "=== $(date -u '+%F %T') UTC job ${SLURM_JOB_ID:-none} (${SLURM_JOB_NAME:-}) on ${SLURM_JOB_NODELIST:-$(hostname)}: $NTASKS ranks, python $PY, launcher ${LAUNCH[*]}${SLURM_RESTART_COUNT:+, restart $SLURM_RESTART_COUNT}"
 
 # text_input INPUT DAG: sets JOB_INPUT, the input to pass to DAG as --param input=...
 #   INPUT: a text file or directory of them; empty: generate $OUT/corpus.txt of $MB MB (default
@@ -70,6 +104,10 @@ text_input() {
     local input=$1 dag=$2
     if [[ -z $input ]]; then
         input=$OUT/corpus.txt
+    fi
+    if [[ $input == "$OUT/corpus.txt" && -f $input ]]; then
+        echo "=== corpus $input is there already (a requeued job)"
+    elif [[ $input == "$OUT/corpus.txt" ]]; then
         echo "=== generating a ${MB:-100} MB corpus: $input"
         "$PY" - "$input" "${MB:-100}" <<'PYEND'
 import os, sys
@@ -93,9 +131,14 @@ PYEND
     fi
     [[ -e $input ]] || { echo "$JOB_NAME: ERROR: input $input does not exist" >&2; exit 2; }
     if grep -q '"split"' "$dag"; then
-        echo "=== ingest $input -> $OUT/input.h5 (8 MiB chunks)"
-        rm -rf "$OUT/input.h5" "$OUT/input.h5.shards"
-        run_mpitiny ingest "$input" -o "$OUT/input.h5" --chunk 8MiB
+        if [[ -f $OUT/input.h5.ingested ]]; then
+            echo "=== $OUT/input.h5 is there already (a requeued job)"
+        else
+            echo "=== ingest $input -> $OUT/input.h5 (8 MiB chunks)"
+            rm -rf "$OUT/input.h5" "$OUT/input.h5.shards"
+            run_mpitiny ingest "$input" -o "$OUT/input.h5" --chunk 8MiB
+            touch "$OUT/input.h5.ingested"
+        fi
         JOB_INPUT=$OUT/input.h5
     else
         echo "=== NOTE: $dag has no \"split\" family (it reads text, not HDF5): no ingest"

@@ -6,28 +6,27 @@
 # load, a conda env or the project's .venv). Slurm's srun starts the ranks (`srun --mpi=pmi2`: MPICH,
 # the mpich wheel, Intel MPI, Cray MPICH; Open MPI 5 wants `--mpi=pmix`); where srun has no PMI-2,
 # the MPI's own "mpiexec -n $SLURM_NTASKS" is used (MPITINY_LAUNCH=srun|mpiexec forces one).
-# Run directory: mpitiny-runs/$SLURM_JOB_ID under the submit directory.
+# Run directory: mpitiny-runs/$SLURM_JOB_ID under the submit directory (or $OUT); a requeued
+# job has the same id, so it resumes there.
 #SBATCH --job-name=mpitiny
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=2
 #SBATCH --time=00:30:00
 #SBATCH --output=mpitiny-%j.out
+# Requeue: after a node failure, or by itself when USR1 comes 120 s before the time limit
+# (mpitiny saves its journals and exits 75; common.sh requeues; the requeued job resumes).
+# A requeued job appends to its output file.
+#SBATCH --requeue
+#SBATCH --signal=B:USR1@120
+#SBATCH --open-mode=append
 ##SBATCH --partition=compute
 ##SBATCH --account=myproject
 set -euo pipefail
 DAG=${1:?usage: sbatch slurm/run_dag.sh DAG_FILE [mpitiny run options]}
 shift
-cd "${SLURM_SUBMIT_DIR:-.}"
-PY=python3; [ -x .venv/bin/python ] && PY=.venv/bin/python
-LAUNCH_KIND=${MPITINY_LAUNCH:-auto}
-if [[ $LAUNCH_KIND == auto ]]; then
-  if srun --mpi=list 2>&1 | grep -qw pmi2; then LAUNCH_KIND=srun; else LAUNCH_KIND=mpiexec; fi
-fi
-if [[ $LAUNCH_KIND == srun ]]; then
-  LAUNCH=(srun --mpi=pmi2)
-else
-  MPIEXEC=mpiexec; [ -x "$(dirname "$PY")/mpiexec" ] && MPIEXEC="$(dirname "$PY")/mpiexec"
-  LAUNCH=("$MPIEXEC" -n "${SLURM_NTASKS:-2}")
-fi
-echo "+ ${LAUNCH[*]} $PY -m mpitiny run $DAG --out mpitiny-runs/${SLURM_JOB_ID:-local} $*"
-exec "${LAUNCH[@]}" "$PY" -m mpitiny run "$DAG" --out "mpitiny-runs/${SLURM_JOB_ID:-local}" "$@"
+SUBMIT_DIR=${SLURM_SUBMIT_DIR:-$PWD}
+[[ $DAG == /* ]] || DAG=$SUBMIT_DIR/$DAG
+RUN_DIR=${OUT:-$SUBMIT_DIR/mpitiny-runs/${SLURM_JOB_ID:-local}}
+source "${MPITINY_HOME:-$SUBMIT_DIR}/slurm/common.sh"
+cd "$SUBMIT_DIR"
+run_mpitiny run "$DAG" --out "$RUN_DIR" "$@"

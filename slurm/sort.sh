@@ -22,6 +22,12 @@
 #SBATCH --ntasks-per-node=2
 #SBATCH --time=00:30:00
 #SBATCH --output=slurm-%x-%j.out
+# Requeue: after a node failure, or by itself when USR1 comes 120 s before the time limit
+# (mpitiny saves its journals and exits 75; common.sh requeues; the requeued job resumes).
+# A requeued job appends to its output file.
+#SBATCH --requeue
+#SBATCH --signal=B:USR1@120
+#SBATCH --open-mode=append
 ##SBATCH --partition=compute
 ##SBATCH --account=myproject
 set -euo pipefail

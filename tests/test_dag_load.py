@@ -357,8 +357,11 @@ def test_duplicate_id_names_both_positions():
 
 
 @pytest.mark.parametrize("task, fragment", [
-    (T("a", retries=3), "unknown key 'retries'"),
-    (T("a", timeout=3), "unknown key 'timeout'"),
+    (T("a", retry=3), "unknown key 'retry'"),
+    (T("a", retries=-1), "retries: must be an integer from 0 to 1000"),
+    (T("a", retries=True), "retries: must be an integer"),
+    (T("a", timeout=0), "timeout: must be a number of seconds > 0"),
+    (T("a", timeout=1e300), "timeout: must be a number of seconds > 0 (at most one year)"),
     ({"id": "a"}, "exactly one of 'cmd'"),
     ({"id": "a", "cmd": "x", "fn": "m:f"}, "not both"),
     ({"id": "a", "cmd": ["ls"]}, "cmd: must be a string"),
@@ -1054,7 +1057,8 @@ def test_doc_examples_load_and_match_schema(k, tmp_path):
     {"name": "x", "tasks": [{"id": "a", "cmd": "x", "fn": "m:f"}]},
     {"name": "x", "tasks": [{"id": "a", "cmd": "x", "args": []}]},
     {"name": "x", "tasks": [{"id": "a b", "cmd": "x"}]},
-    {"name": "x", "tasks": [{"id": "a", "cmd": "x", "retries": 1}]},
+    {"name": "x", "tasks": [{"id": "a", "cmd": "x", "retries": -1}]},
+    {"name": "x", "tasks": [{"id": "a", "cmd": "x", "timeout": 0}]},
     {"name": "x", "version": 2, "tasks": [{"id": "a", "cmd": "x"}]},
     {"name": "x", "tasks": [{"id": "a", "cmd": "x", "foreach": {"i": {"range": [1, 2, 3, 4]}}}]},
     {"name": "x", "tasks": [{"id": "a", "cmd": "x", "foreach": {"i": [1, 1]}}]},

@@ -9,6 +9,9 @@ Layout of a run directory (``--out``, default ``mpitiny-runs/<dag name>``)::
                               that rank), stolen, bytes_read (split reads), stdout/stderr
                               offsets in logs/; and ``samples``: psutil CPU %, RSS, I/O bytes
     results/rank-00003.jsonl  {"id": ..., "value": ...} for each fn task that returned non-None
+    journal/                  per-rank journals of what finished, for resuming (io/journal.py)
+    attempts/0001/            what an earlier, interrupted incarnation wrote (tasks, results,
+                              failures, logs), kept when the run was resumed
     failures/rank-00003.jsonl one JSON object per failed task, with its error in full
     logs/rank-00003.out|.err  stdout / stderr of rank 3's cmd tasks, appended one after another,
                               each behind a "### task ID (rank R, attempt A)" line; the offsets
@@ -41,6 +44,7 @@ RECORD_DTYPE = np.dtype([
     ("out_offset", "<i8"), ("out_length", "<i8"), ("err_offset", "<i8"), ("err_length", "<i8"),
 ])
 SUBDIRS = ("tasks", "results", "failures", "logs", "spill")
+RUN_FILES = ("summary.json", "tasks.h5", "trace.json", "progress.json")
 
 
 def rank_file(run_dir: str, sub: str, rank: int, ext: str) -> str:
@@ -50,15 +54,43 @@ def rank_file(run_dir: str, sub: str, rank: int, ext: str) -> str:
 def prepare(run_dir: str) -> None:
     """Create the run directory, clearing what an earlier run left in it (called by rank 0)."""
     os.makedirs(run_dir, exist_ok=True)
-    for sub in SUBDIRS:
+    for sub in (*SUBDIRS, "journal", "attempts"):
         path = os.path.join(run_dir, sub)
         if os.path.isdir(path):
             shutil.rmtree(path)
-        os.makedirs(path)
-    for name in ("summary.json", "tasks.h5", "trace.json", "progress.json"):
+        if sub != "attempts":
+            os.makedirs(path)
+    for name in RUN_FILES:
         path = os.path.join(run_dir, name)
         if os.path.exists(path):
             os.remove(path)
+
+
+def prepare_resume(run_dir: str, previous: int) -> None:
+    """Before incarnation ``previous + 1``: keep what incarnation ``previous`` wrote (tasks,
+    results, failures, logs, summary) under ``attempts/NNNN/``, start those afresh, and drop
+    its spill files (its kept values are in the journal)."""
+    keep = os.path.join(run_dir, "attempts", f"{previous:04d}")
+    if os.path.exists(keep):
+        shutil.rmtree(keep)
+    os.makedirs(keep)
+    for name in (*SUBDIRS, *RUN_FILES):
+        path = os.path.join(run_dir, name)
+        if not os.path.exists(path):
+            continue
+        if name == "spill":
+            shutil.rmtree(path)
+        else:
+            os.replace(path, os.path.join(keep, name))
+    for sub in SUBDIRS:
+        os.makedirs(os.path.join(run_dir, sub), exist_ok=True)
+
+
+def attempt_dirs(run_dir: str) -> list:
+    """Directories with results of a run, oldest first: earlier incarnations, then the last."""
+    root = os.path.join(run_dir, "attempts")
+    older = sorted(os.path.join(root, d) for d in os.listdir(root)) if os.path.isdir(root) else []
+    return [*older, run_dir]
 
 
 class Records:
@@ -181,6 +213,7 @@ class RankFiles:
         self._err_fd = -1
         self.failures_seen: list = []
         self._streams: tuple = ()
+        self._fault_log = None
 
     def result(self, task_id: str, kind: int, data: bytes) -> None:
         """One task's return value: JSON inline; bytes and numpy arrays (``.npy``) in
@@ -198,6 +231,19 @@ class RankFiles:
                                         "file": os.path.basename(self._binary.name),
                                         "offset": offset, "length": len(data)}) + "\n")
 
+    def flush_results(self) -> None:
+        """Hand buffered result lines (and their binary values) to the OS."""
+        if self._results is not None:
+            if self._binary is not None:
+                self._binary.flush()
+            self._results.flush()
+
+    def flush(self) -> None:
+        """Hand everything buffered to the OS (results, what fn tasks printed)."""
+        self.flush_results()
+        for stream in self._streams:
+            stream.flush()
+
     def failure(self, record: dict) -> None:
         if self._failures is None:
             self._failures = open(self.failures_path, "a", encoding="utf-8")
@@ -211,6 +257,12 @@ class RankFiles:
         self._streams = (_LazyFile(rank_file(self.run_dir, "logs", self.rank, ".fn.out")),
                          _LazyFile(rank_file(self.run_dir, "logs", self.rank, ".fn.err")))
         return self._streams
+
+    def fault_log(self):
+        """``logs/rank-R.err`` as a file object for ``faulthandler`` (crash tracebacks)."""
+        if self._fault_log is None:
+            self._fault_log = open(self.err_path, "ab", buffering=0)
+        return self._fault_log
 
     def log_fds(self) -> tuple:
         if self._out_fd < 0:
@@ -328,23 +380,31 @@ def read_tasks(run_dir: str) -> np.ndarray:
 
 def read_results(run_dir: str) -> dict:
     """``{task id: return value}`` of every fn task of a finished run that returned non-None."""
-    from mpitiny.io.store import KIND_BYTES, KIND_NUMPY, decode
     out = {}
-    rdir = os.path.join(run_dir, "results")
-    for name in sorted(os.listdir(rdir)):
-        if not name.endswith(".jsonl"):
-            continue
-        with open(os.path.join(rdir, name), encoding="utf-8") as f:
-            for line in f:
-                rec = json.loads(line)
-                if "type" in rec:
-                    with open(os.path.join(rdir, rec["file"]), "rb") as b:
-                        b.seek(rec["offset"])
-                        data = b.read(rec["length"])
-                    out[rec["id"]] = decode(KIND_BYTES if rec["type"] == "bytes" else KIND_NUMPY, data)
-                else:
-                    out[rec["id"]] = rec["value"]
+    for rdir in (os.path.join(d, "results") for d in attempt_dirs(run_dir)):
+        for name in sorted(os.listdir(rdir)) if os.path.isdir(rdir) else ():
+            if name.endswith(".jsonl"):
+                _read_result_lines(os.path.join(rdir, name), out)
     return out
+
+
+def _read_result_lines(path: str, out: dict) -> None:
+    """Add one results file's values to ``out`` (a torn last line, from a killed run, is
+    skipped: its task was not journaled as done, so it ran again)."""
+    from mpitiny.io.store import KIND_BYTES, KIND_NUMPY, decode
+    rdir = os.path.dirname(path)
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.endswith("\n"):
+                break
+            rec = json.loads(line)
+            if "type" in rec:
+                with open(os.path.join(rdir, rec["file"]), "rb") as b:
+                    b.seek(rec["offset"])
+                    data = b.read(rec["length"])
+                out[rec["id"]] = decode(KIND_BYTES if rec["type"] == "bytes" else KIND_NUMPY, data)
+            else:
+                out[rec["id"]] = rec["value"]
 
 
 def groups_of(run_dir: str) -> list:

@@ -1,0 +1,273 @@
+"""What keeps a rank alive and in control while it runs tasks: timeouts, stop signals,
+isolation of suspect tasks in a child process, and built-in fault injection.
+
+* **Timeouts of Python tasks**: ``Guard.call`` arms ``SIGALRM`` (``setitimer``); the handler
+  raises ``TaskTimeout`` inside the task, which unwinds like any exception: the task fails
+  (or is retried) and the rank goes on with its next task. C code that never returns to the
+  interpreter cannot be interrupted that way, so ``faulthandler``'s watchdog thread (which
+  needs no GIL) ends the rank ``GRACE_SECONDS`` later, writing every thread's traceback to the
+  rank's ``logs/rank-R.err``; the job then ends, and when it is resumed the task runs alone in a
+  child process that is killed at its timeout (``run_isolated``).
+* **Timeouts of commands**: each command runs in a new session (its own process group);
+  past its timeout the whole group gets SIGTERM, then SIGKILL after ``KILL_GRACE`` seconds.
+* **Stop requests**: SIGTERM, SIGINT and SIGUSR1 (Slurm's warning before the time limit) set
+  ``Guard.stop_signal``; if a task is running, ``StopRun`` is raised in it (a command's process
+  group is killed), so the rank stops within moments, journals the task as stopped (not
+  crashed) and the engine ends the run with the "resumable" status.
+* **Isolation** (``run_isolated``): a task that crashed its rank in an earlier incarnation runs
+  in a forked child that never touches MPI; the child sends back the encoded value or the
+  error text through a pipe. A child killed by a signal, ``os._exit`` or a timeout is reported
+  as that task's crash, and the rank survives.
+* **Fault injection**: ``MPITINY_FAULT="rank=R:after=N:mode=raise|exit|kill|hang|segv"``
+  makes rank R fail after it has run N tasks (``Fault``).
+"""
+from __future__ import annotations
+
+import faulthandler
+import os
+import select
+import signal
+import struct
+import subprocess
+import sys
+import time
+import traceback
+
+GRACE_SECONDS = 10.0
+KILL_GRACE = 2.0
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+
+class TaskTimeout(Exception):
+    """Raised inside a Python task that ran past its ``timeout``."""
+
+
+class StopRun(BaseException):
+    """Raised inside a running task when the rank is asked to stop (SIGTERM, SIGUSR1, SIGINT)."""
+
+
+class Guard:
+    """Signal handling of one rank while it runs tasks."""
+
+    def __init__(self) -> None:
+        self.stop_signal = 0
+        self.in_task = False
+        self.timeout = 0.0
+        self.log_file = None
+        self._saved: dict = {}
+
+    def install(self, log_file=None) -> None:
+        """Take over the stop signals and SIGALRM; ``log_file`` (a file object) receives the
+        Python tracebacks of a segmentation fault or of a task hung past its timeout."""
+        self.log_file = log_file
+        for sig in STOP_SIGNALS:
+            self._saved[sig] = signal.signal(sig, self._on_stop)
+        self._saved[signal.SIGALRM] = signal.signal(signal.SIGALRM, self._on_alarm)
+        if self.log_file is not None:
+            faulthandler.enable(file=self.log_file)
+
+    def uninstall(self) -> None:
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
+        self._saved = {}
+        if self.log_file is not None:
+            faulthandler.disable()
+            self.log_file = None
+
+    def _on_stop(self, signum, frame) -> None:
+        self.stop_signal = signum
+        if self.in_task:
+            self.in_task = False
+            raise StopRun(signal.Signals(signum).name)
+
+    def _on_alarm(self, signum, frame) -> None:
+        if self.in_task:
+            self.in_task = False
+            raise TaskTimeout(f"timed out after {self.timeout:g} s")
+
+    def call(self, fn, args, kwargs, timeout: float | None):
+        """``fn(*args, **kwargs)`` with a stop request or ``timeout`` raising inside it."""
+        self.in_task = True
+        if timeout:
+            self.timeout = timeout
+            signal.setitimer(signal.ITIMER_REAL, timeout)
+            if self.log_file is not None:
+                faulthandler.dump_traceback_later(timeout + GRACE_SECONDS, exit=True,
+                                                  file=self.log_file)
+        try:
+            if self.stop_signal:
+                raise StopRun(signal.Signals(self.stop_signal).name)
+            return fn(*args, **kwargs)
+        finally:
+            self.in_task = False
+            if timeout:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                if self.log_file is not None:
+                    faulthandler.cancel_dump_traceback_later()
+
+    def run_command(self, command: str, env: dict, out_fd: int, err_fd: int,
+                    timeout: float | None) -> str | None:
+        """Run a shell command in its own process group; None if it succeeded, else why not.
+        Raises ``StopRun`` (after killing the group) when the rank is asked to stop."""
+        try:
+            proc = subprocess.Popen(command, shell=True, stdout=out_fd, stderr=err_fd,
+                                    stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        except OSError as exc:
+            return f"command could not start: {exc}"
+        self.in_task = True
+        try:
+            if self.stop_signal:
+                raise StopRun(signal.Signals(self.stop_signal).name)
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.in_task = False
+            kill_group(proc)
+            return f"timed out after {timeout:g} s: its process group was killed"
+        except BaseException:
+            self.in_task = False
+            kill_group(proc)
+            raise
+        finally:
+            self.in_task = False
+        if code == 0:
+            return None
+        return f"command exited with status {code}" if code > 0 else \
+            f"command killed by signal {-code} ({_signal_name(-code)})"
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGTERM to the command's whole process group, SIGKILL if it is still there later."""
+    for sig, wait in ((signal.SIGTERM, KILL_GRACE), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            proc.wait(wait)
+            if sig == signal.SIGTERM:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)    # leftovers of the group
+                except (ProcessLookupError, PermissionError):
+                    pass
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _signal_name(num: int) -> str:
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return f"signal {num}"
+
+
+# ---------------------------------------------------------------------- isolation
+def run_isolated(call, timeout: float | None) -> tuple:
+    """Run ``call()`` (returns ``(kind, data)`` of the encoded value) in a forked child.
+
+    Returns ``("ok", kind, data)``, ``("error", text)`` for an exception, or ``("crash", text)``
+    when the child died (signal, ``os._exit``, timeout). The child never calls MPI and leaves
+    with ``os._exit``, so the parent's MPI state is untouched.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                     # the child
+        os.close(rfd)
+        code = 0
+        try:
+            for sig in (*STOP_SIGNALS, signal.SIGALRM):
+                signal.signal(sig, signal.SIG_DFL)
+            try:
+                kind, data = call()
+                msg = struct.pack("<bq", 0, kind) + data
+            except BaseException as exc:              # noqa: B902 - reported as the task's error
+                text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+                msg = struct.pack("<bq", 1, 0) + text.encode("utf-8", "replace")
+            sys.stdout.flush()
+            sys.stderr.flush()
+            view = memoryview(msg)
+            while view:
+                view = view[os.write(wfd, view):]
+        except BaseException:                        # noqa: B902
+            code = 70
+        finally:
+            os._exit(code)
+    os.close(wfd)
+    chunks, deadline, timed_out = [], (time.monotonic() + timeout) if timeout else None, False
+    try:
+        while True:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([rfd], [], [], wait)
+            if not ready:
+                timed_out = True
+                os.kill(pid, signal.SIGKILL)
+                break
+            chunk = os.read(rfd, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    except BaseException:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(rfd)
+        raise
+    os.close(rfd)
+    _, status = os.waitpid(pid, 0)
+    msg = b"".join(chunks)
+    if timed_out:
+        return ("crash", f"timed out after {timeout:g} s (run alone in a child process, "
+                         "which was killed)")
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        return ("crash", f"killed by signal {sig} ({_signal_name(sig)})")
+    if len(msg) < 9:
+        return ("crash", f"the task's process exited with status {os.WEXITSTATUS(status)} "
+                         "before returning (os._exit?)")
+    failed, kind = struct.unpack("<bq", msg[:9])
+    if failed:
+        return ("error", msg[9:].decode("utf-8", "replace"))
+    return ("ok", kind, msg[9:])
+
+
+# ---------------------------------------------------------------------- fault injection
+FAULT_MODES = ("raise", "exit", "kill", "hang", "segv")
+
+
+class Fault:
+    """``MPITINY_FAULT=rank=R:after=N:mode=MODE``: rank R fails once it has run N tasks.
+
+    Modes: ``raise`` (an internal error: the job is aborted), ``exit`` (``os._exit(9)``),
+    ``kill`` (SIGKILL to itself, like ``kill -9``), ``hang`` (sleeps for ever), ``segv``
+    (a segmentation fault).
+    """
+
+    def __init__(self, after: int, mode: str) -> None:
+        if mode not in FAULT_MODES:
+            raise ValueError(f"MPITINY_FAULT: mode must be one of {', '.join(FAULT_MODES)}")
+        self.left = after
+        self.mode = mode
+
+    def fire(self) -> None:
+        if self.mode == "exit":
+            os._exit(9)
+        if self.mode == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self.mode == "hang":
+            while True:
+                time.sleep(3600)
+        if self.mode == "segv":
+            faulthandler.disable()
+            import ctypes
+            ctypes.string_at(0)
+        raise RuntimeError("fault injected by MPITINY_FAULT")
+
+
+def parse_fault(spec: str | None, rank: int) -> Fault | None:
+    if not spec:
+        return None
+    fields = dict(part.split("=", 1) for part in spec.split(":") if "=" in part)
+    if int(fields.get("rank", -1)) != rank:
+        return None
+    return Fault(int(fields.get("after", 0)), fields.get("mode", "raise"))

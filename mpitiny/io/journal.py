@@ -1,0 +1,282 @@
+"""The per-rank journal: what finished, so that a killed or requeued run resumes without loss.
+
+Files, under ``RUN_DIR/journal/``::
+
+    run.json                    the DAG's hash, the incarnation count, whether the last one
+                                ended complete (written by rank 0, atomically)
+    run-0002.rank-00003.jnl     rank 3's records in incarnation 2 (fixed 40-byte records)
+    run-0002.rank-00003.val     the values of rank 3's tasks that other tasks read (``inputs``),
+                                end to end; records give offset, length and CRC-32
+
+A record is ``(lo, hi, length, kind, vkind, attempt, vcrc, check)``:
+
+* ``START lo hi``: tasks ``[lo, hi)`` are about to run (written before they start);
+* ``DONE lo hi``: they all finished without error and returned nothing another task reads;
+* ``DONE gid off length``: one task finished; its kept value is ``length`` bytes at ``off`` of
+  the ``.val`` file (``vkind``: how it was encoded, ``vcrc``: its CRC-32);
+* ``FAILED lo hi``: they failed (they run again when resumed);
+* ``STOPPED lo hi``: they were interrupted by a stop request (not a crash);
+* ``CRASHED gid``: the task, run alone in a child process, took that process down.
+
+The journal file is memory-mapped: appending a record is a store into the page cache, with no
+system call, yet it survives the process being killed (``kill -9``) at any instant. ``sync``
+(``msync`` + ``fsync`` of the value file) runs every ``SYNC_SECONDS`` and at exit, so a machine
+crash loses at most a few seconds. Each record carries a checksum of its fields (``check``),
+so a torn or never-written record (zeros) is recognised and ignored; a ``DONE`` whose value
+fails its CRC counts as not done.
+
+Reading (``read_journals``, on every rank at start-up, the same answer everywhere): a task is
+*done* if some incarnation has a DONE record for it; a task that some incarnation STARTed but
+never finished, failed or stopped has *crashed* once in that incarnation; each CRASHED record
+is one more crash. Tasks with crashes
+run alone in a child process when resumed (``mpitiny._core``), and fail once they have crashed
+``max_crashes`` times.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import mmap
+import os
+import re
+import zlib
+
+import numpy as np
+
+from mpitiny.io.commit import write_atomic
+
+START, DONE, FAILED, STOPPED, CRASHED = 1, 2, 3, 4, 5
+RECORD = np.dtype([("lo", "<i8"), ("hi", "<i8"), ("length", "<i8"), ("kind", "u1"),
+                   ("vkind", "u1"), ("attempt", "<u2"), ("vcrc", "<u4"), ("check", "<u4"),
+                   ("pad", "<u4")])
+SYNC_SECONDS = 2.0
+_M = (1 << 64) - 1
+_K = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5)
+_SALT = 0x6D707469
+
+
+def _check(lo: int, hi: int, length: int, meta: int) -> int:
+    """The record checksum (the same formula as ``_checks``, on Python ints)."""
+    x = (lo * _K[0] + hi * _K[1] + length * _K[2] + meta * _K[3] + _SALT) & _M
+    return ((x >> 32) ^ x) & 0xFFFFFFFF
+
+
+def _checks(rec: np.ndarray) -> np.ndarray:
+    meta = (rec["kind"].astype(np.uint64) | (rec["vkind"].astype(np.uint64) << np.uint64(8))
+            | (rec["attempt"].astype(np.uint64) << np.uint64(16))
+            | (rec["vcrc"].astype(np.uint64) << np.uint64(32)))
+    with np.errstate(over="ignore"):
+        x = (rec["lo"].astype(np.uint64) * np.uint64(_K[0]) + rec["hi"].astype(np.uint64) * np.uint64(_K[1])
+             + rec["length"].astype(np.uint64) * np.uint64(_K[2]) + meta * np.uint64(_K[3])
+             + np.uint64(_SALT))
+    return ((x >> np.uint64(32)) ^ x) & np.uint64(0xFFFFFFFF)
+
+
+def _meta(kind: int, vkind: int, attempt: int, vcrc: int) -> int:
+    return kind | (vkind << 8) | (attempt << 16) | (vcrc << 32)
+
+
+def journal_dir(run_dir: str) -> str:
+    return os.path.join(run_dir, "journal")
+
+
+def journal_path(run_dir: str, incarnation: int, rank: int, ext: str = ".jnl") -> str:
+    return os.path.join(journal_dir(run_dir), f"run-{incarnation:04d}.rank-{rank:05d}{ext}")
+
+
+class Journal:
+    """One rank's journal of one incarnation (append-only, memory-mapped)."""
+
+    def __init__(self, run_dir: str, incarnation: int, rank: int,
+                 initial_records: int = 1 << 14) -> None:
+        self.path = journal_path(run_dir, incarnation, rank)
+        self.value_path = journal_path(run_dir, incarnation, rank, ".val")
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        self.value_fd = -1
+        self.value_end = 0
+        self.n = 0
+        self._map(initial_records)
+
+    def _map(self, capacity: int) -> None:
+        os.ftruncate(self.fd, capacity * RECORD.itemsize)
+        self.mm = mmap.mmap(self.fd, capacity * RECORD.itemsize)
+        self.rec = np.frombuffer(self.mm, dtype=RECORD)
+
+    def _room(self, k: int) -> None:
+        if self.n + k <= len(self.rec):
+            return
+        capacity = max(2 * len(self.rec), self.n + k)
+        self.mm.flush()
+        del self.rec
+        self.mm.close()
+        self._map(capacity)
+
+    def add(self, kind: int, lo: int, hi: int, attempt: int = 1) -> None:
+        """One record for the run of tasks ``[lo, hi)``."""
+        self._room(1)
+        r = self.rec[self.n:self.n + 1]
+        r["lo"], r["hi"], r["length"], r["kind"], r["attempt"] = lo, hi, -1, kind, attempt
+        r["check"] = _check(lo, hi, -1 & _M, _meta(kind, 0, attempt, 0))
+        self.n += 1
+
+    def add_ids(self, kind: int, gids: np.ndarray, attempts=1) -> None:
+        """One record per task id (non-contiguous tasks), written in one vectorised step."""
+        k = len(gids)
+        if not k:
+            return
+        self._room(k)
+        r = self.rec[self.n:self.n + k]
+        r["lo"] = gids
+        r["hi"] = np.asarray(gids) + 1
+        r["length"] = -1
+        r["kind"] = kind
+        r["vkind"] = 0
+        r["attempt"] = attempts
+        r["vcrc"] = 0
+        r["check"] = _checks(r)
+        self.n += k
+
+    def add_value(self, gid: int, vkind: int, data: bytes, attempt: int = 1) -> None:
+        """DONE for one task whose value other tasks read: the value first, then the record."""
+        if self.value_fd < 0:
+            self.value_fd = os.open(self.value_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            self.value_end = os.fstat(self.value_fd).st_size
+        offset = self.value_end
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.value_fd, view):]
+        self.value_end += len(data)
+        crc = zlib.crc32(data)
+        self._room(1)
+        r = self.rec[self.n:self.n + 1]
+        r["lo"], r["hi"], r["length"], r["kind"] = gid, offset, len(data), DONE
+        r["vkind"], r["attempt"], r["vcrc"] = vkind, attempt, crc
+        r["check"] = _check(gid, offset, len(data), _meta(DONE, vkind, attempt, crc))
+        self.n += 1
+
+    def sync(self) -> None:
+        """Make everything recorded so far durable (values before the records that name them)."""
+        if self.value_fd >= 0:
+            os.fsync(self.value_fd)
+        self.mm.flush()
+
+    def close(self) -> None:
+        """Sync, and cut the file to the records written (at a clean exit)."""
+        self.sync()
+        del self.rec
+        self.mm.close()
+        os.ftruncate(self.fd, self.n * RECORD.itemsize)
+        os.fsync(self.fd)
+        os.close(self.fd)
+        if self.value_fd >= 0:
+            os.close(self.value_fd)
+            self.value_fd = -1
+
+
+# ---------------------------------------------------------------------- run identity
+def dag_hash(text: bytes, params: dict) -> str:
+    """What makes two runs "the same DAG": the dag.json bytes and the parameters."""
+    h = hashlib.sha256(text)
+    h.update(json.dumps(params, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:32]
+
+
+def read_run_info(run_dir: str) -> dict | None:
+    try:
+        with open(os.path.join(journal_dir(run_dir), "run.json"), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def write_run_info(run_dir: str, info: dict) -> None:
+    write_atomic(os.path.join(journal_dir(run_dir), "run.json"),
+                 json.dumps(info, indent=1).encode())
+
+
+# ---------------------------------------------------------------------- reading
+class Resumed:
+    """What earlier incarnations left: per task, done or not, its kept value, its crashes."""
+
+    def __init__(self, total: int) -> None:
+        self.done = np.zeros(total, dtype=bool)
+        self.crashes = np.zeros(total, dtype=np.int16)
+        self.values: dict = {}          # gid -> (path, offset, length, vkind, vcrc)
+        self.records = 0
+        self.torn = 0                   # records ignored: bad checksum (torn or never written)
+
+    @property
+    def ndone(self) -> int:
+        return int(np.count_nonzero(self.done))
+
+    def value(self, gid: int) -> tuple:
+        """``(vkind, data)`` of a done task's kept value, checked against its CRC."""
+        path, offset, length, vkind, vcrc = self.values[gid]
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read(length)
+        if len(data) != length or zlib.crc32(data) != vcrc:
+            raise OSError(f"{path}: the kept value of task {gid} is damaged")
+        return vkind, data
+
+
+def _valid_records(path: str) -> tuple:
+    raw = np.fromfile(path, dtype=np.uint8)
+    whole = len(raw) // RECORD.itemsize * RECORD.itemsize
+    rec = raw[:whole].view(RECORD)
+    ok = (rec["kind"] >= START) & (rec["kind"] <= CRASHED) & \
+        (_checks(rec) == rec["check"].astype(np.uint64))
+    ok &= (rec["lo"] >= 0) & ((rec["hi"] > rec["lo"]) | ((rec["length"] >= 0) & (rec["hi"] >= 0)))
+    return rec[ok], int(len(rec) - np.count_nonzero(ok)) + (len(raw) != whole)
+
+
+def _mark(total: int, rec: np.ndarray) -> np.ndarray:
+    """Bool per task: covered by one of the ``[lo, hi)`` runs of ``rec``."""
+    diff = np.zeros(total + 1, dtype=np.int64)
+    lo = np.clip(rec["lo"], 0, total)
+    hi = np.clip(rec["hi"], 0, total)
+    np.add.at(diff, lo, 1)
+    np.add.at(diff, hi, -1)
+    return np.cumsum(diff[:-1]) > 0
+
+
+def read_journals(run_dir: str, total: int) -> Resumed:
+    """Fold every journal under ``run_dir`` into one ``Resumed`` (same result on every rank)."""
+    out = Resumed(total)
+    for path in sorted(glob.glob(os.path.join(journal_dir(run_dir), "run-*.rank-*.jnl"))):
+        rec, torn = _valid_records(path)
+        out.torn += torn
+        out.records += len(rec)
+        if not len(rec):
+            continue
+        with_value = (rec["length"] >= 0) & (rec["kind"] == DONE)
+        plain = rec[~with_value]
+        vals = rec[with_value]
+        vpath = path[:-4] + ".val"
+        vsize = os.path.getsize(vpath) if os.path.exists(vpath) else 0
+        good = vals[(vals["hi"] + vals["length"] <= vsize) & (vals["lo"] < total)]
+        for r in good.tolist():
+            out.values[int(r[0])] = (vpath, int(r[1]), int(r[2]), int(r[4]), int(r[6]))
+        single = np.zeros(0, dtype=RECORD) if not len(good) else good.copy()
+        single["hi"] = single["lo"] + 1
+        done_runs = np.concatenate([plain[plain["kind"] == DONE], single])
+        done = _mark(total, done_runs)
+        ended = done | _mark(total, plain[plain["kind"] != START]) if len(plain) else done
+        started = _mark(total, plain[plain["kind"] == START])
+        out.crashes += (started & ~ended).astype(np.int16)
+        crashed = plain[(plain["kind"] == CRASHED) & (plain["lo"] < total)]
+        np.add.at(out.crashes, crashed["lo"], 1)
+        out.done |= done
+    out.crashes[out.done] = 0
+    return out
+
+
+def incarnations(run_dir: str) -> list:
+    """Incarnation numbers that left journal files."""
+    found = set()
+    for path in glob.glob(os.path.join(journal_dir(run_dir), "run-*.rank-*.jnl")):
+        m = re.search(r"run-(\d+)\.rank-", os.path.basename(path))
+        if m:
+            found.add(int(m.group(1)))
+    return sorted(found)

@@ -1,0 +1,96 @@
+"""The journal (mpitiny.io.journal) without MPI: records, torn tails, damaged values, crashes."""
+import os
+
+import numpy as np
+import pytest
+
+from mpitiny.io import journal as jnl
+
+
+def journal(tmp_path, incarnation=1, rank=0):
+    (tmp_path / "journal").mkdir(exist_ok=True)
+    return jnl.Journal(str(tmp_path), incarnation, rank, initial_records=4)
+
+
+def test_done_runs_ids_and_values_read_back(tmp_path):
+    j = journal(tmp_path)
+    j.add(jnl.START, 0, 10)
+    j.add(jnl.DONE, 0, 10)
+    j.add_ids(jnl.START, np.array([20, 22, 24]))
+    j.add_ids(jnl.DONE, np.array([20, 24]))
+    j.add_ids(jnl.FAILED, np.array([22]))
+    j.add(jnl.START, 30, 32)
+    j.add_value(30, 1, b"thirty")
+    j.add_value(31, 0, b"[31]")
+    j.close()                                    # grew twice past its 4 initial records
+    r = jnl.read_journals(str(tmp_path), 40)
+    assert r.records == 11 and r.torn == 0
+    assert sorted(np.flatnonzero(r.done)) == [*range(10), 20, 24, 30, 31]
+    assert r.value(30) == (1, b"thirty") and r.value(31) == (0, b"[31]")
+    assert not r.crashes.any()                   # 22 failed: it ended, it did not crash
+
+
+def test_started_but_unfinished_tasks_crashed_once_per_incarnation(tmp_path):
+    for inc in (1, 2):
+        j = journal(tmp_path, inc, rank=inc)
+        j.add(jnl.START, 0, 4)
+        j.add(jnl.DONE, 0, 2)                    # 2 and 3 were running when the rank died
+        j.add(jnl.START, 8, 9)
+        j.add(jnl.STOPPED, 8, 9)                 # interrupted by a stop request: no crash
+        j.sync()                                 # no close: like a killed process
+    r = jnl.read_journals(str(tmp_path), 10)
+    assert list(r.crashes) == [0, 0, 2, 2, 0, 0, 0, 0, 0, 0]
+    assert list(np.flatnonzero(r.done)) == [0, 1]
+
+
+def test_a_killed_rank_leaves_a_readable_journal(tmp_path):
+    j = journal(tmp_path)
+    j.add(jnl.DONE, 0, 3)
+    j.sync()
+    # never closed: the file keeps its zero-filled tail, which must read as no records
+    r = jnl.read_journals(str(tmp_path), 5)
+    assert list(np.flatnonzero(r.done)) == [0, 1, 2] and r.torn >= 1
+
+
+@pytest.mark.parametrize("cut", [1, 17, 39])
+def test_torn_last_record_is_ignored(tmp_path, cut):
+    j = journal(tmp_path)
+    j.add(jnl.DONE, 0, 3)
+    j.add(jnl.DONE, 3, 6)
+    j.close()
+    size = 2 * jnl.RECORD.itemsize
+    with open(j.path, "r+b") as f:
+        f.truncate(size - jnl.RECORD.itemsize + cut)     # the second record half-written
+    r = jnl.read_journals(str(tmp_path), 10)
+    assert list(np.flatnonzero(r.done)) == [0, 1, 2] and r.torn == 1
+
+
+def test_garbage_record_is_ignored(tmp_path):
+    j = journal(tmp_path)
+    j.add(jnl.DONE, 0, 2)
+    j.close()
+    with open(j.path, "ab") as f:
+        f.write(os.urandom(jnl.RECORD.itemsize * 3))
+    r = jnl.read_journals(str(tmp_path), 10)
+    assert list(np.flatnonzero(r.done)) == [0, 1] and r.torn == 3
+
+
+def test_value_beyond_its_file_is_not_done_and_bad_crc_raises(tmp_path):
+    j = journal(tmp_path)
+    j.add_value(0, 1, b"aaaa")
+    j.add_value(1, 1, b"bbbb")
+    j.close()
+    with open(j.value_path, "r+b") as f:
+        f.truncate(6)                                    # value of task 1 lost
+    r = jnl.read_journals(str(tmp_path), 2)
+    assert list(np.flatnonzero(r.done)) == [0]
+    with open(j.value_path, "r+b") as f:
+        f.write(b"X")                                    # value of task 0 damaged
+    with pytest.raises(OSError, match="damaged"):
+        r.value(0)
+
+
+def test_dag_hash_depends_on_text_and_params():
+    a = jnl.dag_hash(b"{}", {"n": 1})
+    assert a == jnl.dag_hash(b"{}", {"n": 1})
+    assert a != jnl.dag_hash(b"{}", {"n": 2}) != jnl.dag_hash(b"{ }", {"n": 1})
