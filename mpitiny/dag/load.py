@@ -758,7 +758,7 @@ class _Loader:
         parent_index = by_name.get(name)
         if parent_index is None:
             hint = ""
-            if len(by_name) <= 20000:
+            if len(by_name) <= 20000 and len(name) <= 2 * MAX_ID_LENGTH:   # difflib: O(len)
                 close = difflib.get_close_matches(name, by_name, n=1)
                 if close:
                     hint = f" (did you mean {_show(close[0])}?)"
@@ -908,7 +908,8 @@ class _Loader:
             g.wants_inputs = wants_inputs
             if wants_inputs and "inputs" in g.kwargs:
                 raise self.error("kwargs: 'inputs' is set by mpitiny (the results of the "
-                                 f"parents) because {g.fn} has a parameter named 'inputs'; "
+                                 f"parents) because {_oneline(g.fn)} has a parameter named "
+                                 "'inputs'; "
                                  "do not set it in kwargs", g.where)
             if signature is not None:
                 key = (g.fn, len(g.args), tuple(g.kwargs))
@@ -917,8 +918,8 @@ class _Loader:
                     try:
                         signature.bind(*g.args, **g.kwargs, **extra)
                     except TypeError as err:
-                        raise self.error(f"fn: {g.fn} cannot be called with these args/kwargs: "
-                                         f"{_oneline(err)}", g.where) from None
+                        raise self.error(f"fn: {_oneline(g.fn)} cannot be called with these "
+                                         f"args/kwargs: {_oneline(err)}", g.where) from None
                     self.bound.add(key)
 
     def extend_path(self) -> None:
@@ -946,9 +947,11 @@ class _Loader:
                     found = (f"no module named {_show(missing)} (looked in the current "
                              "directory, the dag file's directory and sys.path)")
                 else:
-                    found = f"importing {name} failed: ModuleNotFoundError: {_oneline(err)}"
+                    found = (f"importing {_oneline(name)} failed: ModuleNotFoundError: "
+                             f"{_oneline(err)}")
             except (Exception, SystemExit) as err:   # the module raised while importing
-                found = f"importing {name} failed: {type(err).__name__}: {_oneline(err)}"
+                found = (f"importing {_oneline(name)} failed: {type(err).__name__}: "
+                         f"{_oneline(err)}")
             self.modules[name] = found
         if isinstance(found, str):
             raise self.error(f"fn: {found}", where)
@@ -961,13 +964,14 @@ class _Loader:
             try:
                 obj = getattr(obj, part)
             except AttributeError:
-                raise self.error(f"fn: module {module_name} has no attribute {attr!r}",
-                                 where) from None
+                raise self.error(f"fn: module {_oneline(module_name)} has no attribute "
+                                 f"{_show(attr)}", where) from None
             except Exception as err:       # a module __getattr__ that raises
-                raise self.error(f"fn: looking up {attr!r} in {module_name} failed: "
-                                 f"{type(err).__name__}: {_oneline(err)}", where) from None
+                raise self.error(f"fn: looking up {_show(attr)} in {_oneline(module_name)} "
+                                 f"failed: {type(err).__name__}: {_oneline(err)}",
+                                 where) from None
         if not callable(obj):
-            raise self.error(f"fn: {fn} is not callable (it is {_kind(obj)})", where)
+            raise self.error(f"fn: {_oneline(fn)} is not callable (it is {_kind(obj)})", where)
         try:
             signature = inspect.signature(obj)
         except (TypeError, ValueError):

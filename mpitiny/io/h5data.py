@@ -916,10 +916,83 @@ BYTES_READ = [0]    # valid split bytes handed to tasks by this process (for the
 
 
 def count_splits(path: str, dataset: str = DEFAULT_DATASET) -> int:
-    """The number of splits of an ingested dataset: only the shape of ``splits`` is read."""
+    """The number of splits of an ingested dataset, once its split table has been checked
+    (``_check_table``: 16 bytes per split are read; the data is not) and its shard files, if
+    any, found."""
     dataset = normalize_dataset(dataset)
     with _open_h5(path) as f:
-        return int(_group(f, path, dataset).get("splits").shape[0])
+        g = _group(f, path, dataset)
+        n = int(g["splits"].shape[0])
+        if n <= _MAX_CHECKED_SPLITS:
+            _check_table(g, path, dataset, g["splits"][()])
+        data = g["data"]
+        if data.is_virtual:
+            base = os.path.dirname(os.path.abspath(path))
+            for vs in data.virtual_sources():
+                name = vs.file_name
+                if name != "." and not os.path.exists(os.path.join(base, name)):
+                    raise BadInput(f"shard file {name} is missing (it was written next to "
+                                   f"{os.path.basename(path)}; move {os.path.basename(path)}"
+                                   f"{SHARDS_SUFFIX}/ together with it)",
+                                   where=f"{path}:{dataset}")
+        return n
+
+
+#: Above this many splits (a 1 GiB table) ``count_splits`` does not read the table.
+_MAX_CHECKED_SPLITS = 1 << 26
+
+
+def _check_table(g, path: str, dataset: str, table) -> tuple:
+    """Check an ingested group's ``data``, ``chunk_bytes`` and split table against each other:
+    every split starts on a chunk boundary after the previous split's chunks and ends inside
+    ``data``. Returns ``(chunk_bytes, table as int64)``; BadInput naming the first bad split."""
+    where = f"{path}:{dataset}"
+
+    def damaged(what: str) -> BadInput:
+        return BadInput(f"damaged ingested dataset: {what}", where=where)
+
+    data = g["data"]
+    if data.ndim != 1 or data.dtype != np.uint8:
+        raise damaged(f"{dataset}/data has shape {data.shape} and type {data.dtype} "
+                      "(expected 1-D uint8)")
+    try:
+        chunk = int(g.attrs["chunk_bytes"])
+    except (KeyError, OSError, ValueError, TypeError) as err:
+        raise damaged(f"attribute chunk_bytes: {_oneline(err)}") from None
+    if chunk <= 0:
+        raise damaged(f"attribute chunk_bytes is {chunk} (expected a positive size)")
+    table = np.ascontiguousarray(table, dtype=np.int64)
+    extent = int(data.shape[0])
+    if len(table):
+        off, length = table[:, 0], table[:, 1]
+        checks = (
+            (off < 0, "has a negative offset {o}"),
+            (length < 0, "has a negative length {n}"),
+            (off % chunk != 0, "starts at byte {o}, not a multiple of the chunk size "
+                               f"({chunk})"),
+            ((off > extent) | (length > extent - off),       # no int64 overflow
+             "(bytes {o}..{e}) ends beyond the end of " f"{dataset}/data ({extent} bytes)"),
+        )
+        # The end of each split's chunks, from values clipped into data (the others are
+        # reported above, at a position no later than any overlap they cause).
+        o, n = np.clip(off, 0, extent), np.clip(length, 0, extent)
+        ends = o + np.maximum(1, -(-n // chunk)) * chunk
+        first = None
+        for bad, text in checks:
+            hit = np.flatnonzero(bad)
+            if hit.size and (first is None or hit[0] < first[0]):
+                first = (int(hit[0]), text)
+        order = np.flatnonzero(o[1:] < ends[:-1])
+        if order.size and (first is None or order[0] + 1 < first[0]):
+            i = int(order[0]) + 1
+            what = "overlaps split" if off[i] > off[i - 1] else "does not come after split"
+            raise damaged(f"split {i} (offset {int(off[i])}) {what} {i - 1} (offset "
+                          f"{int(off[i - 1])}, {int(ends[i - 1] - off[i - 1])} bytes of chunks)")
+        if first is not None:
+            i, text = first
+            o, n = int(off[i]), int(length[i])
+            raise damaged(f"split {i} " + text.format(o=o, n=n, e=o + n))
+    return chunk, table
 
 
 class _Segment:
@@ -978,19 +1051,15 @@ class Splits:
         if self.format not in FORMATS or self.chunk_bytes <= 0:
             raise BadInput(f"damaged ingested dataset: format={self.format!r}, "
                            f"chunk_bytes={self.chunk_bytes}", where=self.where)
-        self._table = np.ascontiguousarray(table, dtype=np.int64)
+        _, self._table = _check_table(g, self.path, self.dataset, table)
         self.offsets = self._table[:, 0]
         self.lengths = self._table[:, 1]
         self._n = len(self._table)
         self._crcs = None
         data = g["data"]
         self._data = data
-        extent = int(data.shape[0]) if data.ndim == 1 else -1
+        extent = int(data.shape[0])
         c = self.chunk_bytes
-        if self._n and (extent < 0 or (self.offsets < 0).any() or (self.lengths < 0).any()
-                        or int((self.offsets + self.lengths).max()) > extent):
-            raise BadInput(f"damaged ingested dataset: the split table points outside "
-                           f"{self.dataset}/data ({extent} bytes)", where=self.where)
         self._spans = np.maximum(1, -(-self.lengths // c))
         srcs = g.get("sources")
         self.sources = []
