@@ -175,6 +175,7 @@ class Engine:
         self.incarnation = incarnation
         self.journal = jnl.Journal(run_dir, incarnation, self.rank) if opts.journal else None
         self.synced_at = time.monotonic()
+        self.journal_pending: list = []     # (group, first gid, instances, failed) of this chunk
         self.resumed = resumed
         self.standing = None    # per gid NORMAL / CACHED / SUSPECT / DOOMED, when resuming
         if resumed is not None:
@@ -380,6 +381,8 @@ class Engine:
     # ------------------------------------------------------------------ running tasks
     def execute(self, work) -> None:
         self.queue.set_busy(True)
+        if self.journal is not None:
+            self.journal_runs(jnl.START, 0, range(*work) if isinstance(work, tuple) else work)
         t0 = time.perf_counter()
         if isinstance(work, tuple):
             lo, hi = work
@@ -397,6 +400,8 @@ class Engine:
             for seg in np.split(np.arange(len(work)), cuts):
                 g = int(groups[seg[0]])
                 self.run_group(g, work[seg] - self.base[g])
+        if self.journal is not None:
+            self.journal_finished()
         dt = time.perf_counter() - t0
         self.queue.set_busy(False)
         self.busy += dt
@@ -425,8 +430,6 @@ class Engine:
             if standing.any():
                 self.run_special(g, np.asarray(instances, dtype=np.int64), standing)
                 return
-        if self.journal is not None:
-            self.journal_runs(jnl.START, first, instances)
         failed, ran = (self.run_fn if group.kind == "fn" else self.run_cmd)(group, instances)
         if ran < n:                                  # stopped: the rest did not run
             if self.journal is not None:
@@ -443,14 +446,7 @@ class Engine:
         group = self.dag.groups[g]
         first = int(self.base[g])
         if journal and self.journal is not None:
-            self.files.flush_results()               # results before the records naming them
-            ok = None
-            if failed:
-                ok = np.ones(n, dtype=bool)
-                ok[failed] = False
-                self.journal_runs(jnl.FAILED, first, instances, ~ok)
-            if not self.layout.has_locs[g]:          # kept values were journaled one by one
-                self.journal_runs(jnl.DONE, first, instances, ok)
+            self.journal_pending.append((g, first, instances, failed))
         self.unreported += n
         self.unreported_failed += len(failed)
         if failed and self.opts.max_fails:
@@ -482,13 +478,41 @@ class Engine:
             for cg, cidx in ready:
                 self.queue_ready(cg, cidx)
 
+    def journal_finished(self) -> None:
+        """DONE / FAILED records of the chunk just run, after its results and kept values
+        reached the OS (so a record never names what a crash could still lose)."""
+        pending, self.journal_pending = self.journal_pending, []
+        self.files.flush_results()
+        self.journal.write_values()
+        singles = []
+        for g, first, instances, failed in pending:
+            consumed = self.layout.has_locs[g]       # their DONE records came with the values
+            if not failed and len(instances) == 1:
+                if not consumed:
+                    singles.append(first + int(instances[0]))
+                continue
+            ok = None
+            if failed:
+                ok = np.ones(len(instances), dtype=bool)
+                ok[failed] = False
+                self.journal_runs(jnl.FAILED, first, instances, ~ok)
+            if not consumed:
+                self.journal_runs(jnl.DONE, first, instances, ok)
+        if singles:
+            self.journal_runs(jnl.DONE, 0, singles)
+
     def journal_runs(self, kind: int, first: int, instances, mask=None) -> None:
         """Journal records for instances (a range: one record; else one per contiguous run
         or per task)."""
-        if mask is None and isinstance(instances, range):
-            if len(instances):
-                self.journal.add(kind, first + instances.start, first + instances.stop)
-            return
+        if mask is None:
+            if isinstance(instances, range):
+                if len(instances):
+                    self.journal.add(kind, first + instances.start, first + instances.stop)
+                return
+            if len(instances) == 1:
+                gid = first + int(instances[0])
+                self.journal.add(kind, gid, gid + 1)
+                return
         gids = first + np.asarray(instances, dtype=np.int64)
         if mask is not None:
             gids = gids[mask]
@@ -1030,8 +1054,17 @@ def run_file(path: str | None, params: dict, out_dir: str | None = None,
     """``mpitiny run``: returns the exit status (0 all done, 1 some failed, 75 stopped).
 
     ``options`` are ``RunOptions`` fields (``quiet``, ``retries``, ``resume``, ...)."""
+    from mpitiny import _guard
+    handlers = _guard.install_early()
+    try:
+        return _run_file(path, params, out_dir, dag_text, RunOptions(**options))
+    finally:
+        _guard.restore(handlers)
+
+
+def _run_file(path: str | None, params: dict, out_dir: str | None, dag_text: str | None,
+              opts: RunOptions) -> int:
     from mpi4py import MPI
-    opts = RunOptions(**options)
     comm = MPI.COMM_WORLD
     t_launch = time.time()
     dag = load_everywhere(comm, path, params, dag_text)

@@ -30,12 +30,36 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 import traceback
 
 GRACE_SECONDS = 10.0
 KILL_GRACE = 2.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+
+_early = [0]       # a stop signal that came while the run was starting (install_early)
+
+
+def _note_early(signum, frame) -> None:
+    _early[0] = signum
+
+
+def install_early() -> dict:
+    """Catch stop signals from the moment ``mpitiny run`` starts (loading the DAG, MPI_Init,
+    allocating windows), so that Slurm's warning arriving then still ends in a clean,
+    resumable stop instead of killing the rank; ``Guard.install`` takes the signal over.
+    Returns the handlers to put back at the end (``restore``)."""
+    _early[0] = 0
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, _note_early) for sig in STOP_SIGNALS}
+
+
+def restore(handlers: dict) -> None:
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
 
 
 class TaskTimeout(Exception):
@@ -60,6 +84,9 @@ class Guard:
         """Take over the stop signals and SIGALRM; ``log_file`` (a file object) receives the
         Python tracebacks of a segmentation fault or of a task hung past its timeout."""
         self.log_file = log_file
+        self.stop_signal = self.stop_signal or _early[0]
+        if threading.current_thread() is not threading.main_thread():
+            return
         for sig in STOP_SIGNALS:
             self._saved[sig] = signal.signal(sig, self._on_stop)
         self._saved[signal.SIGALRM] = signal.signal(signal.SIGALRM, self._on_alarm)

@@ -94,3 +94,12 @@ def test_dag_hash_depends_on_text_and_params():
     a = jnl.dag_hash(b"{}", {"n": 1})
     assert a == jnl.dag_hash(b"{}", {"n": 1})
     assert a != jnl.dag_hash(b"{}", {"n": 2}) != jnl.dag_hash(b"{ }", {"n": 1})
+
+
+def test_done_counts_per_incarnation(tmp_path):
+    for inc in (1, 2):
+        j = journal(tmp_path, inc)
+        j.add(jnl.DONE, 0, 3) if inc == 1 else j.add(jnl.DONE, 3, 5)
+        j.add_value(5 + inc, 0, b"1")
+        j.close()
+    assert list(jnl.done_counts(str(tmp_path), 8)) == [1, 1, 1, 1, 1, 0, 1, 1]

@@ -18,11 +18,13 @@ import random
 import re
 import shutil
 import subprocess
+import threading
 import time
 import uuid
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.slurm
@@ -51,7 +53,7 @@ def _job_info(job_id: str) -> dict:
 
 
 def sbatch(script: str, *args: str, tmp_path: Path, env: dict | None = None,
-           timeout: float = JOB_TIMEOUT) -> SlurmJob:
+           timeout: float = JOB_TIMEOUT, options: tuple = ()) -> SlurmJob:
     """``sbatch --wait slurm/SCRIPT ARGS`` from the repository root; cancels the job on timeout."""
     if shutil.which("sbatch") is None:
         pytest.fail("MPITINY_TEST_SLURM=1 but there is no sbatch: run `bash slurm/local-cluster.sh`")
@@ -59,7 +61,7 @@ def sbatch(script: str, *args: str, tmp_path: Path, env: dict | None = None,
     out_file = tmp_path / f"{name}.out"
     full_env = {**os.environ, "MPITINY_HOME": str(REPO), **(env or {})}
     cmd = ["sbatch", "--wait", "--parsable", f"--job-name={name}", f"--output={out_file}",
-           str(SLURM / script), *args]
+           *options, str(SLURM / script), *args]
     start = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=REPO, env=full_env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -238,3 +240,95 @@ def test_sort_sbatch(tmp_path):
     want = b"".join(sorted(recs, key=lambda r: r[:10]))
     assert got == want, f"sorted output differs ({len(got)} vs {len(want)} bytes)\n" + job.describe()
     assert json.loads((out / "sorted" / "validate.json").read_text())["ok"] is True
+
+
+# ---------------------------------------------------------------------- requeue and resume
+def sleepy_dag(tmp_path: Path, n: int, seconds: float) -> Path:
+    """n tasks of ``seconds`` each (each logs that it ran), then their total in total.txt."""
+    shutil.copy(REPO / "tests" / "dags" / "reliability_tasks.py", tmp_path)
+    path = tmp_path / "dag.json"
+    path.write_text(json.dumps({"name": "sleepy", "params": {"log": str(tmp_path / "ran.log")},
+                                "tasks": [
+        {"id": "sq", "fn": "reliability_tasks:square", "args": ["{i}", "{log}", seconds],
+         "foreach": {"i": {"range": [0, n]}}},
+        {"id": "total", "fn": "reliability_tasks:total",
+         "args": [str(tmp_path / "total.txt"), "{log}"], "deps": ["sq"]}]}))
+    return path
+
+
+class Watcher(threading.Thread):
+    """Watches this test's job: starts requeued jobs at once (Slurm holds a requeued job for
+    about two minutes, BeginTime), and optionally runs ``scontrol requeue`` once ``ran.log``
+    has ``requeue_after`` lines."""
+
+    def __init__(self, log: Path, requeue_after: int | None = None):
+        super().__init__(daemon=True)
+        self.log, self.requeue_after = log, requeue_after
+        self.requeued, self.released = False, 0
+        self.stop = threading.Event()
+
+    def run(self):
+        while not self.stop.wait(1.0):
+            jobs = subprocess.run(["squeue", "-h", "-o", "%i %j %r"], capture_output=True,
+                                  text=True, timeout=30).stdout.split("\n")
+            for line in jobs:
+                parts = line.split()
+                if len(parts) < 3 or not parts[1].startswith("mpitiny-test-"):
+                    continue
+                job_id, reason = parts[0], parts[2]
+                if reason == "BeginTime":
+                    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"],
+                                   capture_output=True, timeout=30)
+                    self.released += 1
+                lines = self.log.read_text().count("\n") if self.log.exists() else 0
+                if self.requeue_after is not None and not self.requeued and lines >= self.requeue_after:
+                    subprocess.run(["scontrol", "requeue", job_id], capture_output=True, timeout=30)
+                    self.requeued = True
+
+
+def check_sleepy_run(tmp_path: Path, run_dir: Path, n: int, job: SlurmJob) -> dict:
+    from mpitiny.io import journal as jnl
+    assert (tmp_path / "total.txt").read_text() == f"{sum(i * i for i in range(n))}\n", job.describe()
+    ran = Counter(line.split()[0] for line in (tmp_path / "ran.log").read_text().splitlines())
+    assert set(ran) == {f"sq[{i}]" for i in range(n)} | {"total"}
+    done = jnl.done_counts(str(run_dir), n + 1)
+    assert (done == 1).all(), f"tasks journaled done more than once: {np.flatnonzero(done != 1)}"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["exit_status"] == 0 and summary["done"] == n + 1, summary
+    return summary
+
+
+def test_time_limit_stops_requeues_and_resumes(tmp_path):
+    """--time=1 with --signal=B:USR1@45: Slurm warns the batch shell about 15-45 s in; mpitiny
+    stops (exit 75), the script requeues the job, the job starts again with the same id and run
+    directory, and resumes, until all 60 s of work are done."""
+    n = 100
+    dag = sleepy_dag(tmp_path, n, 1.0)
+    run_dir = tmp_path / "run"
+    watcher = Watcher(tmp_path / "ran.log")
+    watcher.start()
+    try:
+        job = sbatch("run_dag.sh", str(dag), "-q", tmp_path=tmp_path,
+                     env={"OUT": str(run_dir)}, options=("--time=1", "--signal=B:USR1@45"))
+    finally:
+        watcher.stop.set()
+    assert_completed(job)
+    assert job.output.count("requeueing job") >= 1, job.describe()
+    summary = check_sleepy_run(tmp_path, run_dir, n, job)
+    assert summary["incarnation"] >= 2 and summary["cached"] > 0, summary
+
+
+def test_scontrol_requeue_resumes(tmp_path):
+    n = 40
+    dag = sleepy_dag(tmp_path, n, 0.5)
+    run_dir = tmp_path / "run"
+    watcher = Watcher(tmp_path / "ran.log", requeue_after=10)
+    watcher.start()
+    try:
+        job = sbatch("run_dag.sh", str(dag), "-q", tmp_path=tmp_path, env={"OUT": str(run_dir)})
+    finally:
+        watcher.stop.set()
+    assert watcher.requeued
+    assert_completed(job)
+    summary = check_sleepy_run(tmp_path, run_dir, n, job)
+    assert summary["incarnation"] >= 2 and summary["cached"] >= 8, summary

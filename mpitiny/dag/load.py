@@ -50,7 +50,9 @@ RANGE_LIMIT = 2**62
 
 TOP_KEYS = ("name", "version", "description", "params", "tasks")
 TASK_KEYS = ("id", "cmd", "fn", "args", "kwargs", "deps", "foreach", "priority", "rank",
-             "description")
+             "retries", "timeout", "description")
+MAX_RETRIES = 1000
+MAX_TIMEOUT = 366 * 86400.0
 _TOP_KEYS = frozenset(TOP_KEYS)
 _TASK_KEYS = frozenset(TASK_KEYS)
 
@@ -511,6 +513,19 @@ class _Loader:
                 self.split_source = None
             if "rank" in task:
                 options["rank"] = self.parse_rank(task["rank"], variables, params, where)
+            if "retries" in task:
+                retries = task["retries"]
+                if type(retries) is not int or not 0 <= retries <= MAX_RETRIES:
+                    raise self.error(f"retries: must be an integer from 0 to {MAX_RETRIES}, "
+                                     f"not {_show(retries)}", where)
+                options["retries"] = retries
+            if "timeout" in task:
+                timeout = task["timeout"]
+                if (type(timeout) not in (int, float) or not timeout > 0
+                        or not timeout <= MAX_TIMEOUT):
+                    raise self.error(f"timeout: must be a number of seconds > 0 (at most one "
+                                     f"year), not {_show(timeout)}", where)
+                options["timeout"] = float(timeout)
             if "description" in task and not isinstance(task["description"], str):
                 raise self.error(f"description: must be a string, not "
                                  f"{_kind(task['description'])}", where)

@@ -40,6 +40,7 @@ import json
 import mmap
 import os
 import re
+import struct
 import zlib
 
 import numpy as np
@@ -51,6 +52,8 @@ RECORD = np.dtype([("lo", "<i8"), ("hi", "<i8"), ("length", "<i8"), ("kind", "u1
                    ("vkind", "u1"), ("attempt", "<u2"), ("vcrc", "<u4"), ("check", "<u4"),
                    ("pad", "<u4")])
 SYNC_SECONDS = 2.0
+_PACK = struct.Struct("<qqqBBHIII").pack_into
+assert struct.calcsize("<qqqBBHIII") == RECORD.itemsize
 _M = (1 << 64) - 1
 _K = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5)
 _SALT = 0x6D707469
@@ -95,6 +98,7 @@ class Journal:
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         self.value_fd = -1
         self.value_end = 0
+        self.pending: list = []          # (gid, vkind, data, attempt) not yet in the files
         self.n = 0
         self._map(initial_records)
 
@@ -113,11 +117,11 @@ class Journal:
         self._map(capacity)
 
     def add(self, kind: int, lo: int, hi: int, attempt: int = 1) -> None:
-        """One record for the run of tasks ``[lo, hi)``."""
-        self._room(1)
-        r = self.rec[self.n:self.n + 1]
-        r["lo"], r["hi"], r["length"], r["kind"], r["attempt"] = lo, hi, -1, kind, attempt
-        r["check"] = _check(lo, hi, -1 & _M, _meta(kind, 0, attempt, 0))
+        """One record for the run of tasks ``[lo, hi)`` (one ``pack_into`` the mapped file)."""
+        if self.n == len(self.rec):
+            self._room(1)
+        _PACK(self.mm, self.n * 40, lo, hi, -1, kind, 0, attempt, 0,
+              _check(lo, hi, _M, kind | (attempt << 16)), 0)
         self.n += 1
 
     def add_ids(self, kind: int, gids: np.ndarray, attempts=1) -> None:
@@ -138,25 +142,34 @@ class Journal:
         self.n += k
 
     def add_value(self, gid: int, vkind: int, data: bytes, attempt: int = 1) -> None:
-        """DONE for one task whose value other tasks read: the value first, then the record."""
+        """DONE for one task whose value other tasks read; written by ``write_values``."""
+        self.pending.append((gid, vkind, data, attempt))
+
+    def write_values(self) -> None:
+        """The pending values, end to end in one write, then their DONE records."""
+        if not self.pending:
+            return
+        pending, self.pending = self.pending, []
         if self.value_fd < 0:
             self.value_fd = os.open(self.value_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             self.value_end = os.fstat(self.value_fd).st_size
-        offset = self.value_end
-        view = memoryview(data)
+        view = memoryview(b"".join(p[2] for p in pending))
         while view:
             view = view[os.write(self.value_fd, view):]
-        self.value_end += len(data)
-        crc = zlib.crc32(data)
-        self._room(1)
-        r = self.rec[self.n:self.n + 1]
-        r["lo"], r["hi"], r["length"], r["kind"] = gid, offset, len(data), DONE
-        r["vkind"], r["attempt"], r["vcrc"] = vkind, attempt, crc
-        r["check"] = _check(gid, offset, len(data), _meta(DONE, vkind, attempt, crc))
-        self.n += 1
+        offset = self.value_end
+        for gid, vkind, data, attempt in pending:
+            crc = zlib.crc32(data)
+            if self.n == len(self.rec):
+                self._room(1)
+            _PACK(self.mm, self.n * 40, gid, offset, len(data), DONE, vkind, attempt, crc,
+                  _check(gid, offset, len(data), _meta(DONE, vkind, attempt, crc)), 0)
+            self.n += 1
+            offset += len(data)
+        self.value_end = offset
 
     def sync(self) -> None:
         """Make everything recorded so far durable (values before the records that name them)."""
+        self.write_values()
         if self.value_fd >= 0:
             os.fsync(self.value_fd)
         self.mm.flush()
@@ -270,6 +283,20 @@ def read_journals(run_dir: str, total: int) -> Resumed:
         out.done |= done
     out.crashes[out.done] = 0
     return out
+
+
+def done_counts(run_dir: str, total: int) -> np.ndarray:
+    """How many incarnations journaled each task as done (1 everywhere after a good resume:
+    a task journaled done is never run again)."""
+    counts = np.zeros(total, dtype=np.int64)
+    for path in sorted(glob.glob(os.path.join(journal_dir(run_dir), "run-*.rank-*.jnl"))):
+        rec, _ = _valid_records(path)
+        done = rec[rec["kind"] == DONE]
+        ranges = done[done["length"] < 0]
+        counts += _mark(total, ranges)
+        singles = done[(done["length"] >= 0) & (done["lo"] < total)]["lo"]
+        np.add.at(counts, singles, 1)
+    return counts
 
 
 def incarnations(run_dir: str) -> list:
