@@ -1,5 +1,5 @@
 """Wordcount map kernels on the splits of an ingested file, one process:
-numpy (tokenize + hash + np.unique) vs Counter(bytes.split()).
+the hash kernel (the default), numpy (tokenize + hash + np.unique), keys, vs Counter(bytes.split()).
 
     python jobs/bench_kernel.py data/corpus-200MB-8MiB.h5 [--repeat 3]
 Prints MB/s per kernel (median over repetitions, interleaved, of the whole pass over the
@@ -34,11 +34,12 @@ def main():
     kernels = {
         "counter: Counter(bytes.split())": lambda i: Counter(blobs[i].split()),
         "counter kernel of the job (+ hash of distinct words)": lambda i: mr.count_words(blobs[i], "counter"),
+        "hash kernel, the default (numpy hash table of exact 15-byte keys, bincount)": lambda i: mr.count_words(blobs[i], "hash"),
         "keys kernel (exact uint64 keys for <= 7 bytes, np.unique; Counter for longer)": lambda i: mr.count_words(arrays[i], "keys"),
         "numpy kernel (tokenize, 2x64-bit hashes, np.unique)": lambda i: mr.count_words(arrays[i], "numpy"),
     }
     for i in range(min(n, 2)):       # exactness on a few splits
-        for k in ("numpy", "keys"):
+        for k in ("numpy", "keys", "hash"):
             w, c, _, _ = mr.count_words(arrays[i], k)
             assert dict(zip(w, c.tolist())) == Counter(blobs[i].split())
     out = {"input": a.input, "splits": n, "bytes": total, "repeat": a.repeat, "MB_per_s": {}}

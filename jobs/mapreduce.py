@@ -150,14 +150,91 @@ def count_words_keys(arr: np.ndarray) -> tuple:
                                   np.fromiter(c.values(), np.int64, len(c))])
 
 
-def count_words(arr, kernel: str = "counter") -> tuple:
+_WS_TABLE = bytes(_WS.astype(np.uint8))     # bytes.translate: whitespace -> 1, else 0
+_MASK9 = np.array([(1 << (8 * k)) - 1 for k in range(9)], dtype=np.uint64)
+_HA = np.uint64(0x9E3779B97F4A7C15)          # bucket hash multipliers (any odd constants)
+_HB = np.uint64(0xC2B2AE3D27D4EB4F)
+KEY_BYTES = 15                               # tokens of at most this many bytes are keys
+
+
+def count_words_hash(data: bytes) -> tuple:
+    """Exact ``(words, counts, h1, h2)`` with a numpy hash table (the default kernel).
+
+    A token of at most 15 bytes *is* its key: two uint64 (bytes 0-7; bytes 8-14 with the
+    length in the top byte), read with two unaligned loads. Tokens go to buckets
+    ``hash(key) >> (64 - k)`` of a table of 2**k slots: every token writes its key into its
+    slot (one scatter, the last writer wins), then a token counts in the table only if the
+    slot holds *its* key. All tokens of one word land in one slot, so a word is either counted
+    entirely in the table (``np.bincount`` of the slots) or entirely not; the tokens that lost
+    their slot to another word and the tokens over 15 bytes are counted with ``Counter`` on
+    their bytes. Exact by construction; no sort. ``h1``/``h2`` (``tokenize``'s polynomial
+    hashes) are computed from the keys' bytes, or by ``hash_words`` for the Counter words.
+    """
+    n = len(data)
+    ws = np.frombuffer(data.translate(_WS_TABLE), dtype=bool)
+    if n == 0:
+        return [], np.empty(0, np.int64), np.empty(0, np.uint64), np.empty(0, np.uint64)
+    edge = np.empty(n + 1, dtype=bool)
+    edge[0] = not ws[0]
+    np.not_equal(ws[1:], ws[:-1], out=edge[1:n])
+    edge[n] = not ws[-1]
+    bounds = np.flatnonzero(edge)
+    starts, ends = np.ascontiguousarray(bounds[0::2]), bounds[1::2]
+    lens = ends - starts
+    pad = np.zeros(n + 16, np.uint8)
+    pad[:n] = np.frombuffer(data, np.uint8)
+    at = np.ndarray(shape=(n + 8,), dtype="<u8", buffer=pad, strides=(1,))   # unaligned loads
+    lo = at[starts]
+    hi = at[starts + 8]
+    lo &= _MASK9[np.minimum(lens, 8)]
+    hi &= _MASK9[np.clip(lens - 8, 0, 7)]
+    hi |= lens.astype(np.uint64) << np.uint64(56)
+    k = min(20, max(10, len(lens).bit_length()))
+    slot = (((lo * _HA) ^ (hi * _HB)) >> np.uint64(64 - k)).astype(np.intp)
+    rep_lo = np.empty(1 << k, np.uint64)
+    rep_hi = np.empty(1 << k, np.uint64)
+    rep_lo[slot] = lo
+    rep_hi[slot] = hi
+    ok = rep_lo[slot] == lo
+    ok &= rep_hi[slot] == hi
+    ok &= lens <= KEY_BYTES
+    cnt = np.bincount(slot[ok], minlength=1 << k)
+    nz = np.flatnonzero(cnt)
+    klo, khi, counts = rep_lo[nz], rep_hi[nz], cnt[nz].astype(np.int64)
+    d = len(nz)
+    klen = (khi >> np.uint64(56)).astype(np.intp)
+    mat = np.empty((d, 17), np.uint8)                  # key bytes, "\n" at the word's length
+    mat[:, :8] = klo.view(np.uint8).reshape(d, 8)
+    mat[:, 8:16] = khi.view(np.uint8).reshape(d, 8)
+    mat[np.arange(d), klen] = 10
+    words = mat[np.arange(17) <= klen[:, None]].tobytes().split(b"\n")[:-1]
+    v = mat[:, :KEY_BYTES].astype(np.uint64)
+    v += np.uint64(1)
+    v[np.arange(KEY_BYTES) >= klen[:, None]] = 0
+    h1 = (v * _powers(_P1, KEY_BYTES)[0]).sum(axis=1, dtype=np.uint64)
+    h2 = (v * _powers(_P2, KEY_BYTES)[0]).sum(axis=1, dtype=np.uint64)
+    rest = np.flatnonzero(~ok)
+    if len(rest):
+        c = Counter([data[a:b] for a, b in zip(starts[rest].tolist(), ends[rest].tolist())])
+        more = list(c)
+        m1, m2 = hash_words(more)
+        words += more
+        counts = np.concatenate([counts, np.fromiter(c.values(), np.int64, len(more))])
+        h1, h2 = np.concatenate([h1, m1]), np.concatenate([h2, m2])
+    return words, counts, h1, h2
+
+
+def count_words(arr, kernel: str = "hash") -> tuple:
     """Exact ``(words, counts, h1, h2)`` of one split (``arr``: uint8 array or bytes).
 
-    ``kernel="counter"`` (the default: see docs/mapreduce.md for measurements) counts with
+    ``kernel="hash"`` (the default: see docs/mapreduce.md for measurements) is
+    ``count_words_hash``; ``"counter"`` counts with
     ``Counter(data.split())`` and hashes only the distinct words; ``"numpy"`` tokenizes and
     hashes every token with numpy and falls back to Counter on a collision; ``"keys"`` uses
     exact uint64 keys for tokens of up to 7 bytes (``count_words_keys``).
     """
+    if kernel == "hash":
+        return count_words_hash(arr if isinstance(arr, bytes) else arr.tobytes())
     if kernel == "keys":
         a = np.frombuffer(arr, np.uint8) if isinstance(arr, bytes) else arr
         words, counts = count_words_keys(a)
@@ -187,16 +264,16 @@ def pack(parts: list) -> bytes:
         entry = {}
         for name, value in part.items():
             if isinstance(value, (bytes, bytearray)):
-                raw, desc = bytes(value), ["bytes"]
+                raw, desc = value, ["bytes"]
             else:
                 a = np.ascontiguousarray(value)
-                raw, desc = a.tobytes(), [a.dtype.str, list(a.shape)]
-            entry[name] = [pos, len(raw)] + desc
+                raw, desc = memoryview(a).cast("B") if a.size else b"", [a.dtype.str, list(a.shape)]
+            entry[name] = [pos, raw.nbytes if isinstance(raw, memoryview) else len(raw)] + desc
             blobs.append(raw)
-            pos += len(raw)
+            pos += entry[name][1]
         meta.append(entry)
     head = json.dumps(meta).encode()
-    return struct.pack("<Q", len(head)) + head + b"".join(blobs)
+    return b"".join([struct.pack("<Q", len(head)), head, *blobs])
 
 
 def unpack(blob, which=None) -> list:
@@ -224,7 +301,10 @@ def unpack(blob, which=None) -> list:
 
 def table(words: list, counts, h1, h2) -> dict:
     """A word table as a packable dict (words joined by newlines: they hold no whitespace)."""
-    return {"words": b"\n".join(words), "counts": np.asarray(counts, np.int64),
+    counts = np.asarray(counts, np.int64)
+    if len(counts) and counts.max() < (1 << 32):        # fewer bytes to move
+        counts = counts.astype(np.uint32)
+    return {"words": b"\n".join(words), "counts": counts,
             "h1": np.asarray(h1, np.uint64), "h2": np.asarray(h2, np.uint64)}
 
 
@@ -234,37 +314,93 @@ def table_words(t: dict) -> list:
 
 def split_table(words: list, counts, h1, h2, reducers: int) -> list:
     """Partition one table into ``reducers`` tables by ``partition_of``."""
-    part = partition_of(np.asarray(h1, np.uint64), reducers)
+    h1, h2, counts = np.asarray(h1, np.uint64), np.asarray(h2, np.uint64), np.asarray(counts)
+    if reducers == 1:
+        return [table(words, counts, h1, h2)]
+    part = partition_of(h1, reducers)
     order = np.argsort(part, kind="stable")
-    cuts = np.searchsorted(part[order], np.arange(reducers + 1))
-    out = []
-    for r in range(reducers):
-        idx = order[cuts[r]:cuts[r + 1]]
-        out.append(table([words[i] for i in idx.tolist()], np.asarray(counts)[idx],
-                         np.asarray(h1)[idx], np.asarray(h2)[idx]))
-    return out
+    cuts = np.searchsorted(part[order], np.arange(reducers + 1)).tolist()
+    ws = [words[i] for i in order.tolist()]
+    c, a, b = counts[order], h1[order], h2[order]
+    return [table(ws[cuts[r]:cuts[r + 1]], c[cuts[r]:cuts[r + 1]], a[cuts[r]:cuts[r + 1]],
+                  b[cuts[r]:cuts[r + 1]]) for r in range(reducers)]
+
+
+def _group_sorted(h1, h2, lens, counts):
+    """``(first, sums)`` grouping entries by h1 with one sort, or None if an h1 collides."""
+    order = np.argsort(h1)
+    hs = h1[order]
+    new = np.empty(len(hs), bool)
+    new[:1] = True
+    np.not_equal(hs[1:], hs[:-1], out=new[1:])
+    cuts = np.flatnonzero(new)
+    first = order[cuts]
+    group = np.cumsum(new) - 1                          # group of each sorted entry
+    if not (np.array_equal(h2[order], h2[first][group]) and
+            np.array_equal(lens[order], lens[first][group])):
+        return None
+    return first, np.add.reduceat(counts[order], cuts) if len(cuts) else counts[:0]
+
+
+def _group_hashed(h1, h2, lens, counts):
+    """``(first, sums)`` grouping entries by h1 with a hash table (``np.bincount``, no sort),
+    or None if an h1 collides. Entries whose slot another h1 took are grouped by a sort."""
+    n = len(h1)
+    k = min(18, max(10, n.bit_length()))             # <= 2 MiB per array: stays in cache
+    slot = ((h1 * _HA) >> np.uint64(64 - k)).astype(np.intp)
+    rep = np.empty(1 << k, np.uint64)
+    rep[slot] = h1
+    ok = rep[slot] == h1                                # the slot is this entry's h1's
+    idx = np.flatnonzero(ok)
+    s = slot[idx]
+    for other in (h2, lens):                            # same h1 => same h2 and length
+        v = other[idx]
+        rep[s] = v
+        if not np.array_equal(rep[s], v):
+            return None
+    where = np.empty(1 << k, np.intp)
+    where[s] = idx                                      # one entry of each slot
+    sums = np.bincount(s, weights=counts[idx], minlength=1 << k)
+    used = np.flatnonzero(np.bincount(s, minlength=1 << k))
+    first, total = where[used], sums[used].astype(np.int64)
+    rest = np.flatnonzero(~ok)
+    if len(rest):
+        got = _group_sorted(h1[rest], h2[rest], lens[rest], counts[rest])
+        if got is None:
+            return None
+        first = np.concatenate([first, rest[got[0]]])
+        total = np.concatenate([total, got[1]])
+    return first, total
 
 
 def merge_tables(tables: list) -> tuple:
     """Sum word tables: ``(words, counts, h1, h2)``; exact (falls back to bytes on a
-    collision of h1)."""
+    collision of h1).
+
+    Entries are grouped by h1 with a hash table (``_group_hashed``: scatter, check, bincount;
+    no sort); the words are split out of the tables' joined blobs only for one entry of each
+    distinct h1 (the length check uses the separator positions).
+    """
     tables = [t for t in tables if t is not None and len(t["counts"])]
     if not tables:
         e = np.empty(0, np.uint64)
         return [], np.empty(0, np.int64), e, e
     h1 = np.concatenate([t["h1"] for t in tables])
     h2 = np.concatenate([t["h2"] for t in tables])
-    counts = np.concatenate([t["counts"] for t in tables])
-    uniq, first, inverse = np.unique(h1, return_index=True, return_inverse=True)
-    lens = np.concatenate([np.fromiter(map(len, table_words(t)), np.int64, len(t["counts"]))
-                           for t in tables])
-    if np.array_equal(h2, h2[first][inverse]) and np.array_equal(lens, lens[first][inverse]):
-        order = np.argsort(inverse, kind="stable")
-        cuts = np.searchsorted(inverse[order], np.arange(len(uniq)))
-        sums = np.add.reduceat(counts[order], cuts)
-        all_words = [w for t in tables for w in table_words(t)]
-        words = [all_words[i] for i in first.tolist()]
-        return words, sums, uniq, h2[first]
+    counts = np.concatenate([t["counts"] for t in tables]).astype(np.int64, copy=False)
+    blob = b"\n".join(t["words"] for t in tables)
+    sep = np.flatnonzero(np.frombuffer(blob, np.uint8) == 10)
+    starts = np.concatenate([[0], sep + 1])
+    ends = np.concatenate([sep, [len(blob)]])
+    if len(starts) != len(h1):
+        raise ValueError(f"word tables hold {len(starts)} words for {len(h1)} counts")
+    lens = (ends - starts).astype(np.uint64)
+    got = _group_hashed(h1, h2, lens, counts) if len(tables) > 1 else \
+        (np.arange(len(h1)), counts)                    # one table: its words are distinct
+    if got is not None:
+        first, sums = got
+        words = [blob[a:b] for a, b in zip(starts[first].tolist(), ends[first].tolist())]
+        return words, sums, h1[first], h2[first]
     c: Counter = Counter()
     for t in tables:
         c.update(dict(zip(table_words(t), t["counts"].tolist())))

@@ -24,9 +24,9 @@ from mpitiny.io.commit import atomic_h5, atomic_output
 from mpitiny.io.h5data import open_splits
 
 
-def map_split(input: str, split: int, reducers: int = 1, kernel: str = "counter") -> bytes:
+def map_split(input: str, split: int, reducers: int = 1, kernel: str = "hash") -> bytes:
     """Counts of the distinct words of split ``split`` of ``input``, in ``reducers`` parts."""
-    data = open_splits(input).read(split)
+    data = open_splits(input).read_array(split).tobytes()    # takes the runtime's prefetch
     words, counts, h1, h2 = mr.count_words(data, kernel)
     parts = mr.split_table(words, counts, h1, h2, reducers)
     parts[0]["nbytes"] = np.array([len(data)], np.int64)
@@ -62,7 +62,7 @@ def finish(output: str, inputs: dict, top: int = 10) -> dict:
     for blob in inputs.values():
         t = mr.unpack(blob)[0]
         words += mr.table_words(t)
-        counts.append(t["counts"])
+        counts.append(t["counts"].astype(np.int64))
         nbytes += int(t["nbytes"][0])
         if int(t["nparts"][0]) != len(inputs):
             raise ValueError(f"the maps made {int(t['nparts'][0])} partitions but finish has "

@@ -98,13 +98,49 @@ def test_corpus_has_many_splits_and_a_multi_chunk_split(corpus):
 
 
 # ----------------------------------------------------------------- kernels, no MPI
-@pytest.mark.parametrize("kernel", ["counter", "numpy", "keys"])
+@pytest.mark.parametrize("kernel", ["hash", "counter", "numpy", "keys"])
 def test_count_words_kernels_exact(corpus, kernel):
     data = (logical(corpus[1]) + b"\x00 \xa0 \x1c\x1d\x1e\x1f \x85 a a\x00 a\x00\x00 \x00a"
-            b" 1234567 12345678 \xff\xff\xff\xff\xff\xff\xff")
+            b" 1234567 12345678 \xff\xff\xff\xff\xff\xff\xff"
+            b" 123456789abcdef 123456789abcdefg 123456789abcde\x00 123456789abcdef"
+            b" 12345678\x00 12345678\x00\x00 " + b"x" * 300 + b" \x00" * 20)
     words, counts, h1, h2 = mr.count_words(np.frombuffer(data, np.uint8), kernel)
     assert dict(zip(words, counts.tolist())) == Counter(data.split())
+    assert len(words) == len(set(words))
     assert (h1, h2) != () and np.array_equal(mr.hash_words(words)[0], h1)
+    assert np.array_equal(mr.hash_words(words)[1], h2)
+
+
+@pytest.mark.parametrize("data", [b"", b" \n\t ", b"a", b"  a", b"a  ", b"\x00", b"x" * 15,
+                                  b"x" * 16, b"\x0b\x0ca\x0cb\x0b", b"\r\na b\r\n"])
+def test_hash_kernel_edges(data):
+    words, counts, h1, h2 = mr.count_words(data, "hash")
+    assert dict(zip(words, counts.tolist())) == Counter(data.split())
+    assert np.array_equal(mr.hash_words(words)[0], h1) and np.array_equal(mr.hash_words(words)[1], h2)
+
+
+def test_hash_kernel_and_merge_with_colliding_slots(monkeypatch):
+    """Every key in one slot (multiplier 0): one word wins the slot, the others go through
+    Counter (kernel) or the sort (merge); still exact."""
+    data = b"a b a c dd dd dd " + b"long-word-over-15-bytes " * 3 + b"b\n"
+    monkeypatch.setattr(mr, "_HA", np.uint64(0))
+    monkeypatch.setattr(mr, "_HB", np.uint64(0))
+    words, counts, h1, h2 = mr.count_words(data, "hash")
+    assert dict(zip(words, counts.tolist())) == Counter(data.split())
+    t1 = mr.table(words, counts, h1, h2)
+    w2, c2, a2, b2 = mr.count_words(b"a zz dd", "hash")
+    t2 = mr.table(w2, c2, a2, b2)
+    got = mr.merge_tables([t1, t2])
+    assert dict(zip(got[0], got[1].tolist())) == Counter((data + b" a zz dd").split())
+    assert np.array_equal(mr.hash_words(got[0])[0], got[2])
+
+
+def test_merge_falls_back_on_h1_collision():
+    """Two different words given the same h1: merge_tables compares bytes (Counter)."""
+    t1 = mr.table([b"ab", b"cd"], [1, 2], [7, 8], [1, 2])
+    t2 = mr.table([b"xy", b"ab"], [5, 1], [8, 7], [9, 1])       # h1 of xy = h1 of cd
+    words, counts, _, _ = mr.merge_tables([t1, t2])
+    assert dict(zip(words, counts.tolist())) == {b"ab": 2, b"cd": 2, b"xy": 5}
 
 
 def test_numpy_kernel_falls_back_on_collision(monkeypatch):
@@ -121,10 +157,13 @@ def test_numpy_kernel_falls_back_on_collision(monkeypatch):
 
 
 def test_pack_roundtrip():
-    parts = [{"x": np.arange(5, dtype=np.int64), "b": b"hi\n"}, {"y": np.zeros((2, 3), "u1")}]
+    parts = [{"x": np.arange(5, dtype=np.int64), "b": b"hi\n"}, {"y": np.zeros((2, 3), "u1")},
+             {"e": np.empty(0, np.uint64), "s": np.arange(10, dtype=np.uint32)[::2]}]
     back = mr.unpack(mr.pack(parts))
     assert back[0]["b"] == b"hi\n" and back[0]["x"].tolist() == list(range(5))
     assert back[1]["y"].shape == (2, 3)
+    assert back[2]["e"].dtype == np.uint64 and len(back[2]["e"]) == 0
+    assert back[2]["s"].tolist() == [0, 2, 4, 6, 8]
     assert mr.unpack(mr.pack(parts), which={1})[0] is None
 
 
@@ -207,7 +246,7 @@ def test_aggregation_tree_variants(python_module, corpus, tmp_path):
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("kernel", ["numpy", "keys"])
+@pytest.mark.parametrize("kernel", ["counter", "numpy", "keys"])
 def test_wordcount_other_kernels_job(python_module, corpus, tmp_path, kernel):
     out = tmp_path / "out"
     run_job(python_module, 2, JOBS / "wordcount.json", corpus, out, "--param", f"kernel={kernel}")
