@@ -173,7 +173,7 @@ class Engine:
         self.direct = None      # one released task this rank runs next without queueing it
         self.fault = parse_fault(fault, self.rank)
         self.incarnation = incarnation
-        self.journal = jnl.Journal(run_dir, incarnation, self.rank) if opts.journal else None
+        self.journal = None     # opened by open_journal, on every rank together
         self.synced_at = time.monotonic()
         self.journal_pending: list = []     # (group, first gid, instances, failed) of this chunk
         self.resumed = resumed
@@ -190,6 +190,20 @@ class Engine:
         _short_timer_slack()
 
     # ------------------------------------------------------------------ start and finish
+    def open_journal(self) -> None:
+        """Create this rank's journal; if any rank cannot (a full or read-only run directory),
+        every rank raises the same one-line error before a task runs."""
+        error = None
+        if self.opts.journal:
+            try:
+                self.journal = jnl.Journal(self.run_dir, self.incarnation, self.rank)
+            except OSError as exc:
+                error = (f"run directory {os.path.abspath(self.run_dir)}: cannot create the "
+                         f"journal: {exc.strerror or exc} (rank {self.rank} on {self.host})")
+        errors = [e for e in self.comm.allgather(error) if e]
+        if errors:
+            raise BadInput(errors[0])
+
     @property
     def windows(self) -> list:
         """Every RMA window of this run (metadata and queues, state store, kept outputs)."""
@@ -1085,6 +1099,8 @@ def _run_file(path: str | None, params: dict, out_dir: str | None, dag_text: str
     try:
         resumed = jnl.read_journals(run_dir, dag.total) if resuming else None
         return _run(comm, dag, run_dir, opts, t_launch, incarnation, resumed)
+    except BadInput:
+        raise
     except BaseException as exc:
         if _is_disk_full(exc):
             sys.stderr.write(f"mpitiny: error: run directory {os.path.abspath(run_dir)}: "
@@ -1096,7 +1112,7 @@ def _run_file(path: str | None, params: dict, out_dir: str | None, dag_text: str
                              f"({socket.gethostname()}); aborting the job\n{traceback.format_exc()}")
         sys.stderr.flush()
         comm.Abort(EXIT_INTERNAL)
-        raise
+        os._exit(EXIT_INTERNAL)
 
 
 def _is_disk_full(exc: BaseException) -> bool:
@@ -1144,6 +1160,7 @@ def _run(comm, dag: DAG, run_dir: str, opts: RunOptions, t_launch: float,
     rank = comm.Get_rank()
     engine = Engine(comm, dag, run_dir, opts, os.environ.get("MPITINY_FAULT"), incarnation,
                     resumed)
+    engine.open_journal()
     if rank == 0:
         engine.progress = Progress(engine, sys.stderr, opts.progress_interval, opts.quiet)
     engine.guard.install(engine.files.fault_log())

@@ -388,31 +388,45 @@ def test_max_fails_ends_the_run(python_module, tmp_path):
     assert "stopped after" in proc.stdout
 
 
-def test_sigterm_stops_resumably_and_the_rerun_resumes(python_module, tmp_path, mpirun):
+@pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGTERM])
+def test_stop_signal_stops_resumably_and_the_rerun_resumes(python_module, tmp_path, mpi_impl, sig):
+    """The launcher is sent the signal (as Slurm does) and forwards it to the ranks."""
     dag_path = square_dag(tmp_path, delay=0.02)
     out = tmp_path / "run"
-    stopper = threading.Timer(2.0, lambda: _signal_launcher(out, signal.SIGTERM))
+    stopper = threading.Thread(target=_signal_launcher,
+                               args=(out, sig, tmp_path / "ran.log", 60))
     stopper.start()
     proc = run(python_module, 2, dag_path, out)
-    stopper.cancel()
-    assert proc.returncode == 75, proc.stdout + proc.stderr
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["stopped"] == "signal" and summary["not_run"] > 0
-    assert "run the same command again to resume" in proc.stdout
-    assert proc.stdout.count("run the same command again") == 1
+    stopper.join()
+    if mpi_impl == "openmpi" and sig == signal.SIGTERM:
+        # prterun forwards SIGTERM but then ends the ranks itself (SIGKILL) and exits 1: the
+        # resume below is then like the one after a kill -9
+        assert proc.returncode != 0
+    else:
+        assert proc.returncode == 75, proc.stdout + proc.stderr
+        assert proc.stdout.count("run the same command again to resume") == 1
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["stopped"] == "signal" and summary["not_run"] > 0, proc.stderr
+        assert summary["stop_signals"] == [signal.Signals(sig).name]
     done_before = journaled_done_ids(out, dag_path)
-    assert len(done_before) == summary["done"]
     lines_before = len(ran_lines(tmp_path))
     proc = run(python_module, 3, dag_path, out, "-q")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     check_resumed_square_run(tmp_path, dag_path, out, done_before, lines_before)
 
 
-def _signal_launcher(out: Path, sig) -> None:
+def _signal_launcher(out: Path, sig, log: Path, lines: int) -> None:
+    """Once ``lines`` tasks have run, send ``sig`` to the mpiexec of the run writing ``out``."""
     import psutil
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if log.exists() and log.read_text().count("\n") >= lines:
+            break
+        time.sleep(0.005)
     for p in psutil.process_iter(["cmdline"]):
         cmd = p.info["cmdline"] or []
-        if cmd and "mpiexec" in os.path.basename(cmd[0]) and str(out) in cmd:
+        launcher = os.path.basename(cmd[0]) if cmd else ""
+        if launcher in ("mpiexec", "mpirun", "prterun", "mpiexec.hydra") and str(out) in cmd:
             p.send_signal(sig)
 
 
@@ -442,3 +456,38 @@ def test_unwritable_run_directory_is_one_clear_error(python_module, tmp_path):
     assert proc.returncode == 2
     err = strip_mpi_banners(proc.stderr).strip().splitlines()
     assert len(err) == 1 and "cannot prepare run directory" in err[0], proc.stderr
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 400 KiB tmpfs (needs root; skipped elsewhere), unmounted afterwards."""
+    mnt = tmp_path / "small-fs"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (not root?)")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_full_run_directory_is_a_clear_error(python_module, tmp_path, small_fs):
+    dag_path = write(tmp_path, {"name": "fills", "tasks": [
+        {"id": "b", "fn": "mpitiny.tasks:echo", "args": ["x" * 200 + "{i}"],
+         "foreach": {"i": {"range": [0, 20000]}}}]})
+    proc = run(python_module, 2, dag_path, small_fs / "run", "-q")
+    assert proc.returncode not in (0, 1, 2), proc.stderr
+    errors = [line for line in strip_mpi_banners(proc.stderr).splitlines()
+              if line.startswith("mpitiny: error:")]
+    assert errors and "No space left on device" in errors[0], proc.stderr
+    assert "run the same command again to resume" in errors[0]
+    assert "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_read_only_run_directory_is_one_clear_error(python_module, tmp_path, small_fs):
+    subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
+    dag_path = square_dag(tmp_path, n=5, delay=0)
+    proc = run(python_module, 2, dag_path, small_fs / "run", "-q")
+    assert proc.returncode == 2
+    err = strip_mpi_banners(proc.stderr).strip().splitlines()
+    assert len(err) == 1 and "cannot prepare run directory" in err[0] \
+        and "Read-only file system" in err[0], proc.stderr

@@ -34,6 +34,7 @@ run alone in a child process when resumed (``mpitiny._core``), and fail once the
 """
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
 import json
@@ -92,7 +93,7 @@ class Journal:
     """One rank's journal of one incarnation (append-only, memory-mapped)."""
 
     def __init__(self, run_dir: str, incarnation: int, rank: int,
-                 initial_records: int = 1 << 14) -> None:
+                 initial_records: int = 1 << 12) -> None:
         self.path = journal_path(run_dir, incarnation, rank)
         self.value_path = journal_path(run_dir, incarnation, rank, ".val")
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -103,7 +104,13 @@ class Journal:
         self._map(initial_records)
 
     def _map(self, capacity: int) -> None:
-        os.ftruncate(self.fd, capacity * RECORD.itemsize)
+        # allocate the blocks now: a store into a page of a full file system would be SIGBUS
+        try:
+            os.posix_fallocate(self.fd, 0, capacity * RECORD.itemsize)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            os.ftruncate(self.fd, capacity * RECORD.itemsize)
         self.mm = mmap.mmap(self.fd, capacity * RECORD.itemsize)
         self.rec = np.frombuffer(self.mm, dtype=RECORD)
 
