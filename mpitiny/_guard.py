@@ -285,7 +285,6 @@ class Fault:
             while True:
                 time.sleep(3600)
         if self.mode == "segv":
-            faulthandler.disable()
             import ctypes
             ctypes.string_at(0)
         raise RuntimeError("fault injected by MPITINY_FAULT")

@@ -491,3 +491,28 @@ def test_read_only_run_directory_is_one_clear_error(python_module, tmp_path, sma
     err = strip_mpi_banners(proc.stderr).strip().splitlines()
     assert len(err) == 1 and "cannot prepare run directory" in err[0] \
         and "Read-only file system" in err[0], proc.stderr
+
+
+@pytest.mark.parametrize("mode", ["exit", "segv", "kill", "hang", "raise"])
+def test_fault_modes_end_the_run_and_it_resumes(python_module, tmp_path, mode):
+    """MPITINY_FAULT in each mode ends the job (a hung rank: by the launcher's timeout, as a
+    time limit would); the rerun resumes and finishes with the right outputs."""
+    from mpirun import MpirunTimeout
+    dag_path = square_dag(tmp_path)
+    out = tmp_path / "run"
+    env = {"MPITINY_FAULT": f"rank=1:after=20:mode={mode}"}
+    try:
+        proc = run(python_module, 2, dag_path, out, "-q", env=env, timeout=15 if mode == "hang" else 120)
+        assert proc.returncode != 0, proc.stderr
+        if mode == "raise":
+            assert proc.returncode == 3 and "fault injected by MPITINY_FAULT" in proc.stderr
+        if mode == "segv":
+            logs = "".join(p.read_text(errors="replace") for p in (out / "logs").glob("*.err"))
+            assert "Segmentation fault" in logs or "Fatal Python error" in logs
+    except MpirunTimeout:
+        assert mode == "hang"
+    done_before = journaled_done_ids(out, dag_path)
+    lines_before = len(ran_lines(tmp_path))
+    proc = run(python_module, 2, dag_path, out, "-q")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    check_resumed_square_run(tmp_path, dag_path, out, done_before, lines_before)
