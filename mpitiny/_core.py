@@ -431,13 +431,12 @@ class Engine:
         group = self.dag.groups[g]
         n = len(instances)
         if self.fault is not None:
-            if self.fault.left < n:
-                head = instances[:self.fault.left]
-                self.fault.left = n
-                if len(head):
-                    self.run_group(g, head)
-                self.fault.fire()
-            self.fault.left -= n
+            head = self.fault.take(n)
+            if head is not None:               # the fault is due within this chunk
+                fault, self.fault = self.fault, None
+                if head:
+                    self.run_group(g, instances[:head])
+                fault.fire()
         first = int(self.base[g])
         if self.standing is not None:
             standing = self.standing[first + np.asarray(instances)]

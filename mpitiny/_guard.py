@@ -276,6 +276,13 @@ class Fault:
         self.left = after
         self.mode = mode
 
+    def take(self, n: int) -> int | None:
+        """Count ``n`` tasks about to run; if the fault is due among them, how many run first."""
+        if self.left < n:
+            return max(self.left, 0)
+        self.left -= n
+        return None
+
     def fire(self) -> None:
         if self.mode == "exit":
             os._exit(9)
