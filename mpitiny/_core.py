@@ -1149,7 +1149,8 @@ def prepare_run_dir(run_dir: str, dag: DAG, path: str | None, params: dict,
         rundir.prepare(run_dir)
     if opts.journal:
         jnl.write_run_info(run_dir, {"dag_hash": digest, "dag": dag.source, "name": dag.name,
-                                     "incarnation": incarnation, "ranks": nranks,
+                                     "tasks": dag.total, "incarnation": incarnation,
+                                     "ranks": nranks,
                                      "started": time.time(), "complete": False})
     return incarnation, resuming
 

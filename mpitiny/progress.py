@@ -20,6 +20,7 @@ import os
 import time
 
 REPORT_SECONDS = 0.25
+STALE_SECONDS = 60.0      # `mpitiny status`: progress this old means the run may be gone
 
 
 class Progress:
@@ -96,10 +97,30 @@ def status(run_dir: str) -> str:
     if os.path.exists(summary):
         with open(summary, encoding="utf-8") as f:
             s = json.load(f)
-        return (f"{s['name']}: finished: {s['done']} done, {s['failed']} failed, "
-                f"{s['upstream_failed']} upstream-failed of {s['tasks']} in "
-                f"{s['wall_seconds']:.2f} s on {s['ranks']} ranks (exit status {s['exit_status']})")
-    with open(os.path.join(run_dir, "progress.json"), encoding="utf-8") as f:
-        p = json.load(f)
-    age = time.time() - p["updated"]
-    return f"{p['name']}: {format_line(p, tty=False)[len('mpitiny: '):]} (updated {age:.0f} s ago)"
+        line = (f"{s['name']}: {'stopped' if s.get('stopped') else 'finished'}: {s['done']} "
+                f"done, {s['failed']} failed, {s['upstream_failed']} upstream-failed of "
+                f"{s['tasks']} in {s['wall_seconds']:.2f} s on {s['ranks']} ranks (exit status "
+                f"{s['exit_status']})")
+        if s.get("cached"):
+            line += f"; run {s['incarnation']}: {s['cached']} were done in earlier runs"
+        if s.get("stopped"):
+            line += f"; stopped by {s['stopped']}: run the same command again to resume"
+        return line
+    line = None
+    if os.path.exists(os.path.join(run_dir, "progress.json")):
+        with open(os.path.join(run_dir, "progress.json"), encoding="utf-8") as f:
+            p = json.load(f)
+        age = time.time() - p["updated"]
+        line = f"{p['name']}: {format_line(p, tty=False)[len('mpitiny: '):]} (updated {age:.0f} s ago)"
+        if age < STALE_SECONDS:
+            return line
+    from mpitiny.io import journal
+    info = journal.read_run_info(run_dir)
+    if info is None or "tasks" not in info:
+        if line is None:
+            raise OSError(f"{run_dir}: no progress.json, summary.json or journal")
+        return line
+    done = journal.read_journals(run_dir, int(info["tasks"])).ndone
+    return ((line + "; " if line else f"{info['name']}: ") +
+            f"not finished: {done} of {info['tasks']} tasks journaled done (run "
+            f"{info['incarnation']}); if its job is gone, run the same command again to resume")

@@ -516,3 +516,20 @@ def test_fault_modes_end_the_run_and_it_resumes(python_module, tmp_path, mode):
     proc = run(python_module, 2, dag_path, out, "-q")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     check_resumed_square_run(tmp_path, dag_path, out, done_before, lines_before)
+
+
+def test_status_of_a_killed_and_of_a_resumed_run(python_module, tmp_path, monkeypatch):
+    from mpitiny import progress
+    dag_path = square_dag(tmp_path)
+    out = tmp_path / "run"
+    proc = run(python_module, 2, dag_path, out, "-q",
+               env={"MPITINY_FAULT": "rank=0:after=30:mode=kill"})
+    assert proc.returncode != 0
+    monkeypatch.setattr(progress, "STALE_SECONDS", 0.0)
+    done = len(journaled_done_ids(out, dag_path))
+    line = progress.status(str(out))
+    assert f"not finished: {done} of {2 * N + 1} tasks journaled done (run 1)" in line
+    assert "run the same command again to resume" in line
+    assert run(python_module, 2, dag_path, out, "-q").returncode == 0
+    line = progress.status(str(out))
+    assert line.startswith("squares-plus: finished:") and f"{done} were done in earlier runs" in line
