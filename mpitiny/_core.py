@@ -169,6 +169,7 @@ class Engine:
         os.environ["MPITINY_RANK"] = str(self.rank)          # for fn tasks and their children
         os.environ["MPITINY_RUN_DIR"] = os.path.abspath(run_dir)
         os.environ["MPITINY_ATTEMPT"] = "1"
+        self.attempt = 1        # of the fn task running now (MPITINY_ATTEMPT)
         self.cmd_env = None
         self.direct = None      # one released task this rank runs next without queueing it
         self.fault = parse_fault(fault, self.rank)
@@ -635,6 +636,7 @@ class Engine:
             for attempt in range(2, retries + 2):
                 attempts[k] = attempt
                 self.counts["retried"] += 1
+                self.attempt = attempt
                 os.environ["MPITINY_ATTEMPT"] = str(attempt)
                 try:
                     args, kwargs = group.call_args(i)
@@ -650,6 +652,7 @@ class Engine:
                     exc = again
             return exc
         finally:
+            self.attempt = 1
             os.environ["MPITINY_ATTEMPT"] = "1"
 
     # ------------------------------------------------------------------ resumed runs
@@ -759,7 +762,9 @@ class Engine:
         if outcome[0] == "ok":
             kind, data = outcome[1], outcome[2]
             if kind >= 0:
+                self.attempt = attempt
                 self.store_encoded(group, i, gid, kind, data)
+                self.attempt = 1
         else:
             failed = [0]
             text = outcome[1] if outcome[0] == "error" else (
@@ -811,7 +816,7 @@ class Engine:
             self.files.result(group.instance_id(i), kind, data)
         if consumed:
             if journal and self.journal is not None:
-                self.journal.add_value(gid, kind, data, int(os.environ["MPITINY_ATTEMPT"]))
+                self.journal.add_value(gid, kind, data, self.attempt)
             loc, length, oid = self.store.keep_encoded(kind, data, self.readers(group.index, i))
             owner, word = self.layout.loc_word(group.index, i)
             self.pending_locs.append((owner, word, loc, length, oid))

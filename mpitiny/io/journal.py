@@ -160,19 +160,25 @@ class Journal:
         if self.value_fd < 0:
             self.value_fd = os.open(self.value_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             self.value_end = os.fstat(self.value_fd).st_size
-        view = memoryview(b"".join(p[2] for p in pending))
+        datas = [p[2] for p in pending]
+        view = memoryview(b"".join(datas))
         while view:
             view = view[os.write(self.value_fd, view):]
-        offset = self.value_end
-        for gid, vkind, data, attempt in pending:
-            crc = zlib.crc32(data)
-            if self.n == len(self.rec):
-                self._room(1)
-            _PACK(self.mm, self.n * 40, gid, offset, len(data), DONE, vkind, attempt, crc,
-                  _check(gid, offset, len(data), _meta(DONE, vkind, attempt, crc)), 0)
-            self.n += 1
-            offset += len(data)
-        self.value_end = offset
+        k = len(pending)
+        self._room(k)
+        r = self.rec[self.n:self.n + k]
+        lengths = np.fromiter(map(len, datas), np.int64, k)
+        r["lo"] = [p[0] for p in pending]
+        r["hi"] = self.value_end + np.cumsum(lengths) - lengths
+        r["length"] = lengths
+        r["kind"] = DONE
+        r["vkind"] = [p[1] for p in pending]
+        r["attempt"] = [p[3] for p in pending]
+        r["vcrc"] = list(map(zlib.crc32, datas))
+        r["pad"] = 0
+        r["check"] = _checks(r)
+        self.n += k
+        self.value_end += int(lengths.sum())
 
     def sync(self) -> None:
         """Make everything recorded so far durable (values before the records that name them)."""
