@@ -176,8 +176,10 @@ def test_tree_tasks_shape():
 
 
 @pytest.mark.parametrize("reducers", [1, 3])
-def test_wordcount_functions_without_mpi(corpus, tmp_path, reducers):
+@pytest.mark.parametrize("batch", [256, 3])
+def test_wordcount_functions_without_mpi(corpus, tmp_path, reducers, batch, monkeypatch):
     from mpitiny.io.h5data import open_splits
+    monkeypatch.setattr(wordcount, "MERGE_BATCH", batch)     # 3: many running merges
     d, sources = corpus
     h5 = str(d / "data.h5")
     maps = {f"map[{i}]": wordcount.map_split(h5, i, reducers)
