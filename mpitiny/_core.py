@@ -824,9 +824,10 @@ class Engine:
     def readers(self, g: int, i: int) -> int:
         """How many child instances will read instance ``i`` of group ``g`` (``inputs``)."""
         fixed = self._readers.get(g)
+        general, literal = self.release.split_children(g)
         if fixed is None:
             fixed, varying = 0, []
-            for c, dep in self.dag.children[g]:
+            for c, dep in general:
                 child = self.dag.groups[c]
                 if not child.wants_inputs:
                     continue
@@ -840,6 +841,9 @@ class Engine:
         count, varying = fixed
         for c, dep in varying:
             count += len(self.release.children_of(c, dep, g, np.array([i], dtype=np.int64)))
+        for c, dep in literal.get(i, ()):
+            if self.dag.groups[c].wants_inputs:
+                count += self.dag.groups[c].size
         return count
 
     def publish_locations(self) -> None:

@@ -382,3 +382,38 @@ def test_progress_lines_are_parseable_and_status_reads_them(python_module, tmp_p
     assert result.exit_code == 0 and "finished: 300 done, 1 failed" in result.output
     quiet = run(python_module, 2, path, tmp_path / "run2", "--quiet")
     assert "progress" not in quiet.stderr and quiet.stdout == ""
+
+
+def reduction_tree(leaves: int, fan: int, bad_leaf: int | None = None) -> dict:
+    """A family of leaves, then a tree of plain tasks, each waiting for ``fan`` named
+    instances or nodes (``"leaf[5]"``): the shape of an aggregation tree."""
+    tasks = [{"id": "leaf", "fn": "mpitiny.tasks:echo", "args": ["{i}"],
+              "foreach": {"i": {"range": [0, leaves]}}}]
+    if bad_leaf is not None:
+        tasks[0]["foreach"]["i"] = [i for i in range(leaves) if i != bad_leaf]
+        tasks.append({"id": "leafbad", "fn": "mpitiny.tasks:fail"})
+    level = [f"leaf[{i}]" if i != bad_leaf else "leafbad" for i in range(leaves)]
+    depth = 1
+    while len(level) > 1:
+        nxt = []
+        for k in range(0, len(level), fan):
+            tid = f"n{depth}_{k // fan}"
+            tasks.append({"id": tid, "fn": "mpitiny.tasks:null", "deps": level[k:k + fan]})
+            nxt.append(tid)
+        level, depth = nxt, depth + 1
+    return {"name": "tree", "tasks": tasks}
+
+
+@pytest.mark.parametrize("n", [1, 2, 4])
+def test_reduction_tree_over_family_instances(python_module, tmp_path, n):
+    """Finishing a leaf touches only the node that names it (not every child group of the
+    family): 1024 leaves, fan-in 4, 341 nodes."""
+    counts, summary, _ = checked(python_module, tmp_path, n, reduction_tree(1024, 4))
+    assert counts["done"] == 1024 + 341
+
+
+def test_reduction_tree_failed_leaf_skips_its_path_only(python_module, tmp_path):
+    counts, summary, _ = checked(python_module, tmp_path, 2, reduction_tree(64, 4, bad_leaf=37),
+                                 expect_status=1)
+    assert (counts["failed"], counts["upstream_failed"]) == (1, 3)    # 37 -> n1_9 -> n2_2 -> n3_0
+    assert counts["done"] == 63 + 21 - 3

@@ -52,6 +52,7 @@ class Release:
         self.dag = layout.dag
         self.mem = mem
         self._child_maps: dict = {}
+        self._split: dict = {}
 
     def finish(self, g: int, idx: np.ndarray, failed: np.ndarray | None = None) -> tuple:
         """Account for instances ``idx`` of group ``g`` having finished.
@@ -65,24 +66,55 @@ class Release:
         work = [(g, np.asarray(idx, dtype=np.int64), failed)]
         while work:
             pg, pidx, pfailed = work.pop()
-            for child, dep in self.dag.children[pg]:
-                if dep.each is None:
-                    opened = self._count_gate(child, pidx, pfailed)
-                    if opened is None:
-                        continue
-                    released, poisoned = self._open(child, opened)
-                else:
-                    released, poisoned = self._count_each(child, dep, pg, pidx, pfailed)
-                if len(released):
-                    bad = poisoned if poisoned is not None and poisoned.any() else None
-                    good = released if bad is None else released[~bad]
-                    if len(good):
-                        ready.append((child, good))
-                    if bad is not None:
-                        lost = released[bad]
-                        skipped.append((child, lost))
-                        work.append((child, lost, np.ones(len(lost), dtype=bool)))
+            general, literal = self.split_children(pg)
+            for child, dep in general:
+                self._release(child, dep, pg, pidx, pfailed, ready, skipped, work)
+            if literal:
+                for k, p in enumerate(pidx.tolist()):
+                    for child, dep in literal.get(p, ()):
+                        self._release(child, dep, pg, pidx[k:k + 1],
+                                      None if pfailed is None else pfailed[k:k + 1],
+                                      ready, skipped, work)
         return ready, skipped
+
+    def split_children(self, parent: int) -> tuple:
+        """The children of ``parent`` as ``(general, literal)``: ``literal`` maps a parent
+        instance to the children that wait for that one instance only (``"pre[3]"``), so that
+        finishing an instance touches its own such children, not all of them (a reduction tree
+        over a family has one per parent instance)."""
+        found = self._split.get(parent)
+        if found is None:
+            general, literal = [], {}
+            pg = self.dag.groups[parent]
+            for child, dep in self.dag.children[parent]:
+                if dep.each is not None and all(kind == "lit" for kind, _ in dep.each.items):
+                    cg = self.dag.groups[child]
+                    p = int(dep.each.parent_indices(cg, pg, np.zeros(1, dtype=np.int64))[0])
+                    literal.setdefault(p, []).append((child, dep))
+                else:
+                    general.append((child, dep))
+            found = self._split[parent] = (general, literal)
+        return found
+
+    def _release(self, child: int, dep, pg: int, pidx: np.ndarray, pfailed, ready: list,
+                 skipped: list, work: list) -> None:
+        """Count ``child`` down for parents ``pidx``; collect what that made ready or skipped."""
+        if dep.each is None:
+            opened = self._count_gate(child, pidx, pfailed)
+            if opened is None:
+                return
+            released, poisoned = self._open(child, opened)
+        else:
+            released, poisoned = self._count_each(child, dep, pg, pidx, pfailed)
+        if len(released):
+            bad = poisoned if poisoned is not None and poisoned.any() else None
+            good = released if bad is None else released[~bad]
+            if len(good):
+                ready.append((child, good))
+            if bad is not None:
+                lost = released[bad]
+                skipped.append((child, lost))
+                work.append((child, lost, np.ones(len(lost), dtype=bool)))
 
     # ------------------------------------------------------------------ gates
     def _count_gate(self, child: int, pidx: np.ndarray, pfailed) -> bool | None:
