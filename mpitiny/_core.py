@@ -83,6 +83,7 @@ QUEUE_SLOTS, INBOX_WORDS, RING_WORDS = 128, 1024, 1 << 16
 STORE_OBJECTS = 1 << 16   # kept outputs per rank in its window at once (more go to disk)
 RESULT_COPY_LIMIT = 64 << 10   # values other tasks read go to results/ only if JSON and small
 SAMPLE_SECONDS = 1.0      # psutil samples of each rank for the trace
+PREFETCH_MIN_BYTES = 1 << 20   # smaller splits are read by their task, without a thread
 SUMMARY_GROUPS = 1000   # larger DAGs keep their gid -> id table in tasks.h5 only
 
 
@@ -144,6 +145,7 @@ class Engine:
         state.use(StateStore(self.state_mem, 0, slots, self.state_heap))
         self.pending_locs: list = []
         self._readers: dict = {}
+        self._split_readers: dict = {}    # group -> its Splits (opened once per run)
         self.files = rundir.RankFiles(run_dir, self.rank)
         self.records = rundir.Records(self.rank, rundir.rank_file(run_dir, "tasks", self.rank, ".rows"))
         self.base = dag.base
@@ -555,13 +557,15 @@ class Engine:
         clock = time.time
         splits = self.split_reader(group)
         read_sizes = [] if splits is not None else 0
+        # Read the next split in the background while a task computes; the task reads its
+        # own first split itself (a thread's hand-off costs more than reading a small split).
+        prefetch = splits is not None and splits.chunk_bytes >= PREFETCH_MIN_BYTES
         upcoming = iter(instances)
-        if splits is not None:
+        if prefetch:
             next(upcoming, None)
-            splits.prefetch(int(instances[0]))
         for k, i in enumerate(instances):
             i = int(i)
-            if splits is not None:
+            if prefetch:
                 following = next(upcoming, None)
                 if following is not None:
                     splits.prefetch(int(following))      # read while task i computes
@@ -790,11 +794,15 @@ class Engine:
         where = group.options.get("splits")
         if where is None or len(group.vars) != 1:
             return None
-        from mpitiny.io.h5data import open_splits
-        try:
-            return open_splits(where[0], where[1])
-        except MpitinyError:
-            return None          # the task itself will report the problem when it reads
+        reader = self._split_readers.get(group.index, False)
+        if reader is False:
+            from mpitiny.io.h5data import open_splits
+            try:
+                reader = open_splits(where[0], where[1])
+            except MpitinyError:
+                reader = None    # the task itself will report the problem when it reads
+            self._split_readers[group.index] = reader
+        return reader
 
     def store_result(self, group, i: int, gid: int, value) -> None:
         """Keep a return value for the tasks that read it, if any; write it to the run's

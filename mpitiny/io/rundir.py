@@ -162,7 +162,13 @@ class Records:
         block["queued"] = queued
         block["stolen"] = stolen
         block["bytes_read"] = bytes_read
-        self._account(block)
+        if type(starts) is list and type(ends) is list and np.isscalar(status) and \
+                status != UPSTREAM_FAILED and k:
+            self.by_status[status] += k          # the common case, without numpy's overhead
+            self.first_start = min(self.first_start, min(starts))
+            self.last_end = max(self.last_end, max(ends))
+        else:
+            self._account(block)
         self.n += k
 
     def add_one(self, gid: int, status: int, start: float, end: float, attempt: int = 1,
