@@ -100,6 +100,7 @@ class Journal:
         self.value_fd = -1
         self.value_end = 0
         self.pending: list = []          # (gid, vkind, data, attempt) not yet in the files
+        self._syncer = None              # the thread fsyncing the value file, if any
         self.n = 0
         self._map(initial_records)
 
@@ -190,16 +191,31 @@ class Journal:
         self.n += k
         self.value_end += int(lengths.sum())
 
-    def sync(self) -> None:
-        """Make everything recorded so far durable (values before the records that name them)."""
+    def sync(self, wait: bool = False) -> None:
+        """Make everything recorded so far durable. The value file (megabytes, for MapReduce
+        outputs) is fsynced by a background thread, so a rank does not stop for the disk;
+        a DONE record that reaches the disk before its value is caught by the value's CRC on
+        resume (the task runs again). ``wait``: the value file too, before returning."""
         self.write_values()
         if self.value_fd >= 0:
-            os.fsync(self.value_fd)
+            if wait:
+                self._join_syncer()
+                os.fsync(self.value_fd)
+            elif self._syncer is None or not self._syncer.is_alive():
+                import threading
+                self._syncer = threading.Thread(target=os.fsync, args=(self.value_fd,),
+                                                name="mpitiny-journal-fsync", daemon=True)
+                self._syncer.start()
         self.mm.flush()
+
+    def _join_syncer(self) -> None:
+        if self._syncer is not None:
+            self._syncer.join()
+            self._syncer = None
 
     def close(self) -> None:
         """Sync, and cut the file to the records written (at a clean exit)."""
-        self.sync()
+        self.sync(wait=True)
         del self.rec
         self.mm.close()
         os.ftruncate(self.fd, self.n * RECORD.itemsize)
