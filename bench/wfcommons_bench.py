@@ -65,13 +65,18 @@ def load_graph(dag_path: str):
     return dag, ids, secs, parents
 
 
-def critical_path(secs, parents):
-    n = len(secs)
-    children = [[] for _ in range(n)]
-    waiting = [len(p) for p in parents]
+def children_and_waiting(parents):
+    """Each task's children, and how many parents each task still waits for."""
+    children = [[] for _ in parents]
     for k, ps in enumerate(parents):
         for p in ps:
             children[p].append(k)
+    return children, [len(p) for p in parents]
+
+
+def critical_path(secs, parents):
+    n = len(secs)
+    children, waiting = children_and_waiting(parents)
     finish = [0.0] * n
     order = [k for k in range(n) if not waiting[k]]
     for k in order:
@@ -102,11 +107,7 @@ def greedy_schedule(ids, secs, parents, workers):
     """Overhead-free list schedule: whenever a worker is free it takes the ready task with the
     smallest id. Returns the makespan."""
     n = len(ids)
-    children = [[] for _ in range(n)]
-    waiting = [len(p) for p in parents]
-    for k, ps in enumerate(parents):
-        for p in ps:
-            children[p].append(k)
+    children, waiting = children_and_waiting(parents)
     ready = [(ids[k], k) for k in range(n) if not waiting[k]]
     heapq.heapify(ready)
     running = []          # (finish time, task)

@@ -569,6 +569,7 @@ class Engine:
                 following = next(upcoming, None)
                 if following is not None:
                     splits.prefetch(int(following))      # read while task i computes
+            exc = None
             try:
                 args, kwargs = const if const is not None else group.call_args(i)
                 if inputs:
@@ -589,30 +590,28 @@ class Engine:
                 if value is not None or keep:
                     self.store_result(group, i, first + i, value)
             except StopRun:
+                exc = StopRun
+            except (Exception, SystemExit, KeyboardInterrupt) as failure:
+                guard.in_task = False
+                exc = self.retry_fn(group, i, failure, retries, timeout, attempts, k) \
+                    if retries else failure
+                if exc is not StopRun:
+                    t1 = clock()
+                    if len(starts) == k:
+                        starts.append(t1)
+                    if splits is not None and len(read_sizes) == k:
+                        read_sizes.append(0)
+                    if exc is not None:
+                        failed.append(k)
+                        self.fail(first + i, group.instance_id(i), exc, t1,
+                                  attempt=attempts.get(k, 1))
+            if exc is StopRun:                    # instances k and after did not run
                 guard.in_task = False
                 del starts[k:]
                 if splits is not None:
                     del read_sizes[k:]
                 ran = k
                 break
-            except (Exception, SystemExit, KeyboardInterrupt) as exc:
-                guard.in_task = False
-                if retries:
-                    exc = self.retry_fn(group, i, exc, retries, timeout, attempts, k)
-                    if exc is StopRun:
-                        del starts[k:]
-                        if splits is not None:
-                            del read_sizes[k:]
-                        ran = k
-                        break
-                t1 = clock()
-                if len(starts) == k:
-                    starts.append(t1)
-                if splits is not None and len(read_sizes) == k:
-                    read_sizes.append(0)
-                if exc is not None:
-                    failed.append(k)
-                    self.fail(first + i, group.instance_id(i), exc, t1, attempt=attempts.get(k, 1))
             ends.append(t1)
         if not ran:
             return failed, 0
@@ -669,11 +668,15 @@ class Engine:
             self.run_suspect(g, i)
         normal = idx[standing == NORMAL]
         if len(normal):
-            saved, self.standing = self.standing, None
-            try:
-                self.run_group(g, normal)
-            finally:
-                self.standing = saved
+            self.run_as_usual(g, normal)
+
+    def run_as_usual(self, g: int, idx: np.ndarray) -> None:
+        """``run_group`` for instances of a resumed run that need no special handling."""
+        saved, self.standing = self.standing, None
+        try:
+            self.run_group(g, idx)
+        finally:
+            self.standing = saved
 
     def run_cached(self, g: int, idx: np.ndarray) -> None:
         """Instances an earlier incarnation finished: not run again; their kept values are
@@ -692,9 +695,8 @@ class Engine:
                     continue
                 self.store_encoded(group, i, first + i, kind, data, journal=False)
             if damaged:                      # the value is lost after all: run those again
-                self.standing[first + np.array(damaged)] = NORMAL
                 idx = np.setdiff1d(idx, damaged)
-                self.run_group(g, np.array(damaged, dtype=np.int64))
+                self.run_as_usual(g, np.array(damaged, dtype=np.int64))
         now = time.time()
         self.records.add_run(first + idx, DONE, np.full(len(idx), now), np.full(len(idx), now),
                              attempt=0)
@@ -725,11 +727,7 @@ class Engine:
         group = self.dag.groups[g]
         gid = int(self.base[g]) + i
         if group.kind != "fn":
-            saved, self.standing = self.standing, None
-            try:
-                self.run_group(g, np.array([i], dtype=np.int64))
-            finally:
-                self.standing = saved
+            self.run_as_usual(g, np.array([i], dtype=np.int64))
             return
         crashes = int(self.resumed.crashes[gid])
         timeout = group.options.get("timeout", self.opts.timeout)

@@ -117,14 +117,19 @@ def test_kill_one_rank_then_resume_dag(python_module, tmp_path, seed):
     check_resumed_square_run(tmp_path, dag_path, out, done_before, lines_before)
 
 
-def _kill_a_rank_later(out_dir: Path, log: Path, lines: int, rng: random.Random, killed: list):
-    """Once ``lines`` tasks have run (lines in the tasks' log), SIGKILL one rank at random."""
-    import psutil
-    deadline = time.monotonic() + 60
+def _wait_for_lines(log: Path, lines: int, seconds: float = 60) -> None:
+    """Until ``lines`` tasks have run (lines in the tasks' log), or ``seconds`` have passed."""
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if log.exists() and log.read_text().count("\n") >= lines:
-            break
+            return
         time.sleep(0.005)
+
+
+def _kill_a_rank_later(out_dir: Path, log: Path, lines: int, rng: random.Random, killed: list):
+    """Once ``lines`` tasks have run, SIGKILL one rank at random."""
+    import psutil
+    _wait_for_lines(log, lines)
     needle = str(out_dir)
     ranks = [p for p in psutil.process_iter(["cmdline"])
              if p.info["cmdline"] and "mpitiny" in p.info["cmdline"] and needle in p.info["cmdline"]
@@ -418,11 +423,7 @@ def test_stop_signal_stops_resumably_and_the_rerun_resumes(python_module, tmp_pa
 def _signal_launcher(out: Path, sig, log: Path, lines: int) -> None:
     """Once ``lines`` tasks have run, send ``sig`` to the mpiexec of the run writing ``out``."""
     import psutil
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if log.exists() and log.read_text().count("\n") >= lines:
-            break
-        time.sleep(0.005)
+    _wait_for_lines(log, lines)
     for p in psutil.process_iter(["cmdline"]):
         cmd = p.info["cmdline"] or []
         launcher = os.path.basename(cmd[0]) if cmd else ""
