@@ -40,7 +40,6 @@ import hashlib
 import json
 import mmap
 import os
-import re
 import struct
 import zlib
 
@@ -83,6 +82,11 @@ def _meta(kind: int, vkind: int, attempt: int, vcrc: int) -> int:
 
 def journal_dir(run_dir: str) -> str:
     return os.path.join(run_dir, "journal")
+
+
+def journal_files(run_dir: str) -> list:
+    """Every rank's journal of every incarnation, oldest incarnation first."""
+    return sorted(glob.glob(os.path.join(journal_dir(run_dir), "run-*.rank-*.jnl")))
 
 
 def journal_path(run_dir: str, incarnation: int, rank: int, ext: str = ".jnl") -> str:
@@ -296,7 +300,7 @@ def _mark(total: int, rec: np.ndarray) -> np.ndarray:
 def read_journals(run_dir: str, total: int) -> Resumed:
     """Fold every journal under ``run_dir`` into one ``Resumed`` (same result on every rank)."""
     out = Resumed(total)
-    for path in sorted(glob.glob(os.path.join(journal_dir(run_dir), "run-*.rank-*.jnl"))):
+    for path in journal_files(run_dir):
         rec, torn = _valid_records(path)
         out.torn += torn
         out.records += len(rec)
@@ -328,7 +332,7 @@ def done_counts(run_dir: str, total: int) -> np.ndarray:
     """How many incarnations journaled each task as done (1 everywhere after a good resume:
     a task journaled done is never run again)."""
     counts = np.zeros(total, dtype=np.int64)
-    for path in sorted(glob.glob(os.path.join(journal_dir(run_dir), "run-*.rank-*.jnl"))):
+    for path in journal_files(run_dir):
         rec, _ = _valid_records(path)
         done = rec[rec["kind"] == DONE]
         ranges = done[done["length"] < 0]
@@ -336,13 +340,3 @@ def done_counts(run_dir: str, total: int) -> np.ndarray:
         singles = done[(done["length"] >= 0) & (done["lo"] < total)]["lo"]
         np.add.at(counts, singles, 1)
     return counts
-
-
-def incarnations(run_dir: str) -> list:
-    """Incarnation numbers that left journal files."""
-    found = set()
-    for path in glob.glob(os.path.join(journal_dir(run_dir), "run-*.rank-*.jnl")):
-        m = re.search(r"run-(\d+)\.rank-", os.path.basename(path))
-        if m:
-            found.add(int(m.group(1)))
-    return sorted(found)
