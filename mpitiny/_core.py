@@ -56,7 +56,7 @@ import numpy as np
 from mpitiny.dag.layout import LOC_WORDS, Layout
 from mpitiny.dag.model import DAG
 from mpitiny.dag.release import Release
-from mpitiny._guard import Guard, StopRun, parse_fault, run_isolated
+from mpitiny._guard import Guard, StopRun, announce_ready, parse_fault, run_isolated
 from mpitiny.errors import (EXIT_INTERNAL, EXIT_OK, EXIT_RESUMABLE, EXIT_TASKS_FAILED, BadInput,
                             InternalError, MpitinyError)
 from mpitiny.io import journal as jnl
@@ -1098,6 +1098,8 @@ def _run_file(path: str | None, params: dict, out_dir: str | None, dag_text: str
     dag = load_everywhere(comm, path, params, dag_text)
     run_dir = out_dir or default_run_dir(dag)
     rank = comm.Get_rank()
+    if rank == 0:
+        announce_ready()
     setup = None
     if rank == 0:
         try:

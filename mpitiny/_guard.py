@@ -57,6 +57,19 @@ def install_early() -> dict:
     return {sig: signal.signal(sig, _note_early) for sig in STOP_SIGNALS}
 
 
+def announce_ready() -> None:
+    """Tell the batch script that every rank catches stop signals now, by creating the file
+    ``$MPITINY_READY_FILE`` names (if set): ``slurm/common.sh`` holds Slurm's early warning
+    until then, since a rank still starting Python would die of it. Called on rank 0 after a
+    collective that every rank enters after ``install_early``."""
+    path = os.environ.get("MPITINY_READY_FILE")
+    if path:
+        try:
+            open(path, "a").close()
+        except OSError:
+            pass
+
+
 def restore(handlers: dict) -> None:
     for sig, handler in handlers.items():
         signal.signal(sig, handler)

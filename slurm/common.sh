@@ -65,24 +65,44 @@ outdir() {     # outdir NAME: slurm-out/NAME-JOBID under the submit dir (or $OUT
 # turns it off). The requeued job runs the script again with the same job id, hence the same
 # $OUT and run directory, and `mpitiny run` resumes from the journals on its own: tasks that
 # finished are not run again. A node failure requeues the job the same way (Slurm does it).
+#
+# Slurm checks its timers every 30 s or so and may send the warning up to a minute early, even
+# in the job's first second. A rank still starting Python would die of it, so the warning is
+# held (STOP_PENDING) until `mpitiny run` says that every rank catches it: rank 0 creates
+# $MPITINY_READY_FILE once all ranks have installed their handlers. A warning that comes
+# before the run starts (while generating or ingesting the input) is held too, and stops the
+# run as soon as it is ready. After READY_WAIT seconds without that file it is sent anyway.
+STOP_PENDING=
+trap 'echo "=== USR1: time limit near: mpitiny will stop (it saves its journals)"; STOP_PENDING=USR1' USR1
+READY_WAIT=${READY_WAIT:-30}
+
 run_mpitiny() {
     echo "+ ${LAUNCH[*]} $PY -m mpitiny $*"
-    "${LAUNCH[@]}" "$PY" -m mpitiny "$@" &
-    local pid=$! rc=0 again=0
+    local ready=${TMPDIR:-/tmp}/mpitiny-ready.${SLURM_JOB_ID:-local}.$$
+    rm -f "$ready"
+    MPITINY_READY_FILE=$ready "${LAUNCH[@]}" "$PY" -m mpitiny "$@" &
+    local pid=$! rc=0 again=0 held=0
     # shellcheck disable=SC2064  # $pid is meant to be expanded now
-    trap "echo '=== USR1: time limit near: stopping mpitiny (it saves its journals)'; kill -USR1 $pid 2>/dev/null || true" USR1
-    # shellcheck disable=SC2064
     trap "echo '=== SIGTERM: stopping mpitiny'; kill -TERM $pid 2>/dev/null || true" TERM
-    while :; do
+    while kill -0 "$pid" 2>/dev/null; do
+        if [[ -n $STOP_PENDING && $1 == run ]]; then
+            if [[ -e $ready ]] || (( held >= READY_WAIT * 5 )); then
+                echo "=== stopping mpitiny"
+                kill -USR1 "$pid" 2>/dev/null || true
+                STOP_PENDING=
+            else
+                held=$((held + 1))
+                sleep 0.2
+                continue
+            fi
+        fi
         rc=0
-        wait "$pid" || rc=$?
-        kill -0 "$pid" 2>/dev/null || break          # ended; else a trapped signal woke us
+        wait "$pid" || rc=$?                         # returns early when a trapped signal comes
     done
-    if (( rc > 128 )); then                           # woken just as it ended: its own status
-        wait "$pid" 2>/dev/null || again=$?
-        (( again == 127 )) || rc=$again
-    fi
-    trap - USR1 TERM
+    wait "$pid" 2>/dev/null || again=$?               # its own status, if the loop missed it
+    (( again == 127 )) || rc=$again
+    rm -f "$ready"
+    trap - TERM
     if (( rc == 75 )); then
         if [[ -n ${SLURM_JOB_ID:-} && ${MPITINY_REQUEUE:-1} != 0 ]]; then
             echo "=== $(date -u '+%F %T') UTC: mpitiny stopped resumably (exit 75): requeueing job $SLURM_JOB_ID (restart ${SLURM_RESTART_COUNT:-0}); it goes on from the journals"

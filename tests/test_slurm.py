@@ -258,28 +258,39 @@ def sleepy_dag(tmp_path: Path, n: int, seconds: float) -> Path:
 
 class Watcher(threading.Thread):
     """Watches this test's job: starts requeued jobs at once (Slurm holds a requeued job for
-    about two minutes, BeginTime), and optionally runs ``scontrol requeue`` once ``ran.log``
-    has ``requeue_after`` lines."""
+    about two minutes, BeginTime: the watcher releases it after 2 s), optionally runs ``scontrol requeue`` once ``ran.log`` has
+    ``requeue_after`` lines, and with ``warn_at_start`` sends Slurm's USR1 warning to the batch
+    shell the moment the job first runs, while its ranks are still starting Python."""
 
-    def __init__(self, log: Path, requeue_after: int | None = None):
+    def __init__(self, log: Path, requeue_after: int | None = None, warn_at_start: bool = False):
         super().__init__(daemon=True)
-        self.log, self.requeue_after = log, requeue_after
-        self.requeued, self.released = False, 0
+        self.log, self.requeue_after, self.warn_at_start = log, requeue_after, warn_at_start
+        self.requeued, self.released, self.warned = False, 0, False
+        self.held_since: dict[str, float] = {}
         self.stop = threading.Event()
 
     def run(self):
-        while not self.stop.wait(1.0):
-            jobs = subprocess.run(["squeue", "-h", "-o", "%i %j %r"], capture_output=True,
+        while not self.stop.wait(0.1 if self.warn_at_start and not self.warned else 1.0):
+            jobs = subprocess.run(["squeue", "-h", "-o", "%i %j %r %T"], capture_output=True,
                                   text=True, timeout=30).stdout.split("\n")
             for line in jobs:
                 parts = line.split()
-                if len(parts) < 3 or not parts[1].startswith("mpitiny-test-"):
+                if len(parts) < 4 or not parts[1].startswith("mpitiny-test-"):
                     continue
-                job_id, reason = parts[0], parts[2]
-                if reason == "BeginTime":
+                job_id, reason, state = parts[0], parts[2], parts[3]
+                if reason != "BeginTime":
+                    self.held_since.pop(job_id, None)
+                elif time.monotonic() - self.held_since.setdefault(job_id, time.monotonic()) >= 2:
+                    # not at once: slurmd refuses a job started within the second its previous
+                    # incarnation ended ("Job credential revoked") and the job fails
+                    self.held_since.pop(job_id)
                     subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"],
                                    capture_output=True, timeout=30)
                     self.released += 1
+                if self.warn_at_start and not self.warned and state == "RUNNING":
+                    subprocess.run(["scancel", "--batch", "--signal=USR1", job_id],
+                                   capture_output=True, timeout=30)
+                    self.warned = True
                 lines = self.log.read_text().count("\n") if self.log.exists() else 0
                 if self.requeue_after is not None and not self.requeued and lines >= self.requeue_after:
                     subprocess.run(["scontrol", "requeue", job_id], capture_output=True, timeout=30)
@@ -299,9 +310,11 @@ def check_sleepy_run(tmp_path: Path, run_dir: Path, n: int, job: SlurmJob) -> di
 
 
 def test_time_limit_stops_requeues_and_resumes(tmp_path):
-    """--time=1 with --signal=B:USR1@45: Slurm warns the batch shell about 15-45 s in; mpitiny
-    stops (exit 75), the script requeues the job, the job starts again with the same id and run
-    directory, and resumes, until all 60 s of work are done."""
+    """--time=1 with --signal=B:USR1@45: Slurm warns the batch shell in the job's first 15 s (it
+    checks its timers every 30 s or so and may warn that much early, even in the first second:
+    a CI run once got it 2 s in); mpitiny stops (exit 75), the script requeues the job, the job
+    starts again with the same id and run directory, and resumes, until all 50 s of work
+    (100 x 1 s on 2 ranks) are done."""
     n = 100
     dag = sleepy_dag(tmp_path, n, 1.0)
     run_dir = tmp_path / "run"
@@ -316,6 +329,27 @@ def test_time_limit_stops_requeues_and_resumes(tmp_path):
     assert job.output.count("requeueing job") >= 1, job.describe()
     summary = check_sleepy_run(tmp_path, run_dir, n, job)
     assert summary["incarnation"] >= 2 and summary["cached"] > 0, summary
+
+
+def test_warning_while_ranks_start_is_held_until_they_catch_it(tmp_path):
+    """USR1 sent to the batch shell as soon as the job runs, before the ranks have started
+    Python: the script holds it until `mpitiny run` says every rank catches it, then the run
+    stops cleanly (75, not killed by the signal), requeues and completes."""
+    n = 40
+    dag = sleepy_dag(tmp_path, n, 0.5)
+    run_dir = tmp_path / "run"
+    watcher = Watcher(tmp_path / "ran.log", warn_at_start=True)
+    watcher.start()
+    try:
+        job = sbatch("run_dag.sh", str(dag), "-q", tmp_path=tmp_path, env={"OUT": str(run_dir)})
+    finally:
+        watcher.stop.set()
+    assert watcher.warned
+    assert_completed(job)
+    assert "User defined signal" not in job.output, job.describe()
+    assert job.output.count("requeueing job") == 1, job.describe()
+    summary = check_sleepy_run(tmp_path, run_dir, n, job)
+    assert summary["incarnation"] == 2, summary
 
 
 def test_scontrol_requeue_resumes(tmp_path):
