@@ -4,22 +4,23 @@ The pattern, in a dag.json (nothing but what the format already offers):
 
 * ``map``: a split family over an ingested file (``"foreach": {"split": "{input}"}``); each
   instance reads its split, tokenizes, **combines** locally (counts per distinct word of the
-  split) and **partitions** the result with ``partition_of(h1, R)`` into R parts, returned as
-  one ``bytes`` value (``pack`` / ``unpack``: named numpy arrays per partition, no pickle).
+  split) and **partitions** the result with ``partition_of`` into R tables, returned as one
+  ``bytes`` value (``pack`` / ``unpack``: named numpy arrays per partition, no pickle).
 * ``reduce``: a family ``{"r": {"range": [0, "{reducers}"]}}`` depending on the whole ``map``
-  family; ``reduce[r]`` merges partition r of every map output (``merge_tables``).
+  family; ``reduce[r]`` merges table r of every map output (``merge_tables``).
 * ``finish``: one task that concatenates the R disjoint tables, sorts and writes the output
   with ``atomic_output`` / ``atomic_h5``.
 
-Tokens are identified by two independent 64-bit polynomial hashes (``h1``, ``h2``) plus their
-length, computed for a whole split at once with numpy (``tokenize``); equal (h1) with unequal
-(h2, length) is a detected collision, and the caller falls back to exact byte comparison
-(``Counter``). Words never contain whitespace, so a table's words travel as one
-``b"\\n"``-joined blob.
+Wordcount's words are their own keys (``count_keys``): a word of at most 15 bytes is two
+uint64 holding its bytes and length, so tables are three flat arrays (``lo``, ``hi``,
+``counts``), equal keys are equal words, and merging is exact with no hashing of bytes and no
+collision check. Longer words (rare) travel as bytes. ``tokenize`` / ``hash_words`` (two 64-bit
+polynomial hashes per token) serve the other kernels and the partition of the long words.
 """
 from __future__ import annotations
 
 import json
+import re
 import struct
 from collections import Counter
 
@@ -99,11 +100,11 @@ def hash_words(words: list) -> tuple:
 
 
 def count_words_numpy(arr: np.ndarray):
-    """Exact word counts of a uint8 array as ``(words list, counts, h1, h2)``, or None when
-    the hashes collide (then count with ``Counter``)."""
+    """Exact word counts of a uint8 array as ``(words list, counts)``, or None when the
+    hashes collide (then count with ``Counter``)."""
     starts, ends, h1, h2 = tokenize(arr)
     if len(h1) == 0:
-        return [], np.empty(0, np.int64), h1, h2
+        return [], np.empty(0, np.int64)
     uniq, first, inverse, counts = np.unique(h1, return_index=True, return_inverse=True,
                                              return_counts=True)
     # collision check: every token with the same h1 must have the same h2 and length
@@ -113,7 +114,7 @@ def count_words_numpy(arr: np.ndarray):
     data = arr.tobytes() if not isinstance(arr, bytes) else arr
     s, e = starts[first].tolist(), ends[first].tolist()
     words = [data[a:b] for a, b in zip(s, e)]
-    return words, counts.astype(np.int64), uniq, h2[first]
+    return words, counts.astype(np.int64)
 
 
 _MASK = np.array([(1 << (8 * k)) - 1 for k in range(8)], dtype=np.uint64)
@@ -152,44 +153,32 @@ def count_words_keys(arr: np.ndarray) -> tuple:
 
 _WS_TABLE = bytes(_WS.astype(np.uint8))     # bytes.translate: whitespace -> 1, else 0
 _MASK9 = np.array([(1 << (8 * k)) - 1 for k in range(9)], dtype=np.uint64)
-_HA = np.uint64(0x9E3779B97F4A7C15)          # bucket hash multipliers (any odd constants)
+_HA = np.uint64(0x9E3779B97F4A7C15)          # slot hash multipliers (any odd constants)
 _HB = np.uint64(0xC2B2AE3D27D4EB4F)
-KEY_BYTES = 15                               # tokens of at most this many bytes are keys
+_HC = np.uint64(0xD6E8FEB86659FD93)          # partition hash multipliers (independent of the slots)
+_HD = np.uint64(0xA0761D6478BD642F)
+KEY_BYTES = 15                               # words of at most this many bytes are their own keys
+_LEN_SHIFT = np.uint64(56)
+_ONE = np.uint64(1)
 
 
-def count_words_hash(data: bytes) -> tuple:
-    """Exact ``(words, counts, h1, h2)`` with a numpy hash table (the default kernel).
+# --------------------------------------------------------------------------- exact keys
+# A word of at most 15 bytes *is* its key: two uint64, ``lo`` = bytes 0-7 and ``hi`` = bytes
+# 8-14 with the length in the top byte (zero-padded, little-endian). Equal keys <=> equal words,
+# so counting, merging and partitioning never hash-compare bytes and never need a collision
+# check; a word becomes ``bytes`` again only in ``keys_to_words`` (the final output). Longer
+# words (rare in text) travel as bytes and are counted with ``Counter``.
 
-    A token of at most 15 bytes *is* its key: two uint64 (bytes 0-7; bytes 8-14 with the
-    length in the top byte), read with two unaligned loads. Tokens go to buckets
-    ``hash(key) >> (64 - k)`` of a table of 2**k slots: every token writes its key into its
-    slot (one scatter, the last writer wins), then a token counts in the table only if the
-    slot holds *its* key. All tokens of one word land in one slot, so a word is either counted
-    entirely in the table (``np.bincount`` of the slots) or entirely not; the tokens that lost
-    their slot to another word and the tokens over 15 bytes are counted with ``Counter`` on
-    their bytes. Exact by construction; no sort. ``h1``/``h2`` (``tokenize``'s polynomial
-    hashes) are computed from the keys' bytes, or by ``hash_words`` for the Counter words.
-    """
-    n = len(data)
-    ws = np.frombuffer(data.translate(_WS_TABLE), dtype=bool)
-    if n == 0:
-        return [], np.empty(0, np.int64), np.empty(0, np.uint64), np.empty(0, np.uint64)
-    edge = np.empty(n + 1, dtype=bool)
-    edge[0] = not ws[0]
-    np.not_equal(ws[1:], ws[:-1], out=edge[1:n])
-    edge[n] = not ws[-1]
-    bounds = np.flatnonzero(edge)
-    starts, ends = np.ascontiguousarray(bounds[0::2]), bounds[1::2]
-    lens = ends - starts
-    pad = np.zeros(n + 16, np.uint8)
-    pad[:n] = np.frombuffer(data, np.uint8)
-    at = np.ndarray(shape=(n + 8,), dtype="<u8", buffer=pad, strides=(1,))   # unaligned loads
-    lo = at[starts]
-    hi = at[starts + 8]
-    lo &= _MASK9[np.minimum(lens, 8)]
-    hi &= _MASK9[np.clip(lens - 8, 0, 7)]
-    hi |= lens.astype(np.uint64) << np.uint64(56)
-    k = min(20, max(10, len(lens).bit_length()))
+def group_keys(lo: np.ndarray, hi: np.ndarray, weights=None, cap: int = 20) -> tuple:
+    """Sum ``weights`` (default 1 each) per distinct key: ``(lo, hi, sums)``, exact, no sort.
+
+    A numpy hash table of 2**k slots (k <= ``cap``; 2**20 slots = 8 MiB per array): every
+    entry writes its key into slot ``hash(key) >> (64 - k)`` (one scatter, the last writer
+    wins), and counts there (``np.bincount``) only if the slot holds *its* key. All entries of
+    one key land in one slot, so a key is summed entirely in the table or entirely not; the
+    entries that lost their slot to another key are grouped by a sort (``np.lexsort``)."""
+    n = len(lo)
+    k = min(cap, max(10, n.bit_length()))
     slot = (((lo * _HA) ^ (hi * _HB)) >> np.uint64(64 - k)).astype(np.intp)
     rep_lo = np.empty(1 << k, np.uint64)
     rep_hi = np.empty(1 << k, np.uint64)
@@ -197,63 +186,170 @@ def count_words_hash(data: bytes) -> tuple:
     rep_hi[slot] = hi
     ok = rep_lo[slot] == lo
     ok &= rep_hi[slot] == hi
-    ok &= lens <= KEY_BYTES
-    cnt = np.bincount(slot[ok], minlength=1 << k)
-    nz = np.flatnonzero(cnt)
-    klo, khi, counts = rep_lo[nz], rep_hi[nz], cnt[nz].astype(np.int64)
-    d = len(nz)
-    klen = (khi >> np.uint64(56)).astype(np.intp)
-    mat = np.empty((d, 17), np.uint8)                  # key bytes, "\n" at the word's length
-    mat[:, :8] = klo.view(np.uint8).reshape(d, 8)
-    mat[:, 8:16] = khi.view(np.uint8).reshape(d, 8)
-    mat[np.arange(d), klen] = 10
-    words = mat[np.arange(17) <= klen[:, None]].tobytes().split(b"\n")[:-1]
-    v = mat[:, :KEY_BYTES].astype(np.uint64)
-    v += np.uint64(1)
-    v[np.arange(KEY_BYTES) >= klen[:, None]] = 0
-    h1 = (v * _powers(_P1, KEY_BYTES)[0]).sum(axis=1, dtype=np.uint64)
-    h2 = (v * _powers(_P2, KEY_BYTES)[0]).sum(axis=1, dtype=np.uint64)
+    if weights is None:
+        sums = np.bincount(slot[ok], minlength=1 << k)
+    else:                          # float64 sums: exact below 2**53
+        sums = np.bincount(slot[ok], weights=weights[ok], minlength=1 << k)
+    used = np.flatnonzero(sums)
+    klo, khi, ksum = rep_lo[used], rep_hi[used], sums[used].astype(np.int64)
     rest = np.flatnonzero(~ok)
-    if len(rest):
-        c = Counter([data[a:b] for a, b in zip(starts[rest].tolist(), ends[rest].tolist())])
-        more = list(c)
-        m1, m2 = hash_words(more)
-        words += more
-        counts = np.concatenate([counts, np.fromiter(c.values(), np.int64, len(more))])
-        h1, h2 = np.concatenate([h1, m1]), np.concatenate([h2, m2])
-    return words, counts, h1, h2
+    if len(rest) == 0:
+        return klo, khi, ksum
+    order = rest[np.lexsort((hi[rest], lo[rest]))]
+    rl, rh = lo[order], hi[order]
+    new = np.empty(len(order), bool)
+    new[0] = True
+    new[1:] = (rl[1:] != rl[:-1]) | (rh[1:] != rh[:-1])
+    cuts = np.flatnonzero(new)
+    w = np.ones(len(order), np.int64) if weights is None else weights[order].astype(np.int64)
+    return (np.concatenate([klo, rl[cuts]]), np.concatenate([khi, rh[cuts]]),
+            np.concatenate([ksum, np.add.reduceat(w, cuts)]))
+
+
+BLOCK_BYTES = 256 << 10        # count_keys works block by block: its arrays stay in cache
+_WS_RE = re.compile(b"[" + re.escape(WHITESPACE) + b"]")
+
+
+def count_keys(data: bytes, block: int = BLOCK_BYTES) -> tuple:
+    """Exact counts of the words of ``data``: ``(lo, hi, counts, long)``, ``long`` a
+    ``Counter`` of the words over 15 bytes (the map kernel of ``kernel="hash"``).
+
+    Data over two blocks is counted a block at a time (cut at whitespace, so no word is cut)
+    and the blocks' tables are summed with ``group_keys``: on an 8 MiB split of the benchmark
+    corpus that is 1.75x faster than one pass over the whole split, whose token arrays and
+    2**20-slot table do not fit in the cache (docs/mapreduce.md)."""
+    n = len(data)
+    if n <= 2 * block:
+        return _count_block(data)
+    tables, a = [], 0
+    while a < n:
+        cut = _WS_RE.search(data, min(a + block, n))
+        b = cut.start() if cut else n
+        tables.append(_count_block(data[a:b]))
+        a = b
+    long: Counter = Counter()
+    for t in tables:
+        long.update(t[3])
+    lo, hi, counts = group_keys(np.concatenate([t[0] for t in tables]),
+                                np.concatenate([t[1] for t in tables]),
+                                np.concatenate([t[2] for t in tables]), cap=18)
+    return lo, hi, counts, long
+
+
+def _count_block(data: bytes) -> tuple:
+    """``count_keys`` of one block. Token boundaries come from a whitespace mask
+    (``bytes.translate``, one ``!=`` of neighbours); each token's key is read from the 8-byte
+    aligned words of the data (two shifts of three gathered words: numpy's gathers of
+    unaligned 8-byte loads are slower) and masked to its length; ``group_keys`` counts them."""
+    n = len(data)
+    if n == 0:
+        e = np.empty(0, np.uint64)
+        return e, e, np.empty(0, np.int64), Counter()
+    ws = np.frombuffer(data.translate(_WS_TABLE), dtype=bool)
+    edge = np.empty(n + 1, dtype=bool)
+    edge[0] = not ws[0]
+    np.not_equal(ws[1:], ws[:-1], out=edge[1:n])
+    edge[n] = not ws[-1]
+    bounds = np.flatnonzero(edge)
+    starts, ends = bounds[0::2], bounds[1::2]
+    lens = ends - starts
+    words = np.zeros((n + 31) // 8, np.uint64)
+    words.view(np.uint8)[:n] = np.frombuffer(data, np.uint8)
+    q = starts >> 3
+    shift = ((starts & 7) << 3).astype(np.uint64)
+    back = np.uint64(63) - shift                 # x << (64 - shift) as (x << 1) << back
+    w1 = words[q + 1]
+    lo = words[q] >> shift
+    lo |= (w1 << _ONE) << back
+    hi = w1 >> shift
+    hi |= (words[q + 2] << _ONE) << back
+    lo &= _MASK9[np.minimum(lens, 8)]
+    hi &= _MASK9[np.clip(lens - 8, 0, 7)]
+    hi |= lens.astype(np.uint64) << _LEN_SHIFT
+    long: Counter = Counter()
+    is_long = lens > KEY_BYTES
+    if is_long.any():
+        idx = np.flatnonzero(is_long)
+        long.update([data[a:b] for a, b in zip(starts[idx].tolist(), ends[idx].tolist())])
+        lo, hi = lo[~is_long], hi[~is_long]
+    klo, khi, counts = group_keys(lo, hi)
+    return klo, khi, counts, long
+
+
+def words_to_keys(words: list, counts) -> tuple:
+    """``count_keys``'s ``(lo, hi, counts, long)`` for distinct ``words`` and their counts."""
+    counts = np.asarray(counts, np.int64)
+    is_long = np.fromiter((len(w) > KEY_BYTES for w in words), bool, len(words))
+    short = [w for w, x in zip(words, is_long) if not x]
+    mat = np.zeros((len(short), 16), np.uint8)
+    if short:
+        mat[:, :15] = np.frombuffer(b"".join(w.ljust(15, b"\0") for w in short),
+                                    np.uint8).reshape(-1, 15)
+        mat[:, 15] = [len(w) for w in short]
+    keys = mat.view("<u8")
+    long = Counter(dict((w, int(c)) for w, c, x in zip(words, counts.tolist(), is_long) if x))
+    return (np.ascontiguousarray(keys[:, 0]), np.ascontiguousarray(keys[:, 1]),
+            counts[~is_long], long)
+
+
+def keys_to_words(lo: np.ndarray, hi: np.ndarray) -> list:
+    """The words of keys, as ``bytes`` (a matrix of key bytes with ``\\n`` after each word,
+    masked and split in one go)."""
+    d = len(lo)
+    if d == 0:
+        return []
+    klen = (hi >> _LEN_SHIFT).astype(np.intp)
+    mat = np.empty((d, 17), np.uint8)
+    mat[:, :8] = np.asarray(lo, "<u8").view(np.uint8).reshape(d, 8)
+    mat[:, 8:16] = np.asarray(hi, "<u8").view(np.uint8).reshape(d, 8)
+    mat[np.arange(d), klen] = 10
+    return mat[np.arange(17) <= klen[:, None]].tobytes().split(b"\n")[:-1]
+
+
+def count_words_hash(data: bytes) -> tuple:
+    """Exact ``(words, counts)`` with the numpy hash table (``count_keys``)."""
+    lo, hi, counts, long = count_keys(data)
+    return (keys_to_words(lo, hi) + list(long),
+            np.concatenate([counts, np.fromiter(long.values(), np.int64, len(long))]))
 
 
 def count_words(arr, kernel: str = "hash") -> tuple:
-    """Exact ``(words, counts, h1, h2)`` of one split (``arr``: uint8 array or bytes).
+    """Exact ``(words, counts)`` of one split (``arr``: uint8 array or bytes).
 
     ``kernel="hash"`` (the default: see docs/mapreduce.md for measurements) is
-    ``count_words_hash``; ``"counter"`` counts with
-    ``Counter(data.split())`` and hashes only the distinct words; ``"numpy"`` tokenizes and
-    hashes every token with numpy and falls back to Counter on a collision; ``"keys"`` uses
-    exact uint64 keys for tokens of up to 7 bytes (``count_words_keys``).
+    ``count_words_hash``; ``"counter"`` is ``Counter(data.split())``; ``"numpy"`` tokenizes
+    and hashes every token with numpy and falls back to Counter on a collision; ``"keys"``
+    uses exact uint64 keys for tokens of up to 7 bytes (``count_words_keys``).
     """
     if kernel == "hash":
         return count_words_hash(arr if isinstance(arr, bytes) else arr.tobytes())
     if kernel == "keys":
-        a = np.frombuffer(arr, np.uint8) if isinstance(arr, bytes) else arr
-        words, counts = count_words_keys(a)
-        h1, h2 = hash_words(words)
-        return words, counts, h1, h2
+        return count_words_keys(np.frombuffer(arr, np.uint8) if isinstance(arr, bytes) else arr)
     if kernel == "numpy":
         got = count_words_numpy(np.frombuffer(arr, np.uint8) if isinstance(arr, bytes) else arr)
         if got is not None:
             return got
-    data = arr if isinstance(arr, bytes) else arr.tobytes()
-    c = Counter(data.split())
-    words = list(c)
-    h1, h2 = hash_words(words)
-    return words, np.fromiter(c.values(), np.int64, len(words)), h1, h2
+    c = Counter(arr.split() if isinstance(arr, bytes) else arr.tobytes().split())
+    return list(c), np.fromiter(c.values(), np.int64, len(c))
 
 
-def partition_of(h1: np.ndarray, reducers: int) -> np.ndarray:
-    """The hash partitioner: partition of each key, from its h1 (the same on every rank)."""
-    return ((h1 >> np.uint64(17)) % np.uint64(reducers)).astype(np.int64)
+def count_split(data: bytes, kernel: str = "hash") -> tuple:
+    """``(lo, hi, counts, long)`` of one split with any kernel (``hash`` makes keys directly)."""
+    if kernel == "hash":
+        return count_keys(data)
+    return words_to_keys(*count_words(data, kernel))
+
+
+def partition_of(lo: np.ndarray, hi: np.ndarray, reducers: int) -> np.ndarray:
+    """The hash partitioner: partition of each key (the same on every rank)."""
+    mixed = ((lo * _HC) ^ (hi * _HD)) >> np.uint64(32)
+    return (mixed % np.uint64(reducers)).astype(np.intp)
+
+
+def partition_of_words(words: list, reducers: int) -> list:
+    """The partition of each long word (from its polynomial hash: the same on every rank)."""
+    h1, _ = hash_words(words)
+    return ((h1 >> np.uint64(17)) % np.uint64(reducers)).astype(np.intp).tolist()
 
 
 # --------------------------------------------------------------------------- packing
@@ -299,114 +395,60 @@ def unpack(blob, which=None) -> list:
     return out
 
 
-def table(words: list, counts, h1, h2) -> dict:
-    """A word table as a packable dict (words joined by newlines: they hold no whitespace)."""
+def key_table(lo, hi, counts, long: dict | None = None) -> dict:
+    """A word table as a packable dict: keys, counts (``uint32`` when they fit: fewer bytes to
+    move) and the long words (``\\n``-joined: words hold no whitespace) with their counts."""
     counts = np.asarray(counts, np.int64)
-    if len(counts) and counts.max() < (1 << 32):        # fewer bytes to move
+    if len(counts) and counts.max() < (1 << 32):
         counts = counts.astype(np.uint32)
-    return {"words": b"\n".join(words), "counts": counts,
-            "h1": np.asarray(h1, np.uint64), "h2": np.asarray(h2, np.uint64)}
+    long = long or {}
+    return {"lo": np.asarray(lo, np.uint64), "hi": np.asarray(hi, np.uint64), "counts": counts,
+            "long": b"\n".join(long), "long_counts": np.fromiter(long.values(), np.int64, len(long))}
 
 
-def table_words(t: dict) -> list:
-    return t["words"].split(b"\n") if len(t["counts"]) else []
+def table_long(t: dict) -> dict:
+    """The long words of a table with their counts."""
+    return dict(zip(t["long"].split(b"\n"), t["long_counts"].tolist())) if len(t["long_counts"]) else {}
 
 
-def split_table(words: list, counts, h1, h2, reducers: int) -> list:
-    """Partition one table into ``reducers`` tables by ``partition_of``."""
-    h1, h2, counts = np.asarray(h1, np.uint64), np.asarray(h2, np.uint64), np.asarray(counts)
+def table_rows(t: dict) -> tuple:
+    """``(words, counts)`` of a table (the long words last)."""
+    long = table_long(t)
+    return (keys_to_words(t["lo"], t["hi"]) + list(long),
+            np.concatenate([t["counts"].astype(np.int64), np.fromiter(long.values(), np.int64, len(long))]))
+
+
+def split_table(lo, hi, counts, long: dict, reducers: int) -> list:
+    """One split's counts as ``reducers`` tables, by ``partition_of`` (a gather per table)."""
     if reducers == 1:
-        return [table(words, counts, h1, h2)]
-    part = partition_of(h1, reducers)
-    order = np.argsort(part, kind="stable")
-    cuts = np.searchsorted(part[order], np.arange(reducers + 1)).tolist()
-    ws = [words[i] for i in order.tolist()]
-    c, a, b = counts[order], h1[order], h2[order]
-    return [table(ws[cuts[r]:cuts[r + 1]], c[cuts[r]:cuts[r + 1]], a[cuts[r]:cuts[r + 1]],
-                  b[cuts[r]:cuts[r + 1]]) for r in range(reducers)]
+        return [key_table(lo, hi, counts, long)]
+    part = partition_of(lo, hi, reducers)
+    longs: list = [{} for _ in range(reducers)]
+    if long:
+        for (w, c), r in zip(long.items(), partition_of_words(list(long), reducers)):
+            longs[r][w] = c
+    tables = []
+    for r in range(reducers):
+        pick = np.flatnonzero(part == r)
+        tables.append(key_table(lo[pick], hi[pick], counts[pick], longs[r]))
+    return tables
 
 
-def _group_sorted(h1, h2, lens, counts):
-    """``(first, sums)`` grouping entries by h1 with one sort, or None if an h1 collides."""
-    order = np.argsort(h1)
-    hs = h1[order]
-    new = np.empty(len(hs), bool)
-    new[:1] = True
-    np.not_equal(hs[1:], hs[:-1], out=new[1:])
-    cuts = np.flatnonzero(new)
-    first = order[cuts]
-    group = np.cumsum(new) - 1                          # group of each sorted entry
-    if not (np.array_equal(h2[order], h2[first][group]) and
-            np.array_equal(lens[order], lens[first][group])):
-        return None
-    return first, np.add.reduceat(counts[order], cuts) if len(cuts) else counts[:0]
-
-
-def _group_hashed(h1, h2, lens, counts):
-    """``(first, sums)`` grouping entries by h1 with a hash table (``np.bincount``, no sort),
-    or None if an h1 collides. Entries whose slot another h1 took are grouped by a sort."""
-    n = len(h1)
-    k = min(18, max(10, n.bit_length()))             # <= 2 MiB per array: stays in cache
-    slot = ((h1 * _HA) >> np.uint64(64 - k)).astype(np.intp)
-    rep = np.empty(1 << k, np.uint64)
-    rep[slot] = h1
-    ok = rep[slot] == h1                                # the slot is this entry's h1's
-    idx = np.flatnonzero(ok)
-    s = slot[idx]
-    for other in (h2, lens):                            # same h1 => same h2 and length
-        v = other[idx]
-        rep[s] = v
-        if not np.array_equal(rep[s], v):
-            return None
-    where = np.empty(1 << k, np.intp)
-    where[s] = idx                                      # one entry of each slot
-    sums = np.bincount(s, weights=counts[idx], minlength=1 << k)
-    used = np.flatnonzero(np.bincount(s, minlength=1 << k))
-    first, total = where[used], sums[used].astype(np.int64)
-    rest = np.flatnonzero(~ok)
-    if len(rest):
-        got = _group_sorted(h1[rest], h2[rest], lens[rest], counts[rest])
-        if got is None:
-            return None
-        first = np.concatenate([first, rest[got[0]]])
-        total = np.concatenate([total, got[1]])
-    return first, total
-
-
-def merge_tables(tables: list) -> tuple:
-    """Sum word tables: ``(words, counts, h1, h2)``; exact (falls back to bytes on a
-    collision of h1).
-
-    Entries are grouped by h1 with a hash table (``_group_hashed``: scatter, check, bincount;
-    no sort); the words are split out of the tables' joined blobs only for one entry of each
-    distinct h1 (the length check uses the separator positions).
-    """
-    tables = [t for t in tables if t is not None and len(t["counts"])]
-    if not tables:
-        e = np.empty(0, np.uint64)
-        return [], np.empty(0, np.int64), e, e
-    h1 = np.concatenate([t["h1"] for t in tables])
-    h2 = np.concatenate([t["h2"] for t in tables])
-    counts = np.concatenate([t["counts"] for t in tables]).astype(np.int64, copy=False)
-    blob = b"\n".join(t["words"] for t in tables)
-    sep = np.flatnonzero(np.frombuffer(blob, np.uint8) == 10)
-    starts = np.concatenate([[0], sep + 1])
-    ends = np.concatenate([sep, [len(blob)]])
-    if len(starts) != len(h1):
-        raise ValueError(f"word tables hold {len(starts)} words for {len(h1)} counts")
-    lens = (ends - starts).astype(np.uint64)
-    got = _group_hashed(h1, h2, lens, counts) if len(tables) > 1 else \
-        (np.arange(len(h1)), counts)                    # one table: its words are distinct
-    if got is not None:
-        first, sums = got
-        words = [blob[a:b] for a, b in zip(starts[first].tolist(), ends[first].tolist())]
-        return words, sums, h1[first], h2[first]
-    c: Counter = Counter()
+def merge_tables(tables: list) -> dict:
+    """The sum of word tables, as one table (``group_keys`` over their concatenated keys)."""
+    tables = [t for t in tables if t is not None]
+    keyed = [t for t in tables if len(t["counts"])]
+    if keyed:
+        lo, hi, counts = group_keys(np.concatenate([t["lo"] for t in keyed]),
+                                    np.concatenate([t["hi"] for t in keyed]),
+                                    np.concatenate([t["counts"] for t in keyed]), cap=18)
+    else:
+        lo = hi = np.empty(0, np.uint64)
+        counts = np.empty(0, np.int64)
+    long: Counter = Counter()
     for t in tables:
-        c.update(dict(zip(table_words(t), t["counts"].tolist())))
-    words = list(c)
-    a, b = hash_words(words)
-    return words, np.fromiter(c.values(), np.int64, len(words)), a, b
+        long.update(table_long(t))
+    return key_table(lo, hi, counts, long)
 
 
 def logical_starts(splits) -> np.ndarray:

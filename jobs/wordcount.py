@@ -27,8 +27,7 @@ from mpitiny.io.h5data import open_splits
 def map_split(input: str, split: int, reducers: int = 1, kernel: str = "hash") -> bytes:
     """Counts of the distinct words of split ``split`` of ``input``, in ``reducers`` parts."""
     data = open_splits(input).read_array(split).tobytes()    # takes the runtime's prefetch
-    words, counts, h1, h2 = mr.count_words(data, kernel)
-    parts = mr.split_table(words, counts, h1, h2, reducers)
+    parts = mr.split_table(*mr.count_split(data, kernel), reducers)
     parts[0]["nbytes"] = np.array([len(data)], np.int64)
     return mr.pack(parts)
 
@@ -54,7 +53,7 @@ def reduce_part(inputs: dict, r: int = 0) -> bytes:
     acc = None
     for k in range(0, max(len(tables), 1), MERGE_BATCH):
         batch = tables[k:k + MERGE_BATCH] + ([acc] if acc is not None else [])
-        acc = mr.table(*mr.merge_tables(batch))
+        acc = mr.merge_tables(batch)
     t = acc
     t["nbytes"] = np.array([nbytes], np.int64)
     t["nparts"] = np.array([max(nparts, default=1)], np.int64)
@@ -71,8 +70,9 @@ def finish(output: str, inputs: dict, top: int = 10) -> dict:
     words, counts, nbytes = [], [], 0
     for blob in inputs.values():
         t = mr.unpack(blob)[0]
-        words += mr.table_words(t)
-        counts.append(t["counts"].astype(np.int64))
+        w, c = mr.table_rows(t)
+        words += w
+        counts.append(c)
         nbytes += int(t["nbytes"][0])
         if int(t["nparts"][0]) != len(inputs):
             raise ValueError(f"the maps made {int(t['nparts'][0])} partitions but finish has "

@@ -104,43 +104,72 @@ def test_count_words_kernels_exact(corpus, kernel):
             b" 1234567 12345678 \xff\xff\xff\xff\xff\xff\xff"
             b" 123456789abcdef 123456789abcdefg 123456789abcde\x00 123456789abcdef"
             b" 12345678\x00 12345678\x00\x00 " + b"x" * 300 + b" \x00" * 20)
-    words, counts, h1, h2 = mr.count_words(np.frombuffer(data, np.uint8), kernel)
+    words, counts = mr.count_words(np.frombuffer(data, np.uint8), kernel)
     assert dict(zip(words, counts.tolist())) == Counter(data.split())
     assert len(words) == len(set(words))
-    assert (h1, h2) != () and np.array_equal(mr.hash_words(words)[0], h1)
-    assert np.array_equal(mr.hash_words(words)[1], h2)
+    lo, hi, kc, long = mr.count_split(data, kernel)
+    assert len(set(zip(lo.tolist(), hi.tolist()))) == len(lo)          # distinct keys
+    assert dict(zip(mr.keys_to_words(lo, hi), kc.tolist())) | long == Counter(data.split())
+    assert all(len(w) > mr.KEY_BYTES for w in long) and b"x" * 300 in long
 
 
 @pytest.mark.parametrize("data", [b"", b" \n\t ", b"a", b"  a", b"a  ", b"\x00", b"x" * 15,
-                                  b"x" * 16, b"\x0b\x0ca\x0cb\x0b", b"\r\na b\r\n"])
+                                  b"x" * 16, b"\x0b\x0ca\x0cb\x0b", b"\r\na b\r\n",
+                                  b"\xff" * 15 + b" " + b"\x00" * 15 + b" \x00"])
 def test_hash_kernel_edges(data):
-    words, counts, h1, h2 = mr.count_words(data, "hash")
+    words, counts = mr.count_words(data, "hash")
     assert dict(zip(words, counts.tolist())) == Counter(data.split())
-    assert np.array_equal(mr.hash_words(words)[0], h1) and np.array_equal(mr.hash_words(words)[1], h2)
+    lo, hi, c, long = mr.words_to_keys(words, counts)          # the other kernels' way to keys
+    back = dict(zip(mr.keys_to_words(lo, hi), c.tolist())) | long
+    assert back == Counter(data.split())
+
+
+@pytest.mark.parametrize("block", [1, 7, 64, 1000])
+def test_hash_kernel_by_blocks(corpus, block):
+    """count_keys cuts data over two blocks at whitespace (never inside a word, also when a
+    word is longer than a block) and sums the blocks' tables: the same counts as one pass."""
+    data = (logical(corpus[1])[:20000] + b" " + b"y" * 3000 + b"\n\n  a" + b" \x00" * 50
+            + b" 123456789abcdef" * 9 + b"z" * 16)
+    lo, hi, counts, long = mr.count_keys(data, block=block)
+    assert len(set(zip(lo.tolist(), hi.tolist()))) == len(lo)
+    assert dict(zip(mr.keys_to_words(lo, hi), counts.tolist())) | long == Counter(data.split())
 
 
 def test_hash_kernel_and_merge_with_colliding_slots(monkeypatch):
-    """Every key in one slot (multiplier 0): one word wins the slot, the others go through
-    Counter (kernel) or the sort (merge); still exact."""
+    """Every key in one slot (multiplier 0): one word wins the slot, the others are grouped
+    by the sort, in the kernel and in the merge; still exact."""
     data = b"a b a c dd dd dd " + b"long-word-over-15-bytes " * 3 + b"b\n"
     monkeypatch.setattr(mr, "_HA", np.uint64(0))
     monkeypatch.setattr(mr, "_HB", np.uint64(0))
-    words, counts, h1, h2 = mr.count_words(data, "hash")
+    words, counts = mr.count_words(data, "hash")
     assert dict(zip(words, counts.tolist())) == Counter(data.split())
-    t1 = mr.table(words, counts, h1, h2)
-    w2, c2, a2, b2 = mr.count_words(b"a zz dd", "hash")
-    t2 = mr.table(w2, c2, a2, b2)
+    t1 = mr.key_table(*mr.count_keys(data))
+    t2 = mr.key_table(*mr.count_keys(b"a zz dd long-word-over-15-bytes"))
     got = mr.merge_tables([t1, t2])
-    assert dict(zip(got[0], got[1].tolist())) == Counter((data + b" a zz dd").split())
-    assert np.array_equal(mr.hash_words(got[0])[0], got[2])
+    words, counts = mr.table_rows(got)
+    assert dict(zip(words, counts.tolist())) == \
+        Counter((data + b" a zz dd long-word-over-15-bytes").split())
 
 
-def test_merge_falls_back_on_h1_collision():
-    """Two different words given the same h1: merge_tables compares bytes (Counter)."""
-    t1 = mr.table([b"ab", b"cd"], [1, 2], [7, 8], [1, 2])
-    t2 = mr.table([b"xy", b"ab"], [5, 1], [8, 7], [9, 1])       # h1 of xy = h1 of cd
-    words, counts, _, _ = mr.merge_tables([t1, t2])
-    assert dict(zip(words, counts.tolist())) == {b"ab": 2, b"cd": 2, b"xy": 5}
+@pytest.mark.parametrize("reducers", [1, 2, 5])
+def test_split_and_merge_tables_partition_every_word_once(corpus, reducers):
+    """split_table puts each word (keyed or long) in exactly one partition, the same one for
+    every split; merging partition r over the splits and concatenating the partitions gives
+    the counts of the whole input."""
+    datas = [logical(corpus[1])[i::3] + b" " + b"L" * 20 + b" " + b"M" * (17 + i)
+             for i in range(3)]
+    tables = [mr.split_table(*mr.count_keys(d), reducers) for d in datas]
+    total: Counter = Counter()
+    seen: dict = {}
+    for r in range(reducers):
+        words, counts = mr.table_rows(mr.merge_tables([t[r] for t in tables]))
+        assert len(words) == len(set(words))
+        for w in words:
+            assert seen.setdefault(w, r) == r
+        total.update(dict(zip(words, counts.tolist())))
+    assert total == Counter(b" ".join(datas).split())
+    if reducers > 1:
+        assert len(set(seen.values())) == reducers          # every partition got words
 
 
 def test_numpy_kernel_falls_back_on_collision(monkeypatch):
@@ -152,7 +181,7 @@ def test_numpy_kernel_falls_back_on_collision(monkeypatch):
     monkeypatch.setattr(mr, "tokenize", colliding)
     data = b"a b a c\n"
     assert mr.count_words_numpy(np.frombuffer(data, np.uint8)) is None
-    words, counts, _, _ = mr.count_words(data, "numpy")
+    words, counts = mr.count_words(data, "numpy")
     assert dict(zip(words, counts.tolist())) == {b"a": 2, b"b": 1, b"c": 1}
 
 
