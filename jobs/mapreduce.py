@@ -434,21 +434,84 @@ def split_table(lo, hi, counts, long: dict, reducers: int) -> list:
     return tables
 
 
+class KeyCounter:
+    """Running sums of word tables (the reducer's state): a numpy hash table that persists
+    across ``add`` calls, so each entry of each table is hashed and summed once.
+
+    Slots are ``hash(key) >> (64 - k)``; an empty slot has ``hi == 0`` (a key's ``hi`` holds
+    its length, at least 1). An entry claims its slot if the slot is empty, and is summed
+    there (``np.bincount`` with weights) if the slot holds its key; the few entries whose slot
+    another key holds are grouped apart (``group_keys``) and kept as extra tables. The table
+    doubles when half full or when the extras grow past a quarter of it."""
+
+    def __init__(self, k: int = 16) -> None:
+        self.k = k
+        self.lo = np.zeros(1 << k, np.uint64)
+        self.hi = np.zeros(1 << k, np.uint64)
+        self.sums = np.zeros(1 << k, np.float64)          # exact below 2**53
+        self.used = 0
+        self.extra: list = []
+        self.extra_size = 0
+        self.long: Counter = Counter()
+
+    def add_tables(self, tables: list) -> "KeyCounter":
+        """Add word tables (``key_table`` dicts, e.g. ``unpack``'s views)."""
+        keyed = [t for t in tables if t is not None and len(t["counts"])]
+        if keyed:
+            self.add(np.concatenate([t["lo"] for t in keyed]),
+                     np.concatenate([t["hi"] for t in keyed]),
+                     np.concatenate([t["counts"] for t in keyed]))
+        for t in tables:
+            if t is not None and len(t["long_counts"]):
+                self.long.update(table_long(t))
+        return self
+
+    def add(self, lo: np.ndarray, hi: np.ndarray, counts: np.ndarray) -> None:
+        """Add ``counts[j]`` to key ``(lo[j], hi[j])`` for every j."""
+        if not len(lo):
+            return
+        size = 1 << self.k
+        slot = (((lo * _HA) ^ (hi * _HB)) >> np.uint64(64 - self.k)).astype(np.intp)
+        empty = self.hi[slot] == 0
+        if empty.any():
+            claim = slot[empty]
+            self.lo[claim] = lo[empty]
+            self.hi[claim] = hi[empty]
+            self.used = int(np.count_nonzero(self.hi))
+        ok = self.lo[slot] == lo
+        ok &= self.hi[slot] == hi
+        self.sums += np.bincount(slot[ok], weights=counts[ok], minlength=size)
+        rest = np.flatnonzero(~ok)
+        if len(rest):
+            grouped = group_keys(lo[rest], hi[rest], counts[rest])
+            self.extra.append(grouped)
+            self.extra_size += len(grouped[0])
+        if 2 * self.used > size or 4 * self.extra_size > size:
+            self._grow()
+
+    def _grow(self) -> None:
+        keep = np.flatnonzero(self.hi)
+        old = [(self.lo[keep], self.hi[keep], self.sums[keep])] + self.extra
+        long = self.long
+        self.__init__(self.k + 1)
+        self.long = long
+        for lo, hi, sums in old:
+            self.add(lo, hi, sums)
+
+    def table(self) -> dict:
+        """The sums as one table (``key_table``)."""
+        keep = np.flatnonzero(self.hi)
+        lo, hi, sums = self.lo[keep], self.hi[keep], self.sums[keep].astype(np.int64)
+        if self.extra:
+            lo, hi, sums = group_keys(np.concatenate([lo] + [e[0] for e in self.extra]),
+                                      np.concatenate([hi] + [e[1] for e in self.extra]),
+                                      np.concatenate([sums] + [e[2] for e in self.extra]))
+        return key_table(lo, hi, sums, self.long)
+
+
 def merge_tables(tables: list) -> dict:
-    """The sum of word tables, as one table (``group_keys`` over their concatenated keys)."""
-    tables = [t for t in tables if t is not None]
-    keyed = [t for t in tables if len(t["counts"])]
-    if keyed:
-        lo, hi, counts = group_keys(np.concatenate([t["lo"] for t in keyed]),
-                                    np.concatenate([t["hi"] for t in keyed]),
-                                    np.concatenate([t["counts"] for t in keyed]), cap=18)
-    else:
-        lo = hi = np.empty(0, np.uint64)
-        counts = np.empty(0, np.int64)
-    long: Counter = Counter()
-    for t in tables:
-        long.update(table_long(t))
-    return key_table(lo, hi, counts, long)
+    """The sum of word tables, as one table."""
+    return KeyCounter().add_tables(tables).table()
 
 
 def logical_starts(splits) -> np.ndarray:

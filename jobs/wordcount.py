@@ -32,29 +32,26 @@ def map_split(input: str, split: int, reducers: int = 1, kernel: str = "hash") -
     return mr.pack(parts)
 
 
-MERGE_BATCH = 256          # tables merged at a time into the running sum (stays in cache)
+MERGE_BATCH = 256          # tables added to the running sums at a time (arrays stay in cache)
 
 
 def reduce_part(inputs: dict, r: int = 0) -> bytes:
-    """Sum of table ``r`` of every input (map outputs or tree nodes).
-
-    The tables are merged ``MERGE_BATCH`` at a time into a running table, so the arrays of one
-    merge stay small (a 100 KiB split's table has ~4,000 words; 10,000 of them at once made
-    arrays of tens of millions of entries)."""
-    tables, nbytes, nparts = [], 0, set()
+    """Sum of table ``r`` of every input (map outputs or tree nodes), added ``MERGE_BATCH``
+    tables at a time to one ``KeyCounter`` (a 100 KiB split's table has ~900 words per
+    partition; 10,000 of them at once made arrays of tens of millions of entries)."""
+    sums, batch, nbytes, nparts = mr.KeyCounter(), [], 0, set()
     for blob in inputs.values():
         parts = mr.unpack(blob, which={r})
         part = parts[r]
-        tables.append(part)
+        batch.append(part)
         if "nbytes" in part:
             nbytes += int(part["nbytes"][0])
         # how many partitions the maps made (a tree node passes its inputs' count on)
         nparts.add(int(part["nparts"][0]) if "nparts" in part else len(parts))
-    acc = None
-    for k in range(0, max(len(tables), 1), MERGE_BATCH):
-        batch = tables[k:k + MERGE_BATCH] + ([acc] if acc is not None else [])
-        acc = mr.merge_tables(batch)
-    t = acc
+        if len(batch) == MERGE_BATCH:
+            sums.add_tables(batch)
+            batch = []
+    t = sums.add_tables(batch).table()
     t["nbytes"] = np.array([nbytes], np.int64)
     t["nparts"] = np.array([max(nparts, default=1)], np.int64)
     return mr.pack([t])

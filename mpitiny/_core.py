@@ -871,7 +871,8 @@ class Engine:
                 start = k
 
     def fetch_inputs(self, group, i: int) -> dict:
-        """``{parent task id: parent return value}`` for instance ``i`` (one-sided reads)."""
+        """``{parent task id: parent return value}`` for instance ``i`` (one-sided reads;
+        many parents' locations and values are read in batches, ``parent_locations``)."""
         out = {}
         for dep in group.deps:
             parent = self.dag.groups[dep.parent]
@@ -884,14 +885,38 @@ class Engine:
             if parent.kind == "cmd":        # shell tasks return nothing: their value is None
                 out.update((parent.instance_id(int(p)), None) for p in pidx)
                 continue
-            for p in pidx:
-                p = int(p)
-                owner, word = self.layout.loc_word(parent.index, p)
-                loc, length, oid = (int(w) for w in self.mem.get(owner, word, LOC_WORDS))
+            pidx = [int(p) for p in pidx]
+            locs = self.parent_locations(parent.index, pidx)
+            for p, (loc, length, oid) in zip(pidx, locs):
                 if length <= 0:
                     raise RuntimeError(f"result of {parent.instance_id(p)} not found")
-                out[parent.instance_id(p)] = self.store.fetch(loc, length, oid)
+            values = self.store.fetch_many(locs)
+            out.update(zip((parent.instance_id(p) for p in pidx), values))
         return out
+
+    def parent_locations(self, g: int, pidx: list) -> list:
+        """The location words ``(loc, length, oid)`` of instances ``pidx`` of group ``g``:
+        one ``Get`` per owner rank over the span of their words when that span is dense
+        (a whole family: each owner holds a contiguous block), else one per instance."""
+        if len(pidx) < 4:
+            return [tuple(int(w) for w in self.mem.get(*self.layout.loc_word(g, p), LOC_WORDS))
+                    for p in pidx]
+        lay = self.layout
+        ranks, pos = lay.owners(g, np.asarray(pidx, dtype=np.int64))
+        base = np.asarray(lay.loc_base[g], dtype=np.int64)
+        words = lay.locs0[ranks] + LOC_WORDS * (base[ranks] + pos)
+        locs = np.empty((len(pidx), LOC_WORDS), dtype=np.int64)
+        for r in np.unique(ranks).tolist():
+            at = np.flatnonzero(ranks == r)
+            w = words[at]
+            lo, hi = int(w.min()), int(w.max()) + LOC_WORDS
+            if hi - lo <= 4 * LOC_WORDS * len(at):
+                span = self.mem.get(r, lo, hi - lo)
+                locs[at] = span[(w - lo)[:, None] + np.arange(LOC_WORDS)]
+            else:
+                for k, word in zip(at.tolist(), w.tolist()):
+                    locs[k] = self.mem.get(r, word, LOC_WORDS)
+        return [tuple(row) for row in locs.tolist()]
 
     def run_cmd(self, group, instances) -> tuple:
         """Run each instance's shell command; stdout/stderr go to this rank's log files.

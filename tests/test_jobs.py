@@ -151,6 +151,29 @@ def test_hash_kernel_and_merge_with_colliding_slots(monkeypatch):
         Counter((data + b" a zz dd long-word-over-15-bytes").split())
 
 
+def test_key_counter_grows_and_keeps_colliding_keys(monkeypatch):
+    """A KeyCounter that starts with 2**2 slots doubles as it fills, and with every key in one
+    slot (multiplier 0) sums the others apart; the sums are exact either way."""
+    rng = np.random.default_rng(3)
+    words = [b"w%d" % i for i in range(3000)] + [b"L" * 20]
+    expect: Counter = Counter()
+    for zero in (False, True):
+        if zero:
+            monkeypatch.setattr(mr, "_HA", np.uint64(0))
+            monkeypatch.setattr(mr, "_HB", np.uint64(0))
+        kc = mr.KeyCounter(k=2)
+        expect.clear()
+        for _ in range(5):
+            pick = [words[i] for i in rng.integers(0, len(words), 2000)]
+            c = Counter(pick)
+            expect.update(c)
+            kc.add_tables([mr.key_table(*mr.words_to_keys(list(c), list(c.values())))])
+        got_words, got_counts = mr.table_rows(kc.table())
+        assert dict(zip(got_words, got_counts.tolist())) == expect
+        assert len(got_words) == len(set(got_words))
+        assert zero or kc.k > 2
+
+
 @pytest.mark.parametrize("reducers", [1, 2, 5])
 def test_split_and_merge_tables_partition_every_word_once(corpus, reducers):
     """split_table puts each word (keyed or long) in exactly one partition, the same one for

@@ -72,6 +72,29 @@ def test_spill_past_the_limit_and_read_from_another_rank(tmp_path):
     assert holder.kept == 3 and reader.fetch(*more) == b"y" * 2000
 
 
+def test_fetch_many_reads_every_medium_and_counts_each_read(tmp_path):
+    """One batch from three holders (the reader's own window, another rank's window, a
+    spill file), values of every kind: each comes back in order, and each holder frees its
+    values once every reader has read them (counts and RELEASED decremented per value)."""
+    a, b, c = stores(tmp_path, nranks=3, mem_limit=3000)
+    values = [b"\x00own", {"k": [1, 2]}, np.arange(5), b"b" * 1000, b"c" * 2900, b"spilled" * 100]
+    locs = [a.keep(values[0], readers=2), b.keep(values[1], readers=1),
+            b.keep(values[2], readers=1), b.keep(values[3], readers=1),
+            c.keep(values[4], readers=1), c.keep(values[5], readers=1)]
+    assert c.spilled == 1
+    got = a.fetch_many(locs)
+    assert got[0] == values[0] and got[1] == values[1] and got[3:] == values[3:]
+    assert np.array_equal(got[2], values[2])
+    for holder in (b, c):
+        holder.collect()
+        assert holder.in_window() == 0
+    a.collect()
+    assert a.in_window() == len(values[0])        # one more reader to come
+    assert b.fetch_many([locs[0]]) == [values[0]]
+    a.collect()
+    assert a.in_window() == 0
+
+
 def test_process_memory_above_the_limit_sends_outputs_to_disk(tmp_path):
     holder, reader = stores(tmp_path, rss_limit=1)     # any real process is above 1 byte
     loc = holder.keep(b"z" * 100, readers=1)

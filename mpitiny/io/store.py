@@ -165,18 +165,35 @@ class ResultStore:
 
     def fetch(self, loc: int, length: int, oid: int):
         """Read a kept value (from any rank) and count this read at its holder."""
-        rank, medium, kind, offset = unpack_location(loc)
-        n = length - 1
-        if medium == MEDIUM_FILE:
-            data = self._spill_read(rank, offset, n)
-        elif rank == self.rank:
-            data = bytes(self.window.local[offset:offset + n])
-        else:
-            data = self.window.read(rank, offset, n)
-        if oid >= 0:
-            self.counts.fetch_add(rank, OBJECTS0 + oid, -1)
-            self.counts.add(rank, RELEASED, 1)
-        return decode(kind, data)
+        return self.fetch_many([(loc, length, oid)])[0]
+
+    def fetch_many(self, locations) -> list:
+        """``fetch`` of every ``(loc, length, oid)``, batched: the remote reads are issued
+        together and completed with one flush per holder; then (not before: a holder frees a
+        value once its count reaches 0) each holder's reader counts go down, again with one
+        flush per holder."""
+        data: list = [None] * len(locations)
+        kinds, remote, where, reads = [], [], [], {}
+        for k, (loc, length, oid) in enumerate(locations):
+            rank, medium, kind, offset = unpack_location(int(loc))
+            n = int(length) - 1
+            kinds.append(kind)
+            if medium == MEDIUM_FILE:
+                data[k] = self._spill_read(rank, offset, n)
+            elif rank == self.rank:
+                data[k] = bytes(self.window.local[offset:offset + n])
+            else:
+                remote.append((rank, offset, n))
+                where.append(k)
+            if oid >= 0:
+                reads.setdefault(rank, []).append(OBJECTS0 + int(oid))
+        if remote:
+            for k, got in zip(where, self.window.read_many(remote)):
+                data[k] = got
+        for rank, words in reads.items():
+            self.counts.add_many(rank, words, -1)
+            self.counts.add(rank, RELEASED, len(words))
+        return [decode(kind, d) for kind, d in zip(kinds, data)]
 
     def collect(self) -> None:
         """Free the window space of values that every reader has read."""

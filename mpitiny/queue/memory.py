@@ -15,6 +15,7 @@ Both offer the same operations, all on 64-bit signed words:
 - ``swap(rank, disp, value) -> old``             (``MPI_Fetch_and_op`` REPLACE)
 - ``cas(rank, disp, expected, new) -> old``      (``MPI_Compare_and_swap``)
 - ``add(rank, disp, value)``                     (``MPI_Accumulate`` SUM, no result)
+- ``add_many(rank, disps, value)``               (one ``MPI_Accumulate`` each, one flush)
 - ``fetch_add_block(rank, disp, values) -> old`` (``MPI_Get_accumulate`` SUM on a block)
 - ``get(rank, disp, count) -> array``            (``MPI_Get``)
 - ``put(rank, disp, values)``                    (``MPI_Put``)
@@ -68,6 +69,10 @@ class LocalView:
     def add(self, rank: int, disp: int, value: int) -> None:
         w = self.memory.words[rank]
         w[disp] = _wrap(int(w[disp]) + value)
+
+    def add_many(self, rank: int, disps: list, value: int) -> None:
+        for disp in disps:
+            self.add(rank, disp, value)
 
     def fetch_add_block(self, rank: int, disp: int, values: np.ndarray) -> np.ndarray:
         w = self.memory.words[rank]
@@ -145,6 +150,13 @@ class RmaMemory:
         self.win.Accumulate([self._one, self._int64], rank, (disp, 1, self._int64), self._sum)
         self.win.Flush(rank)
 
+    def add_many(self, rank: int, disps: list, value: int) -> None:
+        """``add(rank, d, value)`` for every ``d`` in ``disps``, completed by one flush."""
+        one = np.full(1, value, dtype=np.int64)
+        for disp in disps:
+            self.win.Accumulate([one, self._int64], rank, (disp, 1, self._int64), self._sum)
+        self.win.Flush(rank)
+
     def fetch_add_block(self, rank: int, disp: int, values: np.ndarray) -> np.ndarray:
         values = np.ascontiguousarray(values, dtype=np.int64)
         old = np.empty_like(values)
@@ -193,6 +205,15 @@ class RmaBytes:
         self.win.Flush(rank)
         return bytes(out)
 
+    def read_many(self, requests: list) -> list:
+        """``read`` of every ``(rank, offset, length)``: all issued, then one flush per rank."""
+        bufs = [bytearray(n) for _, _, n in requests]
+        for (rank, offset, n), out in zip(requests, bufs):
+            self.win.Get([out, self.MPI.BYTE], rank, (offset, n, self.MPI.BYTE))
+        for rank in {r for r, _, _ in requests}:
+            self.win.Flush(rank)
+        return [bytes(out) for out in bufs]
+
     def write(self, rank: int, offset: int, data: bytes) -> None:
         self.win.Put([data, self.MPI.BYTE], rank, (offset, len(data), self.MPI.BYTE))
         self.win.Flush(rank)
@@ -211,6 +232,9 @@ class LocalBytes:
 
     def read(self, rank: int, offset: int, length: int) -> bytes:
         return bytes(self.buffers[rank][offset:offset + length])
+
+    def read_many(self, requests: list) -> list:
+        return [self.read(*r) for r in requests]
 
     def write(self, rank: int, offset: int, data: bytes) -> None:
         self.buffers[rank][offset:offset + len(data)] = np.frombuffer(data, np.uint8)
