@@ -152,7 +152,8 @@ def count_words_keys(arr: np.ndarray) -> tuple:
 
 
 _WS_TABLE = bytes(_WS.astype(np.uint8))     # bytes.translate: whitespace -> 1, else 0
-_MASK9 = np.array([(1 << (8 * k)) - 1 for k in range(9)], dtype=np.uint64)
+_LO_MASK = np.array([(1 << (8 * min(k, 8))) - 1 for k in range(17)], dtype=np.uint64)
+_HI_MASK = np.array([(1 << (8 * min(max(k - 8, 0), 7))) - 1 for k in range(17)], dtype=np.uint64)
 _HA = np.uint64(0x9E3779B97F4A7C15)          # slot hash multipliers (any odd constants)
 _HB = np.uint64(0xC2B2AE3D27D4EB4F)
 _HC = np.uint64(0xD6E8FEB86659FD93)          # partition hash multipliers (independent of the slots)
@@ -263,8 +264,9 @@ def _count_block(data: bytes) -> tuple:
     lo |= (w1 << _ONE) << back
     hi = w1 >> shift
     hi |= (words[q + 2] << _ONE) << back
-    lo &= _MASK9[np.minimum(lens, 8)]
-    hi &= _MASK9[np.clip(lens - 8, 0, 7)]
+    capped = np.minimum(lens, KEY_BYTES + 1)
+    lo &= _LO_MASK[capped]
+    hi &= _HI_MASK[capped]
     hi |= lens.astype(np.uint64) << _LEN_SHIFT
     long: Counter = Counter()
     is_long = lens > KEY_BYTES
