@@ -11,9 +11,11 @@ nothing is found, report finished tasks to the run-wide counter and back off. Ru
 records each task, then ``Release.finish`` counts the children down and queues those that
 became ready on this rank.
 
-Chunks: the owner claims as many tasks as fit in ``CHUNK_SECONDS`` at the running average task
-time (1 for long tasks, up to 4096 for null tasks), so per-task cost stays in the microseconds
-while everything not yet claimed stays stealable.
+Chunks: the owner claims as many tasks as fit in ``CHUNK_SECONDS`` (5 ms) at the running
+average time of a task of the group it claims from (1 for long tasks, up to 4096 for null tasks;
+1 while this rank has run none of that group, so two long reducers released together are not
+taken by one rank), so per-task cost stays in the microseconds while everything not yet claimed
+stays stealable.
 
 Termination without a coordinator: every rank adds the number of tasks it finished to one
 counter word (on rank 0's window, by atomic add, in batches, when it runs out of work). The
@@ -150,7 +152,7 @@ class Engine:
         self.records = rundir.Records(self.rank, rundir.rank_file(run_dir, "tasks", self.rank, ".rows"))
         self.base = dag.base
         self.priority = np.array([g.priority for g in dag.groups], dtype=np.int64)
-        self.avg_task = CHUNK_SECONDS
+        self.avg_task = np.full(len(dag.groups), np.nan)   # seconds per task, by group
         self.unreported = 0
         self.unreported_failed = 0
         self.reported_at = time.monotonic()
@@ -293,7 +295,7 @@ class Engine:
         idle_rounds = 0
         while True:
             self.queue_runs(self.queue.take_inbox())
-            work = self.queue.claim(self.chunk_size())
+            work = self.queue.claim(self.chunk_size)
             if work is not None:
                 self.batch_info = self.queue.claimed_info
                 return work
@@ -324,8 +326,14 @@ class Engine:
         for r in range(self.nranks):
             self.mem.cas(r, CTRL_DONE, 0, why)
 
-    def chunk_size(self) -> int:
-        return max(1, min(MAX_CHUNK, int(CHUNK_SECONDS / max(self.avg_task, 1e-7))))
+    def chunk_size(self, first: int) -> int:
+        """How many tasks to claim when task ``first`` comes next: ``CHUNK_SECONDS`` of work
+        at its group's average task time; 1 while that is unknown, so that a group's first
+        tasks (say, two long reducers released together) are not claimed by one rank."""
+        avg = float(self.avg_task[int(np.searchsorted(self.base, first, side="right")) - 1])
+        if avg != avg:                                   # NaN: none has run here yet
+            return 1
+        return max(1, min(MAX_CHUNK, int(CHUNK_SECONDS / max(avg, 1e-7))))
 
     def steal(self) -> bool:
         """Try a few random victims; queue what was taken on this rank (so it can be stolen on)."""
@@ -403,7 +411,6 @@ class Engine:
         t0 = time.perf_counter()
         if isinstance(work, tuple):
             lo, hi = work
-            ntasks = hi - lo
             while lo < hi:
                 g = int(np.searchsorted(self.base, lo, side="right")) - 1
                 end = min(hi, int(self.base[g + 1]))
@@ -411,7 +418,6 @@ class Engine:
                 self.run_group(g, range(lo - first, end - first))
                 lo = end
         else:
-            ntasks = len(work)
             groups = np.searchsorted(self.base, work, side="right") - 1
             cuts = np.flatnonzero(np.diff(groups)) + 1
             for seg in np.split(np.arange(len(work)), cuts):
@@ -426,8 +432,6 @@ class Engine:
             self.report_finished()
         if self.progress is not None:
             self.progress.tick(working=True)
-        per_task = dt / max(ntasks, 1)
-        self.avg_task = per_task if ntasks >= 8 else 0.5 * self.avg_task + 0.5 * per_task
 
     def run_group(self, g: int, instances) -> None:
         """Run instances of one group, record and journal them, release their children."""
@@ -446,7 +450,12 @@ class Engine:
             if standing.any():
                 self.run_special(g, np.asarray(instances, dtype=np.int64), standing)
                 return
+        t0 = time.perf_counter()
         failed, ran = (self.run_fn if group.kind == "fn" else self.run_cmd)(group, instances)
+        if ran:
+            per_task = (time.perf_counter() - t0) / ran
+            avg = self.avg_task[g]
+            self.avg_task[g] = per_task if ran >= 8 or avg != avg else 0.5 * (avg + per_task)
         if ran < n:                                  # stopped: the rest did not run
             if self.journal is not None:
                 self.journal_runs(jnl.STOPPED, first, instances[ran:])

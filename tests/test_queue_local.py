@@ -36,6 +36,22 @@ def test_owner_claims_chunks_then_nothing():
     assert not q.has_work()
 
 
+def test_claim_sizes_each_chunk_by_its_first_task():
+    """``claim(want)`` with a function: the chunk size depends on the first id taken (the
+    engine's per-group chunk size), for runs, id lists and deferred (pending) work alike."""
+    (q,) = make_queues(1, slots=1)
+    q.push_range(0, 10)
+    q.push_ids([100, 101, 102])
+    q.push_range(200, 204)                      # no free slot left: deferred
+    size = lambda first: 1 if first >= 100 else 4      # noqa: E731
+    chunks = []
+    while (w := q.claim(size)) is not None:
+        chunks.append(as_ids(w))
+    assert sorted(i for c in chunks for i in c) == list(range(10)) + [100, 101, 102] + list(range(200, 204))
+    assert all(len(c) == 1 for c in chunks if c[0] >= 100)
+    assert [len(c) for c in chunks if c[0] < 100] == [4, 4, 2]
+
+
 def test_higher_priority_first_newest_first():
     (q,) = make_queues(1, slots=8)
     q.push_range(0, 2, prio=0)

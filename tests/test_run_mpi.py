@@ -417,3 +417,22 @@ def test_reduction_tree_failed_leaf_skips_its_path_only(python_module, tmp_path)
                                  expect_status=1)
     assert (counts["failed"], counts["upstream_failed"]) == (1, 3)    # 37 -> n1_9 -> n2_2 -> n3_0
     assert counts["done"] == 63 + 21 - 3
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_long_tasks_released_together_run_on_different_ranks(python_module, tmp_path, n):
+    """Two 1 s tasks released by the same last short task: a rank sizes its chunks by the
+    running time of the group it claims from, so it does not take both long tasks in one
+    chunk (sized for the 0.5 ms tasks before them) while another rank idles."""
+    tasks = [{"id": "short", "fn": "mpitiny.tasks:sleep", "args": [0.0005],
+              "foreach": {"i": {"range": [0, 400]}}},
+             {"id": "long", "fn": "mpitiny.tasks:sleep", "args": [1.0],
+              "foreach": {"r": {"range": [0, 2]}}, "deps": ["short"]}]
+    checked(python_module, tmp_path, n, {"name": "long-after-short", "tasks": tasks})
+    rows = read_tasks(str(tmp_path / "run"))
+    groups = groups_of(str(tmp_path / "run"))
+    ids = [task_id(groups, int(g)) for g in rows["gid"]]
+    long_rows = rows[[i.startswith("long[") for i in ids]]
+    assert len(long_rows) == 2
+    assert long_rows["rank"][0] != long_rows["rank"][1], long_rows
+    assert max(long_rows["start"]) < min(long_rows["end"]), "the long tasks did not overlap"

@@ -160,11 +160,16 @@ class StealQueue:
             self.ring_tail = start   # nothing was published: take the positions back
             self._defer(prio, RING, np.array(ids, dtype=np.int64))
 
-    def claim(self, want: int):
+    def claim(self, want):
         """Take up to ``want`` of this rank's highest-priority ready tasks, or None.
 
+        ``want``: a count, or a function of the first task id to be taken that returns the
+        count (the engine sizes a chunk by how long tasks of that id's group take).
         Returns ``(lo, hi)`` for a run of ids, or a numpy array of ids.
         """
+        if isinstance(want, int):
+            count = want
+            want = lambda first: count      # noqa: E731
         if self.pending:
             if not self.free:
                 self._collect()
@@ -182,7 +187,8 @@ class StealQueue:
                 if nxt >= hi:
                     self._retire(pos)
                     break
-                take = min(want, hi - nxt)
+                take = min(want(nxt if kind == RANGE else int(self.local[self.ring0 + nxt])),
+                           hi - nxt)
                 old = self.mem.cas(self.rank, disp, word, word + (take << 32))
                 if old == word:
                     self.claimed_info = self.slot_info.get(slot) or (time.time(), False)
@@ -292,9 +298,10 @@ class StealQueue:
             if len(self.pending) > before:
                 return
 
-    def _claim_pending(self, want: int):
+    def _claim_pending(self, want):
         self.claimed_info = (time.time(), False)
         prio, kind, payload = self.pending.pop()
+        want = want(int(payload[0]))
         if kind == RANGE:
             lo, hi = payload
             if hi - lo > want:
