@@ -1111,6 +1111,36 @@ def load_everywhere(comm, path: str | None, params: dict, text: str | None = Non
     return dag
 
 
+MALLOC_TRIM_BYTES = 1 << 30       # glibc M_TRIM_THRESHOLD: keep up to 1 GiB of freed heap
+MALLOC_MMAP_BYTES = 256 << 20     # glibc M_MMAP_THRESHOLD: smaller blocks come from the heap
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc keep freed memory for the next task instead of giving it back to the OS.
+
+    By default glibc returns freed heap to the OS as soon as 128 KiB-32 MiB lies free at its
+    top, and serves large blocks with fresh ``mmap``s, so a rank that runs thousands of numpy
+    tasks page-faults on nearly every allocation: wordcount over 1 GB in 100 KiB splits took
+    4.6 M minor page faults and 1.16 ms per map task, and 0.38 M and 0.68 ms with these two
+    settings (whole run 7.5 s -> 5.1 s; at 8 MiB splits 5.1 s -> 3.8 s, peak RSS 282 -> 291 MB).
+    The price: a rank's RSS stays near its peak until it exits. Not done if the user set
+    ``MALLOC_TRIM_THRESHOLD_`` / ``MALLOC_MMAP_THRESHOLD_`` or ``MPITINY_MALLOC=default``, nor
+    where libc is not glibc. Returns whether it changed anything."""
+    if os.environ.get("MPITINY_MALLOC") == "default" or \
+            "MALLOC_TRIM_THRESHOLD_" in os.environ or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return False
+    import ctypes
+    import ctypes.util
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt(m_trim_threshold, MALLOC_TRIM_BYTES)) and \
+        bool(mallopt(m_mmap_threshold, MALLOC_MMAP_BYTES))
+
+
 def run_file(path: str | None, params: dict, out_dir: str | None = None,
              dag_text: str | None = None, **options) -> int:
     """``mpitiny run``: returns the exit status (0 all done, 1 some failed, 75 stopped).
@@ -1118,6 +1148,7 @@ def run_file(path: str | None, params: dict, out_dir: str | None = None,
     ``options`` are ``RunOptions`` fields (``quiet``, ``retries``, ``resume``, ...)."""
     from mpitiny import _guard
     handlers = _guard.install_early()
+    keep_freed_memory()
     try:
         return _run_file(path, params, out_dir, dag_text, RunOptions(**options))
     finally:
