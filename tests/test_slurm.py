@@ -297,6 +297,17 @@ class Watcher(threading.Thread):
                     self.requeued = True
 
 
+def watched_run_dag(tmp_path: Path, dag: Path, watcher: Watcher, options: tuple = ()) -> SlurmJob:
+    """``sbatch slurm/run_dag.sh DAG -q`` (run directory ``tmp_path/run``) while ``watcher``
+    watches the job."""
+    watcher.start()
+    try:
+        return sbatch("run_dag.sh", str(dag), "-q", tmp_path=tmp_path,
+                      env={"OUT": str(tmp_path / "run")}, options=options)
+    finally:
+        watcher.stop.set()
+
+
 def check_sleepy_run(tmp_path: Path, run_dir: Path, n: int, job: SlurmJob) -> dict:
     from mpitiny.io import journal as jnl
     assert (tmp_path / "total.txt").read_text() == f"{sum(i * i for i in range(n))}\n", job.describe()
@@ -318,13 +329,8 @@ def test_time_limit_stops_requeues_and_resumes(tmp_path):
     n = 100
     dag = sleepy_dag(tmp_path, n, 1.0)
     run_dir = tmp_path / "run"
-    watcher = Watcher(tmp_path / "ran.log")
-    watcher.start()
-    try:
-        job = sbatch("run_dag.sh", str(dag), "-q", tmp_path=tmp_path,
-                     env={"OUT": str(run_dir)}, options=("--time=1", "--signal=B:USR1@45"))
-    finally:
-        watcher.stop.set()
+    job = watched_run_dag(tmp_path, dag, Watcher(tmp_path / "ran.log"),
+                          options=("--time=1", "--signal=B:USR1@45"))
     assert_completed(job)
     assert job.output.count("requeueing job") >= 1, job.describe()
     summary = check_sleepy_run(tmp_path, run_dir, n, job)
@@ -339,11 +345,7 @@ def test_warning_while_ranks_start_is_held_until_they_catch_it(tmp_path):
     dag = sleepy_dag(tmp_path, n, 0.5)
     run_dir = tmp_path / "run"
     watcher = Watcher(tmp_path / "ran.log", warn_at_start=True)
-    watcher.start()
-    try:
-        job = sbatch("run_dag.sh", str(dag), "-q", tmp_path=tmp_path, env={"OUT": str(run_dir)})
-    finally:
-        watcher.stop.set()
+    job = watched_run_dag(tmp_path, dag, watcher)
     assert watcher.warned
     assert_completed(job)
     assert "User defined signal" not in job.output, job.describe()
@@ -357,11 +359,7 @@ def test_scontrol_requeue_resumes(tmp_path):
     dag = sleepy_dag(tmp_path, n, 0.5)
     run_dir = tmp_path / "run"
     watcher = Watcher(tmp_path / "ran.log", requeue_after=10)
-    watcher.start()
-    try:
-        job = sbatch("run_dag.sh", str(dag), "-q", tmp_path=tmp_path, env={"OUT": str(run_dir)})
-    finally:
-        watcher.stop.set()
+    job = watched_run_dag(tmp_path, dag, watcher)
     assert watcher.requeued
     assert_completed(job)
     summary = check_sleepy_run(tmp_path, run_dir, n, job)
