@@ -4,7 +4,8 @@ A word is a maximal run of non-whitespace bytes (exactly ``bytes.split()``: whit
 b" \\t\\n\\r\\x0b\\x0c"), case-sensitive, raw bytes (no decoding).
 
 * ``map_split(input, split, reducers)``: one split -> counts of its distinct words (the
-  combiner), hash-partitioned into ``reducers`` tables, packed into one ``bytes``.
+  combiner), hash-partitioned into ``reducers`` tables, each packed into one ``bytes``,
+  returned as ``mpitiny.Parts`` (reducer r, with ``"part": "{r}"``, reads only its own).
 * ``reduce_part(inputs, r)``: sums table ``r`` of every input; returns one packed table. With
   ``r = 0`` and inputs that each hold one table it is also a node of an aggregation tree.
 * ``finish(output, inputs)``: the reducers' tables are disjoint: concatenate, sort by count
@@ -20,34 +21,39 @@ import time
 import numpy as np
 
 import mapreduce as mr
+from mpitiny import Parts
 from mpitiny.io.commit import atomic_h5, atomic_output
 from mpitiny.io.h5data import open_splits
 
 
-def map_split(input: str, split: int, reducers: int = 1, kernel: str = "hash") -> bytes:
-    """Counts of the distinct words of split ``split`` of ``input``, in ``reducers`` parts."""
+def map_split(input: str, split: int, reducers: int = 1, kernel: str = "hash") -> Parts:
+    """Counts of the distinct words of split ``split`` of ``input``, in ``reducers`` parts
+    (reducer r reads only part r: ``"part": "{r}"`` in wordcount.json)."""
     data = open_splits(input).read_array(split).tobytes()    # takes the runtime's prefetch
-    parts = mr.split_table(*mr.count_split(data, kernel), reducers)
-    parts[0]["nbytes"] = np.array([len(data)], np.int64)
-    return mr.pack(parts)
+    tables = mr.split_table(*mr.count_split(data, kernel), reducers)
+    tables[0]["nbytes"] = np.array([len(data)], np.int64)
+    for t in tables:
+        t["nparts"] = np.array([reducers], np.int64)
+    return Parts(mr.pack([t]) for t in tables)
 
 
 MERGE_BATCH = 256          # tables added to the running sums at a time (arrays stay in cache)
 
 
 def reduce_part(inputs: dict, r: int = 0) -> bytes:
-    """Sum of table ``r`` of every input (map outputs or tree nodes), added ``MERGE_BATCH``
+    """Sum of table ``r`` of every input (part ``r`` of the map outputs, or whole map outputs,
+    or tree nodes' tables), added ``MERGE_BATCH``
     tables at a time to one ``KeyCounter`` (a 100 KiB split's table has ~900 words per
     partition; 10,000 of them at once made arrays of tens of millions of entries)."""
     sums, batch, nbytes, nparts = mr.KeyCounter(), [], 0, set()
     for blob in inputs.values():
-        parts = mr.unpack(blob, which={r})
-        part = parts[r]
+        if isinstance(blob, list):        # a whole map output (no "part": an aggregation tree)
+            blob = blob[r]
+        part = mr.unpack(blob)[0]
         batch.append(part)
         if "nbytes" in part:
             nbytes += int(part["nbytes"][0])
-        # how many partitions the maps made (a tree node passes its inputs' count on)
-        nparts.add(int(part["nparts"][0]) if "nparts" in part else len(parts))
+        nparts.add(int(part["nparts"][0]))     # how many partitions the maps made
         if len(batch) == MERGE_BATCH:
             sums.add_tables(batch)
             batch = []

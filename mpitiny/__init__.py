@@ -2,10 +2,12 @@
 
 Command line: ``mpiexec -n N python -m mpitiny run dag.json``. From Python (every rank runs the
 same script): ``mpitiny.DAG``, ``mpitiny.run``, ``mpitiny.map`` (see ``mpitiny.api``); inside
-tasks: ``mpitiny.state`` (shared key-value store), ``mpitiny.io.open_splits`` (input splits).
+tasks: ``mpitiny.state`` (shared key-value store), ``mpitiny.io.open_splits`` (input splits),
+``mpitiny.Parts`` (a return value of which each child reads one part, ``"part"`` in dag.json).
 """
 __version__ = "0.1.0"
 
 from mpitiny.api import DAG, map, run  # noqa: E402  (no MPI is initialised by importing these)
+from mpitiny.io.store import Parts  # noqa: E402
 
-__all__ = ["DAG", "map", "run", "__version__"]
+__all__ = ["DAG", "Parts", "map", "run", "__version__"]

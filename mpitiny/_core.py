@@ -883,6 +883,10 @@ class Engine:
         """``{parent task id: parent return value}`` for instance ``i`` (one-sided reads;
         many parents' locations and values are read in batches, ``parent_locations``)."""
         out = {}
+        part = group.options.get("part")
+        if isinstance(part, str):                       # "{var}": this instance's value of var
+            k = group.var_index(part[1:-1])
+            part = int(group.vars[k].values_at(group.var_positions(np.array([i]))[k])[0])
         for dep in group.deps:
             parent = self.dag.groups[dep.parent]
             if dep.each is None:
@@ -899,8 +903,8 @@ class Engine:
             for p, (loc, length, oid) in zip(pidx, locs):
                 if length <= 0:
                     raise RuntimeError(f"result of {parent.instance_id(p)} not found")
-            values = self.store.fetch_many(locs)
-            out.update(zip((parent.instance_id(p) for p in pidx), values))
+            names = [parent.instance_id(p) for p in pidx]
+            out.update(zip(names, self.store.fetch_many(locs, part, names)))
         return out
 
     def parent_locations(self, g: int, pidx: list) -> list:

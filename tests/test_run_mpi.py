@@ -14,7 +14,7 @@ import pytest
 from mpirun import strip_mpi_banners
 from mpitiny.dag.load import load_dag
 from mpitiny.io.check import check_run
-from mpitiny.io.rundir import groups_of, read_tasks, task_id
+from mpitiny.io.rundir import groups_of, read_results, read_tasks, task_id
 
 pytestmark = pytest.mark.mpi
 RANKS = [1, 2, 4, 8]
@@ -195,6 +195,36 @@ def test_inputs_receive_parent_values(python_module, tmp_path, n):
     assert results["pair[7]"] == [7, {"sq[7]": 49}]
     failure = next((tmp_path / "run" / "failures").glob("*.jsonl")).read_text()
     assert "cannot be kept" in failure and "object" in failure
+
+
+@pytest.mark.parametrize("n", RANKS)
+def test_children_read_one_part_of_parts_results(python_module, tmp_path, n):
+    """``mpitiny.Parts`` results: reducers with ``"part": "{r}"`` receive only their part of
+    every map output (bytes), a child without ``part`` the whole Parts, a plain parent is
+    read whole, and a part past the end fails that child only, naming the parent."""
+    (tmp_path / "parts.py").write_text(
+        "from mpitiny import Parts\n\n"
+        "def split(i, r):\n    return Parts(b'%d:%d' % (i, p) for p in range(r))\n\n"
+        "def gather(inputs, r=None):\n"
+        "    return {k: (v.decode() if isinstance(v, bytes) else [p.decode() for p in v]"
+        " if isinstance(v, list) else v) for k, v in inputs.items()}\n")
+    R = 3
+    tasks = [{"id": "m", "fn": "parts:split", "args": ["{i}", R], "foreach": {"i": {"range": [0, 30]}}},
+             {"id": "plain", "fn": "mpitiny.tasks:null"},
+             {"id": "red", "fn": "parts:gather", "kwargs": {"r": "{r}"}, "part": "{r}",
+              "foreach": {"r": {"range": [0, R]}}, "deps": ["m", "plain"]},
+             {"id": "all", "fn": "parts:gather", "deps": ["m[4]"]},
+             {"id": "past", "fn": "parts:gather", "part": R, "deps": ["m[0]"]}]
+    counts, _, _ = checked(python_module, tmp_path, n, {"name": "parts", "tasks": tasks},
+                           expect_status=1)
+    assert counts["done"] == 30 + 1 + R + 1 and counts["failed"] == 1, counts
+    results = read_results(str(tmp_path / "run"))
+    for r in range(R):
+        got = results[f"red[{r}]"]
+        assert got == {**{f"m[{i}]": f"{i}:{r}" for i in range(30)}, "plain": None}
+    assert results["all"] == {"m[4]": [f"4:{p}" for p in range(R)]}
+    failure = next((tmp_path / "run" / "failures").glob("*.jsonl")).read_text()
+    assert "part 3 of m[0] was asked for, but it has 3 parts" in failure
 
 
 def test_priorities_order_ready_tasks_on_one_rank(python_module, tmp_path):

@@ -50,7 +50,7 @@ RANGE_LIMIT = 2**62
 
 TOP_KEYS = ("name", "version", "description", "params", "tasks")
 TASK_KEYS = ("id", "cmd", "fn", "args", "kwargs", "deps", "foreach", "priority", "rank",
-             "retries", "timeout", "description")
+             "part", "retries", "timeout", "description")
 MAX_RETRIES = 1000
 MAX_TIMEOUT = 366 * 86400.0
 _TOP_KEYS = frozenset(TOP_KEYS)
@@ -513,6 +513,8 @@ class _Loader:
                 self.split_source = None
             if "rank" in task:
                 options["rank"] = self.parse_rank(task["rank"], variables, params, where)
+            if "part" in task:
+                options["part"] = self.parse_rank(task["part"], variables, params, where, "part")
             if "retries" in task:
                 retries = task["retries"]
                 if type(retries) is not int or not 0 <= retries <= MAX_RETRIES:
@@ -553,13 +555,15 @@ class _Loader:
             raw_deps.append(deps)
         return groups, raw_deps
 
-    def parse_rank(self, spec: Any, variables: tuple, params: dict, where: str):
-        """``rank``: an integer, or ``"{var}"`` naming an integer foreach variable (or a param)."""
+    def parse_rank(self, spec: Any, variables: tuple, params: dict, where: str,
+                   key: str = "rank"):
+        """``rank`` (or ``part``): an integer, or ``"{var}"`` naming an integer foreach variable
+        (or a param)."""
         if isinstance(spec, str) and params:
             spec = substitute_params(spec, params)
         if type(spec) is int or _is_int(spec):
             if not 0 <= spec < PRIORITY_LIMIT:
-                raise self.error(f"rank: {spec} is out of range (0 <= rank < 2**31)", where)
+                raise self.error(f"{key}: {spec} is out of range (0 <= {key} < 2**31)", where)
             return int(spec)
         if isinstance(spec, str):
             m = PLACEHOLDER.fullmatch(spec)
@@ -567,10 +571,10 @@ class _Loader:
             if var is not None and (isinstance(var.values, range) or all(
                     type(x) is int for x in var.values)):
                 if min(var.values) < 0:
-                    raise self.error(f"rank: foreach variable {var.name!r} has negative values",
+                    raise self.error(f"{key}: foreach variable {var.name!r} has negative values",
                                      where)
                 return spec
-        raise self.error(f"rank: must be a non-negative integer or \"{{var}}\" naming an "
+        raise self.error(f"{key}: must be a non-negative integer or \"{{var}}\" naming an "
                          f"integer foreach variable of this task, not {_show(spec)}", where)
 
     def check_fn_syntax(self, fn: str, where: str) -> None:

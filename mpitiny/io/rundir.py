@@ -35,6 +35,7 @@ import socket
 import numpy as np
 
 from mpitiny.io.commit import atomic_h5
+from mpitiny.io.store import KIND_NAMES
 
 DONE, FAILED, UPSTREAM_FAILED = 1, 2, 3
 STATUS_NAMES = {DONE: "done", FAILED: "failed", UPSTREAM_FAILED: "upstream_failed"}
@@ -233,7 +234,7 @@ class RankFiles:
             self._binary = open(rank_file(self.run_dir, "results", self.rank, ".bin"), "ab")
         offset = self._binary.tell()
         self._binary.write(data)
-        self._results.write(json.dumps({"id": task_id, "type": "bytes" if kind == 1 else "npy",
+        self._results.write(json.dumps({"id": task_id, "type": KIND_NAMES[kind],
                                         "file": os.path.basename(self._binary.name),
                                         "offset": offset, "length": len(data)}) + "\n")
 
@@ -397,7 +398,7 @@ def read_results(run_dir: str) -> dict:
 def _read_result_lines(path: str, out: dict) -> None:
     """Add one results file's values to ``out`` (a torn last line, from a killed run, is
     skipped: its task was not journaled as done, so it ran again)."""
-    from mpitiny.io.store import KIND_BYTES, KIND_NUMPY, decode
+    from mpitiny.io.store import decode
     rdir = os.path.dirname(path)
     with open(path, encoding="utf-8") as f:
         for line in f:
@@ -408,7 +409,7 @@ def _read_result_lines(path: str, out: dict) -> None:
                 with open(os.path.join(rdir, rec["file"]), "rb") as b:
                     b.seek(rec["offset"])
                     data = b.read(rec["length"])
-                out[rec["id"]] = decode(KIND_BYTES if rec["type"] == "bytes" else KIND_NUMPY, data)
+                out[rec["id"]] = decode(KIND_NAMES.index(rec["type"]), data)
             else:
                 out[rec["id"]] = rec["value"]
 

@@ -19,8 +19,11 @@ instances that will read it. A reader subtracts one after reading and adds one t
 values whose count reached zero, and frees their window space. So outputs are freed when no
 consumer is left, and a window of a few hundred MiB serves a job with far more intermediate data.
 
-Kinds of values: JSON values, ``bytes``/``bytearray``/``memoryview``, and numpy arrays of plain
-(non-object) dtypes, stored in ``.npy`` format (no pickle).
+Kinds of values: JSON values, ``bytes``/``bytearray``/``memoryview``, numpy arrays of plain
+(non-object) dtypes, stored in ``.npy`` format (no pickle), and ``Parts``: a list of byte
+strings stored end to end after a table of their offsets, so that a child that wants only
+part p (``"part"`` in its dag.json entry: a reducer and its partition of every map output)
+reads that part's bytes and nothing else (``fetch_many(..., part=p)``).
 """
 from __future__ import annotations
 
@@ -28,19 +31,30 @@ import bisect
 import io
 import json
 import os
+import struct
 import time
 
 import numpy as np
 
-KIND_JSON, KIND_BYTES, KIND_NUMPY = 0, 1, 2
+KIND_JSON, KIND_BYTES, KIND_NUMPY, KIND_PARTS = 0, 1, 2, 3
+KIND_NAMES = ("json", "bytes", "npy", "parts")
+PARTS_PREFIX = 4096   # bytes read first from a remote Parts value: the offsets of <= 510 parts
 MEDIUM_WINDOW, MEDIUM_FILE = 0, 1
 OFFSET_BITS = 44
 RELEASED = 0          # word 0 of the object region: how many reads finished (readers add 1)
 OBJECTS0 = 1          # then one reader-count word per object id
 
 
+class Parts(list):
+    """A task's return value made of parts (each ``bytes``-like), of which a child may read
+    just one: ``return mpitiny.Parts([part0, part1, ...])``; a child whose dag.json entry has
+    ``"part": P`` gets ``bytes`` of part P, any other child the whole ``Parts``."""
+
+
 def encode(value) -> tuple:
     """``(kind, bytes)`` of a task's return value; TypeError for what cannot be kept."""
+    if isinstance(value, Parts):
+        return KIND_PARTS, encode_parts(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
         return KIND_BYTES, bytes(value)
     if isinstance(value, np.ndarray):
@@ -52,9 +66,39 @@ def encode(value) -> tuple:
     return KIND_JSON, json.dumps(value, default=_json_default).encode()
 
 
+def encode_parts(parts) -> bytes:
+    """``[count, offset 0 .. offset count]`` (uint64) then the parts end to end."""
+    offsets, end = [0], 0
+    for p in parts:
+        end += memoryview(p).nbytes
+        offsets.append(end)
+    return b"".join([struct.pack(f"<{len(offsets) + 1}Q", len(parts), *offsets), *parts])
+
+
+def parts_span(head: bytes, part: int, where: str = "a value") -> tuple:
+    """``(start, end)`` of part ``part`` in an encoded Parts value whose first bytes are
+    ``head`` (at least ``8 * (count + 2)`` of them)."""
+    count = int(np.frombuffer(head, "<u8", 1)[0])
+    if not 0 <= part < count:
+        raise ValueError(f"part {part} of {where} was asked for, but it has {count} parts "
+                         f"(0 to {count - 1})")
+    lo, hi = np.frombuffer(head, "<u8", 2, 8 * (part + 1)).tolist()
+    base = 8 * (count + 2)
+    return base + lo, base + hi
+
+
+def parts_header_bytes(head: bytes) -> int:
+    return 8 * (int(np.frombuffer(head, "<u8", 1)[0]) + 2)
+
+
 def decode(kind: int, data: bytes):
     if kind == KIND_BYTES:
         return data
+    if kind == KIND_PARTS:
+        count = int(np.frombuffer(data, "<u8", 1)[0])
+        offsets = np.frombuffer(data, "<u8", count + 1, 8).tolist()
+        base = 8 * (count + 2)
+        return Parts(data[base + a:base + b] for a, b in zip(offsets, offsets[1:]))
     if kind == KIND_NUMPY:
         return np.load(io.BytesIO(data), allow_pickle=False)
     return json.loads(data)
@@ -167,33 +211,68 @@ class ResultStore:
         """Read a kept value (from any rank) and count this read at its holder."""
         return self.fetch_many([(loc, length, oid)])[0]
 
-    def fetch_many(self, locations) -> list:
+    def fetch_many(self, locations, part: int | None = None, names: list | None = None) -> list:
         """``fetch`` of every ``(loc, length, oid)``, batched: the remote reads are issued
         together and completed with one flush per holder; then (not before: a holder frees a
         value once its count reaches 0) each holder's reader counts go down, again with one
-        flush per holder."""
+        flush per holder.
+
+        ``part``: of a ``Parts`` value read only that part's bytes (its offsets first: one
+        more batch of small reads for remote values); other values are read whole.
+        ``names[k]`` names value k in the error for a part out of range."""
         data: list = [None] * len(locations)
-        kinds, remote, where, reads = [], [], [], {}
+        kinds, reads, remote = [], {}, []
         for k, (loc, length, oid) in enumerate(locations):
             rank, medium, kind, offset = unpack_location(int(loc))
             n = int(length) - 1
-            kinds.append(kind)
-            if medium == MEDIUM_FILE:
-                data[k] = self._spill_read(rank, offset, n)
-            elif rank == self.rank:
-                data[k] = bytes(self.window.local[offset:offset + n])
+            kinds.append(KIND_BYTES if part is not None and kind == KIND_PARTS else kind)
+            if part is not None and kind == KIND_PARTS:
+                where = names[k] if names else "a value"
+                if medium == MEDIUM_FILE or rank == self.rank:
+                    head = self._read_here(rank, medium, offset, min(n, PARTS_PREFIX))
+                    if len(head) < parts_header_bytes(head):
+                        head = self._read_here(rank, medium, offset, parts_header_bytes(head))
+                    lo, hi = parts_span(head, part, where)
+                    data[k] = self._read_here(rank, medium, offset + lo, hi - lo)
+                else:
+                    remote.append((k, rank, offset, n, where))
+            elif medium == MEDIUM_FILE or rank == self.rank:
+                data[k] = self._read_here(rank, medium, offset, n)
             else:
-                remote.append((rank, offset, n))
-                where.append(k)
+                remote.append((k, rank, offset, n, None))
             if oid >= 0:
                 reads.setdefault(rank, []).append(OBJECTS0 + int(oid))
         if remote:
-            for k, got in zip(where, self.window.read_many(remote)):
-                data[k] = got
+            self._read_remote(remote, part, data)
         for rank, words in reads.items():
             self.counts.add_many(rank, words, -1)
             self.counts.add(rank, RELEASED, len(words))
         return [decode(kind, d) for kind, d in zip(kinds, data)]
+
+    def _read_here(self, rank: int, medium: int, offset: int, n: int) -> bytes:
+        """Bytes of a value on disk (any rank's spill file) or in this rank's window."""
+        if medium == MEDIUM_FILE:
+            return self._spill_read(rank, offset, n)
+        return bytes(self.window.local[offset:offset + n])
+
+    def _read_remote(self, remote: list, part: int | None, data: list) -> None:
+        """Fill ``data`` for the values in other ranks' windows: ``(k, rank, offset, n,
+        where)``, where ``where`` is set for the Parts values of which only ``part`` is read."""
+        whole = [r for r in remote if r[4] is None]
+        split = [r for r in remote if r[4] is not None]
+        if split:                                  # the offsets of the Parts values first
+            heads = self.window.read_many([(rank, offset, min(n, PARTS_PREFIX))
+                                           for _, rank, offset, n, _ in split])
+            spans = []
+            for (k, rank, offset, n, where), head in zip(split, heads):
+                if len(head) < parts_header_bytes(head):
+                    head = self.window.read(rank, offset, parts_header_bytes(head))
+                lo, hi = parts_span(head, part, where)
+                spans.append((k, rank, offset + lo, hi - lo, None))
+            whole += spans
+        for (k, *_), got in zip(whole, self.window.read_many([(rank, offset, n)
+                                                              for _, rank, offset, n, _ in whole])):
+            data[k] = got
 
     def collect(self) -> None:
         """Free the window space of values that every reader has read."""
