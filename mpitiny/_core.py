@@ -13,9 +13,10 @@ became ready on this rank.
 
 Chunks: the owner claims as many tasks as fit in ``CHUNK_SECONDS`` (5 ms) at the running
 average time of a task of the group it claims from (1 for long tasks, up to 4096 for null tasks;
-1 while this rank has run none of that group, so two long reducers released together are not
-taken by one rank), so per-task cost stays in the microseconds while everything not yet claimed
-stays stealable.
+for plain tasks, groups of one, the average over all tasks; 1 while a family is new to this
+rank), and at most a 1/P share of the run it claims from (so two long reducers released
+together are not taken by one rank), so per-task cost stays in the microseconds while
+everything not yet claimed stays stealable.
 
 Termination without a coordinator: every rank adds the number of tasks it finished to one
 counter word (on rank 0's window, by atomic add, in batches, when it runs out of work). The
@@ -153,6 +154,7 @@ class Engine:
         self.base = dag.base
         self.priority = np.array([g.priority for g in dag.groups], dtype=np.int64)
         self.avg_task = np.full(len(dag.groups), np.nan)   # seconds per task, by group
+        self.avg_all = float("nan")                        # and over all groups
         self.unreported = 0
         self.unreported_failed = 0
         self.reported_at = time.monotonic()
@@ -326,14 +328,20 @@ class Engine:
         for r in range(self.nranks):
             self.mem.cas(r, CTRL_DONE, 0, why)
 
-    def chunk_size(self, first: int) -> int:
-        """How many tasks to claim when task ``first`` comes next: ``CHUNK_SECONDS`` of work
-        at its group's average task time; 1 while that is unknown, so that a group's first
-        tasks (say, two long reducers released together) are not claimed by one rank."""
-        avg = float(self.avg_task[int(np.searchsorted(self.base, first, side="right")) - 1])
+    def chunk_size(self, first: int, available: int) -> int:
+        """How many of ``available`` queued tasks to claim when task ``first`` comes next:
+        ``CHUNK_SECONDS`` of work at the average task time of its group, or, for a plain task
+        (a group of one), of all tasks this rank ran; 1 while that is unknown (a family's
+        first tasks, say two long reducers released together, are not claimed by one rank);
+        and never more than a 1/P share of ``available``, so idle ranks find some to steal."""
+        g = int(np.searchsorted(self.base, first, side="right")) - 1
+        avg = float(self.avg_task[g])
+        if avg != avg and self.dag.groups[g].size == 1:
+            avg = self.avg_all
         if avg != avg:                                   # NaN: none has run here yet
             return 1
-        return max(1, min(MAX_CHUNK, int(CHUNK_SECONDS / max(avg, 1e-7))))
+        share = max(1, available // self.nranks)
+        return max(1, min(MAX_CHUNK, share, int(CHUNK_SECONDS / max(avg, 1e-7))))
 
     def steal(self) -> bool:
         """Try a few random victims; queue what was taken on this rank (so it can be stolen on)."""
@@ -456,6 +464,8 @@ class Engine:
             per_task = (time.perf_counter() - t0) / ran
             avg = self.avg_task[g]
             self.avg_task[g] = per_task if ran >= 8 or avg != avg else 0.5 * (avg + per_task)
+            avg = self.avg_all
+            self.avg_all = per_task if ran >= 8 or avg != avg else 0.5 * (avg + per_task)
         if ran < n:                                  # stopped: the rest did not run
             if self.journal is not None:
                 self.journal_runs(jnl.STOPPED, first, instances[ran:])

@@ -38,18 +38,25 @@ def test_owner_claims_chunks_then_nothing():
 
 def test_claim_sizes_each_chunk_by_its_first_task():
     """``claim(want)`` with a function: the chunk size depends on the first id taken (the
-    engine's per-group chunk size), for runs, id lists and deferred (pending) work alike."""
+    engine's per-group chunk size) and on how many the run holds, for runs, id lists and
+    deferred (pending) work alike."""
     (q,) = make_queues(1, slots=1)
     q.push_range(0, 10)
     q.push_ids([100, 101, 102])
     q.push_range(200, 204)                      # no free slot left: deferred
-    size = lambda first: 1 if first >= 100 else 4      # noqa: E731
+    size = lambda first, available: 1 if first >= 100 else 4      # noqa: E731
     chunks = []
     while (w := q.claim(size)) is not None:
         chunks.append(as_ids(w))
     assert sorted(i for c in chunks for i in c) == list(range(10)) + [100, 101, 102] + list(range(200, 204))
     assert all(len(c) == 1 for c in chunks if c[0] >= 100)
     assert [len(c) for c in chunks if c[0] < 100] == [4, 4, 2]
+    q.push_range(0, 10)
+    offered = []
+    half = lambda first, available: offered.append(available) or available // 2   # noqa: E731
+    while (w := q.claim(half)) is not None:
+        pass
+    assert offered == [10, 5, 3, 2, 1]
 
 
 def test_higher_priority_first_newest_first():

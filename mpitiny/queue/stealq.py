@@ -163,13 +163,14 @@ class StealQueue:
     def claim(self, want):
         """Take up to ``want`` of this rank's highest-priority ready tasks, or None.
 
-        ``want``: a count, or a function of the first task id to be taken that returns the
-        count (the engine sizes a chunk by how long tasks of that id's group take).
+        ``want``: a count, or a function ``want(first, available)`` of the first task id to
+        be taken and of how many tasks that run holds, returning the count (the engine sizes a
+        chunk by how long tasks of that id's group take, and leaves the other ranks a share).
         Returns ``(lo, hi)`` for a run of ids, or a numpy array of ids.
         """
         if isinstance(want, int):
             count = want
-            want = lambda first: count      # noqa: E731
+            want = lambda first, available: count      # noqa: E731
         if self.pending:
             if not self.free:
                 self._collect()
@@ -187,8 +188,8 @@ class StealQueue:
                 if nxt >= hi:
                     self._retire(pos)
                     break
-                take = min(want(nxt if kind == RANGE else int(self.local[self.ring0 + nxt])),
-                           hi - nxt)
+                first = nxt if kind == RANGE else int(self.local[self.ring0 + nxt])
+                take = max(1, min(want(first, hi - nxt), hi - nxt))
                 old = self.mem.cas(self.rank, disp, word, word + (take << 32))
                 if old == word:
                     self.claimed_info = self.slot_info.get(slot) or (time.time(), False)
@@ -301,7 +302,8 @@ class StealQueue:
     def _claim_pending(self, want):
         self.claimed_info = (time.time(), False)
         prio, kind, payload = self.pending.pop()
-        want = want(int(payload[0]))
+        want = max(1, want(int(payload[0]), payload[1] - payload[0] if kind == RANGE
+                           else len(payload)))
         if kind == RANGE:
             lo, hi = payload
             if hi - lo > want:
