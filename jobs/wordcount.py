@@ -31,10 +31,8 @@ def map_split(input: str, split: int, reducers: int = 1, kernel: str = "hash") -
     (reducer r reads only part r: ``"part": "{r}"`` in wordcount.json)."""
     data = open_splits(input).read_array(split).tobytes()    # takes the runtime's prefetch
     tables = mr.split_table(*mr.count_split(data, kernel), reducers)
-    tables[0]["nbytes"] = np.array([len(data)], np.int64)
-    for t in tables:
-        t["nparts"] = np.array([reducers], np.int64)
-    return Parts(mr.pack([t]) for t in tables)
+    return Parts(mr.pack_table(t, len(data) if k == 0 else 0, reducers)
+                 for k, t in enumerate(tables))
 
 
 MERGE_BATCH = 256          # tables added to the running sums at a time (arrays stay in cache)
@@ -49,18 +47,14 @@ def reduce_part(inputs: dict, r: int = 0) -> bytes:
     for blob in inputs.values():
         if isinstance(blob, list):        # a whole map output (no "part": an aggregation tree)
             blob = blob[r]
-        part = mr.unpack(blob)[0]
+        part = mr.unpack_table(blob)
         batch.append(part)
-        if "nbytes" in part:
-            nbytes += int(part["nbytes"][0])
-        nparts.add(int(part["nparts"][0]))     # how many partitions the maps made
+        nbytes += part["nbytes"]
+        nparts.add(part["nparts"])             # how many partitions the maps made
         if len(batch) == MERGE_BATCH:
             sums.add_tables(batch)
             batch = []
-    t = sums.add_tables(batch).table()
-    t["nbytes"] = np.array([nbytes], np.int64)
-    t["nparts"] = np.array([max(nparts, default=1)], np.int64)
-    return mr.pack([t])
+    return mr.pack_table(sums.add_tables(batch).table(), nbytes, max(nparts, default=1))
 
 
 def sorted_rows(words: list, counts) -> list:
@@ -72,13 +66,13 @@ def finish(output: str, inputs: dict, top: int = 10) -> dict:
     """Concatenate the reducers' (disjoint) tables and write the outputs."""
     words, counts, nbytes = [], [], 0
     for blob in inputs.values():
-        t = mr.unpack(blob)[0]
+        t = mr.unpack_table(blob)
         w, c = mr.table_rows(t)
         words += w
         counts.append(c)
-        nbytes += int(t["nbytes"][0])
-        if int(t["nparts"][0]) != len(inputs):
-            raise ValueError(f"the maps made {int(t['nparts'][0])} partitions but finish has "
+        nbytes += t["nbytes"]
+        if t["nparts"] != len(inputs):
+            raise ValueError(f"the maps made {t['nparts']} partitions but finish has "
                              f"{len(inputs)} inputs: an aggregation tree needs -p reducers=1")
     counts = np.concatenate(counts) if counts else np.empty(0, np.int64)
     rows = sorted_rows(words, counts)

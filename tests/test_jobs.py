@@ -208,6 +208,21 @@ def test_numpy_kernel_falls_back_on_collision(monkeypatch):
     assert dict(zip(words, counts.tolist())) == {b"a": 2, b"b": 1, b"c": 1}
 
 
+@pytest.mark.parametrize("big", [False, True])
+def test_table_pack_roundtrip(big):
+    """pack_table / unpack_table: keys, counts (uint32, or int64 past 2**32), long words and
+    the two numbers a table carries; an empty table too."""
+    words = [b"a", b"bb", b"\x00\xff", b"x" * 15, b"y" * 16, b"long-word-over-15-bytes"]
+    counts = [1, 2, 3, 4, 5, (1 << 33) if big else 6]
+    t = mr.key_table(*mr.words_to_keys(words, counts))
+    back = mr.unpack_table(mr.pack_table(t, nbytes=12345, nparts=7))
+    assert back["nbytes"] == 12345 and back["nparts"] == 7
+    got_words, got_counts = mr.table_rows(back)
+    assert dict(zip(got_words, got_counts.tolist())) == dict(zip(words, counts))
+    empty = mr.unpack_table(mr.pack_table(mr.key_table([], [], [])))
+    assert mr.table_rows(empty)[0] == [] and empty["nparts"] == 1
+
+
 def test_pack_roundtrip():
     parts = [{"x": np.arange(5, dtype=np.int64), "b": b"hi\n"}, {"y": np.zeros((2, 3), "u1")},
              {"e": np.empty(0, np.uint64), "s": np.arange(10, dtype=np.uint32)[::2]}]
