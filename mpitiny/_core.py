@@ -334,6 +334,8 @@ class Engine:
         (a group of one), of all tasks this rank ran; 1 while that is unknown (a family's
         first tasks, say two long reducers released together, are not claimed by one rank);
         and never more than a 1/P share of ``available``, so idle ranks find some to steal."""
+        if available <= self.nranks:                     # a share of one task: no lookup
+            return 1
         g = int(np.searchsorted(self.base, first, side="right")) - 1
         avg = float(self.avg_task[g])
         if avg != avg and self.dag.groups[g].size == 1:
