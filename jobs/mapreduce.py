@@ -492,7 +492,7 @@ class KeyCounter:
         self.long: Counter = Counter()
 
     def add_tables(self, tables: list) -> "KeyCounter":
-        """Add word tables (``key_table`` dicts, e.g. ``unpack``'s views)."""
+        """Add word tables (``key_table`` dicts, e.g. ``unpack_table``'s views)."""
         keyed = [t for t in tables if t is not None and len(t["counts"])]
         if keyed:
             self.add(np.concatenate([t["lo"] for t in keyed]),

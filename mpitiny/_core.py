@@ -464,10 +464,8 @@ class Engine:
         failed, ran = (self.run_fn if group.kind == "fn" else self.run_cmd)(group, instances)
         if ran:
             per_task = (time.perf_counter() - t0) / ran
-            avg = self.avg_task[g]
-            self.avg_task[g] = per_task if ran >= 8 or avg != avg else 0.5 * (avg + per_task)
-            avg = self.avg_all
-            self.avg_all = per_task if ran >= 8 or avg != avg else 0.5 * (avg + per_task)
+            self.avg_task[g] = _running_mean(float(self.avg_task[g]), per_task, ran)
+            self.avg_all = _running_mean(self.avg_all, per_task, ran)
         if ran < n:                                  # stopped: the rest did not run
             if self.journal is not None:
                 self.journal_runs(jnl.STOPPED, first, instances[ran:])
@@ -896,9 +894,8 @@ class Engine:
         many parents' locations and values are read in batches, ``parent_locations``)."""
         out = {}
         part = group.options.get("part")
-        if isinstance(part, str):                       # "{var}": this instance's value of var
-            k = group.var_index(part[1:-1])
-            part = int(group.vars[k].values_at(group.var_positions(np.array([i]))[k])[0])
+        if part is not None:
+            part = int(group.index_values(part, [i])[0])
         for dep in group.deps:
             parent = self.dag.groups[dep.parent]
             if dep.each is None:
@@ -912,10 +909,10 @@ class Engine:
                 continue
             pidx = [int(p) for p in pidx]
             locs = self.parent_locations(parent.index, pidx)
-            for p, (loc, length, oid) in zip(pidx, locs):
-                if length <= 0:
-                    raise RuntimeError(f"result of {parent.instance_id(p)} not found")
             names = [parent.instance_id(p) for p in pidx]
+            for name, (_, length, _) in zip(names, locs):
+                if length <= 0:
+                    raise RuntimeError(f"result of {name} not found")
             out.update(zip(names, self.store.fetch_many(locs, part, names)))
         return out
 
@@ -1019,11 +1016,7 @@ class Engine:
         spec = group.options.get("rank")
         if spec is None:
             return self.layout.owners(group.index, idx)[0]
-        if isinstance(spec, int):
-            return np.full(len(idx), spec % self.nranks, dtype=np.int64)
-        k = group.var_index(spec[1:-1])
-        values = group.vars[k].values_at(group.var_positions(idx)[k])
-        return values.astype(np.int64) % self.nranks
+        return group.index_values(spec, idx) % self.nranks
 
     def queue_ready(self, g: int, idx: np.ndarray) -> None:
         prio = int(self.priority[g])
@@ -1065,6 +1058,12 @@ class Engine:
 
 class TaskResultError(Exception):
     """A task ran but its return value cannot be kept (reported as the task's failure)."""
+
+
+def _running_mean(avg: float, per_task: float, ran: int) -> float:
+    """The next average task time: a chunk of 8 or more replaces it, a smaller one (noisier)
+    moves it halfway; NaN (nothing timed yet) is replaced."""
+    return per_task if ran >= 8 or avg != avg else 0.5 * (avg + per_task)
 
 
 def split_bytes() -> int:
@@ -1179,10 +1178,9 @@ def _run_file(path: str | None, params: dict, out_dir: str | None, dag_text: str
     dag = load_everywhere(comm, path, params, dag_text)
     run_dir = out_dir or default_run_dir(dag)
     rank = comm.Get_rank()
-    if rank == 0:
-        announce_ready()
     setup = None
     if rank == 0:
+        announce_ready()
         try:
             setup = prepare_run_dir(run_dir, dag, path, params, dag_text, opts, comm.Get_size())
         except BadInput as exc:

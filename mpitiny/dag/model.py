@@ -206,6 +206,14 @@ class Group:
     def var_index(self, name: str) -> int:
         return self._var_names.index(name)
 
+    def index_values(self, spec, idx) -> np.ndarray:
+        """An integer option of instances ``idx`` (int64): ``spec`` is an integer, or
+        ``"{var}"`` naming an integer foreach variable (``rank``, ``part``)."""
+        if isinstance(spec, int):
+            return np.full(len(idx), spec, dtype=np.int64)
+        k = self.var_index(spec[1:-1])
+        return self.vars[k].values_at(self.var_positions(idx)[k]).astype(np.int64)
+
     def var_positions(self, idx: np.ndarray) -> list:
         """Per variable, the value positions of instances ``idx`` (mixed radix, last fastest)."""
         rest = np.asarray(idx, dtype=np.int64).copy()

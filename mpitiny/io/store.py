@@ -75,20 +75,19 @@ def encode_parts(parts) -> bytes:
     return b"".join([struct.pack(f"<{len(offsets) + 1}Q", len(parts), *offsets), *parts])
 
 
-def parts_span(head: bytes, part: int, where: str = "a value") -> tuple:
+def parts_span(head: bytes, part: int, where: str, read_head) -> tuple:
     """``(start, end)`` of part ``part`` in an encoded Parts value whose first bytes are
-    ``head`` (at least ``8 * (count + 2)`` of them)."""
+    ``head``; ``read_head(n)`` reads its first ``n`` bytes when ``head`` is too short to hold
+    the whole offset table (``8 * (count + 2)`` bytes)."""
     count = int(np.frombuffer(head, "<u8", 1)[0])
     if not 0 <= part < count:
         raise ValueError(f"part {part} of {where} was asked for, but it has {count} parts "
                          f"(0 to {count - 1})")
-    lo, hi = np.frombuffer(head, "<u8", 2, 8 * (part + 1)).tolist()
     base = 8 * (count + 2)
+    if len(head) < base:
+        head = read_head(base)
+    lo, hi = np.frombuffer(head, "<u8", 2, 8 * (part + 1)).tolist()
     return base + lo, base + hi
-
-
-def parts_header_bytes(head: bytes) -> int:
-    return 8 * (int(np.frombuffer(head, "<u8", 1)[0]) + 2)
 
 
 def decode(kind: int, data: bytes):
@@ -229,10 +228,9 @@ class ResultStore:
             if part is not None and kind == KIND_PARTS:
                 where = names[k] if names else "a value"
                 if medium == MEDIUM_FILE or rank == self.rank:
-                    head = self._read_here(rank, medium, offset, min(n, PARTS_PREFIX))
-                    if len(head) < parts_header_bytes(head):
-                        head = self._read_here(rank, medium, offset, parts_header_bytes(head))
-                    lo, hi = parts_span(head, part, where)
+                    lo, hi = parts_span(self._read_here(rank, medium, offset, min(n, PARTS_PREFIX)),
+                                        part, where,
+                                        lambda size: self._read_here(rank, medium, offset, size))
                     data[k] = self._read_here(rank, medium, offset + lo, hi - lo)
                 else:
                     remote.append((k, rank, offset, n, where))
@@ -265,9 +263,8 @@ class ResultStore:
                                            for _, rank, offset, n, _ in split])
             spans = []
             for (k, rank, offset, n, where), head in zip(split, heads):
-                if len(head) < parts_header_bytes(head):
-                    head = self.window.read(rank, offset, parts_header_bytes(head))
-                lo, hi = parts_span(head, part, where)
+                lo, hi = parts_span(head, part, where,
+                                    lambda size: self.window.read(rank, offset, size))
                 spans.append((k, rank, offset + lo, hi - lo, None))
             whole += spans
         for (k, *_), got in zip(whole, self.window.read_many([(rank, offset, n)
