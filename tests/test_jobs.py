@@ -151,6 +151,30 @@ def test_hash_kernel_and_merge_with_colliding_slots(monkeypatch):
         Counter((data + b" a zz dd long-word-over-15-bytes").split())
 
 
+def test_ranked_rows_order_is_count_then_bytes_for_every_kind_of_word():
+    """``ranked_rows`` (numpy lexsort on byte-swapped keys) gives exactly Python's order by
+    count descending, then word bytes: prefixes, zero bytes, bytes >= 0x80, words of 7, 8, 15
+    and 16 bytes, long words that share their first 15 bytes, and ties across tables."""
+    rng = np.random.default_rng(11)
+    base = [b"a", b"ab", b"ab\x00", b"ab\x00\x00", b"\x00", b"\xff", b"\x80a", b"abcdefg",
+            b"abcdefgh", b"abcdefghi", b"abcdefghijklmno", b"abcdefghijklmnop",
+            b"abcdefghijklmno\x00", b"abcdefghijklmnoq", b"abcdefghijklmnopq" * 2,
+            b"\x00" * 15, b"\x00" * 16, b"\x00" * 17, b"zz"]
+    base += [bytes(rng.integers(0, 256, rng.integers(1, 20), dtype=np.uint8))
+             .translate(None, mr.WHITESPACE) or b"x" for _ in range(300)]
+    words = list(set(base))
+    rng.shuffle(words)
+    counts = rng.integers(1, 4, len(words))             # many ties
+    counts[[i for i, w in enumerate(words) if w[:15] in (b"abcdefghijklmno", b"\x00" * 15)]] = 5
+    expect = sorted(zip(words, counts.tolist()), key=lambda wc: (-wc[1], wc[0]))
+    half = len(words) // 2
+    tables = [mr.key_table(*mr.words_to_keys(words[:half], counts[:half])),
+              mr.key_table(*mr.words_to_keys(words[half:], counts[half:]))]
+    got_words, got_counts = mr.ranked_rows([mr.unpack_table(mr.pack_table(t)) for t in tables])
+    assert list(zip(got_words, got_counts.tolist())) == expect
+    assert mr.ranked_rows([mr.key_table(*mr.count_keys(b""))])[0] == []
+
+
 def test_key_counter_grows_and_keeps_colliding_keys(monkeypatch):
     """A KeyCounter that starts with 2**2 slots doubles as it fills, and with every key in one
     slot (multiplier 0) sums the others apart; the sums are exact either way."""
@@ -243,10 +267,10 @@ def test_tree_tasks_shape():
 
 
 @pytest.mark.parametrize("reducers", [1, 3])
-@pytest.mark.parametrize("batch", [256, 3])
+@pytest.mark.parametrize("batch", [1 << 16, 3])
 def test_wordcount_functions_without_mpi(corpus, tmp_path, reducers, batch, monkeypatch):
     from mpitiny.io.h5data import open_splits
-    monkeypatch.setattr(wordcount, "MERGE_BATCH", batch)     # 3: many running merges
+    monkeypatch.setattr(wordcount, "MERGE_ENTRIES", batch)   # 3: many running merges
     d, sources = corpus
     h5 = str(d / "data.h5")
     maps = {f"map[{i}]": wordcount.map_split(h5, i, reducers)
