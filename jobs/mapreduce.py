@@ -218,38 +218,57 @@ def count_keys(data: bytes, block: int = BLOCK_BYTES) -> tuple:
     """Exact counts of the words of ``data``: ``(lo, hi, counts, long)``, ``long`` a
     ``Counter`` of the words over 15 bytes (the map kernel of ``kernel="hash"``).
 
-    Data over two blocks is counted a block at a time (cut at whitespace, so no word is cut)
-    and the blocks' tables are summed with ``group_keys``: on an 8 MiB split of the benchmark
-    corpus that is 1.75x faster than one pass over the whole split, whose token arrays and
-    2**20-slot table do not fit in the cache (docs/mapreduce.md)."""
+    Data over two blocks is read a block at a time (cut at whitespace, so no word is cut):
+    on an 8 MiB split of the benchmark corpus that is 1.75x faster than one pass over the
+    whole split, whose token arrays and hash table do not fit in the cache (docs/mapreduce.md).
+    ``_block_keys`` counts each block's short words on one uint64 and leaves the other tokens
+    as two-word keys; the short words' block tables are summed (``_group_lo``) and the other
+    tokens grouped (``group_keys``) once for the whole of ``data``."""
     n = len(data)
-    if n <= 2 * block:
-        return _count_block(data)
-    tables, a = [], 0
+    cuts, a = [], 0
     while a < n:
-        cut = _WS_RE.search(data, min(a + block, n))
-        b = cut.start() if cut else n
-        tables.append(_count_block(data[a:b]))
-        a = b
+        cut = _WS_RE.search(data, a + block) if n - a > 2 * block else None
+        cuts.append((a, cut.start() if cut else n))
+        a = cuts[-1][1]
+    blocks = [_block_keys(data[a:b] if len(cuts) > 1 else data) for a, b in cuts]
     long: Counter = Counter()
-    for t in tables:
-        long.update(t[3])
-    lo, hi, counts = group_keys(np.concatenate([t[0] for t in tables]),
-                                np.concatenate([t[1] for t in tables]),
-                                np.concatenate([t[2] for t in tables]), cap=18)
+    for t in blocks:
+        long.update(t[4])
+    if len(blocks) == 1:
+        short, short_counts = blocks[0][0], blocks[0][1]
+    elif blocks:
+        short, short_counts = _group_lo(np.concatenate([t[0] for t in blocks]),
+                                        np.concatenate([t[1] for t in blocks]))
+    else:
+        short, short_counts = np.empty(0, np.uint64), np.empty(0, np.int64)
+    lo, hi, counts = group_keys(np.concatenate([t[2] for t in blocks] or [short]),
+                                np.concatenate([t[3] for t in blocks] or [short]))
+    lo, hi = np.concatenate([short, lo]), np.concatenate([_short_hi(short), hi])
+    counts = np.concatenate([short_counts, counts])
+    if any(t[5] for t in blocks):      # a block with a zero byte: its short words are in both
+        lo, hi, counts = group_keys(lo, hi, counts)
     return lo, hi, counts, long
 
 
-def _count_block(data: bytes) -> tuple:
-    """``count_keys`` of one block. Token boundaries come from a whitespace mask (byte 32, or
-    9-13 as one unsigned ``- 9 < 5``: 5x faster than ``bytes.translate``) and one ``!=`` of
-    neighbours; each token's key is read from the 8-byte aligned words of the data (a funnel
-    shift of three gathered words: numpy's gathers of unaligned 8-byte loads are 3x slower) and
-    masked to its length by shifts (numpy defines ``x << 64 == 0``); ``group_keys`` counts them."""
+def _block_keys(data: bytes) -> tuple:
+    """One block's tokens: ``(short keys, their counts, lo, hi, long, mixed)``.
+
+    Token boundaries come from a whitespace mask (byte 32, or 9-13 as one unsigned
+    ``- 9 < 5``: 5x faster than ``bytes.translate``) and one ``!=`` of neighbours. A token's
+    first 8 bytes (``lo``) are read from the 8-byte aligned words of the data (a funnel shift
+    of two gathered words: numpy's gathers of unaligned 8-byte loads are 3x slower) and masked
+    to its length by shifts (numpy defines ``x << 64 == 0``).
+
+    In a block with no zero byte, a word of at most 8 bytes *is* its ``lo`` (its length is
+    where its last nonzero byte is), so those words, most of any text, are counted here on one
+    uint64 (``_group_lo``); the tokens of 9-15 bytes are returned uncounted as two-word keys
+    ``lo``, ``hi`` (``hi`` = bytes 8-14 and the length in the top byte), those over 15 bytes
+    counted as bytes in ``long``. A block with a zero byte returns every token as a two-word
+    key (``mixed``)."""
     n = len(data)
+    e = np.empty(0, np.uint64)
     if n == 0:
-        e = np.empty(0, np.uint64)
-        return e, e, np.empty(0, np.int64), Counter()
+        return e, np.empty(0, np.int64), e, e, Counter(), False
     raw = np.frombuffer(data, np.uint8)
     ws = raw == 32
     ws |= (raw - _NINE) < 5
@@ -265,13 +284,29 @@ def _count_block(data: bytes) -> tuple:
     q = starts >> 3
     shift = ((starts & 7) << 3).view(np.uint64)
     back = _SIXTY_FOUR - shift
-    w1 = words[1:][q]
     lo = words[q] >> shift
-    lo |= w1 << back
-    hi = w1 >> shift
-    hi |= words[2:][q] << back
+    lo |= words[1:][q] << back
     bits = lens.view(np.uint64) << _THREE        # 8 * length
     lo &= ~(_ALL_ONES << bits)                   # bits >= 64: keep all
+    if b"\0" in data:
+        return (e, np.empty(0, np.int64),
+                *_two_word_keys(data, words, starts, lens, lo, q, shift, back, bits), True)
+    over = np.flatnonzero(lens > 8)
+    two = _two_word_keys(data, words, starts[over], lens[over], lo[over], q[over], shift[over],
+                         back[over], bits[over])
+    lo[over] = 0                                 # no word's lo is 0: dropped below
+    short, counts = _group_lo(lo)
+    if len(over):
+        keep = short != 0
+        short, counts = short[keep], counts[keep]
+    return short, counts, *two, False
+
+
+def _two_word_keys(data: bytes, words, starts, lens, lo, q, shift, back, bits) -> tuple:
+    """``_block_keys``'s two-word keys ``(lo, hi)`` of the given tokens, and a ``Counter`` of
+    those over 15 bytes (left out of the keys)."""
+    hi = words[1:][q] >> shift
+    hi |= words[2:][q] << back
     back = _HUNDRED_28 - bits                    # bytes 8-14: keep bits - 64 of them
     hi <<= back
     hi >>= back
@@ -280,10 +315,45 @@ def _count_block(data: bytes) -> tuple:
     is_long = lens > KEY_BYTES
     if is_long.any():
         idx = np.flatnonzero(is_long)
-        long.update([data[a:b] for a, b in zip(starts[idx].tolist(), (starts + lens)[idx].tolist())])
+        long.update([data[a:a + k] for a, k in zip(starts[idx].tolist(), lens[idx].tolist())])
         lo, hi = lo[~is_long], hi[~is_long]
-    klo, khi, counts = group_keys(lo, hi)
-    return klo, khi, counts, long
+    return lo, hi, long
+
+
+def _group_lo(lo: np.ndarray, weights=None, cap: int = 20) -> tuple:
+    """``group_keys`` on one uint64 per key: ``(distinct keys, sums)``."""
+    k = min(cap, max(10, len(lo).bit_length()))
+    slot = ((lo * _HA) >> np.uint64(64 - k)).view(np.intp)
+    rep = np.empty(1 << k, np.uint64)
+    rep[slot] = lo
+    ok = rep[slot] == lo
+    if weights is None:
+        sums = np.bincount(slot[ok], minlength=1 << k)
+    else:                          # float64 sums: exact below 2**53
+        sums = np.bincount(slot[ok], weights=weights[ok], minlength=1 << k)
+    used = np.flatnonzero(sums != 0)
+    keys, counts = rep[used], sums[used].astype(np.int64)
+    rest = np.flatnonzero(~ok)
+    if len(rest):
+        order = rest[np.argsort(lo[rest], kind="stable")]
+        more = lo[order]
+        new = np.empty(len(order), bool)
+        new[0] = True
+        np.not_equal(more[1:], more[:-1], out=new[1:])
+        cuts = np.flatnonzero(new)
+        w = np.ones(len(order), np.int64) if weights is None else weights[order].astype(np.int64)
+        keys = np.concatenate([keys, more[cuts]])
+        counts = np.concatenate([counts, np.add.reduceat(w, cuts)])
+    return keys, counts
+
+
+def _short_hi(lo: np.ndarray) -> np.ndarray:
+    """``hi`` of words of at most 8 bytes with no zero byte: their length (the place of the
+    last nonzero byte of ``lo``) in the top byte."""
+    length = np.ones(len(lo), np.uint64)
+    for j in range(1, 8):
+        length += lo >= np.uint64(1 << (8 * j))
+    return length << _LEN_SHIFT
 
 
 def words_to_keys(words: list, counts) -> tuple:

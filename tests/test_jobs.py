@@ -135,6 +135,30 @@ def test_hash_kernel_by_blocks(corpus, block):
     assert dict(zip(mr.keys_to_words(lo, hi), counts.tolist())) | long == Counter(data.split())
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_hash_kernel_short_words_and_zero_byte_blocks(seed):
+    """Words of at most 8 bytes are counted on one uint64 in blocks with no zero byte, and as
+    two-word keys in blocks with one; the same word counted both ways (and words that share
+    their first 8 bytes: 8 vs 9-16 bytes, trailing zero bytes) still sums to one exact count."""
+    rng = np.random.default_rng(seed)
+    pool = [b"a", b"ab", b"abcdefg", b"abcdefgh", b"abcdefghi", b"abcdefgh\x00", b"abcdefg\x00",
+            b"\x00", b"\x00\x00", b"a\x00", b"\xff" * 8, b"\xff" * 9, b"\x01" * 15, b"\x01" * 16,
+            b"abcdefghijklmno", b"abcdefghijklmnop"]
+    pool += [bytes(rng.integers(1, 256, rng.integers(1, 18), dtype=np.uint8))
+             .translate(None, mr.WHITESPACE) or b"q" for _ in range(200)]
+    pieces = []
+    for _ in range(3000):
+        word = pool[rng.integers(len(pool))]
+        if rng.random() < 0.9:                        # most blocks hold no zero byte
+            word = word.replace(b"\x00", b"") or b"z"
+        pieces.append(word + [b" ", b"\n", b"\t", b"\r\n", b"  "][rng.integers(5)])
+    data = b"".join(pieces)
+    for block in (50, 300, 1 << 20):
+        lo, hi, counts, long = mr.count_keys(data, block=block)
+        assert len(set(zip(lo.tolist(), hi.tolist()))) == len(lo)
+        assert dict(zip(mr.keys_to_words(lo, hi), counts.tolist())) | long == Counter(data.split())
+
+
 def test_hash_kernel_and_merge_with_colliding_slots(monkeypatch):
     """Every key in one slot (multiplier 0): one word wins the slot, the others are grouped
     by the sort, in the kernel and in the merge; still exact."""
