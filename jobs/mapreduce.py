@@ -158,6 +158,8 @@ _THREE = np.uint64(3)
 _SIXTY_FOUR = np.uint64(64)
 _HUNDRED_28 = np.uint64(128)
 _ALL_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
+_ONE = np.uint64(1)
+_BYTE_BOUNDS = np.array([1 << (8 * j) for j in range(1, 8)], np.uint64)   # 256 ** j
 _HA = np.uint64(0x9E3779B97F4A7C15)          # slot hash multipliers (any odd constants)
 _HB = np.uint64(0xC2B2AE3D27D4EB4F)
 _HC = np.uint64(0xD6E8FEB86659FD93)          # partition hash multipliers (independent of the slots)
@@ -192,9 +194,14 @@ def _group_lo(lo: np.ndarray, weights=None, cap: int = 20) -> tuple:
     return keys, sums
 
 
+SORT_BELOW = 2048      # fewer keys than this are grouped by a sort: fewer numpy calls
+
+
 def _hash_group(cols: list, weights, cap: int) -> tuple:
     """``group_keys`` of keys made of the uint64 arrays ``cols``: ``(distinct cols, sums)``."""
     n = len(cols[0])
+    if n < SORT_BELOW:
+        return _sort_group(cols, weights, None)
     k = min(cap, max(10, n.bit_length()))
     mixed = cols[0] * _HA
     if len(cols) > 1:
@@ -205,31 +212,48 @@ def _hash_group(cols: list, weights, cap: int) -> tuple:
         rep = np.empty(1 << k, np.uint64)
         rep[slot] = col
         reps.append(rep)
-    lost = np.take(reps[0], slot) != cols[0]       # np.take: 20-30% faster than rep[slot]
+    lost = reps[0].take(slot) != cols[0]        # take: 20-30% faster than rep[slot]
     for rep, col in zip(reps[1:], cols[1:]):
-        lost |= np.take(rep, slot) != col
-    rest = np.flatnonzero(lost)
+        lost |= rep.take(slot) != col
+    rest = lost.nonzero()[0]
     if weights is None:            # count all, then take back those that lost their slot
         sums = np.bincount(slot, minlength=1 << k)
-        np.subtract.at(sums, slot[rest], 1)
+        if len(rest):
+            np.subtract.at(sums, slot[rest], 1)
     else:                          # float64 sums: exact below 2**53
         sums = np.bincount(slot, weights=weights, minlength=1 << k)
-        np.subtract.at(sums, slot[rest], weights[rest])
-    used = np.flatnonzero(sums != 0)          # 5x faster than on the int64 sums
-    keys = [np.take(rep, used) for rep in reps]
-    counts = np.take(sums, used).astype(np.int64)
+        if len(rest):
+            np.subtract.at(sums, slot[rest], weights[rest])
+    used = (sums != 0).nonzero()[0]           # 5x faster than on the int64 sums
+    keys = [rep.take(used) for rep in reps]
+    counts = sums.take(used).astype(np.int64)
     if len(rest) == 0:
         return keys, counts
-    order = rest[np.lexsort([col[rest] for col in reversed(cols)])]
-    ordered = [col[order] for col in cols]
-    new = np.zeros(len(order), bool)
+    more, more_counts = _sort_group(cols, weights, rest)
+    return ([np.concatenate([key, col]) for key, col in zip(keys, more)],
+            np.concatenate([counts, more_counts]))
+
+
+def _sort_group(cols: list, weights, rest) -> tuple:
+    """``_hash_group`` by a sort, of the entries ``rest`` (None: all)."""
+    order = np.lexsort([col if rest is None else col[rest] for col in reversed(cols)])
+    if rest is not None:
+        order = rest[order]
+    ordered = [col.take(order) for col in cols]
+    n = len(order)
+    if n == 0:
+        return ordered, np.empty(0, np.int64)
+    new = np.empty(n, bool)
     new[0] = True
-    for col in ordered:
+    np.not_equal(ordered[0][1:], ordered[0][:-1], out=new[1:])
+    for col in ordered[1:]:
         new[1:] |= col[1:] != col[:-1]
-    cuts = np.flatnonzero(new)
-    w = np.ones(len(order), np.int64) if weights is None else weights[order].astype(np.int64)
-    return ([np.concatenate([key, col[cuts]]) for key, col in zip(keys, ordered)],
-            np.concatenate([counts, np.add.reduceat(w, cuts)]))
+    cuts = new.nonzero()[0]
+    if weights is None:
+        counts = np.diff(np.append(cuts, n))
+    else:
+        counts = np.add.reduceat(weights.take(order).astype(np.int64), cuts)
+    return [col.take(cuts) for col in ordered], counts
 
 
 BLOCK_BYTES = 256 << 10        # count_keys works block by block: its arrays stay in cache
@@ -299,7 +323,7 @@ def _block_keys(data) -> tuple:
     edge[0] = not ws[0]
     np.not_equal(ws[1:], ws[:-1], out=edge[1:n])
     edge[n] = not ws[-1]
-    bounds = np.flatnonzero(edge).reshape(-1, 2)
+    bounds = edge.nonzero()[0].reshape(-1, 2)
     starts = bounds[:, 0].copy()               # contiguous: used three times
     lens = bounds[:, 1] - starts
     words = np.zeros((n + 31) // 8, np.uint64)
@@ -307,14 +331,14 @@ def _block_keys(data) -> tuple:
     q = starts >> 3
     shift = ((starts & 7) << 3).view(np.uint64)
     back = _SIXTY_FOUR - shift
-    lo = np.take(words, q) >> shift             # np.take: 20% faster than words[q]
-    lo |= np.take(words[1:], q) << back
+    lo = words.take(q) >> shift                 # take: 20% faster than words[q]
+    lo |= words[1:].take(q) << back
     bits = lens.view(np.uint64) << _THREE        # 8 * length
     lo &= ~(_ALL_ONES << bits)                   # bits >= 64: keep all
     if raw.min() == 0:
         return (e, np.empty(0, np.int64),
                 *_two_word_keys(data, words, starts, lens, lo, q, shift, back, bits), True)
-    over = np.flatnonzero(lens > 8)
+    over = (lens > 8).nonzero()[0]
     two = _two_word_keys(data, words, starts[over], lens[over], lo[over], q[over], shift[over],
                          back[over], bits[over])
     lo[over] = 0                                 # no word's lo is 0: dropped below
@@ -328,8 +352,8 @@ def _block_keys(data) -> tuple:
 def _two_word_keys(data, words, starts, lens, lo, q, shift, back, bits) -> tuple:
     """``_block_keys``'s two-word keys ``(lo, hi)`` of the given tokens, and a ``Counter`` of
     those over 15 bytes (left out of the keys)."""
-    hi = np.take(words[1:], q) >> shift
-    hi |= np.take(words[2:], q) << back
+    hi = words[1:].take(q) >> shift
+    hi |= words[2:].take(q) << back
     back = _HUNDRED_28 - bits                    # bytes 8-14: keep bits - 64 of them
     hi <<= back
     hi >>= back
@@ -337,7 +361,7 @@ def _two_word_keys(data, words, starts, lens, lo, q, shift, back, bits) -> tuple
     long: Counter = Counter()
     is_long = lens > KEY_BYTES
     if is_long.any():
-        idx = np.flatnonzero(is_long)
+        idx = is_long.nonzero()[0]
         long.update([bytes(data[a:a + k]) for a, k in zip(starts[idx].tolist(), lens[idx].tolist())])
         lo, hi = lo[~is_long], hi[~is_long]
     return lo, hi, long
@@ -346,10 +370,8 @@ def _two_word_keys(data, words, starts, lens, lo, q, shift, back, bits) -> tuple
 def _short_hi(lo: np.ndarray) -> np.ndarray:
     """``hi`` of words of at most 8 bytes with no zero byte: their length (the place of the
     last nonzero byte of ``lo``) in the top byte."""
-    length = np.ones(len(lo), np.uint64)
-    for j in range(1, 8):
-        length += lo >= np.uint64(1 << (8 * j))
-    return length << _LEN_SHIFT
+    length = np.searchsorted(_BYTE_BOUNDS, lo, side="right").view(np.uint64)
+    return (length + _ONE) << _LEN_SHIFT
 
 
 def words_to_keys(words: list, counts) -> tuple:

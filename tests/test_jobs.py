@@ -135,8 +135,9 @@ def test_hash_kernel_by_blocks(corpus, block):
     assert dict(zip(mr.keys_to_words(lo, hi), counts.tolist())) | long == Counter(data.split())
 
 
+@pytest.mark.parametrize("sort_below", [0, mr.SORT_BELOW])
 @pytest.mark.parametrize("seed", range(4))
-def test_hash_kernel_short_words_and_zero_byte_blocks(seed):
+def test_hash_kernel_short_words_and_zero_byte_blocks(seed, sort_below, monkeypatch):
     """Words of at most 8 bytes are counted on one uint64 in blocks with no zero byte, and as
     two-word keys in blocks with one; the same word counted both ways (and words that share
     their first 8 bytes: 8 vs 9-16 bytes, trailing zero bytes) still sums to one exact count."""
@@ -153,6 +154,7 @@ def test_hash_kernel_short_words_and_zero_byte_blocks(seed):
             word = word.replace(b"\x00", b"") or b"z"
         pieces.append(word + [b" ", b"\n", b"\t", b"\r\n", b"  "][rng.integers(5)])
     data = b"".join(pieces)
+    monkeypatch.setattr(mr, "SORT_BELOW", sort_below)    # hash tables, or sorts, for small groups
     for block in (50, 300, 1 << 20):
         lo, hi, counts, long = mr.count_keys(data, block=block)
         assert len(set(zip(lo.tolist(), hi.tolist()))) == len(lo)
@@ -165,6 +167,7 @@ def test_hash_kernel_and_merge_with_colliding_slots(monkeypatch):
     data = b"a b a c dd dd dd " + b"long-word-over-15-bytes " * 3 + b"b\n"
     monkeypatch.setattr(mr, "_HA", np.uint64(0))
     monkeypatch.setattr(mr, "_HB", np.uint64(0))
+    monkeypatch.setattr(mr, "SORT_BELOW", 0)              # the hash table even for a few keys
     words, counts = mr.count_words(data, "hash")
     assert dict(zip(words, counts.tolist())) == Counter(data.split())
     t1 = mr.key_table(*mr.count_keys(data))
