@@ -1156,12 +1156,6 @@ def keep_freed_memory() -> bool:
         bool(mallopt(m_mmap_threshold, MALLOC_MMAP_BYTES))
 
 
-def _ph(what):
-    if os.environ.get("MPITINY_PHASES"):
-        t0 = float(os.environ["MPITINY_PHASES"])
-        sys.stderr.write(f"[{os.environ.get('PMI_RANK', '?')}] {time.time() - t0:7.3f} {what}\n")
-
-
 def run_file(path: str | None, params: dict, out_dir: str | None = None,
              dag_text: str | None = None, **options) -> int:
     """``mpitiny run``: returns the exit status (0 all done, 1 some failed, 75 stopped).
@@ -1178,10 +1172,8 @@ def run_file(path: str | None, params: dict, out_dir: str | None = None,
 
 def _run_file(path: str | None, params: dict, out_dir: str | None, dag_text: str | None,
               opts: RunOptions) -> int:
-    _ph('run_file start')
     from mpi4py import MPI
     comm = MPI.COMM_WORLD
-    _ph('MPI imported')
     t_launch = time.time()
     dag = load_everywhere(comm, path, params, dag_text)
     run_dir = out_dir or default_run_dir(dag)
@@ -1199,7 +1191,6 @@ def _run_file(path: str | None, params: dict, out_dir: str | None, dag_text: str
     if isinstance(setup, str):
         raise BadInput(setup)
     incarnation, resuming = setup
-    _ph('loaded+prepared')
     try:
         resumed = jnl.read_journals(run_dir, dag.total) if resuming else None
         return _run(comm, dag, run_dir, opts, t_launch, incarnation, resumed)
@@ -1265,7 +1256,6 @@ def _run(comm, dag: DAG, run_dir: str, opts: RunOptions, t_launch: float,
     rank = comm.Get_rank()
     engine = Engine(comm, dag, run_dir, opts, os.environ.get("MPITINY_FAULT"), incarnation,
                     resumed)
-    _ph('engine built')
     engine.open_journal()
     if rank == 0:
         engine.progress = Progress(engine, sys.stderr, opts.progress_interval, opts.quiet)
@@ -1274,24 +1264,18 @@ def _run(comm, dag: DAG, run_dir: str, opts: RunOptions, t_launch: float,
         gc.collect()
         gc.freeze()     # the task table lives for the whole run: keep the collector off it
         engine.start()
-        _ph('engine started')
         t_start = time.time()
         engine.work()
         t_end = time.time()
-        _ph('work done')
         if engine.progress is not None:
             engine.progress.tick(final=True)
         engine.stop()
         engine.sample()
-        _ph('stopped+sampled')
         rundir.write_rank_table(run_dir, rank, engine.records, engine.samples)
-        _ph('rank table')
         stats = engine.stats()
         all_stats = comm.gather(stats, root=0)
         comm.Barrier()
-        _ph('gathered')
         engine.free()
-        _ph('freed')
     finally:
         engine.guard.uninstall()
     if rank != 0:
@@ -1308,7 +1292,6 @@ def _run(comm, dag: DAG, run_dir: str, opts: RunOptions, t_launch: float,
         info = jnl.read_run_info(run_dir) or {}
         info.update(complete=not summary["stopped"], ended=time.time())
         jnl.write_run_info(run_dir, info)
-    _ph('summary written')
     if not opts.quiet:
         print_summary(summary)
     return summary["exit_status"]
