@@ -155,6 +155,7 @@ def count_words_keys(arr: np.ndarray) -> tuple:
 
 _NINE = np.uint8(9)                          # whitespace is 32 or 9-13
 _THREE = np.uint64(3)
+_THIRTY_TWO = np.uint64(32)
 _SIXTY_FOUR = np.uint64(64)
 _HUNDRED_28 = np.uint64(128)
 _ALL_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -455,8 +456,10 @@ def count_split(data, kernel: str = "hash") -> tuple:
 
 def partition_of(lo: np.ndarray, reducers: int) -> np.ndarray:
     """The hash partitioner: partition of each key by its first 8 bytes ``lo`` (the same on
-    every rank, and for a short word's ``lo`` alone as for its two-word key)."""
-    return (((lo * _HC) >> np.uint64(32)) % np.uint64(reducers)).view(np.intp)
+    every rank, and for a short word's ``lo`` alone as for its two-word key): the top 32 bits
+    of ``lo * C`` scaled to ``reducers`` by a multiply and a shift (no uint64 modulo: 5x
+    slower)."""
+    return ((((lo * _HC) >> _THIRTY_TWO) * np.uint64(reducers)) >> _THIRTY_TWO).view(np.intp)
 
 
 def partition_of_words(words: list, reducers: int) -> list:
