@@ -103,3 +103,22 @@ def test_done_counts_per_incarnation(tmp_path):
         j.add_value(5 + inc, 0, b"1")
         j.close()
     assert list(jnl.done_counts(str(tmp_path), 8)) == [1, 1, 1, 1, 1, 0, 1, 1]
+
+
+def test_values_are_written_whole_when_writev_writes_little(tmp_path, monkeypatch):
+    """``_write_all`` finishes every value although each ``os.writev`` writes only a few bytes
+    (as it may on a full pipe or a signal), and writes more than IOV_MAX values in one go."""
+    real = os.writev
+    monkeypatch.setattr(jnl.os, "writev",
+                        lambda fd, views: real(fd, [bytes(memoryview(views[0])[:5])]))
+    datas = [b"", b"abc", b"0123456789" * 3, b"z"] + [b"%d," % i for i in range(1500)]
+    path = tmp_path / "v.bin"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    jnl._write_all(fd, datas)
+    os.close(fd)
+    assert path.read_bytes() == b"".join(datas)
+    monkeypatch.setattr(jnl.os, "writev", real)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    jnl._write_all(fd, datas)
+    os.close(fd)
+    assert path.read_bytes() == b"".join(datas) * 2

@@ -4,7 +4,7 @@ import random
 import numpy as np
 import pytest
 
-from mpitiny.io.store import PARTS_PREFIX, FreeList, Parts, ResultStore, decode, encode
+from mpitiny.io.store import FreeList, Parts, ResultStore, decode, encode
 from mpitiny.queue.memory import LocalBytes, LocalMemory
 
 
@@ -97,23 +97,27 @@ def test_fetch_many_reads_every_medium_and_counts_each_read(tmp_path):
 
 def test_parts_whole_or_one_part_from_every_medium(tmp_path):
     """A Parts value read whole is the list of its parts; read with ``part=p`` it is the bytes
-    of part p, from the reader's own window, another rank's window and a spill file, also
-    with more parts than the first read of a remote value covers; a plain value is read whole;
-    a part past the end is an error naming the value."""
+    of part p, from the reader's own window (all such values at once), another rank's window
+    and a spill file, also with hundreds of parts; a plain value is read whole; a part past
+    the end is an error naming the value, read locally or remotely."""
     a, b, c = stores(tmp_path, nranks=3, window=1 << 16, mem_limit=19010)
     small = Parts([b"p0", b"", b"part two"])
-    many = Parts([b"%d" % i for i in range(PARTS_PREFIX // 8 + 40)])      # offsets > 1 read
+    many = Parts([b"%d" % i for i in range(552)])
     assert decode(*encode(small)) == small and isinstance(decode(*encode(small)), Parts)
     locs = [a.keep(small, readers=2), b.keep(small, readers=2), b.keep(many, readers=2),
-            c.keep(b"x" * 19000, readers=2), c.keep(small, readers=2)]
+            c.keep(b"x" * 19000, readers=2), c.keep(small, readers=2), a.keep(many, readers=2),
+            a.keep(b"plain", readers=2)]
     assert c.spilled == 1
-    got = a.fetch_many(locs, part=2, names=list("abcde"))
-    assert got == [b"part two", b"part two", b"2", b"x" * 19000, b"part two"]
-    assert a.fetch_many(locs[2:3], part=len(many) - 1) == [b"%d" % (len(many) - 1)]
+    got = a.fetch_many(locs, part=2, names=list("abcdefg"))
+    assert got == [b"part two", b"part two", b"2", b"x" * 19000, b"part two", b"2", b"plain"]
+    last = len(many) - 1
+    assert a.fetch_many([locs[2], locs[5]], part=last) == [b"%d" % last] * 2
     whole = a.fetch_many(locs[:1])
     assert whole == [small]
     with pytest.raises(ValueError, match=r"part 3 of m\[1\] was asked for, but it has 3 parts"):
         c.fetch_many(locs[4:5], part=3, names=["m[1]"])
+    with pytest.raises(ValueError, match=r"part 3 of m\[2\] was asked for, but it has 3 parts"):
+        a.fetch_many(locs[4:5], part=3, names=["m[2]"])
 
 
 def test_process_memory_above_the_limit_sends_outputs_to_disk(tmp_path):

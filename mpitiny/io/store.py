@@ -38,7 +38,6 @@ import numpy as np
 
 KIND_JSON, KIND_BYTES, KIND_NUMPY, KIND_PARTS = 0, 1, 2, 3
 KIND_NAMES = ("json", "bytes", "npy", "parts")
-PARTS_PREFIX = 4096   # bytes read first from a remote Parts value: the offsets of <= 510 parts
 MEDIUM_WINDOW, MEDIUM_FILE = 0, 1
 OFFSET_BITS = 44
 RELEASED = 0          # word 0 of the object region: how many reads finished (readers add 1)
@@ -78,16 +77,22 @@ def encode_parts(parts) -> bytes:
 def parts_span(head: bytes, part: int, where: str, read_head) -> tuple:
     """``(start, end)`` of part ``part`` in an encoded Parts value whose first bytes are
     ``head``; ``read_head(n)`` reads its first ``n`` bytes when ``head`` is too short to hold
-    the whole offset table (``8 * (count + 2)`` bytes)."""
+    the count and the part's two offsets (``parts_head_bytes(part)`` bytes)."""
     count = int(np.frombuffer(head, "<u8", 1)[0])
     if not 0 <= part < count:
         raise ValueError(f"part {part} of {where} was asked for, but it has {count} parts "
                          f"(0 to {count - 1})")
-    base = 8 * (count + 2)
-    if len(head) < base:
-        head = read_head(base)
+    if len(head) < parts_head_bytes(part):
+        head = read_head(parts_head_bytes(part))
     lo, hi = np.frombuffer(head, "<u8", 2, 8 * (part + 1)).tolist()
+    base = 8 * (count + 2)
     return base + lo, base + hi
+
+
+def parts_head_bytes(part: int) -> int:
+    """Bytes at the start of an encoded Parts value that hold its count and the offsets of
+    part ``part`` (its start and end)."""
+    return 8 * (part + 3)
 
 
 def decode(kind: int, data: bytes):
@@ -220,18 +225,21 @@ class ResultStore:
         more batch of small reads for remote values); other values are read whole.
         ``names[k]`` names value k in the error for a part out of range."""
         data: list = [None] * len(locations)
-        kinds, reads, remote = [], {}, []
+        kinds, reads, remote, here = [], {}, [], []
         for k, (loc, length, oid) in enumerate(locations):
             rank, medium, kind, offset = unpack_location(int(loc))
             n = int(length) - 1
             kinds.append(KIND_BYTES if part is not None and kind == KIND_PARTS else kind)
             if part is not None and kind == KIND_PARTS:
                 where = names[k] if names else "a value"
-                if medium == MEDIUM_FILE or rank == self.rank:
-                    lo, hi = parts_span(self._read_here(rank, medium, offset, min(n, PARTS_PREFIX)),
+                if medium == MEDIUM_FILE:
+                    lo, hi = parts_span(self._read_here(rank, medium, offset,
+                                                        min(n, parts_head_bytes(part))),
                                         part, where,
                                         lambda size: self._read_here(rank, medium, offset, size))
                     data[k] = self._read_here(rank, medium, offset + lo, hi - lo)
+                elif rank == self.rank:
+                    here.append((k, offset, n))
                 else:
                     remote.append((k, rank, offset, n, where))
             elif medium == MEDIUM_FILE or rank == self.rank:
@@ -240,12 +248,33 @@ class ResultStore:
                 remote.append((k, rank, offset, n, None))
             if oid >= 0:
                 reads.setdefault(rank, []).append(OBJECTS0 + int(oid))
+        if here:
+            self._read_parts_here(here, part, names, data)
         if remote:
             self._read_remote(remote, part, data)
         for rank, words in reads.items():
             self.counts.add_many(rank, words, -1)
             self.counts.add(rank, RELEASED, len(words))
         return [decode(kind, d) for kind, d in zip(kinds, data)]
+
+    def _read_parts_here(self, here: list, part: int, names: list | None, data: list) -> None:
+        """Fill ``data`` with part ``part`` of the Parts values ``(k, offset, n)`` in this
+        rank's window: their counts and offsets read for all at once (9,770 parents of a
+        reducer: 3 numpy gathers instead of two reads and a parse each)."""
+        local = self.window.local
+        k, offset, n = (np.array(c, np.int64) for c in zip(*here))
+        whole = np.ndarray((max(len(local) - 7, 0),), "<u8", local, strides=(1,))
+        count = whole[offset]
+        if (count <= part).any():               # the first such value raises, as parts_span does
+            j = int(np.flatnonzero(count <= part)[0])
+            parts_span(bytes(local[offset[j]:offset[j] + 8]), part,
+                       names[k[j]] if names else "a value", None)
+        base = offset + 8 * (count.astype(np.int64) + 2)
+        start = base + whole[offset + 8 * (part + 1)].astype(np.int64)
+        end = base + whole[offset + 8 * (part + 2)].astype(np.int64)
+        view = memoryview(local)
+        for kk, a, b in zip(k.tolist(), start.tolist(), end.tolist()):
+            data[kk] = view[a:b].tobytes()
 
     def _read_here(self, rank: int, medium: int, offset: int, n: int) -> bytes:
         """Bytes of a value on disk (any rank's spill file) or in this rank's window."""
@@ -259,7 +288,7 @@ class ResultStore:
         whole = [r for r in remote if r[4] is None]
         split = [r for r in remote if r[4] is not None]
         if split:                                  # the offsets of the Parts values first
-            heads = self.window.read_many([(rank, offset, min(n, PARTS_PREFIX))
+            heads = self.window.read_many([(rank, offset, min(n, parts_head_bytes(part)))
                                            for _, rank, offset, n, _ in split])
             spans = []
             for (k, rank, offset, n, where), head in zip(split, heads):
