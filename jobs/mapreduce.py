@@ -10,14 +10,16 @@ The pattern, in a dag.json (nothing but what the format already offers):
 * ``reduce``: a family ``{"r": {"range": [0, "{reducers}"]}}`` with ``"part": "{r}"``,
   depending on the whole ``map`` family; ``reduce[r]`` reads and merges table r of every map
   output (``KeyCounter``).
-* ``finish``: one task that concatenates the R disjoint tables, sorts and writes the output
-  with ``atomic_output`` / ``atomic_h5``.
+* ``finish``: one task that concatenates the R disjoint tables, ranks them (``ranked_rows``)
+  and writes the output with ``atomic_output`` / ``atomic_h5``.
 
-Wordcount's words are their own keys (``count_keys``): a word of at most 15 bytes is two
-uint64 holding its bytes and length, so tables are three flat arrays (``lo``, ``hi``,
-``counts``), equal keys are equal words, and merging is exact with no hashing of bytes and no
-collision check. Longer words (rare) travel as bytes. ``tokenize`` / ``hash_words`` (two 64-bit
-polynomial hashes per token) serve the other kernels and the partition of the long words.
+Wordcount's words are their own keys (``count_parts``): a word of at most 15 bytes is two
+uint64 holding its bytes and length (``lo``, ``hi``), and a word of at most 8 bytes whose
+last byte is not zero is its ``lo`` alone (its length is where its last nonzero byte is), so
+a table (``_table``) is flat arrays: ``short``, ``lo``, ``hi`` and their counts. Equal keys
+are equal words, so merging is exact with no hashing of bytes and no collision check. Longer
+words (rare) travel as bytes. ``tokenize`` / ``hash_words`` (two 64-bit polynomial hashes per
+token) serve the other kernels and the partition of the long words.
 """
 from __future__ import annotations
 
