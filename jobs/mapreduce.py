@@ -205,10 +205,7 @@ def _hash_group(cols: list, weights, cap: int) -> tuple:
     if n < SORT_BELOW:
         return _sort_group(cols, weights, None)
     k = min(cap, max(10, n.bit_length()))
-    mixed = cols[0] * _HA
-    if len(cols) > 1:
-        mixed ^= cols[1] * _HB
-    slot = (mixed >> np.uint64(64 - k)).view(np.intp)
+    slot = _slots(cols, k)
     reps = []
     for col in cols:
         rep = np.empty(1 << k, np.uint64)
@@ -234,6 +231,14 @@ def _hash_group(cols: list, weights, cap: int) -> tuple:
     more, more_counts = _sort_group(cols, weights, rest)
     return ([np.concatenate([key, col]) for key, col in zip(keys, more)],
             np.concatenate([counts, more_counts]))
+
+
+def _slots(cols: list, k: int) -> np.ndarray:
+    """The slot of each key (``cols``: its one or two uint64 columns) in a table of 2**k."""
+    mixed = cols[0] * _HA
+    if len(cols) > 1:
+        mixed ^= cols[1] * _HB
+    return (mixed >> np.uint64(64 - k)).view(np.intp)
 
 
 def _sort_group(cols: list, weights, rest) -> tuple:
@@ -267,8 +272,13 @@ def count_keys(data, block: int = BLOCK_BYTES) -> tuple:
     not copied): ``(lo, hi, counts, long)``, ``long`` a ``Counter`` of the words over 15 bytes
     (the map kernel of ``kernel="hash"``; ``count_parts`` without joining its parts)."""
     short, short_counts, lo, hi, counts, long = count_parts(data, block)
+    return (*join_parts(short, short_counts, lo, hi, counts), long)
+
+
+def join_parts(short, short_counts, lo, hi, counts) -> tuple:
+    """``(lo, hi, counts)`` of the short words (their ``hi`` made again) then the others."""
     return (np.concatenate([short, lo]), np.concatenate([_short_hi(short), hi]),
-            np.concatenate([short_counts, counts]), long)
+            np.concatenate([short_counts, counts]).astype(np.int64))
 
 
 def count_parts(data, block: int = BLOCK_BYTES) -> tuple:
@@ -283,7 +293,7 @@ def count_parts(data, block: int = BLOCK_BYTES) -> tuple:
     tokens grouped (``group_keys``) once for the whole of ``data``."""
     n = len(data)
     cuts, a = [], 0
-    while a < n:
+    while not cuts or a < n:                   # one block at least (empty data: one empty)
         cut = _WS_RE.search(data, a + block) if n - a > 2 * block else None
         cuts.append((a, cut.start() if cut else n))
         a = cuts[-1][1]
@@ -293,17 +303,13 @@ def count_parts(data, block: int = BLOCK_BYTES) -> tuple:
         long.update(t[4])
     if len(blocks) == 1:
         short, short_counts = blocks[0][0], blocks[0][1]
-    elif blocks:
+    else:
         short, short_counts = _group_lo(np.concatenate([t[0] for t in blocks]),
                                         np.concatenate([t[1] for t in blocks]))
-    else:
-        short, short_counts = np.empty(0, np.uint64), np.empty(0, np.int64)
-    lo, hi, counts = group_keys(np.concatenate([t[2] for t in blocks] or [short]),
-                                np.concatenate([t[3] for t in blocks] or [short]))
+    lo, hi, counts = group_keys(np.concatenate([t[2] for t in blocks]),
+                                np.concatenate([t[3] for t in blocks]))
     if any(t[5] for t in blocks):      # a block with a zero byte: its short words are in both
-        return key_parts(*group_keys(np.concatenate([short, lo]),
-                                     np.concatenate([_short_hi(short), hi]),
-                                     np.concatenate([short_counts, counts])), long)
+        return key_parts(*group_keys(*join_parts(short, short_counts, lo, hi, counts)), long)
     return short, short_counts, lo, hi, counts, long
 
 
@@ -568,9 +574,7 @@ def unpack_table(blob) -> dict:
 
 def table_keys(t: dict) -> tuple:
     """``(lo, hi, counts)`` of all the (not long) words of a table, the short ones first."""
-    return (np.concatenate([t["short"], t["lo"]]),
-            np.concatenate([_short_hi(t["short"]), t["hi"]]),
-            np.concatenate([t["short_counts"], t["counts"]]).astype(np.int64))
+    return join_parts(t["short"], t["short_counts"], t["lo"], t["hi"], t["counts"])
 
 
 def table_long(t: dict) -> dict:
@@ -659,10 +663,7 @@ class _SumTable:
         if not len(counts):
             return
         size = 1 << self.k
-        mixed = cols[0] * _HA
-        if len(cols) > 1:
-            mixed ^= cols[1] * _HB
-        slot = (mixed >> np.uint64(64 - self.k)).view(np.intp)
+        slot = _slots(cols, self.k)
         empty = self.cols[-1].take(slot) == 0
         if empty.any():
             claim = slot[empty]
