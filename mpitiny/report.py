@@ -82,7 +82,18 @@ def summary_text(summary: dict, ran: np.ndarray, t0: float, run_dir: str) -> str
             lines.append("time queued before starting ms: p50 %.3f  p90 %.3f  max %.3f" %
                          tuple(np.percentile(waited, [50, 90, 100]) * 1e3))
         lines.append(f"tasks run after being stolen: {int(ran['stolen'].sum())}")
+        gaps = between_tasks(ran)
+        if len(gaps):
+            lines.append("time between a rank's consecutive tasks ms: p50 %.3f  p90 %.3f  p99 %.3f"
+                         % tuple(np.percentile(gaps, [50, 90, 99]) * 1e3))
+            lines.append("  (the engine's time per task: claiming, fetching inputs, storing and "
+                         "journaling outputs; and waits for work)")
         groups = groups_of(run_dir)
+        lines.append("")
+        lines.append("family                               tasks   mean_ms    p50_ms     total_s")
+        for name, n, mean, p50, total in family_times(groups, ran):
+            lines.append(f"{name:<34} {n:>8} {mean:>9.3f} {p50:>9.3f} {total:>11.3f}")
+        lines.append("")
         lines.append("slowest tasks:")
         for k in np.argsort(d)[::-1][:10]:
             row = ran[k]
@@ -97,6 +108,28 @@ def summary_text(summary: dict, ran: np.ndarray, t0: float, run_dir: str) -> str
             last = f["error"].strip().splitlines()[-1] if f["error"].strip() else ""
             lines.append(f"  {f['id']} on rank {f['rank']} ({f['host']}): {last}")
     return "\n".join(lines) + "\n"
+
+
+def between_tasks(ran: np.ndarray) -> np.ndarray:
+    """Seconds from the end of each task to the start of the next task on the same rank."""
+    order = np.lexsort((ran["start"], ran["rank"]))
+    rank, start, end = ran["rank"][order], ran["start"][order], ran["end"][order]
+    same = rank[1:] == rank[:-1]
+    return (start[1:] - end[:-1])[same]
+
+
+def family_times(groups: list, ran: np.ndarray) -> list:
+    """``(family, tasks, mean ms, median ms, total s)`` of each family (or plain task) that
+    ran, in DAG order: which part of the DAG the ranks' busy time went to."""
+    firsts = np.array([g["first"] for g in groups], dtype=np.int64)
+    which = np.searchsorted(firsts, ran["gid"], side="right") - 1
+    d = ran["end"] - ran["start"]
+    out = []
+    for k in np.unique(which).tolist():
+        dk = d[which == k]
+        out.append((groups[k]["name"], len(dk), float(dk.mean()) * 1e3,
+                    float(np.median(dk)) * 1e3, float(dk.sum())))
+    return out
 
 
 def write_run_trace(run_dir: str, nranks: int) -> str:

@@ -1,6 +1,8 @@
 """``mpitiny report``: text summary, Chrome trace (one event per task), PNG plots."""
 import json
+import re
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -24,6 +26,8 @@ def test_report_of_a_run(python_module, tmp_path):
     assert "121 done" not in text and "120 done, 1 failed, 1 upstream-failed" in text
     assert all(f"\n{r:>4} " in text for r in range(3))
     assert "bad on rank" in text and "RuntimeError: boom" in text
+    assert re.search(r"\ns +120 +\d", text) and re.search(r"\nbad +1 ", text)   # per family
+    assert "time between a rank's consecutive tasks ms: p50" in text
     trace = json.loads((rep / "trace.json").read_text())
     tasks = [e for e in trace["traceEvents"] if e["ph"] == "X"]
     assert len(tasks) == 121                       # every task that ran, once
@@ -47,3 +51,31 @@ def test_run_with_trace_writes_one_event_per_task(python_module, tmp_path):
     trace = json.loads((tmp_path / "run" / "trace.json").read_text())
     gids = sorted(e["args"]["gid"] for e in trace["traceEvents"] if e["ph"] == "X")
     assert gids == list(range(5000))
+
+
+def _rows(spec):
+    """Task rows ``(gid, rank, start, end)`` as a task table."""
+    from mpitiny.io.rundir import RECORD_DTYPE
+    rows = np.zeros(len(spec), dtype=RECORD_DTYPE)
+    for row, (gid, rank, start, end) in zip(rows, spec):
+        row["gid"], row["rank"], row["start"], row["end"] = gid, rank, start, end
+    return rows
+
+
+def test_between_tasks_pairs_each_rank_s_neighbours():
+    from mpitiny.report import between_tasks
+    ran = _rows([(3, 1, 10.0, 10.5), (0, 0, 1.0, 2.0), (2, 1, 9.0, 9.75), (1, 0, 2.25, 3.0)])
+    assert sorted(between_tasks(ran).tolist()) == [0.25, 0.25]    # never across ranks
+    assert len(between_tasks(_rows([(0, 0, 1.0, 2.0)]))) == 0
+
+
+def test_family_times_splits_busy_time_by_family():
+    from mpitiny.report import family_times
+    groups = [{"name": "map", "first": 0, "size": 3}, {"name": "reduce", "first": 3, "size": 1},
+              {"name": "never", "first": 4, "size": 1}]
+    ran = _rows([(0, 0, 0.0, 0.001), (1, 1, 0.0, 0.003), (2, 0, 0.001, 0.003), (3, 1, 1.0, 1.5)])
+    got = family_times(groups, ran)
+    assert [(name, n) for name, n, *_ in got] == [("map", 3), ("reduce", 1)]
+    name, n, mean, p50, total = got[0]
+    assert (round(mean, 6), round(p50, 6), round(total, 6)) == (2.0, 2.0, 0.006)
+    assert round(got[1][4], 6) == 0.5
