@@ -4,7 +4,8 @@ Reads the per-rank task tables (``tasks/rank-R.h5``), ``summary.json`` and ``fai
 writes into ``RUN_DIR/report/``:
 
 - ``report.txt``: per-rank busy / idle time, tasks and steals; task-duration percentiles; the
-  slowest tasks; the failures (first lines of each error);
+  time between a rank's consecutive tasks (what the engine costs per task, with any wait for
+  work); busy time per family; the slowest tasks; the failures (first lines of each error);
 - ``trace.json``: Chrome trace-event JSON (one complete event per task, one track per rank,
   with the time it was queued, whether it was stolen and the bytes it read; the ranks' psutil
   CPU and memory samples as counters), which opens in Perfetto and chrome://tracing;
