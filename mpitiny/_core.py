@@ -909,7 +909,7 @@ class Engine:
                 continue
             pidx = [int(p) for p in pidx]
             locs = self.parent_locations(parent.index, pidx)
-            names = [parent.instance_id(p) for p in pidx]
+            names = parent.instance_ids(pidx)
             for name, (_, length, _) in zip(names, locs):
                 if length <= 0:
                     raise RuntimeError(f"result of {name} not found")

@@ -432,6 +432,9 @@ def test_foreach_forms():
                                                           "d[false]"]
     assert list(d.base) == [0, 5, 8, 12, 17]
     assert d.total == 17
+    for g in d.groups:                       # a range family's ids at once, as one by one
+        idx = [g.size - 1, 0, 1][:g.size]
+        assert g.instance_ids(idx) == [g.instance_id(i) for i in idx]
 
 
 def test_foreach_product_order_last_fastest():
@@ -440,6 +443,7 @@ def test_foreach_product_order_last_fastest():
     g = d.groups[1]
     assert g.size == 10
     ids = [g.instance_id(i) for i in range(g.size)]
+    assert g.instance_ids(range(g.size)) == ids
     assert ids[:6] == ["grid[x,0]", "grid[x,2]", "grid[x,4]", "grid[x,6]", "grid[x,8]",
                        "grid[y,0]"]
     assert g.command(7) == "run y 4"

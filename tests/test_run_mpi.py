@@ -387,6 +387,38 @@ def test_intermediate_data_beyond_the_memory_limit_spills_and_stays_exact(python
     assert data == np.arange(5, 7, dtype=np.int64).tobytes() * 2
 
 
+@pytest.mark.parametrize("n", [1, 3])
+def test_outputs_are_freed_once_every_reader_has_read_them(python_module, tmp_path, n):
+    """30 map outputs of 2 parts (3 MB), each part read by one of 2 reducers (``"part"``), then
+    30 more outputs of 3 MB in all, under ``--mem-limit 4`` (MB per rank): they fit only if
+    the readers' counts (one batched ``Accumulate`` per holder) freed the first ones."""
+    (tmp_path / "waves.py").write_text(
+        "from mpitiny import Parts\n\n"
+        "def two(i):\n    return Parts([bytes([i]) * 50_000, bytes([100 + i]) * 50_000])\n\n"
+        "def one(i):\n    return bytes([i]) * 100_000\n\n"
+        "def sums(inputs, r):\n"
+        "    return sorted([k, len(v), sum(set(v))] for k, v in inputs.items())\n\n"
+        "def size(inputs):\n    return sum(len(v) for v in inputs.values())\n")
+    tasks = [{"id": "a", "fn": "waves:two", "args": ["{i}"], "foreach": {"i": {"range": [0, 30]}}},
+             {"id": "red", "fn": "waves:sums", "kwargs": {"r": "{r}"}, "part": "{r}",
+              "foreach": {"r": {"range": [0, 2]}}, "deps": ["a"]},
+             {"id": "b", "fn": "waves:one", "args": ["{i}"], "foreach": {"i": {"range": [0, 30]}},
+              "deps": ["red"]},
+             {"id": "total", "fn": "waves:size", "deps": ["b"]}]
+    path = write(tmp_path, {"name": "waves", "tasks": tasks})
+    out = tmp_path / "run"
+    proc = run(python_module, n, path, out, "--mem-limit", "4")
+    assert proc.returncode == 0, proc.stderr
+    check_run(load_dag(str(path)), str(out))
+    results = read_results(str(out))
+    for r in range(2):
+        assert results[f"red[{r}]"] == sorted([f"a[{i}]", 50_000, 100 * r + i] for i in range(30))
+    assert results["total"] == 30 * 100_000
+    summary = json.loads((out / "summary.json").read_text())
+    assert sum(r["outputs_spilled"] for r in summary["per_rank"]) == 0
+    assert sum(r["outputs_in_window"] for r in summary["per_rank"]) == 60
+
+
 PROGRESS_LINE = re.compile(
     r"^mpitiny: progress done=(\d+)/(\d+) pct=([\d.]+) failed=(\d+) rate=([\d.]+)/s "
     r"eta=(\S+) busy=(\d+)% rss=(\d+)MB elapsed=([\d.]+)s$")

@@ -120,6 +120,20 @@ def test_parts_whole_or_one_part_from_every_medium(tmp_path):
         a.fetch_many(locs[4:5], part=3, names=["m[2]"])
 
 
+def test_one_part_of_many_remote_values_and_the_one_without_it(tmp_path):
+    """Part p of many values in another rank's window (their heads parsed together), in the
+    reader's order; a value with too few parts among them is named in the error."""
+    a, b = stores(tmp_path, window=1 << 16, objects=32)
+    values = [Parts([b"%d.%d" % (i, p) for p in range(3 + 7 * (i % 2))]) for i in range(12)]
+    locs = [b.keep(v, readers=1) for v in values]
+    names = [f"m[{i}]" for i in range(12)]
+    assert a.fetch_many(locs, part=2, names=names) == [b"%d.2" % i for i in range(12)]
+    short = b.keep(Parts([b"x" * 100, b"y" * 100]), readers=1)      # long enough to parse
+    more = [b.keep(v, readers=1) for v in values[:9]]
+    with pytest.raises(ValueError, match=r"part 2 of m\[9\] was asked for, but it has 2 parts"):
+        a.fetch_many(more + [short], part=2, names=names[:9] + ["m[9]"])
+
+
 def test_process_memory_above_the_limit_sends_outputs_to_disk(tmp_path):
     holder, reader = stores(tmp_path, rss_limit=1)     # any real process is above 1 byte
     loc = holder.keep(b"z" * 100, readers=1)

@@ -242,6 +242,14 @@ class Group:
         vals = self.values(i)
         return "%s[%s]" % (self.name, ",".join(format_value(vals[n]) for n in self._var_names))
 
+    def instance_ids(self, idx) -> list:
+        """``instance_id`` of each of the instances ``idx`` (a reducer names its 10^4 parents:
+        a family of one range variable formats its ints in one comprehension)."""
+        if len(self.vars) == 1 and isinstance(self.vars[0].values, range):
+            name = self.name
+            return [f"{name}[{v}]" for v in self.vars[0].values_at(np.asarray(idx)).tolist()]
+        return [self.instance_id(int(i)) for i in idx]
+
     def command(self, i: int) -> str:
         """The shell command of instance ``i`` with its placeholders substituted."""
         if self._cmd_builder is None:

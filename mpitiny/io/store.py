@@ -87,6 +87,19 @@ def parts_span(head: bytes, part: int, where: str) -> tuple:
     return base + lo, base + hi
 
 
+def _spans(heads: list, part: int, size: int, wheres: list) -> list:
+    """``parts_span`` of each head, parsed together when there are many and all are ``size``
+    bytes long (a shorter head is a value without part ``part``: ``parts_span`` says so)."""
+    if len(heads) < 8 or part < 0 or any(len(h) != size for h in heads):
+        return [parts_span(h, part, w) for h, w in zip(heads, wheres)]
+    words = np.frombuffer(b"".join(heads), "<u8").reshape(len(heads), part + 3)
+    bad = np.flatnonzero(words[:, 0] <= part)
+    if len(bad):
+        parts_span(heads[int(bad[0])], part, wheres[int(bad[0])])
+    base = 8 * (words[:, 0] + 2)
+    return list(zip((base + words[:, part + 1]).tolist(), (base + words[:, part + 2]).tolist()))
+
+
 def parts_head_bytes(part: int) -> int:
     """Bytes at the start of an encoded Parts value that hold its count and the offsets of
     part ``part`` (its start and end)."""
@@ -285,13 +298,12 @@ class ResultStore:
         whole = [r for r in remote if r[4] is None]
         split = [r for r in remote if r[4] is not None]
         if split:                                  # the offsets of the Parts values first
-            heads = self.window.read_many([(rank, offset, min(n, parts_head_bytes(part)))
+            size = parts_head_bytes(part)
+            heads = self.window.read_many([(rank, offset, min(n, size))
                                            for _, rank, offset, n, _ in split])
-            spans = []
-            for (k, rank, offset, n, where), head in zip(split, heads):
-                lo, hi = parts_span(head, part, where)
-                spans.append((k, rank, offset + lo, hi - lo, None))
-            whole += spans
+            spans = _spans(heads, part, size, [r[4] for r in split])
+            whole += [(k, rank, offset + lo, hi - lo, None)
+                      for (k, rank, offset, _, _), (lo, hi) in zip(split, spans)]
         for (k, *_), got in zip(whole, self.window.read_many([(rank, offset, n)
                                                               for _, rank, offset, n, _ in whole])):
             data[k] = got
