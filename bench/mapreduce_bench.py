@@ -7,7 +7,9 @@ in the same run.
 
 * mpitiny: ``mpiexec -n N python -m mpitiny run jobs/JOB.json --param input=DATA.h5 ...``;
   time = wall of that whole command (ingest excluded; ingest is timed once per chunk size and
-  reported apart), and first task start -> last task end from ``summary.json`` (both reported).
+  reported apart), and first task start -> last task end from ``summary.json`` (both reported);
+  each run's ``time_split`` says where its time went (busy seconds per family, the time
+  between a rank's consecutive tasks: the figures of ``mpitiny report``).
   Wordcount is also run as its aggregation-tree variant (``--tree-fanin F``, 0 = off): the
   dag.json that ``jobs/mapreduce.py tree`` writes for the ingested file (R = 1, reduce tasks
   replaced by tree nodes of fan-in F that start as soon as their F maps are done), reported
@@ -61,6 +63,8 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
@@ -378,7 +382,24 @@ def run_mpitiny(job, h5, out_dir, run_dir, ranks, pattern, timeout, dag=None,
             "task_span_seconds": s["last_task_end"] - s["first_task_start"],
             "tasks": s.get("tasks"), "split_reads": s.get("split_reads"),
             "steals": sum(r.get("steals", 0) for r in s.get("per_rank", [])),
+            "time_split": time_split(run_dir),
             "finish": finish_value(run_dir)}
+
+
+def time_split(run_dir: str) -> dict:
+    """Where a run's time went (``mpitiny report``'s figures): busy seconds per family, summed
+    over ranks, with the mean task; the time between a rank's consecutive tasks (the engine's
+    share per task, and waits); the busy seconds of each rank."""
+    from mpitiny.io.rundir import groups_of, read_tasks
+    from mpitiny.report import between_tasks, family_times
+    rows = read_tasks(run_dir)
+    gaps = between_tasks(rows)
+    pct = (lambda q: C.rnd(float(np.percentile(gaps, q)) * 1e3, 4)) if len(gaps) else (lambda q: None)
+    return {"families": {name: {"tasks": n, "mean_ms": C.rnd(mean, 4), "busy_s": C.rnd(total, 4)}
+                         for name, n, mean, _, total in family_times(groups_of(run_dir), rows)},
+            "between_tasks_ms": {"p50": pct(50), "p90": pct(90), "sum_s": C.rnd(float(gaps.sum()), 4)},
+            "busy_s_per_rank": [C.rnd(float((rows["end"] - rows["start"])[rows["rank"] == r].sum()), 4)
+                                for r in sorted(set(rows["rank"].tolist()))]}
 
 
 def read_tsv_counts(path: str) -> dict:
