@@ -396,7 +396,7 @@ def time_split(run_dir: str) -> dict:
     gaps = between_tasks(rows)
     pct = (lambda q: C.rnd(float(np.percentile(gaps, q)) * 1e3, 4)) if len(gaps) else (lambda q: None)
     return {"families": {name: {"tasks": n, "mean_ms": C.rnd(mean, 4), "busy_s": C.rnd(total, 4)}
-                         for name, n, mean, _, total in family_times(groups_of(run_dir), rows)},
+                         for name, n, mean, total in family_times(groups_of(run_dir), rows)},
             "between_tasks_ms": {"p50": pct(50), "p90": pct(90), "sum_s": C.rnd(float(gaps.sum()), 4)},
             "busy_s_per_rank": [C.rnd(float((rows["end"] - rows["start"])[rows["rank"] == r].sum()), 4)
                                 for r in sorted(set(rows["rank"].tolist()))]}

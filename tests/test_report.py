@@ -76,6 +76,17 @@ def test_family_times_splits_busy_time_by_family():
     ran = _rows([(0, 0, 0.0, 0.001), (1, 1, 0.0, 0.003), (2, 0, 0.001, 0.003), (3, 1, 1.0, 1.5)])
     got = family_times(groups, ran)
     assert [(name, n) for name, n, *_ in got] == [("map", 3), ("reduce", 1)]
-    name, n, mean, p50, total = got[0]
-    assert (round(mean, 6), round(p50, 6), round(total, 6)) == (2.0, 2.0, 0.006)
-    assert round(got[1][4], 6) == 0.5
+    name, n, mean, total = got[0]
+    assert (round(mean, 6), round(total, 6)) == (2.0, 0.006)
+    assert round(got[1][3], 6) == 0.5
+
+
+def test_family_lines_keep_the_busiest_of_many():
+    from mpitiny.report import FAMILY_LINES, family_lines
+    few = [("a", 2, 1.0, 0.002), ("b", 1, 5.0, 0.005)]
+    assert [line.split()[0] for line in family_lines(few)[1:]] == ["a", "b"]    # DAG order
+    many = [(f"t{k}", 1, float(k), k / 1e3) for k in range(FAMILY_LINES + 5)]
+    lines = family_lines(many)
+    assert len(lines) == 1 + FAMILY_LINES + 1
+    assert lines[1].split()[0] == f"t{FAMILY_LINES + 4}"                     # busiest first
+    assert lines[-1] == "... 5 more families or tasks, 5 tasks, 0.010 s busy"
