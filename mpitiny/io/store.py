@@ -93,11 +93,21 @@ def _spans(heads: list, part: int, size: int, wheres: list) -> list:
     if len(heads) < 8 or part < 0 or any(len(h) != size for h in heads):
         return [parts_span(h, part, w) for h, w in zip(heads, wheres)]
     words = np.frombuffer(b"".join(heads), "<u8").reshape(len(heads), part + 3)
-    bad = np.flatnonzero(words[:, 0] <= part)
+    start, end = _part_spans(words[:, [0, part + 1, part + 2]], part,
+                             lambda j: parts_span(heads[j], part, wheres[j]))
+    return list(zip(start.tolist(), end.tolist()))
+
+
+def _part_spans(words: np.ndarray, part: int, fail) -> tuple:
+    """``parts_span`` of many Parts values at once: ``words`` holds a row per value (its count
+    of parts, then the offsets where part ``part`` starts and ends); ``fail(j)`` raises for
+    value j, the first that has no part ``part``. Returns the arrays of starts and ends."""
+    count = words[:, 0].astype(np.int64)
+    bad = np.flatnonzero(count <= part)
     if len(bad):
-        parts_span(heads[int(bad[0])], part, wheres[int(bad[0])])
-    base = 8 * (words[:, 0] + 2)
-    return list(zip((base + words[:, part + 1]).tolist(), (base + words[:, part + 2]).tolist()))
+        fail(int(bad[0]))
+    base = 8 * (count + 2)
+    return base + words[:, 1].astype(np.int64), base + words[:, 2].astype(np.int64)
 
 
 def parts_head_bytes(part: int) -> int:
@@ -274,14 +284,12 @@ class ResultStore:
         local = self.window.local
         k, offset = (np.array(c, np.int64) for c in zip(*here))
         whole = np.ndarray((max(len(local) - 7, 0),), "<u8", local, strides=(1,))
-        count = whole[offset]
-        if (count <= part).any():               # the first such value raises, as parts_span does
-            j = int(np.flatnonzero(count <= part)[0])
-            parts_span(bytes(local[offset[j]:offset[j] + 8]), part,
-                       names[k[j]] if names else "a value")
-        base = offset + 8 * (count.astype(np.int64) + 2)
-        start = base + whole[offset + 8 * (part + 1)].astype(np.int64)
-        end = base + whole[offset + 8 * (part + 2)].astype(np.int64)
+        at = offset[:, None] + np.array([0, 8 * (part + 1), 8 * (part + 2)])
+        rel_start, rel_end = _part_spans(      # clip: a value without the part raises first
+            whole.take(at, mode="clip"), part,
+            lambda j: parts_span(bytes(local[offset[j]:offset[j] + 8]), part,
+                                 names[k[j]] if names else "a value"))
+        start, end = offset + rel_start, offset + rel_end
         view = memoryview(local)
         for kk, a, b in zip(k.tolist(), start.tolist(), end.tolist()):
             data[kk] = view[a:b].tobytes()
