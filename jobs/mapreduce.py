@@ -596,7 +596,8 @@ def ranked_rows(tables: list) -> tuple:
     One ``np.lexsort``: a short word's bytes in order are its byte-swapped ``lo`` then ``hi``
     (zero padded, the length last, so a word sorts before the words it is a prefix of); a long
     word's key is its first 15 bytes, and its rank among the long words is the last sort key
-    (0 for the short words, which sort before the long words they are a prefix of). 45,000 words: 6 ms, against 54 ms for ``sorted`` over ``(word, count)`` pairs."""
+    (0 for the short words, which sort before the long words they are a prefix of). 45,000
+    words: 6 ms, against 54 ms for ``sorted`` over ``(word, count)`` pairs."""
     keys = [table_keys(t) for t in tables]
     lo = np.concatenate([k[0] for k in keys] or [np.empty(0, np.uint64)])
     hi = np.concatenate([k[1] for k in keys] or [np.empty(0, np.uint64)])
