@@ -285,8 +285,9 @@ class ResultStore:
         k, offset = (np.array(c, np.int64) for c in zip(*here))
         whole = np.ndarray((max(len(local) - 7, 0),), "<u8", local, strides=(1,))
         at = offset[:, None] + np.array([0, 8 * (part + 1), 8 * (part + 2)])
-        rel_start, rel_end = _part_spans(      # clip: a value without the part raises first
-            whole.take(at, mode="clip"), part,
+        np.minimum(at, len(whole) - 1, out=at)     # a value without the part raises first
+        rel_start, rel_end = _part_spans(          # (indexing: take() copies the strided view)
+            whole[at], part,
             lambda j: parts_span(bytes(local[offset[j]:offset[j] + 8]), part,
                                  names[k[j]] if names else "a value"))
         start, end = offset + rel_start, offset + rel_end
