@@ -14,6 +14,8 @@ in the same run.
   dag.json that ``jobs/mapreduce.py tree`` writes for the ingested file (R = 1, reduce tasks
   replaced by tree nodes of fan-in F that start as soon as their F maps are done), reported
   as a separate mpitiny row ("mpitiny tree"), never in place of the plain job.
+  ``--unbatched-sizes`` adds the row "mpitiny --no-batch": the same job with its map function
+  called once per split instead of once per claimed chunk (``mpitiny.with_batch``).
 * Dask bag: ``dask.bag.read_text(corpus, blocksize=SIZE)``; wordcount =
   ``.str.split().flatten().frequencies()`` (the idiomatic form), grep =
   ``.filter(rx.search).count()``; the processes scheduler on a ``ProcessPoolExecutor(N)`` that
@@ -437,6 +439,7 @@ def plot(result: dict, out_dir: str) -> list:
                                  ("mpitiny_tasks_MBps", "mpitiny (first task start → last end)", "o--"),
                                  ("mpitiny_tree_whole_MBps",
                                   f"mpitiny, aggregation tree F={result.get('tree_fanin')} (whole)", "^-"),
+                                 ("mpitiny_unbatched_whole_MBps", "mpitiny --no-batch (whole)", "v-"),
                                  ("dask_MBps", f"Dask bag ({result['ranks']} procs)", "s-")):
             ys = [fig["per_size"][l].get(key) for l in labels]
             if any(y is not None for y in ys):
@@ -479,6 +482,9 @@ def main() -> None:
     ap.add_argument("--tree-fanin", type=int, default=0,
                     help="also run wordcount's aggregation-tree variant, fan-in F (0 = off)")
     ap.add_argument("--tree-sizes", help="run the tree variant only at these sizes (default: all)")
+    ap.add_argument("--unbatched-sizes",
+                    help="also run wordcount with --no-batch (its map function called once per "
+                         "split instead of once per chunk) at these sizes (default: none)")
     ap.add_argument("--no-dask", action="store_true")
     ap.add_argument("--dask-sizes", help="run Dask only at these partition sizes (default: all)")
     ap.add_argument("--dask-sort-sizes", help="run Dask's sort only at these sizes (default: "
@@ -511,6 +517,7 @@ def main() -> None:
     dask_labels = label_set(args.dask_sizes) or set(labels)
     dask_sort_labels = label_set(args.dask_sort_sizes) or dask_labels
     tree_labels = label_set(args.tree_sizes) or set(labels)
+    unbatched_labels = label_set(args.unbatched_sizes) or set()
     notes = []
     for j in jobs:
         if j not in ("wordcount", "grep", "sort"):
@@ -550,7 +557,9 @@ def main() -> None:
                   f"{ingests[(kind, l)]['seconds']:.2f} s")
 
     systems = {j: ["mpitiny", "dask"] + (["mpitiny_tree"] if j == "wordcount" and args.tree_fanin
-                                         else []) for j in jobs}
+                                         else [])
+                  + (["mpitiny_unbatched"] if j == "wordcount" and unbatched_labels else [])
+               for j in jobs}
     runs = {j: {"baseline": [], **{sy: {l: [] for l in labels} for sy in systems[j]}} for j in jobs}
     checks = {j: [] for j in jobs}
     verify_labels = set(labels) if args.verify == "all" else {"8MiB" if "8MiB" in labels else labels[0]}
@@ -583,6 +592,8 @@ def main() -> None:
                         continue
                     if system == "mpitiny_tree" and l not in tree_labels:
                         continue
+                    if system == "mpitiny_unbatched" and l not in unbatched_labels:
+                        continue
                     h5 = ingests[(kind, l)]["file"]
                     if system.startswith("mpitiny"):
                         out = os.path.join(wd, f"out-{j}-{l}")
@@ -590,6 +601,8 @@ def main() -> None:
                         if system == "mpitiny_tree":
                             dag = tree_dag_file(h5, args.tree_fanin, os.path.join(wd, f"tree-{l}.json"))
                         extra = (["--param", f"partitions={args.sort_partitions}"] if j == "sort" else [])
+                        if system == "mpitiny_unbatched":
+                            extra.append("--no-batch")
                         r = run_mpitiny(j, h5, out, os.path.join(wd, f"run-{j}-{l}"), args.ranks,
                                         args.pattern, args.timeout, dag=dag, extra=extra,
                                         rss=(j == "sort"))
@@ -748,7 +761,8 @@ def main() -> None:
                            "throughput; sort peak RSS per rank < 2 GB; 'whole' = wall of the "
                            "whole mpiexec ... mpitiny run, 'tasks' = first task start -> last "
                            "task end; 'mpitiny' = jobs/wordcount.json, 'mpitiny_tree' = its "
-                           "aggregation-tree variant (jobs/mapreduce.py tree, R = 1)",
+                           "aggregation-tree variant (jobs/mapreduce.py tree, R = 1), "
+                           "'mpitiny_unbatched' = jobs/wordcount.json with --no-batch",
         "verification": checks,
         "all_outputs_equal_baseline": all(c.get("equal") for cs in checks.values() for c in cs)
         if any(checks.values()) else None,

@@ -21,11 +21,57 @@ import time
 import numpy as np
 
 import mapreduce as mr
-from mpitiny import Parts
+from mpitiny import Parts, with_batch
 from mpitiny.io.commit import atomic_h5, atomic_output
 from mpitiny.io.h5data import open_splits
 
 
+def _map_args(input: str, split: int, reducers: int = 1, kernel: str = "hash") -> tuple:
+    return input, split, reducers, kernel
+
+
+def map_splits(calls: list) -> list:
+    """``map_split`` of a chunk's splits in one kernel call (its batch form): the splits are
+    read end to end into one reused buffer, a newline after each (a split need not end in
+    whitespace: the last split of a file without a final newline), and counted together. The
+    chunk's counts are the first split's value, the others' are empty tables: a combiner over
+    the chunk, so a word reaches the reducers once per chunk instead of once per split (at
+    100 KiB a split has ~1,800 distinct words, and a chunk of ~10 splits ~5,000)."""
+    wanted = [_map_args(*args, **kwargs) for args, kwargs in calls]
+    input, _, reducers, kernel = wanted[0]
+    if any(w[0] != input or w[2:] != (reducers, kernel) for w in wanted):
+        return [map_split(*w) for w in wanted]
+    splits = open_splits(input)
+    need = sum(splits.span_bytes(w[1]) + 1 for w in wanted)
+    global _batch_buffer
+    if len(_batch_buffer) < need:
+        _batch_buffer = np.empty(need, dtype=np.uint8)
+    at = nbytes = 0
+    for w in wanted:
+        n = splits.read_into(w[1], _batch_buffer[at:])
+        _batch_buffer[at + n] = 10
+        at += n + 1
+        nbytes += n
+    tables = mr.split_parts(mr.count_split(_batch_buffer[:at], kernel), reducers)
+    first = Parts(mr.pack_table(t, nbytes if k == 0 else 0, reducers) for k, t in enumerate(tables))
+    return [first] + [_empty_parts(reducers)] * (len(wanted) - 1)
+
+
+_batch_buffer = np.empty(0, dtype=np.uint8)    # map_splits' input, reused (no fresh pages)
+
+
+def _empty_parts(reducers: int) -> Parts:
+    """The value of a split whose words another split of its chunk reports."""
+    empty = _empty_tables.get(reducers)
+    if empty is None:
+        empty = _empty_tables[reducers] = mr.pack_table(mr.merge_tables([]), 0, reducers)
+    return Parts([empty] * reducers)
+
+
+_empty_tables: dict = {}
+
+
+@with_batch(map_splits)
 def map_split(input: str, split: int, reducers: int = 1, kernel: str = "hash") -> Parts:
     """Counts of the distinct words of split ``split`` of ``input``, in ``reducers`` parts
     (reducer r reads only part r: ``"part": "{r}"`` in wordcount.json)."""

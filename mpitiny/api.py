@@ -67,6 +67,34 @@ def function_name(fn: Callable | str) -> str:
     return f"{module}:{qualname}"
 
 
+BATCH_ATTR = "__mpitiny_batch__"
+
+
+def with_batch(many: Callable[[list], list]) -> Callable[[Callable], Callable]:
+    """Give a task function a batch form: ``many(calls)`` runs the calls ``[(args, kwargs),
+    ...]`` of several instances of a family at once and returns one value per call, in order.
+
+    The runtime calls it for each chunk of two or more instances a rank claims (``mpitiny
+    run --no-batch`` turns this off); a chunk is the instances a rank takes at once, ~5 ms of
+    work, so tiny tasks share one call's fixed cost. The instances stay tasks: each is
+    claimed, stolen, recorded (the call's time split evenly) and released on its own. The
+    values as a whole must give the children what the per-instance calls would: a combiner
+    may return the counts of the whole chunk as one value and empty ones for the others
+    (``jobs/wordcount.py``). They are journaled as one unit, so a resumed run never keeps some
+    of them without the others. If ``many`` raises, the chunk runs again one call per
+    instance, so a failure is reported for the instance that failed::
+
+        def count_many(calls):
+            ...
+        @mpitiny.with_batch(count_many)
+        def count(split): ...
+    """
+    def attach(fn: Callable) -> Callable:
+        setattr(fn, BATCH_ATTR, many)
+        return fn
+    return attach
+
+
 def _foreach_json(foreach: dict) -> dict:
     out = {}
     for name, values in foreach.items():

@@ -98,10 +98,13 @@ def cli() -> None:
                    "directory holds an unfinished run of the same DAG and parameters.")
 @click.option("--no-journal", is_flag=True,
               help="Do not journal finished tasks (the run cannot be resumed).")
+@click.option("--no-batch", is_flag=True,
+              help="Call task functions once per task even where they have a batch form "
+                   "(mpitiny.with_batch).")
 def run(dag_file: str, params: tuple, out_dir: str | None, quiet: bool, result_mem: int,
         state_mem: int, mem_limit: int | None, progress_interval: float | None,
         trace: bool, retries: int, timeout: float | None, max_fails: int | None,
-        max_crashes: int, resume: bool | None, no_journal: bool) -> None:
+        max_crashes: int, resume: bool | None, no_journal: bool, no_batch: bool) -> None:
     """Run DAG_FILE on every rank of the MPI job (``mpiexec -n N mpitiny run DAG_FILE``).
 
     Exit status: 0 all done, 1 some task failed, 2 bad input, 3 internal error, 75 stopped
@@ -112,7 +115,7 @@ def run(dag_file: str, params: tuple, out_dir: str | None, quiet: bool, result_m
                       mem_limit=None if mem_limit is None else mem_limit << 20,
                       progress_interval=progress_interval, trace=trace, retries=retries,
                       timeout=timeout, max_fails=max_fails, max_crashes=max_crashes,
-                      journal=not no_journal,
+                      journal=not no_journal, batch=not no_batch,
                       resume="auto" if resume is None else "yes" if resume else "no")
     sys.exit(status)
 

@@ -89,6 +89,10 @@ def summary_text(summary: dict, ran: np.ndarray, t0: float, run_dir: str) -> str
                          % tuple(np.percentile(gaps, [50, 90, 99]) * 1e3))
             lines.append("  (the engine's time per task: claiming, fetching inputs, storing and "
                          "journaling outputs; and waits for work)")
+        if summary.get("batches"):
+            lines.append(f"batched: {summary['batched']} tasks in {summary['batches']} calls of "
+                         "their batch form (each call's time split evenly among its tasks, "
+                         "so 0 between them)")
         groups = groups_of(run_dir)
         lines.append("")
         lines.extend(family_lines(family_times(groups, ran)))

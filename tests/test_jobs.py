@@ -6,6 +6,7 @@ NUL and non-breaking-space bytes inside words), ingested at 64 KiB chunks so tha
 many splits; the jobs must give the reference's bytes exactly, whatever the number of ranks.
 """
 import json
+import random
 import re
 import subprocess
 import sys
@@ -317,6 +318,33 @@ def test_wordcount_functions_without_mpi(corpus, tmp_path, reducers, batch, monk
     assert res["bytes"] == len(data) and res["total"] == len(data.split())
     assert wordcount.read_h5(str(tmp_path / "wordcount.h5")) == sorted(
         Counter(data.split()).items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+@pytest.mark.parametrize("group,shuffled", [(2, False), (5, True), (1000, False)])
+def test_wordcount_batch_form_counts_as_one_split_at_a_time(corpus, tmp_path, group, shuffled):
+    """``map_splits`` (the runtime calls it for a chunk of splits): splits read end to end,
+    including a file without a final newline before the next file's first word, in order or
+    not, with positional or keyword arguments; the first value holds the chunk's counts."""
+    from mpitiny.io.h5data import open_splits
+    d, sources = corpus
+    h5 = str(d / "data.h5")
+    order = list(range(len(open_splits(h5))))
+    if shuffled:
+        random.Random(5).shuffle(order)
+    maps = {}
+    for k in range(0, len(order), group):
+        ids = order[k:k + group]
+        calls = [([h5, i, 3], {}) if j % 2 else ([h5], {"split": i, "reducers": 3})
+                 for j, i in enumerate(ids)]
+        values = wordcount.map_splits(calls)
+        assert len(values) == len(ids) and all(len(v) == 3 for v in values)
+        assert all(mr.unpack_table(p)["nbytes"] == 0 for v in values[1:] for p in v)
+        maps.update({f"map[{i}]": v for i, v in zip(ids, values)})
+    reds = {f"reduce[{r}]": wordcount.reduce_part(maps, r) for r in range(3)}
+    res = wordcount.finish(str(tmp_path), reds)
+    data = logical(sources)
+    assert (tmp_path / "wordcount.tsv").read_bytes() == ref_wordcount(data)
+    assert res["bytes"] == len(data)
 
 
 # ----------------------------------------------------------------- the jobs under MPI

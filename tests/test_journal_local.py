@@ -122,3 +122,39 @@ def test_values_are_written_whole_when_writev_writes_little(tmp_path, monkeypatc
     jnl._write_all(fd, datas)
     os.close(fd)
     assert path.read_bytes() == b"".join(datas) * 2
+
+
+@pytest.mark.parametrize("size", [3, 12])           # 12: the vectorised write of records
+def test_a_unit_of_values_counts_whole_or_not_at_all(tmp_path, size):
+    """A batch's values (``begin_unit``/``end_unit``): one of them may hold what the others'
+    would have, so a unit whose last record is missing or torn leaves none of them done."""
+    j = journal(tmp_path)
+    j.add_value(0, 1, b"alone")
+    j.begin_unit()
+    for gid in range(10, 10 + size):
+        j.add_value(gid, 1, b"value %d" % gid)
+    j.end_unit()
+    j.add_value(50, 1, b"after")
+    j.close()
+    whole = jnl.read_journals(str(tmp_path), 60)
+    assert sorted(np.flatnonzero(whole.done)) == [0, *range(10, 10 + size), 50]
+    assert whole.value(11) == (1, b"value 11")
+    raw = np.fromfile(j.path, dtype=jnl.RECORD)
+    assert raw["unit"][1:size + 1].tolist() == [(size << 16) | k for k in range(size)]
+    assert raw["unit"][[0, size + 1]].tolist() == [0, 0]
+    for torn in (1, 2, size):                     # the unit's first, a middle, its last record
+        rec = raw.copy()
+        rec[torn]["check"] ^= 1
+        rec.tofile(j.path)
+        r = jnl.read_journals(str(tmp_path), 60)
+        assert sorted(np.flatnonzero(r.done)) == [0, 50], torn
+
+
+def test_a_unit_of_one_value_is_a_plain_record(tmp_path):
+    j = journal(tmp_path)
+    j.begin_unit()
+    j.add_value(3, 1, b"x")
+    j.end_unit()
+    j.close()
+    assert np.fromfile(j.path, dtype=jnl.RECORD)["unit"][0] == 0
+    assert list(np.flatnonzero(jnl.read_journals(str(tmp_path), 5).done)) == [3]

@@ -8,12 +8,15 @@ Files, under ``RUN_DIR/journal/``::
     run-0002.rank-00003.val     the values of rank 3's tasks that other tasks read (``inputs``),
                                 end to end; records give offset, length and CRC-32
 
-A record is ``(lo, hi, length, kind, vkind, attempt, vcrc, check)``:
+A record is ``(lo, hi, length, kind, vkind, attempt, vcrc, check, unit)``:
 
 * ``START lo hi``: tasks ``[lo, hi)`` are about to run (written before they start);
 * ``DONE lo hi``: they all finished without error and returned nothing another task reads;
 * ``DONE gid off length``: one task finished; its kept value is ``length`` bytes at ``off`` of
-  the ``.val`` file (``vkind``: how it was encoded, ``vcrc``: its CRC-32);
+  the ``.val`` file (``vkind``: how it was encoded, ``vcrc``: its CRC-32). The values of one
+  batch call (``mpitiny.with_batch``) form a *unit*: the j-th of its k records, written in a
+  row, carries ``unit`` = k * 2**16 + j, and they count only if all k are valid (one value
+  may hold what the others' would have: a unit is kept whole or not at all);
 * ``FAILED lo hi``: they failed (they run again when resumed);
 * ``STOPPED lo hi``: they were interrupted by a stop request (not a crash);
 * ``CRASHED gid``: the task, run alone in a child process, took that process down.
@@ -50,12 +53,13 @@ from mpitiny.io.commit import write_atomic
 START, DONE, FAILED, STOPPED, CRASHED = 1, 2, 3, 4, 5
 RECORD = np.dtype([("lo", "<i8"), ("hi", "<i8"), ("length", "<i8"), ("kind", "u1"),
                    ("vkind", "u1"), ("attempt", "<u2"), ("vcrc", "<u4"), ("check", "<u4"),
-                   ("pad", "<u4")])
+                   ("unit", "<u4")])
 SYNC_SECONDS = 2.0
 _PACK = struct.Struct("<qqqBBHIII").pack_into
 assert struct.calcsize("<qqqBBHIII") == RECORD.itemsize
 _M = (1 << 64) - 1
-_K = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5)
+_K = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5,
+      0x94D049BB133111EB)
 _SALT = 0x6D707469
 
 
@@ -72,9 +76,9 @@ def _write_all(fd: int, datas: list) -> None:
             views[at] = views[at][done:]
 
 
-def _check(lo: int, hi: int, length: int, meta: int) -> int:
+def _check(lo: int, hi: int, length: int, meta: int, unit: int = 0) -> int:
     """The record checksum (the same formula as ``_checks``, on Python ints)."""
-    x = (lo * _K[0] + hi * _K[1] + length * _K[2] + meta * _K[3] + _SALT) & _M
+    x = (lo * _K[0] + hi * _K[1] + length * _K[2] + meta * _K[3] + unit * _K[4] + _SALT) & _M
     return ((x >> 32) ^ x) & 0xFFFFFFFF
 
 
@@ -85,7 +89,7 @@ def _checks(rec: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):
         x = (rec["lo"].astype(np.uint64) * np.uint64(_K[0]) + rec["hi"].astype(np.uint64) * np.uint64(_K[1])
              + rec["length"].astype(np.uint64) * np.uint64(_K[2]) + meta * np.uint64(_K[3])
-             + np.uint64(_SALT))
+             + rec["unit"].astype(np.uint64) * np.uint64(_K[4]) + np.uint64(_SALT))
     return ((x >> np.uint64(32)) ^ x) & np.uint64(0xFFFFFFFF)
 
 
@@ -116,7 +120,8 @@ class Journal:
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         self.value_fd = -1
         self.value_end = 0
-        self.pending: list = []          # (gid, vkind, data, attempt) not yet in the files
+        self.pending: list = []          # [gid, vkind, data, attempt, unit] not yet in the files
+        self.unit_start = -1             # where in ``pending`` the open unit begins
         self._syncer = None              # the thread fsyncing the value file, if any
         self.n = 0
         self._map(initial_records)
@@ -168,7 +173,21 @@ class Journal:
 
     def add_value(self, gid: int, vkind: int, data: bytes, attempt: int = 1) -> None:
         """DONE for one task whose value other tasks read; written by ``write_values``."""
-        self.pending.append((gid, vkind, data, attempt))
+        self.pending.append([gid, vkind, data, attempt, 0])
+
+    def begin_unit(self) -> None:
+        """The values added until ``end_unit`` count only all together (a batch's values,
+        ``mpitiny.with_batch``: one may hold what the others' would have)."""
+        self.unit_start = len(self.pending)
+
+    def end_unit(self) -> None:
+        """Close the unit: the j-th of its k records carries ``unit`` = k * 2**16 + j, under
+        its checksum (k < 2**16: a unit is one chunk, at most ``MAX_CHUNK`` tasks)."""
+        unit = self.pending[self.unit_start:]
+        self.unit_start = -1
+        if len(unit) > 1:
+            for j, p in enumerate(unit):
+                p[4] = (len(unit) << 16) | j
 
     def write_values(self) -> None:
         """The pending values, end to end in one write, then their DONE records."""
@@ -184,10 +203,11 @@ class Journal:
         self._room(k)
         if k <= 8:                       # a few values: packing each beats numpy's overhead
             offset = self.value_end
-            for gid, vkind, data, attempt in pending:
+            for gid, vkind, data, attempt, unit in pending:
                 crc = zlib.crc32(data)
                 _PACK(self.mm, self.n * 40, gid, offset, len(data), DONE, vkind, attempt, crc,
-                      _check(gid, offset, len(data), _meta(DONE, vkind, attempt, crc)), 0)
+                      _check(gid, offset, len(data), _meta(DONE, vkind, attempt, crc), unit),
+                      unit)
                 self.n += 1
                 offset += len(data)
             self.value_end = offset
@@ -201,7 +221,7 @@ class Journal:
         r["vkind"] = [p[1] for p in pending]
         r["attempt"] = [p[3] for p in pending]
         r["vcrc"] = list(map(zlib.crc32, datas))
-        r["pad"] = 0
+        r["unit"] = [p[4] for p in pending]
         r["check"] = _checks(r)
         self.n += k
         self.value_end += int(lengths.sum())
@@ -295,6 +315,14 @@ def _valid_records(path: str) -> tuple:
     ok = (rec["kind"] >= START) & (rec["kind"] <= CRASHED) & \
         (_checks(rec) == rec["check"].astype(np.uint64))
     ok &= (rec["lo"] >= 0) & ((rec["hi"] > rec["lo"]) | ((rec["length"] >= 0) & (rec["hi"] >= 0)))
+    in_unit = np.flatnonzero(ok & (rec["unit"] > 0))
+    if len(in_unit):                  # a unit's records count only if all of them are valid
+        unit = rec["unit"][in_unit].astype(np.int64)
+        first = in_unit - (unit & 0xFFFF)
+        key = first * (1 << 16) + (unit >> 16)          # the unit's first record and size
+        keys, where, valid = np.unique(key, return_inverse=True, return_counts=True)
+        complete = valid == (keys & 0xFFFF)
+        ok[in_unit[~complete[where]]] = False
     return rec[ok], int(len(rec) - np.count_nonzero(ok)) + (len(raw) != whole)
 
 

@@ -1,0 +1,174 @@
+"""Batched families (``mpitiny.with_batch``): one call per claimed chunk, tasks kept apart.
+
+Each run checks that every task finished exactly once and after its parents (``check_run``),
+that every item was computed exactly once (the functions log what they compute), that chunks
+of more than one task did go through the batch form (else nothing here would test it), and
+that the values the children read add up as they would without batching.
+"""
+import json
+from collections import Counter
+
+import pytest
+from click.testing import CliRunner
+
+from mpitiny.cli import cli
+from mpitiny.dag.load import load_dag
+from mpitiny.io.check import check_run
+from mpitiny.io.rundir import read_results, read_tasks
+
+pytestmark = pytest.mark.mpi
+N = 400
+
+MODULE = '''
+import os
+from mpitiny import with_batch
+
+LOG = {log!r}
+
+
+def _log(kind, items):
+    with open(LOG, "a") as f:
+        f.write(kind + " " + " ".join(map(str, items)) + "\\n")
+
+
+def squares_many(calls):
+    """The chunk's sum of squares as the first value, zeros for the others (a combiner)."""
+    items = [args[0] for args, kwargs in calls]
+    mode = calls[0][1].get("mode", "")
+    bad = calls[0][1].get("bad", -1)
+    if bad in items:
+        raise ValueError("item %d is in this batch" % bad)
+    _log("batch", items)
+    if mode == "short":
+        return [sum(i * i for i in items)]
+    return [sum(i * i for i in items)] + [0] * (len(items) - 1)
+
+
+@with_batch(squares_many)
+def square(i, mode="", bad=-1):
+    _log("one", [i])
+    if i == bad:
+        raise ValueError("item %d is bad" % i)
+    return i * i
+
+
+def total(inputs):
+    return sum(inputs.values())
+'''
+
+
+def batch_dag(tmp_path, **kwargs) -> dict:
+    log = tmp_path / "computed.log"
+    (tmp_path / "batchy.py").write_text(MODULE.format(log=str(log)))
+    return {"name": "batchy", "tasks": [
+        {"id": "sq", "fn": "batchy:square", "args": ["{i}"], "kwargs": kwargs,
+         "foreach": {"i": {"range": [0, N]}}},
+        {"id": "total", "fn": "batchy:total", "deps": ["sq"]}]}
+
+
+def run_dag(python_module, tmp_path, n, dag, *extra, expect_status=0):
+    path = tmp_path / "dag.json"
+    path.write_text(json.dumps(dag))
+    out = tmp_path / "run"
+    proc = python_module(n, "mpitiny", "run", str(path), "--out", str(out), *extra,
+                         timeout=120, cwd=str(tmp_path))
+    assert proc.returncode == expect_status, proc.stderr + proc.stdout
+    counts = check_run(load_dag(str(path)), str(out))
+    summary = json.loads((out / "summary.json").read_text())
+    return counts, summary, out
+
+
+def computed(tmp_path) -> tuple:
+    """(items computed by batch calls, items computed one at a time, batch sizes)."""
+    batched, single, sizes = [], [], []
+    for line in (tmp_path / "computed.log").read_text().splitlines():
+        kind, *items = line.split()
+        (batched if kind == "batch" else single).extend(map(int, items))
+        if kind == "batch":
+            sizes.append(len(items))
+    return batched, single, sizes
+
+
+@pytest.mark.parametrize("n", [1, 2, 4])
+def test_each_chunk_is_one_call_and_each_task_is_recorded_once(python_module, tmp_path, n):
+    counts, summary, out = run_dag(python_module, tmp_path, n, batch_dag(tmp_path))
+    assert counts == {"done": N + 1, "failed": 0, "upstream_failed": 0}
+    assert read_results(str(out))["total"] == sum(i * i for i in range(N))
+    batched, single, sizes = computed(tmp_path)
+    assert sorted(batched + single) == list(range(N))            # each item once
+    assert max(sizes) > 1 and summary["batched"] == len(batched) and summary["unbatched"] == 0
+    assert summary["batches"] == len(sizes)
+    rows = read_tasks(str(out))
+    assert len(rows) == N + 1 and (rows["end"] >= rows["start"]).all()
+    report = CliRunner().invoke(cli, ["report", str(out), "--no-plots"])
+    assert report.exit_code == 0, report.output
+    assert f"batched: {len(batched)} tasks in {len(sizes)} calls" in \
+        (out / "report" / "report.txt").read_text()
+
+
+def test_no_batch_calls_the_function_once_per_task(python_module, tmp_path):
+    counts, summary, out = run_dag(python_module, tmp_path, 2, batch_dag(tmp_path), "--no-batch")
+    assert counts["done"] == N + 1
+    batched, single, _ = computed(tmp_path)
+    assert batched == [] and sorted(single) == list(range(N))
+    assert summary["batched"] == 0
+    assert read_results(str(out))["total"] == sum(i * i for i in range(N))
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_a_batch_that_raises_runs_one_by_one_and_only_the_bad_task_fails(
+        python_module, tmp_path, n):
+    counts, summary, out = run_dag(python_module, tmp_path, n, batch_dag(tmp_path, bad=213),
+                                   expect_status=1)
+    assert counts == {"done": N - 1, "failed": 1, "upstream_failed": 1}
+    batched, single, _ = computed(tmp_path)
+    assert Counter(batched + single) == Counter(range(N))        # 213's chunk ran once, alone
+    assert summary["unbatched"] >= 1 and 213 in single
+    failure = [json.loads(line) for f in (out / "failures").glob("*.jsonl")
+               for line in f.read_text().splitlines()]
+    assert [f["id"] for f in failure] == ["sq[213]"]
+    assert "item 213 is bad" in failure[0]["error"]
+    logs = "".join(p.read_text() for p in (out / "logs").glob("*.fn.err"))
+    assert "the batch form of sq failed" in logs and "item 213 is in this batch" in logs
+
+
+def test_a_batch_that_returns_too_few_values_runs_one_by_one(python_module, tmp_path):
+    counts, summary, out = run_dag(python_module, tmp_path, 2, batch_dag(tmp_path, mode="short"))
+    assert counts["done"] == N + 1
+    assert read_results(str(out))["total"] == sum(i * i for i in range(N))
+    assert summary["unbatched"] >= 1 and summary["batched"] == 0
+    logs = "".join(p.read_text() for p in (out / "logs").glob("*.fn.err"))
+    assert "it returned 1 values for" in logs
+
+
+def test_a_torn_unit_of_batch_values_runs_again_whole_on_resume(python_module, tmp_path):
+    """A batch's first value holds the whole chunk's sum: if a crash or a damaged journal
+    lost one record of the chunk's unit, resuming must run the whole chunk again, not only
+    the lost task (that would count the chunk's items twice or not at all)."""
+    import numpy as np
+    from mpitiny.io import journal as jnl
+    dag = batch_dag(tmp_path)
+    run_dag(python_module, tmp_path, 2, dag)
+    first_run = len((tmp_path / "computed.log").read_text().splitlines())
+    total_gid = N
+    torn_items = None
+    for path in sorted((tmp_path / "run" / "journal").glob("*.jnl")):
+        rec = np.fromfile(path, dtype=jnl.RECORD)
+        unit = rec["unit"].astype(np.int64)
+        if torn_items is None:
+            big = np.flatnonzero((unit >> 16 >= 3) & ((unit & 0xFFFF) == 1))
+            if len(big):
+                at = int(big[0])
+                size = int(unit[at] >> 16)
+                torn_items = rec["lo"][at - 1:at - 1 + size].tolist()
+                rec[at]["check"] ^= 1                     # the unit's second record torn
+        rec["check"][(rec["kind"] == jnl.DONE) & (rec["lo"] == total_gid)] ^= 1
+        rec.tofile(path)
+    assert torn_items, "no unit of 3 or more values was journaled"
+    counts, _, out = run_dag(python_module, tmp_path, 2, dag, "--resume")
+    assert counts["done"] == N + 1
+    assert read_results(str(out))["total"] == sum(i * i for i in range(N))
+    again = []
+    for line in (tmp_path / "computed.log").read_text().splitlines()[first_run:]:
+        again.extend(map(int, line.split()[1:]))
+    assert sorted(again) == sorted(torn_items)
