@@ -164,8 +164,8 @@ class Engine:
         self.base = dag.base
         self.priority = np.array([g.priority for g in dag.groups], dtype=np.int64)
         self.avg_task = np.full(len(dag.groups), np.nan)   # seconds per task, by group
-        self.chunk_seconds = np.array([BATCH_SECONDS if self.batched(g) else CHUNK_SECONDS
-                                       for g in dag.groups])
+        self.batch_family = np.array([self.batched(g) for g in dag.groups], dtype=bool)
+        self.chunk_seconds = np.where(self.batch_family, BATCH_SECONDS, CHUNK_SECONDS)
         self.avg_all = float("nan")                        # and over all groups
         self.unreported = 0
         self.unreported_failed = 0
@@ -344,8 +344,9 @@ class Engine:
 
     def batched(self, group) -> bool:
         """Whether this run calls ``group``'s batch form (``mpitiny.with_batch``) for its
-        chunks: not under ``--no-batch`` nor with a time limit per task."""
-        return (self.opts.batch and group.kind == "fn"
+        chunks: not under ``--no-batch``, nor with a time limit per task, nor for a family
+        that reads its parents' values (``inputs``: a failed batch would read them twice)."""
+        return (self.opts.batch and group.kind == "fn" and not group.wants_inputs
                 and getattr(group.function, BATCH_ATTR, None) is not None
                 and not group.options.get("timeout", self.opts.timeout))
 
@@ -598,7 +599,7 @@ class Engine:
         clock = time.time
         splits = self.split_reader(group)
         read_sizes = [] if splits is not None else 0
-        if len(instances) > 1 and self.chunk_seconds[group.index] == BATCH_SECONDS:
+        if len(instances) > 1 and self.batch_family[group.index]:
             done = self.run_batch(group, instances, getattr(fn, BATCH_ATTR), splits is not None)
             if done is not None:
                 return done
@@ -687,9 +688,6 @@ class Engine:
         const = group.constant_call()
         guard = self.guard
         calls = [const if const is not None else group.call_args(int(i)) for i in instances]
-        if group.wants_inputs:
-            calls = [(args, dict(kwargs, inputs=self.fetch_inputs(group, int(i))))
-                     for (args, kwargs), i in zip(calls, instances)]
         read_before = split_bytes() if reads_splits else 0
         t0 = time.time()
         guard.in_task = True

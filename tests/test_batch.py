@@ -54,6 +54,16 @@ def square(i, mode="", bad=-1):
 
 def total(inputs):
     return sum(inputs.values())
+
+
+def plus_many(calls):
+    _log("plus-batch", [args[0] for args, kwargs in calls])
+    return [1 + sum(kwargs["inputs"].values()) for args, kwargs in calls]
+
+
+@with_batch(plus_many)
+def plus(i, inputs):
+    return 1 + sum(inputs.values())
 '''
 
 
@@ -83,6 +93,7 @@ def computed(tmp_path) -> tuple:
     batched, single, sizes = [], [], []
     for line in (tmp_path / "computed.log").read_text().splitlines():
         kind, *items = line.split()
+        assert kind != "plus-batch", "a family that reads inputs was batched"
         (batched if kind == "batch" else single).extend(map(int, items))
         if kind == "batch":
             sizes.append(len(items))
@@ -104,6 +115,18 @@ def test_each_chunk_is_one_call_and_each_task_is_recorded_once(python_module, tm
     assert report.exit_code == 0, report.output
     assert f"batched: {len(batched)} tasks in {len(sizes)} calls" in \
         (out / "report" / "report.txt").read_text()
+
+
+def test_a_family_that_reads_inputs_is_not_batched(python_module, tmp_path):
+    dag = batch_dag(tmp_path)
+    dag["tasks"].append({"id": "plus", "fn": "batchy:plus", "args": ["{i}"],
+                         "foreach": {"i": {"range": [0, N]}}, "deps": ["sq[{i}]"]})
+    counts, summary, out = run_dag(python_module, tmp_path, 2, dag)
+    assert counts["done"] == 2 * N + 1
+    results = read_results(str(out))
+    batched, single, _ = computed(tmp_path)            # fails if plus_many was called
+    assert sorted(batched + single) == list(range(N))
+    assert sum(results[f"plus[{i}]"] for i in range(N)) == N + sum(i * i for i in range(N))
 
 
 def test_no_batch_calls_the_function_once_per_task(python_module, tmp_path):
