@@ -35,8 +35,9 @@ def map_splits(calls: list) -> list:
     read end to end into one reused buffer, a newline after each (a split need not end in
     whitespace: the last split of a file without a final newline), and counted together. The
     chunk's counts are the first split's value, the others' are empty tables: a combiner over
-    the chunk, so a word reaches the reducers once per chunk instead of once per split (at
-    100 KiB a split has ~1,800 distinct words, and a chunk of ~10 splits ~5,000)."""
+    the chunk, so a word reaches the reducers once per chunk instead of once per split (in
+    the benchmark corpus a 100 KiB split has 1,809 distinct words, 10 of them 7,919, 40 of
+    them 17,420). Calls that differ in anything but the split run one by one."""
     wanted = [_map_args(*args, **kwargs) for args, kwargs in calls]
     input, _, reducers, kernel = wanted[0]
     if any(w[0] != input or w[2:] != (reducers, kernel) for w in wanted):

@@ -75,8 +75,9 @@ def with_batch(many: Callable[[list], list]) -> Callable[[Callable], Callable]:
     ...]`` of several instances of a family at once and returns one value per call, in order.
 
     The runtime calls it for each chunk of two or more instances a rank claims (``mpitiny
-    run --no-batch`` turns this off); a chunk is the instances a rank takes at once, ~5 ms of
-    work, so tiny tasks share one call's fixed cost. The instances stay tasks: each is
+    run --no-batch`` turns this off); a batched family's chunk is the instances a rank takes
+    at once, ~20 ms of work (``_core.BATCH_SECONDS``), so tiny tasks share one call's fixed
+    cost. The instances stay tasks: each is
     claimed, stolen, recorded (the call's time split evenly) and released on its own. The
     values as a whole must give the children what the per-instance calls would: a combiner
     may return the counts of the whole chunk as one value and empty ones for the others

@@ -9,6 +9,11 @@
 # Sites: load modules / activate your environment in the batch script before sourcing this, or
 # set MPITINY_PYTHON=/path/to/python. MPITINY_LAUNCH=srun|mpiexec forces a launcher.
 
+# Slurm's warning (USR1) is held from here on (see run_mpitiny); the batch scripts set the same
+# trap in their first line, and a warning that came before this is kept.
+STOP_PENDING=${STOP_PENDING:-}
+trap 'echo "=== USR1: time limit near: mpitiny will stop (it saves its journals)"; STOP_PENDING=USR1' USR1
+[[ -z $STOP_PENDING ]] || echo "=== USR1: time limit near: mpitiny will stop (it saves its journals)"
 JOB_NAME=${SLURM_JOB_NAME:-$(basename "$0")}
 REPO=${MPITINY_HOME:-${SLURM_SUBMIT_DIR:-$PWD}}
 if [[ ! -d $REPO/mpitiny || ! -d $REPO/slurm ]]; then
@@ -72,8 +77,6 @@ outdir() {     # outdir NAME: slurm-out/NAME-JOBID under the submit dir (or $OUT
 # $MPITINY_READY_FILE once all ranks have installed their handlers. A warning that comes
 # before the run starts (while generating or ingesting the input) is held too, and stops the
 # run as soon as it is ready. After READY_WAIT seconds without that file it is sent anyway.
-STOP_PENDING=
-trap 'echo "=== USR1: time limit near: mpitiny will stop (it saves its journals)"; STOP_PENDING=USR1' USR1
 READY_WAIT=${READY_WAIT:-30}
 
 run_mpitiny() {

@@ -25,6 +25,7 @@
 #SBATCH --open-mode=append
 ##SBATCH --partition=compute
 ##SBATCH --account=myproject
+trap 'STOP_PENDING=USR1' USR1   # Slurm's warning can come in the job's first second: held (common.sh)
 set -euo pipefail
 source "${MPITINY_HOME:-${SLURM_SUBMIT_DIR:-$PWD}}/slurm/common.sh"
 need_dag jobs/grep.json

@@ -21,6 +21,7 @@
 #SBATCH --open-mode=append
 ##SBATCH --partition=compute
 ##SBATCH --account=myproject
+trap 'STOP_PENDING=USR1' USR1   # Slurm's warning can come in the job's first second: held (common.sh)
 set -euo pipefail
 DAG=${1:?usage: sbatch slurm/run_dag.sh DAG_FILE [mpitiny run options]}
 shift

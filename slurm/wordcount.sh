@@ -34,6 +34,7 @@
 ##SBATCH --partition=compute
 ##SBATCH --account=myproject
 ##SBATCH --mem-per-cpu=2G
+trap 'STOP_PENDING=USR1' USR1   # Slurm's warning can come in the job's first second: held (common.sh)
 set -euo pipefail
 source "${MPITINY_HOME:-${SLURM_SUBMIT_DIR:-$PWD}}/slurm/common.sh"
 need_dag jobs/wordcount.json

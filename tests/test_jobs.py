@@ -347,6 +347,13 @@ def test_wordcount_batch_form_counts_as_one_split_at_a_time(corpus, tmp_path, gr
     assert res["bytes"] == len(data)
 
 
+def test_wordcount_batch_form_of_unlike_calls_runs_them_one_by_one(corpus):
+    d, _ = corpus
+    h5 = str(d / "data.h5")
+    calls = [([h5, 3, 2], {}), ([h5, 4, 3], {}), ([h5, 5], {"reducers": 2, "kernel": "numpy"})]
+    assert wordcount.map_splits(calls) == [wordcount.map_split(*a, **k) for a, k in calls]
+
+
 # ----------------------------------------------------------------- the jobs under MPI
 def run_job(python_module, n, dag, corpus, out, *params, timeout=120):
     d, _ = corpus
