@@ -8,7 +8,8 @@ A record is 100 bytes; its key is the first 10 bytes, compared as unsigned bytes
 * ``map_split(input, split, partitions, inputs)``: one split -> its records grouped by
   partition (partition p holds keys in ``[splitter[p-1], splitter[p])``), written to one file
   ``WORK/map-SPLIT.bin``; returns JSON: the file, the byte bounds of each partition in it, the
-  record count and the order-independent checksum of the split's records.
+  record count and the order-independent checksum of the split's records. Its batch form
+  ``map_splits`` does a chunk of consecutive splits at once, into one file.
 * ``reduce_part(r, output, inputs)``: reads partition ``r`` of every map file (in split order),
   sorts it stably by the 10-byte key and writes ``OUTPUT/part-R.bin`` (atomic_output).
 * ``check_part(r, output)`` (teravalidate, per part): reads ``part-R.bin`` back, checks that it
@@ -32,6 +33,7 @@ import time
 
 import numpy as np
 
+from mpitiny import with_batch
 from mpitiny.io.commit import atomic_output
 from mpitiny.io.h5data import open_splits
 
@@ -135,13 +137,13 @@ def sample(input: str, partitions: int, samples: int = 100_000, sample_splits: i
     return np.frombuffer(cut.tobytes(), np.uint8).reshape(-1, KEY).copy()
 
 
-def map_split(input: str, split: int, partitions: int, output: str, inputs: dict) -> dict:
-    """Group split ``split``'s records by partition into one file; see the module docstring."""
+def _map_records(recs: np.ndarray, split: int, partitions: int, output: str,
+                 inputs: dict) -> dict:
+    """``map_split``'s work on the records of split ``split`` (and, batched, those after it)."""
     (splitters,) = inputs.values()
     splitters = np.asarray(splitters, np.uint8).reshape(-1, KEY)
     if len(splitters) != partitions - 1:
         raise ValueError(f"{len(splitters)} splitters for {partitions} partitions")
-    recs = _records(input, split)
     part = np.searchsorted(keys_of(splitters), keys_of(recs), side="right") if len(splitters) \
         else np.zeros(len(recs), np.intp)
     order = np.argsort(part, kind="stable")            # keeps input order inside a partition
@@ -154,6 +156,35 @@ def map_split(input: str, split: int, partitions: int, output: str, inputs: dict
         f.write(recs[order].data)
     os.replace(tmp, path)
     return {"split": split, "file": path, "bounds": bounds.tolist(), **checksum(recs)}
+
+
+def _map_args(input: str, split: int, partitions: int, output: str, inputs: dict) -> tuple:
+    return input, split, partitions, output, inputs
+
+
+def map_splits(calls: list) -> list:
+    """``map_split`` of a chunk of consecutive splits in one call (its batch form,
+    ``mpitiny.with_batch``): their records, in split order, are grouped by partition with
+    one stable sort into one file, ``map-FIRST.bin``. The first split's value names it and
+    counts all its records; the others' name no file and count none. Splits that are not
+    consecutive and ascending run one by one: reducers read the map files in split order, so
+    that records of equal keys stay in input order."""
+    wanted = [_map_args(*args, **kwargs) for args, kwargs in calls]
+    input, first, partitions, output, _ = wanted[0]
+    splits = [w[1] for w in wanted]
+    if splits != list(range(first, first + len(splits))) or \
+            any(w[0] != input or w[2:4] != (partitions, output) for w in wanted):
+        return [map_split(*w) for w in wanted]
+    recs = np.concatenate([_records(input, s) for s in splits])
+    whole = _map_records(recs, first, partitions, output, wanted[0][4])
+    empty = {"file": None, "bounds": [0] * (partitions + 1), **checksum(recs[:0])}
+    return [whole] + [{"split": s, **empty} for s in splits[1:]]
+
+
+@with_batch(map_splits)
+def map_split(input: str, split: int, partitions: int, output: str, inputs: dict) -> dict:
+    """Group split ``split``'s records by partition into one file; see the module docstring."""
+    return _map_records(_records(input, split), split, partitions, output, inputs)
 
 
 def reduce_part(r: int, output: str, inputs: dict) -> dict:
@@ -235,13 +266,14 @@ def validate(output: str, inputs: dict, keep_work: bool = False) -> dict:
         raise AssertionError("teravalidate failed: " + "; ".join(errors[:5]))
     if not keep_work:
         t = time.perf_counter()
-        for m in maps:
+        files = [m["file"] for m in maps if m["file"] is not None]
+        for path in files:
             try:
-                os.remove(m["file"])
+                os.remove(path)
             except FileNotFoundError:
                 pass
         try:
-            os.rmdir(os.path.dirname(maps[0]["file"])) if maps else None
+            os.rmdir(os.path.dirname(files[0])) if files else None
         except OSError:
             pass
         result["cleanup_seconds"] = round(time.perf_counter() - t, 3)

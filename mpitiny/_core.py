@@ -344,9 +344,8 @@ class Engine:
 
     def batched(self, group) -> bool:
         """Whether this run calls ``group``'s batch form (``mpitiny.with_batch``) for its
-        chunks: not under ``--no-batch``, nor with a time limit per task, nor for a family
-        that reads its parents' values (``inputs``: a failed batch would read them twice)."""
-        return (self.opts.batch and group.kind == "fn" and not group.wants_inputs
+        chunks: not under ``--no-batch``, nor with a time limit per task."""
+        return (self.opts.batch and group.kind == "fn"
                 and getattr(group.function, BATCH_ATTR, None) is not None
                 and not group.options.get("timeout", self.opts.timeout))
 
@@ -599,8 +598,10 @@ class Engine:
         clock = time.time
         splits = self.split_reader(group)
         read_sizes = [] if splits is not None else 0
+        prefetched: dict = {}      # inputs a failed batch read: not read again (counted once)
         if len(instances) > 1 and self.batch_family[group.index]:
-            done = self.run_batch(group, instances, getattr(fn, BATCH_ATTR), splits is not None)
+            done = self.run_batch(group, instances, getattr(fn, BATCH_ATTR), splits is not None,
+                                  prefetched)
             if done is not None:
                 return done
         # Read the next split in the background while a task computes; the task reads its
@@ -616,10 +617,12 @@ class Engine:
                 if following is not None:
                     splits.prefetch(int(following))      # read while task i computes
             exc = None
+            fetched = None
             try:
                 args, kwargs = const if const is not None else group.call_args(i)
                 if inputs:
-                    kwargs = dict(kwargs, inputs=self.fetch_inputs(group, i))
+                    fetched = prefetched.pop(i) if i in prefetched else self.fetch_inputs(group, i)
+                    kwargs = dict(kwargs, inputs=fetched)
                 if splits is not None:
                     read_before = split_bytes()
                 t0 = clock()
@@ -639,7 +642,7 @@ class Engine:
                 exc = StopRun
             except (Exception, SystemExit, KeyboardInterrupt) as failure:
                 guard.in_task = False
-                exc = self.retry_fn(group, i, failure, retries, timeout, attempts, k) \
+                exc = self.retry_fn(group, i, failure, retries, timeout, attempts, k, fetched) \
                     if retries else failure
                 if exc is not StopRun:
                     t1 = clock()
@@ -677,17 +680,27 @@ class Engine:
                              stolen=stolen, bytes_read=read_sizes)
         return failed, ran
 
-    def run_batch(self, group, instances, many, reads_splits: bool):
+    def run_batch(self, group, instances, many, reads_splits: bool, prefetched: dict):
         """``run_fn`` for a chunk of a family whose function has a batch form
         (``mpitiny.with_batch``): one call of ``many`` for all of the chunk's instances, its
         wall time shared evenly among them in the task records, their values journaled as one
-        unit. None if ``many`` raised (or returned a wrong number of values): the chunk then
-        runs one call per instance, so that a failure is reported for the task that failed."""
+        unit. None if ``many`` raised (or returned a wrong number of values, or an instance's
+        inputs could not be read): the chunk then runs one call per instance, so that a
+        failure is reported for the task that failed, with the inputs already read, which are
+        left in ``prefetched`` (reading them again would count their values down twice)."""
         first = int(self.base[group.index])
         keep = self.layout.has_locs[group.index]
         const = group.constant_call()
         guard = self.guard
         calls = [const if const is not None else group.call_args(int(i)) for i in instances]
+        if group.wants_inputs:
+            for i in instances:
+                try:
+                    prefetched[int(i)] = self.fetch_inputs(group, int(i))
+                except Exception:
+                    return None               # that instance fails on its own, one by one
+            calls = [(args, dict(kwargs, inputs=prefetched[int(i)]))
+                     for (args, kwargs), i in zip(calls, instances)]
         read_before = split_bytes() if reads_splits else 0
         t0 = time.time()
         guard.in_task = True
@@ -746,9 +759,14 @@ class Engine:
                   f"chunks run one call per task (reported once): {why}", end="", file=sys.stderr)
         return None
 
-    def retry_fn(self, group, i: int, exc, retries: int, timeout, attempts: dict, k: int):
+    def retry_fn(self, group, i: int, exc, retries: int, timeout, attempts: dict, k: int,
+                 fetched: dict | None = None):
         """Run a failed instance again, up to ``retries`` more times (``MPITINY_ATTEMPT`` set);
-        returns None once an attempt succeeds, the last exception, or ``StopRun``."""
+        returns None once an attempt succeeds, the last exception, or ``StopRun``.
+
+        ``fetched``: the inputs the failed attempt read. They are passed again, not read again:
+        each read counts the parents' values down, and a second count would free a value
+        before its other readers have read it."""
         keep = self.layout.has_locs[group.index]
         try:
             for attempt in range(2, retries + 2):
@@ -759,7 +777,9 @@ class Engine:
                 try:
                     args, kwargs = group.call_args(i)
                     if group.wants_inputs:
-                        kwargs = dict(kwargs, inputs=self.fetch_inputs(group, i))
+                        if fetched is None:
+                            fetched = self.fetch_inputs(group, i)
+                        kwargs = dict(kwargs, inputs=fetched)
                     value = self.guard.call(group.function, args, kwargs, timeout)
                     if value is not None or keep:
                         self.store_result(group, i, int(self.base[group.index]) + i, value)
@@ -847,11 +867,19 @@ class Engine:
         crashes = int(self.resumed.crashes[gid])
         timeout = group.options.get("timeout", self.opts.timeout)
         keep = self.layout.has_locs[g]
+        fetched = fetch_error = None
+        if group.wants_inputs:          # read here, once: not by each child process (MPI)
+            try:
+                fetched = self.fetch_inputs(group, i)
+            except Exception as exc:
+                fetch_error = exc
 
         def call() -> tuple:
+            if fetch_error is not None:
+                raise fetch_error
             args, kwargs = group.call_args(i)
-            if group.wants_inputs:
-                kwargs = dict(kwargs, inputs=self.fetch_inputs(group, i))
+            if fetched is not None:
+                kwargs = dict(kwargs, inputs=fetched)
             value = group.function(*args, **kwargs)
             return encode(value) if value is not None or keep else (-1, b"")
 

@@ -83,8 +83,9 @@ def with_batch(many: Callable[[list], list]) -> Callable[[Callable], Callable]:
     may return the counts of the whole chunk as one value and empty ones for the others
     (``jobs/wordcount.py``). They are journaled as one unit, so a resumed run never keeps some
     of them without the others. If ``many`` raises, the chunk runs again one call per
-    instance, so a failure is reported for the instance that failed. Families with a time
-    limit per task, or that read their parents' values (``inputs``), are not batched::
+    instance, so a failure is reported for the instance that failed (each call's kwargs
+    hold its instance's ``inputs``, read once). Families with a time limit per task are not
+    batched::
 
         def count_many(calls):
             ...

@@ -56,14 +56,35 @@ def total(inputs):
     return sum(inputs.values())
 
 
+def base():
+    return b"B" * 4096
+
+
+def _plus(i, inputs):
+    if inputs["base"] != b"B" * 4096:
+        raise ValueError("plus %d read base after it was freed: %r" % (i, inputs["base"][:8]))
+    value = 1 + sum(v for k, v in inputs.items() if k != "base")
+    return (b"%d:" % value).ljust(4096, b".")   # kept: may take the space of a freed value
+
+
 def plus_many(calls):
-    _log("plus-batch", [args[0] for args, kwargs in calls])
-    return [1 + sum(kwargs["inputs"].values()) for args, kwargs in calls]
+    items = [args[0] for args, kwargs in calls]
+    _log("plus-batch", items)
+    bad = calls[0][1].get("bad", -1)
+    if bad in items:
+        raise ValueError("item %d is in this batch" % bad)
+    return [_plus(args[0], kwargs["inputs"]) for args, kwargs in calls]
 
 
 @with_batch(plus_many)
-def plus(i, inputs):
-    return 1 + sum(inputs.values())
+def plus(i, inputs, bad=-1):
+    if i == bad:
+        raise ValueError("plus %d is bad" % i)
+    return _plus(i, inputs)
+
+
+def plus_total(inputs):
+    return sum(int(v.split(b":")[0]) for v in inputs.values())
 '''
 
 
@@ -93,7 +114,8 @@ def computed(tmp_path) -> tuple:
     batched, single, sizes = [], [], []
     for line in (tmp_path / "computed.log").read_text().splitlines():
         kind, *items = line.split()
-        assert kind != "plus-batch", "a family that reads inputs was batched"
+        if kind.startswith("plus"):
+            continue
         (batched if kind == "batch" else single).extend(map(int, items))
         if kind == "batch":
             sizes.append(len(items))
@@ -117,16 +139,42 @@ def test_each_chunk_is_one_call_and_each_task_is_recorded_once(python_module, tm
         (out / "report" / "report.txt").read_text()
 
 
-def test_a_family_that_reads_inputs_is_not_batched(python_module, tmp_path):
+def inputs_dag(tmp_path, **plus_kwargs) -> dict:
+    """sq -> plus[i] (reads sq[i] and base, which all N plus read) -> plus_total."""
     dag = batch_dag(tmp_path)
-    dag["tasks"].append({"id": "plus", "fn": "batchy:plus", "args": ["{i}"],
-                         "foreach": {"i": {"range": [0, N]}}, "deps": ["sq[{i}]"]})
-    counts, summary, out = run_dag(python_module, tmp_path, 2, dag)
-    assert counts["done"] == 2 * N + 1
-    results = read_results(str(out))
-    batched, single, _ = computed(tmp_path)            # fails if plus_many was called
-    assert sorted(batched + single) == list(range(N))
-    assert sum(results[f"plus[{i}]"] for i in range(N)) == N + sum(i * i for i in range(N))
+    dag["tasks"] += [
+        {"id": "base", "fn": "batchy:base"},
+        {"id": "plus", "fn": "batchy:plus", "args": ["{i}"], "kwargs": plus_kwargs,
+         "foreach": {"i": {"range": [0, N]}}, "deps": ["sq[{i}]", "base"]},
+        {"id": "plus_total", "fn": "batchy:plus_total", "deps": ["plus"]}]
+    return dag
+
+
+def plus_batches(tmp_path) -> list:
+    return [line for line in (tmp_path / "computed.log").read_text().splitlines()
+            if line.startswith("plus-batch")]
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_a_batched_family_that_reads_inputs_gets_each_instance_s_own(python_module, tmp_path, n):
+    counts, summary, out = run_dag(python_module, tmp_path, n, inputs_dag(tmp_path))
+    assert counts["done"] == 2 * N + 3
+    assert read_results(str(out))["plus_total"] == N + sum(i * i for i in range(N))
+    assert any(len(line.split()) > 2 for line in plus_batches(tmp_path))
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_a_failed_batch_does_not_read_its_inputs_twice(python_module, tmp_path, n):
+    """base has N readers. When a batch of plus fails, its instances run one by one with the
+    inputs the batch read: reading them again counted base down twice, so it was freed (and
+    its space reused) while later plus instances still had to read it."""
+    counts, summary, out = run_dag(python_module, tmp_path, n, inputs_dag(tmp_path, bad=5),
+                                   expect_status=1)
+    failure = [json.loads(line) for f in (out / "failures").glob("*.jsonl")
+               for line in f.read_text().splitlines()]
+    assert [f["id"] for f in failure] == ["plus[5]"], failure[:2]
+    assert counts == {"done": 2 * N + 1, "failed": 1, "upstream_failed": 1}
+    assert summary["unbatched"] >= 1
 
 
 def test_no_batch_calls_the_function_once_per_task(python_module, tmp_path):

@@ -382,6 +382,65 @@ def test_retries_and_attempt_numbers(python_module, tmp_path):
     assert len(ran_lines(tmp_path)) == 5 * 3 + 2
 
 
+READERS_MODULE = """
+import os
+
+def parent():
+    return b"P" * 4096
+
+def child(i, marker, inputs):
+    if inputs["p"] != b"P" * 4096:
+        raise ValueError("child %d read a parent value freed too early: %r" % (i, inputs["p"][:8]))
+    attempt = os.environ.get("MPITINY_ATTEMPT")
+    if i == 0 and marker == "crash" and attempt in ("1", "2"):
+        os._exit(9)                 # takes its rank down, then its child process once more
+    if i == 0 and marker == "raise" and attempt == "1":
+        raise RuntimeError("the first attempt fails")
+    return (b"C%d" % i) * 2048                      # kept: may reuse a freed value's space
+
+def count(inputs):
+    return len(inputs)
+"""
+
+
+def readers_dag(tmp_path, marker: str) -> Path:
+    (tmp_path / "readers.py").write_text(READERS_MODULE)
+    return write(tmp_path, {"name": "readers", "tasks": [
+        {"id": "p", "fn": "readers:parent"},
+        {"id": "c", "fn": "readers:child", "args": ["{i}", marker], "retries": 2,
+         "foreach": {"i": {"range": [0, 6]}}, "deps": ["p"]},
+        {"id": "d", "fn": "readers:count", "deps": ["c"]}]})
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_a_retried_task_reads_its_inputs_once(python_module, tmp_path, n):
+    """A retry passes the inputs the failed attempt read: reading them again counted the
+    parent's value down twice, so it was freed (and its space reused by c[4]'s value) before
+    c[5] read it."""
+    out = tmp_path / "run"
+    proc = run(python_module, n, readers_dag(tmp_path, "raise"), out, "-q")
+    assert proc.returncode == 0, proc.stdout + proc.stderr + "".join(
+        json.dumps(f) for f in failures(out))
+    assert read_results(str(out))["d"] == 6
+    assert json.loads((out / "summary.json").read_text())["retried"] == 1
+
+
+def test_a_crashed_task_that_reads_inputs_runs_alone_with_them_once(python_module, tmp_path):
+    """Resumed, c[0] runs alone in a child process, which crashes once more, then succeeds
+    with the right inputs. The rank reads them once, before the first child (each child used
+    to read them itself: MPI calls after fork)."""
+    dag_path = readers_dag(tmp_path, "crash")
+    out = tmp_path / "run"
+    proc = run(python_module, 1, dag_path, out, "-q")
+    assert proc.returncode not in (0, 1, 75), proc.stdout + proc.stderr
+    proc = run(python_module, 1, dag_path, out, "-q")
+    assert proc.returncode == 0, proc.stdout + proc.stderr + "".join(
+        json.dumps(f) for f in failures(out))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["crashed"] == 1 and summary["isolated"] == 2
+    assert read_results(str(out))["d"] == 6
+
+
 def test_max_fails_ends_the_run(python_module, tmp_path):
     dag_path = write(tmp_path, {"name": "many-fail", "tasks": [
         {"id": "f", "fn": "mpitiny.tasks:fail", "foreach": {"i": {"range": [0, 2000]}}}]})

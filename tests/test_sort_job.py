@@ -1,5 +1,6 @@
 """jobs/sort.json (TeraSort) and jobs/teragen.py: order, permutation, validate, rank counts."""
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -116,6 +117,34 @@ def test_tasks_in_process_and_validate_catches_errors(tmp_path, monkeypatch):
         sort.validate(out, {**maps, **checks}, keep_work=True)
 
 
+@pytest.mark.parametrize("groups", ["consecutive", "scattered"])
+def test_batch_form_writes_one_file_per_chunk_and_sorts_the_same(tmp_path, monkeypatch, groups):
+    """``map_splits``: a chunk of consecutive splits -> one map file, its records counted by
+    the first split's value; scattered splits run one by one (equal keys keep input order)."""
+    monkeypatch.delenv("MPITINY_RUN_DIR", raising=False)
+    from mpitiny.io.h5data import open_splits
+    data, h5 = make_input(tmp_path, 8000, distinct=50)
+    out = str(tmp_path / "out")
+    n, R = len(open_splits(h5)), 3
+    inputs = {"sample": sort.sample(h5, R, samples=500)}
+    chunks = [list(range(a, min(n, a + 4))) for a in range(0, n, 4)] if groups == "consecutive" \
+        else [list(range(k, n, 3)) for k in range(3)]
+    maps = {}
+    for chunk in chunks:
+        values = sort.map_splits([([h5, i, R, out], {"inputs": inputs}) for i in chunk])
+        assert [v["split"] for v in values] == chunk
+        maps.update({f"map[{i}]": v for i, v in zip(chunk, values)})
+    files = {v["file"] for v in maps.values()} - {None}
+    assert len(files) == (len(chunks) if groups == "consecutive" else n)
+    assert sum(v["count"] for v in maps.values()) == len(data) // 100
+    for r in range(R):
+        sort.reduce_part(r, out, maps)
+    checks = {f"check[{r}]": sort.check_part(r, out) for r in range(R)}
+    assert sort.validate(out, {**maps, **checks})["ok"]
+    assert sort.read_output(out) == expected(data)
+    assert not any(os.path.exists(f) for f in files)                 # map files removed
+
+
 def test_sort_on_1_2_4_ranks(tmp_path, python_module):
     """50,000 records in 64 KiB splits (77 splits): same sorted output on every rank count."""
     data, h5 = make_input(tmp_path, 50_000)
@@ -125,6 +154,8 @@ def test_sort_on_1_2_4_ranks(tmp_path, python_module):
         outs.append([(out / f"part-{r:05d}.bin").read_bytes() for r in range(5)])
         got = assert_sorted_output(out, data, 5)
         assert not (tmp_path / f"run-n{ranks}" / "sort-maps").exists()   # intermediates removed
+        summary = json.loads((tmp_path / f"run-n{ranks}" / "summary.json").read_text())
+        assert summary["batches"] > 0                                    # maps went batched
     assert outs[0] == outs[1] == outs[2]
     sizes = [len(p) // 100 for p in outs[0]]
     assert min(sizes) > 0.6 * 50_000 / 5, sizes                        # the sample balances
