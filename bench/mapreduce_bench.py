@@ -15,7 +15,8 @@ in the same run.
   replaced by tree nodes of fan-in F that start as soon as their F maps are done), reported
   as a separate mpitiny row ("mpitiny tree"), never in place of the plain job.
   ``--unbatched-sizes`` adds the row "mpitiny --no-batch": the same job with its map function
-  called once per split instead of once per claimed chunk (``mpitiny.with_batch``).
+  called once per split instead of once per claimed chunk (``mpitiny.with_batch``; wordcount
+  and sort have batch forms, grep has none).
 * Dask bag: ``dask.bag.read_text(corpus, blocksize=SIZE)``; wordcount =
   ``.str.split().flatten().frequencies()`` (the idiomatic form), grep =
   ``.filter(rx.search).count()``; the processes scheduler on a ``ProcessPoolExecutor(N)`` that
@@ -483,7 +484,7 @@ def main() -> None:
                     help="also run wordcount's aggregation-tree variant, fan-in F (0 = off)")
     ap.add_argument("--tree-sizes", help="run the tree variant only at these sizes (default: all)")
     ap.add_argument("--unbatched-sizes",
-                    help="also run wordcount with --no-batch (its map function called once per "
+                    help="also run each job with --no-batch (its map function called once per "
                          "split instead of once per chunk) at these sizes (default: none)")
     ap.add_argument("--no-dask", action="store_true")
     ap.add_argument("--dask-sizes", help="run Dask only at these partition sizes (default: all)")
@@ -558,7 +559,7 @@ def main() -> None:
 
     systems = {j: ["mpitiny", "dask"] + (["mpitiny_tree"] if j == "wordcount" and args.tree_fanin
                                          else [])
-                  + (["mpitiny_unbatched"] if j == "wordcount" and unbatched_labels else [])
+                  + (["mpitiny_unbatched"] if unbatched_labels else [])
                for j in jobs}
     runs = {j: {"baseline": [], **{sy: {l: [] for l in labels} for sy in systems[j]}} for j in jobs}
     checks = {j: [] for j in jobs}
@@ -762,7 +763,7 @@ def main() -> None:
                            "whole mpiexec ... mpitiny run, 'tasks' = first task start -> last "
                            "task end; 'mpitiny' = jobs/wordcount.json, 'mpitiny_tree' = its "
                            "aggregation-tree variant (jobs/mapreduce.py tree, R = 1), "
-                           "'mpitiny_unbatched' = jobs/wordcount.json with --no-batch",
+                           "'mpitiny_unbatched' = the same job with --no-batch",
         "verification": checks,
         "all_outputs_equal_baseline": all(c.get("equal") for cs in checks.values() for c in cs)
         if any(checks.values()) else None,
