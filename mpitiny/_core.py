@@ -664,21 +664,26 @@ class Engine:
             ends.append(t1)
         if not ran:
             return failed, 0
-        status = DONE
-        if failed:
-            status = np.full(ran, DONE, dtype=np.int8)
-            status[failed] = FAILED
         attempt = 1
         if attempts:
             attempt = np.ones(ran, dtype=np.int16)
             attempt[list(attempts)] = list(attempts.values())
-        run = instances[:ran]
+        self.record_ran(first, instances[:ran], failed, starts, ends, attempt, read_sizes)
+        return failed, ran
+
+    def record_ran(self, first: int, run, failed: list, starts, ends, attempt=1,
+                   bytes_read=0) -> None:
+        """Task rows for the instances ``run`` (of the group whose first task id is
+        ``first``) that a chunk of this rank ran: done, or failed at positions ``failed``."""
+        status = DONE
+        if failed:
+            status = np.full(len(run), DONE, dtype=np.int8)
+            status[failed] = FAILED
         gids = np.arange(first + run.start, first + run.stop) \
             if isinstance(run, range) else first + np.asarray(run, dtype=np.int64)
         queued, stolen = self.batch_info
         self.records.add_run(gids, status, starts, ends, attempt=attempt, queued=queued,
-                             stolen=stolen, bytes_read=read_sizes)
-        return failed, ran
+                             stolen=stolen, bytes_read=bytes_read)
 
     def run_batch(self, group, instances, many, reads_splits: bool, prefetched: dict):
         """``run_fn`` for a chunk of a family whose function has a batch form
@@ -739,15 +744,8 @@ class Engine:
             total = split_bytes() - read_before
             read_sizes = np.full(n, total // n, dtype=np.int64)
             read_sizes[-1] += total - int(read_sizes.sum())
-        status = DONE
-        if failed:
-            status = np.full(n, DONE, dtype=np.int8)
-            status[failed] = FAILED
-        gids = first + (np.arange(instances.start, instances.stop) if isinstance(instances, range)
-                        else np.asarray(instances, dtype=np.int64))
-        queued, stolen = self.batch_info
-        self.records.add_run(gids, status, bounds[:-1].tolist(), bounds[1:].tolist(), attempt=1,
-                             queued=queued, stolen=stolen, bytes_read=read_sizes)
+        self.record_ran(first, instances, failed, bounds[:-1].tolist(), bounds[1:].tolist(),
+                        bytes_read=read_sizes)
         return failed, n
 
     def unbatched(self, group, why: str) -> None:

@@ -11,9 +11,13 @@
 
 # Slurm's warning (USR1) is held from here on (see run_mpitiny); the batch scripts set the same
 # trap in their first line, and a warning that came before this is kept.
+held_warning() {
+    echo "=== USR1: time limit near: mpitiny will stop (it saves its journals)"
+    STOP_PENDING=USR1
+}
+trap held_warning USR1
 STOP_PENDING=${STOP_PENDING:-}
-trap 'echo "=== USR1: time limit near: mpitiny will stop (it saves its journals)"; STOP_PENDING=USR1' USR1
-[[ -z $STOP_PENDING ]] || echo "=== USR1: time limit near: mpitiny will stop (it saves its journals)"
+[[ -z $STOP_PENDING ]] || held_warning
 JOB_NAME=${SLURM_JOB_NAME:-$(basename "$0")}
 REPO=${MPITINY_HOME:-${SLURM_SUBMIT_DIR:-$PWD}}
 if [[ ! -d $REPO/mpitiny || ! -d $REPO/slurm ]]; then
