@@ -174,7 +174,7 @@ def run(dag: DAG | str, out: str | None = None, params: dict | None = None,
     """Run ``dag`` (a ``DAG`` or a dag.json path) on every rank of the MPI job; every rank must
     call it. Returns the exit status (0 all done, 1 some failed). Bad input raises ``BadInput``
     (``.exit_code`` 2) on every rank, with the same message."""
-    from mpitiny._core import run_file
+    from mpitiny.engine import run_file
     if isinstance(dag, DAG):
         return run_file(None, params or {}, out_dir=out, quiet=quiet,
                         dag_text=dag.to_json(), **engine_options)

@@ -109,7 +109,7 @@ def run(dag_file: str, params: tuple, out_dir: str | None, quiet: bool, result_m
 
     Exit status: 0 all done, 1 some task failed, 2 bad input, 3 internal error, 75 stopped
     by SIGTERM/SIGINT/SIGUSR1 (run the same command again to resume)."""
-    from mpitiny._core import run_file
+    from mpitiny.engine import run_file
     status = run_file(dag_file, parse_params(params), out_dir=out_dir, quiet=quiet,
                       result_mem=result_mem << 20, state_mem=state_mem << 20,
                       mem_limit=None if mem_limit is None else mem_limit << 20,
@@ -189,7 +189,7 @@ def report(run_dir: str, no_plots: bool) -> None:
 @click.argument("run_dir")
 def status(run_dir: str) -> None:
     """One line on RUN_DIR: progress while the run goes on, totals once it has finished."""
-    from mpitiny.progress import status as run_status
+    from mpitiny.engine.progress import status as run_status
     try:
         click.echo(run_status(run_dir))
     except (OSError, ValueError, KeyError) as exc:

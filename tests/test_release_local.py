@@ -4,9 +4,9 @@ import random
 import numpy as np
 import pytest
 
-from mpitiny.dag.layout import Layout
+from mpitiny.queue.layout import Layout
 from mpitiny.dag.model import DAG, Dep, ElementMap, Group, Var
-from mpitiny.dag.release import Release
+from mpitiny.queue.release import Release
 from mpitiny.queue.memory import LocalMemory
 
 

@@ -579,7 +579,7 @@ def test_fault_modes_end_the_run_and_it_resumes(python_module, tmp_path, mode):
 
 
 def test_status_of_a_killed_and_of_a_resumed_run(python_module, tmp_path, monkeypatch):
-    from mpitiny import progress
+    from mpitiny.engine import progress
     dag_path = square_dag(tmp_path)
     out = tmp_path / "run"
     proc = run(python_module, 2, dag_path, out, "-q",

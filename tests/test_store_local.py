@@ -4,7 +4,7 @@ import random
 import numpy as np
 import pytest
 
-from mpitiny.io.store import FreeList, Parts, ResultStore, decode, encode
+from mpitiny.queue.store import FreeList, Parts, ResultStore, decode, encode
 from mpitiny.queue.memory import LocalBytes, LocalMemory
 
 

@@ -35,7 +35,7 @@ import socket
 import numpy as np
 
 from mpitiny.io.commit import atomic_h5
-from mpitiny.io.store import KIND_NAMES
+from mpitiny.queue.store import KIND_NAMES
 
 DONE, FAILED, UPSTREAM_FAILED = 1, 2, 3
 STATUS_NAMES = {DONE: "done", FAILED: "failed", UPSTREAM_FAILED: "upstream_failed"}
@@ -360,7 +360,7 @@ def write_virtual_table(run_dir: str, sizes: list, dag=None) -> str:
         f.create_virtual_dataset("tasks", layout, fillvalue=None)
         f.attrs["status_codes"] = json.dumps(STATUS_NAMES)
         if dag is not None:
-            from mpitiny._core import group_table
+            from mpitiny.engine.core import group_table
             table = group_table(dag)
             dt = np.dtype([("name", h5py.string_dtype()), ("first", "<i8"), ("size", "<i8"),
                            ("vars", h5py.string_dtype())])
@@ -398,7 +398,7 @@ def read_results(run_dir: str) -> dict:
 def _read_result_lines(path: str, out: dict) -> None:
     """Add one results file's values to ``out`` (a torn last line, from a killed run, is
     skipped: its task was not journaled as done, so it ran again)."""
-    from mpitiny.io.store import decode
+    from mpitiny.queue.store import decode
     rdir = os.path.dirname(path)
     with open(path, encoding="utf-8") as f:
         for line in f:

@@ -6,7 +6,7 @@ the combination measured to stay one-sided while the target rank runs a Python t
 ``shared/notes/mpi-facts.md``): a busy rank is never asked for anything.
 
 ``LocalMemory`` keeps the same words for P simulated ranks in one process, so that the queue
-(``mpitiny.queue.stealq``) and the dependency logic (``mpitiny.dag.release``) can be driven by
+(``mpitiny.queue.stealq``) and the dependency logic (``mpitiny.queue.release``) can be driven by
 unit tests without MPI.
 
 Both offer the same operations, all on 64-bit signed words:

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mpitiny.dag.layout import COUNT_MASK, POISON, Layout
+from mpitiny.queue.layout import COUNT_MASK, POISON, Layout
 
 GAP = 64   # instances between two touched count words that still go into one block update
 

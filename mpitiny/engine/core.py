@@ -36,7 +36,7 @@ upstream-failed; the run goes on (``--max-fails N`` ends it after N failed tasks
 goes wrong inside the engine itself aborts the whole MPI job (``MPI_Abort``) after printing the
 traceback once, so a run never hangs.
 
-Reliability (``mpitiny.io.journal``, ``mpitiny._guard``): every rank journals what it starts and
+Reliability (``mpitiny.io.journal``, ``mpitiny.engine.guard``): every rank journals what it starts and
 finishes (memory-mapped, synced every few seconds and at exit). A run directory whose journals
 belong to the same DAG and whose last incarnation did not complete is *resumed*: journaled-done
 tasks are not run again but pass through the worker loop as "cached" (their kept values are
@@ -63,23 +63,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mpitiny.dag.layout import LOC_WORDS, Layout
+from mpitiny.queue.layout import LOC_WORDS, Layout
 from mpitiny.dag.model import DAG
-from mpitiny.dag.release import Release
-from mpitiny._guard import Guard, StopRun, announce_ready, parse_fault, run_isolated
+from mpitiny.queue.release import Release
+from mpitiny.engine.guard import Guard, StopRun, announce_ready, parse_fault, run_isolated
 from mpitiny.errors import (EXIT_INTERNAL, EXIT_OK, EXIT_RESUMABLE, EXIT_TASKS_FAILED, BadInput,
                             InternalError, MpitinyError)
 from mpitiny.io import journal as jnl
 from mpitiny.io import rundir
 from mpitiny.io.commit import write_atomic
 from mpitiny.io.rundir import DONE, FAILED, UPSTREAM_FAILED
-from mpitiny.io.store import ResultStore, encode
+from mpitiny.queue.store import ResultStore, encode
 from mpitiny.api import BATCH_ATTR
-from mpitiny.progress import REPORT_SECONDS, Progress
+from mpitiny.engine.progress import REPORT_SECONDS, Progress
 from mpitiny.queue.memory import RmaBytes, RmaMemory
 from mpitiny.queue.stealq import StealQueue, region_size
 from mpitiny import state
-from mpitiny.state import StateStore
+from mpitiny.queue.state import StateStore
 
 CTRL_DONE = 0        # this rank's end flag: ALL_FINISHED, STOP_SIGNAL or STOP_MAX_FAILS
 CTRL_FINISHED = 1    # on rank 0: how many tasks have finished, run-wide
@@ -1283,7 +1283,7 @@ def run_file(path: str | None, params: dict, out_dir: str | None = None,
     """``mpitiny run``: returns the exit status (0 all done, 1 some failed, 75 stopped).
 
     ``options`` are ``RunOptions`` fields (``quiet``, ``retries``, ``resume``, ...)."""
-    from mpitiny import _guard
+    from mpitiny.engine import guard as _guard
     handlers = _guard.install_early()
     keep_freed_memory()
     try:

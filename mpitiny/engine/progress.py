@@ -49,7 +49,7 @@ class Progress:
             return
         self.next = now + self.interval
         e = self.engine
-        from mpitiny._core import CTRL_FAILED, CTRL_FINISHED
+        from mpitiny.engine.core import CTRL_FAILED, CTRL_FINISHED
         done = int(e.mem.local[CTRL_FINISHED])
         failed = int(e.mem.local[CTRL_FAILED])
         busy = 0

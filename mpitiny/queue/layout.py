@@ -9,7 +9,7 @@ find any word without asking. Three kinds of words live in the ranks' windows:
   one for the gate, if the group also has one) are still to finish.
 - a *location* (three words) per instance of a group whose results another task reads
   (``inputs``): which rank keeps the value, in its window or its spill file, at what offset,
-  how long, and the id of its reader count (``mpitiny.io.store``).
+  how long, and the id of its reader count (``mpitiny.queue.store``).
 
 A plain task's count and location live on ``hash(id) % P``. A family's instances are split into
 P contiguous blocks, one per rank, rotated by ``hash(name) % P`` so that small families do not
@@ -32,7 +32,7 @@ from mpitiny.dag.model import DAG, stable_hash
 POISON_SHIFT = 40
 COUNT_MASK = (1 << POISON_SHIFT) - 1
 POISON = 1 << POISON_SHIFT
-LOC_WORDS = 3        # where a kept output is: location, length + 1, object id (io/store.py)
+LOC_WORDS = 3        # where a kept output is: location, length + 1, object id (queue/store.py)
 
 
 class Layout:
