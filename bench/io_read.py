@@ -9,7 +9,7 @@ What is measured (all on the same generated text, ``--size-mb``, default 1024 Mi
 * ``raw_2proc``: the same on ``--ranks`` MPI ranks, each reading its half (a reference);
 * ``api[chunk]``: for each chunk size, ``mpitiny ingest --chunk C`` (one rank), then
   ``--ranks`` MPI ranks each read their contiguous half of the splits through
-  ``mpitiny.io.h5data`` (``open_splits(...).read_into(i, buf)`` with a reused buffer, like
+  ``mpitiny.io.splits`` (``open_splits(...).read_into(i, buf)`` with a reused buffer, like
   ``readinto``); warm, also ``read()`` (a new ``bytes`` per split: ``api_bytes``); cold, also
   each rank's splits in a shuffled order (``api_random``).
 
@@ -157,7 +157,7 @@ def worker(args) -> None:
         os.close(fd)
         opened = 0.0
     else:
-        from mpitiny.io.h5data import open_splits
+        from mpitiny.io.splits import open_splits
         t = time.time()
         s = open_splits(args.file)
         opened = time.time() - t
@@ -212,7 +212,7 @@ def main() -> None:
         worker(args)
         return
 
-    from mpitiny.io.h5data import ingest
+    from mpitiny.io.ingestion import ingest
     wd = workdir(args.workdir, "mpitiny-io-read-")
     size = int(args.size_mb * (1 << 20))
     chunks = [c.strip() for c in args.chunks.split(",") if c.strip()]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TASK = '''import os, time
-from mpitiny.io.h5data import open_splits
+from mpitiny.io.splits import open_splits
 
 def work(path, split, seconds, slow_rank):
     data = open_splits(path).read(split)

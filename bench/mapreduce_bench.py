@@ -322,7 +322,7 @@ def ingest(corpus: str, h5: str, chunk: int, fmt: str | None = None) -> dict:
     wall = time.perf_counter() - t0
     if p.returncode != 0:
         raise C.RunFailed(f"ingest failed: {p.stderr[-2000:]}")
-    from mpitiny.io.h5data import open_splits
+    from mpitiny.io.splits import open_splits
     s = open_splits(h5)
     return {"seconds": wall, "splits": len(s), "bytes": int(s.total_bytes),
             "stored_bytes": os.path.getsize(h5)}
@@ -342,7 +342,7 @@ def tree_dag_file(h5: str, fanin: int, path: str) -> str:
     """jobs/mapreduce.py's aggregation-tree variant of jobs/wordcount.json for ``h5``."""
     sys.path.insert(0, str(JOBS_DIR))
     import mapreduce
-    from mpitiny.io.h5data import open_splits
+    from mpitiny.io.splits import open_splits
     with open(JOBS_DIR / "wordcount.json", encoding="utf-8") as f:
         dag = json.load(f)
     new = mapreduce.tree_dag(dag, len(open_splits(h5)), fanin, "wordcount:reduce_part",

@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mapreduce as mr  # noqa: E402
-from mpitiny.io.h5data import open_splits  # noqa: E402
+from mpitiny.io.splits import open_splits  # noqa: E402
 
 
 def main():

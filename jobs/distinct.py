@@ -13,7 +13,7 @@ import time
 
 from mpitiny import state
 from mpitiny.io.commit import atomic_output
-from mpitiny.io.h5data import open_splits
+from mpitiny.io.splits import open_splits
 
 
 def map_split(input: str, split: int) -> int:

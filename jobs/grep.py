@@ -22,7 +22,7 @@ import numpy as np
 
 import mapreduce as mr
 from mpitiny.io.commit import atomic_h5, atomic_output
-from mpitiny.io.h5data import open_splits
+from mpitiny.io.splits import open_splits
 
 _ID = re.compile(r"\[(-?\d+)\]$")
 _RX: dict = {}

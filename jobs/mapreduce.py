@@ -787,7 +787,7 @@ def tree_dag(dag: dict, n: int, fanin: int, fn: str, leaf: str = "map", finish: 
 def _main(argv=None) -> int:
     """python jobs/mapreduce.py tree JOB.json --input DATA.h5 --fn MOD:FN -o OUT.json ..."""
     import argparse
-    from mpitiny.io.h5data import open_splits
+    from mpitiny.io.splits import open_splits
     ap = argparse.ArgumentParser(prog="mapreduce.py tree", description=(
         "Write a dag.json whose finish task is fed by an aggregation tree of plain tasks "
         "over the map family (for one given ingested file)."))

@@ -35,7 +35,7 @@ import numpy as np
 
 from mpitiny import with_batch
 from mpitiny.io.commit import atomic_output
-from mpitiny.io.h5data import open_splits
+from mpitiny.io.splits import open_splits
 
 RECORD = 100
 KEY = 10

@@ -23,7 +23,7 @@ import numpy as np
 import mapreduce as mr
 from mpitiny import Parts, with_batch
 from mpitiny.io.commit import atomic_h5, atomic_output
-from mpitiny.io.h5data import open_splits
+from mpitiny.io.splits import open_splits
 
 
 def _map_args(input: str, split: int, reducers: int = 1, kernel: str = "hash") -> tuple:

@@ -8,6 +8,6 @@ tasks: ``mpitiny.state`` (shared key-value store), ``mpitiny.io.open_splits`` (i
 __version__ = "0.1.0"
 
 from mpitiny.api import DAG, map, run, with_batch  # noqa: E402  (no MPI is initialised by importing these)
-from mpitiny.queue.store import Parts  # noqa: E402
+from mpitiny.io.values import Parts  # noqa: E402
 
 __all__ = ["DAG", "Parts", "map", "run", "with_batch", "__version__"]

@@ -1,4 +1,5 @@
-"""Build and run DAGs from Python instead of dag.json (the public surface; the engine is ``_core``).
+"""Build and run DAGs from Python instead of dag.json (the public surface; the engine is
+``mpitiny.engine``).
 
 Every rank runs the same script (SPMD), builds the same DAG and calls ``run``::
 
@@ -31,6 +32,7 @@ import json
 import os
 from typing import Any, Callable, Iterable
 
+from mpitiny.dag.model import BATCH_ATTR
 from mpitiny.errors import BadInput
 
 
@@ -67,18 +69,15 @@ def function_name(fn: Callable | str) -> str:
     return f"{module}:{qualname}"
 
 
-BATCH_ATTR = "__mpitiny_batch__"
-
-
 def with_batch(many: Callable[[list], list]) -> Callable[[Callable], Callable]:
     """Give a task function a batch form: ``many(calls)`` runs the calls ``[(args, kwargs),
     ...]`` of several instances of a family at once and returns one value per call, in order.
 
     The runtime calls it for each chunk of two or more instances a rank claims (``mpitiny
     run --no-batch`` turns this off); a batched family's chunk is the instances a rank takes
-    at once, ~20 ms of work (``_core.BATCH_SECONDS``), so tiny tasks share one call's fixed
-    cost. The instances stay tasks: each is
-    claimed, stolen, recorded (the call's time split evenly) and released on its own. The
+    at once, ~20 ms of work (``mpitiny.engine.core.BATCH_SECONDS``), so tiny tasks share one
+    call's fixed cost. The instances stay tasks: each is claimed, stolen, recorded (the
+    call's time split evenly) and released on its own. The
     values as a whole must give the children what the per-instance calls would: a combiner
     may return the counts of the whole chunk as one value and empty ones for the others
     (``jobs/wordcount.py``). They are journaled as one unit, so a resumed run never keeps some
@@ -99,7 +98,7 @@ def with_batch(many: Callable[[list], list]) -> Callable[[Callable], Callable]:
 
 
 def _foreach_json(foreach: dict) -> dict:
-    out = {}
+    out: dict = {}
     for name, values in foreach.items():
         if isinstance(values, range):
             out[name] = {"range": [values.start, values.stop, values.step]}

@@ -165,7 +165,7 @@ def ingest(inputs: tuple, output: str | None, dataset: str, chunk: str, fmt: str
     Under ``mpiexec -n N`` each rank packs one part into OUT.h5.shards/ and OUT.h5 links
     them (a virtual dataset). See docs/data.md.
     """
-    from mpitiny.io.h5data import describe, ingest_command
+    from mpitiny.io.ingestion import describe, ingest_command
     summary, rank = ingest_command(inputs, output, dataset, chunk, fmt)
     if rank == 0 and not quiet:
         click.echo(describe(summary))

@@ -33,7 +33,7 @@ def test_save_gives_a_valid_dag_json(tmp_path):
     dag.save(str(tmp_path / "d.json"))
     loaded = load_dag(str(tmp_path / "d.json"))
     assert loaded.total == 3 and loaded.groups[1].priority == 4
-    assert loaded.groups[1].options["rank"] == 1
+    assert loaded.groups[1].options.rank == 1
 
 
 def test_unnameable_functions_are_refused():

@@ -730,13 +730,13 @@ def test_element_map_check_agrees_with_parent_indices(parent, child, picks):
 
 def _parse_items(items, child, parent):
     out = []
-    from mpitiny.dag.load import _Loader
+    from mpitiny.dag.deps import match_literal
     for text, pvar in zip(items, parent.vars):
         if text.startswith("{"):
             out.append(("var", text[1:-1]))
         else:
             value = int(text) if re.fullmatch(r"-?\d+", text) else text
-            out.append(("lit", _Loader.match_literal(pvar, value)))
+            out.append(("lit", match_literal(pvar, value)))
     return ElementMap(tuple(out))
 
 

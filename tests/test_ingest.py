@@ -1,4 +1,4 @@
-"""``mpitiny ingest`` and the reading API (mpitiny.io.h5data): round trips, layout, errors.
+"""``mpitiny ingest`` and the reading API (mpitiny.io.splits): round trips, layout, errors.
 
 Every ingested file is checked the same way (``check_ingested``): the logical content (the
 concatenation of the splits' valid bytes) equals the inputs concatenated; every split starts
@@ -21,8 +21,9 @@ from click.testing import CliRunner
 from mpirun import strip_mpi_banners
 from mpitiny.cli import cli
 from mpitiny.errors import BadInput
-from mpitiny.io import h5data
-from mpitiny.io.h5data import Splits, ingest, open_splits, verify
+from mpitiny.io import h5format, ingestion, splits
+from mpitiny.io.ingestion import ingest
+from mpitiny.io.splits import Splits, open_splits, verify
 
 KiB, MiB = 1 << 10, 1 << 20
 
@@ -259,7 +260,7 @@ def test_open_splits_is_cached_and_reads_one_chunk_per_split(small):
     assert bytes(buf[:n]) == s.read(multi)
     with pytest.raises(ValueError):
         s.read_into(multi, bytearray(10))
-    assert h5data.read_split(str(path), 0) == s.read(0)
+    assert splits.read_split(str(path), 0) == s.read(0)
     assert s.read_array(0).dtype == np.uint8 and s.read_array(0).tobytes() == s.read(0)
     for bad in (len(s), -1, True, "1", 1.0):
         with pytest.raises(BadInput) as err:
@@ -319,35 +320,36 @@ def test_reading_errors(small, tmp_path):
               "not an ingested dataset")
     one_error(lambda: open_splits(str(tmp_path)), "is a directory")
     one_error(lambda: verify(str(tmp_path / "nope.h5")), "no such file")
-    one_error(lambda: h5data.count_splits(str(path), "/nope"), "no dataset /nope")
-    assert h5data.count_splits(str(path)) == len(open_splits(str(path)))
+    one_error(lambda: splits.count_splits(str(path), "/nope"), "no dataset /nope")
+    assert splits.count_splits(str(path)) == len(open_splits(str(path)))
 
 
 def test_parse_helpers():
-    assert h5data.parse_size("8MiB") == 8 * MiB
-    assert h5data.parse_size("100KiB") == 100 * KiB
-    assert h5data.parse_size("1G") == 1 << 30
-    assert h5data.parse_size("1.5M") == 3 * MiB // 2
-    assert h5data.parse_size("65536") == 65536
-    assert h5data.parse_size("2MB") == 2_000_000
+    assert h5format.parse_size("8MiB") == 8 * MiB
+    assert h5format.parse_size("100KiB") == 100 * KiB
+    assert h5format.parse_size("1G") == 1 << 30
+    assert h5format.parse_size("1.5M") == 3 * MiB // 2
+    assert h5format.parse_size("65536") == 65536
+    assert h5format.parse_size("2MB") == 2_000_000
     for bad in ("", "abc", "1.5", "8 XB", "-1"):
         with pytest.raises(ValueError):
-            h5data.parse_size(bad)
-    assert h5data.parse_chunk("64KiB") == 64 * KiB and h5data.parse_chunk("256MiB") == 256 * MiB
+            h5format.parse_size(bad)
+    assert (h5format.parse_chunk("64KiB") == 64 * KiB
+            and h5format.parse_chunk("256MiB") == 256 * MiB)
     for bad in ("64KiB1", "63KiB", "257MiB", "1G", "0"):
         with pytest.raises(BadInput, match="--chunk"):
-            h5data.parse_chunk(bad)
-    assert h5data.parse_format("records:16") == ("records", 16)
-    assert h5data.parse_format("binary") == ("binary", 0)
+            h5format.parse_chunk(bad)
+    assert h5format.parse_format("records:16") == ("records", 16)
+    assert h5format.parse_format("binary") == ("binary", 0)
     for bad in ("csv", "records", "records:0", "records:x", "records:-3", "Text"):
         with pytest.raises(BadInput, match="--format"):
-            h5data.parse_format(bad)
-    assert h5data.parse_spec("a.h5") == ("a.h5", "/text")
-    assert h5data.parse_spec("dir:x/a.h5:/logs/x") == ("dir:x/a.h5", "/logs/x")
-    assert h5data.parse_spec("a.h5", "grp") == ("a.h5", "/grp")
+            h5format.parse_format(bad)
+    assert splits.parse_spec("a.h5") == ("a.h5", "/text")
+    assert splits.parse_spec("dir:x/a.h5:/logs/x") == ("dir:x/a.h5", "/logs/x")
+    assert splits.parse_spec("a.h5", "grp") == ("a.h5", "/grp")
     for bad in ("a.h5:/", "a.h5:/x//y", "a.h5:/../x"):
         with pytest.raises(BadInput):
-            h5data.parse_spec(bad)
+            splits.parse_spec(bad)
 
 
 # ------------------------------------------------------------------- the CLI (serial)
@@ -445,9 +447,9 @@ def test_agree_raises_the_first_error_everywhere():
     for rank in range(3):
         mine = BadInput("disk full", where="part 1") if rank == 1 else None
         with pytest.raises(BadInput) as got:
-            h5data._agree(FakeComm(rank, [None, err, None]), mine)
+            ingestion._agree(FakeComm(rank, [None, err, None]), mine)
         assert got.value.format() == "part 1: disk full" and got.value.exit_code == 2
-    h5data._agree(FakeComm(0, [None, None]), None)
+    ingestion._agree(FakeComm(0, [None, None]), None)
 
 
 # ------------------------------------------------------------------------- under MPI

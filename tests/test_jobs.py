@@ -90,7 +90,7 @@ def ref_distinct(data: bytes) -> bytes:
 
 
 def test_corpus_has_many_splits_and_a_multi_chunk_split(corpus):
-    from mpitiny.io.h5data import open_splits
+    from mpitiny.io.splits import open_splits
     d, sources = corpus
     s = open_splits(str(d / "data.h5"))
     assert len(s) > 20
@@ -305,7 +305,7 @@ def test_tree_tasks_shape():
 @pytest.mark.parametrize("reducers", [1, 3])
 @pytest.mark.parametrize("batch", [1 << 16, 3])
 def test_wordcount_functions_without_mpi(corpus, tmp_path, reducers, batch, monkeypatch):
-    from mpitiny.io.h5data import open_splits
+    from mpitiny.io.splits import open_splits
     monkeypatch.setattr(wordcount, "MERGE_ENTRIES", batch)   # 3: many running merges
     d, sources = corpus
     h5 = str(d / "data.h5")
@@ -325,7 +325,7 @@ def test_wordcount_batch_form_counts_as_one_split_at_a_time(corpus, tmp_path, gr
     """``map_splits`` (the runtime calls it for a chunk of splits): splits read end to end,
     including a file without a final newline before the next file's first word, in order or
     not, with positional or keyword arguments; the first value holds the chunk's counts."""
-    from mpitiny.io.h5data import open_splits
+    from mpitiny.io.splits import open_splits
     d, sources = corpus
     h5 = str(d / "data.h5")
     order = list(range(len(open_splits(h5))))

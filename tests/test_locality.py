@@ -9,7 +9,7 @@ import pytest
 pytestmark = pytest.mark.mpi
 
 TASK = '''import os, time
-from mpitiny.io.h5data import open_splits
+from mpitiny.io.splits import open_splits
 
 def work(path, split, slow_rank):
     data = open_splits(path).read(split)

@@ -9,7 +9,7 @@ import pytest
 PROBE = """
 import resource
 import numpy as np
-from mpitiny.engine.core import keep_freed_memory
+from mpitiny.engine import keep_freed_memory
 tuned = keep_freed_memory()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(200):

@@ -167,7 +167,7 @@ def test_kill_9_from_outside_then_resume(python_module, tmp_path, seed):
 def corpus(tmp_path_factory):
     sys.path.insert(0, str(JOBS))
     import wordcount
-    from mpitiny.io.h5data import ingest
+    from mpitiny.io.ingestion import ingest
     d = tmp_path_factory.mktemp("corpus")
     wordcount.generate(str(d / "corpus.txt"), megabytes=3, seed=7)
     ingest([str(d / "corpus.txt")], str(d / "corpus.h5"), chunk="64KiB")

@@ -26,7 +26,7 @@ def expected(data: bytes) -> bytes:
 
 
 def make_input(tmp_path: Path, n: int, distinct: int = 0, seed: int = 3, chunk="64KiB"):
-    from mpitiny.io.h5data import ingest
+    from mpitiny.io.ingestion import ingest
     raw = tmp_path / "in.bin"
     teragen.teragen(n, str(raw), seed=seed, distinct=distinct)
     h5 = str(tmp_path / "in.h5")
@@ -73,7 +73,7 @@ def test_teragen_deterministic(tmp_path):
 def test_tasks_in_process_and_validate_catches_errors(tmp_path, monkeypatch):
     """The task functions called directly (no MPI); then a damaged output fails validation."""
     monkeypatch.delenv("MPITINY_RUN_DIR", raising=False)
-    from mpitiny.io.h5data import open_splits
+    from mpitiny.io.splits import open_splits
     data, h5 = make_input(tmp_path, 5000, distinct=300)
     out = str(tmp_path / "out")
     n, R = len(open_splits(h5)), 3
@@ -122,7 +122,7 @@ def test_batch_form_writes_one_file_per_chunk_and_sorts_the_same(tmp_path, monke
     """``map_splits``: a chunk of consecutive splits -> one map file, its records counted by
     the first split's value; scattered splits run one by one (equal keys keep input order)."""
     monkeypatch.delenv("MPITINY_RUN_DIR", raising=False)
-    from mpitiny.io.h5data import open_splits
+    from mpitiny.io.splits import open_splits
     data, h5 = make_input(tmp_path, 8000, distinct=50)
     out = str(tmp_path / "out")
     n, R = len(open_splits(h5)), 3
@@ -173,7 +173,7 @@ def test_sort_duplicate_keys(tmp_path, python_module, distinct):
 
 
 def test_sort_rejects_text_input(tmp_path, python_module):
-    from mpitiny.io.h5data import ingest
+    from mpitiny.io.ingestion import ingest
     (tmp_path / "t.txt").write_bytes(b"hello world\n" * 1000)
     ingest([str(tmp_path / "t.txt")], str(tmp_path / "t.h5"), chunk="64KiB")
     out, res = run_sort(python_module, tmp_path, 2, str(tmp_path / "t.h5"), "text", check=False)
@@ -187,7 +187,8 @@ def test_sort_rejects_text_input(tmp_path, python_module):
 def test_keys_with_zero_bytes_in_process(tmp_path, monkeypatch, partitions):
     """Keys compare as unsigned bytes (memcmp), trailing zero bytes and 0xff included."""
     monkeypatch.delenv("MPITINY_RUN_DIR", raising=False)
-    from mpitiny.io.h5data import ingest, open_splits
+    from mpitiny.io.ingestion import ingest
+    from mpitiny.io.splits import open_splits
     rng = np.random.default_rng(9)
     recs = teragen.make_block(0, 3000)
     alphabet = np.array([0, 1, 0x7F, 0x80, 0xFF], np.uint8)

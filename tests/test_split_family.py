@@ -1,5 +1,5 @@
 """Split families: ``"foreach": {"split": "data.h5:/text"}`` gives one instance per split of an
-ingested dataset. Loading (size, ids, arguments, ``options["splits"]``), errors, and runs end
+ingested dataset. Loading (size, ids, arguments, ``options.splits``), errors, and runs end
 to end on 1, 2 and 4 ranks (a family counts the bytes of its split, a reduce checks the total).
 """
 from __future__ import annotations
@@ -19,7 +19,8 @@ from mpitiny.cli import cli
 from mpitiny.dag.load import load_dag
 from mpitiny.errors import DagError
 from mpitiny.io.check import check_run
-from mpitiny.io.h5data import count_splits, ingest
+from mpitiny.io.ingestion import ingest
+from mpitiny.io.splits import count_splits
 
 KiB = 1 << 10
 
@@ -62,8 +63,8 @@ def test_load_split_family(data, tmp_path, monkeypatch):
         g = dag.groups[0]
         assert dag.total == g.size == n
         assert g.vars[0].name == "split" and g.vars[0].values == range(0, n)
-        assert g.options["splits"] == (str(path), "/text")
-        assert g.options["split_var"] == "split"
+        assert g.options.splits == (str(path), "/text")
+        assert g.options.split_var == "split"
         assert g.instance_id(0) == "count[0]" and g.instance_id(n - 1) == f"count[{n - 1}]"
         assert g.command(3).endswith(" 3")
 
@@ -82,10 +83,10 @@ def test_long_form_other_dataset_product_and_deps(tmp_path, monkeypatch):
     loaded = load_dag(write_dag(tmp_path, dag))
     a, b, c = loaded.groups
     assert a.size == 2 * n and a.instance_id(3) == "a[1,q]" and a.command(3) == "echo 1 q"
-    assert a.options["splits"] == (str(tmp_path / "d.h5"), "/logs")
-    assert a.options["split_var"] == "k"
-    assert b.size == n and b.options["rank"] == "{split}" and "splits" in b.options
-    assert "splits" not in c.options
+    assert a.options.splits == (str(tmp_path / "d.h5"), "/logs")
+    assert a.options.split_var == "k"
+    assert b.size == n and b.options.rank == "{split}" and b.options.splits is not None
+    assert c.options.splits is None
     assert loaded.total == 3 * n + 1
 
 
@@ -149,7 +150,7 @@ def test_split_errors_name_the_task(data, tmp_path, monkeypatch, foreach, fragme
 
 JOB = textwrap.dedent('''
     import zlib
-    from mpitiny.io.h5data import open_splits
+    from mpitiny.io.splits import open_splits
 
     def count(path, split):
         data = open_splits(path).read(split, verify=True)

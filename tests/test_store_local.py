@@ -4,7 +4,8 @@ import random
 import numpy as np
 import pytest
 
-from mpitiny.queue.store import FreeList, Parts, ResultStore, decode, encode
+from mpitiny.io.values import Parts, decode, encode
+from mpitiny.queue.store import FreeList, ResultStore
 from mpitiny.queue.memory import LocalBytes, LocalMemory
 
 

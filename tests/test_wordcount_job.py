@@ -34,7 +34,8 @@ EDGE_CASES = {
 @pytest.mark.parametrize("case", sorted(EDGE_CASES))
 @pytest.mark.parametrize("reducers", [1, 4])
 def test_edge_cases_split_by_split(tmp_path, case, reducers):
-    from mpitiny.io.h5data import ingest, open_splits
+    from mpitiny.io.ingestion import ingest
+    from mpitiny.io.splits import open_splits
     (tmp_path / "in.txt").write_bytes(EDGE_CASES[case])
     h5 = str(tmp_path / "in.h5")
     ingest([str(tmp_path / "in.txt")], h5, chunk="64KiB")

@@ -35,6 +35,10 @@ import numpy as np
 
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
+#: The attribute ``mpitiny.with_batch`` sets on a task function: its batch form, a callable
+#: ``many(calls) -> values``. The loader reads it into ``Group.batch_function``.
+BATCH_ATTR = "__mpitiny_batch__"
+
 
 def stable_hash(text: str) -> int:
     """A hash of a task or family id that every rank (and every run) computes alike."""
@@ -86,7 +90,7 @@ class Var:
             pos = (v - r.start) // r.step
             ok = ((v - r.start) % r.step == 0) & (pos >= 0) & (pos < len(r))
             return np.where(ok, pos, -1)
-        lookup = {}
+        lookup: dict = {}
         for k, v in enumerate(self.values):
             lookup.setdefault((type(v), v) if _hashable(v) else None, k)
         out = np.empty(len(values), dtype=np.int64)
@@ -169,6 +173,35 @@ class Dep:
     each: ElementMap | None = None
 
 
+@dataclass(frozen=True)
+class TaskOptions:
+    """The per-entry options of dag.json that say where and how the instances run.
+
+    Every attribute is None when the entry does not set it (the run's default applies):
+
+    - ``splits``: ``(absolute path, dataset)`` of the ingested dataset whose splits a split
+      family (``{"split": "data.h5:/text"}``) iterates over; ``split_var`` names that variable;
+    - ``rank``: the rank that runs the instances: an int, or ``"{var}"`` naming an integer
+      foreach variable (its value is the rank);
+    - ``part``: which part of a parent's ``mpitiny.Parts`` value an instance reads, the same
+      kind of spec as ``rank``;
+    - ``retries``: how many times a failed attempt runs again (an int);
+    - ``timeout``: the time limit of one attempt, in seconds (a float).
+    """
+
+    splits: tuple[str, str] | None = None
+    split_var: str | None = None
+    rank: int | str | None = None
+    part: int | str | None = None
+    retries: int | None = None
+    timeout: float | None = None
+
+    @property
+    def placed(self) -> bool:
+        """Whether the instances have a home rank: a ``rank`` spec or the shards of splits."""
+        return self.rank is not None or self.splits is not None
+
+
 @dataclass
 class Group:
     """One entry of dag.json's ``tasks``: a plain task (``vars == ()``) or a family."""
@@ -183,7 +216,7 @@ class Group:
     vars: tuple = ()               # tuple[Var, ...]
     priority: int = 0
     deps: list = field(default_factory=list)   # list[Dep]
-    options: dict = field(default_factory=dict)  # retries, timeout, ... (later issues)
+    options: TaskOptions = field(default_factory=TaskOptions)
     where: str = ""                # "tasks[3]" for messages
 
     def __post_init__(self) -> None:
@@ -194,9 +227,11 @@ class Group:
         self._var_names = [v.name for v in self.vars]
         self._cmd_builder: Callable[[dict], str] | None = None
         self._call_builder: Callable[[dict], tuple] | None = None
-        # Set by the loader (mpitiny.dag.load): the imported callable of a "fn" entry, and
-        # whether it has a parameter named ``inputs`` (the parents' results are passed in it).
+        # Set by the loader (mpitiny.dag.load): the imported callable of a "fn" entry, its
+        # batch form (``mpitiny.with_batch``; None if it has none), and whether it has a
+        # parameter named ``inputs`` (the parents' results are passed in it).
         self.function: Callable | None = None
+        self.batch_function: Callable[[list], list] | None = None
         self.wants_inputs: bool = False
 
     @property
@@ -206,7 +241,7 @@ class Group:
     def var_index(self, name: str) -> int:
         return self._var_names.index(name)
 
-    def index_values(self, spec, idx) -> np.ndarray:
+    def index_values(self, spec: int | str, idx: np.ndarray) -> np.ndarray:
         """An integer option of instances ``idx`` (int64): ``spec`` is an integer, or
         ``"{var}"`` naming an integer foreach variable (``rank``, ``part``)."""
         if isinstance(spec, int):
@@ -217,7 +252,7 @@ class Group:
     def var_positions(self, idx: np.ndarray) -> list:
         """Per variable, the value positions of instances ``idx`` (mixed radix, last fastest)."""
         rest = np.asarray(idx, dtype=np.int64).copy()
-        out = [None] * len(self.vars)
+        out: list = [None] * len(self.vars)
         for k in range(len(self.vars) - 1, -1, -1):
             out[k] = rest % self._radix[k]
             rest //= self._radix[k]
@@ -307,10 +342,10 @@ def _compile_value(value: Any, names: set) -> Callable[[dict], Any] | None:
         fixed = [(p, v) for p, v in zip(parts, value)]
         return lambda values: [p(values) if p else copy.deepcopy(v) for p, v in fixed]
     if isinstance(value, dict):
-        parts = {k: _compile_value(v, names) for k, v in value.items()}
-        if all(p is None for p in parts.values()) and not _has_container(list(value.values())):
+        by_key = {k: _compile_value(v, names) for k, v in value.items()}
+        if all(p is None for p in by_key.values()) and not _has_container(list(value.values())):
             return lambda values: copy.deepcopy(value)
-        return lambda values: {k: (parts[k](values) if parts[k] else copy.deepcopy(v))
+        return lambda values: {k: (p(values) if (p := by_key[k]) else copy.deepcopy(v))
                                for k, v in value.items()}
     return None
 
@@ -327,7 +362,7 @@ def compile_call(args: list, kwargs: dict, names: set) -> Callable[[dict], tuple
     if all(p is None for p in arg_parts) and not _has_container(args) and not kwargs:
         def constant(values: dict) -> tuple:
             return const_args, {}
-        constant.constant = (const_args, {})
+        constant.constant = (const_args, {})  # type: ignore[attr-defined]
         return constant
 
     def build(values: dict) -> tuple:
@@ -385,3 +420,14 @@ class DAG:
     def roots(self) -> list:
         """Groups with no dependencies: all their instances are ready at start."""
         return [g for g in self.groups if not g.deps]
+
+    def group_table(self) -> list:
+        """What maps a task row's gid back to its id, one dict per group: ``name``, ``first``
+        gid, ``size``, ``kind``, ``priority`` and the foreach ``vars`` as ``[name, {"range":
+        [start, stop, step]}]`` or ``[name, {"values": [...]}]`` (JSON-ready)."""
+        return [{"name": g.name, "first": int(self.base[g.index]), "size": g.size,
+                 "kind": g.kind, "priority": g.priority,
+                 "vars": [[v.name, {"range": [v.values.start, v.values.stop, v.values.step]}
+                           if isinstance(v.values, range) else {"values": list(v.values)}]
+                          for v in g.vars]}
+                for g in self.groups]

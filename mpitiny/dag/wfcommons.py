@@ -207,7 +207,7 @@ def convert(instance: dict, scale: float, source: str = "") -> dict:
 
     tasks = []
     levels = bottom_levels([row[3] for row in rows], [[index[p] for p in ps] for ps in parents_of])
-    for k, (key, _, _, runtime) in enumerate(rows):
+    for k, (_, _, _, runtime) in enumerate(rows):
         task: dict = {"id": ids[k], "fn": SLEEP_FN, "args": [round(runtime * scale, 9)],
                       "priority": min(int(round(levels[k] * 1000)), PRIORITY_MAX)}
         if parents_of[k]:

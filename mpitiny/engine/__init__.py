@@ -1,4 +1,58 @@
-"""The engine (placeholder while it is split)."""
-from mpitiny.engine.core import RunOptions, keep_freed_memory, run_file
+"""The SPMD engine behind ``mpitiny run``: every rank is a worker, a queue and a metadata server.
+
+Start-up (every rank, no master; ``start``): load and check the same dag.json, compute the same
+``Layout`` (who holds which gate, count and location words), allocate the same windows, write
+its own initial words, open one passive ``Lock_all`` epoch per window for the whole run, and
+queue its share of the root tasks (rank r takes the r-th of P equal blocks of every long run of
+roots, and every P-th of the short ones).
+
+The loop (``loop.Engine.work``)::
+
+    while (chunk := self.next_chunk()) is not None:    # claim -> steal -> report -> back off
+        self.execute(chunk)                            # run -> record -> release
+
+``next_chunk`` claims a chunk of this rank's own highest-priority ready tasks; if there are
+none it steals about half of another rank's (random victims, one-sided); if nothing is found it
+reports its finished tasks to the run-wide counter (``control``) and waits (``Backoff``). It
+returns None when the run has finished everywhere or was stopped.
+
+A chunk's life (``Engine.execute``), group by group:
+
+1. **claim**: ``CHUNK_SECONDS`` (5 ms) of work at the running average task time of its group
+   (``BATCH_SECONDS``, 20 ms, for a batched family), at most a 1/P share of what is queued,
+   1 while the group is new to the rank; START records go to the journal (``journaling``);
+2. **run** (``running.TaskRunner``): functions one by one or through a batch form, commands,
+   retries, timeouts, failures; a resumed run's cached, suspect and doomed tasks their own way
+   (``resume``); kept values go to the window (``dataplane``);
+3. **record**: task rows (``Records``), results, failures; DONE/FAILED journal records once
+   the chunk's results reached the OS;
+4. **release** (``Engine.finish``): count finished tasks, publish the locations of kept values,
+   count the children down (``mpitiny.queue.release``) and queue those that became ready
+   (at their home rank's inbox when placed; a lone released task runs next, unqueued).
+
+What stays constant once the run started: the DAG, the layout, the windows, each group's
+priority and chunk length, the rank's place (``rank``, ``nranks``, ``max_sleep``).
+
+What the loop changes (``loop.Engine``), and where:
+
+- the queue's slots and ring (``StealQueue``; through claims, steals, pushes) and the count
+  words of other ranks (``Release``);
+- ``direct``: a released task to run next (``release_children`` / ``take_direct``);
+- ``avg_task``, ``avg_all``: seconds per task, by group and overall (``run_plain``);
+- ``unreported``, ``unreported_failed``: finished, not yet counted run-wide (``finish``,
+  ``skip`` / ``report_finished``);
+- ``stopped``: why this rank left early (``leave``, ``request_stop``);
+- figures for the summary: ``busy``, ``steals``, ``stolen_tasks``, ``split_reads``,
+  ``samples``, ``counts`` (``RunCounts``).
+
+Termination without a coordinator, stop requests and ``--max-fails``: ``control``. Errors: a
+task that raises (or exits non-zero) is retried up to its ``retries``, then recorded as failed;
+its descendants are upstream-failed; the run goes on. Anything that goes wrong inside the
+engine aborts the MPI job (``start``). Signals, timeouts, isolation, fault injection:
+``guard``. The same engine runs P simulated ranks in one process for tests (``local``,
+``world.LocalWorld``).
+"""
+from mpitiny.engine.start import keep_freed_memory, run_file
+from mpitiny.engine.types import RunOptions
 
 __all__ = ["RunOptions", "keep_freed_memory", "run_file"]

@@ -19,20 +19,26 @@ import json
 import os
 import time
 
-REPORT_SECONDS = 0.25
+from mpitiny.engine.control import RunWatch
+from mpitiny.io.commit import write_atomic
+
 STALE_SECONDS = 60.0      # `mpitiny status`: progress this old means the run may be gone
 
 
 class Progress:
     """Rank 0's view of the run's progress; ``tick`` is called between task chunks."""
 
-    def __init__(self, engine, stream, interval: float | None, quiet: bool) -> None:
-        self.engine = engine
+    def __init__(self, watch: RunWatch, name: str, total: int, nranks: int, run_dir: str,
+                 stream, interval: float | None, quiet: bool) -> None:
+        self.watch = watch
+        self.name = name
+        self.total = total
+        self.nranks = nranks
         self.stream = stream
         self.tty = bool(getattr(stream, "isatty", lambda: False)())
         self.interval = interval if interval is not None else (0.5 if self.tty else 10.0)
         self.show = not quiet
-        self.path = os.path.join(engine.run_dir, "progress.json")
+        self.path = os.path.join(run_dir, "progress.json")
         self.start = time.time()
         self.next = time.monotonic() + min(self.interval, 1.0)
         self.last_done = 0
@@ -48,28 +54,22 @@ class Progress:
         if not final and now < self.next:
             return
         self.next = now + self.interval
-        e = self.engine
-        from mpitiny.engine.core import CTRL_FAILED, CTRL_FINISHED
-        done = int(e.mem.local[CTRL_FINISHED])
-        failed = int(e.mem.local[CTRL_FAILED])
-        busy = 0
-        if not final:
-            busy = int(working) + sum(int(e.mem.get(r, e.queue.base + 3, 1)[0])
-                                      for r in range(1, e.nranks))
+        done = self.watch.finished()
+        failed = self.watch.failed()
+        busy = 0 if final else int(working) + self.watch.busy_others()
         t = time.time()
         if t > self.last_time:
             current = (done - self.last_done) / (t - self.last_time)
             self.rate = current if self.rate == 0 else 0.5 * self.rate + 0.5 * current
         self.last_done, self.last_time = done, t
-        total = e.dag.total
+        total = self.total
         left = total - done
         eta = left / self.rate if self.rate > 0 else None
-        record = {"name": e.dag.name, "state": "finished" if final else "running",
+        record = {"name": self.name, "state": "finished" if final else "running",
                   "done": done, "total": total, "failed": failed,
                   "rate": round(self.rate, 1), "eta_seconds": None if eta is None else round(eta, 1),
-                  "busy_ranks": busy, "ranks": e.nranks, "rss_mb": self.process.memory_info().rss >> 20,
+                  "busy_ranks": busy, "ranks": self.nranks, "rss_mb": self.process.memory_info().rss >> 20,
                   "elapsed_seconds": round(t - self.start, 3), "updated": t}
-        from mpitiny.io.commit import write_atomic
         write_atomic(self.path, json.dumps(record).encode(), durable=final)
         if self.show:
             self.stream.write(format_line(record, self.tty) + ("\n" if not self.tty or final else ""))

@@ -45,10 +45,14 @@ import mmap
 import os
 import struct
 import zlib
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mpitiny.io.commit import write_atomic
+
+if TYPE_CHECKING:
+    import threading     # imported when the first fsync thread starts
 
 START, DONE, FAILED, STOPPED, CRASHED = 1, 2, 3, 4, 5
 RECORD = np.dtype([("lo", "<i8"), ("hi", "<i8"), ("length", "<i8"), ("kind", "u1"),
@@ -122,7 +126,7 @@ class Journal:
         self.value_end = 0
         self.pending: list = []          # [gid, vkind, data, attempt, unit] not yet in the files
         self.unit_start = -1             # where in ``pending`` the open unit begins
-        self._syncer = None              # the thread fsyncing the value file, if any
+        self._syncer: threading.Thread | None = None  # the thread fsyncing the value file
         self.n = 0
         self._map(initial_records)
 

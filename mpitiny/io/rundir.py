@@ -31,11 +31,12 @@ import json
 import os
 import shutil
 import socket
+from typing import BinaryIO, Sequence, TextIO
 
 import numpy as np
 
 from mpitiny.io.commit import atomic_h5
-from mpitiny.queue.store import KIND_NAMES
+from mpitiny.io.values import KIND_NAMES
 
 DONE, FAILED, UPSTREAM_FAILED = 1, 2, 3
 STATUS_NAMES = {DONE: "done", FAILED: "failed", UPSTREAM_FAILED: "upstream_failed"}
@@ -163,7 +164,7 @@ class Records:
         block["queued"] = queued
         block["stolen"] = stolen
         block["bytes_read"] = bytes_read
-        if type(starts) is list and type(ends) is list and np.isscalar(status) and \
+        if type(starts) is list and type(ends) is list and isinstance(status, (int, np.integer)) and \
                 status != UPSTREAM_FAILED and k:
             self.by_status[status] += k          # the common case, without numpy's overhead
             self.first_start = min(self.first_start, min(starts))
@@ -184,6 +185,7 @@ class Records:
     def blocks(self, rows_per_block: int = 1 << 20):
         """Every row, flushed ones first, as numpy blocks of bounded size."""
         if self.flushed:
+            assert self.path is not None
             with open(self.path, "rb") as f:
                 left = self.flushed
                 while left:
@@ -213,9 +215,9 @@ class RankFiles:
         self.failures_path = rank_file(run_dir, "failures", rank, ".jsonl")
         self.out_path = rank_file(run_dir, "logs", rank, ".out")
         self.err_path = rank_file(run_dir, "logs", rank, ".err")
-        self._results = None
-        self._binary = None
-        self._failures = None
+        self._results: TextIO | None = None
+        self._binary: BinaryIO | None = None
+        self._failures: TextIO | None = None
         self._out_fd = -1
         self._err_fd = -1
         self.failures_seen: list = []
@@ -298,7 +300,7 @@ class _LazyFile:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._f = None
+        self._f: TextIO | None = None
 
     def write(self, text: str) -> int:
         if self._f is None:
@@ -322,7 +324,7 @@ SAMPLE_DTYPE = np.dtype([("time", "<f8"), ("cpu_percent", "<f4"), ("rss", "<i8")
                          ("read_bytes", "<i8"), ("write_bytes", "<i8")])
 
 
-def write_rank_table(run_dir: str, rank: int, records: "Records", samples: list = ()) -> str:
+def write_rank_table(run_dir: str, rank: int, records: "Records", samples: Sequence = ()) -> str:
     """This rank's rows as ``tasks/rank-R.h5`` (dataset ``tasks``; its psutil samples as
     ``samples``), written atomically, block by block; the raw rows file is removed."""
     path = rank_file(run_dir, "tasks", rank, ".h5")
@@ -360,8 +362,7 @@ def write_virtual_table(run_dir: str, sizes: list, dag=None) -> str:
         f.create_virtual_dataset("tasks", layout, fillvalue=None)
         f.attrs["status_codes"] = json.dumps(STATUS_NAMES)
         if dag is not None:
-            from mpitiny.engine.core import group_table
-            table = group_table(dag)
+            table = dag.group_table()
             dt = np.dtype([("name", h5py.string_dtype()), ("first", "<i8"), ("size", "<i8"),
                            ("vars", h5py.string_dtype())])
             rows = np.empty(len(table), dtype=dt)
@@ -387,7 +388,7 @@ def read_tasks(run_dir: str) -> np.ndarray:
 
 def read_results(run_dir: str) -> dict:
     """``{task id: return value}`` of every fn task of a finished run that returned non-None."""
-    out = {}
+    out: dict = {}
     for rdir in (os.path.join(d, "results") for d in attempt_dirs(run_dir)):
         for name in sorted(os.listdir(rdir)) if os.path.isdir(rdir) else ():
             if name.endswith(".jsonl"):
@@ -398,7 +399,7 @@ def read_results(run_dir: str) -> dict:
 def _read_result_lines(path: str, out: dict) -> None:
     """Add one results file's values to ``out`` (a torn last line, from a killed run, is
     skipped: its task was not journaled as done, so it ran again)."""
-    from mpitiny.queue.store import decode
+    from mpitiny.io.values import decode
     rdir = os.path.dirname(path)
     with open(path, encoding="utf-8") as f:
         for line in f:
@@ -509,3 +510,13 @@ def describe_task(run_dir: str, tid: str) -> dict:
                         if rec.get("id") == tid:
                             out[key] = rec[field]
     return out
+
+
+def read_log_tail(path: str, offset: int, length: int, limit: int = 4000) -> str:
+    """The last ``limit`` bytes of the ``length`` bytes a task wrote at ``offset`` of a log."""
+    if length <= 0:
+        return ""
+    start = offset + max(0, length - limit)
+    with open(path, "rb") as f:
+        f.seek(start)
+        return f.read(offset + length - start).decode("utf-8", "replace").rstrip()

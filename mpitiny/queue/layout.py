@@ -139,7 +139,9 @@ class Layout:
         h = int(self.home[g])
         return h, self.gates0 + int(self.gate_index[g])
 
-    def count_words(self, g: int, rank: int, pos: np.ndarray) -> np.ndarray:
+    def count_words(self, g: int, rank: int, pos):
+        """Word addresses at ``rank`` of the count words of positions ``pos`` (an int or an
+        array) of group ``g``'s block there."""
         return self.counts0[rank] + self.count_base[g][rank] + pos
 
     def init_words(self, rank: int, local: np.ndarray) -> None:

@@ -106,7 +106,9 @@ class RmaMemory:
         self.rank = comm.Get_rank()
         self.nranks = comm.Get_size()
         self.win = MPI.Win.Allocate(max(nwords, 1) * 8, 8, comm=comm)
-        self.local = np.frombuffer(self.win.tomemory(), dtype=np.int64)[:nwords]
+        # tomemory() is an mpi4py buffer (buffer protocol), which numpy's stubs do not list.
+        words = self.win.tomemory()
+        self.local = np.frombuffer(words, dtype=np.int64)[:nwords]  # type: ignore[call-overload]
         self.local[:] = 0
         self._one = np.zeros(1, dtype=np.int64)
         self._two = np.zeros(1, dtype=np.int64)
@@ -141,7 +143,8 @@ class RmaMemory:
     def cas(self, rank: int, disp: int, expected: int, new: int) -> int:
         self._one[0] = new
         self._two[0] = expected
-        self.win.Compare_and_swap([self._one, self._int64], [self._two, self._int64], [self._res, self._int64], rank, disp)
+        self.win.Compare_and_swap([self._one, self._int64], [self._two, self._int64],
+                                  [self._res, self._int64], rank, disp)
         self.win.Flush(rank)
         return int(self._res[0])
 
@@ -168,7 +171,8 @@ class RmaMemory:
     def fetch_add_block(self, rank: int, disp: int, values: np.ndarray) -> np.ndarray:
         values = np.ascontiguousarray(values, dtype=np.int64)
         old = np.empty_like(values)
-        self.win.Get_accumulate([values, self._int64], [old, self._int64], rank, (disp, len(values), self._int64), self._sum)
+        self.win.Get_accumulate([values, self._int64], [old, self._int64], rank,
+                                (disp, len(values), self._int64), self._sum)
         self.win.Flush(rank)
         return old
 
@@ -195,7 +199,8 @@ class RmaBytes:
         from mpi4py import MPI
         self.MPI = MPI
         self.win = MPI.Win.Allocate(max(nbytes, 8), 1, comm=comm)
-        self.local = np.frombuffer(self.win.tomemory(), dtype=np.uint8)[:nbytes]
+        memory = self.win.tomemory()        # an mpi4py buffer: see RmaMemory
+        self.local = np.frombuffer(memory, dtype=np.uint8)[:nbytes]  # type: ignore[call-overload]
         self.size = nbytes
 
     def start(self) -> None:

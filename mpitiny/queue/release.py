@@ -84,7 +84,8 @@ class Release:
         over a family has one per parent instance)."""
         found = self._split.get(parent)
         if found is None:
-            general, literal = [], {}
+            general: list = []
+            literal: dict = {}
             pg = self.dag.groups[parent]
             for child, dep in self.dag.children[parent]:
                 if dep.each is not None and all(kind == "lit" for kind, _ in dep.each.items):

@@ -28,9 +28,9 @@ take from the highest priority first. The owner takes its newest slot first (dep
 the data of a just-finished parent is still warm); thieves take the fullest.
 
 The *inbox* lets another rank place runs of tasks on this rank (``push_remote``: a
-fetch-and-add picks an inbox word, a compare-and-swap fills it with ``(first id, count)``). The owner moves inbox entries into its ring
-between tasks; while it is busy (its ``BUSY`` word is set) a thief may take them itself (late
-binding).
+fetch-and-add picks an inbox word, a compare-and-swap fills it with ``(first id, count)``).
+The owner moves inbox entries into its ring between tasks; while it is busy (its ``BUSY`` word
+is set) a thief may take them itself (late binding).
 
 Everything that thieves touch is changed only with atomics; the owner's private bookkeeping
 (which slots it uses, ring tail, overflow list) lives in ordinary Python objects.
@@ -117,7 +117,7 @@ class StealQueue:
         self.seq = 0
         self.ring_tail = 0
         self.ring_slot = -1             # slot whose hi == ring_tail and may grow
-        self.ring_prio = None
+        self.ring_prio: int | None = None
         self.owner_ring_claims = 0      # ring positions the owner claimed since the last reset
         self.copied_base = 0
         self.slot_info: dict = {}       # slot -> (publish time, stolen?): for the task trace
@@ -326,12 +326,12 @@ class StealQueue:
         head = mem.get(victim, self.base + INBOX_TAIL, HEADER - INBOX_TAIL + 2 * self.nslots)
         words = head[HEADER - INBOX_TAIL:HEADER - INBOX_TAIL + self.nslots]
         prios = head[HEADER - INBOX_TAIL + self.nslots:]
-        best, best_key = -1, None
+        best, best_key = -1, (0, 0)     # best_key: (priority, tasks left) of slot ``best``
         for slot in np.flatnonzero(words):
             _, nxt, hi = unpack(int(words[slot]))
             if nxt < hi:
                 key = (int(prios[slot]), hi - nxt)
-                if best_key is None or key > best_key:
+                if best < 0 or key > best_key:
                     best, best_key = int(slot), key
         if best >= 0:
             disp = self.slot0 + best

@@ -19,120 +19,26 @@ instances that will read it. A reader subtracts one after reading and adds one t
 values whose count reached zero, and frees their window space. So outputs are freed when no
 consumer is left, and a window of a few hundred MiB serves a job with far more intermediate data.
 
-Kinds of values: JSON values, ``bytes``/``bytearray``/``memoryview``, numpy arrays of plain
-(non-object) dtypes, stored in ``.npy`` format (no pickle), and ``Parts``: a list of byte
-strings stored end to end after a table of their offsets, so that a child that wants only
-part p (``"part"`` in its dag.json entry: a reducer and its partition of every map output)
-reads that part's bytes and nothing else (``fetch_many(..., part=p)``).
+Values are kept encoded (``mpitiny.io.values``); of a ``Parts`` value a child that wants
+only part p (``"part"`` in its dag.json entry: a reducer and its partition of every map
+output) reads that part's bytes and nothing else (``fetch_many(..., part=p)``).
 """
 from __future__ import annotations
 
 import bisect
-import io
-import json
 import os
-import struct
 import time
+from typing import BinaryIO
 
 import numpy as np
 
-KIND_JSON, KIND_BYTES, KIND_NUMPY, KIND_PARTS = 0, 1, 2, 3
-KIND_NAMES = ("json", "bytes", "npy", "parts")
+from mpitiny.io.values import (KIND_BYTES, KIND_PARTS, decode, encode, part_spans_of_rows,
+                               parts_head_bytes, parts_span, parts_spans)
+
 MEDIUM_WINDOW, MEDIUM_FILE = 0, 1
 OFFSET_BITS = 44
 RELEASED = 0          # word 0 of the object region: how many reads finished (readers add 1)
 OBJECTS0 = 1          # then one reader-count word per object id
-
-
-class Parts(list):
-    """A task's return value made of parts (each ``bytes``-like), of which a child may read
-    just one: ``return mpitiny.Parts([part0, part1, ...])``; a child whose dag.json entry has
-    ``"part": P`` gets ``bytes`` of part P, any other child the whole ``Parts``."""
-
-
-def encode(value) -> tuple:
-    """``(kind, bytes)`` of a task's return value; TypeError for what cannot be kept."""
-    if isinstance(value, Parts):
-        return KIND_PARTS, encode_parts(value)
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return KIND_BYTES, bytes(value)
-    if isinstance(value, np.ndarray):
-        if value.dtype.hasobject:
-            raise TypeError("numpy arrays of Python objects cannot be kept (no pickling)")
-        buf = io.BytesIO()
-        np.save(buf, value, allow_pickle=False)
-        return KIND_NUMPY, buf.getvalue()
-    return KIND_JSON, json.dumps(value, default=_json_default).encode()
-
-
-def encode_parts(parts) -> bytes:
-    """``[count, offset 0 .. offset count]`` (uint64) then the parts end to end."""
-    offsets, end = [0], 0
-    for p in parts:
-        end += memoryview(p).nbytes
-        offsets.append(end)
-    return b"".join([struct.pack(f"<{len(offsets) + 1}Q", len(parts), *offsets), *parts])
-
-
-def parts_span(head: bytes, part: int, where: str) -> tuple:
-    """``(start, end)`` of part ``part`` in an encoded Parts value whose first bytes are
-    ``head``: at least its count, and its ``parts_head_bytes(part)`` first bytes when the part
-    exists (a value that holds part ``part`` is that long)."""
-    count = int(np.frombuffer(head, "<u8", 1)[0])
-    if not 0 <= part < count:
-        raise ValueError(f"part {part} of {where} was asked for, but it has {count} parts "
-                         f"(0 to {count - 1})")
-    lo, hi = np.frombuffer(head, "<u8", 2, 8 * (part + 1)).tolist()
-    base = 8 * (count + 2)
-    return base + lo, base + hi
-
-
-def _spans(heads: list, part: int, size: int, wheres: list) -> list:
-    """``parts_span`` of each head, parsed together when there are many and all are ``size``
-    bytes long (a shorter head is a value without part ``part``: ``parts_span`` says so)."""
-    if len(heads) < 8 or part < 0 or any(len(h) != size for h in heads):
-        return [parts_span(h, part, w) for h, w in zip(heads, wheres)]
-    words = np.frombuffer(b"".join(heads), "<u8").reshape(len(heads), part + 3)
-    start, end = _part_spans(words[:, [0, part + 1, part + 2]], part,
-                             lambda j: parts_span(heads[j], part, wheres[j]))
-    return list(zip(start.tolist(), end.tolist()))
-
-
-def _part_spans(words: np.ndarray, part: int, fail) -> tuple:
-    """``parts_span`` of many Parts values at once: ``words`` holds a row per value (its count
-    of parts, then the offsets where part ``part`` starts and ends); ``fail(j)`` raises for
-    value j, the first that has no part ``part``. Returns the arrays of starts and ends."""
-    count = words[:, 0].astype(np.int64)
-    bad = np.flatnonzero(count <= part)
-    if len(bad):
-        fail(int(bad[0]))
-    base = 8 * (count + 2)
-    return base + words[:, 1].astype(np.int64), base + words[:, 2].astype(np.int64)
-
-
-def parts_head_bytes(part: int) -> int:
-    """Bytes at the start of an encoded Parts value that hold its count and the offsets of
-    part ``part`` (its start and end)."""
-    return 8 * (part + 3)
-
-
-def decode(kind: int, data: bytes):
-    if kind == KIND_BYTES:
-        return data
-    if kind == KIND_PARTS:
-        count = int(np.frombuffer(data, "<u8", 1)[0])
-        offsets = np.frombuffer(data, "<u8", count + 1, 8).tolist()
-        base = 8 * (count + 2)
-        return Parts(data[base + a:base + b] for a, b in zip(offsets, offsets[1:]))
-    if kind == KIND_NUMPY:
-        return np.load(io.BytesIO(data), allow_pickle=False)
-    return json.loads(data)
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"{type(value).__name__} is not a JSON value")
 
 
 def pack_location(rank: int, medium: int, kind: int, offset: int) -> int:
@@ -195,7 +101,7 @@ class ResultStore:
         self.live: dict = {}          # object id -> (offset, length)
         self.released_seen = 0
         self.spill_dir = spill_dir
-        self._spill = None
+        self._spill: BinaryIO | None = None
         self._spill_size = 0
         self._readers: dict = {}      # rank -> open spill file of that rank
         self.spilled = 0
@@ -246,7 +152,10 @@ class ResultStore:
         more batch of small reads for remote values); other values are read whole.
         ``names[k]`` names value k in the error for a part out of range."""
         data: list = [None] * len(locations)
-        kinds, reads, remote, here = [], {}, [], []
+        kinds: list = []
+        reads: dict = {}
+        remote: list = []
+        here: list = []
         for k, (loc, length, oid) in enumerate(locations):
             rank, medium, kind, offset = unpack_location(int(loc))
             n = int(length) - 1
@@ -269,6 +178,7 @@ class ResultStore:
             if oid >= 0:
                 reads.setdefault(rank, []).append(OBJECTS0 + int(oid))
         if here:
+            assert part is not None
             self._read_parts_here(here, part, names, data)
         if remote:
             self._read_remote(remote, part, data)
@@ -286,7 +196,7 @@ class ResultStore:
         whole = np.ndarray((max(len(local) - 7, 0),), "<u8", local, strides=(1,))
         at = offset[:, None] + np.array([0, 8 * (part + 1), 8 * (part + 2)])
         np.minimum(at, len(whole) - 1, out=at)     # a value without the part raises first
-        rel_start, rel_end = _part_spans(          # (indexing: take() copies the strided view)
+        rel_start, rel_end = part_spans_of_rows(          # (indexing: take() copies the strided view)
             whole[at], part,
             lambda j: parts_span(bytes(local[offset[j]:offset[j] + 8]), part,
                                  names[k[j]] if names else "a value"))
@@ -307,10 +217,11 @@ class ResultStore:
         whole = [r for r in remote if r[4] is None]
         split = [r for r in remote if r[4] is not None]
         if split:                                  # the offsets of the Parts values first
+            assert part is not None
             size = parts_head_bytes(part)
             heads = self.window.read_many([(rank, offset, min(n, size))
                                            for _, rank, offset, n, _ in split])
-            spans = _spans(heads, part, size, [r[4] for r in split])
+            spans = parts_spans(heads, part, size, [r[4] for r in split])
             whole += [(k, rank, offset + lo, hi - lo, None)
                       for (k, rank, offset, _, _), (lo, hi) in zip(split, spans)]
         for (k, *_), got in zip(whole, self.window.read_many([(rank, offset, n)
@@ -360,6 +271,7 @@ class ResultStore:
             self._spill = open(self._spill_path(self.rank), "ab")
             self._spill_size = self._spill.tell()
         offset = self._spill_size
+        assert self._spill is not None
         self._spill.write(data)
         self._spill.flush()           # readers on other ranks open the file by name
         self._spill_size += len(data)

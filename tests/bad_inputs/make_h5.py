@@ -31,7 +31,7 @@ def _text(n_splits: int = 4) -> bytes:
 
 
 def _ingest(src: str, out: str) -> None:
-    from mpitiny.io.h5data import ingest
+    from mpitiny.io.ingestion import ingest
     ingest([src], out, chunk=str(CHUNK))
 
 

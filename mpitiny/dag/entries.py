@@ -1,0 +1,238 @@
+"""Pass 1 of loading a dag.json: each entry of ``tasks`` on its own, to a ``Group``.
+
+An entry's keys, types, id (unique in the file), ``cmd`` or ``fn`` with ``args``/``kwargs``
+(run parameters substituted), ``foreach`` (``mpitiny.dag.foreach``), ``priority``, the
+options (``rank``, ``part``, ``retries``, ``timeout``: a ``TaskOptions``) and the shape of
+``deps`` are checked here; what ``deps`` name is resolved in pass 2 (``mpitiny.dag.deps``),
+once every entry is known. The checks run in a fixed order, so a file with several problems
+always reports the same first one.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from mpitiny.dag.foreach import Foreach, ForeachParser
+from mpitiny.dag.limits import (ID_FORBIDDEN, MAX_ID_LENGTH, MAX_INSTANCES, MAX_RETRIES,
+                                MAX_TIMEOUT, PRIORITY_LIMIT, TASK_KEY_SET, TASK_KEYS,
+                                id_problem, is_int)
+from mpitiny.dag.messages import Reporter, kind, show
+from mpitiny.dag.model import PLACEHOLDER, Group, TaskOptions, format_value, substitute_params
+
+_NO_FOREACH = Foreach()
+
+
+class EntryParser(Reporter):
+    """Builds the groups of a file's ``tasks`` list, one entry at a time (``parse_all``)."""
+
+    def __init__(self, source: str, params: dict) -> None:
+        super().__init__(source)
+        self.params = params
+        self.foreach = ForeachParser(source, params)
+        self.first: dict = {}          # task id -> index of the entry that has it
+        self.total = 0                 # instances of the entries so far
+        self.cmd_cache: dict = {}      # command as written -> with the parameters substituted
+        self.fn_ok: set = set()        # "module:function" strings of valid syntax
+        self.options_seen: dict = {(None,) * 6: TaskOptions()}   # their values -> TaskOptions
+
+    def parse_all(self, tasks: list) -> tuple[list, list]:
+        """``(groups, raw deps)``: a ``Group`` per entry (with no ``deps`` yet) and each
+        entry's ``deps`` list as written (checked to be a list of strings)."""
+        groups: list = []
+        raw_deps: list = []
+        for index, task in enumerate(tasks):
+            group, deps = self.parse_entry(index, task)
+            groups.append(group)
+            raw_deps.append(deps)
+        return groups, raw_deps
+
+    def parse_entry(self, index: int, task: Any) -> tuple[Group, Any]:
+        """The ``Group`` of entry ``index`` and its ``deps`` as written."""
+        where = self.check_id(index, task)
+        # foreach first: its variable names decide which placeholders are parameters.
+        foreach = self.foreach.parse(task["foreach"], where) if "foreach" in task else _NO_FOREACH
+        has_cmd, has_fn = "cmd" in task, "fn" in task
+        if has_cmd == has_fn:
+            raise self.error("needs exactly one of 'cmd' (a shell command) or 'fn' "
+                             "(\"package.module:function\")" +
+                             (", not both" if has_cmd else ""), where)
+        cmd = fn = None
+        args: list = []
+        kwargs: dict = {}
+        if has_cmd:
+            cmd = self.parse_cmd(task, where)
+        else:
+            fn, args, kwargs = self.parse_fn(task, where)
+        priority = self.parse_priority(task, where)
+        options = self.parse_options(task, foreach, where)
+        if "description" in task and not isinstance(task["description"], str):
+            raise self.error(f"description: must be a string, not "
+                             f"{kind(task['description'])}", where)
+        deps = self.check_deps(task, where)
+        self.total += foreach.size
+        if self.total >= MAX_INSTANCES:
+            raise self.error(f"too many task instances: {self.total} up to this entry (the "
+                             f"limit for a whole file is 2**31 - 2**20 = {MAX_INSTANCES - 1})",
+                             where)
+        group = Group(index=index, name=task["id"], kind="cmd" if has_cmd else "fn", cmd=cmd,
+                      fn=fn, args=args, kwargs=kwargs, vars=foreach.variables,
+                      priority=priority, deps=[], options=options, where=where)
+        return group, deps
+
+    def check_id(self, index: int, task: Any) -> str:
+        """Checks that entry ``index`` is an object with a valid, new id and known keys;
+        returns where it is for messages: ``"tasks[3] (id 'b')"``."""
+        where = f"tasks[{index}]"
+        if not isinstance(task, dict):
+            raise self.error(f"must be an object (a task), not {kind(task)}", where)
+        if "id" not in task:
+            raise self.error("missing key 'id'", where)
+        tid = task["id"]
+        if not isinstance(tid, str):
+            raise self.error(f"id: must be a string, not {kind(tid)}", where)
+        if (not tid or len(tid) > MAX_ID_LENGTH or ID_FORBIDDEN.search(tid)
+                or not tid.isprintable()):
+            raise self.error(f"id: {id_problem(tid)}", where)
+        where = f"tasks[{index}] (id '{tid}')"
+        if tid in self.first:
+            raise self.error(f"id: duplicate id {show(tid)}: tasks[{self.first[tid]}] and "
+                             f"tasks[{index}] both use it", where)
+        self.first[tid] = index
+        if not TASK_KEY_SET.issuperset(task):
+            key = next(k for k in task if k not in TASK_KEY_SET)
+            raise self.error(f"unknown key {show(key)} (allowed: {', '.join(TASK_KEYS)})",
+                             where)
+        return where
+
+    def parse_cmd(self, task: dict, where: str) -> str:
+        """The shell command of a ``cmd`` entry, its run parameters substituted."""
+        cmd = task["cmd"]
+        if not isinstance(cmd, str):
+            raise self.error(f"cmd: must be a string, not {kind(cmd)}", where)
+        if not cmd or cmd.isspace():
+            raise self.error("cmd: is empty", where)
+        if "\x00" in cmd:
+            raise self.error("cmd: contains a NUL character", where)
+        for key in ("args", "kwargs") if len(task) > 2 else ():
+            if key in task:
+                raise self.error(f"{key}: only 'fn' tasks take {key}; a 'cmd' task "
+                                 "puts its arguments in the command line", where)
+        params = self.params
+        if params and "{" in cmd:
+            done = self.cmd_cache.get(cmd)
+            if done is None:
+                done = self.cmd_cache[cmd] = PLACEHOLDER.sub(
+                    lambda m: format_value(params[m.group(1)]) if m.group(1) in params
+                    else m.group(0), cmd)
+            cmd = done
+        return cmd
+
+    def parse_fn(self, task: dict, where: str) -> tuple[str, list, dict]:
+        """``(fn, args, kwargs)`` of a ``fn`` entry, run parameters substituted (the
+        function itself is imported in pass 4, ``mpitiny.dag.functions``)."""
+        fn = task["fn"]
+        if not isinstance(fn, str):
+            raise self.error(f"fn: must be a string \"package.module:function\", not "
+                             f"{kind(fn)}", where)
+        if fn not in self.fn_ok:
+            self.check_fn_syntax(fn, where)
+            self.fn_ok.add(fn)
+        args: list = []
+        kwargs: dict = {}
+        if "args" in task:
+            args = task["args"]
+            if not isinstance(args, list):
+                raise self.error(f"args: must be a list, not {kind(args)}", where)
+        if "kwargs" in task:
+            kwargs = task["kwargs"]
+            if not isinstance(kwargs, dict):
+                raise self.error(f"kwargs: must be an object, not {kind(kwargs)}", where)
+        if self.params:
+            if args:
+                args = substitute_params(args, self.params)
+            if kwargs:
+                kwargs = substitute_params(kwargs, self.params)
+        return fn, args, kwargs
+
+    def check_fn_syntax(self, fn: str, where: str) -> None:
+        """``fn`` must read ``package.module:function`` (dotted identifiers, one colon)."""
+        module, sep, attr = fn.partition(":")
+        ok = (sep and module and attr
+              and all(part.isidentifier() for part in module.split("."))
+              and all(part.isidentifier() for part in attr.split(".")))
+        if not ok:
+            raise self.error(f"fn: {show(fn)} is not of the form \"package.module:function\" "
+                             "(a dotted module path, a colon, a function name)", where)
+
+    def parse_priority(self, task: dict, where: str) -> int:
+        """``priority``: an integer with ``|priority| < 2**31`` (0 if not given)."""
+        priority = task.get("priority", 0)
+        if type(priority) is not int and not is_int(priority):
+            raise self.error(f"priority: must be an integer, not {kind(priority)}", where)
+        if not -PRIORITY_LIMIT < priority < PRIORITY_LIMIT:
+            raise self.error(f"priority: {priority} is out of range (|priority| < 2**31)",
+                             where)
+        return priority
+
+    def parse_options(self, task: dict, foreach: Foreach, where: str) -> TaskOptions:
+        """The entry's ``TaskOptions``: its split source, ``rank``, ``part``, ``retries``
+        and ``timeout``; None for what it does not set."""
+        rank = part = retries = timeout = None
+        if "rank" in task:
+            rank = self.parse_index_spec(task["rank"], foreach.variables, where)
+        if "part" in task:
+            part = self.parse_index_spec(task["part"], foreach.variables, where, "part")
+        if "retries" in task:
+            retries = task["retries"]
+            if type(retries) is not int or not 0 <= retries <= MAX_RETRIES:
+                raise self.error(f"retries: must be an integer from 0 to {MAX_RETRIES}, "
+                                 f"not {show(retries)}", where)
+        if "timeout" in task:
+            timeout = task["timeout"]
+            if (type(timeout) not in (int, float) or not timeout > 0
+                    or not timeout <= MAX_TIMEOUT):
+                raise self.error(f"timeout: must be a number of seconds > 0 (at most one "
+                                 f"year), not {show(timeout)}", where)
+            timeout = float(timeout)
+        # Frozen, so entries with the same options share one object.
+        key = (foreach.splits, foreach.split_var, rank, part, retries, timeout)
+        options = self.options_seen.get(key)
+        if options is None:
+            options = self.options_seen[key] = TaskOptions(*key)
+        return options
+
+    def parse_index_spec(self, spec: Any, variables: tuple, where: str,
+                         key: str = "rank") -> int | str:
+        """``rank`` (or ``part``): a non-negative integer, or ``"{var}"`` naming a foreach
+        variable of non-negative integers (a ``"{param}"`` is substituted first)."""
+        if isinstance(spec, str) and self.params:
+            spec = substitute_params(spec, self.params)
+        if type(spec) is int or is_int(spec):
+            if not 0 <= spec < PRIORITY_LIMIT:
+                raise self.error(f"{key}: {spec} is out of range (0 <= {key} < 2**31)", where)
+            return int(spec)
+        if isinstance(spec, str):
+            m = PLACEHOLDER.fullmatch(spec)
+            var = next((v for v in variables if m and v.name == m.group(1)), None)
+            if var is not None and (isinstance(var.values, range) or all(
+                    type(x) is int for x in var.values)):
+                if min(var.values) < 0:
+                    raise self.error(f"{key}: foreach variable {var.name!r} has negative values",
+                                     where)
+                return spec
+        raise self.error(f"{key}: must be a non-negative integer or \"{{var}}\" naming an "
+                         f"integer foreach variable of this task, not {show(spec)}", where)
+
+    def check_deps(self, task: dict, where: str) -> Any:
+        """The entry's ``deps`` as written, checked to be a list of strings (``()`` if none)."""
+        deps = task.get("deps", ())
+        if deps:
+            if not isinstance(deps, list):
+                raise self.error(f"deps: must be a list of task ids, not {kind(deps)}",
+                                 where)
+            for dep in deps:
+                if not isinstance(dep, str):
+                    raise self.error(f"deps: entries must be strings (task ids), not "
+                                     f"{kind(dep)} {show(dep)}", where)
+        elif not isinstance(deps, (list, tuple)):
+            raise self.error(f"deps: must be a list of task ids, not {kind(deps)}", where)
+        return deps

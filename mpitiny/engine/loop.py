@@ -1,0 +1,436 @@
+"""One rank's scheduling loop: claim, steal, report, back off (see ``mpitiny.engine``)."""
+from __future__ import annotations
+
+import os
+import random
+import socket
+import time
+
+import numpy as np
+
+from mpitiny import state
+from mpitiny.dag.model import DAG
+from mpitiny.engine.control import CONTROL_WORDS, DONE, REPORT_SECONDS, Control, RunWatch
+from mpitiny.engine.dataplane import DataPlane
+from mpitiny.engine.guard import Guard, parse_fault
+from mpitiny.engine.journaling import ChunkJournal
+from mpitiny.engine.progress import Progress
+from mpitiny.engine.ready import ReadyQueue
+from mpitiny.engine.resume import Resume, standings
+from mpitiny.engine.running import TaskRunner
+from mpitiny.engine.types import Chunk, End, RunCounts, RunOptions
+from mpitiny.errors import BadInput
+from mpitiny.io import journal as jnl
+from mpitiny.io.rundir import UPSTREAM_FAILED, RankFiles, Records, rank_file
+from mpitiny.queue.layout import Layout
+from mpitiny.queue.release import Release
+from mpitiny.queue.stealq import StealQueue, region_size
+
+CHUNK_SECONDS = 0.005
+BATCH_SECONDS = 0.02      # a batched family's chunk: one call, so its fixed cost is shared
+MAX_CHUNK = 4096
+QUEUE_SLOTS, INBOX_WORDS, RING_WORDS = 128, 1024, 1 << 16
+SAMPLE_SECONDS = 1.0      # psutil samples of each rank for the trace
+
+
+class Backoff:
+    """How an idle rank waits between rounds: not at all for the first ``SPIN`` rounds, then
+    sleeps doubling from 2 µs up to ``longest`` (an idle rank must not take a core that a
+    busy rank needs when there are more ranks than cores)."""
+
+    SPIN = 20
+
+    def __init__(self, longest: float) -> None:
+        self.longest = longest
+        self.rounds = 0
+
+    def wait(self) -> None:
+        self.rounds += 1
+        if self.rounds > self.SPIN:
+            time.sleep(min(self.longest, 1e-6 * (1 << min(self.rounds - self.SPIN, 10))))
+
+
+class Engine:
+    """One rank's share of a run, on the word and byte memories its ``world`` allocates."""
+
+    def __init__(self, world, dag: DAG, run_dir: str, opts: RunOptions | None = None,
+                 fault: str | None = None, incarnation: int = 1,
+                 resumed: jnl.Resumed | None = None) -> None:
+        self.opts = opts = opts or RunOptions()
+        self.world, self.dag, self.run_dir, self.incarnation = world, dag, run_dir, incarnation
+        self.rank, self.nranks = world.rank, world.nranks
+        self.host = socket.gethostname()
+        self.base = dag.base
+        qwords = region_size(QUEUE_SLOTS, INBOX_WORDS, RING_WORDS)
+        self.layout = Layout(dag, self.nranks, CONTROL_WORDS + qwords)
+        self.mem = world.words(int(self.layout.nwords[self.rank]))
+        self.queue = StealQueue(self.mem, CONTROL_WORDS, QUEUE_SLOTS, INBOX_WORDS, RING_WORDS)
+        self.control = Control(self.mem, dag.total)
+        self.ready = ReadyQueue(self.queue, dag, self.layout, self.rank, self.nranks)
+        self.release = Release(self.layout, self.mem)
+        self.layout.init_words(self.rank, self.mem.local)
+        self.files = RankFiles(run_dir, self.rank)
+        self.records = Records(self.rank, rank_file(run_dir, "tasks", self.rank, ".rows"))
+        self.journal = ChunkJournal(self.files, self.layout.has_locs)
+        self.data = DataPlane(world, dag, self.layout, self.mem, self.release, self.files,
+                              self.journal, run_dir, opts)
+        self.guard = Guard()
+        self.counts = RunCounts()
+        self.runner = TaskRunner(dag, opts, self.data, self.journal, self.files, self.records,
+                                 self.guard, self.counts, (self.rank, self.nranks, self.host),
+                                 None if resumed is None else resumed.crashes)
+        standing = None if resumed is None else standings(resumed, dag.total, opts.max_crashes)
+        self.resume = None if resumed is None or standing is None else \
+            Resume(self, resumed, standing)
+        self.fault = parse_fault(fault, self.rank)
+        self.chunk_seconds = np.where(self.runner.batch_family, BATCH_SECONDS, CHUNK_SECONDS)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        self.max_sleep = 1e-4 if world.ranks_here <= (cores or 1) else 1e-3
+        self.rng = random.Random(12345 + 7919 * self.rank)
+        self.progress: Progress | None = None     # rank 0's, set by the run
+        # What the loop changes as the run goes on:
+        self.direct: np.ndarray | None = None   # a released task to run next, not queued
+        self.avg_task = np.full(len(dag.groups), np.nan)   # seconds per task, by group
+        self.avg_all = float("nan")                        # and over all groups
+        self.unreported = self.unreported_failed = 0       # finished, not yet counted
+        self.reported_at = self.synced_at = self.sampled_at = time.monotonic()
+        self.stopped = End.RUNNING    # why this rank left the loop early
+        self.busy = 0.0
+        self.steals = self.stolen_tasks = 0
+        self.split_reads = [0, 0]     # split tasks run on their home rank / elsewhere
+        self.samples: list = []
+        import psutil
+        self.process = psutil.Process()
+        self.process.cpu_percent(None)
+
+    # ------------------------------------------------------------------ start and finish
+    def open_journal(self) -> None:
+        """Create this rank's journal; if any rank cannot (a full or read-only run directory),
+        every rank raises the same one-line error before a task runs."""
+        error = None
+        if self.opts.journal:
+            try:
+                self.journal.open(self.run_dir, self.incarnation, self.rank)
+            except OSError as exc:
+                error = (f"run directory {os.path.abspath(self.run_dir)}: cannot create the "
+                         f"journal: {exc.strerror or exc} (rank {self.rank} on {self.host})")
+        errors = [e for e in self.world.allgather(error) if e]
+        if errors:
+            raise BadInput(errors[0])
+
+    def bind(self) -> None:
+        """Make this rank the one its tasks see: the state store of ``mpitiny.state`` and the
+        environment (``MPITINY_RANK``, ``MPITINY_RUN_DIR``) of fn tasks and their children."""
+        state.use(self.data.state)
+        os.environ["MPITINY_RANK"] = str(self.rank)
+        os.environ["MPITINY_RUN_DIR"] = os.path.abspath(self.run_dir)
+        os.environ["MPITINY_ATTEMPT"] = "1"
+
+    def watch(self) -> RunWatch:
+        return RunWatch(self.mem, self.queue.base)
+
+    @property
+    def windows(self) -> list:
+        """Every RMA window of this run (metadata and queues, state store, kept outputs)."""
+        return [*self.data.windows, self.mem]
+
+    def start(self) -> None:
+        """Open the RMA epochs, then queue this rank's share of the root tasks."""
+        self.world.open(self.windows)
+        self.ready.queue_roots()
+        self.world.barrier()
+
+    def stop(self) -> None:
+        """Close the journal, the store and the epochs (the windows stay until ``free``)."""
+        self.journal.close()
+        state.use(None)
+        self.data.close()
+        self.world.close(self.windows)
+        self.files.close()
+
+    def free(self) -> None:
+        self.world.free(self.windows)
+
+    # ------------------------------------------------------------------ the worker loop
+    def work(self) -> None:
+        """Run chunks until every task of the DAG has finished on some rank (or a stop)."""
+        while (chunk := self.next_chunk()) is not None:
+            self.execute(chunk)
+
+    def next_chunk(self) -> Chunk | None:
+        """This rank's next chunk: its own, or stolen; None once the whole run is finished
+        (or stopped: by a signal on some rank, or by ``--max-fails``)."""
+        if self.ending():
+            self.leave()
+            return None
+        chunk = self.take_direct()
+        backoff = Backoff(self.max_sleep)
+        while chunk is None:
+            chunk = self.find_work()
+            if chunk is None:
+                self.report_finished()
+                if self.ending():
+                    self.leave()
+                    return None
+                if self.progress is not None:
+                    self.progress.tick()
+                backoff.wait()
+        return chunk
+
+    def step(self) -> bool:
+        """One round of the loop that never waits (for ranks simulated in one process):
+        run a chunk if there is one; False once this rank has left the run."""
+        if self.ending():
+            self.leave()
+            return False
+        chunk = self.take_direct() or self.find_work()
+        if chunk is not None:
+            self.execute(chunk)
+        else:
+            self.report_finished()
+        return True
+
+    def ending(self) -> bool:
+        return bool(self.mem.local[DONE]) or bool(self.guard.stop_signal)
+
+    def take_direct(self) -> Chunk | None:
+        """The released task this rank kept to run next without queueing it, if any."""
+        if self.direct is None:
+            return None
+        tasks, self.direct = self.direct, None
+        return Chunk(tasks, time.time())
+
+    def find_work(self) -> Chunk | None:
+        """Claim from this rank's queue (after taking in its inbox), else steal and claim."""
+        while True:
+            self.ready.queue_runs(self.queue.take_inbox())
+            tasks = self.queue.claim(self.chunk_size)
+            if tasks is not None:
+                return Chunk(tasks, *self.queue.claimed_info)
+            if not self.steal():
+                return None
+
+    def leave(self) -> None:
+        """Leave the loop: note why (all finished, or a stop, which this rank then spreads)
+        and report what this rank finished."""
+        if self.guard.stop_signal and not self.stopped:
+            self.request_stop(End.SIGNAL)
+        end = self.control.end()
+        if end != End.ALL_FINISHED:
+            self.stopped = self.stopped or end
+        self.report_finished()
+
+    def request_stop(self, why: End) -> None:
+        """End the run early on every rank (unless it has just finished)."""
+        self.stopped = why
+        self.control.end_everywhere(why)
+
+    def chunk_size(self, first: int, available: int) -> int:
+        """How many of ``available`` queued tasks to claim when task ``first`` comes next:
+        ``CHUNK_SECONDS`` of work (``BATCH_SECONDS`` for a batched family) at the average
+        task time of its group, or, for a plain task (a group of one), of all tasks this rank
+        ran; 1 while that is unknown (a family's first tasks, say two long reducers released
+        together, are not claimed by one rank); and never more than a 1/P share of
+        ``available``, so idle ranks find some to steal."""
+        if available <= self.nranks:                     # a share of one task: no lookup
+            return 1
+        g = int(np.searchsorted(self.base, first, side="right")) - 1
+        avg = float(self.avg_task[g])
+        if avg != avg and self.dag.groups[g].size == 1:
+            avg = self.avg_all
+        if avg != avg:                                   # NaN: none has run here yet
+            return 1
+        share = max(1, available // self.nranks)
+        return max(1, min(MAX_CHUNK, share, int(self.chunk_seconds[g] / max(avg, 1e-7))))
+
+    def steal(self) -> bool:
+        """Try a few random victims; queue what was taken on this rank (so it can be stolen on)."""
+        if self.nranks == 1:
+            return False
+        for _ in range(min(self.nranks - 1, 4)):
+            victim = self.rng.randrange(self.nranks - 1)
+            victim += victim >= self.rank
+            got = self.queue.steal(victim)
+            if got is None:
+                continue
+            prio, work = got
+            self.steals += 1
+            if isinstance(work, tuple):
+                self.stolen_tasks += work[1] - work[0]
+                self.queue.push_range(work[0], work[1], prio, stolen=True)
+            elif prio is None:
+                self.stolen_tasks += sum(hi - lo for lo, hi in work)
+                self.ready.queue_runs(work, stolen=True)
+            else:
+                self.stolen_tasks += len(work)
+                self.queue.push_ids(work, prio, stolen=True)
+            return True
+        return False
+
+    def report_finished(self) -> None:
+        """Add this rank's newly finished tasks to the run-wide counter; sample the rank and
+        sync the journal when they are due."""
+        now = time.monotonic()
+        if now - self.sampled_at > SAMPLE_SECONDS:
+            self.sampled_at = now
+            self.sample()
+        self.reported_at = now
+        if self.journal.on and now - self.synced_at > jnl.SYNC_SECONDS:
+            self.synced_at = now
+            self.journal.sync()
+        if not self.unreported:
+            return
+        n, failed = self.unreported, self.unreported_failed
+        self.unreported = self.unreported_failed = 0
+        self.control.add_finished(n, failed)
+
+    # ------------------------------------------------------------------ a chunk's life
+    def execute(self, chunk: Chunk) -> None:
+        """Run a chunk: journal its start, run it group by group (each group's instances
+        recorded and released as they finish), journal its end."""
+        self.queue.set_busy(True)
+        if self.journal.on:
+            self.journal.started(chunk.gids())
+        t0 = time.perf_counter()
+        tasks = chunk.tasks
+        if isinstance(tasks, tuple):
+            lo, hi = tasks
+            while lo < hi:
+                g = int(np.searchsorted(self.base, lo, side="right")) - 1
+                end = min(hi, int(self.base[g + 1]))
+                first = int(self.base[g])
+                self.run_group(g, range(lo - first, end - first), chunk)
+                lo = end
+        else:
+            groups = np.searchsorted(self.base, tasks, side="right") - 1
+            cuts = np.flatnonzero(np.diff(groups)) + 1
+            for seg in np.split(np.arange(len(tasks)), cuts):
+                g = int(groups[seg[0]])
+                self.run_group(g, tasks[seg] - self.base[g], chunk)
+        if self.journal.on:
+            self.journal.chunk_done()
+        self.busy += time.perf_counter() - t0
+        self.queue.set_busy(False)
+        if time.monotonic() - self.reported_at > REPORT_SECONDS:
+            self.report_finished()
+        if self.progress is not None:
+            self.progress.tick(working=True)
+
+    def run_group(self, g: int, instances, chunk: Chunk) -> None:
+        """Run instances of one group: the injected fault when due; in a resumed run, the
+        instances that are not NORMAL their own way (``Resume``); the rest ``run_plain``."""
+        n = len(instances)
+        if self.fault is not None:
+            head = self.fault.take(n)
+            if head is not None:               # the fault is due within this chunk
+                fault, self.fault = self.fault, None
+                if head:
+                    self.run_group(g, instances[:head], chunk)
+                fault.fire()
+        if self.resume is not None:
+            idx = np.asarray(instances, dtype=np.int64)
+            standing = self.resume.standing[int(self.base[g]) + idx]
+            if standing.any():
+                self.resume.run(g, idx, standing, chunk)
+                return
+        self.run_plain(g, instances, chunk)
+
+    def run_plain(self, g: int, instances, chunk: Chunk) -> None:
+        """Run instances of one group, learn their time, finish them."""
+        t0 = time.perf_counter()
+        failed, ran = self.runner.run(self.dag.groups[g], instances, chunk)
+        if ran:
+            per_task = (time.perf_counter() - t0) / ran
+            self.avg_task[g] = _running_mean(float(self.avg_task[g]), per_task, ran)
+            self.avg_all = _running_mean(self.avg_all, per_task, ran)
+        if ran < len(instances):                     # stopped: the rest did not run
+            if self.journal.on:
+                self.journal.stopped(int(self.base[g]), instances[ran:])
+            instances = instances[:ran]
+        self.finish(g, instances, failed)
+
+    def finish(self, g: int, instances, failed: list, journal: bool = True) -> None:
+        """After instances of group ``g`` ran (or were cached or failed unrun): journal them,
+        count them, publish their kept results and release their children."""
+        n = len(instances)
+        if not n:
+            return
+        group = self.dag.groups[g]
+        if journal and self.journal.on:
+            self.journal.finished(g, int(self.base[g]), instances, failed)
+        self.unreported += n
+        self.unreported_failed += len(failed)
+        if failed and self.opts.max_fails:
+            if self.control.add_failed_tasks(len(failed)) >= self.opts.max_fails:
+                self.request_stop(End.MAX_FAILS)
+        if group.options.splits is not None:
+            at_home = int(np.count_nonzero(self.ready.homes(group, np.asarray(instances)) == self.rank))
+            self.split_reads[0] += at_home
+            self.split_reads[1] += n - at_home
+        self.data.publish_locations()
+        if self.dag.children[g]:
+            self.release_children(g, instances, failed)
+
+    def release_children(self, g: int, instances, failed: list) -> None:
+        """Count the children of finished instances down; queue those that became ready
+        (or keep a lone one to run next, when this rank has nothing else queued)."""
+        idx = np.asarray(instances, dtype=np.int64) if not isinstance(instances, range) \
+            else np.arange(instances.start, instances.stop, dtype=np.int64)
+        mask = None
+        if failed:
+            mask = np.zeros(len(idx), dtype=bool)
+            mask[failed] = True
+        ready, skipped = self.release.finish(g, idx, mask)
+        self.skip(skipped)
+        if (len(ready) == 1 and len(ready[0][1]) == 1 and self.direct is None
+                and not self.dag.groups[ready[0][0]].options.placed
+                and not self.queue.has_work()):
+            self.direct = self.base[ready[0][0]] + ready[0][1]
+            return
+        if self.direct is not None:
+            self.ready.queue_ids(self.direct)
+            self.direct = None
+        for cg, cidx in ready:
+            self.ready.queue_ready(cg, cidx)
+
+    def skip(self, skipped: list) -> None:
+        """Record upstream-failed instances (their children were already released by Release)."""
+        now = time.time()
+        for g, idx in skipped:
+            gids = self.base[g] + idx
+            self.records.add_run(gids, UPSTREAM_FAILED, np.full(len(gids), now),
+                                 np.full(len(gids), now))
+            self.unreported += len(gids)
+            self.unreported_failed += len(gids)
+
+    # ------------------------------------------------------------------ statistics
+    def sample(self) -> None:
+        """One psutil sample of this rank (CPU %, RSS, I/O bytes) for the trace."""
+        try:
+            io = self.process.io_counters()
+            read, written = io.read_bytes, io.write_bytes
+        except (AttributeError, OSError):
+            read = written = 0
+        self.samples.append((time.time(), self.process.cpu_percent(None),
+                             self.process.memory_info().rss, read, written))
+
+    def stats(self) -> dict:
+        """This rank's figures for ``summary.json``."""
+        counts = self.records.counts()
+        counts.update(self.counts.as_dict(), stopped=int(self.stopped),
+                      stop_signal=self.guard.stop_signal)
+        first, last = self.records.first_start, self.records.last_end
+        return dict(rank=self.rank, host=self.host, **counts, rows=len(self.records),
+                    steals=self.steals, stolen_tasks=self.stolen_tasks,
+                    busy_seconds=round(self.busy, 6),
+                    split_reads_local=self.split_reads[0], split_reads_remote=self.split_reads[1],
+                    **self.data.stats(),
+                    first_start=first if np.isfinite(first) else None,
+                    last_end=last if np.isfinite(last) else None,
+                    failures=self.files.failures_seen)
+
+
+def _running_mean(avg: float, per_task: float, ran: int) -> float:
+    """The next average task time: a chunk of 8 or more replaces it, a smaller one (noisier)
+    moves it halfway; NaN (nothing timed yet) is replaced."""
+    return per_task if ran >= 8 or avg != avg else 0.5 * (avg + per_task)

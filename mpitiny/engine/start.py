@@ -1,0 +1,264 @@
+"""A run from start to end: ``run_file`` is ``mpitiny run`` (and ``mpitiny.run``).
+
+Every rank loads and checks the same dag.json (an error on any rank is raised on every rank,
+``load_everywhere``); rank 0 prepares the run directory, resuming it when its journals belong
+to the same DAG and the last incarnation did not complete (``prepare_run_dir``); every rank
+builds its ``Engine``, opens its journal, queues its roots and runs its loop; then each writes
+its task table and rank 0 writes ``summary.json`` and prints the summary (``conclude``).
+
+Anything that goes wrong inside the engine aborts the whole MPI job (``MPI_Abort``) after
+printing the traceback once, so a run never hangs; a full disk says so and how to resume.
+"""
+from __future__ import annotations
+
+import errno
+import gc
+import json
+import os
+import socket
+import sys
+import time
+import traceback
+
+from mpitiny.dag.model import DAG
+from mpitiny.engine import guard as _guard
+from mpitiny.engine.guard import announce_ready
+from mpitiny.engine.loop import Engine
+from mpitiny.engine.progress import Progress
+from mpitiny.engine.summary import make_summary, print_summary
+from mpitiny.engine.types import RunOptions
+from mpitiny.engine.world import MpiWorld
+from mpitiny.errors import EXIT_INTERNAL, EXIT_OK, BadInput, InternalError, MpitinyError
+from mpitiny.io import journal as jnl
+from mpitiny.io import rundir
+from mpitiny.io.commit import write_atomic
+
+MALLOC_TRIM_BYTES = 1 << 30       # glibc M_TRIM_THRESHOLD: keep up to 1 GiB of freed heap
+MALLOC_MMAP_BYTES = 256 << 20     # glibc M_MMAP_THRESHOLD: smaller blocks come from the heap
+
+
+def run_file(path: str | None, params: dict, out_dir: str | None = None,
+             dag_text: str | None = None, **options) -> int:
+    """``mpitiny run``: returns the exit status (0 all done, 1 some failed, 75 stopped).
+
+    ``options`` are ``RunOptions`` fields (``quiet``, ``retries``, ``resume``, ...)."""
+    handlers = _guard.install_early()
+    keep_freed_memory()
+    try:
+        return _run_file(path, params, out_dir, dag_text, RunOptions(**options))
+    finally:
+        _guard.restore(handlers)
+
+
+def _run_file(path: str | None, params: dict, out_dir: str | None, dag_text: str | None,
+              opts: RunOptions) -> int:
+    from mpi4py import MPI
+    comm = MPI.COMM_WORLD
+    t_launch = time.time()
+    dag = load_everywhere(comm, path, params, dag_text)
+    run_dir = out_dir or default_run_dir(dag)
+    rank = comm.Get_rank()
+    setup = None
+    if rank == 0:
+        announce_ready()
+        try:
+            setup = prepare_run_dir(run_dir, dag, path, params, dag_text, opts, comm.Get_size())
+        except BadInput as exc:
+            setup = exc.format()
+        except OSError as exc:
+            setup = f"cannot prepare run directory {run_dir}: {exc.strerror or exc}"
+    setup = comm.bcast(setup, root=0)
+    if isinstance(setup, str):
+        raise BadInput(setup)
+    incarnation, resuming = setup
+    try:
+        resumed = jnl.read_journals(run_dir, dag.total) if resuming else None
+        return run_rank(MpiWorld(comm), dag, run_dir, opts, t_launch, incarnation, resumed)
+    except BadInput:
+        raise
+    except BaseException as exc:
+        if isinstance(exc, OSError) and _is_disk_full(exc):
+            sys.stderr.write(f"mpitiny: error: run directory {os.path.abspath(run_dir)}: "
+                             f"{exc.strerror} (rank {rank} of {comm.Get_size()} on "
+                             f"{socket.gethostname()}, writing {exc.filename or 'a file'}); "
+                             "free space and run the same command again to resume\n")
+        else:
+            sys.stderr.write(f"mpitiny: internal error on rank {rank} of {comm.Get_size()} "
+                             f"({socket.gethostname()}); aborting the job\n{traceback.format_exc()}")
+        sys.stderr.flush()
+        comm.Abort(EXIT_INTERNAL)
+        os._exit(EXIT_INTERNAL)
+
+
+def run_rank(world: MpiWorld, dag: DAG, run_dir: str, opts: RunOptions, t_launch: float,
+             incarnation: int = 1, resumed: jnl.Resumed | None = None) -> int:
+    """One rank's run, from building its engine to writing its task table; rank 0 also
+    concludes the run. Returns the run's exit status on rank 0, 0 elsewhere."""
+    engine = Engine(world, dag, run_dir, opts, os.environ.get("MPITINY_FAULT"), incarnation,
+                    resumed)
+    _short_timer_slack()
+    engine.open_journal()
+    if world.rank == 0:
+        engine.progress = Progress(engine.watch(), dag.name, dag.total, world.nranks, run_dir,
+                                   sys.stderr, opts.progress_interval, opts.quiet)
+    engine.guard.install(engine.files.fault_log())
+    engine.bind()
+    try:
+        gc.collect()
+        gc.freeze()     # the task table lives for the whole run: keep the collector off it
+        engine.start()
+        t_start = time.time()
+        saved = sys.stdout, sys.stderr      # what fn tasks print goes to the rank's logs
+        sys.stdout, sys.stderr = engine.files.python_streams()
+        try:
+            engine.work()
+        finally:
+            sys.stdout, sys.stderr = saved
+        t_end = time.time()
+        if engine.progress is not None:
+            engine.progress.tick(final=True)
+        all_stats = finish_rank(engine)
+        world.barrier()
+        engine.free()
+    finally:
+        engine.guard.uninstall()
+    if all_stats is None:                   # not rank 0
+        return EXIT_OK
+    return conclude(dag, run_dir, opts, all_stats, (t_launch, t_start, t_end), incarnation,
+                    resumed)
+
+
+def finish_rank(engine: Engine) -> list | None:
+    """Stop the engine, write its task table; every rank's figures on rank 0, else None."""
+    engine.stop()
+    engine.sample()
+    rundir.write_rank_table(engine.run_dir, engine.rank, engine.records, engine.samples)
+    return engine.world.gather(engine.stats())
+
+
+def conclude(dag: DAG, run_dir: str, opts: RunOptions, all_stats: list, times: tuple,
+             incarnation: int, resumed) -> int:
+    """On rank 0 after every rank finished: the run's task table, trace, ``summary.json``
+    and run info; prints the summary; returns the exit status."""
+    t_launch, t_start, t_end = times
+    summary = make_summary(dag, run_dir, all_stats, t_launch, t_start, t_end, incarnation,
+                           resumed)
+    rundir.write_virtual_table(run_dir, [s["rows"] for s in all_stats], dag)
+    if opts.trace:
+        from mpitiny.report import write_run_trace
+        write_run_trace(run_dir, len(all_stats))
+    write_atomic(os.path.join(run_dir, "summary.json"), json.dumps(summary, indent=1).encode())
+    if opts.journal:
+        info = jnl.read_run_info(run_dir) or {}
+        info.update(complete=not summary["stopped"], ended=time.time())
+        jnl.write_run_info(run_dir, info)
+    if not opts.quiet:
+        print_summary(summary)
+    return summary["exit_status"]
+
+
+def load_everywhere(comm, path: str | None, params: dict, text: str | None = None) -> DAG:
+    """Every rank loads the DAG (from ``path``, or from ``text`` built by the Python API);
+    if any rank fails, every rank raises the same error."""
+    from mpitiny.dag.load import load_dag, load_dag_text
+    error: MpitinyError | None = None
+    dag = None
+    try:
+        dag = load_dag(path, params) if text is None else \
+            load_dag_text(text, source=path or "<python DAG>", params=params)
+    except MpitinyError as exc:
+        error = exc
+    except Exception as exc:                     # a bug: still tell every rank, then abort
+        error = InternalError(f"loading {path} failed: {type(exc).__name__}: {exc}\n"
+                              f"{traceback.format_exc()}")
+    errors = comm.allgather(None if error is None else (error.exit_code, error.format()))
+    for r, e in enumerate(errors):
+        if e is not None:
+            if error is not None:
+                raise error
+            code, message = e
+            err = BadInput(f"{message} (on rank {r})")
+            err.exit_code = code
+            raise err
+    assert dag is not None
+    return dag
+
+
+def default_run_dir(dag: DAG) -> str:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in dag.name) or "run"
+    return os.path.join("mpitiny-runs", safe)
+
+
+def prepare_run_dir(run_dir: str, dag: DAG, path: str | None, params: dict,
+                    dag_text: str | bytes | None, opts: RunOptions, nranks: int) -> tuple:
+    """On rank 0: start the run directory afresh, or resume it. Returns (incarnation, resuming).
+
+    Resumed when its journals belong to the same DAG (hash of the dag.json bytes and the
+    parameters) and the last incarnation did not complete (``opts.resume == "auto"``), or
+    whenever they belong to the same DAG (``"yes"``); ``"no"`` always starts afresh."""
+    if dag_text is not None:
+        text = dag_text.encode() if isinstance(dag_text, str) else dag_text
+    else:
+        assert path is not None
+        with open(path, "rb") as f:
+            text = f.read()
+    digest = jnl.dag_hash(text, params)
+    info = jnl.read_run_info(run_dir) if opts.journal else None
+    resuming = False
+    if info is not None and opts.resume != "no":
+        same = info.get("dag_hash") == digest
+        if opts.resume == "yes" and not same:
+            raise BadInput(f"--resume: the journals in {run_dir} belong to another DAG or other "
+                           f"parameters ({info.get('dag')}); use --fresh to start over")
+        resuming = same and (opts.resume == "yes" or not info.get("complete"))
+    if resuming:
+        assert info is not None
+        incarnation = int(info["incarnation"]) + 1
+        rundir.prepare_resume(run_dir, incarnation - 1)
+    else:
+        incarnation = 1
+        rundir.prepare(run_dir)
+    if opts.journal:
+        jnl.write_run_info(run_dir, {"dag_hash": digest, "dag": dag.source, "name": dag.name,
+                                     "tasks": dag.total, "incarnation": incarnation,
+                                     "ranks": nranks,
+                                     "started": time.time(), "complete": False})
+    return incarnation, resuming
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc keep freed memory for the next task instead of giving it back to the OS.
+
+    By default glibc returns freed heap to the OS as soon as 128 KiB-32 MiB lies free at its
+    top, and serves large blocks with fresh ``mmap``s, so a rank that runs thousands of numpy
+    tasks page-faults on nearly every allocation (figures: docs/data.md). The price: a rank's
+    RSS stays near its peak until it exits. Not done if the user set
+    ``MALLOC_TRIM_THRESHOLD_`` / ``MALLOC_MMAP_THRESHOLD_`` or ``MPITINY_MALLOC=default``, nor
+    where libc is not glibc. Returns whether it changed anything."""
+    if os.environ.get("MPITINY_MALLOC") == "default" or \
+            "MALLOC_TRIM_THRESHOLD_" in os.environ or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return False
+    import ctypes
+    import ctypes.util
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt(m_trim_threshold, MALLOC_TRIM_BYTES)) and \
+        bool(mallopt(m_mmap_threshold, MALLOC_MMAP_BYTES))
+
+
+def _short_timer_slack() -> None:
+    """Let the idle loop's sleeps of a few microseconds last microseconds, not 50 µs (Linux)."""
+    try:
+        import ctypes
+        ctypes.CDLL(None).prctl(29, 1000, 0, 0, 0)    # PR_SET_TIMERSLACK, 1 µs
+    except (OSError, AttributeError):
+        pass
+
+
+def _is_disk_full(exc: OSError) -> bool:
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS,
+                                                      errno.EACCES)

@@ -1,0 +1,93 @@
+"""The engine's vocabulary: what travels between its parts, named.
+
+- ``RunOptions``: how a run runs (the options of ``mpitiny run``).
+- ``Chunk``: the unit of work, tasks a rank claimed (or stole) and runs together.
+- ``End``: why a rank leaves its loop, the value of its DONE control word.
+- ``Standing``: what a resumed run does with a task an earlier incarnation journaled.
+- ``RunCounts``: the per-rank counts that go into ``summary.json``.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from enum import IntEnum
+from typing import Union
+
+import numpy as np
+
+
+@dataclass
+class RunOptions:
+    """How ``mpitiny run`` runs a DAG (its command-line options; see ``mpitiny run --help``)."""
+
+    result_mem: int = 256 << 20
+    state_mem: int = 16 << 20
+    mem_limit: int | None = None
+    quiet: bool = False
+    progress_interval: float | None = None
+    trace: bool = False
+    retries: int = 0                 # run-wide default of a task's "retries"
+    timeout: float | None = None     # run-wide default of a task's "timeout" (seconds)
+    max_fails: int | None = None     # end the run after this many failed tasks
+    max_crashes: int = 3             # a task that crashed its rank this often fails
+    journal: bool = True
+    batch: bool = True               # call a family's batch form (``mpitiny.with_batch``)
+    resume: str = "auto"             # "auto": if the journals are of this DAG and unfinished;
+                                     # "yes": also after a complete run; "no": start over
+
+
+Tasks = Union[tuple, np.ndarray]
+"""Task ids of a chunk: ``(lo, hi)``, a run of consecutive ids, or an array of ids."""
+
+
+@dataclass
+class Chunk:
+    """Tasks a rank claimed from its queue (or stole, or was handed by a release) to run now.
+
+    ``queued_at`` and ``stolen`` describe the queue slot they came from; they go into every
+    task row of the chunk (the trace shows how long tasks waited and where they ran)."""
+
+    tasks: Tasks
+    queued_at: float
+    stolen: bool = False
+
+    def gids(self) -> np.ndarray | range:
+        """The chunk's task ids."""
+        return range(*self.tasks) if isinstance(self.tasks, tuple) else self.tasks
+
+
+class End(IntEnum):
+    """A rank's DONE control word: 0 while the run goes on, else why it ends (first one wins)."""
+
+    RUNNING = 0
+    ALL_FINISHED = 1
+    SIGNAL = 2          # SIGTERM / SIGINT / SIGUSR1 on some rank: journals saved, resumable
+    MAX_FAILS = 3       # --max-fails reached
+
+
+STOP_NAMES = {End.SIGNAL: "signal", End.MAX_FAILS: "max-fails"}
+"""``summary.json``'s "stopped" for the ends that are stops."""
+
+
+class Standing(IntEnum):
+    """What a resumed run does with a task, from the earlier incarnations' journals."""
+
+    NORMAL = 0      # run it
+    CACHED = 1      # done before: not run again; its kept value is reloaded for its children
+    SUSPECT = 2     # was running when a rank died: run it alone in a child process
+    DOOMED = 3      # crashed its rank --max-crashes times: failed without running
+
+
+@dataclass
+class RunCounts:
+    """Per-rank counts of the ways tasks ran, summed over the ranks in ``summary.json``."""
+
+    cached: int = 0       # done in an earlier incarnation, not run again
+    retried: int = 0      # attempts after a failed one
+    isolated: int = 0     # attempts alone in a child process (suspects)
+    crashed: int = 0      # of those, the ones whose child crashed
+    batches: int = 0      # calls of a batch form
+    batched: int = 0      # tasks run by them
+    unbatched: int = 0    # batch calls that failed and ran one call per task instead
+
+    def as_dict(self) -> dict:
+        return asdict(self)

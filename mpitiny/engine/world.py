@@ -1,0 +1,113 @@
+"""Where an engine's ranks live: an MPI job (``MpiWorld``) or one process (``LocalWorld``).
+
+A world gives a rank its number, the number of ranks, the word and byte memories the queue,
+the metadata and the data plane live in (allocated in the same order on every rank), and the
+few collective steps of a run's start and end. ``MpiWorld`` allocates ``Win.Allocate`` windows
+(``mpitiny.queue.memory.RmaMemory`` / ``RmaBytes``) and opens one passive epoch on each for the
+whole run. ``LocalWorld`` gives P simulated ranks in one process their views of shared numpy
+arrays (``LocalMemory`` / ``LocalBytes``), so the whole engine runs without MPI, its ranks
+stepped round-robin (``mpitiny.engine.local``).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from mpitiny.queue.memory import LocalBytes, LocalMemory, RmaBytes, RmaMemory
+
+
+class MpiWorld:
+    """One rank of an MPI job (``comm``, usually ``COMM_WORLD``)."""
+
+    def __init__(self, comm) -> None:
+        from mpi4py import MPI
+        self.comm = comm
+        self.rank = comm.Get_rank()
+        self.nranks = comm.Get_size()
+        node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
+        self.ranks_here = node.Get_size()       # ranks on this node, sharing its cores
+        node.Free()
+
+    def words(self, n: int) -> RmaMemory:
+        return RmaMemory(self.comm, n)
+
+    def bytes(self, n: int) -> RmaBytes:
+        return RmaBytes(self.comm, n)
+
+    def open(self, windows: list) -> None:
+        """Open the run-long passive epoch of every window (collective)."""
+        for window in windows:
+            window.start()
+
+    def close(self, windows: list) -> None:
+        for window in windows:
+            window.stop()
+
+    def free(self, windows: list) -> None:
+        for window in windows:
+            window.free()
+
+    def barrier(self) -> None:
+        self.comm.Barrier()
+
+    def allgather(self, value) -> list:
+        return self.comm.allgather(value)
+
+    def gather(self, value) -> list | None:
+        """Every rank's ``value`` on rank 0 (None elsewhere)."""
+        return self.comm.gather(value, root=0)
+
+
+class LocalFabric:
+    """The memories of P simulated ranks: the k-th allocation of every rank is one
+    ``LocalMemory`` (or list of byte buffers), each rank's part sized by that rank."""
+
+    def __init__(self, nranks: int) -> None:
+        self.nranks = nranks
+        self.words: list = []
+        self.bytes: list = []
+
+    def world(self, rank: int) -> "LocalWorld":
+        return LocalWorld(self, rank)
+
+
+class LocalWorld:
+    """One simulated rank of a ``LocalFabric``: collectives are no-ops (the ranks are built
+    one after another and stepped round-robin)."""
+
+    def __init__(self, fabric: LocalFabric, rank: int) -> None:
+        self.fabric = fabric
+        self.rank = rank
+        self.nranks = fabric.nranks
+        self.ranks_here = fabric.nranks
+        self._words = self._bytes = 0
+
+    def words(self, n: int):
+        k, self._words = self._words, self._words + 1
+        if k == len(self.fabric.words):
+            self.fabric.words.append(LocalMemory(self.nranks, 0))
+        memory = self.fabric.words[k]
+        memory.words[self.rank] = np.zeros(n, dtype=np.int64)
+        return memory.view(self.rank)
+
+    def bytes(self, n: int) -> LocalBytes:
+        k, self._bytes = self._bytes, self._bytes + 1
+        if k == len(self.fabric.bytes):
+            self.fabric.bytes.append([np.zeros(0, np.uint8)] * self.nranks)
+        buffers = self.fabric.bytes[k]
+        buffers[self.rank] = np.zeros(n, dtype=np.uint8)
+        return LocalBytes(buffers, self.rank)
+
+    def open(self, windows: list) -> None:
+        pass
+
+    def close(self, windows: list) -> None:
+        pass
+
+    def free(self, windows: list) -> None:
+        pass
+
+    def barrier(self) -> None:
+        pass
+
+    def allgather(self, value) -> list:
+        return [value] * self.nranks
