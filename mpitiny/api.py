@@ -33,7 +33,7 @@ import os
 from typing import Any, Callable, Iterable
 
 from mpitiny.dag.model import BATCH_ATTR
-from mpitiny.errors import BadInput
+from mpitiny.errors import BadInput, TasksFailed
 
 
 class Handle:
@@ -75,7 +75,7 @@ def with_batch(many: Callable[[list], list]) -> Callable[[Callable], Callable]:
 
     The runtime calls it for each chunk of two or more instances a rank claims (``mpitiny
     run --no-batch`` turns this off); a batched family's chunk is the instances a rank takes
-    at once, ~20 ms of work (``mpitiny.engine.core.BATCH_SECONDS``), so tiny tasks share one
+    at once, ~20 ms of work (``mpitiny.engine.loop.BATCH_SECONDS``), so tiny tasks share one
     call's fixed cost. The instances stay tasks: each is claimed, stolen, recorded (the
     call's time split evenly) and released on its own. The
     values as a whole must give the children what the per-instance calls would: a combiner
@@ -194,7 +194,7 @@ def map(fn: Callable, items: Iterable, out: str | None = None, quiet: bool = Tru
     SPMD: every rank calls it with the same ``fn`` and ``items`` and gets the whole list back.
     Results travel as JSON values (or bytes / numpy arrays) through the run directory (``out``,
     default ``mpitiny-runs/map-<fn name>``). A task that raises makes ``map`` raise
-    ``RuntimeError`` naming the first failed item (on every rank).
+    ``TasksFailed`` (a ``RuntimeError``) naming the first failed item (on every rank).
     """
     items = list(items)
     key = function_name(fn).replace(":", ".")
@@ -213,6 +213,6 @@ def map(fn: Callable, items: Iterable, out: str | None = None, quiet: bool = Tru
     if status != 0:
         with open(os.path.join(out, "summary.json"), encoding="utf-8") as f:
             first = json.load(f)["failures_first"]
-        raise RuntimeError(f"mpitiny.map: {first[0]['id'] if first else 'a task'} failed:\n"
+        raise TasksFailed(f"mpitiny.map: {first[0]['id'] if first else 'a task'} failed:\n"
                            f"{first[0]['error'] if first else ''}")
     return [values.get(f"item[{i}]") for i in range(len(items))]

@@ -45,6 +45,12 @@ class DagError(BadInput):
     """A problem inside a dag.json: ``where`` names the file and the task (``dag.json: tasks[3] 'b'``)."""
 
 
+class TasksFailed(MpitinyError, RuntimeError):
+    """Tasks of a run failed where the caller needs every result (``mpitiny.map``)."""
+
+    exit_code = EXIT_TASKS_FAILED
+
+
 class InternalError(MpitinyError):
     """A bug or an environment failure inside the runtime; the whole MPI job is aborted."""
 

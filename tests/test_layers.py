@@ -40,7 +40,7 @@ DAG_MAY_IMPORT_LAZILY = ("mpitiny.io.splits",)
 @dataclass(frozen=True)
 class Import:
     source: str          # the importing module, e.g. "mpitiny.io.rundir"
-    target: str          # the mpitiny module imported, e.g. "mpitiny.engine.core"
+    target: str          # the mpitiny module imported, e.g. "mpitiny.engine.loop"
     path: str            # the importing file, relative to the repository
     line: int
     lazy: bool           # inside a function

@@ -34,6 +34,8 @@ import threading
 import time
 import traceback
 
+from mpitiny.errors import BadInput
+
 GRACE_SECONDS = 10.0
 KILL_GRACE = 2.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
@@ -285,7 +287,7 @@ class Fault:
 
     def __init__(self, after: int, mode: str) -> None:
         if mode not in FAULT_MODES:
-            raise ValueError(f"MPITINY_FAULT: mode must be one of {', '.join(FAULT_MODES)}")
+            raise BadInput(f"MPITINY_FAULT: mode must be one of {', '.join(FAULT_MODES)}")
         self.left = after
         self.mode = mode
 
@@ -311,9 +313,10 @@ class Fault:
 
 
 def parse_fault(spec: str | None, rank: int) -> Fault | None:
+    """The fault ``spec`` injects on ``rank``, if any; a bad spec is the same ``BadInput``
+    on every rank."""
     if not spec:
         return None
     fields = dict(part.split("=", 1) for part in spec.split(":") if "=" in part)
-    if int(fields.get("rank", -1)) != rank:
-        return None
-    return Fault(int(fields.get("after", 0)), fields.get("mode", "raise"))
+    fault = Fault(int(fields.get("after", 0)), fields.get("mode", "raise"))
+    return fault if int(fields.get("rank", -1)) == rank else None

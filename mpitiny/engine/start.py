@@ -21,8 +21,7 @@ import time
 import traceback
 
 from mpitiny.dag.model import DAG
-from mpitiny.engine import guard as _guard
-from mpitiny.engine.guard import announce_ready
+from mpitiny.engine.guard import announce_ready, install_early, restore
 from mpitiny.engine.loop import Engine
 from mpitiny.engine.progress import Progress
 from mpitiny.engine.summary import make_summary, print_summary
@@ -42,12 +41,12 @@ def run_file(path: str | None, params: dict, out_dir: str | None = None,
     """``mpitiny run``: returns the exit status (0 all done, 1 some failed, 75 stopped).
 
     ``options`` are ``RunOptions`` fields (``quiet``, ``retries``, ``resume``, ...)."""
-    handlers = _guard.install_early()
+    handlers = install_early()
     keep_freed_memory()
     try:
         return _run_file(path, params, out_dir, dag_text, RunOptions(**options))
     finally:
-        _guard.restore(handlers)
+        restore(handlers)
 
 
 def _run_file(path: str | None, params: dict, out_dir: str | None, dag_text: str | None,

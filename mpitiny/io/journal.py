@@ -32,7 +32,7 @@ Reading (``read_journals``, on every rank at start-up, the same answer everywher
 *done* if some incarnation has a DONE record for it; a task that some incarnation STARTed but
 never finished, failed or stopped has *crashed* once in that incarnation; each CRASHED record
 is one more crash. Tasks with crashes
-run alone in a child process when resumed (``mpitiny.engine.core``), and fail once they have crashed
+run alone in a child process when resumed (``mpitiny.engine.resume``), and fail once they have crashed
 ``max_crashes`` times.
 """
 from __future__ import annotations

@@ -35,8 +35,8 @@ is set) a thief may take them itself (late binding).
 Everything that thieves touch is changed only with atomics; the owner's private bookkeeping
 (which slots it uses, ring tail, overflow list) lives in ordinary Python objects.
 
-Costs measured on one node (MPICH, 2 ranks): a steal is one ``Get`` of the header (~1 µs), one
-``Compare_and_swap`` (~1.5 µs) and, for ring slots, one more ``Get`` and one ``Accumulate``.
+A steal costs one ``Get`` of the header, one ``Compare_and_swap`` and, for ring slots, one
+more ``Get`` and one ``Accumulate`` (measured costs: ``shared/notes/mpi-facts.md``).
 """
 from __future__ import annotations
 
