@@ -61,13 +61,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", required=True, help="the other source tree (a checkout)")
+    ap.add_argument("--this", default=str(HERE),
+                    help="this source tree (default: the one this script is in; a snapshot "
+                         "checkout lets the working tree change while the benchmark runs)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--keys", help="comma-separated substrings: report only metrics matching one")
     ap.add_argument("script", help="a script in bench/, e.g. bars.py")
     ap.add_argument("args", nargs=argparse.REMAINDER, help="its arguments")
     a = ap.parse_args()
-    trees = {"base": Path(a.base).resolve(), "this": HERE}
+    trees = {"base": Path(a.base).resolve(), "this": Path(a.this).resolve()}
     runs: dict = {"base": [], "this": []}
     for k in range(a.repeat):
         order = ("base", "this") if k % 2 == 0 else ("this", "base")

@@ -38,7 +38,7 @@ What the loop changes (``loop.Engine``), and where:
 - the queue's slots and ring (``StealQueue``; through claims, steals, pushes) and the count
   words of other ranks (``Release``);
 - ``direct``: a released task to run next (``release_children`` / ``take_direct``);
-- ``avg_task``, ``avg_all``: seconds per task, by group and overall (``run_plain``);
+- ``avg_task``, ``avg_all``: seconds per task, by group and overall (``run_group``);
 - ``unreported``, ``unreported_failed``: finished, not yet counted run-wide (``finish``,
   ``skip`` / ``report_finished``);
 - ``stopped``: why this rank left early (``leave``, ``request_stop``);

@@ -316,29 +316,27 @@ class Engine:
         if self.progress is not None:
             self.progress.tick(working=True)
 
-    def run_group(self, g: int, instances, chunk: Chunk) -> None:
-        """Run instances of one group: the injected fault when due; in a resumed run, the
-        instances that are not NORMAL their own way (``Resume``); the rest ``run_plain``."""
-        n = len(instances)
+    def run_group(self, g: int, instances, chunk: Chunk, plain: bool = False) -> None:
+        """Run instances of one group, learn their time, finish them: the injected fault first
+        when it is due; unless ``plain``, in a resumed run the instances that are not NORMAL
+        their own way (``Resume``, which runs the rest ``plain``)."""
         if self.fault is not None:
-            head = self.fault.take(n)
+            head = self.fault.take(len(instances))
             if head is not None:               # the fault is due within this chunk
                 fault, self.fault = self.fault, None
                 if head:
-                    self.run_group(g, instances[:head], chunk)
+                    self.run_group(g, instances[:head], chunk, plain)
                 fault.fire()
-        if self.resume is not None:
+        if self.resume is not None and not plain:
             idx = np.asarray(instances, dtype=np.int64)
             standing = self.resume.standing[int(self.base[g]) + idx]
             if standing.any():
                 self.resume.run(g, idx, standing, chunk)
                 return
-        self.run_plain(g, instances, chunk)
-
-    def run_plain(self, g: int, instances, chunk: Chunk) -> None:
-        """Run instances of one group, learn their time, finish them."""
+        group = self.dag.groups[g]
         t0 = time.perf_counter()
-        failed, ran = self.runner.run(self.dag.groups[g], instances, chunk)
+        failed, ran = (self.runner.run_fn if group.kind == "fn" else self.runner.run_cmd)(
+            group, instances, chunk)
         if ran:
             per_task = (time.perf_counter() - t0) / ran
             self.avg_task[g] = _running_mean(float(self.avg_task[g]), per_task, ran)

@@ -58,7 +58,7 @@ class Resume:
             self.run_suspect(g, i, chunk)
         normal = idx[standing == Standing.NORMAL]
         if len(normal):
-            self.engine.run_plain(g, normal, chunk)
+            self.engine.run_group(g, normal, chunk, plain=True)
 
     def run_cached(self, g: int, idx: np.ndarray, chunk: Chunk) -> None:
         """Not run again; kept values reloaded for the children; rows say attempt 0."""
@@ -78,7 +78,7 @@ class Resume:
                 e.data.store_encoded(group, i, first + i, kind, data, journal=False)
             if damaged:                      # the value is lost after all: run those again
                 idx = np.setdiff1d(idx, damaged)
-                e.run_plain(g, np.array(damaged, dtype=np.int64), chunk)
+                e.run_group(g, np.array(damaged, dtype=np.int64), chunk, plain=True)
         now = time.time()
         e.records.add_run(first + idx, DONE, np.full(len(idx), now), np.full(len(idx), now),
                           attempt=0)
@@ -110,7 +110,7 @@ class Resume:
         group = e.dag.groups[g]
         gid = int(e.base[g]) + i
         if group.kind != "fn":
-            e.run_plain(g, np.array([i], dtype=np.int64), chunk)
+            e.run_group(g, np.array([i], dtype=np.int64), chunk, plain=True)
             return
         keep = e.layout.has_locs[g]
         fetched = fetch_error = None

@@ -1,8 +1,8 @@
 """Running the tasks of a chunk: Python functions (one call per task, or one call of a batch
 form per chunk), shell commands, their retries and timeouts, and the failures they leave.
 
-``TaskRunner.run(group, instances, chunk)`` runs instances of one group and returns which of
-them failed and how many ran (fewer than all when a stop request interrupted the chunk); it
+``TaskRunner.run_fn`` / ``run_cmd`` (group, instances, chunk) run instances of one group and
+return which of them failed and how many ran (fewer than all when a stop request interrupted the chunk); it
 writes their task rows (``Records``), their results (``RankFiles``) and the values other
 tasks read (``DataPlane``). It changes nothing of the scheduling: counting finished tasks and
 releasing children is the loop's business (``Engine.finish``).
@@ -33,33 +33,6 @@ from mpitiny.io.rundir import DONE, FAILED, RankFiles, Records, read_log_tail
 from mpitiny.io.splits import bytes_read
 
 PREFETCH_MIN_BYTES = 1 << 20   # smaller splits are read by their task, without a thread
-
-
-class _Rows:
-    """The task rows of a function chunk being run: start and end times, split bytes read,
-    failed positions and the attempt of each position retried."""
-
-    __slots__ = ("starts", "ends", "read_sizes", "failed", "attempts")
-
-    def __init__(self, reads_splits: bool) -> None:
-        self.starts: list = []
-        self.ends: list = []
-        self.read_sizes: list | int = [] if reads_splits else 0
-        self.failed: list = []
-        self.attempts: dict = {}
-
-    def truncate(self, k: int) -> None:
-        """Drop position ``k`` and after (a stop request kept them from running)."""
-        del self.starts[k:]
-        if isinstance(self.read_sizes, list):
-            del self.read_sizes[k:]
-
-    def attempt_column(self, ran: int):
-        if not self.attempts:
-            return 1
-        column = np.ones(ran, dtype=np.int16)
-        column[list(self.attempts)] = list(self.attempts.values())
-        return column
 
 
 class TaskRunner:
@@ -98,28 +71,27 @@ class TaskRunner:
         return (self.opts.batch and group.kind == "fn" and group.batch_function is not None
                 and not self.timeout(group))
 
-    def run(self, group, instances, chunk: Chunk) -> tuple:
-        """Run instances of one group; returns (failed positions, how many ran)."""
-        if group.kind == "fn":
-            return self.run_fn(group, instances, chunk)
-        return self.run_cmd(group, instances, chunk)
-
     # ------------------------------------------------------------------ functions
     def run_fn(self, group, instances, chunk: Chunk) -> tuple:
-        """Call ``group.function`` for each instance in this process."""
+        """Call ``group.function`` for each instance in this process; returns (failed
+        positions, how many ran)."""
         fn = group.function
         const = group.constant_call()
         first = int(self.base[group.index])
         keep = self.keeps[group.index]
         inputs = group.wants_inputs
-        timeout = self.timeout(group)
+        timeout = group.options.timeout
+        if timeout is None:
+            timeout = self.opts.timeout
         guard = self.guard
         ran = len(instances)
         clock = time.time
         splits = self.data.split_reader(group)
-        rows = _Rows(splits is not None)
-        starts, ends, read_sizes = rows.starts, rows.ends, rows.read_sizes
-        reads_splits = isinstance(read_sizes, list)
+        starts: list = []
+        ends: list = []
+        failed: list = []
+        attempts: dict = {}             # position -> attempt, of the positions retried
+        read_sizes: list = []           # split bytes each task read (splits only)
         prefetched: dict = {}      # inputs a failed batch read: not read again (counted once)
         if len(instances) > 1 and self.batch_family[group.index]:
             done = self.run_batch(group, instances, chunk, splits is not None, prefetched)
@@ -156,57 +128,54 @@ class TaskRunner:
                     value = fn(*args, **kwargs)
                     guard.in_task = False
                 t1 = clock()
-                if reads_splits:
-                    read_sizes.append(bytes_read() - read_before)  # type: ignore[union-attr]
+                if splits is not None:
+                    read_sizes.append(bytes_read() - read_before)
                 if value is not None or keep:
                     self.data.store_result(group, i, first + i, value)
             except StopRun:
                 exc = StopRun
             except (Exception, SystemExit, KeyboardInterrupt) as failure:
                 guard.in_task = False
-                exc, t1 = self.after_failure(group, i, k, failure, fetched, rows)
+                exc = self.retry_fn(group, i, failure, k, attempts, fetched)
+                if exc is not StopRun:
+                    t1 = clock()
+                    if len(starts) == k:
+                        starts.append(t1)
+                    if splits is not None and len(read_sizes) == k:
+                        read_sizes.append(0)
+                    if exc is not None:
+                        failed.append(k)
+                        self.fail(first + i, group.instance_id(i), exc, t1,
+                                  attempt=attempts.get(k, 1))
             if exc is StopRun:                    # instances k and after did not run
                 guard.in_task = False
-                rows.truncate(k)
+                del starts[k:]
+                del read_sizes[k:]
                 ran = k
                 break
             ends.append(t1)
         if not ran:
-            return rows.failed, 0
-        self.record_ran(first, instances[:ran], rows.failed, starts, ends, chunk,
-                        rows.attempt_column(ran), read_sizes)
-        return rows.failed, ran
+            return failed, 0
+        attempt = 1
+        if attempts:
+            attempt = np.ones(ran, dtype=np.int16)
+            attempt[list(attempts)] = list(attempts.values())
+        self.record_ran(first, instances[:ran], failed, starts, ends, chunk, attempt,
+                        read_sizes if splits is not None else 0)
+        return failed, ran
 
-    def after_failure(self, group, i: int, k: int, failure: BaseException, fetched,
-                      rows: _Rows) -> tuple:
-        """Instance ``i`` (position ``k``) raised: retry it if it may be, record a failure if
-        it still fails. Returns (``None``, ``StopRun`` or the last exception; end time)."""
-        retries = self.retries(group)
-        exc = self.retry_fn(group, i, failure, retries, k, rows.attempts, fetched) \
-            if retries else failure
-        t1 = 0.0
-        if exc is not StopRun:
-            t1 = time.time()
-            if len(rows.starts) == k:
-                rows.starts.append(t1)
-            if isinstance(rows.read_sizes, list) and len(rows.read_sizes) == k:
-                rows.read_sizes.append(0)
-            if exc is not None:
-                rows.failed.append(k)
-                gid = int(self.base[group.index]) + i
-                self.fail(gid, group.instance_id(i), exc, t1, attempt=rows.attempts.get(k, 1))
-        return exc, t1
-
-    def retry_fn(self, group, i: int, exc, retries: int, k: int, attempts: dict,
+    def retry_fn(self, group, i: int, exc: BaseException, k: int, attempts: dict,
                  fetched: dict | None = None):
-        """Run a failed instance again, up to ``retries`` more times (``MPITINY_ATTEMPT`` set);
-        returns None once an attempt succeeds, the last exception, or ``StopRun``.
+        """Run a failed instance (at position ``k`` of its chunk) again, up to its ``retries``
+        more times (``MPITINY_ATTEMPT`` set), noting each attempt in ``attempts``; returns None
+        once an attempt succeeds, the last exception, or ``StopRun``.
 
         ``fetched``: the inputs the failed attempt read. They are passed again, not read again:
         each read counts the parents' values down, and a second count would free a value
         before its other readers have read it."""
         keep = self.keeps[group.index]
         timeout = self.timeout(group)
+        retries = self.retries(group)
         try:
             for attempt in range(2, retries + 2):
                 attempts[k] = attempt
