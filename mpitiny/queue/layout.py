@@ -63,8 +63,8 @@ class Layout:
                 self.has_counts[g.index] = True
                 self.count_init[g.index] = len(each) + (1 if whole else 0)
             if getattr(g, "wants_inputs", False):
-                for d in g.deps:
-                    self.has_locs[d.parent] = True
+                for d in g.deps:       # a command's value is None: nothing to locate
+                    self.has_locs[d.parent] = dag.groups[d.parent].kind == "fn"
         # Per-rank offsets of each group's block of counts (and of locations).
         self.count_base = {}
         self.loc_base = {}
