@@ -134,6 +134,7 @@ def run_mpitiny(n: int, dag_path: str, run_dir: str, *, timeout: float = 300,
     ``retry_bad_input``: if the run exits with status 2 (bad input: e.g. a dag.json key the
     loader does not accept yet), wait and retry for up to that many seconds."""
     deadline = time.monotonic() + retry_bad_input
+    shutil.rmtree(run_dir, ignore_errors=True)     # a rerun would find the last run complete
     while True:
         proc = run_mpi(n, ["-m", "mpitiny", "run", dag_path, "--out", run_dir, "-q"],
                        timeout=timeout, env=env, wrap=wrap, check=False)

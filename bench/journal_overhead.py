@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 
@@ -46,7 +47,8 @@ def dags(args) -> dict:
 
 
 def one_run(ranks: int, dag_path: str, run_dir: str, journal: bool) -> dict:
-    argv = ["-m", "mpitiny", "run", dag_path, "--out", run_dir, "-q", "--fresh"]
+    shutil.rmtree(run_dir, ignore_errors=True)     # --fresh would keep the last run aside
+    argv = ["-m", "mpitiny", "run", dag_path, "--out", run_dir, "-q"]
     if not journal:
         argv.append("--no-journal")
     proc = C.run_mpi(ranks, argv, timeout=600)

@@ -26,6 +26,7 @@ if [ ! -s "$DATA" ] || [ "$CORPUS" -nt "$DATA" ]; then
 fi
 OUT=$DIR/wordcount-out
 RUN=$DIR/run-wordcount
+rm -rf "$RUN"      # each demo counts afresh (the same command again would find the run complete)
 "$MPIEXEC" -n "$RANKS" "$PY" -m mpitiny run jobs/wordcount.json \
   --param input="$DATA" --param output="$OUT" --out "$RUN"
 "$PY" - "$CORPUS" "$RUN" <<'PYEND'

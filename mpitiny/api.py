@@ -15,7 +15,7 @@ Every rank runs the same script (SPMD), builds the same DAG and calls ``run``::
     dag = mpitiny.DAG("squares")
     sq = dag.family("sq", square, args=["{i}"], foreach={"i": range(1000)})
     dag.task("sum", total, deps=[sq])
-    status = mpitiny.run(dag, out="runs/squares")      # 0: every task done
+    status = mpitiny.run(dag, out="runs/squares")      # 0: every task done (on every rank)
     # dag.save("squares.json") writes the same DAG as dag.json for `mpitiny run`
 
     squares = mpitiny.map(square, range(100))          # a bag of tasks, results in order
@@ -171,8 +171,14 @@ class DAG:
 def run(dag: DAG | str, out: str | None = None, params: dict | None = None,
         quiet: bool = False, **engine_options: Any) -> int:
     """Run ``dag`` (a ``DAG`` or a dag.json path) on every rank of the MPI job; every rank must
-    call it. Returns the exit status (0 all done, 1 some failed). Bad input raises ``BadInput``
-    (``.exit_code`` 2) on every rank, with the same message."""
+    call it. Returns the run's exit status on every rank (0 all done, 1 some failed, 75
+    stopped by a signal). Bad input raises ``BadInput`` (``.exit_code`` 2) on every rank, with
+    the same message.
+
+    Like ``mpitiny run``, a second call with the same ``out`` resumes: tasks done there are
+    kept, failed and skipped ones run again, and a complete run (every task done) runs nothing
+    and returns 0; ``out`` holding another DAG's run raises ``BadInput``; ``resume="no"``
+    (``--fresh``) moves the earlier run aside to ``OUT.old-N`` and starts over."""
     from mpitiny.engine import run_file
     if isinstance(dag, DAG):
         return run_file(None, params or {}, out_dir=out, quiet=quiet,
@@ -194,8 +200,14 @@ def map(fn: Callable, items: Iterable, out: str | None = None, quiet: bool = Tru
     SPMD: every rank calls it with the same ``fn`` and ``items`` and gets the whole list back.
     Results travel as JSON values (or bytes / numpy arrays) through the run directory (``out``,
     default ``mpitiny-runs/map-<fn name>``). A task that raises makes ``map`` raise
-    ``TasksFailed`` (a ``RuntimeError``) naming the first failed item (on every rank).
+    ``TasksFailed`` (a ``RuntimeError``) naming the first failed item, on every rank.
+
+    Every call computes afresh (``fn`` or the items may have changed since): the run
+    directory holds the last call's run, which replaces an earlier map run there, is never
+    resumed, and stays for inspection (``mpitiny show OUT 'item[3]'``). An ``out`` holding
+    the run of a DAG that is not a map raises ``BadInput`` and is left as it is.
     """
+    from mpitiny.engine import run_file
     items = list(items)
     key = function_name(fn).replace(":", ".")
     _MAP_CALLS[key] = (fn, items)
@@ -205,14 +217,40 @@ def map(fn: Callable, items: Iterable, out: str | None = None, quiet: bool = Tru
     try:
         if not items:
             return []
-        status = run(dag, out=out, quiet=quiet)
+        status = run_file(None, {}, out_dir=out, dag_text=dag.to_json(), scratch=True,
+                          quiet=quiet)
     finally:
         _MAP_CALLS.pop(key, None)
+    if status != 0:
+        raise TasksFailed(_map_failure(fn, items, out, status))
     from mpitiny.io.rundir import read_results
     values = read_results(out)
-    if status != 0:
-        with open(os.path.join(out, "summary.json"), encoding="utf-8") as f:
-            first = json.load(f)["failures_first"]
-        raise TasksFailed(f"mpitiny.map: {first[0]['id'] if first else 'a task'} failed:\n"
-                           f"{first[0]['error'] if first else ''}")
     return [values.get(f"item[{i}]") for i in range(len(items))]
+
+
+def _map_failure(fn: Callable, items: list, out: str, status: int) -> str:
+    """``TasksFailed``'s message: a failed item (the lowest of the first ones to fail), its
+    index and value, and its error."""
+    try:
+        with open(os.path.join(out, "summary.json"), encoding="utf-8") as f:
+            summary = json.load(f)
+    except (OSError, ValueError) as exc:
+        return f"mpitiny.map: the run in {out} ended with exit status {status} ({exc})"
+    first = summary.get("failures_first") or []
+    if not first:
+        return (f"mpitiny.map: the run in {out} ended with exit status {status} "
+                f"({summary.get('stopped') or 'failed'}) before every item was done")
+    rec = min(first, key=_item_index)     # the lowest failed item among the first failures
+    i = _item_index(rec)
+    value = repr(items[i]) if 0 <= i < len(items) else "?"
+    if len(value) > 80:
+        value = value[:77] + "..."
+    more = summary.get("failed", 1) - 1
+    return (f"mpitiny.map: {getattr(fn, '__qualname__', fn)}(items[{i}]) failed, items[{i}] = "
+            f"{value}" + (f" ({more} more items failed: {out}/failures/)" if more > 0 else "")
+            + f":\n{rec.get('error', '')}")
+
+
+def _item_index(failure: dict) -> int:
+    tid = str(failure.get("id", ""))
+    return int(tid[len("item["):-1]) if tid.startswith("item[") else -1

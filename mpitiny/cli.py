@@ -93,9 +93,11 @@ def cli() -> None:
               help="A task that was running when its rank died this many times fails instead "
                    "of being run again on resume.")
 @click.option("--resume/--fresh", "resume", default=None,
-              help="--resume: skip what the journals in the run directory mark done (also "
-                   "after a complete run). --fresh: start over. Default: resume when the run "
-                   "directory holds an unfinished run of the same DAG and parameters.")
+              help="Default (and --resume): a run directory holding a run of the same DAG "
+                   "and parameters is resumed: tasks its journals mark done are kept, failed "
+                   "and skipped ones run again; a complete run (every task done) runs nothing. "
+                   "A run of another DAG is refused. --fresh: move the earlier run aside to "
+                   "RUN_DIR.old-N and start over.")
 @click.option("--no-journal", is_flag=True,
               help="Do not journal finished tasks (the run cannot be resumed).")
 @click.option("--no-batch", is_flag=True,
@@ -106,6 +108,9 @@ def run(dag_file: str, params: tuple, out_dir: str | None, quiet: bool, result_m
         trace: bool, retries: int, timeout: float | None, max_fails: int | None,
         max_crashes: int, resume: bool | None, no_journal: bool, no_batch: bool) -> None:
     """Run DAG_FILE on every rank of the MPI job (``mpiexec -n N mpitiny run DAG_FILE``).
+
+    Run again on the same run directory, it resumes: done tasks are kept, failed and skipped
+    ones run again; a complete run (every task done) runs nothing.
 
     Exit status: 0 all done, 1 some task failed, 2 bad input, 3 internal error, 75 stopped
     by SIGTERM/SIGINT/SIGUSR1 (run the same command again to resume)."""
@@ -188,7 +193,8 @@ def report(run_dir: str, no_plots: bool) -> None:
 @cli.command()
 @click.argument("run_dir")
 def status(run_dir: str) -> None:
-    """One line on RUN_DIR: progress while the run goes on, totals once it has finished."""
+    """One line on RUN_DIR: running (with its progress), interrupted, complete with failures
+    or complete, and what running the same command again would do."""
     from mpitiny.engine.progress import status as run_status
     try:
         click.echo(run_status(run_dir))
@@ -200,7 +206,9 @@ def status(run_dir: str) -> None:
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
 @click.argument("task")
 def show(run_dir: str, task: str) -> None:
-    """Show what RUN_DIR kept about TASK: status, rank, times, error, result, stdout, stderr."""
+    """Show what RUN_DIR kept about TASK: status, rank, start, end, error, result, output.
+
+    A task done in an earlier run (cached in the last one) is shown as it ran then."""
     from mpitiny.io.rundir import describe_task
     try:
         info = describe_task(run_dir, task)
@@ -208,14 +216,27 @@ def show(run_dir: str, task: str) -> None:
         raise BadInput(f"no task {task!r} in this run", where=run_dir) from None
     except OSError as exc:
         raise BadInput(f"not a finished mpitiny run directory ({exc})", where=run_dir) from None
-    for key in ("id", "status", "rank", "attempt", "seconds"):
+    for key in ("id", "status", "rank", "attempt", "start", "end", "seconds", "run"):
         if key in info:
-            click.echo(f"{key}: {info[key]}")
+            value = info[key]
+            if key in ("start", "end"):
+                value = local_time(value)
+            elif key == "seconds":
+                value = f"{value:.6f}"
+            elif key == "run":
+                value = f"{value} (an earlier run: {info['dir']})"
+            click.echo(f"{key}: {value}")
     if "result" in info:
         click.echo(f"result: {json.dumps(info['result'])}")
     for key in ("error", "stdout", "stderr"):
         if info.get(key):
             click.echo(f"--- {key}\n{info[key].rstrip()}")
+
+
+def local_time(t: float) -> str:
+    """``2025-03-07 14:03:12.345``: Unix time ``t`` in local time, to the millisecond."""
+    from datetime import datetime
+    return datetime.fromtimestamp(t).isoformat(sep=" ", timespec="milliseconds")
 
 
 def main(argv: list | None = None) -> None:

@@ -1,7 +1,12 @@
 """The run's shared key-value store, as tasks call it: ``from mpitiny import state``.
 
 Every function acts on the store the engine set up for this rank (``use``); outside a run, on a
-private one-rank store, so task code can be tested without MPI. The design (hash-partitioned
+private one-rank store, so task code can be tested without MPI.
+
+Tasks run at least once (retries, crashes, resumed runs); their updates take effect once:
+those of a failed attempt are undone, those of a task that succeeded are journaled with it and
+put back when the run is resumed, and ``put_if_absent`` answers True again to the task that
+claimed the key if it runs again (the other tasks get False). The design (hash-partitioned
 open addressing in each rank's RMA window, atomic per-key updates) is in
 ``mpitiny.queue.state``.
 """
@@ -11,14 +16,14 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from mpitiny.queue.state import StateStore, StateStoreFull
+from mpitiny.queue.state import RemoteState, StateStore, StateStoreFull
 
 __all__ = ["StateStore", "StateStoreFull", "use", "add", "put", "put_if_absent", "get", "items"]
 
-_store: StateStore | None = None
+_store: StateStore | RemoteState | None = None
 
 
-def _current() -> StateStore:
+def _current() -> StateStore | RemoteState:
     global _store
     if _store is None:     # outside a run: a private one-rank store, so task code can be tested
         from mpitiny.queue.memory import LocalBytes, LocalMemory
@@ -28,7 +33,7 @@ def _current() -> StateStore:
     return _store
 
 
-def use(store: StateStore | None) -> None:
+def use(store: StateStore | RemoteState | None) -> None:
     """Make ``store`` the one the functions below use (the engine does this at start)."""
     global _store
     _store = store

@@ -236,6 +236,8 @@ def test_a_torn_unit_of_batch_values_runs_again_whole_on_resume(python_module, t
         rec["check"][(rec["kind"] == jnl.DONE) & (rec["lo"] == total_gid)] ^= 1
         rec.tofile(path)
     assert torn_items, "no unit of 3 or more values was journaled"
+    info = jnl.read_run_info(str(tmp_path / "run"))
+    jnl.write_run_info(str(tmp_path / "run"), {**info, "complete": False})   # as if killed
     counts, _, out = run_dag(python_module, tmp_path, 2, dag, "--resume")
     assert counts["done"] == N + 1
     assert read_results(str(out))["total"] == sum(i * i for i in range(N))

@@ -1,12 +1,13 @@
 """dag.json version 1: loading, every rule of the format, and the JSON Schema (no MPI needed)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import sys
 import textwrap
-import time
+import tracemalloc
 import uuid
 from pathlib import Path
 
@@ -513,6 +514,19 @@ def test_total_instances_limit():
         where="dag.json: tasks[1] (id 'b')")
 
 
+@contextlib.contextmanager
+def peak_memory():
+    """The peak of Python allocations in the block (``[bytes]``, filled at its end): a family
+    loaded instance by instance would take gigabytes, one kept as ranges a few MiB."""
+    peak = [0]
+    tracemalloc.start()
+    try:
+        yield peak
+    finally:
+        peak[0] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+
+
 def test_million_instance_family_is_cheap():
     obj = dag(T("sq", fn="mpitiny.tasks:echo", args=["{i}"],
                 foreach={"i": {"range": [0, 1000000]}}),
@@ -522,14 +536,12 @@ def test_million_instance_family_is_cheap():
               T("grid", foreach={"a": {"range": [1000]}, "b": {"range": [1000]}},
                 deps=["sq[{b}]", "post[{a}]"]))
     text = json.dumps(obj)
-    load(text)
-    start = time.perf_counter()
-    d = load(text)
-    elapsed = time.perf_counter() - start
+    with peak_memory() as peak:
+        d = load(text)
     assert d.total == 3_500_000
     assert isinstance(d.groups[0].vars[0].values, range)
     assert d.groups[0].call_args(999_999) == ((999_999,), {})
-    assert elapsed < 0.5, elapsed
+    assert peak[0] < 16 << 20, f"{peak[0] >> 20} MiB to load 3.5 M instances: expanded?"
 
 
 # -------------------------------------------------------------------------------- deps
@@ -668,14 +680,14 @@ def test_element_map_missing_parent_for_plain_child():
 
 def test_element_map_huge_families_checked_per_variable():
     n = 2**29
-    start = time.perf_counter()
-    bad(dag(T("p", foreach={"i": {"range": [n - 1]}}),
-            T("c", foreach={"i": {"range": [n]}}, deps=["p[{i}]"])),
-        f"c[{n - 1}] would wait for p[{n - 1}]")
-    d = load(dag(T("p", foreach={"i": {"range": [n]}}),
-                 T("c", foreach={"i": {"range": [0, n, 7]}}, deps=["p[{i}]"])))
+    with peak_memory() as peak:
+        bad(dag(T("p", foreach={"i": {"range": [n - 1]}}),
+                T("c", foreach={"i": {"range": [n]}}, deps=["p[{i}]"])),
+            f"c[{n - 1}] would wait for p[{n - 1}]")
+        d = load(dag(T("p", foreach={"i": {"range": [n]}}),
+                     T("c", foreach={"i": {"range": [0, n, 7]}}, deps=["p[{i}]"])))
     assert d.total == n + len(range(0, n, 7))
-    assert time.perf_counter() - start < 1.0
+    assert peak[0] < 16 << 20, f"{peak[0] >> 20} MiB for 2**29 instances: checked one by one?"
 
 
 # The per-variable existence check must agree with ElementMap.parent_indices instance by
@@ -741,9 +753,12 @@ def _parse_items(items, child, parent):
 
 
 @pytest.mark.slow
-def test_hundred_thousand_plain_tasks_load_fast():
+def test_hundred_thousand_plain_tasks_load():
+    """100,000 listed tasks with 1-3 deps each load, all of them and every dep. How fast is
+    measured in bench/load_speed.py (a timed assertion here failed on a busy machine)."""
     rng = np.random.default_rng(1)
     tasks = [{"id": "t0", "cmd": "echo {k}"}]
+    ndeps = 0
     for k in range(1, 100_000):
         parents = rng.choice(np.arange(max(0, k - 50), k), size=min(k, int(rng.integers(1, 4))),
                              replace=False)
@@ -751,13 +766,24 @@ def test_hundred_thousand_plain_tasks_load_fast():
         task.update({"fn": "mpitiny.tasks:sleep", "args": [0.001]} if k % 2 else
                     {"cmd": "echo {k} ${HOME}"})
         tasks.append(task)
-    text = json.dumps({"name": "big", "params": {"k": 1}, "tasks": tasks})
-    start = time.process_time()          # CPU time: other processes do not count
-    d = load(text)
-    elapsed = time.process_time() - start
-    assert d.total == 100_000
-    assert sum(len(g.deps) for g in d.groups) > 150_000
-    assert elapsed < 2.0, elapsed
+        ndeps += len(parents)
+    d = load(json.dumps({"name": "big", "params": {"k": 1}, "tasks": tasks}))
+    assert d.total == 100_000 and len(d.groups) == 100_000
+    assert sum(len(g.deps) for g in d.groups) == ndeps > 150_000
+
+
+def test_load_speed_benchmark_reports_the_load_time(tmp_path):
+    """The load-speed check lives in bench/: its script runs and reports what it measured."""
+    import subprocess
+    script = Path(__file__).resolve().parents[1] / "bench" / "load_speed.py"
+    proc = subprocess.run([sys.executable, str(script), "--tasks", "2000", "--repeat", "1",
+                           "--ranks", "0", "--workdir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)["in_process"]
+    assert got["loaded_tasks"] == 2000 and got["deps"] > 3000
+    assert got["cpu_seconds_median"] > 0 and "bar_ok" in got
+    assert "load_speed: 2000 listed tasks: load" in proc.stderr
 
 
 # ------------------------------------------------------------------------------ cycles

@@ -35,12 +35,53 @@ def test_started_but_unfinished_tasks_crashed_once_per_incarnation(tmp_path):
         j = journal(tmp_path, inc, rank=inc)
         j.add(jnl.START, 0, 4)
         j.add(jnl.DONE, 0, 2)                    # 2 and 3 were running when the rank died
+        j.now[0], j.now[1] = 2, 2                # (one batch call of both)
         j.add(jnl.START, 8, 9)
         j.add(jnl.STOPPED, 8, 9)                 # interrupted by a stop request: no crash
         j.sync()                                 # no close: like a killed process
     r = jnl.read_journals(str(tmp_path), 10)
     assert list(r.crashes) == [0, 0, 2, 2, 0, 0, 0, 0, 0, 0]
     assert list(np.flatnonzero(r.done)) == [0, 1]
+
+
+@pytest.mark.parametrize("running", [(5, 1), (-1, 1)])
+def test_only_the_task_running_when_the_rank_died_crashed(tmp_path, running):
+    j = journal(tmp_path)
+    j.add(jnl.START, 0, 10)
+    j.add(jnl.DONE, 0, 5)                        # 5 was running; 6..9 had not started
+    j.now[0], j.now[1] = running
+    j.sync()
+    r = jnl.read_journals(str(tmp_path), 10)
+    assert list(np.flatnonzero(r.crashes)) == ([5] if running[0] == 5 else [])
+    assert list(np.flatnonzero(r.done)) == [0, 1, 2, 3, 4]
+
+
+def test_a_journal_without_its_now_file_counts_every_unfinished_task(tmp_path):
+    j = journal(tmp_path)
+    j.add(jnl.START, 0, 4)
+    j.add(jnl.DONE, 0, 2)
+    j.sync()
+    os.remove(jnl.journal_path(str(tmp_path), 1, 0, ".now"))
+    r = jnl.read_journals(str(tmp_path), 4)
+    assert list(np.flatnonzero(r.crashes)) == [2, 3]
+
+
+def test_a_state_record_whose_bytes_are_damaged_undoes_its_whole_unit(tmp_path):
+    j = journal(tmp_path)
+    j.begin_unit()
+    j.add_value(3, jnl.VK_STATE, b'{"add": [], "put": [], "claim": []}')
+    j.add_value(4, jnl.VK_DONE, b"")
+    j.end_unit()
+    j.add_value(7, jnl.VK_STATE, b'{"add": [["6b", 2]], "put": [], "claim": []}')
+    j.close()
+    r = jnl.read_journals(str(tmp_path), 10)
+    assert list(np.flatnonzero(r.done)) == [3, 4, 7] and not r.values
+    assert [gid for gid, _ in r.state_updates()] == [3, 7]
+    with open(jnl.journal_path(str(tmp_path), 1, 0, ".val"), "r+b") as f:
+        f.write(b"X")                            # the first record's bytes
+    r = jnl.read_journals(str(tmp_path), 10)
+    assert list(np.flatnonzero(r.done)) == [7]
+    assert r.state_updates() == [(7, b'{"add": [["6b", 2]], "put": [], "claim": []}')]
 
 
 def test_a_killed_rank_leaves_a_readable_journal(tmp_path):
@@ -158,3 +199,22 @@ def test_a_unit_of_one_value_is_a_plain_record(tmp_path):
     j.close()
     assert np.fromfile(j.path, dtype=jnl.RECORD)["unit"][0] == 0
     assert list(np.flatnonzero(jnl.read_journals(str(tmp_path), 5).done)) == [3]
+
+
+def test_a_damaged_value_in_a_unit_undoes_the_whole_unit(tmp_path):
+    """A batch call's first value may hold the whole call's result: if one value of its unit
+    is damaged, every task of the call runs again (not just the damaged one)."""
+    j = journal(tmp_path)
+    j.begin_unit()
+    for gid, data in ((4, b"[1, 2, 3]"), (5, b"[]"), (6, b"[]")):
+        j.add_value(gid, 0, data)
+    j.end_unit()
+    j.add_value(9, 0, b"[9]")
+    j.close()
+    assert list(np.flatnonzero(jnl.read_journals(str(tmp_path), 10).done)) == [4, 5, 6, 9]
+    with open(jnl.journal_path(str(tmp_path), 1, 0, ".val"), "r+b") as f:
+        f.seek(len(b"[1, 2, 3]"))
+        f.write(b"X")                            # the unit's second value
+    r = jnl.read_journals(str(tmp_path), 10)
+    assert list(np.flatnonzero(r.done)) == [9] and set(r.values) == {9}
+    assert list(jnl.done_counts(str(tmp_path), 10)) == [0] * 9 + [1]

@@ -491,16 +491,19 @@ def _signal_launcher(out: Path, sig, log: Path, lines: int) -> None:
 
 
 # ---------------------------------------------------------------------- when to resume
-def test_complete_run_starts_afresh_and_other_dag_is_refused(python_module, tmp_path):
+def test_complete_run_runs_nothing_and_other_dag_is_refused(python_module, tmp_path):
     dag_path = square_dag(tmp_path, n=N, delay=0)
     out = tmp_path / "run"
     assert run(python_module, 2, dag_path, out, "-q").returncode == 0
-    assert run(python_module, 2, dag_path, out, "-q").returncode == 0     # complete: afresh
+    lines = len(ran_lines(tmp_path))
+    proc = run(python_module, 2, dag_path, out)                       # complete: nothing to run
+    assert proc.returncode == 0 and proc.stdout.count("nothing to run") == 1, proc.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert summary["incarnation"] == 1 and summary["cached"] == 0
-    proc = run(python_module, 2, dag_path, out, "-q", "--resume")         # everything cached
+    proc = run(python_module, 2, dag_path, out, "-q", "--resume")     # the same
     summary = json.loads((out / "summary.json").read_text())
-    assert proc.returncode == 0 and summary["cached"] == 2 * N + 1
+    assert proc.returncode == 0 and summary["incarnation"] == 1
+    assert len(ran_lines(tmp_path)) == lines
     other = square_dag(tmp_path, n=N + 1, delay=0)
     proc = run(python_module, 2, other, out, "-q", "--resume")
     assert proc.returncode == 2
@@ -588,8 +591,8 @@ def test_status_of_a_killed_and_of_a_resumed_run(python_module, tmp_path, monkey
     monkeypatch.setattr(progress, "STALE_SECONDS", 0.0)
     done = len(journaled_done_ids(out, dag_path))
     line = progress.status(str(out))
-    assert f"not finished: {done} of {2 * N + 1} tasks journaled done (run 1)" in line
-    assert "run the same command again to resume" in line
+    assert f"interrupted: {done} of {2 * N + 1} tasks done (journaled, run 1)" in line
+    assert "running the same command again resumes it" in line
     assert run(python_module, 2, dag_path, out, "-q").returncode == 0
     line = progress.status(str(out))
-    assert line.startswith("squares-plus: finished:") and f"{done} were done in earlier runs" in line
+    assert line.startswith("squares-plus: complete:") and f"{done} were done in earlier runs" in line

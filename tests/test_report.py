@@ -31,6 +31,8 @@ def test_report_of_a_run(python_module, tmp_path):
     trace = json.loads((rep / "trace.json").read_text())
     tasks = [e for e in trace["traceEvents"] if e["ph"] == "X"]
     assert len(tasks) == 121                       # every task that ran, once
+    assert sorted(e["name"] for e in tasks) == sorted([f"s[{i}]" for i in range(120)] + ["bad"])
+    assert all(e["name"] == f"s[{e['args']['gid']}]" for e in tasks if e["name"] != "bad")
     assert {e["tid"] for e in tasks} <= {0, 1, 2}
     assert all({"queued_us", "stolen", "bytes_read"} <= set(e["args"]) for e in tasks)
     counters = [e for e in trace["traceEvents"] if e["ph"] == "C"]
@@ -49,8 +51,40 @@ def test_run_with_trace_writes_one_event_per_task(python_module, tmp_path):
                          cwd=str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     trace = json.loads((tmp_path / "run" / "trace.json").read_text())
-    gids = sorted(e["args"]["gid"] for e in trace["traceEvents"] if e["ph"] == "X")
-    assert gids == list(range(5000))
+    events = [e for e in trace["traceEvents"] if e["ph"] == "X"]
+    assert sorted(e["args"]["gid"] for e in events) == list(range(5000))
+    assert all(e["name"] == f"n[{e['args']['gid']}]" for e in events)     # ids, not numbers
+
+
+GROUPS = [{"name": "sq", "first": 0, "size": 1000, "vars": [["i", {"range": [0, 1000]}]]},
+          {"name": "one", "first": 1000, "size": 1, "vars": []},
+          {"name": "grid", "first": 1001, "size": 8,
+           "vars": [["a", {"values": ["x", 'q"u\\ote', {"k": [1, 2]}, 2.5]}],
+                    ["b", {"range": [9, 3, -3]}]]},
+          {"name": "two", "first": 1009, "size": 1, "vars": []},
+          {"name": "neg", "first": 1010, "size": 4, "vars": [["i", {"range": [-4, 4, 2]}]]}]
+
+
+def test_task_ids_are_the_ids_task_id_gives():
+    from mpitiny.io.rundir import task_id
+    from mpitiny.report import task_ids
+    gids = np.random.default_rng(3).permutation(np.repeat(np.arange(1014), 2))
+    got = task_ids(GROUPS, gids)
+    assert got.tolist() == [task_id(GROUPS, int(g)) for g in gids]
+    assert set(got[gids >= 1000].tolist()) >= {"one", "two", "grid[x,9]", 'grid[q"u\\ote,6]',
+                                                 'grid[{"k":[1,2]},9]', "grid[2.5,6]", "neg[-4]"}
+    assert task_ids(GROUPS, np.array([5000, 17])).tolist() == ["#5000", "sq[17]"]
+    assert task_ids(GROUPS, np.array([], dtype=np.int64)).tolist() == []
+
+
+def test_chrome_trace_names_events_by_task_id(tmp_path):
+    from mpitiny.report import write_chrome_trace
+    ran = _rows([(17, 0, 1.0, 1.5), (1000, 1, 1.1, 1.2), (1004, 1, 1.3, 1.4), (1003, 0, 2.0, 2.5)])
+    path = write_chrome_trace(str(tmp_path / "trace.json"), ran, 1.0, 2, {}, GROUPS)
+    events = [e for e in json.loads(open(path).read())["traceEvents"] if e["ph"] == "X"]
+    assert [(e["name"], e["args"]["gid"], e["tid"]) for e in events] == [
+        ("sq[17]", 17, 0), ("one", 1000, 1), ('grid[q"u\\ote,6]', 1004, 1),
+        ('grid[q"u\\ote,9]', 1003, 0)]
 
 
 def _rows(spec):

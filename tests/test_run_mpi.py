@@ -441,7 +441,7 @@ def test_progress_lines_are_parseable_and_status_reads_them(python_module, tmp_p
     from click.testing import CliRunner
     from mpitiny.cli import cli
     result = CliRunner().invoke(cli, ["status", str(tmp_path / "run")])
-    assert result.exit_code == 0 and "finished: 300 done, 1 failed" in result.output
+    assert result.exit_code == 0 and "complete with failures: 300 done, 1 failed" in result.output
     quiet = run(python_module, 2, path, tmp_path / "run2", "--quiet")
     assert "progress" not in quiet.stderr and quiet.stdout == ""
 

@@ -69,3 +69,51 @@ def test_module_functions_work_outside_a_run():
     assert state.put_if_absent("y") and not state.put_if_absent("y")
     assert dict(state.items()) == {b"x": 3, b"y": 1}
     state.use(None)
+
+
+def test_a_failed_attempt_s_updates_are_undone():
+    a, b = stores(2)
+    b.add("n", 10)
+    a.task = 7
+    assert a.add("n", 5) == 15
+    a.put("k", {"v": 1})
+    a.undo()
+    a.task = -1
+    assert b.get("n") == 10 and b.get("k") is None
+    b.put("k", 3)
+    a.task = 8
+    a.put("k", 4)
+    b.put("k", 5)                      # changed again since: the undo must not clobber it
+    a.undo()
+    assert b.get("k") == 5
+
+
+def test_put_if_absent_answers_the_claiming_task_again_and_no_other():
+    a, b = stores(2)
+    a.task = 3
+    assert a.put_if_absent("w") is True
+    a.undo()                           # a claim stays: the same task asks again
+    assert a.put_if_absent("w") is True
+    b.task = 4
+    assert b.put_if_absent("w") is False
+    b.task = -1
+    assert b.put_if_absent("w") is False
+
+
+def test_take_log_then_replay_rebuilds_the_store_on_any_number_of_ranks():
+    (a,) = stores(1)
+    logs = []
+    for gid in range(6):
+        a.task = gid
+        a.add("n", gid)
+        a.put("last", gid)
+        a.put_if_absent(f"w{gid % 3}", gid)
+        logs.append((gid, a.take_log()))
+        assert a.take_log() is None    # the log starts over
+    a.task = -1
+    want = dict(a.items())
+    for nranks in (1, 2, 3):
+        fresh = stores(nranks)
+        for s in fresh:
+            s.replay(logs)
+        assert dict(fresh[0].items()) == want

@@ -14,7 +14,7 @@ def test_status_of_a_running_run(tmp_path):
         "updated": time.time() - 3}))
     result = CliRunner().invoke(cli, ["status", str(tmp_path)])
     assert result.exit_code == 0
-    assert "big: progress done=250/1000 pct=25.0 failed=2" in result.output
+    assert "big: running: progress done=250/1000 pct=25.0 failed=2" in result.output
     assert "busy=100%" in result.output and "updated 3 s ago" in result.output
 
 

@@ -33,6 +33,10 @@ class Control:
         self.mem = mem
         self.total = total
 
+    def ending(self) -> bool:
+        """Whether this rank's DONE word holds a reason to leave."""
+        return bool(self.mem.local[DONE])
+
     def end(self) -> End:
         """Why this rank should leave its loop (``End.RUNNING``: it should not)."""
         return End(int(self.mem.local[DONE]))

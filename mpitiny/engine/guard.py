@@ -204,73 +204,126 @@ def _signal_name(num: int) -> str:
 
 
 # ---------------------------------------------------------------------- isolation
-def run_isolated(call, timeout: float | None) -> tuple:
+def run_isolated(call, timeout: float | None, serve=None, child_setup=None) -> tuple:
     """Run ``call()`` (returns ``(kind, data)`` of the encoded value) in a forked child.
 
     Returns ``("ok", kind, data)``, ``("error", text)`` for an exception, or ``("crash", text)``
     when the child died (signal, ``os._exit``, timeout). The child never calls MPI and leaves
-    with ``os._exit``, so the parent's MPI state is untouched.
+    with ``os._exit``, so the parent's MPI state is untouched. What the child needs from the
+    rank it asks for: ``child_setup(request)`` runs in the child first, and ``request(bytes)
+    -> bytes`` there is answered by ``serve(bytes) -> bytes`` here (the shared state store).
     """
     sys.stdout.flush()
     sys.stderr.flush()
-    rfd, wfd = os.pipe()
+    rfd, wfd = os.pipe()                 # child -> parent: requests, then the outcome
+    qfd, afd = os.pipe()                 # parent -> child: answers
     pid = os.fork()
     if pid == 0:                                     # the child
         os.close(rfd)
-        code = 0
-        try:
-            for sig in (*STOP_SIGNALS, signal.SIGALRM):
-                signal.signal(sig, signal.SIG_DFL)
-            try:
-                kind, data = call()
-                msg = struct.pack("<bq", 0, kind) + data
-            except BaseException as exc:              # noqa: B902 - reported as the task's error
-                text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-                msg = struct.pack("<bq", 1, 0) + text.encode("utf-8", "replace")
-            sys.stdout.flush()
-            sys.stderr.flush()
-            view = memoryview(msg)
-            while view:
-                view = view[os.write(wfd, view):]
-        except BaseException:                        # noqa: B902
-            code = 70
-        finally:
-            os._exit(code)
+        os.close(afd)
+        _child(call, wfd, qfd, child_setup)
     os.close(wfd)
-    chunks, deadline, timed_out = [], (time.monotonic() + timeout) if timeout else None, False
+    os.close(qfd)
     try:
-        while True:
-            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            ready, _, _ = select.select([rfd], [], [], wait)
-            if not ready:
-                timed_out = True
-                os.kill(pid, signal.SIGKILL)
-                break
-            chunk = os.read(rfd, 1 << 20)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    except BaseException:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+        outcome, timed_out = _serve_child(pid, rfd, afd, serve, timeout)
+    finally:
         os.close(rfd)
-        raise
-    os.close(rfd)
+        os.close(afd)
     _, status = os.waitpid(pid, 0)
-    msg = b"".join(chunks)
     if timed_out:
         return ("crash", f"timed out after {timeout:g} s (run alone in a child process, "
                          "which was killed)")
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         return ("crash", f"killed by signal {sig} ({_signal_name(sig)})")
-    if len(msg) < 9:
+    if outcome is None:
         return ("crash", f"the task's process exited with status {os.WEXITSTATUS(status)} "
                          "before returning (os._exit?)")
-    failed, kind = struct.unpack("<bq", msg[:9])
-    if failed:
-        return ("error", msg[9:].decode("utf-8", "replace"))
-    return ("ok", kind, msg[9:])
+    tag, payload = outcome
+    if tag == b"E":
+        return ("error", payload.decode("utf-8", "replace"))
+    return ("ok", struct.unpack("<q", payload[:8])[0], payload[8:])
+
+
+def _frame(tag: bytes, payload: bytes) -> bytes:
+    return tag + struct.pack("<q", len(payload)) + payload
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _read_exactly(fd: int, n: int) -> bytes:
+    out = bytearray()
+    while len(out) < n:
+        chunk = os.read(fd, n - len(out))
+        if not chunk:
+            raise EOFError("the rank closed the pipe")
+        out += chunk
+    return bytes(out)
+
+
+def _child(call, wfd: int, qfd: int, child_setup) -> None:
+    """The forked child: run ``call``, send its outcome, leave with ``os._exit``."""
+    code = 0
+    try:
+        for sig in (*STOP_SIGNALS, signal.SIGALRM):
+            signal.signal(sig, signal.SIG_DFL)
+
+        def request(payload: bytes) -> bytes:
+            _write_all(wfd, _frame(b"Q", payload))
+            head = _read_exactly(qfd, 9)
+            return _read_exactly(qfd, struct.unpack("<q", head[1:])[0])
+
+        try:
+            if child_setup is not None:
+                child_setup(request)
+            kind, data = call()
+            msg = _frame(b"V", struct.pack("<q", kind) + data)
+        except BaseException as exc:              # noqa: B902 - reported as the task's error
+            text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            msg = _frame(b"E", text.encode("utf-8", "replace"))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        _write_all(wfd, msg)
+    except BaseException:                        # noqa: B902
+        code = 70
+    finally:
+        os._exit(code)
+
+
+def _serve_child(pid: int, rfd: int, afd: int, serve, timeout: float | None) -> tuple:
+    """Answer the child's requests until it sends its outcome or dies; returns (outcome frame
+    ``(tag, payload)`` or None, whether it was killed at its timeout)."""
+    buf = bytearray()
+    deadline = (time.monotonic() + timeout) if timeout else None
+    try:
+        while True:
+            while len(buf) >= 9:
+                size = struct.unpack("<q", buf[1:9])[0]
+                if len(buf) < 9 + size:
+                    break
+                tag, payload = bytes(buf[:1]), bytes(buf[9:9 + size])
+                del buf[:9 + size]
+                if tag != b"Q":
+                    return (tag, payload), False
+                answer = serve(payload) if serve is not None else b""
+                _write_all(afd, _frame(b"A", answer))
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([rfd], [], [], wait)
+            if not ready:
+                os.kill(pid, signal.SIGKILL)
+                return None, True
+            chunk = os.read(rfd, 1 << 20)
+            if not chunk:
+                return None, False
+            buf += chunk
+    except BaseException:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
 
 
 # ---------------------------------------------------------------------- fault injection

@@ -9,6 +9,8 @@ their value record says they are done.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from mpitiny.io import journal as jnl
@@ -25,10 +27,12 @@ class ChunkJournal:
         self.file: jnl.Journal | None = None
         self.on = False
         self.pending: list = []           # (group, first gid, instances, failed) of this chunk
+        self.now: Any = [-1, 1]           # what runs now: [first task id, count] (``.now``)
 
     def open(self, run_dir: str, incarnation: int, rank: int) -> None:
         """Create the journal file (raises ``OSError`` if the run directory refuses it)."""
         self.file = jnl.Journal(run_dir, incarnation, rank)
+        self.now = self.file.now
         self.on = True
 
     @property
@@ -39,6 +43,14 @@ class ChunkJournal:
     def started(self, gids) -> None:
         """START records for a chunk about to run."""
         self.runs(jnl.START, 0, gids)
+        self.now[1] = 1
+
+    def state(self, gid: int, log: bytes, others=(), attempt: int = 1) -> None:
+        """The state updates of task ``gid`` (a DONE record with them as its value); with
+        ``others``, the other tasks of a batch call that made them, done in the same unit."""
+        self._file.add_value(gid, jnl.VK_STATE, log, attempt)
+        for other in others:
+            self._file.add_value(int(other), jnl.VK_DONE, b"", attempt)
 
     def finished(self, g: int, first: int, instances, failed: list) -> None:
         """Instances of group ``g`` finished (``failed``: positions that failed): journaled by
@@ -64,6 +76,7 @@ class ChunkJournal:
         """DONE / FAILED records of the chunk just run, after its results and kept values
         reached the OS."""
         pending, self.pending = self.pending, []
+        self.now[0] = -1
         self.files.flush_results()
         self._file.write_values()
         singles = []

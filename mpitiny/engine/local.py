@@ -18,9 +18,10 @@ import time
 
 from mpitiny.dag.load import load_dag_text
 from mpitiny.engine.loop import Engine
-from mpitiny.engine.start import conclude, prepare_run_dir
+from mpitiny.engine.start import conclude, plan_run_dir, prepare_run_dir
 from mpitiny.engine.types import RunOptions
 from mpitiny.engine.world import LocalFabric
+from mpitiny.errors import EXIT_OK
 from mpitiny.io import journal as jnl
 from mpitiny.io import rundir
 
@@ -38,7 +39,11 @@ def run_local(text: str, nranks: int, run_dir: str, opts: RunOptions | None = No
     params = params or {}
     t_launch = time.time()
     dag = load_dag_text(text, source="<local DAG>", params=params)
-    incarnation, resuming = prepare_run_dir(run_dir, dag, None, params, text, opts, nranks)
+    plan = plan_run_dir(run_dir, dag, text.encode(), params, opts)
+    if plan.action == "complete":           # every task done already: nothing to run
+        return EXIT_OK
+    incarnation, resuming = prepare_run_dir(run_dir, dag, None, params, text, opts, nranks,
+                                            plan)
     resumed = jnl.read_journals(run_dir, dag.total) if resuming else None
     fabric = LocalFabric(nranks)
     engines = [Engine(fabric.world(r), dag, run_dir, opts, fault, incarnation, resumed)

@@ -10,6 +10,7 @@ import numpy as np
 
 from mpitiny import state
 from mpitiny.dag.model import DAG
+from mpitiny.engine.commands import CommandRunner
 from mpitiny.engine.control import CONTROL_WORDS, DONE, REPORT_SECONDS, Control, RunWatch
 from mpitiny.engine.dataplane import DataPlane
 from mpitiny.engine.guard import Guard, parse_fault
@@ -77,8 +78,10 @@ class Engine:
         self.guard = Guard()
         self.counts = RunCounts()
         self.runner = TaskRunner(dag, opts, self.data, self.journal, self.files, self.records,
-                                 self.guard, self.counts, (self.rank, self.nranks, self.host),
-                                 None if resumed is None else resumed.crashes)
+                                 self.guard, self.counts, self.control,
+                                 (self.rank, self.nranks, self.host))
+        self.commands = CommandRunner(self.runner, None if resumed is None else resumed.crashes)
+        self.resumed = resumed
         standing = None if resumed is None else standings(resumed, dag.total, opts.max_crashes)
         self.resume = None if resumed is None or standing is None else \
             Resume(self, resumed, standing)
@@ -135,8 +138,11 @@ class Engine:
         return [*self.data.windows, self.mem]
 
     def start(self) -> None:
-        """Open the RMA epochs, then queue this rank's share of the root tasks."""
+        """Open the RMA epochs; in a resumed run, put back the state updates of the tasks done
+        before (this rank's keys); queue this rank's share of the root tasks."""
         self.world.open(self.windows)
+        if self.resumed is not None:
+            self.data.state.replay(self.resumed.state_updates())
         self.ready.queue_roots()
         self.world.barrier()
 
@@ -335,7 +341,7 @@ class Engine:
                 return
         group = self.dag.groups[g]
         t0 = time.perf_counter()
-        failed, ran = (self.runner.run_fn if group.kind == "fn" else self.runner.run_cmd)(
+        failed, ran = (self.runner.run_fn if group.kind == "fn" else self.commands.run_cmd)(
             group, instances, chunk)
         if ran:
             per_task = (time.perf_counter() - t0) / ran
@@ -358,9 +364,6 @@ class Engine:
             self.journal.finished(g, int(self.base[g]), instances, failed)
         self.unreported += n
         self.unreported_failed += len(failed)
-        if failed and self.opts.max_fails:
-            if self.control.add_failed_tasks(len(failed)) >= self.opts.max_fails:
-                self.request_stop(End.MAX_FAILS)
         if group.options.splits is not None:
             at_home = int(np.count_nonzero(self.ready.homes(group, np.asarray(instances)) == self.rank))
             self.split_reads[0] += at_home

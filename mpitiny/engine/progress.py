@@ -92,35 +92,62 @@ def format_line(p: dict, tty: bool) -> str:
 
 
 def status(run_dir: str) -> str:
-    """One line about a run: from summary.json when it has finished, else progress.json."""
+    """One line about a run directory, naming its case and what running the same command
+    again does:
+
+    - ``running``: progress.json is fresh (updated in the last ``STALE_SECONDS``);
+    - ``interrupted``: journals of a run that did not complete (stopped, or killed: no
+      summary.json and stale progress): N of M done, the same command resumes it;
+    - ``complete with failures``: the same command reruns the failed and skipped tasks;
+    - ``complete``: every task done, the same command runs nothing.
+
+    A run without journal (``--no-journal``) is ``finished``, and the same command starts over.
+    Raises OSError if the directory holds none of summary.json, progress.json, a journal."""
+    from mpitiny.io import journal
+    info = journal.read_run_info(run_dir)
     summary = os.path.join(run_dir, "summary.json")
     if os.path.exists(summary):
         with open(summary, encoding="utf-8") as f:
-            s = json.load(f)
-        line = (f"{s['name']}: {'stopped' if s.get('stopped') else 'finished'}: {s['done']} "
-                f"done, {s['failed']} failed, {s['upstream_failed']} upstream-failed of "
-                f"{s['tasks']} in {s['wall_seconds']:.2f} s on {s['ranks']} ranks (exit status "
-                f"{s['exit_status']})")
-        if s.get("cached"):
-            line += f"; run {s['incarnation']}: {s['cached']} were done in earlier runs"
-        if s.get("stopped"):
-            line += f"; stopped by {s['stopped']}: run the same command again to resume"
-        return line
+            return _finished(json.load(f), info)
     line = None
     if os.path.exists(os.path.join(run_dir, "progress.json")):
         with open(os.path.join(run_dir, "progress.json"), encoding="utf-8") as f:
             p = json.load(f)
         age = time.time() - p["updated"]
-        line = f"{p['name']}: {format_line(p, tty=False)[len('mpitiny: '):]} (updated {age:.0f} s ago)"
+        figures = format_line(p, tty=False)[len("mpitiny: "):]
         if age < STALE_SECONDS:
-            return line
-    from mpitiny.io import journal
-    info = journal.read_run_info(run_dir)
+            return f"{p['name']}: running: {figures} (updated {age:.0f} s ago)"
+        line = f"{p['name']}: {figures} (updated {age:.0f} s ago)"
     if info is None or "tasks" not in info:
         if line is None:
             raise OSError(f"{run_dir}: no progress.json, summary.json or journal")
-        return line
+        return line + "; no journal: running the same command again starts over"
     done = journal.read_journals(run_dir, int(info["tasks"])).ndone
-    return ((line + "; " if line else f"{info['name']}: ") +
-            f"not finished: {done} of {info['tasks']} tasks journaled done (run "
-            f"{info['incarnation']}); if its job is gone, run the same command again to resume")
+    stale = f"; its progress was last updated {age:.0f} s ago" if line is not None else ""
+    return (f"{info['name']}: interrupted: {done} of {info['tasks']} tasks done (journaled, run "
+            f"{info['incarnation']}){stale}; if its job is gone, running the same command "
+            "again resumes it")
+
+
+def _finished(s: dict, info: dict | None) -> str:
+    """``status`` of a run that wrote its summary.json."""
+    bad = s["failed"] + s["upstream_failed"]
+    counts = (f"{s['done']} done, {s['failed']} failed, {s['upstream_failed']} upstream-failed "
+              f"of {s['tasks']}")
+    took = f"in {s['wall_seconds']:.2f} s on {s['ranks']} ranks (exit status {s['exit_status']})"
+    cached = f"; run {s['incarnation']}: {s['cached']} were done in earlier runs" \
+        if s.get("cached") else ""
+    if info is None:
+        return (f"{s['name']}: finished: {counts} {took}{cached}; no journal: running the "
+                "same command again starts over")
+    if s.get("stopped"):
+        return (f"{s['name']}: interrupted (stopped by {s['stopped']}): {s['done']} of "
+                f"{s['tasks']} tasks done, {s['failed']} failed, {s['upstream_failed']} "
+                f"upstream-failed, {s['not_run']} not run {took}{cached}; running the same "
+                "command again resumes it")
+    if bad:
+        return (f"{s['name']}: complete with failures: {counts} {took}{cached}; running the "
+                f"same command again reruns the {bad} failed or skipped "
+                f"task{'s' if bad > 1 else ''}")
+    return (f"{s['name']}: complete: all {s['tasks']} tasks done {took}{cached}; running the "
+            "same command again does nothing (--fresh starts over)")

@@ -22,11 +22,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mpitiny import state
 from mpitiny.engine.guard import run_isolated
 from mpitiny.engine.types import Chunk, Standing
 from mpitiny.io import journal as jnl
 from mpitiny.io.rundir import DONE, FAILED
 from mpitiny.io.values import encode
+from mpitiny.queue.state import RemoteState, serve
 
 if TYPE_CHECKING:
     from mpitiny.engine.loop import Engine
@@ -134,9 +136,7 @@ class Resume:
         t1 = time.time()
         failed = []
         if outcome[0] == "ok":
-            kind, data = outcome[1], outcome[2]
-            if kind >= 0:
-                e.data.store_encoded(group, i, gid, kind, data, attempt=attempt)
+            self.keep_outcome(group, i, gid, outcome[1], outcome[2], attempt)
         else:
             failed = [0]
             text = outcome[1] if outcome[0] == "error" else (
@@ -147,21 +147,44 @@ class Resume:
                           attempt=attempt, queued=chunk.queued_at, stolen=chunk.stolen)
         e.finish(g, np.array([i], dtype=np.int64), failed)
 
+    def keep_outcome(self, group, i: int, gid: int, kind: int, data: bytes,
+                     attempt: int) -> None:
+        """Keep what a task run alone returned, and journal its state updates with it."""
+        e = self.engine
+        unit = e.journal.on
+        if unit:
+            e.journal.begin_unit()
+        if kind >= 0:
+            e.data.store_encoded(group, i, gid, kind, data, attempt=attempt)
+        log = e.data.state.take_log()
+        if unit:
+            if log is not None:
+                e.journal.state(gid, log, attempt=attempt)
+            e.journal.end_unit()
+
     def run_alone(self, gid: int, call, timeout: float | None) -> tuple:
         """Run ``call`` in a child process, again after each crash while fewer than
-        ``max_crashes``; returns (outcome of ``run_isolated``, last attempt, crashes)."""
+        ``max_crashes``; returns (outcome of ``run_isolated``, last attempt, crashes). The
+        child's state operations are made here, for the task (``RemoteState``); those of an
+        attempt that did not succeed are undone."""
         e = self.engine
+        store = e.data.state
         crashes = int(self.resumed.crashes[gid])
         while True:
             attempt = crashes + 1
             os.environ["MPITINY_ATTEMPT"] = str(attempt)
             e.counts.isolated += 1
+            e.journal.now[0] = store.task = gid
             if e.journal.on:
                 e.journal.add(jnl.START, gid, gid + 1, attempt)
             try:
-                outcome = run_isolated(call, timeout)
+                outcome = run_isolated(call, timeout, lambda request: serve(store, request),
+                                       lambda request: state.use(RemoteState(request)))
             finally:
                 os.environ["MPITINY_ATTEMPT"] = "1"
+                store.task = -1
+            if outcome[0] != "ok":
+                store.undo()
             if outcome[0] != "crash":
                 return outcome, attempt, crashes
             if e.journal.on:

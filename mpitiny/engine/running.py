@@ -1,11 +1,12 @@
-"""Running the tasks of a chunk: Python functions (one call per task, or one call of a batch
-form per chunk), shell commands, their retries and timeouts, and the failures they leave.
+"""Running the Python tasks of a chunk (one call per task, or one call of a batch form per
+chunk), their retries and timeouts, and the failures they leave (commands: ``commands``).
 
-``TaskRunner.run_fn`` / ``run_cmd`` (group, instances, chunk) run instances of one group and
-return which of them failed and how many ran (fewer than all when a stop request interrupted the chunk); it
-writes their task rows (``Records``), their results (``RankFiles``) and the values other
-tasks read (``DataPlane``). It changes nothing of the scheduling: counting finished tasks and
-releasing children is the loop's business (``Engine.finish``).
+``TaskRunner.run_fn(group, instances, chunk)`` (and ``CommandRunner.run_cmd``) run instances
+of one group and return which of them failed and how many ran (fewer than all when a stop
+request or ``--max-fails`` ended the chunk early); they write their task rows (``Records``),
+their results (``RankFiles``) and the values other tasks read (``DataPlane``). They change
+nothing of the scheduling: counting finished tasks and releasing children is the loop's
+business (``Engine.finish``).
 
 Batches: a family whose function has a batch form (``mpitiny.with_batch``) runs each chunk of
 two or more instances with one call of it (``run_batch``): tiny tasks share the call's fixed
@@ -25,11 +26,12 @@ import traceback
 
 import numpy as np
 
+from mpitiny.engine.control import Control
 from mpitiny.engine.dataplane import DataPlane, TaskResultError
 from mpitiny.engine.guard import Guard, StopRun
 from mpitiny.engine.journaling import ChunkJournal
-from mpitiny.engine.types import Chunk, RunCounts, RunOptions
-from mpitiny.io.rundir import DONE, FAILED, RankFiles, Records, read_log_tail
+from mpitiny.engine.types import Chunk, End, RunCounts, RunOptions
+from mpitiny.io.rundir import DONE, FAILED, RankFiles, Records
 from mpitiny.io.splits import bytes_read
 
 PREFETCH_MIN_BYTES = 1 << 20   # smaller splits are read by their task, without a thread
@@ -40,7 +42,7 @@ class TaskRunner:
 
     def __init__(self, dag, opts: RunOptions, data: DataPlane, journal: ChunkJournal,
                  files: RankFiles, records: Records, guard: Guard, counts: RunCounts,
-                 where: tuple, crashes: np.ndarray | None = None) -> None:
+                 control: Control, where: tuple) -> None:
         self.dag = dag
         self.base = dag.base
         self.opts = opts
@@ -50,11 +52,10 @@ class TaskRunner:
         self.records = records
         self.guard = guard
         self.counts = counts
+        self.control = control
         self.rank, self.nranks, self.host = where
-        self.crashes = crashes            # per gid, crashes in earlier incarnations
         self.keeps = data.layout.has_locs  # per group: its values are read by other tasks
         self.batch_family = np.array([self.batched(g) for g in dag.groups], dtype=bool)
-        self.cmd_env: dict | None = None
         self._unbatched_families: set = set()
 
     def timeout(self, group) -> float | None:
@@ -73,39 +74,39 @@ class TaskRunner:
 
     # ------------------------------------------------------------------ functions
     def run_fn(self, group, instances, chunk: Chunk) -> tuple:
-        """Call ``group.function`` for each instance in this process; returns (failed
-        positions, how many ran)."""
-        fn = group.function
-        const = group.constant_call()
-        first = int(self.base[group.index])
-        keep = self.keeps[group.index]
-        inputs = group.wants_inputs
-        timeout = group.options.timeout
-        if timeout is None:
-            timeout = self.opts.timeout
-        guard = self.guard
-        ran = len(instances)
-        clock = time.time
+        """Call ``group.function`` for the instances in this process (one call of its batch
+        form for them all, where it has one); returns (failed positions, how many ran)."""
         splits = self.data.split_reader(group)
-        starts: list = []
-        ends: list = []
-        failed: list = []
-        attempts: dict = {}             # position -> attempt, of the positions retried
-        read_sizes: list = []           # split bytes each task read (splits only)
         prefetched: dict = {}      # inputs a failed batch read: not read again (counted once)
         if len(instances) > 1 and self.batch_family[group.index]:
             done = self.run_batch(group, instances, chunk, splits is not None, prefetched)
             if done is not None:
                 return done
-        # Read the next split in the background while a task computes; the task reads its
-        # own first split itself (a thread's hand-off costs more than reading a small split).
-        prefetch = splits is not None and splits.chunk_bytes >= PREFETCH_MIN_BYTES
-        upcoming = iter(instances)
-        if prefetch:
-            next(upcoming, None)
+        return self.call_each(group, instances, chunk, splits, prefetched)
+
+    def call_each(self, group, instances, chunk: Chunk, splits, prefetched: dict) -> tuple:
+        """``run_fn``, one call per instance (a task's state updates logged under its id,
+        what it prints located in the rank's ``fn`` logs)."""
+        fn, const, inputs, keep = group.function, group.constant_call(), group.wants_inputs, \
+            self.keeps[group.index]
+        first, timeout = int(self.base[group.index]), self.timeout(group)
+        guard, state, now = self.guard, self.data.state, self.journal.now
+        max_fails, ran, clock = self.opts.max_fails, len(instances), time.time
+        starts: list = []
+        ends: list = []
+        failed: list = []
+        attempts: dict = {}             # position -> attempt, of the positions retried
+        read_sizes: list = []           # split bytes each task read (splits only)
+        printed: dict = {}              # position -> its (out, err) spans in the fn logs
+        fn_out, fn_err = self.files.fn_out, self.files.fn_err
+        out_at, err_at = fn_out.size, fn_err.size
+        upcoming = self.prefetching(splits, instances)
         for k, i in enumerate(instances):
             i = int(i)
-            if prefetch:
+            if max_fails and self.control.ending():   # --max-fails reached: start no more
+                ran = k
+                break
+            if upcoming is not None:
                 following = next(upcoming, None)
                 if following is not None:
                     splits.prefetch(int(following))      # read while task i computes
@@ -119,6 +120,7 @@ class TaskRunner:
                     kwargs = dict(kwargs, inputs=fetched)
                 if splits is not None:
                     read_before = bytes_read()
+                now[0] = state.task = first + i
                 t0 = clock()
                 starts.append(t0)
                 if timeout:
@@ -130,23 +132,17 @@ class TaskRunner:
                 t1 = clock()
                 if splits is not None:
                     read_sizes.append(bytes_read() - read_before)
-                if value is not None or keep:
+                if state.ops is not None:
+                    self.commit(group, i, value, keep)
+                elif value is not None or keep:
                     self.data.store_result(group, i, first + i, value)
             except StopRun:
                 exc = StopRun
+                state.undo()
             except (Exception, SystemExit, KeyboardInterrupt) as failure:
                 guard.in_task = False
-                exc = self.retry_fn(group, i, failure, k, attempts, fetched)
-                if exc is not StopRun:
-                    t1 = clock()
-                    if len(starts) == k:
-                        starts.append(t1)
-                    if splits is not None and len(read_sizes) == k:
-                        read_sizes.append(0)
-                    if exc is not None:
-                        failed.append(k)
-                        self.fail(first + i, group.instance_id(i), exc, t1,
-                                  attempt=attempts.get(k, 1))
+                exc, t1 = self.after_failure(group, i, k, failure, fetched, attempts, starts,
+                                             read_sizes if splits is not None else None, failed)
             if exc is StopRun:                    # instances k and after did not run
                 guard.in_task = False
                 del starts[k:]
@@ -154,15 +150,71 @@ class TaskRunner:
                 ran = k
                 break
             ends.append(t1)
-        if not ran:
-            return failed, 0
-        attempt = 1
-        if attempts:
-            attempt = np.ones(ran, dtype=np.int16)
-            attempt[list(attempts)] = list(attempts.values())
-        self.record_ran(first, instances[:ran], failed, starts, ends, chunk, attempt,
-                        read_sizes if splits is not None else 0)
+            if fn_out.size != out_at or fn_err.size != err_at:
+                printed[k] = ((out_at, fn_out.size - out_at), (err_at, fn_err.size - err_at))
+                out_at, err_at = fn_out.size, fn_err.size
+            if exc is not None and max_fails and self.control.ending():
+                ran = k + 1
+                break
+        state.task = -1
+        if ran:
+            self.record_ran(first, instances[:ran], failed, starts, ends, chunk,
+                            _attempt_column(attempts, ran), read_sizes if splits is not None else 0,
+                            printed)
         return failed, ran
+
+    def prefetching(self, splits, instances):
+        """An iterator over the instances after the first, when their splits are worth
+        reading in the background while a task computes (the task reads its own first split
+        itself: a thread's hand-off costs more than reading a small split); else None."""
+        if splits is None or splits.chunk_bytes < PREFETCH_MIN_BYTES:
+            return None
+        upcoming = iter(instances)
+        next(upcoming, None)
+        return upcoming
+
+    def after_failure(self, group, i: int, k: int, failure: BaseException, fetched,
+                      attempts: dict, starts: list, read_sizes: list | None,
+                      failed: list) -> tuple:
+        """Instance ``i`` (position ``k``) raised: its state updates are undone, it is retried
+        if it may be, and recorded as failed if it still fails. Returns (None, ``StopRun`` or
+        the last exception; the time it ended)."""
+        self.data.state.undo()
+        exc = self.retry_fn(group, i, failure, k, attempts, fetched)
+        t1 = 0.0
+        if exc is not StopRun:
+            t1 = time.time()
+            if len(starts) == k:
+                starts.append(t1)
+            if read_sizes is not None and len(read_sizes) == k:
+                read_sizes.append(0)
+            if exc is not None:
+                failed.append(k)
+                self.fail(int(self.base[group.index]) + i, group.instance_id(i), exc, t1,
+                          attempt=attempts.get(k, 1))
+        return exc, t1
+
+    def commit(self, group, i: int, value, keep: bool, attempt: int = 1) -> None:
+        """A task that updated the shared state store succeeded: keep its value and journal
+        its updates with it, as one unit (a resumed run has both or neither); if the value
+        cannot be kept, the task fails and its updates are undone."""
+        gid = int(self.base[group.index]) + i
+        state = self.data.state
+        unit = self.journal.on
+        if unit:
+            self.journal.begin_unit()
+        try:
+            if value is not None or keep:
+                self.data.store_result(group, i, gid, value, attempt=attempt)
+        except BaseException:
+            state.undo()
+            raise
+        finally:
+            log = state.take_log()
+            if unit:
+                if log is not None:
+                    self.journal.state(gid, log, attempt=attempt)
+                self.journal.end_unit()
 
     def retry_fn(self, group, i: int, exc: BaseException, k: int, attempts: dict,
                  fetched: dict | None = None):
@@ -188,30 +240,42 @@ class TaskRunner:
                             fetched = self.data.fetch_inputs(group, i)
                         kwargs = dict(kwargs, inputs=fetched)
                     value = self.guard.call(group.function, args, kwargs, timeout)
-                    if value is not None or keep:
+                    if self.data.state.ops is not None:
+                        self.commit(group, i, value, keep, attempt)
+                    elif value is not None or keep:
                         self.data.store_result(group, i, int(self.base[group.index]) + i, value,
                                                attempt=attempt)
                     return None
                 except StopRun:
+                    self.data.state.undo()
                     return StopRun
                 except (Exception, SystemExit, KeyboardInterrupt) as again:
+                    self.data.state.undo()
                     exc = again
             return exc
         finally:
             os.environ["MPITINY_ATTEMPT"] = "1"
 
     def record_ran(self, first: int, run, failed: list, starts, ends, chunk: Chunk,
-                   attempt=1, read_sizes=0) -> None:
+                   attempt=1, read_sizes=0, printed: dict | None = None) -> None:
         """Task rows for the instances ``run`` (of the group whose first task id is
-        ``first``) that a chunk of this rank ran: done, or failed at positions ``failed``."""
+        ``first``) that a chunk of this rank ran: done, or failed at positions ``failed``;
+        ``printed``: position -> ((offset, length) in fn.out, the same in fn.err), of those
+        that printed (a position -1: every one of them)."""
         status = DONE
         if failed:
             status = np.full(len(run), DONE, dtype=np.int8)
             status[failed] = FAILED
         gids = np.arange(first + run.start, first + run.stop) \
             if isinstance(run, range) else first + np.asarray(run, dtype=np.int64)
+        out = err = None
+        if printed:
+            spans = np.zeros((len(run), 4), dtype=np.int64)
+            for k, (o, e) in printed.items():
+                spans[k if k >= 0 else slice(None)] = (*o, *e)
+            out, err = (spans[:, 0], spans[:, 1]), (spans[:, 2], spans[:, 3])
         self.records.add_run(gids, status, starts, ends, attempt=attempt, queued=chunk.queued_at,
-                             stolen=chunk.stolen, bytes_read=read_sizes)
+                             stolen=chunk.stolen, bytes_read=read_sizes, out=out, err=err)
 
     # ------------------------------------------------------------------ batch forms
     def run_batch(self, group, instances, chunk: Chunk, reads_splits: bool, prefetched: dict):
@@ -231,19 +295,29 @@ class TaskRunner:
             calls = [(args, dict(kwargs, inputs=prefetched[int(i)]))
                      for (args, kwargs), i in zip(calls, instances)]
         read_before = bytes_read() if reads_splits else 0
+        n = len(calls)
+        state, now = self.data.state, self.journal.now
+        now[0] = state.task = int(self.base[group.index]) + int(instances[0])
+        now[1] = n
+        fn_out, fn_err = self.files.fn_out, self.files.fn_err
+        out_at, err_at = fn_out.size, fn_err.size
         t0 = time.time()
         self.guard.in_task = True
         try:
             values = group.batch_function(calls)
         except StopRun:
+            state.undo()
             return [], 0
         except (Exception, SystemExit, KeyboardInterrupt) as exc:
+            state.undo()
             return self.unbatched(group, "".join(traceback.format_exception_only(exc)))
         finally:
             self.guard.in_task = False
+            now[1] = 1
+            state.task = -1
         t1 = time.time()
-        n = len(calls)
         if not isinstance(values, (list, tuple)) or len(values) != n:
+            state.undo()
             got = f"{len(values)} values" if isinstance(values, (list, tuple)) else \
                 type(values).__name__
             return self.unbatched(group, f"it returned {got} for {n} calls\n")
@@ -256,19 +330,26 @@ class TaskRunner:
             total = bytes_read() - read_before
             read_sizes = np.full(n, total // n, dtype=np.int64)
             read_sizes[-1] += total - int(read_sizes.sum())
+        printed = {-1: ((out_at, fn_out.size - out_at), (err_at, fn_err.size - err_at))} \
+            if fn_out.size != out_at or fn_err.size != err_at else None
         self.record_ran(int(self.base[group.index]), instances, failed, bounds[:-1].tolist(),
-                        bounds[1:].tolist(), chunk, read_sizes=read_sizes)
+                        bounds[1:].tolist(), chunk, read_sizes=read_sizes, printed=printed)
         return failed, n
 
     def keep_batch_values(self, group, instances, values, t1: float) -> list:
-        """Store a batch call's values (journaled as one unit); returns the positions whose
+        """Store a batch call's values and its state updates (journaled as one unit: the
+        updates with the first task, the others done with it); returns the positions whose
         value could not be kept (failed)."""
         first = int(self.base[group.index])
         keep = self.keeps[group.index]
-        unit = keep and self.journal.on
+        log = self.data.state.take_log()
+        unit = (keep or log is not None) and self.journal.on
         failed = []
         if unit:
             self.journal.begin_unit()
+        if unit and log is not None:
+            others = () if keep else first + np.asarray(instances[1:], dtype=np.int64)
+            self.journal.state(first + int(instances[0]), log, others)
         for k, (i, value) in enumerate(zip(instances, values)):
             i = int(i)
             if value is not None or keep:
@@ -290,54 +371,11 @@ class TaskRunner:
                   f"chunks run one call per task (reported once): {why}", end="", file=sys.stderr)
         return None
 
-    # ------------------------------------------------------------------ commands
-    def run_cmd(self, group, instances, chunk: Chunk) -> tuple:
-        """Run each instance's shell command; stdout/stderr go to this rank's log files.
-        Returns the failed positions and how many instances ran (see ``run_fn``)."""
-        out_fd, err_fd = self.files.log_fds()
-        if self.cmd_env is None:
-            self.cmd_env = dict(os.environ)
-        env = self.cmd_env
-        timeout = self.timeout(group)
-        retries = self.retries(group)
-        first = int(self.base[group.index])
-        failed: list = []
-        for k, i in enumerate(instances):
-            i = int(i)
-            tid = group.instance_id(i)
-            env["MPITINY_TASK_ID"] = tid
-            crashes = 0 if self.crashes is None else int(self.crashes[first + i])
-            for attempt in range(crashes + 1, crashes + retries + 2):
-                header = f"### task {tid} (rank {self.rank}, attempt {attempt})\n".encode()
-                os.write(out_fd, header)
-                os.write(err_fd, header)
-                out0, err0 = os.fstat(out_fd).st_size, os.fstat(err_fd).st_size
-                env["MPITINY_ATTEMPT"] = str(attempt)
-                t0 = time.time()
-                try:
-                    error = self.guard.run_command(group.command(i), env, out_fd, err_fd, timeout)
-                except StopRun:
-                    return failed, k
-                t1 = time.time()
-                if error is None or attempt > crashes + retries:
-                    break
-                self.counts.retried += 1
-            out1, err1 = os.fstat(out_fd).st_size, os.fstat(err_fd).st_size
-            status = DONE
-            if error is not None:
-                status = FAILED
-                failed.append(k)
-                tail = read_log_tail(self.files.err_path, err0, err1 - err0)
-                self.fail(first + i, tid, None, t1, f"{error}; command: {group.command(i)}"
-                          + (f"\nstderr (last part):\n{tail}" if tail else ""), attempt=attempt)
-            self.records.add_one(first + i, status, t0, t1, attempt, (out0, out1 - out0),
-                                 (err0, err1 - err0), chunk.queued_at, chunk.stolen)
-        return failed, len(instances)
-
     # ------------------------------------------------------------------ failures
     def fail(self, gid: int, tid: str, exc, when: float, text: str | None = None,
              attempt: int = 1) -> None:
-        """Record a failed task with its traceback (or ``text``), rank, host and attempt."""
+        """Record a failed task with its traceback (or ``text``), rank, host and attempt; the
+        one that makes ``--max-fails`` failures run-wide ends the run."""
         header = (f"### task {tid} failed on rank {self.rank} of {self.nranks} ({self.host}), "
                   f"attempt {attempt}")
         if text is None:
@@ -347,3 +385,15 @@ class TaskRunner:
                 text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__.tb_next))
         self.files.failure({"id": tid, "gid": gid, "rank": self.rank, "host": self.host,
                             "attempt": attempt, "time": when, "error": f"{header}\n{text.rstrip()}"})
+        max_fails = self.opts.max_fails
+        if max_fails and self.control.add_failed_tasks(1) >= max_fails:
+            self.control.end_everywhere(End.MAX_FAILS)
+
+
+def _attempt_column(attempts: dict, ran: int):
+    """The attempt of each of ``ran`` task rows: 1, or per position where some were retried."""
+    if not attempts:
+        return 1
+    column = np.ones(ran, dtype=np.int16)
+    column[list(attempts)] = list(attempts.values())
+    return column

@@ -1,10 +1,13 @@
 """A run from start to end: ``run_file`` is ``mpitiny run`` (and ``mpitiny.run``).
 
 Every rank loads and checks the same dag.json (an error on any rank is raised on every rank,
-``load_everywhere``); rank 0 prepares the run directory, resuming it when its journals belong
-to the same DAG and the last incarnation did not complete (``prepare_run_dir``); every rank
-builds its ``Engine``, opens its journal, queues its roots and runs its loop; then each writes
-its task table and rank 0 writes ``summary.json`` and prints the summary (``conclude``).
+``load_everywhere``); rank 0 looks at the run directory (``plan_run_dir``): journals of the
+same DAG are resumed (done tasks are kept, failed and skipped ones run again) unless the run
+is complete, when there is nothing to run; journals of another DAG are refused; ``--fresh``
+moves an earlier run aside. Rank 0 then prepares the directory (``prepare_run_dir``); every
+rank builds its ``Engine``, opens its journal, queues its roots and runs its loop; then each
+writes its task table, rank 0 writes ``summary.json``, prints the summary and tells every rank
+the exit status (``conclude``).
 
 Anything that goes wrong inside the engine aborts the whole MPI job (``MPI_Abort``) after
 printing the traceback once, so a run never hangs; a full disk says so and how to resume.
@@ -19,6 +22,7 @@ import socket
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 
 from mpitiny.dag.model import DAG
 from mpitiny.engine.guard import announce_ready, install_early, restore
@@ -31,26 +35,31 @@ from mpitiny.errors import EXIT_INTERNAL, EXIT_OK, BadInput, InternalError, Mpit
 from mpitiny.io import journal as jnl
 from mpitiny.io import rundir
 from mpitiny.io.commit import write_atomic
+from mpitiny.mpienv import mpi_environment
 
 MALLOC_TRIM_BYTES = 1 << 30       # glibc M_TRIM_THRESHOLD: keep up to 1 GiB of freed heap
 MALLOC_MMAP_BYTES = 256 << 20     # glibc M_MMAP_THRESHOLD: smaller blocks come from the heap
 
 
 def run_file(path: str | None, params: dict, out_dir: str | None = None,
-             dag_text: str | None = None, **options) -> int:
-    """``mpitiny run``: returns the exit status (0 all done, 1 some failed, 75 stopped).
+             dag_text: str | None = None, scratch: bool = False, **options) -> int:
+    """``mpitiny run``: returns the exit status (0 all done, 1 some failed, 75 stopped) on
+    every rank; 0 also when the run directory holds a complete run (nothing is run).
 
-    ``options`` are ``RunOptions`` fields (``quiet``, ``retries``, ``resume``, ...)."""
+    ``options`` are ``RunOptions`` fields (``quiet``, ``retries``, ``resume``, ...);
+    ``scratch``: the run directory is the caller's (``mpitiny.map``): an earlier map run
+    there is replaced, never resumed (``plan_run_dir``)."""
     handlers = install_early()
     keep_freed_memory()
     try:
-        return _run_file(path, params, out_dir, dag_text, RunOptions(**options))
+        return _run_file(path, params, out_dir, dag_text, RunOptions(**options), scratch)
     finally:
         restore(handlers)
 
 
 def _run_file(path: str | None, params: dict, out_dir: str | None, dag_text: str | None,
-              opts: RunOptions) -> int:
+              opts: RunOptions, scratch: bool = False) -> int:
+    mpi_environment()           # what MPI must read at MPI_Init (Open MPI: quiet osc)
     from mpi4py import MPI
     comm = MPI.COMM_WORLD
     t_launch = time.time()
@@ -61,7 +70,14 @@ def _run_file(path: str | None, params: dict, out_dir: str | None, dag_text: str
     if rank == 0:
         announce_ready()
         try:
-            setup = prepare_run_dir(run_dir, dag, path, params, dag_text, opts, comm.Get_size())
+            plan = plan_run_dir(run_dir, dag, dag_bytes(path, dag_text), params, opts, scratch)
+            if plan.action == "complete":
+                setup = (0, False)
+                if not opts.quiet:
+                    print(complete_line(dag, run_dir, plan.info or {}), flush=True)
+            else:
+                setup = prepare_run_dir(run_dir, dag, path, params, dag_text, opts,
+                                        comm.Get_size(), plan)
         except BadInput as exc:
             setup = exc.format()
         except OSError as exc:
@@ -70,6 +86,8 @@ def _run_file(path: str | None, params: dict, out_dir: str | None, dag_text: str
     if isinstance(setup, str):
         raise BadInput(setup)
     incarnation, resuming = setup
+    if incarnation == 0:                    # a complete run: nothing to run
+        return EXIT_OK
     try:
         resumed = jnl.read_journals(run_dir, dag.total) if resuming else None
         return run_rank(MpiWorld(comm), dag, run_dir, opts, t_launch, incarnation, resumed)
@@ -92,7 +110,7 @@ def _run_file(path: str | None, params: dict, out_dir: str | None, dag_text: str
 def run_rank(world: MpiWorld, dag: DAG, run_dir: str, opts: RunOptions, t_launch: float,
              incarnation: int = 1, resumed: jnl.Resumed | None = None) -> int:
     """One rank's run, from building its engine to writing its task table; rank 0 also
-    concludes the run. Returns the run's exit status on rank 0, 0 elsewhere."""
+    concludes the run. Returns the run's exit status, on every rank (rank 0 tells them)."""
     engine = Engine(world, dag, run_dir, opts, os.environ.get("MPITINY_FAULT"), incarnation,
                     resumed)
     _short_timer_slack()
@@ -121,10 +139,11 @@ def run_rank(world: MpiWorld, dag: DAG, run_dir: str, opts: RunOptions, t_launch
         engine.free()
     finally:
         engine.guard.uninstall()
-    if all_stats is None:                   # not rank 0
-        return EXIT_OK
-    return conclude(dag, run_dir, opts, all_stats, (t_launch, t_start, t_end), incarnation,
-                    resumed)
+    status = None
+    if all_stats is not None:               # rank 0
+        status = conclude(dag, run_dir, opts, all_stats, (t_launch, t_start, t_end),
+                          incarnation, resumed)
+    return world.bcast(status)
 
 
 def finish_rank(engine: Engine) -> list | None:
@@ -188,41 +207,129 @@ def default_run_dir(dag: DAG) -> str:
     return os.path.join("mpitiny-runs", safe)
 
 
-def prepare_run_dir(run_dir: str, dag: DAG, path: str | None, params: dict,
-                    dag_text: str | bytes | None, opts: RunOptions, nranks: int) -> tuple:
-    """On rank 0: start the run directory afresh, or resume it. Returns (incarnation, resuming).
+@dataclass
+class RunDirPlan:
+    """What rank 0 found in a run directory and will do with it (``plan_run_dir``).
 
-    Resumed when its journals belong to the same DAG (hash of the dag.json bytes and the
-    parameters) and the last incarnation did not complete (``opts.resume == "auto"``), or
-    whenever they belong to the same DAG (``"yes"``); ``"no"`` always starts afresh."""
+    ``action``: "new" (no journal there: start, clearing what a run without journal left),
+    "fresh" (``--fresh``: move the earlier run aside to ``RUN_DIR.old-N``, then start),
+    "replace" (``mpitiny.map``'s own directory: clear the earlier map run, then start),
+    "resume" (journals of this DAG: done tasks are kept, the rest runs) or "complete" (this
+    DAG's run, complete with every task done: nothing to run). ``info``: the journals'
+    ``run.json``; ``digest``: this DAG's ``dag_hash``."""
+
+    action: str
+    digest: str
+    info: dict | None = None
+
+
+def dag_bytes(path: str | None, dag_text: str | bytes | None) -> bytes:
+    """The bytes that identify the DAG (with its parameters: ``journal.dag_hash``)."""
     if dag_text is not None:
-        text = dag_text.encode() if isinstance(dag_text, str) else dag_text
-    else:
-        assert path is not None
-        with open(path, "rb") as f:
-            text = f.read()
+        return dag_text.encode() if isinstance(dag_text, str) else dag_text
+    assert path is not None
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def plan_run_dir(run_dir: str, dag: DAG, text: bytes, params: dict, opts: RunOptions,
+                 scratch: bool = False) -> RunDirPlan:
+    """On rank 0, before anything is changed: what to do with ``run_dir``. Reruns never throw
+    finished work away: journals of the same DAG (hash of the dag.json bytes and the
+    parameters) are resumed, or left as they are when that run is complete with every task
+    done; journals of another DAG raise ``BadInput`` (nothing is changed); only ``--fresh``
+    (``opts.resume == "no"``) starts over, moving the earlier run aside. ``"yes"`` (``--resume``)
+    is the default ``"auto"`` with its own error message."""
     digest = jnl.dag_hash(text, params)
-    info = jnl.read_run_info(run_dir) if opts.journal else None
-    resuming = False
-    if info is not None and opts.resume != "no":
-        same = info.get("dag_hash") == digest
-        if opts.resume == "yes" and not same:
-            raise BadInput(f"--resume: the journals in {run_dir} belong to another DAG or other "
-                           f"parameters ({info.get('dag')}); use --fresh to start over")
-        resuming = same and (opts.resume == "yes" or not info.get("complete"))
-    if resuming:
-        assert info is not None
-        incarnation = int(info["incarnation"]) + 1
+    info = jnl.read_run_info(run_dir)
+    if scratch:
+        if info is None or str(info.get("name", "")).startswith("map-"):
+            return RunDirPlan("replace", digest, info)
+        raise BadInput(f"mpitiny.map: {run_dir} holds the journals of a run that is not a map "
+                       f"({_describe(info)}); nothing was changed: pass another out")
+    if opts.resume == "no":
+        return RunDirPlan("fresh", digest, info)
+    if info is None:
+        return RunDirPlan("new", digest)
+    if info.get("dag_hash") != digest:
+        raise BadInput(_other_run(run_dir, info, opts))
+    if info.get("complete") and _all_done(run_dir, dag, info):
+        return RunDirPlan("complete", digest, info)
+    if not opts.journal:
+        raise BadInput(f"{run_dir} holds the journals of a run of this DAG with tasks left to "
+                       f"do ({_describe(info)}) and --no-journal would not add to them; nothing "
+                       "was changed: run without --no-journal to resume it, or use --fresh to "
+                       "move it aside and start over, or another --out")
+    return RunDirPlan("resume", digest, info)
+
+
+def _all_done(run_dir: str, dag: DAG, info: dict) -> bool:
+    """Whether the complete run in ``run_dir`` left every task done (its summary.json; the
+    journals if that is unreadable)."""
+    try:
+        with open(os.path.join(run_dir, "summary.json"), encoding="utf-8") as f:
+            summary = json.load(f)
+        if summary.get("incarnation") == info.get("incarnation") and \
+                summary.get("tasks") == dag.total:
+            return summary.get("done") == dag.total and not summary.get("stopped")
+    except (OSError, ValueError, AttributeError):
+        pass
+    return jnl.read_journals(run_dir, dag.total).ndone == dag.total
+
+
+def _describe(info: dict) -> str:
+    params = json.dumps(info["params"]) if info.get("params") else ""
+    if len(params) > 200:
+        params = params[:200] + "..."
+    return (f"DAG {info.get('name')!r} from {info.get('dag')}"
+            + (f" with parameters {params}" if params else "")
+            + f", {info.get('tasks')} tasks, run {info.get('incarnation')}, "
+            + ("complete" if info.get("complete") else "unfinished"))
+
+
+def _other_run(run_dir: str, info: dict, opts: RunOptions) -> str:
+    return (f"{'--resume: ' if opts.resume == 'yes' else ''}the journals in {run_dir} belong "
+            f"to another DAG or other parameters ({_describe(info)}); nothing was changed: use "
+            "--fresh to move them aside and start over, or another --out")
+
+
+def complete_line(dag: DAG, run_dir: str, info: dict) -> str:
+    """What rank 0 prints when the run directory holds this DAG's complete run."""
+    return (f"mpitiny: {dag.name}: complete: all {dag.total} tasks are done in "
+            f"{os.path.abspath(run_dir)} (run {info.get('incarnation', 1)}); nothing to run "
+            "(--fresh starts over)")
+
+
+def prepare_run_dir(run_dir: str, dag: DAG, path: str | None, params: dict,
+                    dag_text: str | bytes | None, opts: RunOptions, nranks: int,
+                    plan: RunDirPlan | None = None) -> tuple:
+    """On rank 0: start the run directory afresh, or resume it, as ``plan`` (default:
+    ``plan_run_dir``'s) says. Returns (incarnation, resuming). A "complete" plan is resumed
+    with every task cached (``run_file`` runs nothing instead; ``engine.local`` does this).
+    ``--fresh`` prints where it moved the earlier run (unless ``opts.quiet``)."""
+    if plan is None:
+        plan = plan_run_dir(run_dir, dag, dag_bytes(path, dag_text), params, opts)
+    if plan.action in ("resume", "complete"):
+        assert plan.info is not None
+        incarnation = int(plan.info["incarnation"]) + 1
         rundir.prepare_resume(run_dir, incarnation - 1)
     else:
         incarnation = 1
+        aside = rundir.move_aside(run_dir) if plan.action == "fresh" else None
+        if aside is not None and not opts.quiet:
+            print(f"mpitiny: --fresh: moved the earlier run in {run_dir} to {aside}", flush=True)
         rundir.prepare(run_dir)
     if opts.journal:
-        jnl.write_run_info(run_dir, {"dag_hash": digest, "dag": dag.source, "name": dag.name,
+        jnl.write_run_info(run_dir, {"dag_hash": plan.digest, "dag": dag.source,
+                                     "name": dag.name, "params": _json_ready(params),
                                      "tasks": dag.total, "incarnation": incarnation,
                                      "ranks": nranks,
                                      "started": time.time(), "complete": False})
-    return incarnation, resuming
+    return incarnation, plan.action in ("resume", "complete")
+
+
+def _json_ready(value):
+    return json.loads(json.dumps(value, default=str))
 
 
 def keep_freed_memory() -> bool:

@@ -56,6 +56,10 @@ class MpiWorld:
         """Every rank's ``value`` on rank 0 (None elsewhere)."""
         return self.comm.gather(value, root=0)
 
+    def bcast(self, value):
+        """Rank 0's ``value`` on every rank."""
+        return self.comm.bcast(value, root=0)
+
 
 class LocalFabric:
     """The memories of P simulated ranks: the k-th allocation of every rank is one

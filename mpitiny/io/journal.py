@@ -7,6 +7,9 @@ Files, under ``RUN_DIR/journal/``::
     run-0002.rank-00003.jnl     rank 3's records in incarnation 2 (fixed 40-byte records)
     run-0002.rank-00003.val     the values of rank 3's tasks that other tasks read (``inputs``),
                                 end to end; records give offset, length and CRC-32
+    run-0002.rank-00003.now     which task(s) rank 3 is running now: two int64 words, the
+                                first task id and how many (one batch call), first = -1 between
+                                chunks (memory-mapped, one store per task)
 
 A record is ``(lo, hi, length, kind, vkind, attempt, vcrc, check, unit)``:
 
@@ -17,6 +20,11 @@ A record is ``(lo, hi, length, kind, vkind, attempt, vcrc, check, unit)``:
   batch call (``mpitiny.with_batch``) form a *unit*: the j-th of its k records, written in a
   row, carries ``unit`` = k * 2**16 + j, and they count only if all k are valid (one value
   may hold what the others' would have: a unit is kept whole or not at all);
+* ``DONE gid off length`` with ``vkind`` ``VK_STATE``: the task's updates to the shared
+  state store (``mpitiny.queue.state``, its net effect as JSON), replayed when resumed; with
+  ``VK_DONE``: no value, the task is done (the other tasks of a batch call whose updates the
+  first one's ``VK_STATE`` record holds, in one unit with it). A state record whose CRC fails
+  makes its whole unit not done (the tasks run again, so their updates are made once);
 * ``FAILED lo hi``: they failed (they run again when resumed);
 * ``STOPPED lo hi``: they were interrupted by a stop request (not a crash);
 * ``CRASHED gid``: the task, run alone in a child process, took that process down.
@@ -30,8 +38,10 @@ fails its CRC counts as not done.
 
 Reading (``read_journals``, on every rank at start-up, the same answer everywhere): a task is
 *done* if some incarnation has a DONE record for it; a task that some incarnation STARTed but
-never finished, failed or stopped has *crashed* once in that incarnation; each CRASHED record
-is one more crash. Tasks with crashes
+never finished, failed or stopped, and that its rank's ``.now`` file names as running, has
+*crashed* once in that incarnation (the other tasks of its chunk had not started, or had
+finished without their records: they simply run again; without a ``.now`` file, every such task
+counts as crashed); each CRASHED record is one more crash. Tasks with crashes
 run alone in a child process when resumed (``mpitiny.engine.resume``), and fail once they have crashed
 ``max_crashes`` times.
 """
@@ -55,6 +65,7 @@ if TYPE_CHECKING:
     import threading     # imported when the first fsync thread starts
 
 START, DONE, FAILED, STOPPED, CRASHED = 1, 2, 3, 4, 5
+VK_STATE, VK_DONE = 250, 251     # vkinds of DONE records that hold no kept value
 RECORD = np.dtype([("lo", "<i8"), ("hi", "<i8"), ("length", "<i8"), ("kind", "u1"),
                    ("vkind", "u1"), ("attempt", "<u2"), ("vcrc", "<u4"), ("check", "<u4"),
                    ("unit", "<u4")])
@@ -129,6 +140,16 @@ class Journal:
         self._syncer: threading.Thread | None = None  # the thread fsyncing the value file
         self.n = 0
         self._map(initial_records)
+        now_fd = os.open(journal_path(run_dir, incarnation, rank, ".now"),
+                         os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.posix_fallocate(now_fd, 0, 16)
+            self._now_map = mmap.mmap(now_fd, 16)
+        finally:
+            os.close(now_fd)
+        # now[0] = the first task id, now[1] = how many, of what runs now (now[0] = -1: none)
+        self.now = memoryview(self._now_map).cast("q")
+        self.now[0] = -1
 
     def _map(self, capacity: int) -> None:
         # allocate the blocks now: a store into a page of a full file system would be SIGBUS
@@ -176,7 +197,8 @@ class Journal:
         self.n += k
 
     def add_value(self, gid: int, vkind: int, data: bytes, attempt: int = 1) -> None:
-        """DONE for one task whose value other tasks read; written by ``write_values``."""
+        """DONE for one task whose value other tasks read (or whose state updates are
+        ``data``: ``vkind`` ``VK_STATE``); written by ``write_values``."""
         self.pending.append([gid, vkind, data, attempt, 0])
 
     def begin_unit(self) -> None:
@@ -257,6 +279,9 @@ class Journal:
         self.sync(wait=True)
         del self.rec
         self.mm.close()
+        self.now[0] = -1
+        self.now.release()
+        self._now_map.close()
         os.ftruncate(self.fd, self.n * RECORD.itemsize)
         os.fsync(self.fd)
         os.close(self.fd)
@@ -294,12 +319,23 @@ class Resumed:
         self.done = np.zeros(total, dtype=bool)
         self.crashes = np.zeros(total, dtype=np.int16)
         self.values: dict = {}          # gid -> (path, offset, length, vkind, vcrc)
+        self.state_logs: list = []      # (gid, path, offset, length) of state updates
         self.records = 0
         self.torn = 0                   # records ignored: bad checksum (torn or never written)
 
     @property
     def ndone(self) -> int:
         return int(np.count_nonzero(self.done))
+
+    def state_updates(self) -> list:
+        """``[(gid, log bytes)]`` of the done tasks' state updates (CRCs checked on reading
+        the journals), oldest incarnation first."""
+        out = []
+        for gid, path, offset, length in self.state_logs:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                out.append((gid, f.read(length)))
+        return out
 
     def value(self, gid: int) -> tuple:
         """``(vkind, data)`` of a done task's kept value, checked against its CRC."""
@@ -319,6 +355,7 @@ def _valid_records(path: str) -> tuple:
     ok = (rec["kind"] >= START) & (rec["kind"] <= CRASHED) & \
         (_checks(rec) == rec["check"].astype(np.uint64))
     ok &= (rec["lo"] >= 0) & ((rec["hi"] > rec["lo"]) | ((rec["length"] >= 0) & (rec["hi"] >= 0)))
+    _drop_damaged_units(path, rec, ok)
     in_unit = np.flatnonzero(ok & (rec["unit"] > 0))
     if len(in_unit):                  # a unit's records count only if all of them are valid
         unit = rec["unit"][in_unit].astype(np.int64)
@@ -328,6 +365,43 @@ def _valid_records(path: str) -> tuple:
         complete = valid == (keys & 0xFFFF)
         ok[in_unit[~complete[where]]] = False
     return rec[ok], int(len(rec) - np.count_nonzero(ok)) + (len(raw) != whole)
+
+
+def _drop_damaged_units(path: str, rec: np.ndarray, ok: np.ndarray) -> None:
+    """Mark invalid the value records whose bytes fail their CRC (a torn value file) among
+    state records and the records of units (a batch call's values: one may hold what the
+    others' would have); the rest of their unit then counts as invalid too, so the whole
+    call runs again. (A lone damaged value is found when it is read, and its task runs
+    again.)"""
+    states = np.flatnonzero(ok & (rec["kind"] == DONE) & (rec["length"] >= 0)
+                            & ((rec["vkind"] == VK_STATE) | (rec["unit"] > 0)))
+    if not len(states):
+        return
+    vpath = path[:-4] + ".val"
+    size = os.path.getsize(vpath) if os.path.exists(vpath) else 0
+    with open(vpath, "rb") if size else open(os.devnull, "rb") as f:
+        for k in states.tolist():
+            offset, length = int(rec["hi"][k]), int(rec["length"][k])
+            data = b""
+            if offset + length <= size:
+                f.seek(offset)
+                data = f.read(length)
+            if len(data) != length or zlib.crc32(data) != int(rec["vcrc"][k]):
+                ok[k] = False
+
+
+def _running(path: str, total: int) -> np.ndarray | bool:
+    """Bool per task: named as running by the ``.now`` file beside journal ``path`` (True for
+    every task when there is no such file: a journal of an older version)."""
+    try:
+        with open(path[:-4] + ".now", "rb") as f:
+            first, count = struct.unpack("<qq", f.read(16))
+    except (OSError, struct.error):
+        return True
+    running = np.zeros(total, dtype=bool)
+    if 0 <= first < total and count > 0:
+        running[first:first + count] = True
+    return running
 
 
 def _mark(total: int, rec: np.ndarray) -> np.ndarray:
@@ -356,13 +430,16 @@ def read_journals(run_dir: str, total: int) -> Resumed:
         vsize = os.path.getsize(vpath) if os.path.exists(vpath) else 0
         good = vals[(vals["hi"] + vals["length"] <= vsize) & (vals["lo"] < total)]
         for r in good.tolist():
-            out.values[int(r[0])] = (vpath, int(r[1]), int(r[2]), int(r[4]), int(r[6]))
+            if r[4] == VK_STATE:
+                out.state_logs.append((int(r[0]), vpath, int(r[1]), int(r[2])))
+            elif r[4] != VK_DONE:
+                out.values[int(r[0])] = (vpath, int(r[1]), int(r[2]), int(r[4]), int(r[6]))
         single = np.zeros(0, dtype=RECORD) if not len(good) else good.copy()
         single["hi"] = single["lo"] + 1
         done_runs = np.concatenate([plain[plain["kind"] == DONE], single])
         done = _mark(total, done_runs)
         ended = done | _mark(total, plain[plain["kind"] != START]) if len(plain) else done
-        started = _mark(total, plain[plain["kind"] == START])
+        started = _mark(total, plain[plain["kind"] == START]) & _running(path, total)
         out.crashes += (started & ~ended).astype(np.int16)
         crashed = plain[(plain["kind"] == CRASHED) & (plain["lo"] < total)]
         np.add.at(out.crashes, crashed["lo"], 1)
@@ -378,8 +455,8 @@ def done_counts(run_dir: str, total: int) -> np.ndarray:
     for path in journal_files(run_dir):
         rec, _ = _valid_records(path)
         done = rec[rec["kind"] == DONE]
-        ranges = done[done["length"] < 0]
-        counts += _mark(total, ranges)
+        marked = _mark(total, done[done["length"] < 0])
         singles = done[(done["length"] >= 0) & (done["lo"] < total)]["lo"]
-        np.add.at(counts, singles, 1)
+        marked[singles] = True          # a value record and a state record: one task
+        counts += marked
     return counts

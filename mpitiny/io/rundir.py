@@ -10,13 +10,15 @@ Layout of a run directory (``--out``, default ``mpitiny-runs/<dag name>``)::
                               offsets in logs/; and ``samples``: psutil CPU %, RSS, I/O bytes
     results/rank-00003.jsonl  {"id": ..., "value": ...} for each fn task that returned non-None
     journal/                  per-rank journals of what finished, for resuming (io/journal.py)
-    attempts/0001/            what an earlier, interrupted incarnation wrote (tasks, results,
-                              failures, logs), kept when the run was resumed
+    attempts/0001/            what an earlier incarnation wrote (tasks, results, failures,
+                              logs, summary), kept when a rerun resumed the run
     failures/rank-00003.jsonl one JSON object per failed task, with its error in full
     logs/rank-00003.out|.err  stdout / stderr of rank 3's cmd tasks, appended one after another,
                               each behind a "### task ID (rank R, attempt A)" line; the offsets
                               of each task's part are in its row of the tasks table
-    logs/rank-00003.fn.out|.fn.err  what rank 3's fn tasks printed (created when they print)
+    logs/rank-00003.fn.out|.fn.err  what rank 3's fn tasks printed (created when they print),
+                              one after another, with no header; the byte offsets of each
+                              task's part are in its row (``RankFiles.fn_out.size``)
 
 A million tasks therefore make a handful of files per rank. Every file that is complete at the
 end (HDF5 tables, summary.json) is written under a temporary name and renamed into place.
@@ -47,6 +49,8 @@ RECORD_DTYPE = np.dtype([
 ])
 SUBDIRS = ("tasks", "results", "failures", "logs", "spill")
 RUN_FILES = ("summary.json", "tasks.h5", "trace.json", "progress.json")
+RUN_ENTRIES = (*SUBDIRS, "journal", "attempts", *RUN_FILES, "report")
+"""Everything of a run in its directory (what ``move_aside`` moves)."""
 
 
 def rank_file(run_dir: str, sub: str, rank: int, ext: str) -> str:
@@ -66,6 +70,27 @@ def prepare(run_dir: str) -> None:
         path = os.path.join(run_dir, name)
         if os.path.exists(path):
             os.remove(path)
+
+
+def move_aside(run_dir: str) -> str | None:
+    """``--fresh``: move what a run left in ``run_dir`` (``RUN_ENTRIES``; other files stay) to
+    a new sibling directory ``RUN_DIR.old-N`` (the first N free) and return its path; None if
+    there was nothing to move. Nothing is deleted."""
+    present = [name for name in RUN_ENTRIES if os.path.lexists(os.path.join(run_dir, name))]
+    if not present:
+        return None
+    base = os.path.normpath(os.path.abspath(run_dir))
+    n = 1
+    while True:
+        aside = f"{base}.old-{n}"
+        try:
+            os.mkdir(aside)
+            break
+        except FileExistsError:
+            n += 1
+    for name in present:
+        os.replace(os.path.join(run_dir, name), os.path.join(aside, name))
+    return aside
 
 
 def prepare_resume(run_dir: str, previous: int) -> None:
@@ -146,13 +171,16 @@ class Records:
         with open(self.path, "ab") as f:
             self.rows[:self.n].tofile(f)
         self.flushed += self.n
+        self.rows[:self.n] = 0              # columns a row does not set must read 0
         self.n = 0
         self.rows["rank"] = self.rank
 
     def add_run(self, gids, status, starts, ends, attempt: int = 1, queued: float = 0.0,
-                stolen: bool = False, bytes_read=0) -> None:
+                stolen: bool = False, bytes_read=0, out=None, err=None) -> None:
         """Rows for tasks that ran (``status`` scalar or array, ``starts``/``ends`` sequences);
-        ``queued``: when their batch was queued on this rank; ``stolen``: taken from another."""
+        ``queued``: when their batch was queued on this rank; ``stolen``: taken from another;
+        ``out`` / ``err``: ``(offsets, lengths)`` (sequences, arrays or scalars) of what each
+        task wrote to its log (fn tasks: ``logs/rank-R.fn.out`` / ``.fn.err``), else 0."""
         k = len(gids)
         self._room(k)
         block = self.rows[self.n:self.n + k]
@@ -164,6 +192,10 @@ class Records:
         block["queued"] = queued
         block["stolen"] = stolen
         block["bytes_read"] = bytes_read
+        if out is not None:
+            block["out_offset"], block["out_length"] = out
+        if err is not None:
+            block["err_offset"], block["err_length"] = err
         if type(starts) is list and type(ends) is list and isinstance(status, (int, np.integer)) and \
                 status != UPSTREAM_FAILED and k:
             self.by_status[status] += k          # the common case, without numpy's overhead
@@ -205,7 +237,11 @@ class Records:
 
 
 class RankFiles:
-    """The files one rank appends to during a run."""
+    """The files one rank appends to during a run.
+
+    ``fn_out`` / ``fn_err``: the streams fn tasks print to (``logs/rank-R.fn.out`` / ``.fn.err``,
+    opened on the first write); their ``size`` is the byte offset where the next write lands,
+    so ``size`` before and after a task gives its part of the file."""
 
     def __init__(self, run_dir: str, rank: int) -> None:
         self.run_dir = run_dir
@@ -221,6 +257,8 @@ class RankFiles:
         self._out_fd = -1
         self._err_fd = -1
         self.failures_seen: list = []
+        self.fn_out = _LazyFile(rank_file(run_dir, "logs", rank, ".fn.out"))
+        self.fn_err = _LazyFile(rank_file(run_dir, "logs", rank, ".fn.err"))
         self._streams: tuple = ()
         self._fault_log = None
 
@@ -262,9 +300,9 @@ class RankFiles:
             self.failures_seen.append(record)
 
     def python_streams(self) -> tuple:
-        """Text streams for what fn tasks print; the files appear only if something is written."""
-        self._streams = (_LazyFile(rank_file(self.run_dir, "logs", self.rank, ".fn.out")),
-                         _LazyFile(rank_file(self.run_dir, "logs", self.rank, ".fn.err")))
+        """``(fn_out, fn_err)``: text streams for what fn tasks print (to be ``sys.stdout`` and
+        ``sys.stderr`` during the run); the files appear only if something is written."""
+        self._streams = (self.fn_out, self.fn_err)
         return self._streams
 
     def fault_log(self):
@@ -296,16 +334,35 @@ class RankFiles:
 
 
 class _LazyFile:
-    """A text stream that opens its file on the first write (and closes it with flush at exit)."""
+    """A text stream that opens its file on the first write (and closes it with flush at exit).
+
+    Text is written as UTF-8 (``errors="replace"``) to a buffered binary file in append mode;
+    ``size`` is the byte offset where the next write lands: the file's size when it was
+    opened (or made) plus every byte written since, buffered or not."""
+
+    encoding = "utf-8"
+    errors = "replace"
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._f: TextIO | None = None
+        self._f: BinaryIO | None = None
+        try:
+            self.size = os.path.getsize(path)
+        except OSError:
+            self.size = 0
 
     def write(self, text: str) -> int:
+        data = text.encode("utf-8", "replace")
         if self._f is None:
-            self._f = open(self.path, "a", encoding="utf-8", errors="replace", buffering=1 << 16)
-        return self._f.write(text)
+            self._f = open(self.path, "ab", buffering=1 << 16)
+            self.size = self._f.tell()
+        self._f.write(data)
+        self.size += len(data)
+        return len(text)
+
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
 
     def flush(self) -> None:
         if self._f is not None:
@@ -313,6 +370,9 @@ class _LazyFile:
 
     def isatty(self) -> bool:
         return False
+
+    def writable(self) -> bool:
+        return True
 
     def close(self) -> None:
         if self._f is not None:
@@ -364,12 +424,13 @@ def write_virtual_table(run_dir: str, sizes: list, dag=None) -> str:
         if dag is not None:
             table = dag.group_table()
             dt = np.dtype([("name", h5py.string_dtype()), ("first", "<i8"), ("size", "<i8"),
-                           ("vars", h5py.string_dtype())])
+                           ("vars", h5py.string_dtype()), ("kind", h5py.string_dtype())])
             rows = np.empty(len(table), dtype=dt)
             rows["name"] = [g["name"] for g in table]
             rows["first"] = [g["first"] for g in table]
             rows["size"] = [g["size"] for g in table]
             rows["vars"] = [json.dumps(g["vars"]) for g in table]
+            rows["kind"] = [g["kind"] for g in table]
             f.create_dataset("groups", data=rows)
     return path
 
@@ -424,8 +485,10 @@ def groups_of(run_dir: str) -> list:
     import h5py
     with h5py.File(os.path.join(run_dir, "tasks.h5"), "r") as f:
         rows = f["groups"][()]
+    kinds = "kind" in (rows.dtype.names or ())        # older tables have no kind column
     return [{"name": r["name"].decode(), "first": int(r["first"]), "size": int(r["size"]),
-             "vars": json.loads(r["vars"])} for r in rows]
+             "vars": json.loads(r["vars"]), **({"kind": r["kind"].decode()} if kinds else {})}
+            for r in rows]
 
 
 def task_id(groups: list, gid: int) -> str:
@@ -481,35 +544,89 @@ def gid_of(groups: list, tid: str) -> int:
 
 
 def describe_task(run_dir: str, tid: str) -> dict:
-    """Everything a run kept about one task: its row, error, result, stdout and stderr."""
+    """Everything a run kept about one task: its row (status, rank, attempt, start, end),
+    error, result, stdout and stderr (of a fn task from ``logs/rank-R.fn.out`` / ``.fn.err``,
+    of a cmd task from ``.out`` / ``.err``). A row of the last incarnation that says the task
+    was done before (cached: done, attempt 0) gives way to the row of the earlier incarnation
+    that ran it, read with that incarnation's logs, results and failures (``attempts/NNNN/``;
+    ``run`` and ``dir`` then say which)."""
     groups = groups_of(run_dir)
     gid = gid_of(groups, tid)
-    rows = read_tasks(run_dir)
-    hits = rows[rows["gid"] == gid]
-    if not len(hits):
+    kind = _group_of(groups, gid).get("kind", "cmd")
+    dirs = attempt_dirs(run_dir)
+    chosen = None
+    for where in reversed(dirs):                     # the last incarnation first
+        row = _task_row(where, gid)
+        if row is None:
+            continue
+        if chosen is None:
+            chosen = (where, row)
+        if int(row["attempt"]) > 0 or int(row["status"]) != DONE:
+            chosen = (where, row)                    # it ran (or was skipped) there
+            break
+    if chosen is None:
         return {"id": tid, "gid": gid, "status": "not finished"}
-    row = hits[-1]
+    where, row = chosen
     rank = int(row["rank"])
-    out = {"id": tid, "gid": gid, "status": STATUS_NAMES.get(int(row["status"]), "?"),
+    out = {"id": tid, "gid": gid, "kind": kind,
+           "status": STATUS_NAMES.get(int(row["status"]), "?"),
            "rank": rank, "attempt": int(row["attempt"]), "start": float(row["start"]),
            "end": float(row["end"]), "seconds": float(row["end"] - row["start"])}
+    if where != run_dir:
+        out["run"] = int(os.path.basename(where))
+        out["dir"] = os.path.relpath(where, run_dir)
+    prefix = ".fn" if kind == "fn" else ""
     for key, ext, off, length in (("stdout", ".out", "out_offset", "out_length"),
                                   ("stderr", ".err", "err_offset", "err_length")):
-        if row[length]:
-            with open(rank_file(run_dir, "logs", rank, ext), "rb") as f:
-                f.seek(int(row[off]))
-                out[key] = f.read(int(row[length])).decode("utf-8", "replace")
-    for sub, key, field in (("failures", "error", "error"), ("results", "result", "value")):
-        path = rank_file(run_dir, sub, rank, ".jsonl")
-        if os.path.exists(path):
-            needle = json.dumps(tid)
-            with open(path, encoding="utf-8") as f:
-                for line in f:
-                    if needle in line:
-                        rec = json.loads(line)
-                        if rec.get("id") == tid:
-                            out[key] = rec[field]
+        if row[length] > 0:
+            path = rank_file(where, "logs", rank, prefix + ext)
+            if os.path.exists(path):
+                with open(path, "rb") as f:
+                    f.seek(int(row[off]))
+                    out[key] = f.read(int(row[length])).decode("utf-8", "replace")
+    needle = json.dumps(tid)
+    for sub, key in (("failures", "error"), ("results", "result")):
+        path = rank_file(where, sub, rank, ".jsonl")
+        if not os.path.exists(path):
+            continue
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if needle in line and line.endswith("\n"):
+                    rec = json.loads(line)
+                    if rec.get("id") == tid:
+                        out[key] = rec["error"] if sub == "failures" else rec["value"] \
+                            if "value" in rec else \
+                            f"<{rec['type']}: {rec['length']} bytes in {sub}/{rec['file']}>"
     return out
+
+
+def _group_of(groups: list, gid: int) -> dict:
+    firsts = [g["first"] for g in groups]
+    return groups[bisect.bisect_right(firsts, gid) - 1]
+
+
+def _task_row(where: str, gid: int):
+    """The row of task ``gid`` in the task tables under ``where`` (``tasks/rank-R.h5``, or the
+    raw ``.rows`` a killed incarnation left), the latest ending if several; None if none."""
+    import h5py
+    tdir = os.path.join(where, "tasks")
+    best = None
+    for name in sorted(os.listdir(tdir)) if os.path.isdir(tdir) else ():
+        path = os.path.join(tdir, name)
+        if name.endswith(".h5"):
+            with h5py.File(path, "r") as f:
+                rows = f["tasks"][()]
+        elif name.endswith(".rows"):
+            raw = np.fromfile(path, dtype=np.uint8)
+            rows = raw[:len(raw) // RECORD_DTYPE.itemsize * RECORD_DTYPE.itemsize] \
+                .view(RECORD_DTYPE)
+        else:
+            continue
+        hits = rows[rows["gid"] == gid]
+        for row in hits:
+            if best is None or row["end"] >= best["end"]:
+                best = row.copy()
+    return best
 
 
 def read_log_tail(path: str, offset: int, length: int, limit: int = 4000) -> str:
