@@ -124,6 +124,8 @@ def run_rank(world: MpiWorld, dag: DAG, run_dir: str, opts: RunOptions, t_launch
         gc.collect()
         gc.freeze()     # the task table lives for the whole run: keep the collector off it
         engine.start()
+        progress = world.progress_thread(lambda: engine.guard.in_task) \
+            if world.needs_progress() else None
         t_start = time.time()
         saved = sys.stdout, sys.stderr      # what fn tasks print goes to the rank's logs
         sys.stdout, sys.stderr = engine.files.python_streams()
@@ -131,6 +133,8 @@ def run_rank(world: MpiWorld, dag: DAG, run_dir: str, opts: RunOptions, t_launch
             engine.work()
         finally:
             sys.stdout, sys.stderr = saved
+            if progress is not None:
+                progress.stop()
         t_end = time.time()
         if engine.progress is not None:
             engine.progress.tick(final=True)

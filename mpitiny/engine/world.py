@@ -10,6 +10,8 @@ stepped round-robin (``mpitiny.engine.local``).
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from mpitiny.queue.memory import LocalBytes, LocalMemory, RmaBytes, RmaMemory
@@ -52,6 +54,23 @@ class MpiWorld:
     def allgather(self, value) -> list:
         return self.comm.allgather(value)
 
+    def needs_progress(self) -> bool:
+        """Whether a ``ProgressThread`` must serve this rank's windows while it runs tasks:
+        when the ranks span nodes, or MPICH is told to use its network path on one
+        (``MPIR_CVAR_NOLOCAL=1``); ``MPITINY_PROGRESS=1`` / ``0`` forces it on or off."""
+        forced = os.environ.get("MPITINY_PROGRESS")
+        if forced in ("0", "1"):
+            return forced == "1"
+        return self.ranks_here < self.nranks or os.environ.get("MPIR_CVAR_NOLOCAL") == "1"
+
+    def progress_thread(self, busy) -> ProgressThread:
+        """A started ``ProgressThread`` polling this rank's communicator while ``busy()``."""
+        from mpi4py import MPI
+        comm, any_source, any_tag = self.comm, MPI.ANY_SOURCE, MPI.ANY_TAG
+        thread = ProgressThread(lambda: comm.Iprobe(any_source, any_tag), busy)
+        thread.start()
+        return thread
+
     def gather(self, value) -> list | None:
         """Every rank's ``value`` on rank 0 (None elsewhere)."""
         return self.comm.gather(value, root=0)
@@ -59,6 +78,49 @@ class MpiWorld:
     def bcast(self, value):
         """Rank 0's ``value`` on every rank."""
         return self.comm.bcast(value, root=0)
+
+
+class ProgressThread:
+    """MPI progress for a rank while it runs a task (``busy()``), so that the other ranks'
+    one-sided operations on its windows complete where the network does not do them itself.
+
+    Between nodes without RMA atomics in hardware (TCP; MPICH's network path, which
+    ``MPIR_CVAR_NOLOCAL=1`` uses on one machine), a passive-target operation completes only
+    when the target rank calls MPI: a thief, or a rank counting down a child whose words live
+    on a busy rank, would wait for that rank's task to end. This thread calls ``poll`` (an
+    ``Iprobe``) every ``PERIOD`` while a task runs: a command (the rank waits in ``waitpid``,
+    without the GIL), numpy or a batch form (which release it), or pure Python (which yields it
+    every ``sys.getswitchinterval()``, set to ``PERIOD`` while the thread runs). Between tasks
+    the loop's own MPI calls make progress. On one node the windows are shared memory and it is
+    not started (``MpiWorld.needs_progress``)."""
+
+    PERIOD = 0.0005
+
+    def __init__(self, poll, busy) -> None:
+        import threading
+        self.poll = poll
+        self.busy = busy
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="mpitiny-progress", daemon=True)
+        self.switch = 0.0
+
+    def start(self) -> None:
+        import sys
+        self.switch = sys.getswitchinterval()
+        sys.setswitchinterval(self.PERIOD)
+        self.thread.start()
+
+    def stop(self) -> None:
+        import sys
+        self.stopping.set()
+        self.thread.join()
+        sys.setswitchinterval(self.switch)
+
+    def _loop(self) -> None:
+        wait, busy, poll = self.stopping.wait, self.busy, self.poll
+        while not wait(self.PERIOD):
+            if busy():
+                poll()
 
 
 class LocalFabric:
