@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 
 import click
 
@@ -53,6 +54,20 @@ def parse_params(items: tuple) -> dict:
         except ValueError:
             params[key] = value
     return params
+
+
+def process_started() -> float:
+    """When this process started, as ``time.time()`` (Linux: its start in ``/proc/self/stat``
+    against ``/proc/uptime``; elsewhere: now): ``--time-limit`` counts from there, so the
+    interpreter's start and the imports count too."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            ticks = int(f.read().rsplit(b")", 1)[1].split()[19])
+        with open("/proc/uptime", "rb") as f:
+            uptime = float(f.read().split()[0])
+        return time.time() - max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return time.time()
 
 
 @click.group(cls=MpitinyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -103,17 +118,29 @@ def cli() -> None:
 @click.option("--no-batch", is_flag=True,
               help="Call task functions once per task even where they have a batch form "
                    "(mpitiny.with_batch).")
+@click.option("--time-limit", default=None, type=click.FloatRange(min=0, min_open=True),
+              metavar="SECONDS",
+              help="End the run within SECONDS of its start: start no task that would not "
+                   "finish by then (by its \"walltime\" or the average time of its family), "
+                   "let the running ones finish, save the journals and exit 75 (run the same "
+                   "command again to resume). Under Slurm the job's end time (less 30 s) is "
+                   "a limit too.")
+@click.option("--no-job-end", is_flag=True,
+              help="Under Slurm, do not end the run before the job's end time (a "
+                   "--time-limit still applies).")
 def run(dag_file: str, params: tuple, out_dir: str | None, quiet: bool, result_mem: int,
         state_mem: int, mem_limit: int | None, progress_interval: float | None,
         trace: bool, retries: int, timeout: float | None, max_fails: int | None,
-        max_crashes: int, resume: bool | None, no_journal: bool, no_batch: bool) -> None:
+        max_crashes: int, resume: bool | None, no_journal: bool, no_batch: bool,
+        time_limit: float | None, no_job_end: bool) -> None:
     """Run DAG_FILE on every rank of the MPI job (``mpiexec -n N mpitiny run DAG_FILE``).
 
     Run again on the same run directory, it resumes: done tasks are kept, failed and skipped
     ones run again; a complete run (every task done) runs nothing.
 
     Exit status: 0 all done, 1 some task failed, 2 bad input, 3 internal error, 75 stopped
-    by SIGTERM/SIGINT/SIGUSR1 (run the same command again to resume)."""
+    by SIGTERM/SIGINT/SIGUSR1 or by the time limit (run the same command again to resume)."""
+    started = process_started()
     from mpitiny.engine import run_file
     status = run_file(dag_file, parse_params(params), out_dir=out_dir, quiet=quiet,
                       result_mem=result_mem << 20, state_mem=state_mem << 20,
@@ -121,7 +148,9 @@ def run(dag_file: str, params: tuple, out_dir: str | None, quiet: bool, result_m
                       progress_interval=progress_interval, trace=trace, retries=retries,
                       timeout=timeout, max_fails=max_fails, max_crashes=max_crashes,
                       journal=not no_journal, batch=not no_batch,
-                      resume="auto" if resume is None else "yes" if resume else "no")
+                      resume="auto" if resume is None else "yes" if resume else "no",
+                      time_limit=time_limit, job_end=not no_job_end, started=started,
+                      restore_signals=False)
     sys.exit(status)
 
 

@@ -64,6 +64,33 @@ outdir() {     # outdir NAME: slurm-out/NAME-JOBID under the submit dir (or $OUT
     mkdir -p "$OUT"
 }
 
+# The job's end (seconds since the epoch; empty outside Slurm or if Slurm does not say), once.
+# `mpitiny run` knows it too (SLURM_JOB_END_TIME, or squeue on rank 0): it ends its run 30 s
+# before it on its own, starting no task that would not finish by then (exit 75, requeued
+# below). Slurm's warning (USR1 120 s before the end, or up to a minute earlier) is then only
+# the backstop, for a task that runs longer than expected: a warning that comes within HOLD_MAX
+# seconds of the end is held until BACKSTOP seconds before it, and forwarded only if mpitiny
+# is still running then. A USR1 earlier than that (scancel --signal=USR1 ...) stops it at once.
+slurm_job_end() {
+    [[ -n ${SLURM_JOB_ID:-} ]] || return 0
+    if [[ ${SLURM_JOB_END_TIME:-} =~ ^[0-9]+$ ]]; then echo "$SLURM_JOB_END_TIME"; return 0; fi
+    local end
+    end=$(squeue -h -j "$SLURM_JOB_ID" -o %e 2>/dev/null) || return 0
+    date -d "$end" +%s 2>/dev/null || true
+}
+JOB_END=$(slurm_job_end)
+HOLD_MAX=${HOLD_MAX:-300}
+BACKSTOP=${BACKSTOP:-15}
+
+# Whether to hold a pending USR1 now: it is Slurm's warning before the job's end, and mpitiny
+# ends its run on its own before the backstop time.
+hold_for_backstop() {
+    [[ -n $JOB_END ]] || return 1
+    local now
+    now=$(date +%s)
+    (( JOB_END - now <= HOLD_MAX && now < JOB_END - BACKSTOP ))
+}
+
 # run_mpitiny ARGS...: "${LAUNCH[@]}" $PY -m mpitiny ARGS, echoed first; returns its status.
 #
 # Stopping before the time limit and coming back: the launcher runs in the background so that
@@ -88,10 +115,18 @@ run_mpitiny() {
     local ready=${TMPDIR:-/tmp}/mpitiny-ready.${SLURM_JOB_ID:-local}.$$
     rm -f "$ready"
     MPITINY_READY_FILE=$ready "${LAUNCH[@]}" "$PY" -m mpitiny "$@" &
-    local pid=$! rc=0 again=0 held=0
+    local pid=$! rc=0 again=0 held=0 backstop=0
     # shellcheck disable=SC2064  # $pid is meant to be expanded now
     trap "echo '=== SIGTERM: stopping mpitiny'; kill -TERM $pid 2>/dev/null || true" TERM
     while kill -0 "$pid" 2>/dev/null; do
+        if [[ -n $STOP_PENDING && $1 == run ]] && hold_for_backstop; then
+            if (( ! backstop )); then
+                echo "=== the job ends at $(date -u -d "@$JOB_END" '+%T') UTC: mpitiny ends its run before that on its own; the warning is held until $BACKSTOP s before the end"
+                backstop=1
+            fi
+            sleep 1
+            continue
+        fi
         if [[ -n $STOP_PENDING && $1 == run ]]; then
             if [[ -e $ready ]] || (( held >= READY_WAIT * 5 )); then
                 echo "=== stopping mpitiny"
@@ -121,7 +156,7 @@ run_mpitiny() {
     return "$rc"
 }
 
-echo "=== $(date -u '+%F %T') UTC job ${SLURM_JOB_ID:-none} (${SLURM_JOB_NAME:-}) on ${SLURM_JOB_NODELIST:-$(hostname)}: $NTASKS ranks, python $PY, launcher ${LAUNCH[*]}${SLURM_RESTART_COUNT:+, restart $SLURM_RESTART_COUNT}"
+echo "=== $(date -u '+%F %T') UTC job ${SLURM_JOB_ID:-none} (${SLURM_JOB_NAME:-}) on ${SLURM_JOB_NODELIST:-$(hostname)}: $NTASKS ranks, python $PY, launcher ${LAUNCH[*]}${SLURM_RESTART_COUNT:+, restart $SLURM_RESTART_COUNT}${JOB_END:+, the job ends at $(date -u -d "@$JOB_END" '+%T') UTC}"
 
 # text_input INPUT DAG: sets JOB_INPUT, the input to pass to DAG as --param input=...
 #   INPUT: a text file or directory of them; empty: generate $OUT/corpus.txt of $MB MB (default

@@ -25,9 +25,10 @@
 #SBATCH --ntasks-per-node=2
 #SBATCH --time=00:30:00
 #SBATCH --output=slurm-%x-%j.out
-# Requeue: after a node failure, or by itself when USR1 comes 120 s before the time limit
-# (mpitiny saves its journals and exits 75; common.sh requeues; the requeued job resumes).
-# A requeued job appends to its output file.
+# Requeue: after a node failure, or by itself when the time limit nears: mpitiny knows the
+# job's end, starts no task that would not finish 30 s before it, saves its journals and exits
+# 75; common.sh requeues; the requeued job resumes. USR1 (120 s before the end) is held until
+# 15 s before it: the backstop for a task that overruns. A requeued job appends to its output.
 #SBATCH --requeue
 #SBATCH --signal=B:USR1@120
 #SBATCH --open-mode=append

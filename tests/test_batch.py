@@ -6,6 +6,7 @@ of more than one task did go through the batch form (else nothing here would tes
 that the values the children read add up as they would without batching.
 """
 import json
+import shutil
 from collections import Counter
 
 import pytest
@@ -168,13 +169,17 @@ def test_a_failed_batch_does_not_read_its_inputs_twice(python_module, tmp_path, 
     """base has N readers. When a batch of plus fails, its instances run one by one with the
     inputs the batch read: reading them again counted base down twice, so it was freed (and
     its space reused) while later plus instances still had to read it."""
-    counts, summary, out = run_dag(python_module, tmp_path, n, inputs_dag(tmp_path, bad=5),
-                                   expect_status=1)
-    failure = [json.loads(line) for f in (out / "failures").glob("*.jsonl")
-               for line in f.read_text().splitlines()]
-    assert [f["id"] for f in failure] == ["plus[5]"], failure[:2]
-    assert counts == {"done": 2 * N + 1, "failed": 1, "upstream_failed": 1}
-    assert summary["unbatched"] >= 1
+    for _ in range(5):      # chunks follow task times: plus[5] may have run alone, unbatched
+        shutil.rmtree(tmp_path / "run", ignore_errors=True)
+        counts, summary, out = run_dag(python_module, tmp_path, n, inputs_dag(tmp_path, bad=5),
+                                       expect_status=1)
+        failure = [json.loads(line) for f in (out / "failures").glob("*.jsonl")
+                   for line in f.read_text().splitlines()]
+        assert [f["id"] for f in failure] == ["plus[5]"], failure[:2]
+        assert counts == {"done": 2 * N + 1, "failed": 1, "upstream_failed": 1}
+        if summary["unbatched"] >= 1:
+            break
+    assert summary["unbatched"] >= 1, "no batch held plus[5] in 5 runs"
 
 
 def test_no_batch_calls_the_function_once_per_task(python_module, tmp_path):

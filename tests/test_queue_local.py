@@ -1,7 +1,6 @@
 """The steal queue driven by simulated ranks in one process (``LocalMemory``), no MPI."""
 import random
 
-import numpy as np
 import pytest
 
 from mpitiny.queue.memory import LocalMemory
@@ -263,3 +262,131 @@ def test_overflow_is_published_once_slots_are_used_up():
     assert not owner.pending
     prio, work = thief.steal(0)
     assert prio == 0 and work == (21, 26)
+
+
+# ---------------------------------------------------------------------- priorities across ranks
+def test_steal_above_a_priority_takes_only_such_slots_and_never_the_inbox():
+    owner, pusher, thief = make_queues(3, inbox=4)
+    owner.push_range(0, 100, prio=0)
+    owner.push_range(200, 204, prio=5)
+    assert pusher.push_remote(0, 300, 301) == 301
+    owner.set_busy(True)
+    assert thief.steal(0, min_prio=6) is None        # nothing that high; the inbox waits
+    assert thief.steal(0, min_prio=5) == (5, (200, 202))
+    assert thief.steal(0, min_prio=5) == (5, (202, 203))
+    assert thief.steal(0, min_prio=5) == (5, (203, 204))
+    assert thief.steal(0, min_prio=5) is None
+    assert thief.steal(0) == (0, (0, 50))             # without: the highest left, as before
+
+
+def test_top_prio_and_the_top_word():
+    """``top_prio``: the owner's best, pending work included; the TOP word: the best it
+    published, raised by ``advertise``, set again by ``refresh_top`` after claims."""
+    from mpitiny.queue.stealq import TOP, TOP_BIAS
+    (owner,) = make_queues(1, slots=2)
+    assert owner.top_prio() is None and owner.local[TOP] == 0
+    owner.push_range(0, 3, prio=-2)
+    owner.advertise(-2)
+    assert owner.top_prio() == -2 and owner.local[TOP] == TOP_BIAS - 2
+    owner.push_ids([10, 11], prio=7)
+    owner.advertise(7)
+    owner.advertise(3)                                # lower: no change
+    owner.push_range(20, 21, prio=9)                  # no slot left: pending, not published
+    assert owner.pending and owner.top_prio() == 9
+    assert owner.local[TOP] == TOP_BIAS + 7
+    expected = [([20], 9, 7), ([10, 11], 7, -2), ([0, 1, 2], -2, None)]
+    for ids, prio, top in expected:
+        assert as_ids(owner.claim(10)) == ids and owner.claimed_prio == prio
+        owner.refresh_top()
+        assert owner.local[TOP] == (0 if top is None else TOP_BIAS + top)
+    assert owner.top_prio() is None
+
+
+def test_level_map_shares_levels_beyond_the_board():
+    from mpitiny.queue.levels import MAX_LEVELS, level_map
+    assert level_map([5, 0, 5, -3]) == {-3: 0, 0: 1, 5: 2}
+    many = level_map(range(-50, 50))
+    levels = [many[p] for p in range(-50, 50)]
+    assert levels[0] == 0 and levels[-1] == MAX_LEVELS
+    assert levels == sorted(levels) and set(levels) == set(range(MAX_LEVELS + 1))
+
+
+def boards(nranks, priorities, slots=8):
+    from mpitiny.queue.levels import PriorityBoard
+    qs = make_queues(nranks, slots=slots)
+    return qs, [PriorityBoard(q, priorities) for q in qs]
+
+
+def test_board_counts_what_is_queued_above_the_lowest_level():
+    qs, bs = boards(3, [0, 5, 10])
+    qs[0].push_range(0, 8, prio=10)
+    bs[0].queued(10, 8)
+    qs[0].push_range(100, 103, prio=5)
+    bs[0].queued(5, 3)
+    bs[0].queued(0, 50)                               # the lowest level is not counted
+    assert bs[2].counts() == [3, 8]
+    assert bs[1].wanted(None) == (2, 0)               # level 2 (priority 10), at rank 0
+    assert bs[1].wanted(0) == (2, 0)
+    assert bs[1].wanted(5) == (2, 0)
+    assert bs[1].wanted(10) is None                   # own best is the top: nothing to read
+    bs[0].claimed(10, 8)
+    assert bs[1].wanted(0) == (1, 0) and bs[1].wanted(5) is None
+    bs[0].claimed(5, 3)
+    assert bs[1].wanted(None) is None and bs[0].counts() == [0, 0]
+
+
+def test_victims_hinted_rank_first_then_those_whose_top_word_has_the_level():
+    qs, bs = boards(6, [0, 5, 10])
+    for r, prio in [(1, 10), (3, 5), (4, 10)]:
+        qs[r].push_range(10 * r, 10 * r + 4, prio=prio)
+        qs[r].advertise(prio)
+    assert list(bs[0].victims(2, 4))[0] == 4
+    assert sorted(bs[0].victims(2, 4)) == [1, 4]
+    assert sorted(bs[0].victims(2, -1)) == [1, 4]
+    assert sorted(bs[0].victims(1, -1)) == [1, 3, 4]
+    assert sorted(bs[4].victims(2, 4)) == [1]         # never itself
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_board_counts_stay_exact_under_random_pushes_steals_and_claims(seed):
+    """Owners push (and count), thieves steal (not counted again) and owners claim (counted
+    off) in random order: the board always equals what is queued, per level."""
+    rng = random.Random(seed)
+    prios = [0, 1, 4, 9]
+    qs, bs = boards(4, prios, slots=4)
+    queued = {p: 0 for p in prios}
+    next_id = 0
+    for _ in range(3000):
+        r = rng.randrange(4)
+        q, b = qs[r], bs[r]
+        action = rng.random()
+        if action < 0.35:
+            n, p = rng.randint(1, 6), rng.choice(prios)
+            if rng.random() < 0.5:
+                q.push_range(next_id, next_id + n, prio=p)
+            else:
+                q.push_ids(list(range(next_id, next_id + n)), prio=p)
+            b.queued(p, n)
+            q.advertise(p)
+            queued[p] += n
+            next_id += n
+        elif action < 0.7:
+            w = q.claim(rng.randint(1, 4))
+            if w is not None:
+                n = len(as_ids(w))
+                b.claimed(q.claimed_prio, n)
+                queued[q.claimed_prio] -= n
+            q.refresh_top()
+        else:
+            v = rng.choice([x for x in range(4) if x != r])
+            floor = rng.choice([None, 1, 4, 9])
+            got = q.steal(v, floor)
+            if got is not None:
+                p, w = got
+                assert floor is None or p >= floor
+                if isinstance(w, tuple):
+                    q.push_range(*w, prio=p)
+                else:
+                    q.push_ids(w, prio=p)
+                q.advertise(p)
+        assert bs[0].counts() == [queued[1], queued[4], queued[9]]

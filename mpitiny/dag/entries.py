@@ -2,7 +2,8 @@
 
 An entry's keys, types, id (unique in the file), ``cmd`` or ``fn`` with ``args``/``kwargs``
 (run parameters substituted), ``foreach`` (``mpitiny.dag.foreach``), ``priority``, the
-options (``rank``, ``part``, ``retries``, ``timeout``: a ``TaskOptions``) and the shape of
+options (``rank``, ``part``, ``retries``, ``timeout``, ``walltime``: a ``TaskOptions``) and the
+shape of
 ``deps`` are checked here; what ``deps`` name is resolved in pass 2 (``mpitiny.dag.deps``),
 once every entry is known. The checks run in a fixed order, so a file with several problems
 always reports the same first one.
@@ -13,8 +14,8 @@ from typing import Any
 
 from mpitiny.dag.foreach import Foreach, ForeachParser
 from mpitiny.dag.limits import (ID_FORBIDDEN, MAX_ID_LENGTH, MAX_INSTANCES, MAX_RETRIES,
-                                MAX_TIMEOUT, PRIORITY_LIMIT, TASK_KEY_SET, TASK_KEYS,
-                                id_problem, is_int)
+                                MAX_TIMEOUT, MAX_WALLTIME, PRIORITY_LIMIT, TASK_KEY_SET,
+                                TASK_KEYS, id_problem, is_int)
 from mpitiny.dag.messages import Reporter, kind, show
 from mpitiny.dag.model import PLACEHOLDER, Group, TaskOptions, format_value, substitute_params
 
@@ -32,7 +33,7 @@ class EntryParser(Reporter):
         self.total = 0                 # instances of the entries so far
         self.cmd_cache: dict = {}      # command as written -> with the parameters substituted
         self.fn_ok: set = set()        # "module:function" strings of valid syntax
-        self.options_seen: dict = {(None,) * 6: TaskOptions()}   # their values -> TaskOptions
+        self.options_seen: dict = {(None,) * 7: TaskOptions()}   # their values -> TaskOptions
 
     def parse_all(self, tasks: list) -> tuple[list, list]:
         """``(groups, raw deps)``: a ``Group`` per entry (with no ``deps`` yet) and each
@@ -174,9 +175,9 @@ class EntryParser(Reporter):
         return priority
 
     def parse_options(self, task: dict, foreach: Foreach, where: str) -> TaskOptions:
-        """The entry's ``TaskOptions``: its split source, ``rank``, ``part``, ``retries``
-        and ``timeout``; None for what it does not set."""
-        rank = part = retries = timeout = None
+        """The entry's ``TaskOptions``: its split source, ``rank``, ``part``, ``retries``,
+        ``timeout`` and ``walltime``; None for what it does not set."""
+        rank = part = retries = None
         if "rank" in task:
             rank = self.parse_index_spec(task["rank"], foreach.variables, where)
         if "part" in task:
@@ -186,19 +187,25 @@ class EntryParser(Reporter):
             if type(retries) is not int or not 0 <= retries <= MAX_RETRIES:
                 raise self.error(f"retries: must be an integer from 0 to {MAX_RETRIES}, "
                                  f"not {show(retries)}", where)
-        if "timeout" in task:
-            timeout = task["timeout"]
-            if (type(timeout) not in (int, float) or not timeout > 0
-                    or not timeout <= MAX_TIMEOUT):
-                raise self.error(f"timeout: must be a number of seconds > 0 (at most one "
-                                 f"year), not {show(timeout)}", where)
-            timeout = float(timeout)
+        timeout = self.parse_seconds(task, "timeout", MAX_TIMEOUT, where)
+        walltime = self.parse_seconds(task, "walltime", MAX_WALLTIME, where)
         # Frozen, so entries with the same options share one object.
-        key = (foreach.splits, foreach.split_var, rank, part, retries, timeout)
+        key = (foreach.splits, foreach.split_var, rank, part, retries, timeout, walltime)
         options = self.options_seen.get(key)
         if options is None:
             options = self.options_seen[key] = TaskOptions(*key)
         return options
+
+    def parse_seconds(self, task: dict, key: str, most: float, where: str) -> float | None:
+        """``timeout`` or ``walltime``: a number of seconds > 0, at most ``most`` (a year);
+        None if the entry does not set it."""
+        if key not in task:
+            return None
+        value = task[key]
+        if type(value) not in (int, float) or not value > 0 or not value <= most:
+            raise self.error(f"{key}: must be a number of seconds > 0 (at most one year), "
+                             f"not {show(value)}", where)
+        return float(value)
 
     def parse_index_spec(self, spec: Any, variables: tuple, where: str,
                          key: str = "rank") -> int | str:

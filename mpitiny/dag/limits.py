@@ -22,10 +22,12 @@ PRIORITY_LIMIT = 2**31
 RANGE_LIMIT = 2**62
 MAX_RETRIES = 1000
 MAX_TIMEOUT = 366 * 86400.0
+#: ``walltime`` (seconds a task is expected to take, at most) has the same bounds as ``timeout``.
+MAX_WALLTIME = MAX_TIMEOUT
 
 TOP_KEYS = ("name", "version", "description", "params", "tasks")
 TASK_KEYS = ("id", "cmd", "fn", "args", "kwargs", "deps", "foreach", "priority", "rank",
-             "part", "retries", "timeout", "description")
+             "part", "retries", "timeout", "walltime", "description")
 TOP_KEY_SET = frozenset(TOP_KEYS)
 TASK_KEY_SET = frozenset(TASK_KEYS)
 

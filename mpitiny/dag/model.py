@@ -186,7 +186,11 @@ class TaskOptions:
     - ``part``: which part of a parent's ``mpitiny.Parts`` value an instance reads, the same
       kind of spec as ``rank``;
     - ``retries``: how many times a failed attempt runs again (an int);
-    - ``timeout``: the time limit of one attempt, in seconds (a float).
+    - ``timeout``: the time limit of one attempt, in seconds (a float);
+    - ``walltime``: how long an instance is expected to take at most, in seconds (a float):
+      under a time limit (``mpitiny run --time-limit``, a Slurm job's end) an instance is
+      not started unless it can finish before the end by this estimate (without it, by the
+      running average of its group).
     """
 
     splits: tuple[str, str] | None = None
@@ -195,6 +199,7 @@ class TaskOptions:
     part: int | str | None = None
     retries: int | None = None
     timeout: float | None = None
+    walltime: float | None = None
 
     @property
     def placed(self) -> bool:

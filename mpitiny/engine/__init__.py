@@ -45,7 +45,11 @@ What the loop changes (``loop.Engine``), and where:
 - figures for the summary: ``busy``, ``steals``, ``stolen_tasks``, ``split_reads``,
   ``samples``, ``counts`` (``RunCounts``).
 
-Termination without a coordinator, stop requests and ``--max-fails``: ``control``. Errors: a
+Termination without a coordinator, stop requests, ``--max-fails`` and the run's end
+(``--time-limit`` or the Slurm job's end: a task that would not finish in time is not started,
+and the run stops resumably, ``walltime``): ``control``. Between nodes, a progress thread
+serves a busy rank's windows while it runs a task (``world.ProgressThread``; docs/offnode.md).
+Priorities across ranks: ``ready`` (a run-wide board of ready tasks per priority level). Errors: a
 task that raises (or exits non-zero) is retried up to its ``retries``, then recorded as failed;
 its descendants are upstream-failed; the run goes on. Anything that goes wrong inside the
 engine aborts the MPI job (``start``). Signals, timeouts, isolation, fault injection:

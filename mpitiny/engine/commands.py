@@ -43,8 +43,11 @@ class CommandRunner:
         retries = self.runner.retries(group)
         first = int(self.base[group.index])
         failed: list = []
+        start_by = self.control.start_by    # a time limit: start no task after this (else 0)
         for k, i in enumerate(instances):
             if self.opts.max_fails and self.control.ending():  # --max-fails: start no more
+                return failed, k
+            if start_by and time.time() > start_by:           # would not finish in time
                 return failed, k
             i = int(i)
             tid = group.instance_id(i)

@@ -12,10 +12,19 @@ The first ``CONTROL_WORDS`` words of every rank's window, before its queue:
 
 Idle ranks read only their own ``DONE`` word. ``RunWatch`` is the narrow read-only view that
 rank 0's progress display takes of these words and of the ranks' busy flags.
+
+A time limit (``mpitiny.engine.walltime``) ends a run the same way: the ranks agree on the
+run's end at the first round of their loops (``agree_end``); a rank that would start a task
+that cannot finish before it holds that task back (``in_time``, ``held_back``) and sets every
+rank's ``DONE`` to ``End.TIME_LIMIT``: no rank claims another chunk, the tasks that are
+running finish, the journals are synced and the run exits 75, to be resumed.
 """
 from __future__ import annotations
 
-from mpitiny.engine.types import End
+import time
+
+from mpitiny.engine.types import End, RunCounts
+from mpitiny.engine.walltime import TimeLimit, run_end
 from mpitiny.queue.stealq import BUSY
 
 DONE = 0
@@ -32,6 +41,11 @@ class Control:
     def __init__(self, mem, total: int) -> None:
         self.mem = mem
         self.total = total
+        self.agreed = False                    # whether ``agree_end`` ran
+        self.limit: TimeLimit | None = None    # the run's end, if it has one
+        self.start_by = 0.0    # under a limit: start no task of the current group after this
+        self.declared = False  # and its tasks' time is their declared walltime
+        self.per_task = 0.0    # and what a task of it is expected to take
 
     def ending(self) -> bool:
         """Whether this rank's DONE word holds a reason to leave."""
@@ -58,6 +72,42 @@ class Control:
         """Set every rank's DONE word to ``why`` unless it already holds a reason."""
         for r in range(self.mem.nranks):
             self.mem.cas(r, DONE, 0, int(why))
+
+    # ------------------------------------------------------------------ the time limit
+    def agree_end(self, world, opts, dag, counts: RunCounts) -> None:
+        """Collective (every rank, once, before its first chunk): the run's end, the earliest
+        that any rank found (rank 0 asks Slurm), as this rank's ``limit``."""
+        found = run_end(opts, query_slurm=world.rank == 0)
+        ends = [end for end in world.allgather(found) if end is not None]
+        self.agreed = True
+        if ends:
+            end, what = min(ends)
+            self.limit = TimeLimit(end, what, opts.started, dag)
+            counts.run_end, counts.run_end_what = end, what
+
+    def in_time(self, g: int, instances, avg_group: float, avg_all: float):
+        """Of ``instances`` of entry ``g``, about to run one after another, those that finish
+        before the end (a leading part); sets ``start_by`` for the check before each task."""
+        limit = self.limit
+        assert limit is not None
+        per_task, self.declared = limit.expected(g, avg_group, avg_all)
+        self.start_by = limit.stop_at - per_task
+        self.per_task = per_task
+        fit = limit.fit(len(instances), per_task, time.time())
+        return instances if fit == len(instances) else instances[:fit]
+
+    def held_back(self, n: int, counts: RunCounts) -> None:
+        """``n`` tasks of a chunk were not started, and no stop request or ``--max-fails``
+        stopped them: they would not finish in time. Count them and end the run everywhere
+        (the tasks running now finish)."""
+        if self.end() == End.MAX_FAILS:
+            return
+        counts.held_back += n
+        if self.declared:
+            counts.held_back_declared += n
+        if self.limit is not None and self.per_task > self.limit.budget:
+            counts.held_back_too_long += n      # no run this long can run them
+        self.end_everywhere(End.TIME_LIMIT)
 
 
 class RunWatch:

@@ -165,7 +165,10 @@ class Engine:
 
     def next_chunk(self) -> Chunk | None:
         """This rank's next chunk: its own, or stolen; None once the whole run is finished
-        (or stopped: by a signal on some rank, or by ``--max-fails``)."""
+        (or stopped: by a signal on some rank, by ``--max-fails`` or by the time limit).
+        The first call agrees on the run's end with the other ranks (a collective)."""
+        if not self.control.agreed:
+            self.control.agree_end(self.world, self.opts, self.dag, self.counts)
         if self.ending():
             self.leave()
             return None
@@ -186,6 +189,8 @@ class Engine:
     def step(self) -> bool:
         """One round of the loop that never waits (for ranks simulated in one process):
         run a chunk if there is one; False once this rank has left the run."""
+        if not self.control.agreed:
+            self.control.agree_end(self.world, self.opts, self.dag, self.counts)
         if self.ending():
             self.leave()
             return False
@@ -207,10 +212,17 @@ class Engine:
         return Chunk(tasks, time.time())
 
     def find_work(self) -> Chunk | None:
-        """Claim from this rank's queue (after taking in its inbox), else steal and claim."""
+        """Claim from this rank's queue (after taking in its inbox), else steal and claim. With
+        several priority levels, first take higher work than its own from another rank if the
+        run-wide board says some waits (``ReadyQueue.steal_higher``), and count claims off."""
+        ranked = self.ready.board is not None
         while True:
             self.ready.queue_runs(self.queue.take_inbox())
+            if ranked and (n := self.ready.steal_higher()):
+                self.steals, self.stolen_tasks = self.steals + 1, self.stolen_tasks + n
             tasks = self.queue.claim(self.chunk_size)
+            if ranked:
+                self.ready.claimed(tasks)
             if tasks is not None:
                 return Chunk(tasks, *self.queue.claimed_info)
             if not self.steal():
@@ -259,17 +271,8 @@ class Engine:
             got = self.queue.steal(victim)
             if got is None:
                 continue
-            prio, work = got
             self.steals += 1
-            if isinstance(work, tuple):
-                self.stolen_tasks += work[1] - work[0]
-                self.queue.push_range(work[0], work[1], prio, stolen=True)
-            elif prio is None:
-                self.stolen_tasks += sum(hi - lo for lo, hi in work)
-                self.ready.queue_runs(work, stolen=True)
-            else:
-                self.stolen_tasks += len(work)
-                self.queue.push_ids(work, prio, stolen=True)
+            self.stolen_tasks += self.ready.keep_stolen(got)
             return True
         return False
 
@@ -340,16 +343,20 @@ class Engine:
                 self.resume.run(g, idx, standing, chunk)
                 return
         group = self.dag.groups[g]
+        todo = instances if self.control.limit is None else \
+            self.control.in_time(g, instances, float(self.avg_task[g]), self.avg_all)
         t0 = time.perf_counter()
         failed, ran = (self.runner.run_fn if group.kind == "fn" else self.commands.run_cmd)(
-            group, instances, chunk)
+            group, todo, chunk)
         if ran:
             per_task = (time.perf_counter() - t0) / ran
             self.avg_task[g] = _running_mean(float(self.avg_task[g]), per_task, ran)
             self.avg_all = _running_mean(self.avg_all, per_task, ran)
-        if ran < len(instances):                     # stopped: the rest did not run
+        if ran < len(instances):             # stopped or held back: the rest did not run
             if self.journal.on:
                 self.journal.stopped(int(self.base[g]), instances[ran:])
+            if self.control.limit is not None and not self.guard.stop_signal:
+                self.control.held_back(len(instances) - ran, self.counts)
             instances = instances[:ran]
         self.finish(g, instances, failed)
 

@@ -4,6 +4,13 @@ A task with a home (a ``rank`` hint, or a family over input splits: the rank tha
 split's metadata) is pushed to that rank's inbox (``StealQueue.push_remote``; kept here when
 the inbox is full); any other ready task goes to the queue of the rank that released it,
 where idle ranks steal it from. Runs of consecutive ids travel as one slot.
+
+In a run whose DAG has more than one priority level (checked once, at start), ``board`` is the
+run-wide ``PriorityBoard`` (``mpitiny.queue.levels``): every task that becomes ready here is
+counted on it at its level and every claim counted off (``claimed``), the queue's TOP word is
+kept, and before claiming a chunk of its own the engine takes higher-priority work queued on
+another rank if the board says there is some (``steal_higher``). With a single level
+``board`` is None and none of this costs anything.
 """
 from __future__ import annotations
 
@@ -11,6 +18,7 @@ import numpy as np
 
 from mpitiny.dag.model import DAG
 from mpitiny.queue.layout import Layout
+from mpitiny.queue.levels import PriorityBoard
 from mpitiny.queue.stealq import StealQueue
 
 
@@ -26,6 +34,8 @@ class ReadyQueue:
         self.rank = rank
         self.nranks = nranks
         self.priority = np.array([g.priority for g in dag.groups], dtype=np.int64)
+        levels = {g.priority for g in dag.groups if g.size}
+        self.board = PriorityBoard(queue, self.priority.tolist()) if len(levels) > 1 else None
 
     def queue_roots(self) -> None:
         """Queue this rank's share of the root tasks: placed ones at their home, the others
@@ -58,23 +68,24 @@ class ReadyQueue:
                 n = hi - lo
                 a = lo + n * self.rank // self.nranks
                 b = lo + n * (self.rank + 1) // self.nranks
-                self.queue.push_range(a, b, prio)
+                self._range(a, b, prio)
                 continue
             for gid in range(lo, hi):
                 if turn % self.nranks == self.rank:
                     singles.setdefault(prio, []).append(gid)
                 turn += 1
         for prio in sorted(singles):
-            self.queue.push_ids(np.array(singles[prio], dtype=np.int64), prio)
+            self._ids(np.array(singles[prio], dtype=np.int64), prio)
 
     def queue_runs(self, runs: list, stolen: bool = False) -> None:
-        """Queue runs ``(lo, hi)`` of task ids of one group each, at their group's priority."""
+        """Queue runs ``(lo, hi)`` of task ids of one group each, at their group's priority
+        (placed roots, and runs taken out of an inbox: here or, ``stolen``, another rank's)."""
         for lo, hi in runs:
             prio = int(self.priority[int(np.searchsorted(self.base, lo, side="right")) - 1])
             if hi - lo == 1:
-                self.queue.push_ids([lo], prio, stolen)
+                self._ids([lo], prio, stolen)
             else:
-                self.queue.push_range(lo, hi, prio, stolen)
+                self._range(lo, hi, prio, stolen)
 
     def queue_ids(self, ids) -> None:
         """Queue individual task ids here, each at its group's priority."""
@@ -83,7 +94,7 @@ class ReadyQueue:
         ids = np.asarray(ids, dtype=np.int64)
         prios = self.priority[np.searchsorted(self.base, ids, side="right") - 1]
         for p in np.unique(prios)[::-1]:
-            self.queue.push_ids(ids[prios == p], int(p))
+            self._ids(ids[prios == p], int(p))
 
     def queue_ready(self, g: int, idx: np.ndarray) -> None:
         """Queue released instances of group ``g``: at their home rank if they have one
@@ -105,9 +116,9 @@ class ReadyQueue:
                 return
             idx = np.concatenate(keep)
         if len(idx) > 1 and int(idx[-1]) - int(idx[0]) == len(idx) - 1 and np.all(np.diff(idx) == 1):
-            self.queue.push_range(first + int(idx[0]), first + int(idx[-1]) + 1, prio)
+            self._range(first + int(idx[0]), first + int(idx[-1]) + 1, prio)
         else:
-            self.queue.push_ids(first + idx, prio)
+            self._ids(first + idx, prio)
 
     def homes(self, group, idx: np.ndarray) -> np.ndarray:
         """The rank each instance should run on: its ``rank`` hint modulo the rank count, or,
@@ -117,3 +128,72 @@ class ReadyQueue:
         if spec is None:
             return self.layout.owners(group.index, idx)[0]
         return group.index_values(spec, idx) % self.nranks
+
+    # ------------------------------------------------------------------ pushing, stealing
+    def _range(self, lo: int, hi: int, prio: int, stolen: bool = False,
+               count: bool = True) -> None:
+        """Publish ``lo..hi-1``; with several levels count them (unless ``count`` is False:
+        stolen from a queue, so counted already) and advertise their priority."""
+        self.queue.push_range(lo, hi, prio, stolen)
+        if self.board is not None:
+            if count:
+                self.board.queued(prio, hi - lo)
+            self.queue.advertise(prio)
+
+    def _ids(self, ids, prio: int, stolen: bool = False, count: bool = True) -> None:
+        """``_range`` for a list of ids."""
+        self.queue.push_ids(ids, prio, stolen)
+        if self.board is not None:
+            if count:
+                self.board.queued(prio, len(ids))
+            self.queue.advertise(prio)
+
+    def keep_stolen(self, got: tuple, hint: bool = False) -> int:
+        """Queue here what ``StealQueue.steal`` took (so it can be stolen on); returns how
+        many tasks. With ``hint``, name this rank on the board as holding more of them."""
+        prio, work = got
+        if isinstance(work, tuple):
+            n = work[1] - work[0]
+            self._range(work[0], work[1], prio, stolen=True, count=False)
+        elif prio is None:                       # runs from a busy rank's inbox: not counted yet
+            n = sum(hi - lo for lo, hi in work)
+            self.queue_runs(work, stolen=True)
+        else:
+            n = len(work)
+            self._ids(work, prio, stolen=True, count=False)
+        if hint and n > 1 and prio is not None and self.board is not None:
+            self.board.hint(prio)
+        return n
+
+    def steal_higher(self) -> int:
+        """With several levels: if the board says tasks of a higher level than this rank's best
+        wait somewhere, steal some of the highest such level (from the hinted rank, else one
+        whose TOP word has it) and queue them here; returns how many (0: none wanted or
+        found). Tried twice, as a rank that just stole the last ones may not show them yet."""
+        board = self.board
+        assert board is not None
+        for _ in range(2):
+            wanted = board.wanted(self.queue.top_prio())
+            if wanted is None:
+                return 0
+            level, hinted = wanted
+            for victim in board.victims(level, hinted):
+                got = self.queue.steal(victim, board.floor[level])
+                if got is not None:
+                    return self.keep_stolen(got, hint=True)
+        return 0
+
+    def claimed(self, tasks) -> None:
+        """With several levels, after ``StealQueue.claim``: count the claimed tasks (if any)
+        off the board, at their groups' priorities (as they were counted on, whatever the
+        slot they came from said), and update this rank's TOP word."""
+        board = self.board
+        assert board is not None
+        if isinstance(tasks, tuple):             # a run: of one priority (see _range's callers)
+            g = int(np.searchsorted(self.base, tasks[0], side="right")) - 1
+            board.claimed(int(self.priority[g]), tasks[1] - tasks[0])
+        elif tasks is not None:
+            prios = self.priority[np.searchsorted(self.base, tasks, side="right") - 1]
+            for p, n in zip(*np.unique(prios, return_counts=True)):
+                board.claimed(int(p), int(n))
+        self.queue.refresh_top()

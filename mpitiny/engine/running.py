@@ -92,6 +92,8 @@ class TaskRunner:
         first, timeout = int(self.base[group.index]), self.timeout(group)
         guard, state, now = self.guard, self.data.state, self.journal.now
         max_fails, ran, clock = self.opts.max_fails, len(instances), time.time
+        start_by = self.control.start_by      # a time limit: start no task after this (else 0)
+        watch = max_fails or start_by
         starts: list = []
         ends: list = []
         failed: list = []
@@ -103,8 +105,8 @@ class TaskRunner:
         upcoming = self.prefetching(splits, instances)
         for k, i in enumerate(instances):
             i = int(i)
-            if max_fails and self.control.ending():   # --max-fails reached: start no more
-                ran = k
+            if watch and (max_fails and self.control.ending() or start_by and clock() > start_by):
+                ran = k                  # --max-fails reached, or too late: start no more
                 break
             if upcoming is not None:
                 following = next(upcoming, None)

@@ -42,19 +42,23 @@ MALLOC_MMAP_BYTES = 256 << 20     # glibc M_MMAP_THRESHOLD: smaller blocks come 
 
 
 def run_file(path: str | None, params: dict, out_dir: str | None = None,
-             dag_text: str | None = None, scratch: bool = False, **options) -> int:
+             dag_text: str | None = None, scratch: bool = False, restore_signals: bool = True,
+             **options) -> int:
     """``mpitiny run``: returns the exit status (0 all done, 1 some failed, 75 stopped) on
     every rank; 0 also when the run directory holds a complete run (nothing is run).
 
     ``options`` are ``RunOptions`` fields (``quiet``, ``retries``, ``resume``, ...);
     ``scratch``: the run directory is the caller's (``mpitiny.map``): an earlier map run
-    there is replaced, never resumed (``plan_run_dir``)."""
+    there is replaced, never resumed (``plan_run_dir``). ``restore_signals=False`` (the
+    command line, which exits next) keeps catching stop signals after the run: one that comes
+    while MPI shuts down changes nothing of a run that has ended (it would kill the rank)."""
     handlers = install_early()
     keep_freed_memory()
     try:
         return _run_file(path, params, out_dir, dag_text, RunOptions(**options), scratch)
     finally:
-        restore(handlers)
+        if restore_signals:     # else the noting handlers of install_early stay
+            restore(handlers)
 
 
 def _run_file(path: str | None, params: dict, out_dir: str | None, dag_text: str | None,

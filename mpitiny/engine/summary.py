@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 
 import numpy as np
 
@@ -19,17 +20,18 @@ def make_summary(dag: DAG, run_dir: str, all_stats: list, t_launch: float, t_sta
     """``summary.json``: totals, times, per-rank figures, the first failures, exit status."""
     totals = {k: sum(s[k] for s in all_stats) for k in ("done", "failed", "upstream_failed")}
     reads = {k: sum(s[f"split_reads_{k}"] for s in all_stats) for k in ("local", "remote")}
-    counts = {k: sum(s[k] for s in all_stats) for k in RunCounts().as_dict()}
+    counts = {k: sum(s[k] for s in all_stats) for k in RunCounts().as_dict()
+              if k not in RunCounts.NOT_SUMMED}
     starts = [s["first_start"] for s in all_stats if s["first_start"] is not None]
     ends = [s["last_end"] for s in all_stats if s["last_end"] is not None]
     failures = [f for s in all_stats for f in s["failures"]]
     failures.sort(key=lambda f: f["time"])
-    stop = max(s["stopped"] for s in all_stats)
+    stop = max((s["stopped"] for s in all_stats), key=STOP_ORDER.index)
     signals = sorted({s["stop_signal"] for s in all_stats if s["stop_signal"]})
     wall = t_end - t_start
     bad = totals["failed"] + totals["upstream_failed"]
-    status = EXIT_RESUMABLE if stop == End.SIGNAL else EXIT_TASKS_FAILED if bad or stop \
-        else EXIT_OK
+    status = EXIT_RESUMABLE if stop in (End.SIGNAL, End.TIME_LIMIT) else \
+        EXIT_TASKS_FAILED if bad or stop else EXIT_OK
     return {
         "name": dag.name, "dag": dag.source, "run_dir": os.path.abspath(run_dir),
         "params": dag.params, "ranks": len(all_stats),
@@ -38,6 +40,7 @@ def make_summary(dag: DAG, run_dir: str, all_stats: list, t_launch: float, t_sta
         "split_reads": reads, "exit_status": status,
         "stopped": STOP_NAMES.get(stop),
         "stop_signals": [signal.Signals(x).name for x in signals],
+        "time_limit": time_limit(all_stats, counts),
         "incarnation": incarnation,
         "resumed": None if resumed is None else {
             "done_before": resumed.ndone, "crashed_before": int(np.count_nonzero(resumed.crashes)),
@@ -52,6 +55,25 @@ def make_summary(dag: DAG, run_dir: str, all_stats: list, t_launch: float, t_sta
         "groups": dag.group_table() if len(dag.groups) <= SUMMARY_GROUPS else
         f"{len(dag.groups)} entries: see tasks.h5, dataset groups",
     }
+
+
+STOP_ORDER = (End.RUNNING, End.ALL_FINISHED, End.TIME_LIMIT, End.SIGNAL, End.MAX_FAILS)
+"""Which end the summary names when the ranks saw several (the last one of them here)."""
+
+
+def time_limit(all_stats: list, counts: dict) -> dict | None:
+    """``summary.json``'s "time_limit": the run's end (``time.time()`` seconds and local time),
+    where it came from, and how many tasks were held back (not started: they would not have
+    finished in time), of them by a declared "walltime", and of them expected to take longer
+    than the whole limit (from the start to the end); None without a time limit."""
+    ends = [(s["run_end"], s["run_end_what"]) for s in all_stats if s.get("run_end")]
+    if not ends:
+        return None
+    end, what = min(ends)
+    return {"end": end, "end_local": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(end)),
+            "from": what, "held_back": counts["held_back"],
+            "held_back_declared": counts["held_back_declared"],
+            "held_back_too_long": counts["held_back_too_long"]}
 
 
 def print_summary(summary: dict) -> None:
@@ -69,6 +91,8 @@ def print_summary(summary: dict) -> None:
         print(f"mpitiny: stopped by {', '.join(summary['stop_signals']) or 'a signal'} with "
               f"{summary['not_run']} tasks not run; the journals are saved: run the same "
               f"command again to resume (exit status {EXIT_RESUMABLE})")
+    elif summary.get("stopped") == "time-limit":
+        print(time_limit_line(summary))
     elif summary.get("stopped") == "max-fails":
         print(f"mpitiny: stopped after {summary['failed']} failed tasks (--max-fails) with "
               f"{summary['not_run']} tasks not run")
@@ -78,3 +102,24 @@ def print_summary(summary: dict) -> None:
         print(f"mpitiny: every failure in full: {os.path.join(summary['run_dir'], 'failures')}/")
     print(f"mpitiny: run directory: {summary['run_dir']}")
     sys.stdout.flush()
+
+
+def time_limit_line(summary: dict) -> str:
+    """Rank 0's line for a run stopped by its time limit: when the end is, what was held back
+    and why, and how to go on."""
+    limit = summary.get("time_limit") or {}
+    held, declared = limit.get("held_back", 0), limit.get("held_back_declared", 0)
+    why = []
+    if declared:
+        why.append(f"{declared} by their declared walltime")
+    if held - declared:
+        why.append(f"{held - declared} by the average time of their tasks here")
+    too_long = limit.get("held_back_too_long", 0)
+    return (f"mpitiny: stopped for the time limit (the run ends at "
+            f"{limit.get('end_local', '?')[11:]}: {limit.get('from', '?')}) with "
+            f"{summary['not_run']} tasks not run; {held} held back, as they would not finish "
+            f"in time{' (' + ', '.join(why) + ')' if why else ''}"
+            + (f", {too_long} of them expected to take longer than the whole limit: a run "
+               "this long cannot run them" if too_long else "")
+            + f"; the journals are saved: run the same command again to resume (exit status "
+            f"{EXIT_RESUMABLE})")

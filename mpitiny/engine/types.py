@@ -8,9 +8,10 @@
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, field
 from enum import IntEnum
-from typing import Union
+from typing import ClassVar, Union
 
 import numpy as np
 
@@ -33,6 +34,9 @@ class RunOptions:
     batch: bool = True               # call a family's batch form (``mpitiny.with_batch``)
     resume: str = "auto"             # "auto": if the journals are of this DAG and unfinished;
                                      # "yes": also after a complete run; "no": start over
+    time_limit: float | None = None  # stop (resumably) within this many seconds of ``started``
+    job_end: bool = True             # under Slurm, also stop before the job's end time
+    started: float = field(default_factory=time.time)   # when the run started (this rank)
 
 
 Tasks = Union[tuple, np.ndarray]
@@ -62,9 +66,10 @@ class End(IntEnum):
     ALL_FINISHED = 1
     SIGNAL = 2          # SIGTERM / SIGINT / SIGUSR1 on some rank: journals saved, resumable
     MAX_FAILS = 3       # --max-fails reached
+    TIME_LIMIT = 4      # a task would not finish before the run's end: journals saved, resumable
 
 
-STOP_NAMES = {End.SIGNAL: "signal", End.MAX_FAILS: "max-fails"}
+STOP_NAMES = {End.SIGNAL: "signal", End.MAX_FAILS: "max-fails", End.TIME_LIMIT: "time-limit"}
 """``summary.json``'s "stopped" for the ends that are stops."""
 
 
@@ -79,7 +84,8 @@ class Standing(IntEnum):
 
 @dataclass
 class RunCounts:
-    """Per-rank counts of the ways tasks ran, summed over the ranks in ``summary.json``."""
+    """Per-rank counts of the ways tasks ran, summed over the ranks in ``summary.json`` (but
+    ``NOT_SUMMED``: the run's end under a time limit, which every rank knows)."""
 
     cached: int = 0       # done in an earlier incarnation, not run again
     retried: int = 0      # attempts after a failed one
@@ -88,6 +94,13 @@ class RunCounts:
     batches: int = 0      # calls of a batch form
     batched: int = 0      # tasks run by them
     unbatched: int = 0    # batch calls that failed and ran one call per task instead
+    held_back: int = 0    # tasks not started: they would not finish before the run's end
+    held_back_declared: int = 0   # of those, the ones judged by their declared "walltime"
+    held_back_too_long: int = 0   # of those, the ones expected to take longer than the limit
+    run_end: float = 0.0  # not a count: the run's end under a time limit (the same everywhere)
+    run_end_what: str = ""        # and where it comes from
+
+    NOT_SUMMED: ClassVar[tuple] = ("run_end", "run_end_what")
 
     def as_dict(self) -> dict:
         return asdict(self)

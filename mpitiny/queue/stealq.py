@@ -25,7 +25,15 @@ MPI-3 terms).
 
 Slots carry a priority word (a hint read together with the slots); the owner and the thieves
 take from the highest priority first. The owner takes its newest slot first (depth-first,
-the data of a just-finished parent is still warm); thieves take the fullest.
+the data of a just-finished parent is still warm); thieves take the fullest. A thief that
+looks for work above some priority (``steal(victim, min_prio)``) takes only such a slot.
+
+In a run of several priority levels the owner also keeps its ``TOP`` word (the highest
+priority of its published, unclaimed tasks; ``advertise`` / ``refresh_top``), so that a rank
+looking for higher-priority work can find who holds some with a one-word ``Get``; and one
+rank's queue region holds the run-wide board of ready tasks per level
+(``mpitiny.queue.levels``, ``BOARD_WORDS`` at ``board0``). Runs of a single level leave both
+alone.
 
 The *inbox* lets another rank place runs of tasks on this rank (``push_remote``: a
 fetch-and-add picks an inbox word, a compare-and-swap fills it with ``(first id, count)``).
@@ -56,7 +64,10 @@ COPIED = 0        # thieves add what they copied out of the ring
 INBOX_TAIL = 1    # pushers add 1 to pick an inbox word (and take it back if the inbox is full)
 INBOX_TAKEN = 2   # consumers add what they took out; TAIL > TAKEN means entries wait
 BUSY = 3          # the owner's own flag: 1 while it runs tasks (thieves take inbox entries only then)
-HEADER = 4        # slots start here; then priorities, inbox, ring
+TOP = 4           # the owner's highest published priority + TOP_BIAS (0: none), several levels only
+HEADER = 5        # slots start here; then priorities, inbox, ring, board
+TOP_BIAS = 1 << 32
+BOARD_WORDS = 64  # the run-wide count of ready tasks per level (mpitiny.queue.levels), on one rank
 
 
 def pack(kind: int, nxt: int, hi: int) -> int:
@@ -92,7 +103,7 @@ def _prio(entry: tuple) -> int:
 
 def region_size(nslots: int, inbox: int, ring: int) -> int:
     """Words that a queue with these capacities needs in the window."""
-    return HEADER + 2 * nslots + inbox + ring
+    return HEADER + 2 * nslots + inbox + ring + BOARD_WORDS
 
 
 class StealQueue:
@@ -110,6 +121,7 @@ class StealQueue:
         self.ninbox = inbox
         self.ring0 = self.inbox0 + inbox
         self.nring = ring
+        self.board0 = self.ring0 + ring
         self.local = mem.local
         # Owner's private bookkeeping.
         self.free = list(range(nslots - 1, -1, -1))
@@ -122,6 +134,8 @@ class StealQueue:
         self.copied_base = 0
         self.slot_info: dict = {}       # slot -> (publish time, stolen?): for the task trace
         self.claimed_info = (0.0, False)  # that of the slot the last claim came from
+        self.claimed_prio = 0             # and its priority
+        self.top_word = 0                 # what this rank's TOP word holds
         self.pending: list = []         # overflow: [(prio, kind, payload)] sorted by prio,
                                         # not visible to thieves
 
@@ -193,6 +207,7 @@ class StealQueue:
                 old = self.mem.cas(self.rank, disp, word, word + (take << 32))
                 if old == word:
                     self.claimed_info = self.slot_info.get(slot) or (time.time(), False)
+                    self.claimed_prio = prio
                     if kind == RANGE:
                         return nxt, nxt + take
                     self.owner_ring_claims += take
@@ -215,6 +230,38 @@ class StealQueue:
             if nxt < hi:
                 return True
         return False
+
+    def top_prio(self) -> int | None:
+        """The highest priority of this rank's unclaimed ready tasks (None: it holds none)."""
+        self.mem.sync()
+        top = self.pending[-1][0] if self.pending else None
+        for prio, _, slot in reversed(self.active):
+            if top is not None and prio <= top:
+                break
+            _, nxt, hi = unpack(int(self.local[self.slot0 + slot]))
+            if nxt < hi:
+                return prio
+        return top
+
+    def advertise(self, prio: int) -> None:
+        """Raise this rank's TOP word to ``prio`` (after publishing tasks of that priority)."""
+        word = prio + TOP_BIAS
+        if word > self.top_word:
+            self.top_word = word
+            self.local[self.base + TOP] = word
+
+    def refresh_top(self) -> None:
+        """Set the TOP word to the highest priority of the tasks still published (after a
+        claim; thieves do not update it, so between claims it may promise too much)."""
+        word = 0
+        for prio, _, slot in reversed(self.active):
+            _, nxt, hi = unpack(int(self.local[self.slot0 + slot]))
+            if nxt < hi:
+                word = prio + TOP_BIAS
+                break
+        if word != self.top_word:
+            self.top_word = word
+            self.local[self.base + TOP] = word
 
     def take_inbox(self) -> list:
         """Runs ``(lo, hi)`` of task ids other ranks placed here since the last call."""
@@ -302,6 +349,7 @@ class StealQueue:
     def _claim_pending(self, want):
         self.claimed_info = (time.time(), False)
         prio, kind, payload = self.pending.pop()
+        self.claimed_prio = prio
         want = max(1, want(int(payload[0]), payload[1] - payload[0] if kind == RANGE
                            else len(payload)))
         if kind == RANGE:
@@ -316,8 +364,9 @@ class StealQueue:
         return payload
 
     # ------------------------------------------------------------------ thief side
-    def steal(self, victim: int):
-        """Take about half of ``victim``'s highest-priority ready tasks, without asking it.
+    def steal(self, victim: int, min_prio: int | None = None):
+        """Take about half of ``victim``'s highest-priority ready tasks, without asking it;
+        with ``min_prio``, only from a slot of at least that priority (never from the inbox).
 
         Returns ``(prio, (lo, hi))``, ``(prio, ids)``, ``(None, [(lo, hi), ...])`` (runs taken
         from the inbox of a busy victim: late binding) or None.
@@ -331,7 +380,7 @@ class StealQueue:
             _, nxt, hi = unpack(int(words[slot]))
             if nxt < hi:
                 key = (int(prios[slot]), hi - nxt)
-                if best < 0 or key > best_key:
+                if (best < 0 or key > best_key) and (min_prio is None or key[0] >= min_prio):
                     best, best_key = int(slot), key
         if best >= 0:
             disp = self.slot0 + best
@@ -351,7 +400,8 @@ class StealQueue:
                     mem.add(victim, self.base + COPIED, take)
                     return prio, ids
                 word = old
-        if head[0] > head[INBOX_TAKEN - INBOX_TAIL] and head[BUSY - INBOX_TAIL]:
+        if head[0] > head[INBOX_TAKEN - INBOX_TAIL] and head[BUSY - INBOX_TAIL] \
+                and min_prio is None:
             return self._steal_inbox(victim)
         return None
 
