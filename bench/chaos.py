@@ -684,8 +684,10 @@ def faulted_run(job: Job, fault: str, rng: random.Random, rdir: str, ref: dict, 
     return {"tries": tries, "landed": bool(last["sent"]) and last["rc"] != 0, "first": last}
 
 
-def fault_expectation(fault: str, first: dict) -> list:
-    """Why the faulted run did not end as its fault says (empty: it did)."""
+def fault_expectation(fault: str, first: dict, run_dir: str) -> list:
+    """Why the faulted run did not end as its fault says (empty: it did). A SIGTERM that
+    reaches ``mpiexec`` after the ranks ended the run (its summary.json complete, not stopped)
+    makes hydra exit 15 whatever the ranks did: the fault came after the end, as a miss."""
     rc = first["rc"]
     if first.get("problems_after_exit_0"):
         return [f"exit 0 after the fault ({first['sent']}), but: "
@@ -698,6 +700,11 @@ def fault_expectation(fault: str, first: dict) -> list:
     if rc is None:
         return ["the faulted run timed out"]
     if fault == "sigterm" and rc != EXIT_STOPPED:
+        summary = read_summary(run_dir) or {}
+        if summary.get("incarnation") == 1 and summary.get("done") == summary.get("tasks") \
+                and not summary.get("stopped"):
+            first["after_the_end"] = True
+            return []
         return [f"SIGTERM: exit {describe_rc(rc)}, expected 75"]
     if fault == "disk_full":
         if rc != EXIT_INTERNAL:
@@ -747,7 +754,7 @@ def run_rep(job: Job, fault: str, rep: int, a, ref: dict, jdir: str) -> dict:
     try:
         f = faulted_run(job, fault, rng, rdir, ref[ranks[0]], ranks[0], a.timeout)
         res["fault"] = f
-        problems = fault_expectation(fault, f["first"])
+        problems = fault_expectation(fault, f["first"], run_dir)
         if fault == "corrupt_tail" and f["landed"]:
             res["corruption"] = corrupt_tail(run_dir, rng, CORRUPT_MODES[rep % len(CORRUPT_MODES)])
         if fault == "disk_full" and disk in _MOUNTS:
