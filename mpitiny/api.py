@@ -120,8 +120,10 @@ class DAG:
 
     def task(self, id: str, fn: Callable | str | None = None, *, cmd: str | None = None,
              args: list | None = None, kwargs: dict | None = None, deps: Iterable = (),
-             priority: int = 0, rank: int | str | None = None) -> Handle:
-        """Add a plain task: a Python function ``fn`` or a shell command ``cmd``."""
+             priority: int = 0, rank: int | str | None = None, retries: int | None = None,
+             timeout: float | None = None, walltime: float | None = None) -> Handle:
+        """Add a plain task: a Python function ``fn`` or a shell command ``cmd``; ``retries``,
+        ``timeout`` and ``walltime`` (seconds) as in dag.json (docs/dag-format.md)."""
         entry: dict = {"id": id}
         if (fn is None) == (cmd is None):
             raise BadInput(f"task {id!r}: give exactly one of fn and cmd")
@@ -140,6 +142,9 @@ class DAG:
             entry["priority"] = priority
         if rank is not None:
             entry["rank"] = rank
+        for key, value in (("retries", retries), ("timeout", timeout), ("walltime", walltime)):
+            if value is not None:
+                entry[key] = value
         self.tasks.append(entry)
         return Handle(self, id)
 

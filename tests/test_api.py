@@ -36,6 +36,17 @@ def test_save_gives_a_valid_dag_json(tmp_path):
     assert loaded.groups[1].options.rank == 1
 
 
+def test_retries_timeout_and_walltime_reach_the_task_options(tmp_path):
+    dag = mpitiny.DAG("t")
+    dag.family("f", "mpitiny.tasks:null", foreach={"i": range(3)}, retries=2, timeout=5,
+               walltime=1.5)
+    dag.task("g", cmd="true", deps=["f"])
+    dag.save(str(tmp_path / "d.json"))
+    f, g = load_dag(str(tmp_path / "d.json")).groups
+    assert (f.options.retries, f.options.timeout, f.options.walltime) == (2, 5.0, 1.5)
+    assert (g.options.retries, g.options.timeout, g.options.walltime) == (None, None, None)
+
+
 def test_unnameable_functions_are_refused():
     with pytest.raises(BadInput):
         function_name(lambda x: x)

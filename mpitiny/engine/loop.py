@@ -381,7 +381,9 @@ class Engine:
 
     def release_children(self, g: int, instances, failed: list) -> None:
         """Count the children of finished instances down; queue those that became ready
-        (or keep a lone one to run next, when this rank has nothing else queued)."""
+        (or keep a lone one to run next, when this rank has nothing else queued and the DAG
+        has one priority level: with several, it is queued, so that the board is read before
+        it runs)."""
         idx = np.asarray(instances, dtype=np.int64) if not isinstance(instances, range) \
             else np.arange(instances.start, instances.stop, dtype=np.int64)
         mask = None
@@ -392,7 +394,7 @@ class Engine:
         self.skip(skipped)
         if (len(ready) == 1 and len(ready[0][1]) == 1 and self.direct is None
                 and not self.dag.groups[ready[0][0]].options.placed
-                and not self.queue.has_work()):
+                and self.ready.board is None and not self.queue.has_work()):
             self.direct = self.base[ready[0][0]] + ready[0][1]
             return
         if self.direct is not None:
