@@ -17,15 +17,19 @@ Cases (2 ranks; ``--seconds`` S, default 3):
 Variants: ``shm`` (shared memory, no thread: what one node does), ``net`` (network path,
 progress thread on: the default there), ``net-off`` (network path, ``MPITINY_PROGRESS=0``).
 Reported per case and variant: the median makespan (``summary.json`` wall seconds, engine
-start to end) over ``--repeat`` runs, interleaved, and the ratio to ``shm``.
+start to end) over ``--repeat`` runs, interleaved, and the ratio to ``shm``; and the longest
+time a rank sat idle while some task was ready (``idle_with_work``, from the task records: a
+root is ready at the first task's start, ``c[i]`` at the end of ``b[i]``; a rank is idle from
+the end of one of its tasks to the start of its next, or from the first start to its first).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
+
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -56,6 +60,31 @@ def cases(seconds: float) -> dict:
     }
 
 
+def idle_with_work(run_dir: str) -> float:
+    """The longest time (s) a rank sat idle while some task was ready but not started."""
+    from mpitiny.io.rundir import groups_of, read_tasks
+    rows = read_tasks(run_dir)
+    by_name = {g["name"]: g for g in groups_of(run_dir)}
+    order = np.argsort(rows["gid"])
+    start, end, rank = rows["start"][order], rows["end"][order], rows["rank"][order]
+    t0 = float(start.min())
+    ready = np.full(len(start), t0)
+    if "c" in by_name:
+        b, c = by_name["b"], by_name["c"]
+        ready[c["first"]:c["first"] + c["size"]] = end[b["first"]:b["first"] + b["size"]]
+    worst = 0.0
+    for r in np.unique(rank):
+        mine = np.flatnonzero(rank == r)
+        mine = mine[np.argsort(start[mine])]
+        gaps = [(t0, float(start[mine[0]]))] + [
+            (float(end[a]), float(start[b])) for a, b in zip(mine[:-1], mine[1:])]
+        for lo, hi in gaps:
+            for j in range(len(start)):        # tasks waiting during the gap
+                w0, w1 = max(lo, ready[j]), min(hi, start[j])
+                worst = max(worst, w1 - w0)
+    return worst
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -69,6 +98,7 @@ def main() -> None:
     dags = {name: C.write_dag(os.path.join(work, f"{name}.json"), dag)
             for name, dag in cases(a.seconds).items() if name in a.cases.split(",")}
     walls: dict = {(c, v): [] for c in dags for v in VARIANTS}
+    idles: dict = {(c, v): [] for c in dags for v in VARIANTS}
     for k in range(a.repeat):
         for case, dag in dags.items():
             order = list(VARIANTS) if k % 2 == 0 else list(reversed(VARIANTS))
@@ -76,20 +106,26 @@ def main() -> None:
                 run_dir = os.path.join(work, f"{case}-{variant}")
                 env = {**os.environ, **VARIANTS[variant]}
                 _, summary = C.run_mpitiny(2, dag, run_dir, env=env, timeout=600)
+                idle = idle_with_work(run_dir)
                 walls[case, variant].append(summary["wall_seconds"])
-                C.log(f"{case} {variant}: {summary['wall_seconds']:.3f} s")
+                idles[case, variant].append(idle)
+                C.log(f"{case} {variant}: {summary['wall_seconds']:.3f} s, longest idle with "
+                      f"ready work {1e3 * idle:.1f} ms")
     table = {}
     human = []
     for case in dags:
         shm = statistics.median(walls[case, "shm"])
         row = {v: {"median_seconds": statistics.median(walls[case, v]),
                    "ratio_to_shm": statistics.median(walls[case, v]) / shm,
+                   "max_idle_with_work_ms": 1e3 * max(idles[case, v]),
                    "runs": walls[case, v]} for v in VARIANTS}
         table[case] = row
         human.append(f"{case}: shm {shm:.2f} s, net {row['net']['median_seconds']:.2f} s "
                      f"({row['net']['ratio_to_shm']:.2f}x), net without progress "
                      f"{row['net-off']['median_seconds']:.2f} s "
-                     f"({row['net-off']['ratio_to_shm']:.2f}x)")
+                     f"({row['net-off']['ratio_to_shm']:.2f}x); longest idle with ready work: "
+                     f"net {row['net']['max_idle_with_work_ms']:.0f} ms, net-off "
+                     f"{row['net-off']['max_idle_with_work_ms']:.0f} ms")
     C.emit({"benchmark": "offnode", "machine": C.machine(), "seconds": a.seconds,
             "repeat": a.repeat, "cases": table}, "offnode: " + " | ".join(human))
 
