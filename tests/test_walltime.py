@@ -337,11 +337,12 @@ def _log(tmp_path: Path) -> tuple:
 
 
 def test_time_limit_stops_before_the_end_and_the_rerun_finishes(python_module, tmp_path):
-    """30 commands of 0.5 s declared at 0.75 s on 2 ranks cannot all run within 12 s (tasks
-    must end 3 s before it: 11.25 s of declared work per rank > 9 s): the run exits 75 with
-    every task it started ended; the same command again resumes, until every task ran
-    exactly once and the outputs are exact."""
-    n = 30
+    """40 commands of 0.5 s declared at 0.75 s on 2 ranks cannot all run within 12 s (tasks
+    must end 3 s before it: 15 s of declared work per rank, and even 10 s of real work, > 9 s;
+    with 30, a quick machine ran them all and held back only the last task, which declares no
+    walltime): the run exits 75 with every task it started ended; the same command again
+    resumes, until every task ran exactly once and the outputs are exact."""
+    n = 40
     dag = _sleepers(tmp_path, n, 0.5, 0.75)
     run_dir = tmp_path / "run"
     args = ("mpitiny", "run", str(dag), "--out", str(run_dir), "--time-limit", "12")
