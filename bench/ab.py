@@ -10,6 +10,11 @@ machine's times drift 2-3x between hours, not within a few minutes). Each run's 
 ``_common.emit`` prints) is flattened to its numeric leaves; the medians of both trees and
 their ratio (this / base) are printed and written to ``bench/results/ab-SCRIPT.json``.
 A ratio of a time near 1.0 means no change; of a rate, likewise.
+
+``--base-env K=V`` / ``--this-env K=V`` (repeatable) set environment variables for one side:
+with ``--base`` the same tree, that compares two settings of one tree, e.g. the progress
+thread forced on and off (``--base . --base-env MPITINY_PROGRESS=0 --this-env
+MPITINY_PROGRESS=1``).
 """
 from __future__ import annotations
 
@@ -41,8 +46,8 @@ def flatten(value, prefix: str = "") -> dict:
     return out
 
 
-def run_once(tree: Path, script: str, args: list, timeout: float) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(tree))
+def run_once(tree: Path, script: str, args: list, timeout: float, extra_env: dict) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(tree), **extra_env)
     t0 = time.time()
     proc = subprocess.run([sys.executable, str(tree / "bench" / script), *args], env=env,
                           capture_output=True, text=True, timeout=timeout, cwd=str(tree))
@@ -53,7 +58,8 @@ def run_once(tree: Path, script: str, args: list, timeout: float) -> dict:
     result.pop("machine", None)
     flat = flatten(result)
     flat["ab_script_seconds"] = time.time() - t0
-    print(f"ab: {tree.name}: {proc.stderr.strip().splitlines()[-1]}", file=sys.stderr, flush=True)
+    print(f"ab: {tree.name} {extra_env or ''}: {proc.stderr.strip().splitlines()[-1]}",
+          file=sys.stderr, flush=True)
     return flat
 
 
@@ -64,18 +70,24 @@ def main() -> None:
     ap.add_argument("--this", default=str(HERE),
                     help="this source tree (default: the one this script is in; a snapshot "
                          "checkout lets the working tree change while the benchmark runs)")
+    ap.add_argument("--base-env", action="append", default=[], metavar="K=V")
+    ap.add_argument("--this-env", action="append", default=[], metavar="K=V")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--keys", help="comma-separated substrings: report only metrics matching one")
+    ap.add_argument("--name", help="results file: bench/results/ab-NAME.json (default: the "
+                                   "script's name)")
     ap.add_argument("script", help="a script in bench/, e.g. bars.py")
     ap.add_argument("args", nargs=argparse.REMAINDER, help="its arguments")
     a = ap.parse_args()
     trees = {"base": Path(a.base).resolve(), "this": Path(a.this).resolve()}
+    envs = {"base": dict(kv.split("=", 1) for kv in a.base_env),
+            "this": dict(kv.split("=", 1) for kv in a.this_env)}
     runs: dict = {"base": [], "this": []}
     for k in range(a.repeat):
         order = ("base", "this") if k % 2 == 0 else ("this", "base")
         for name in order:
-            runs[name].append(run_once(trees[name], a.script, a.args, a.timeout))
+            runs[name].append(run_once(trees[name], a.script, a.args, a.timeout, envs[name]))
     keys = sorted(set(runs["base"][0]) & set(runs["this"][0]))
     if a.keys:
         wanted = a.keys.split(",")
@@ -86,11 +98,11 @@ def main() -> None:
         this = statistics.median(r[key] for r in runs["this"] if key in r)
         table[key] = {"base": base, "this": this, "ratio": this / base if base else None}
     out = {"benchmark": "ab", "script": a.script, "args": a.args, "repeat": a.repeat,
-           "trees": {k: str(v) for k, v in trees.items()},
+           "trees": {k: str(v) for k, v in trees.items()}, "envs": envs,
            "started": time.strftime("%Y-%m-%d %H:%M:%S"), "medians": table, "runs": runs}
     results = HERE / "bench" / "results"
     results.mkdir(exist_ok=True)
-    path = results / f"ab-{Path(a.script).stem}.json"
+    path = results / f"ab-{a.name or Path(a.script).stem}.json"
     path.write_text(json.dumps(out, indent=1))
     width = max((len(k) for k in table), default=10)
     print(f"{'metric':<{width}}  {'base':>14}  {'this':>14}  this/base")
