@@ -14,7 +14,7 @@ Idle ranks read only their own ``DONE`` word. ``RunWatch`` is the narrow read-on
 rank 0's progress display takes of these words and of the ranks' busy flags.
 
 A time limit (``mpitiny.engine.walltime``) ends a run the same way: the ranks agree on the
-run's end at the first round of their loops (``agree_end``); a rank that would start a task
+run's end when their engines start (``agree_end``); a rank that would start a task
 that cannot finish before it holds that task back (``in_time``, ``held_back``) and sets every
 rank's ``DONE`` to ``End.TIME_LIMIT``: no rank claims another chunk, the tasks that are
 running finish, the journals are synced and the run exits 75, to be resumed.

@@ -138,9 +138,11 @@ class Engine:
         return [*self.data.windows, self.mem]
 
     def start(self) -> None:
-        """Open the RMA epochs; in a resumed run, put back the state updates of the tasks done
-        before (this rank's keys); queue this rank's share of the root tasks."""
+        """Open the RMA epochs; agree on the run's end (a collective); in a resumed run, put
+        back the state updates of the tasks done before (this rank's keys); queue this rank's
+        share of the root tasks."""
         self.world.open(self.windows)
+        self.control.agree_end(self.world, self.opts, self.dag, self.counts)
         if self.resumed is not None:
             self.data.state.replay(self.resumed.state_updates())
         self.ready.queue_roots()
@@ -165,10 +167,7 @@ class Engine:
 
     def next_chunk(self) -> Chunk | None:
         """This rank's next chunk: its own, or stolen; None once the whole run is finished
-        (or stopped: by a signal on some rank, by ``--max-fails`` or by the time limit).
-        The first call agrees on the run's end with the other ranks (a collective)."""
-        if not self.control.agreed:
-            self.control.agree_end(self.world, self.opts, self.dag, self.counts)
+        (or stopped: by a signal on some rank, by ``--max-fails`` or by the time limit)."""
         if self.ending():
             self.leave()
             return None
@@ -189,8 +188,6 @@ class Engine:
     def step(self) -> bool:
         """One round of the loop that never waits (for ranks simulated in one process):
         run a chunk if there is one; False once this rank has left the run."""
-        if not self.control.agreed:
-            self.control.agree_end(self.world, self.opts, self.dag, self.counts)
         if self.ending():
             self.leave()
             return False

@@ -9,8 +9,8 @@
   ``SLURM_JOB_END_TIME`` where Slurm exports it, else from one ``squeue -j JOB -o %e`` on
   rank 0.
 
-Every rank takes the earliest end the ranks found (``Control.agree_end``, one ``allgather`` at
-the first round of the loop), so they agree although they started a moment apart.
+Every rank takes the earliest end the ranks found (``Control.agree_end``, one ``allgather``
+when the engine starts), so they agree although they started a moment apart.
 
 **Fitting** (``TimeLimit.fit``): tasks must have finished by ``stop_at``, the end less a
 ``margin`` for syncing the journals and writing the task tables (5 % of the time from the
