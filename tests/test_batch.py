@@ -38,6 +38,7 @@ def squares_many(calls):
     mode = calls[0][1].get("mode", "")
     bad = calls[0][1].get("bad", -1)
     if bad in items:
+        _log("refused", items)
         raise ValueError("item %d is in this batch" % bad)
     _log("batch", items)
     if mode == "short":
@@ -115,7 +116,7 @@ def computed(tmp_path) -> tuple:
     batched, single, sizes = [], [], []
     for line in (tmp_path / "computed.log").read_text().splitlines():
         kind, *items = line.split()
-        if kind.startswith("plus"):
+        if kind not in ("batch", "one"):
             continue
         (batched if kind == "batch" else single).extend(map(int, items))
         if kind == "batch":
@@ -199,13 +200,20 @@ def test_a_batch_that_raises_runs_one_by_one_and_only_the_bad_task_fails(
     assert counts == {"done": N - 1, "failed": 1, "upstream_failed": 1}
     batched, single, _ = computed(tmp_path)
     assert Counter(batched + single) == Counter(range(N))        # 213's chunk ran once, alone
-    assert summary["unbatched"] >= 1 and 213 in single
+    assert 213 in single
+    refused = [line for line in (tmp_path / "computed.log").read_text().splitlines()
+               if line.startswith("refused")]
+    # A stolen chunk can shrink to 213 alone, which runs without the batch form.
+    assert refused or n > 1, "213 never reached the batch form on one rank"
+    if refused:
+        assert summary["unbatched"] >= 1
     failure = [json.loads(line) for f in (out / "failures").glob("*.jsonl")
                for line in f.read_text().splitlines()]
     assert [f["id"] for f in failure] == ["sq[213]"]
     assert "item 213 is bad" in failure[0]["error"]
     logs = "".join(p.read_text() for p in (out / "logs").glob("*.fn.err"))
-    assert "the batch form of sq failed" in logs and "item 213 is in this batch" in logs
+    if refused:
+        assert "the batch form of sq failed" in logs and "item 213 is in this batch" in logs
 
 
 def test_a_batch_that_returns_too_few_values_runs_one_by_one(python_module, tmp_path):
