@@ -2,7 +2,8 @@
 
 Every file of the corpus goes through ``mpitiny validate`` (in-process with click's CliRunner;
 one file of each kind also as a subprocess) and through ``mpiexec -n 2 python -m mpitiny run
-FILE --out RUNDIR``. Each must exit with status 2 within 10 s, print nothing on stdout and
+FILE --out RUNDIR``. Each must exit with status 2 (the subprocess timeouts only bound a hang: no duration is
+asserted), print nothing on stdout and
 exactly one line on stderr, ``mpitiny: error: FILE: ...``, containing the fragments the README
 lists for it (no traceback, printed once however many ranks), and write nothing: the run
 directory is not created, and the current directory (which holds the HDF5 inputs) is unchanged.
@@ -32,7 +33,6 @@ from mpirun import mpirun, strip_mpi_banners
 from mpitiny.cli import cli
 
 CORPUS = Path(__file__).resolve().parent / "bad_inputs"
-LIMIT = 10.0            # seconds: the bar for one validate or one mpiexec run
 BIG = 10 * 1024 * 1024  # the size of the gen-*-10mb strings
 
 
@@ -136,7 +136,7 @@ def snapshot(root: Path) -> dict:
 
 def check_error(case: Case, path: Path, code: int, stdout: str, stderr: str, elapsed: float,
                 how: str) -> str:
-    """The common bar: exit 2, empty stdout, one `mpitiny: error: FILE: ...` line, in time."""
+    """The common bar: exit 2, empty stdout, one `mpitiny: error: FILE: ...` line."""
     shown = f"{how} {case.name}: exit {code}, {elapsed:.1f} s\n--- stdout\n{stdout[:2000]}" \
             f"\n--- stderr\n{stderr[:4000]}"
     assert code == 2, shown
@@ -148,7 +148,6 @@ def check_error(case: Case, path: Path, code: int, stdout: str, stderr: str, ela
     assert line.startswith(f"mpitiny: error: {path}: "), shown
     for fragment in case.fragments:
         assert fragment in line, f"{fragment!r} not in the line\n{shown}"
-    assert elapsed < LIMIT, shown
     return line
 
 

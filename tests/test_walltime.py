@@ -371,6 +371,64 @@ def test_time_limit_stops_before_the_end_and_the_rerun_finishes(python_module, t
     assert (rows["status"] == DONE).all()
 
 
+OVERRUN = """
+import os
+import time
+
+
+def work(i, marker):
+    if i == 0 and not os.path.exists(marker):      # the first attempt of task 0 overruns
+        open(marker, "w").close()
+        time.sleep(3600)
+    return i * i
+"""
+
+
+def _overrunner(tmp_path: Path, kind: str) -> Path:
+    marker, log = tmp_path / "overran", tmp_path / "ran.log"
+    if kind == "fn":
+        (tmp_path / "overrun.py").write_text(OVERRUN)
+        task = {"fn": "overrun:work", "args": ["{i}", str(marker)]}
+    else:
+        task = {"cmd": f"if [ {{i}} = 0 ] && [ ! -e {marker} ]; then touch {marker}; "
+                       f"sleep 3600; fi; echo {{i}} >> {log}"}
+    path = tmp_path / "dag.json"
+    path.write_text(json.dumps({"name": "overrun", "tasks": [
+        {"id": "t", "foreach": {"i": {"range": [0, 6]}}, **task},
+        {"id": "after", "cmd": "true", "deps": ["t"]}]}))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["fn", "cmd"])
+def test_a_task_that_overruns_is_stopped_at_the_end_and_runs_again(python_module, tmp_path,
+                                                                   kind):
+    """Task t[0] sleeps for an hour on its first attempt, with nothing to tell the run that it
+    would (no walltime, the first task of its family): the run still ends at its time limit
+    (the launcher's bound, far below the hour, would fail the test otherwise) with exit 75 and
+    the task counted as stopped mid-way; the rerun runs it again, and every task ran once."""
+    from mpitiny.dag.load import load_dag
+    from mpitiny.io.check import check_run
+    dag = _overrunner(tmp_path, kind)
+    run_dir = tmp_path / "run"
+    args = ("mpitiny", "run", str(dag), "--out", str(run_dir))
+    env = {"SLURM_JOB_ID": None}
+    first = python_module(2, *args, "--time-limit", "8", timeout=90, env=env)
+    assert first.returncode == 75, first.stdout + first.stderr
+    assert "1 stopped mid-way at the end, as they overran" in first.stdout, first.stdout
+    summary = summary_of(run_dir)
+    assert summary["stopped"] == "time-limit" and summary["time_limit"]["cut_off"] == 1
+    assert summary["done"] < 7
+    again = python_module(2, *args, timeout=90, env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    check_run(load_dag(str(dag)), str(run_dir))
+    if kind == "fn":
+        results = read_results(str(run_dir))
+        assert [results[f"t[{i}]"] for i in range(6)] == [i * i for i in range(6)]
+    else:
+        ran = Counter((tmp_path / "ran.log").read_text().split())
+        assert ran == Counter(str(i) for i in range(6))     # t[0]'s killed attempt logged nothing
+
+
 # ---------------------------------------------------------------------- Slurm
 @pytest.mark.slurm
 def test_slurm_job_ends_its_run_before_the_job_ends(tmp_path):

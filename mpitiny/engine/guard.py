@@ -14,6 +14,11 @@ isolation of suspect tasks in a child process, and built-in fault injection.
   ``Guard.stop_signal``; if a task is running, ``StopRun`` is raised in it (a command's process
   group is killed), so the rank stops within moments, journals the task as stopped (not
   crashed) and the engine ends the run with the "resumable" status.
+* **The run's hard end** (``stop_at``, under a time limit): a timer thread marks the time up
+  (``time_up``) and, if a task is running, sends the main thread ``SIGALRM``, whose handler
+  raises ``StopRun`` in the task (a command's process group is killed): a task that overran
+  what the run expected of it is stopped (``cut_off``) and runs again when the run resumes,
+  instead of running past the end the run promised.
 * **Isolation** (``run_isolated``): a task that crashed its rank in an earlier incarnation runs
   in a forked child that never touches MPI; the child sends back the encoded value or the
   error text through a pipe. A child killed by a signal, ``os._exit`` or a timeout is reported
@@ -92,8 +97,11 @@ class Guard:
         self.stop_signal = 0
         self.in_task = False
         self.timeout = 0.0
+        self.time_up = False
+        self.cut_off = 0       # tasks stopped mid-way at the run's hard end
         self.log_file = None
         self._saved: dict = {}
+        self._deadline: threading.Timer | None = None
 
     def install(self, log_file=None) -> None:
         """Take over the stop signals and SIGALRM; ``log_file`` (a file object) receives the
@@ -108,7 +116,21 @@ class Guard:
         if self.log_file is not None:
             faulthandler.enable(file=self.log_file)
 
+    def stop_at(self, when: float) -> None:
+        """Arm the run's hard end at ``when`` (``time.time()`` seconds)."""
+        self._deadline = threading.Timer(max(0.0, when - time.time()), self._time_is_up)
+        self._deadline.daemon = True
+        self._deadline.start()
+
+    def _time_is_up(self) -> None:
+        self.time_up = True
+        if self.in_task:
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGALRM)
+
     def uninstall(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
         for sig, handler in self._saved.items():
             signal.signal(sig, handler)
         self._saved = {}
@@ -125,6 +147,9 @@ class Guard:
     def _on_alarm(self, signum, frame) -> None:
         if self.in_task:
             self.in_task = False
+            if self.time_up:
+                self.cut_off += 1
+                raise StopRun("the run's time limit")
             raise TaskTimeout(f"timed out after {self.timeout:g} s")
 
     def call(self, fn, args, kwargs, timeout: float | None):

@@ -60,6 +60,7 @@ class Engine:
         self.opts = opts = opts or RunOptions()
         self.world, self.dag, self.run_dir, self.incarnation = world, dag, run_dir, incarnation
         self.rank, self.nranks = world.rank, world.nranks
+        self.rounds = 0         # rounds of the loop so far: the progress thread watches it
         self.host = socket.gethostname()
         self.base = dag.base
         qwords = region_size(QUEUE_SLOTS, INBOX_WORDS, RING_WORDS)
@@ -143,6 +144,8 @@ class Engine:
         share of the root tasks."""
         self.world.open(self.windows)
         self.control.agree_end(self.world, self.opts, self.dag, self.counts)
+        if self.control.limit is not None:
+            self.guard.stop_at(self.control.limit.cut_at)
         if self.resumed is not None:
             self.data.state.replay(self.resumed.state_updates())
         self.ready.queue_roots()
@@ -168,12 +171,14 @@ class Engine:
     def next_chunk(self) -> Chunk | None:
         """This rank's next chunk: its own, or stolen; None once the whole run is finished
         (or stopped: by a signal on some rank, by ``--max-fails`` or by the time limit)."""
+        self.rounds += 1
         if self.ending():
             self.leave()
             return None
         chunk = self.take_direct()
         backoff = Backoff(self.max_sleep)
         while chunk is None:
+            self.rounds += 1
             chunk = self.find_work()
             if chunk is None:
                 self.report_finished()
@@ -199,7 +204,7 @@ class Engine:
         return True
 
     def ending(self) -> bool:
-        return bool(self.mem.local[DONE]) or bool(self.guard.stop_signal)
+        return bool(self.mem.local[DONE]) or bool(self.guard.stop_signal) or self.guard.time_up
 
     def take_direct(self) -> Chunk | None:
         """The released task this rank kept to run next without queueing it, if any."""
@@ -230,6 +235,9 @@ class Engine:
         and report what this rank finished."""
         if self.guard.stop_signal and not self.stopped:
             self.request_stop(End.SIGNAL)
+        elif self.guard.time_up and not self.stopped:
+            self.request_stop(End.TIME_LIMIT)
+        self.counts.cut_off = self.guard.cut_off
         end = self.control.end()
         if end != End.ALL_FINISHED:
             self.stopped = self.stopped or end

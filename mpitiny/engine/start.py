@@ -128,7 +128,7 @@ def run_rank(world: MpiWorld, dag: DAG, run_dir: str, opts: RunOptions, t_launch
         gc.collect()
         gc.freeze()     # the task table lives for the whole run: keep the collector off it
         engine.start()
-        progress = world.progress_thread(lambda: engine.guard.in_task) \
+        progress = world.progress_thread(lambda: engine.rounds) \
             if world.needs_progress() else None
         t_start = time.time()
         saved = sys.stdout, sys.stderr      # what fn tasks print goes to the rank's logs

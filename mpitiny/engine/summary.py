@@ -73,7 +73,8 @@ def time_limit(all_stats: list, counts: dict) -> dict | None:
     return {"end": end, "end_local": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(end)),
             "from": what, "held_back": counts["held_back"],
             "held_back_declared": counts["held_back_declared"],
-            "held_back_too_long": counts["held_back_too_long"]}
+            "held_back_too_long": counts["held_back_too_long"],
+            "cut_off": counts["cut_off"]}
 
 
 def print_summary(summary: dict) -> None:
@@ -121,5 +122,7 @@ def time_limit_line(summary: dict) -> str:
             f"in time{' (' + ', '.join(why) + ')' if why else ''}"
             + (f", {too_long} of them expected to take longer than the whole limit: a run "
                "this long cannot run them" if too_long else "")
+            + (f"; {cut} stopped mid-way at the end, as they overran (they run again)"
+               if (cut := limit.get("cut_off", 0)) else "")
             + f"; the journals are saved: run the same command again to resume (exit status "
             f"{EXIT_RESUMABLE})")

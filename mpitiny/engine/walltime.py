@@ -22,6 +22,10 @@ after another; the rest are held back. Before each task the runner makes one com
 ``time.time() > start_by``, the latest start that still fits (``Control.start_by``; 0 without
 a limit, when it makes none).
 
+**The hard end** (``cut_at``, half way from ``stop_at`` to the end): a task still running
+then overran what was expected of it; it is stopped (``Guard.stop_at``) and runs again when
+the run resumes, so that the run ends when it said it would, Slurm or not.
+
 What a held-back task does to the run is the loop's business (``Engine.run_group``): the run
 stops everywhere with ``End.TIME_LIMIT`` (exit 75, resumable), the running tasks finish.
 A task expected to take longer than the whole limit (``TimeLimit.budget``) is counted apart:
@@ -95,6 +99,7 @@ class TimeLimit:
         self.budget = end - started    # the longest a task can take in a run of this length
         margin = min(MARGIN_MAX, max(MARGIN_MIN, MARGIN_FRACTION * (end - started)))
         self.stop_at = end - margin
+        self.cut_at = end - margin / 2
         self.declared = np.array([math.nan if g.options.walltime is None else g.options.walltime
                                   for g in dag.groups], dtype=np.float64)
         self.plain = np.array([g.size == 1 for g in dag.groups], dtype=bool)

@@ -63,11 +63,12 @@ class MpiWorld:
             return forced == "1"
         return self.ranks_here < self.nranks or os.environ.get("MPIR_CVAR_NOLOCAL") == "1"
 
-    def progress_thread(self, busy) -> ProgressThread:
-        """A started ``ProgressThread`` polling this rank's communicator while ``busy()``."""
+    def progress_thread(self, rounds) -> ProgressThread:
+        """A started ``ProgressThread`` polling this rank's communicator whenever ``rounds()``
+        (the engine loop's round count) stands still."""
         from mpi4py import MPI
         comm, any_source, any_tag = self.comm, MPI.ANY_SOURCE, MPI.ANY_TAG
-        thread = ProgressThread(lambda: comm.Iprobe(any_source, any_tag), busy)
+        thread = ProgressThread(lambda: comm.Iprobe(any_source, any_tag), rounds)
         thread.start()
         return thread
 
@@ -81,25 +82,29 @@ class MpiWorld:
 
 
 class ProgressThread:
-    """MPI progress for a rank while it runs a task (``busy()``), so that the other ranks'
+    """MPI progress for a rank while its main thread makes none, so that the other ranks'
     one-sided operations on its windows complete where the network does not do them itself.
 
     Between nodes without RMA atomics in hardware (TCP; MPICH's network path, which
     ``MPIR_CVAR_NOLOCAL=1`` uses on one machine), a passive-target operation completes only
     when the target rank calls MPI: a thief, or a rank counting down a child whose words live
-    on a busy rank, would wait for that rank's task to end. This thread calls ``poll`` (an
-    ``Iprobe``) every ``PERIOD`` while a task runs: a command (the rank waits in ``waitpid``,
-    without the GIL), numpy or a batch form (which release it), or pure Python (which yields it
-    every ``sys.getswitchinterval()``, set to ``PERIOD`` while the thread runs). Between tasks
-    the loop's own MPI calls make progress. On one node the windows are shared memory and it is
-    not started (``MpiWorld.needs_progress``)."""
+    on a busy rank, would wait for that rank's task to end. The engine's loop calls MPI every
+    round, so the thread only has to step in when a round lasts: it looks at the loop's round
+    count (``rounds()``) every ``LOOK``; while the count stands still (a task, or a chunk of
+    tasks, is running) it calls ``poll`` (an ``Iprobe``) every ``PERIOD``. A command lets it
+    run at once (the rank waits in ``waitpid``, without the GIL), so do numpy and batch forms
+    that release the GIL; pure Python yields the GIL every ``sys.getswitchinterval()``, set to
+    ``PERIOD`` while the thread runs. Looking less often while rounds go by keeps its GIL
+    wake-ups away from runs of tiny tasks (figures in docs/offnode.md). On one node the windows
+    are shared memory and it is not started (``MpiWorld.needs_progress``)."""
 
     PERIOD = 0.0005
+    LOOK = 0.001
 
-    def __init__(self, poll, busy) -> None:
+    def __init__(self, poll, rounds) -> None:
         import threading
         self.poll = poll
-        self.busy = busy
+        self.rounds = rounds
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="mpitiny-progress", daemon=True)
         self.switch = 0.0
@@ -117,10 +122,15 @@ class ProgressThread:
         sys.setswitchinterval(self.switch)
 
     def _loop(self) -> None:
-        wait, busy, poll = self.stopping.wait, self.busy, self.poll
-        while not wait(self.PERIOD):
-            if busy():
+        wait, rounds, poll = self.stopping.wait, self.rounds, self.poll
+        seen, pause = rounds(), self.LOOK
+        while not wait(pause):
+            now = rounds()
+            if now == seen:
                 poll()
+                pause = self.PERIOD
+            else:
+                seen, pause = now, self.LOOK
 
 
 class LocalFabric:
