@@ -429,6 +429,54 @@ def test_a_task_that_overruns_is_stopped_at_the_end_and_runs_again(python_module
         assert ran == Counter(str(i) for i in range(6))     # t[0]'s killed attempt logged nothing
 
 
+SUSPECT = """
+import os
+import signal
+import time
+
+
+def work(i, marks):
+    if i == 0 and not os.path.exists(marks + ".1"):      # attempt 1 takes its rank down
+        open(marks + ".1", "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    if i == 0 and not os.path.exists(marks + ".2"):      # attempt 2, alone, overruns
+        open(marks + ".2", "w").close()
+        time.sleep(3600)
+    return i + 100
+"""
+
+
+def test_a_suspect_run_alone_is_stopped_at_the_end_and_stays_a_suspect(python_module,
+                                                                        tmp_path):
+    """t[0] kills its rank; in the resumed run it runs alone in a child process (a suspect)
+    and overruns the time limit: the child is killed at the run's end (exit 75, counted as
+    stopped mid-way, not as a crash); the next run runs it alone again and it returns."""
+    from mpitiny.dag.load import load_dag
+    from mpitiny.io.check import check_run
+    (tmp_path / "suspect.py").write_text(SUSPECT)
+    dag = tmp_path / "dag.json"
+    dag.write_text(json.dumps({"name": "suspect", "tasks": [
+        {"id": "t", "fn": "suspect:work", "args": ["{i}", str(tmp_path / "mark")],
+         "foreach": {"i": {"range": [0, 4]}}}]}))
+    run_dir = tmp_path / "run"
+    args = ("mpitiny", "run", str(dag), "--out", str(run_dir))
+    env = {"SLURM_JOB_ID": None}
+    crashed = python_module(2, *args, timeout=90, env=env)
+    assert crashed.returncode not in (0, 75) and (tmp_path / "mark.1").exists()
+    stopped = python_module(2, *args, "--time-limit", "8", timeout=90, env=env)
+    assert stopped.returncode == 75, stopped.stdout + stopped.stderr
+    summary = summary_of(run_dir)
+    assert summary["time_limit"]["cut_off"] == 1 and summary["crashed"] == 0
+    assert summary["isolated"] == 1
+    done = python_module(2, *args, timeout=90, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    check_run(load_dag(str(dag)), str(run_dir))
+    summary = summary_of(run_dir)
+    assert summary["isolated"] == 1 and summary["crashed"] == 0    # alone again, and it returned
+    results = read_results(str(run_dir))
+    assert [results[f"t[{i}]"] for i in range(4)] == [i + 100 for i in range(4)]
+
+
 # ---------------------------------------------------------------------- Slurm
 @pytest.mark.slurm
 def test_slurm_job_ends_its_run_before_the_job_ends(tmp_path):

@@ -8,7 +8,9 @@ complete is resumed (``mpitiny.engine.start``). Every task then has a ``Standing
   number of ranks: its kept value is reloaded for its children, its row has attempt 0.
 - SUSPECT (was running when a rank died): a command runs as usual (it cannot take the rank
   down); a function runs alone in a child process (``run_isolated``), again after each crash
-  until it has crashed ``--max-crashes`` times.
+  until it has crashed ``--max-crashes`` times. Under a time limit it starts only if it fits,
+  as any task; a stop request or the run's hard end kills the child, and the task is
+  journaled as stopped (not crashed): it stays a suspect for the next run.
 - DOOMED (crashed that often already): failed without running.
 - NORMAL: runs as usual.
 
@@ -23,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mpitiny import state
-from mpitiny.engine.guard import run_isolated
+from mpitiny.engine.guard import StopRun, run_isolated
 from mpitiny.engine.types import Chunk, Standing
 from mpitiny.io import journal as jnl
 from mpitiny.io.rundir import DONE, FAILED
@@ -114,6 +116,10 @@ class Resume:
         if group.kind != "fn":
             e.run_group(g, np.array([i], dtype=np.int64), chunk, plain=True)
             return
+        if e.control.limit is not None and not len(
+                e.control.in_time(g, [i], float(e.avg_task[g]), e.avg_all)):
+            self.not_run(g, i)
+            return
         keep = e.layout.has_locs[g]
         fetched = fetch_error = None
         if group.wants_inputs:          # read here, once: not by each child process (MPI)
@@ -132,7 +138,11 @@ class Resume:
             return encode(value) if value is not None or keep else (-1, b"")
 
         t0 = time.time()
-        outcome, attempt, crashes = self.run_alone(gid, call, e.runner.timeout(group))
+        try:
+            outcome, attempt, crashes = self.run_alone(gid, call, e.runner.timeout(group))
+        except StopRun:
+            self.not_run(g, i)
+            return
         t1 = time.time()
         failed = []
         if outcome[0] == "ok":
@@ -146,6 +156,15 @@ class Resume:
         e.records.add_run(np.array([gid]), FAILED if failed else DONE, [t0], [t1],
                           attempt=attempt, queued=chunk.queued_at, stolen=chunk.stolen)
         e.finish(g, np.array([i], dtype=np.int64), failed)
+
+    def not_run(self, g: int, i: int) -> None:
+        """Instance ``i`` of entry ``g`` did not run (held back by the time limit, or stopped
+        mid-way): journal it as stopped; without a stop request, the time limit ends the run."""
+        e = self.engine
+        if e.journal.on:
+            e.journal.stopped(int(e.base[g]), np.array([i], dtype=np.int64))
+        if e.control.limit is not None and not e.guard.stop_signal:
+            e.control.held_back(1, e.counts)
 
     def keep_outcome(self, group, i: int, gid: int, kind: int, data: bytes,
                      attempt: int) -> None:
@@ -177,10 +196,15 @@ class Resume:
             e.journal.now[0] = store.task = gid
             if e.journal.on:
                 e.journal.add(jnl.START, gid, gid + 1, attempt)
+            e.guard.in_task = True         # a stop request or the hard end kills the child
             try:
                 outcome = run_isolated(call, timeout, lambda request: serve(store, request),
                                        lambda request: state.use(RemoteState(request)))
+            except StopRun:
+                store.undo()
+                raise
             finally:
+                e.guard.in_task = False
                 os.environ["MPITINY_ATTEMPT"] = "1"
                 store.task = -1
             if outcome[0] != "ok":
