@@ -1,13 +1,14 @@
 """A run from start to end: ``run_file`` is ``mpitiny run`` (and ``mpitiny.run``).
 
-Every rank loads and checks the same dag.json (an error on any rank is raised on every rank,
-``load_everywhere``); rank 0 looks at the run directory (``plan_run_dir``): journals of the
-same DAG are resumed (done tasks are kept, failed and skipped ones run again) unless the run
-is complete, when there is nothing to run; journals of another DAG are refused; ``--fresh``
-moves an earlier run aside. Rank 0 then prepares the directory (``prepare_run_dir``); every
-rank builds its ``Engine``, opens its journal, queues its roots and runs its loop; then each
-writes its task table, rank 0 writes ``summary.json``, prints the summary and tells every rank
-the exit status (``conclude``).
+Rank 0 loads and checks dag.json and sends the loaded DAG to the other ranks, which read no
+input file (an error on any rank is raised on every rank, ``load_everywhere``). Rank 0 looks
+at the run directory (``plan_run_dir``): journals of the same DAG are resumed (done tasks are
+kept, failed and skipped ones run again; rank 0 reads the journals and sends what they say,
+``read_resumed``) unless the run is complete, when there is nothing to run; journals of
+another DAG are refused; ``--fresh`` moves an earlier run aside. Rank 0 then prepares the
+directory (``prepare_run_dir``); every rank builds its ``Engine``, opens its journal, queues
+its roots and runs its loop; then each writes its task table, rank 0 writes ``summary.json``,
+prints the summary and tells every rank the exit status (``conclude``).
 
 Anything that goes wrong inside the engine aborts the whole MPI job (``MPI_Abort``) after
 printing the traceback once, so a run never hangs; a full disk says so and how to resume.
@@ -18,6 +19,7 @@ import errno
 import gc
 import json
 import os
+import pickle
 import socket
 import sys
 import time
@@ -39,6 +41,7 @@ from mpitiny.mpienv import mpi_environment
 
 MALLOC_TRIM_BYTES = 1 << 30       # glibc M_TRIM_THRESHOLD: keep up to 1 GiB of freed heap
 MALLOC_MMAP_BYTES = 256 << 20     # glibc M_MMAP_THRESHOLD: smaller blocks come from the heap
+SHARED_DAG_BYTES = 1 << 30        # a bigger pickled DAG is loaded by every rank instead
 
 
 def run_file(path: str | None, params: dict, out_dir: str | None = None,
@@ -93,7 +96,7 @@ def _run_file(path: str | None, params: dict, out_dir: str | None, dag_text: str
     if incarnation == 0:                    # a complete run: nothing to run
         return EXIT_OK
     try:
-        resumed = jnl.read_journals(run_dir, dag.total) if resuming else None
+        resumed = read_resumed(comm, run_dir, dag.total) if resuming else None
         return run_rank(MpiWorld(comm), dag, run_dir, opts, t_launch, incarnation, resumed)
     except BadInput:
         raise
@@ -184,30 +187,79 @@ def conclude(dag: DAG, run_dir: str, opts: RunOptions, all_stats: list, times: t
 
 
 def load_everywhere(comm, path: str | None, params: dict, text: str | None = None) -> DAG:
-    """Every rank loads the DAG (from ``path``, or from ``text`` built by the Python API);
-    if any rank fails, every rank raises the same error."""
-    from mpitiny.dag.load import load_dag, load_dag_text
-    error: MpitinyError | None = None
-    dag = None
-    try:
-        dag = load_dag(path, params) if text is None else \
-            load_dag_text(text, source=path or "<python DAG>", params=params)
-    except MpitinyError as exc:
-        error = exc
-    except Exception as exc:                     # a bug: still tell every rank, then abort
-        error = InternalError(f"loading {path} failed: {type(exc).__name__}: {exc}\n"
-                              f"{traceback.format_exc()}")
+    """Rank 0 loads and checks the DAG (from ``path``, or from ``text`` built by the Python
+    API) and sends it to the other ranks as one pickle, with the directories loading put on
+    ``sys.path``: they open no input file (thousands of ranks reading dag.json and the HDF5
+    split tables at once load a shared file system) and only import the task modules, which
+    unpickling the functions does. A DAG that cannot be pickled (a task function that is not
+    importable by its name) is loaded by every rank instead. Any rank's error is raised on
+    every rank."""
+    rank = comm.Get_rank()
+    dag = error = None
+    shared: tuple = (None, [])
+    if rank == 0:
+        before = list(sys.path)
+        dag, error = _load(path, params, text)
+        if dag is not None:
+            shared = (_pickled(dag), [p for p in sys.path if p not in before])
+    shared = comm.bcast(None if error is not None else shared, root=0)
+    if rank != 0 and shared is not None:
+        blob, added = shared
+        if blob is None:
+            dag, error = _load(path, params, text)
+        else:
+            sys.path[:0] = [p for p in added if p not in sys.path]
+            dag, error = _unpickled(blob, path, rank)
     errors = comm.allgather(None if error is None else (error.exit_code, error.format()))
     for r, e in enumerate(errors):
         if e is not None:
             if error is not None:
                 raise error
             code, message = e
-            err = BadInput(f"{message} (on rank {r})")
+            err = BadInput(message if r == 0 else f"{message} (on rank {r})")
             err.exit_code = code
             raise err
     assert dag is not None
     return dag
+
+
+def read_resumed(comm, run_dir: str, total: int) -> jnl.Resumed:
+    """What the earlier incarnations' journals say, read by rank 0 and sent to every rank
+    (P ranks reading P journals each would be P² reads of one directory)."""
+    resumed = jnl.read_journals(run_dir, total) if comm.Get_rank() == 0 else None
+    return comm.bcast(resumed, root=0)
+
+
+def _load(path: str | None, params: dict, text: str | None) -> tuple:
+    """``(dag, None)``, or ``(None, error)`` for an error to raise on every rank."""
+    from mpitiny.dag.load import load_dag, load_dag_text
+    try:
+        return (load_dag(path, params) if text is None else
+                load_dag_text(text, source=path or "<python DAG>", params=params)), None
+    except MpitinyError as exc:
+        return None, exc
+    except Exception as exc:                     # a bug: still tell every rank, then abort
+        return None, InternalError(f"loading {path} failed: {type(exc).__name__}: {exc}\n"
+                                   f"{traceback.format_exc()}")
+
+
+def _pickled(dag: DAG) -> bytes | None:
+    """The DAG as one pickle, or None if it cannot be pickled (or would be too big to send
+    at once): the ranks then load it themselves."""
+    try:
+        blob = pickle.dumps(dag, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return None
+    return blob if len(blob) < SHARED_DAG_BYTES else None
+
+
+def _unpickled(blob: bytes, path: str | None, rank: int) -> tuple:
+    try:
+        return pickle.loads(blob), None
+    except Exception as exc:
+        return None, BadInput(f"{path or '<python DAG>'}: rank {rank} on "
+                              f"{socket.gethostname()} could not import the task functions "
+                              f"that rank 0 loaded: {type(exc).__name__}: {exc}")
 
 
 def default_run_dir(dag: DAG) -> str:
