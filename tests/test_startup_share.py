@@ -22,6 +22,7 @@ class FakeComm:
     def __init__(self, rank: int, sent=None, errors=None) -> None:
         self.rank, self.sent, self.errors = rank, sent, errors
         self.bcasts: list = []
+        self.barriers = 0
 
     def Get_rank(self) -> int:
         return self.rank
@@ -31,6 +32,16 @@ class FakeComm:
             self.bcasts.append(value)
             return value
         return self.sent
+
+    def Barrier(self) -> None:
+        self.barriers += 1
+
+    def Ibarrier(self):
+        self.barriers += 1
+        return self
+
+    def Test(self) -> bool:
+        return True
 
     def allgather(self, value):
         return [value] if self.errors is None else self.errors
@@ -97,6 +108,14 @@ def test_a_rank_that_cannot_import_the_functions_says_so(tmp_path):
     _, error = start._unpickled(broken, path, 3)
     assert isinstance(error, BadInput)
     assert "rank 3" in error.format() and "could not import the task functions" in error.format()
+
+
+def test_many_entries_are_loaded_by_every_rank(tmp_path, monkeypatch):
+    path = write_dag(tmp_path)
+    monkeypatch.setattr(start, "SHARED_DAG_GROUPS", 0)
+    root = FakeComm(0)
+    start.load_everywhere(root, path, {})
+    assert root.bcasts[0][0] is None and root.barriers == 1
 
 
 def test_the_journals_are_read_by_rank_0_only(monkeypatch):

@@ -42,6 +42,8 @@ from mpitiny.mpienv import mpi_environment
 MALLOC_TRIM_BYTES = 1 << 30       # glibc M_TRIM_THRESHOLD: keep up to 1 GiB of freed heap
 MALLOC_MMAP_BYTES = 256 << 20     # glibc M_MMAP_THRESHOLD: smaller blocks come from the heap
 SHARED_DAG_BYTES = 1 << 30        # a bigger pickled DAG is loaded by every rank instead
+SHARED_DAG_GROUPS = 5000          # and so is one of more entries (Python objects) than this
+WAIT_SLEEP = 0.001                # seconds between looks while rank 0 loads
 
 
 def run_file(path: str | None, params: dict, out_dir: str | None = None,
@@ -202,6 +204,9 @@ def load_everywhere(comm, path: str | None, params: dict, text: str | None = Non
         dag, error = _load(path, params, text)
         if dag is not None:
             shared = (_pickled(dag), [p for p in sys.path if p not in before])
+        comm.Barrier()
+    else:
+        _sleep_until_barrier(comm)      # not spinning in MPI while rank 0 loads
     shared = comm.bcast(None if error is not None else shared, root=0)
     if rank != 0 and shared is not None:
         blob, added = shared
@@ -243,9 +248,21 @@ def _load(path: str | None, params: dict, text: str | None) -> tuple:
                                    f"{traceback.format_exc()}")
 
 
+def _sleep_until_barrier(comm) -> None:
+    """Wait for the other ranks to reach a barrier without taking a core meanwhile (MPI's
+    blocking calls spin: on an oversubscribed node that would slow the loading rank)."""
+    request = comm.Ibarrier()
+    while not request.Test():
+        time.sleep(WAIT_SLEEP)
+
+
 def _pickled(dag: DAG) -> bytes | None:
-    """The DAG as one pickle, or None if it cannot be pickled (or would be too big to send
-    at once): the ranks then load it themselves."""
+    """The DAG as one pickle, or None if it cannot be pickled, would be too big to send at
+    once, or has so many entries that unpickling them would cost the other ranks more than
+    loading (pickling costs per Python object; loading, per task): the ranks then load it
+    themselves."""
+    if len(dag.groups) > SHARED_DAG_GROUPS:
+        return None
     try:
         blob = pickle.dumps(dag, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:
