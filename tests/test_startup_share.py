@@ -43,6 +43,9 @@ class FakeComm:
     def Test(self) -> bool:
         return True
 
+    def Wait(self) -> None:
+        pass
+
     def allgather(self, value):
         return [value] if self.errors is None else self.errors
 

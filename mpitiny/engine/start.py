@@ -32,7 +32,7 @@ from mpitiny.engine.loop import Engine
 from mpitiny.engine.progress import Progress
 from mpitiny.engine.summary import make_summary, print_summary
 from mpitiny.engine.types import RunOptions
-from mpitiny.engine.world import MpiWorld
+from mpitiny.engine.world import MpiWorld, sleep_until_barrier
 from mpitiny.errors import EXIT_INTERNAL, EXIT_OK, BadInput, InternalError, MpitinyError
 from mpitiny.io import journal as jnl
 from mpitiny.io import rundir
@@ -43,7 +43,6 @@ MALLOC_TRIM_BYTES = 1 << 30       # glibc M_TRIM_THRESHOLD: keep up to 1 GiB of 
 MALLOC_MMAP_BYTES = 256 << 20     # glibc M_MMAP_THRESHOLD: smaller blocks come from the heap
 SHARED_DAG_BYTES = 1 << 30        # a bigger pickled DAG is loaded by every rank instead
 SHARED_DAG_GROUPS = 5000          # and so is one of more entries (Python objects) than this
-WAIT_SLEEP = 0.001                # seconds between looks while rank 0 loads
 
 
 def run_file(path: str | None, params: dict, out_dir: str | None = None,
@@ -91,6 +90,9 @@ def _run_file(path: str | None, params: dict, out_dir: str | None, dag_text: str
             setup = exc.format()
         except OSError as exc:
             setup = f"cannot prepare run directory {run_dir}: {exc.strerror or exc}"
+        comm.Ibarrier().Wait()
+    else:
+        sleep_until_barrier(comm)           # while rank 0 prepares the run directory
     setup = comm.bcast(setup, root=0)
     if isinstance(setup, str):
         raise BadInput(setup)
@@ -156,7 +158,7 @@ def run_rank(world: MpiWorld, dag: DAG, run_dir: str, opts: RunOptions, t_launch
     if all_stats is not None:               # rank 0
         status = conclude(dag, run_dir, opts, all_stats, (t_launch, t_start, t_end),
                           incarnation, resumed)
-    return world.bcast(status)
+    return world.bcast(status, after_root_work=True)
 
 
 def finish_rank(engine: Engine) -> list | None:
@@ -204,9 +206,9 @@ def load_everywhere(comm, path: str | None, params: dict, text: str | None = Non
         dag, error = _load(path, params, text)
         if dag is not None:
             shared = (_pickled(dag), [p for p in sys.path if p not in before])
-        comm.Barrier()
+        comm.Ibarrier().Wait()
     else:
-        _sleep_until_barrier(comm)      # not spinning in MPI while rank 0 loads
+        sleep_until_barrier(comm)       # not spinning in MPI while rank 0 loads
     shared = comm.bcast(None if error is not None else shared, root=0)
     if rank != 0 and shared is not None:
         blob, added = shared
@@ -246,14 +248,6 @@ def _load(path: str | None, params: dict, text: str | None) -> tuple:
     except Exception as exc:                     # a bug: still tell every rank, then abort
         return None, InternalError(f"loading {path} failed: {type(exc).__name__}: {exc}\n"
                                    f"{traceback.format_exc()}")
-
-
-def _sleep_until_barrier(comm) -> None:
-    """Wait for the other ranks to reach a barrier without taking a core meanwhile (MPI's
-    blocking calls spin: on an oversubscribed node that would slow the loading rank)."""
-    request = comm.Ibarrier()
-    while not request.Test():
-        time.sleep(WAIT_SLEEP)
 
 
 def _pickled(dag: DAG) -> bytes | None:

@@ -11,6 +11,7 @@ stepped round-robin (``mpitiny.engine.local``).
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 
@@ -76,9 +77,28 @@ class MpiWorld:
         """Every rank's ``value`` on rank 0 (None elsewhere)."""
         return self.comm.gather(value, root=0)
 
-    def bcast(self, value):
-        """Rank 0's ``value`` on every rank."""
+    def bcast(self, value, after_root_work: bool = False):
+        """Rank 0's ``value`` on every rank. ``after_root_work``: rank 0 has work of its own to
+        do first (the summary), which the others await asleep (``sleep_until_barrier``)."""
+        if after_root_work:
+            if self.rank == 0:
+                self.comm.Ibarrier().Wait()
+            else:
+                sleep_until_barrier(self.comm)
         return self.comm.bcast(value, root=0)
+
+
+WAIT_SLEEP = 0.001       # seconds between looks while waiting for rank 0
+
+
+def sleep_until_barrier(comm) -> None:
+    """Wait for every rank to reach a barrier without taking a core meanwhile: MPI's blocking
+    calls spin, which on an oversubscribed node slows the rank being waited for and costs CPU
+    time everywhere while rank 0 loads the DAG or writes the summary. The rank waited for
+    calls ``comm.Ibarrier().Wait()``: a non-blocking collective matches only its own kind."""
+    request = comm.Ibarrier()
+    while not request.Test():
+        time.sleep(WAIT_SLEEP)
 
 
 class ProgressThread:
