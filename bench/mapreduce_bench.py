@@ -232,7 +232,7 @@ def dask_peer(args) -> None:
             elapsed = time.perf_counter() - t0
             bag = result.pop("bag")
         else:
-            bag = db.read_text(args.corpus, blocksize=args.blocksize)
+            bag = db.read_text(args.corpus, blocksize=args.blocksize, errors="surrogateescape")
         if args.job == "sort":
             pass
         elif args.job == "wordcount":
@@ -244,7 +244,7 @@ def dask_peer(args) -> None:
                 with open(args.dump, "w", encoding="utf-8") as f:
                     json.dump(counts, f)
         else:
-            rx = re.compile(args.pattern)
+            rx = re.compile(args.pattern)          # on the lines as str (surrogateescape)
             result = {"matches": bag.filter(rx.search).count().compute()}
             elapsed = time.perf_counter() - t0
         result["npartitions"] = bag.npartitions
@@ -293,8 +293,8 @@ def dask_sort(args, db, dask) -> dict:
 
 
 def run_dask(job, corpus, blocksize, workers, pattern, timeout, dump=None,
-             partitions: int = 8) -> dict:
-    argv = [C.PYTHON, __file__, "--dask-peer", job, "--corpus", corpus, "--blocksize",
+             partitions: int = 8, python: str | None = None) -> dict:
+    argv = [python or C.PYTHON, __file__, "--dask-peer", job, "--corpus", corpus, "--blocksize",
             str(blocksize), "--workers", str(workers), "--pattern", pattern,
             "--partitions", str(partitions)]
     if dump:
@@ -333,7 +333,7 @@ def finish_value(run_dir: str):
         with open(name, encoding="utf-8") as f:
             for line in f:
                 rec = json.loads(line)
-                if rec.get("id") == "finish":
+                if rec.get("id") in ("finish", "commit"):
                     return rec.get("value")
     return None
 
@@ -346,7 +346,7 @@ def tree_dag_file(h5: str, fanin: int, path: str) -> str:
     with open(JOBS_DIR / "wordcount.json", encoding="utf-8") as f:
         dag = json.load(f)
     new = mapreduce.tree_dag(dag, len(open_splits(h5)), fanin, "wordcount:reduce_part",
-                             drop=("reduce",), params={"input": h5, "reducers": 1})
+                             params={"input": h5, "reducers": 1}, finish_fn="wordcount:finish")
     with open(path, "w", encoding="utf-8") as f:
         json.dump(new, f)
     return path
@@ -496,6 +496,16 @@ def main() -> None:
                     help="compare every mpitiny/Dask wordcount with the baseline, or only at 8MiB")
     ap.add_argument("--plots", default=str(C.BENCH_DIR / "results"), help="PNG directory ('' = none)")
     ap.add_argument("--workdir", help="keep corpus, HDF5 files and run directories here")
+    ap.add_argument("--corpora", help="the corpus x job table instead (bench/corpora_bench.py): "
+                                      "the corpora of bench/corpora.py in this directory "
+                                      "(built if missing; not in the repository)")
+    ap.add_argument("--corpus-names", default="generated,prose,logs,code,multilingual")
+    ap.add_argument("--corpus-megabytes", type=float, default=210)
+    ap.add_argument("--corpus-chunk", type=parse_size, default="8MiB")
+    ap.add_argument("--small-chunk", type=parse_size, default="100KiB")
+    ap.add_argument("--small-corpora", default="prose", help="wordcount at --small-chunk too")
+    ap.add_argument("--dask-python", help="a Python with dask[bag] (a separate venv; Dask is no "
+                                          "dependency of mpitiny); none: no Dask column")
     # internal: the Dask peer
     ap.add_argument("--dask-peer", choices=("wordcount", "grep", "sort"), help=argparse.SUPPRESS)
     ap.add_argument("--blocksize", type=int, help=argparse.SUPPRESS)
@@ -506,6 +516,9 @@ def main() -> None:
     if args.dask_peer:
         args.job = args.dask_peer
         return dask_peer(args)
+    if args.corpora:
+        import corpora_bench
+        return corpora_bench.run(args, sys.modules[__name__])
 
     mach = C.machine()
     sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]

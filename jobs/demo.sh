@@ -38,7 +38,7 @@ for name in sorted(os.listdir(os.path.join(run, "results"))):
     if name.endswith(".jsonl"):
         for line in open(os.path.join(run, "results", name)):
             rec = json.loads(line)
-            if rec["id"] == "finish":
+            if rec["id"] in ("commit", "finish"):
                 merged = rec["value"]
 seconds = summary["last_task_end"] - summary["first_task_start"]
 mb = merged["bytes"] / 1e6

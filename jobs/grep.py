@@ -26,6 +26,7 @@ from mpitiny.io.splits import open_splits
 
 _ID = re.compile(r"\[(-?\d+)\]$")
 _RX: dict = {}
+_LITERALS: dict = {}
 
 
 def _regex(pattern: str):
@@ -35,9 +36,79 @@ def _regex(pattern: str):
     return rx
 
 
+try:
+    from re import _parser as _sre_parse        # Python 3.11+
+except ImportError:                                 # pragma: no cover
+    import sre_parse as _sre_parse  # type: ignore[no-redef]
+
+
+def required_literals(pattern: str) -> list | None:
+    """Byte strings one of which every match of ``pattern`` contains (None: none known), read
+    from the parsed pattern: a run of literal characters, or one such run from each branch of
+    an alternation, at any depth of plain groups; the longest shortest one is kept. Nothing
+    under a case-insensitive flag, and nothing holding a newline (a line never does)."""
+    parsed = _sre_parse.parse(pattern.encode("utf-8", "surrogateescape"))
+    if parsed.state.flags & re.IGNORECASE:
+        return None
+    found = _literals(list(parsed))
+    if not found or min(map(len, found)) < 2 or any(b"\n" in x for x in found):
+        return None
+    return found
+
+
+def _literals(items: list) -> list | None:
+    best: list | None = None
+    run: list = []
+
+    def keep(candidate):
+        nonlocal best
+        if candidate and (best is None or min(map(len, candidate)) > min(map(len, best))):
+            best = candidate
+
+    for op, arg in items + [(None, None)]:
+        if op is _sre_parse.LITERAL:
+            run.append(arg)
+            continue
+        keep([bytes(run)] if run else None)
+        run = []
+        if op is _sre_parse.SUBPATTERN and not arg[1] & re.IGNORECASE:
+            keep(_literals(list(arg[3])))
+        elif op is _sre_parse.BRANCH:
+            alts = [_literals(list(alt)) for alt in arg[1]]
+            if all(alts):
+                keep([x for alt in alts for x in alt])
+    return best
+
+
+def _candidate_lines(data: bytes, literals: list) -> list:
+    """Start and end of every line of ``data`` that contains one of ``literals``, in order."""
+    spans = set()
+    for lit in literals:
+        at = data.find(lit)
+        while at >= 0:
+            end = data.find(b"\n", at)
+            end = len(data) if end < 0 else end
+            spans.add((data.rfind(b"\n", 0, at) + 1, end))
+            at = data.find(lit, end + 1)
+    return sorted(spans)
+
+
 def grep_bytes(data: bytes, pattern: str) -> tuple:
-    """``(offsets, lines)`` of the lines of ``data`` that match ``pattern``."""
+    """``(offsets, lines)`` of the lines of ``data`` that match ``pattern``: the lines that
+    hold one of its ``required_literals`` (found with ``bytes.find``, in C), each checked
+    with ``re.search``; every line when the pattern has none."""
     search = _regex(pattern).search
+    literals = _LITERALS.get(pattern, False)
+    if literals is False:
+        literals = _LITERALS[pattern] = required_literals(pattern)
+    if literals is not None:
+        offsets, lines = [], []
+        for a, b in _candidate_lines(data, literals):
+            line = data[a:b]
+            if search(line):
+                offsets.append(a)
+                lines.append(line)
+        return offsets, lines
     offsets, lines, pos = [], [], 0
     parts = data.split(b"\n")
     if parts and parts[-1] == b"":

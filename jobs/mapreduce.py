@@ -298,9 +298,9 @@ def count_parts(data, block: int = BLOCK_BYTES) -> tuple:
         cuts.append((a, cut.start() if cut else n))
         a = cuts[-1][1]
     blocks = [_block_keys(data[a:b] if len(cuts) > 1 else data) for a, b in cuts]
-    long: Counter = Counter()
-    for t in blocks:
-        long.update(t[4])
+    long_at = [t[4][0] + a for t, (a, _) in zip(blocks, cuts) if len(t[4][0])]
+    long = count_long(data, np.concatenate(long_at), np.concatenate(
+        [t[4][1] for t in blocks if len(t[4][0])])) if long_at else Counter()
     if len(blocks) == 1:
         short, short_counts = blocks[0][0], blocks[0][1]
     else:
@@ -321,6 +321,17 @@ def key_parts(lo, hi, counts, long) -> tuple:
     return lo[short], counts[short], lo[~short], hi[~short], counts[~short], long
 
 
+def count_long(data, starts: np.ndarray, lens: np.ndarray) -> Counter:
+    """``Counter`` of the tokens ``data[starts[i]:starts[i] + lens[i]]``, sliced from one
+    ``bytes`` of the split (slicing ``bytes`` is ~4x faster than ``bytes()`` of a numpy
+    slice, which this did per token; a numpy count of them, hashing 8-byte chunks, grouping
+    by sort and checking every chunk against the group's first token, was 2-3x slower than
+    this ``Counter``: two thirds of the long tokens of real text are distinct in a split, so
+    most still became ``bytes``)."""
+    raw = data if isinstance(data, bytes) else data.tobytes()
+    return Counter([raw[a:a + k] for a, k in zip(starts.tolist(), lens.tolist())])
+
+
 def _block_keys(data) -> tuple:
     """One block's tokens: ``(short keys, their counts, lo, hi, long, mixed)``.
 
@@ -339,7 +350,7 @@ def _block_keys(data) -> tuple:
     n = len(data)
     e = np.empty(0, np.uint64)
     if n == 0:
-        return e, np.empty(0, np.int64), e, e, Counter(), False
+        return e, np.empty(0, np.int64), e, e, _NO_LONG, False
     raw = np.frombuffer(data, np.uint8)
     ws = raw == 32
     ws |= (raw - _NINE) < 5
@@ -373,22 +384,23 @@ def _block_keys(data) -> tuple:
     return short, counts, *two, False
 
 
+_NO_LONG = (np.empty(0, np.int64), np.empty(0, np.int64))
+
+
 def _two_word_keys(data, words, starts, lens, lo, q, shift, back, bits) -> tuple:
-    """``_block_keys``'s two-word keys ``(lo, hi)`` of the given tokens, and a ``Counter`` of
-    those over 15 bytes (left out of the keys)."""
+    """``_block_keys``'s two-word keys ``(lo, hi)`` of the given tokens, and the starts and
+    lengths of those over 15 bytes (left out of the keys; ``longwords.count_long``)."""
     hi = words[1:].take(q) >> shift
     hi |= words[2:].take(q) << back
     back = _HUNDRED_28 - bits                    # bytes 8-14: keep bits - 64 of them
     hi <<= back
     hi >>= back
     hi |= lens.view(np.uint64) << _LEN_SHIFT
-    long: Counter = Counter()
     is_long = lens > KEY_BYTES
     if is_long.any():
         idx = is_long.nonzero()[0]
-        long.update([bytes(data[a:a + k]) for a, k in zip(starts[idx].tolist(), lens[idx].tolist())])
-        lo, hi = lo[~is_long], hi[~is_long]
-    return lo, hi, long
+        return lo[~is_long], hi[~is_long], (starts.take(idx), lens.take(idx))
+    return lo, hi, _NO_LONG
 
 
 def _short_hi(lo: np.ndarray) -> np.ndarray:
@@ -617,6 +629,104 @@ def ranked_rows(tables: list) -> tuple:
     return [words[i] for i in order.tolist()], counts[order]
 
 
+def ranked_arrays(t: dict) -> tuple:
+    """``ranked_rows`` of one table without a Python object per word: ``(words, word_lens,
+    counts, lo, hi)`` in rank order, ``words`` the word bytes end to end (uint8), ``lo``/``hi``
+    the byte-swapped keys of the first 15 bytes (the sort keys after the count; equal for a
+    15-byte word and the long words it begins, which only their bytes order)."""
+    lo, hi, counts = table_keys(t)
+    long = table_long(t)
+    short_bytes, short_lens = keys_blob(lo, hi)
+    tie = np.zeros(len(lo) + len(long), np.int64)
+    long_items = sorted(long.items())
+    long_words = [w for w, _ in long_items]
+    long_lens = np.fromiter(map(len, long_words), np.int64, len(long_words))
+    if long_words:
+        llo, lhi, _, _ = words_to_keys([w[:KEY_BYTES] for w in long_words], np.zeros(len(long)))
+        lo, hi = np.concatenate([lo, llo]), np.concatenate([hi, lhi])
+        tie[len(tie) - len(long):] = np.arange(1, len(long) + 1)
+        counts = np.concatenate([counts, np.fromiter((c for _, c in long_items), np.int64,
+                                                     len(long))])
+    blob = np.concatenate([short_bytes, np.frombuffer(b"".join(long_words), np.uint8)])
+    lens = np.concatenate([short_lens, long_lens])
+    lo, hi = lo.byteswap(), hi.byteswap()
+    order = np.lexsort((tie, hi, lo, -counts))
+    starts = np.cumsum(lens) - lens
+    return (gather(blob, starts.take(order), lens.take(order)), lens.take(order),
+            counts.take(order), lo.take(order), hi.take(order))
+
+
+def keys_blob(lo: np.ndarray, hi: np.ndarray) -> tuple:
+    """The words of keys end to end (uint8) and their lengths."""
+    d = len(lo)
+    lens = (hi >> _LEN_SHIFT).astype(np.int64)
+    mat = np.empty((d, 16), np.uint8)
+    mat[:, :8] = np.asarray(lo, "<u8").view(np.uint8).reshape(d, 8)
+    mat[:, 8:] = np.asarray(hi, "<u8").view(np.uint8).reshape(d, 8)
+    return mat[np.arange(16) < lens[:, None]], lens
+
+
+def gather(blob: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """``blob[starts[i]:starts[i] + lens[i]]`` for every i, end to end (``copy_segments``)."""
+    out = np.empty(int(lens.sum()), np.uint8)
+    copy_segments(out, None, blob, starts, lens)
+    return out
+
+
+GATHER_BYTES = 1 << 19     # bytes copied per numpy gather: its int64 index stays in cache
+_STEPS = np.arange(GATHER_BYTES, dtype=np.int64)
+
+
+def copy_segments(dst: np.ndarray, dst_starts, src: np.ndarray, src_starts: np.ndarray,
+                  lens: np.ndarray) -> None:
+    """``dst[dst_starts[i]:][:lens[i]] = src[src_starts[i]:][:lens[i]]`` for every i
+    (``dst_starts`` None: end to end from 0), with numpy gathers of about ``GATHER_BYTES``
+    at a time (one index array over all the bytes costs its first-touch page faults: 8 bytes
+    of index per byte copied)."""
+    ends = np.cumsum(lens)
+    at = 0
+    while at < len(lens):
+        first = int(ends[at - 1]) if at else 0
+        to = max(at + 1, int(np.searchsorted(ends, first + GATHER_BYTES)))
+        ln = lens[at:to]
+        total = int(ends[to - 1]) - first
+        if total:
+            steps = _STEPS[:total] if total <= GATHER_BYTES else np.arange(total)
+            rel = np.cumsum(ln) - ln
+            src_at = np.repeat(src_starts[at:to] - rel, ln) + steps
+            if dst_starts is None:
+                dst[first:first + total] = src.take(src_at)
+            else:
+                dst[np.repeat(dst_starts[at:to] - rel, ln) + steps] = src.take(src_at)
+        at = to
+
+
+_POWERS_OF_TEN = 10 ** np.arange(1, 19, dtype=np.int64)
+
+
+def tsv_lines(words: np.ndarray, word_lens: np.ndarray, counts: np.ndarray) -> tuple:
+    """``word<TAB>count\n`` per row (``b"%s\t%d\n"``, counts >= 0) built with numpy:
+    ``(lines uint8, line_lens)``."""
+    digits = np.searchsorted(_POWERS_OF_TEN, counts, side="right") + 1
+    line_lens = word_lens + digits + 2
+    total = int(line_lens.sum())
+    out = np.empty(total, np.uint8)
+    if total == 0:
+        return out, line_lens
+    starts = np.cumsum(line_lens) - line_lens
+    word_starts = np.cumsum(word_lens) - word_lens
+    copy_segments(out, starts, words, word_starts, word_lens)
+    tab = starts + word_lens
+    out[tab] = 9
+    out[starts + line_lens - 1] = 10
+    rest = counts.copy()
+    for k in range(int(digits.max())):         # the last digit first
+        on = digits > k
+        out[(tab + digits - k)[on]] = 48 + (rest[on] % 10)
+        rest //= 10
+    return out, line_lens
+
+
 def split_table(lo, hi, counts, long: dict, reducers: int) -> list:
     """One split's counts as ``reducers`` tables (``split_parts``)."""
     return split_parts(key_parts(lo, hi, counts, long), reducers)
@@ -769,11 +879,17 @@ def tree_tasks(leaf: str, n: int, fanin: int, fn: str, prefix: str = "tree") -> 
 
 
 def tree_dag(dag: dict, n: int, fanin: int, fn: str, leaf: str = "map", finish: str = "finish",
-             drop: tuple = (), params: dict | None = None) -> dict:
+             drop: tuple = (), params: dict | None = None, finish_fn: str | None = None) -> dict:
     """``dag`` with ``finish`` fed by an aggregation tree over the ``n`` instances of ``leaf``
-    instead of by the tasks in ``drop`` (or by ``leaf`` as a whole)."""
+    instead of by the tasks in ``drop`` (or by ``leaf`` as a whole). With ``finish_fn``, only
+    ``leaf`` is kept and the root feeds a new task ``finish`` calling ``finish_fn(output)``
+    (wordcount.json, whose reducers write sorted runs: ``--finish-fn wordcount:finish``)."""
     out = dict(dag, params=dict(dag.get("params", {}), **(params or {})))
+    if finish_fn:
+        drop = tuple(t["id"] for t in dag["tasks"] if t["id"] != leaf)
     tasks = [t for t in dag["tasks"] if t["id"] not in drop]
+    if finish_fn:
+        tasks.append({"id": finish, "fn": finish_fn, "args": ["{output}"]})
     nodes, root = tree_tasks(leaf, n, fanin, fn)
     for t in tasks:
         if t["id"] == finish:
@@ -799,6 +915,8 @@ def _main(argv=None) -> int:
     ap.add_argument("--leaf", default="map")
     ap.add_argument("--finish", default="finish")
     ap.add_argument("--drop", action="append", default=[], help="task ids to remove")
+    ap.add_argument("--finish-fn", help="keep only the leaf family; the root feeds a new task "
+                                        "'finish' calling this function with {output}")
     ap.add_argument("--param", "-p", action="append", default=[], help="NAME=JSON default")
     ap.add_argument("-o", "--output", required=True)
     a = ap.parse_args(argv)
@@ -812,7 +930,7 @@ def _main(argv=None) -> int:
         except ValueError:
             params[k] = v
     new = tree_dag(dag, len(open_splits(a.input)), a.fanin, a.fn, a.leaf, a.finish,
-                   tuple(a.drop), params)
+                   tuple(a.drop), params, a.finish_fn)
     from mpitiny.io.commit import write_atomic
     write_atomic(a.output, json.dumps(new, indent=1).encode() + b"\n")
     print(f"{a.output}: {len(new['tasks'])} tasks (tree fan-in {a.fanin})")

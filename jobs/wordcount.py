@@ -21,6 +21,7 @@ import time
 import numpy as np
 
 import mapreduce as mr
+import sortedruns
 from mpitiny import Parts, with_batch
 from mpitiny.io.commit import atomic_h5, atomic_output
 from mpitiny.io.splits import open_splits
@@ -86,6 +87,11 @@ MERGE_ENTRIES = 1 << 16     # table entries added to the running sums at a time
 
 
 def reduce_part(inputs: dict, r: int = 0) -> bytes:
+    """``_reduce_table`` packed (``pack_table``): a reducer of the aggregation tree."""
+    return mr.pack_table(*_reduce_table(inputs, r))
+
+
+def _reduce_table(inputs: dict, r: int) -> tuple:
     """Sum of table ``r`` of every input (part ``r`` of the map outputs, or whole map outputs,
     or tree nodes' tables), added to one ``KeyCounter`` in batches of about ``MERGE_ENTRIES``
     entries: the batch's arrays stay in the cache and reuse the same memory (120 tables of an
@@ -103,7 +109,61 @@ def reduce_part(inputs: dict, r: int = 0) -> bytes:
         if pending >= MERGE_ENTRIES:
             sums.add_tables(batch)
             batch, pending = [], 0
-    return mr.pack_table(sums.add_tables(batch).table(), nbytes, max(nparts, default=1))
+    return sums.add_tables(batch).table(), nbytes, max(nparts, default=1)
+
+
+def reduce_sorted(output: str, inputs: dict, r: int = 0, mergers: int = 2, top: int = 10) -> dict:
+    """Reducer ``r`` of wordcount.json: sums part ``r`` of every map output, ranks its words
+    (count descending, then bytes: ``ranked_arrays``, ``tsv_lines``) and writes them as a sorted run
+    (``sortedruns``); returns the run's description, top rows and samples."""
+    table, nbytes, nparts = _reduce_table(inputs, r)
+    words, word_lens, counts, lo, hi = mr.ranked_arrays(table)
+    lines, line_lens = mr.tsv_lines(words, word_lens, counts)
+    path = os.path.join(sortedruns.work_dir(output, "wordcount-runs"), f"run-{r:05d}.bin")
+    info = sortedruns.write_run(path, lines, line_lens, word_lens, counts, lo, hi)
+    return {**sortedruns.run_value(info, 16 * max(1, mergers), top),
+            "reducer": r, "nbytes": nbytes, "nparts": nparts}
+
+
+def _runs(inputs: dict) -> list:
+    runs = sorted((v for k, v in inputs.items() if k.startswith("reduce[")), key=lambda v: v["reducer"])
+    for v in runs:
+        if v["nparts"] != len(runs):
+            raise ValueError(f"the maps made {v['nparts']} partitions but there are {len(runs)} "
+                             "reducers")
+    return runs
+
+
+_H5_DESCRIPTION = "wordcount: word i is words[word_ends[i-1]:word_ends[i]]"
+
+
+def plan(output: str, inputs: dict, mergers: int = 2, top: int = 10) -> dict:
+    """The merge's splitters, the output files created at their size under temporary names,
+    and the top words (from the reducers' top rows)."""
+    runs = _runs(inputs)
+    files = sortedruns.create_outputs(
+        os.path.join(output, "wordcount.tsv"), os.path.join(output, "wordcount.h5"),
+        sum(v["rows"] for v in runs), sum(v["line_bytes"] for v in runs),
+        sum(v["word_bytes"] for v in runs), _H5_DESCRIPTION)
+    return {**files, "splitters": [[c, w.hex()] for c, w in sortedruns.splitters(runs, mergers)],
+            "top": [[w.hex(), c] for w, c in sortedruns.top_rows(runs, top)],
+            "words": sum(v["rows"] for v in runs), "total": sum(v["total"] for v in runs),
+            "bytes": sum(v["nbytes"] for v in runs)}
+
+
+def merge(inputs: dict, m: int = 0) -> dict:
+    """Merge ``m``: its range of every run into the output files, at their offsets."""
+    return sortedruns.merge_range(inputs["plan"], _runs(inputs), m)
+
+
+def commit(output: str, inputs: dict) -> dict:
+    """Rename the merged outputs into place; the run's summary (top words, totals)."""
+    p = inputs["plan"]
+    tsv = os.path.join(output, "wordcount.tsv")
+    sortedruns.commit(p, tsv, os.path.join(output, "wordcount.h5"), _runs(inputs))
+    return {"words": p["words"], "total": p["total"], "bytes": p["bytes"],
+            "top": [[bytes.fromhex(w).decode("utf-8", "backslashreplace"), c] for w, c in p["top"]],
+            "output": tsv, "finished": time.time()}
 
 
 def finish(output: str, inputs: dict, top: int = 10) -> dict:
@@ -122,7 +182,7 @@ def finish(output: str, inputs: dict, top: int = 10) -> dict:
         f["words"] = np.frombuffer(b"".join(words), np.uint8)    # word bytes end to end
         f["word_ends"] = np.cumsum(np.fromiter(map(len, words), np.int64, len(words)))
         f["counts"] = counts                                    # word i = words[ends[i-1]:ends[i]]
-        f.attrs["description"] = "wordcount: word i is words[word_ends[i-1]:word_ends[i]]"
+        f.attrs["description"] = _H5_DESCRIPTION
     return {"words": len(words), "total": int(counts.sum()), "bytes": sum(t["nbytes"] for t in tables),
             "top": [[w.decode("utf-8", "backslashreplace"), int(n)]
                     for w, n in zip(words[:top], counts[:top].tolist())],

@@ -397,7 +397,8 @@ def test_aggregation_tree_variants(python_module, corpus, tmp_path):
     """The generated tree dag.json (plain tasks with literal deps) gives the same outputs."""
     d, sources = corpus
     h5 = str(d / "data.h5")
-    for job, fn, extra in [("wordcount", "wordcount:reduce_part", ["--drop", "reduce", "-p", "reducers=1"]),
+    for job, fn, extra in [("wordcount", "wordcount:reduce_part",
+                            ["--finish-fn", "wordcount:finish", "-p", "reducers=1"]),
                            ("grep", "grep:merge", ["-p", f"pattern={PATTERN}"])]:
         dag = tmp_path / f"{job}-tree.json"
         subprocess.run([sys.executable, str(JOBS / "mapreduce.py"), "tree", str(JOBS / f"{job}.json"),
