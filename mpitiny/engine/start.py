@@ -90,9 +90,7 @@ def _run_file(path: str | None, params: dict, out_dir: str | None, dag_text: str
             setup = exc.format()
         except OSError as exc:
             setup = f"cannot prepare run directory {run_dir}: {exc.strerror or exc}"
-        comm.Ibarrier().Wait()
-    else:
-        sleep_until_barrier(comm)           # while rank 0 prepares the run directory
+    sleep_until_barrier(comm)               # while rank 0 prepares the run directory
     setup = comm.bcast(setup, root=0)
     if isinstance(setup, str):
         raise BadInput(setup)
@@ -122,6 +120,7 @@ def run_rank(world: MpiWorld, dag: DAG, run_dir: str, opts: RunOptions, t_launch
              incarnation: int = 1, resumed: jnl.Resumed | None = None) -> int:
     """One rank's run, from building its engine to writing its task table; rank 0 also
     concludes the run. Returns the run's exit status, on every rank (rank 0 tells them)."""
+    world.barrier()             # together, so that the windows' collectives find all ranks
     engine = Engine(world, dag, run_dir, opts, os.environ.get("MPITINY_FAULT"), incarnation,
                     resumed)
     _short_timer_slack()
@@ -158,7 +157,7 @@ def run_rank(world: MpiWorld, dag: DAG, run_dir: str, opts: RunOptions, t_launch
     if all_stats is not None:               # rank 0
         status = conclude(dag, run_dir, opts, all_stats, (t_launch, t_start, t_end),
                           incarnation, resumed)
-    return world.bcast(status, after_root_work=True)
+    return world.bcast(status)
 
 
 def finish_rank(engine: Engine) -> list | None:
@@ -206,9 +205,7 @@ def load_everywhere(comm, path: str | None, params: dict, text: str | None = Non
         dag, error = _load(path, params, text)
         if dag is not None:
             shared = (_pickled(dag), [p for p in sys.path if p not in before])
-        comm.Ibarrier().Wait()
-    else:
-        sleep_until_barrier(comm)       # not spinning in MPI while rank 0 loads
+    sleep_until_barrier(comm)           # not spinning in MPI while rank 0 loads
     shared = comm.bcast(None if error is not None else shared, root=0)
     if rank != 0 and shared is not None:
         blob, added = shared
@@ -217,6 +214,7 @@ def load_everywhere(comm, path: str | None, params: dict, text: str | None = Non
         else:
             sys.path[:0] = [p for p in added if p not in sys.path]
             dag, error = _unpickled(blob, path, rank)
+    sleep_until_barrier(comm)
     errors = comm.allgather(None if error is None else (error.exit_code, error.format()))
     for r, e in enumerate(errors):
         if e is not None:

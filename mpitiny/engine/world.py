@@ -50,9 +50,12 @@ class MpiWorld:
             window.free()
 
     def barrier(self) -> None:
-        self.comm.Barrier()
+        """All ranks here (asleep while waiting: ``sleep_until_barrier``)."""
+        sleep_until_barrier(self.comm)
 
     def allgather(self, value) -> list:
+        """Every rank's ``value`` on every rank, once all have arrived (asleep till then)."""
+        sleep_until_barrier(self.comm)
         return self.comm.allgather(value)
 
     def needs_progress(self) -> bool:
@@ -74,17 +77,14 @@ class MpiWorld:
         return thread
 
     def gather(self, value) -> list | None:
-        """Every rank's ``value`` on rank 0 (None elsewhere)."""
+        """Every rank's ``value`` on rank 0 (None elsewhere), once all have arrived."""
+        sleep_until_barrier(self.comm)
         return self.comm.gather(value, root=0)
 
-    def bcast(self, value, after_root_work: bool = False):
-        """Rank 0's ``value`` on every rank. ``after_root_work``: rank 0 has work of its own to
-        do first (the summary), which the others await asleep (``sleep_until_barrier``)."""
-        if after_root_work:
-            if self.rank == 0:
-                self.comm.Ibarrier().Wait()
-            else:
-                sleep_until_barrier(self.comm)
+    def bcast(self, value):
+        """Rank 0's ``value`` on every rank, once all have arrived (rank 0 may have work of its
+        own to do first, the summary, which the others await asleep)."""
+        sleep_until_barrier(self.comm)
         return self.comm.bcast(value, root=0)
 
 
@@ -92,10 +92,12 @@ WAIT_SLEEP = 0.001       # seconds between looks while waiting for rank 0
 
 
 def sleep_until_barrier(comm) -> None:
-    """Wait for every rank to reach a barrier without taking a core meanwhile: MPI's blocking
-    calls spin, which on an oversubscribed node slows the rank being waited for and costs CPU
-    time everywhere while rank 0 loads the DAG or writes the summary. The rank waited for
-    calls ``comm.Ibarrier().Wait()``: a non-blocking collective matches only its own kind."""
+    """Wait for every rank to reach a barrier without taking a core meanwhile. MPI's blocking
+    calls spin: on an oversubscribed node that slows the rank being waited for, and everywhere
+    it turns waiting (for rank 0 to load the DAG or write the summary, for the slowest rank to
+    start) into CPU time. So every collective of start-up and finish waits here first, every
+    rank alike (a non-blocking collective matches only its own kind), at most ``WAIT_SLEEP``
+    late."""
     request = comm.Ibarrier()
     while not request.Test():
         time.sleep(WAIT_SLEEP)
