@@ -118,31 +118,48 @@ def top_rows(runs: list, top: int) -> list:
     return [(w, -c) for c, w in rows]
 
 
-def create_outputs(tsv: str, h5: str, rows: int, line_bytes: int, word_bytes: int,
+def create_outputs(tsv: str, h5: str | None, rows: int, line_bytes: int, word_bytes: int,
                    description: str) -> dict:
     """The output files at their final size under temporary names: ``{"tsv", "h5",
-    "offsets"}`` (byte offsets of the HDF5 datasets ``words``, ``word_ends``, ``counts``)."""
+    "offsets"}`` (byte offsets of the HDF5 datasets ``words``, ``word_ends``, ``counts``);
+    ``h5`` None: the text file only."""
     import h5py
-    from h5py import h5d, h5p, h5s, h5t
-    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp_tsv = os.path.join(os.path.dirname(tsv), f".{os.path.basename(tsv)}.tmp-{tag}")
-    tmp_h5 = os.path.join(os.path.dirname(h5), f".{os.path.basename(h5)}.tmp-{tag}")
+    tmp_tsv = temporary_name(tsv)
     os.makedirs(os.path.dirname(os.path.abspath(tsv)), exist_ok=True)
     with open(tmp_tsv, "wb") as f:
         f.truncate(line_bytes)
-    offsets = {}
+    if h5 is None:
+        return {"tsv": tmp_tsv, "h5": None, "offsets": {}}
+    tmp_h5 = temporary_name(h5)
     with h5py.File(tmp_h5, "w") as f:
-        for name, dtype, n in (("words", np.uint8, word_bytes), ("word_ends", np.int64, rows),
-                               ("counts", np.int64, rows)):
-            dcpl = h5p.create(h5p.DATASET_CREATE)
-            dcpl.set_layout(h5d.CONTIGUOUS)
-            dcpl.set_alloc_time(h5d.ALLOC_TIME_EARLY)
-            dcpl.set_fill_time(h5d.FILL_TIME_NEVER)
-            ds = h5d.create(f.id, name.encode(), h5t.py_create(np.dtype(dtype)),
-                            h5s.create_simple((n,)), dcpl=dcpl)
-            offsets[name] = ds.get_offset()
+        offsets = contiguous_datasets(f, [("words", np.uint8, word_bytes),
+                                          ("word_ends", np.int64, rows), ("counts", np.int64, rows)])
         f.attrs["description"] = description
     return {"tsv": tmp_tsv, "h5": tmp_h5, "offsets": offsets}
+
+
+def temporary_name(path: str) -> str:
+    """A hidden name next to ``path``, unique to this process and call."""
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    return os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{tag}")
+
+
+def contiguous_datasets(f, specs: list) -> dict:
+    """Create 1-d datasets ``(name, dtype, length)`` in the open h5py file ``f``, contiguous
+    and allocated now (no fill), so that other processes can ``pwrite`` them at the byte
+    offsets returned (``{name: offset}``; None for an empty dataset, which has no storage)."""
+    from h5py import h5d, h5p, h5s, h5t
+    offsets = {}
+    for name, dtype, n in specs:
+        dcpl = h5p.create(h5p.DATASET_CREATE)
+        dcpl.set_layout(h5d.CONTIGUOUS)
+        dcpl.set_alloc_time(h5d.ALLOC_TIME_EARLY)
+        dcpl.set_fill_time(h5d.FILL_TIME_NEVER)
+        dcpl.set_obj_track_times(False)        # the same bytes as a resumed run's output
+        ds = h5d.create(f.id, name.encode(), h5t.py_create(np.dtype(dtype)),
+                        h5s.create_simple((n,)), dcpl=dcpl)
+        offsets[name] = ds.get_offset()
+    return offsets
 
 
 def merge_range(plan: dict, runs: list, m: int) -> dict:
@@ -215,6 +232,8 @@ def _write_rows(plan: dict, at: dict, lines: np.ndarray, words: np.ndarray,
         os.fsync(fd)
     finally:
         os.close(fd)
+    if plan["h5"] is None:
+        return
     fd = os.open(plan["h5"], os.O_WRONLY)
     try:
         os.pwrite(fd, memoryview(words), off["words"] + at["words"])
@@ -225,10 +244,11 @@ def _write_rows(plan: dict, at: dict, lines: np.ndarray, words: np.ndarray,
         os.close(fd)
 
 
-def commit(plan: dict, tsv: str, h5: str, runs: list) -> None:
+def commit(plan: dict, tsv: str, h5: str | None, runs: list) -> None:
     """Rename the merged temporary files to ``tsv`` and ``h5``; remove the run files."""
     os.replace(plan["tsv"], tsv)
-    os.replace(plan["h5"], h5)
+    if plan["h5"] is not None:
+        os.replace(plan["h5"], h5)
     for info in runs:
         try:
             os.remove(info["file"])
