@@ -15,7 +15,17 @@ interleaved, medians:
   ``re.search`` per line (the job's definition of a match) and Dask bag's
   ``filter(rx.search).count()``; match counts compared, and ``grep.tsv``'s lines with the
   one-process ones.
-* The longest task of every mpitiny run as a fraction of its first-task-to-last-task span.
+* **linesort**: ``jobs/linesort.json`` (the lines sorted by bytes, one ``sorted.txt``) against
+  one process reading the file, ``split(b"\\n")``, ``list.sort()`` and writing it; the outputs
+  compared byte for byte.
+* **distinct**: ``jobs/distinct.json`` (sorted runs, parallel merge) against one process
+  ``set.update(block.split())``, ``sorted``, written; compared byte for byte.
+* The longest task of every mpitiny run as a fraction of its first-task-to-last-task span, and
+  the load average before each corpus (the machine is shared: only ratios measured side by
+  side mean anything). ``--corpus-jobs`` picks the jobs. A Dask run that times out has its
+  whole process group killed (``mapreduce_bench.run_peer``): before, its forked workers were
+  left running, and the 4-minute timeout of Dask's multilingual wordcount was taken for a
+  hang of the grep after it (issue 18).
 """
 from __future__ import annotations
 
@@ -96,6 +106,7 @@ def longest_task(run_dir: str) -> dict:
 def run(args, mb) -> None:
     """``mapreduce_bench.py --corpora DIR``: the corpus x job table."""
     names = [n for n in args.corpus_names.split(",") if n]
+    jobs = [j for j in args.corpus_jobs.split(",") if j]
     wd = C.workdir(args.workdir, "corpora-bench-")
     small = {n for n in args.small_corpora.split(",") if n}
     runs: dict = {}
@@ -109,59 +120,147 @@ def run(args, mb) -> None:
             if not os.path.exists(h5) or os.path.getmtime(h5) < os.path.getmtime(files[n]):
                 mb.ingest(files[n], h5, chunk)
             h5s[(n, label)] = h5
-    big = mb.size_label(args.corpus_chunk)
+    step = {"wordcount": _wordcount_step, "grep": _grep_step, "linesort": _linesort_step,
+            "distinct": _distinct_step}
+    ctx = {"args": args, "mb": mb, "wd": wd, "h5s": h5s, "small": small,
+           "big": mb.size_label(args.corpus_chunk)}
+    load = [os.getloadavg()]
     for rep in range(args.repeat):
         for n in names if rep % 2 == 0 else list(reversed(names)):
-            r = runs.setdefault(n, {})
-            path, nbytes = files[n], os.path.getsize(files[n])
-            secs, counts = mb.baseline_wordcount(path, args.baseline_block)
-            r.setdefault("counter", []).append(secs)
-            if n not in refs:
-                refs[n] = {"tsv": _digest(reference_tsv(counts)), "distinct": len(counts),
-                           "words": sum(counts.values()),
-                           "long": sum(c for w, c in counts.items() if len(w) > 15)}
-            del counts
-            secs, words = wc_words(path)
-            r.setdefault("wc", []).append(secs)
-            refs[n]["wc_words"] = words
-            for label in [big] + ([mb.size_label(args.small_chunk)] if n in small else []):
-                out, rd = os.path.join(wd, f"out-{n}"), os.path.join(wd, f"run-{n}")
-                got = mb.run_mpitiny("wordcount", h5s[(n, label)], out, rd, args.ranks, "",
-                                     args.timeout)
-                if "error" not in got:
-                    with open(os.path.join(out, "wordcount.tsv"), "rb") as f:
-                        got["exact"] = _digest(f.read()) == refs[n]["tsv"]
-                    got["longest_task"] = longest_task(rd)
-                r.setdefault(f"wordcount-{label}", []).append(got)
-                C.log(f"rep {rep} {n} wordcount {label}: {_brief(got, nbytes)}")
-                shutil.rmtree(out, ignore_errors=True)
-            if args.dask_python:
-                d = mb.run_dask("wordcount", path, args.corpus_chunk, args.ranks, "",
-                                args.dask_timeout, python=args.dask_python)
-                r.setdefault("dask-wordcount", []).append(d)
-                C.log(f"rep {rep} {n} dask wordcount: {d.get('seconds', d.get('error'))}")
-            pattern = PATTERNS.get(n, mb.GREP_PATTERN)
-            secs, matches, lines_digest = grep_lines(path, args.baseline_block, pattern, mb.line_blocks)
-            r.setdefault("grep-baseline", []).append(secs)
-            refs[n].update(grep_matches=matches, grep_pattern=pattern)
-            out, rd = os.path.join(wd, f"out-grep-{n}"), os.path.join(wd, f"run-grep-{n}")
-            got = mb.run_mpitiny("grep", h5s[(n, big)], out, rd, args.ranks, pattern, args.timeout)
-            if "error" not in got:
-                got["exact"] = ((got.get("finish") or {}).get("matches") == matches
-                                and grep_output_digest(out) == lines_digest)
-                got["longest_task"] = longest_task(rd)
-            r.setdefault("grep", []).append(got)
-            C.log(f"rep {rep} {n} grep: {_brief(got, nbytes)}")
-            shutil.rmtree(out, ignore_errors=True)
-            if args.dask_python:
-                d = mb.run_dask("grep", path, args.corpus_chunk, args.ranks, pattern,
-                                args.dask_timeout, python=args.dask_python)
-                r.setdefault("dask-grep", []).append(d)
-    table = _table(names, runs, refs, files, big, mb.size_label(args.small_chunk), small)
+            r, ref = runs.setdefault(n, {}), refs.setdefault(n, {})
+            for j in jobs:
+                C.log(f"rep {rep} {n} {j}: start (load average {os.getloadavg()[0]:.1f})")
+                step[j](ctx, n, files[n], r, ref)
+            load.append(os.getloadavg())
+    table = _table(names, runs, refs, files, ctx["big"], mb.size_label(args.small_chunk), small)
     result = {"benchmark": "mapreduce_bench --corpora", "machine": C.machine(), "ranks": args.ranks,
-              "repeat": args.repeat, "chunk": big, "corpora": {n: _manifest(files[n]) for n in names},
+              "repeat": args.repeat, "chunk": ctx["big"], "jobs": jobs,
+              "load_average_1_5_15": [[round(x, 2) for x in la] for la in load],
+              "corpora": {n: _manifest(files[n]) for n in names},
               "references": refs, "table": table, "runs": runs}
-    C.emit(result, "\n".join(_human(table)))
+    C.emit(result, "\n".join(_human(table, jobs)))
+
+
+def _mpitiny(ctx: dict, job: str, n: str, label: str, extra=()) -> tuple:
+    """Run ``job`` on corpus ``n`` (the HDF5 file at ``label``): ``(result, out dir, run dir)``."""
+    wd = ctx["wd"]
+    out, rd = os.path.join(wd, f"out-{job}-{n}"), os.path.join(wd, f"run-{job}-{n}")
+    pattern = PATTERNS.get(n, ctx["mb"].GREP_PATTERN) if job == "grep" else ""
+    got = ctx["mb"].run_mpitiny(job, ctx["h5s"][(n, label)], out, rd, ctx["args"].ranks, pattern,
+                                ctx["args"].timeout, extra=list(extra))
+    if "error" not in got:
+        got["longest_task"] = longest_task(rd)
+    return got, out
+
+
+def _wordcount_step(ctx: dict, n: str, path: str, r: dict, ref: dict) -> None:
+    args, mb = ctx["args"], ctx["mb"]
+    nbytes = os.path.getsize(path)
+    secs, counts = mb.baseline_wordcount(path, args.baseline_block)
+    r.setdefault("counter", []).append(secs)
+    if "tsv" not in ref:
+        ref.update(tsv=_digest(reference_tsv(counts)), distinct=len(counts),
+                   words=sum(counts.values()), long=sum(c for w, c in counts.items() if len(w) > 15))
+    del counts
+    secs, words = wc_words(path)
+    r.setdefault("wc", []).append(secs)
+    ref["wc_words"] = words
+    for label in [ctx["big"]] + ([mb.size_label(args.small_chunk)] if n in ctx["small"] else []):
+        got, out = _mpitiny(ctx, "wordcount", n, label)
+        if "error" not in got:
+            with open(os.path.join(out, "wordcount.tsv"), "rb") as f:
+                got["exact"] = _digest(f.read()) == ref["tsv"]
+        r.setdefault(f"wordcount-{label}", []).append(got)
+        C.log(f"{n} wordcount {label}: {_brief(got, nbytes)}")
+        shutil.rmtree(out, ignore_errors=True)
+    if args.dask_python:
+        d = mb.run_dask("wordcount", path, args.corpus_chunk, args.ranks, "", args.dask_timeout,
+                        python=args.dask_python)
+        r.setdefault("dask-wordcount", []).append(d)
+        C.log(f"{n} dask wordcount: {d.get('seconds', d.get('error'))}")
+
+
+def _grep_step(ctx: dict, n: str, path: str, r: dict, ref: dict) -> None:
+    args, mb = ctx["args"], ctx["mb"]
+    pattern = PATTERNS.get(n, mb.GREP_PATTERN)
+    secs, matches, lines_digest = grep_lines(path, args.baseline_block, pattern, mb.line_blocks)
+    r.setdefault("grep-baseline", []).append(secs)
+    ref.update(grep_matches=matches, grep_pattern=pattern)
+    got, out = _mpitiny(ctx, "grep", n, ctx["big"])
+    if "error" not in got:
+        got["exact"] = ((got.get("finish") or {}).get("matches") == matches
+                        and grep_output_digest(out) == lines_digest)
+    r.setdefault("grep", []).append(got)
+    C.log(f"{n} grep: {_brief(got, os.path.getsize(path))}")
+    shutil.rmtree(out, ignore_errors=True)
+    if args.dask_python:
+        d = mb.run_dask("grep", path, args.corpus_chunk, args.ranks, pattern, args.dask_timeout,
+                        python=args.dask_python)
+        r.setdefault("dask-grep", []).append(d)
+        C.log(f"{n} dask grep: {d.get('seconds', d.get('error'))}")
+
+
+def sort_lines_baseline(path: str, out_path: str) -> tuple:
+    """One process: read, ``split(b"\\n")``, ``list.sort``, write (jobs/linesort.py's lines);
+    ``(seconds, lines, digest of the output)``."""
+    t0 = time.perf_counter()
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    lines.sort()
+    data = b"\n".join(lines) + b"\n" if lines else b""
+    with open(out_path, "wb") as f:
+        f.write(data)
+    secs = time.perf_counter() - t0
+    return secs, len(lines), _digest(data)
+
+
+def distinct_baseline(path: str, block: int, out_path: str, line_blocks) -> tuple:
+    """One process: ``set.update(block.split())``, ``sorted``, write; ``(seconds, words,
+    digest)``."""
+    t0 = time.perf_counter()
+    words: set = set()
+    for b in line_blocks(path, block):
+        words.update(b.split())
+    data = b"".join(w + b"\n" for w in sorted(words))
+    with open(out_path, "wb") as f:
+        f.write(data)
+    return time.perf_counter() - t0, len(words), _digest(data)
+
+
+def _file_digest(path: str) -> str:
+    with open(path, "rb") as f:
+        return _digest(f.read())
+
+
+def _linesort_step(ctx: dict, n: str, path: str, r: dict, ref: dict) -> None:
+    scratch = os.path.join(ctx["wd"], "baseline-sorted.txt")
+    secs, lines, digest = sort_lines_baseline(path, scratch)
+    os.remove(scratch)
+    r.setdefault("linesort-baseline", []).append(secs)
+    ref.update(lines=lines)
+    got, out = _mpitiny(ctx, "linesort", n, ctx["big"])
+    if "error" not in got:
+        got["exact"] = _file_digest(os.path.join(out, "sorted.txt")) == digest
+    r.setdefault("linesort", []).append(got)
+    C.log(f"{n} linesort: {_brief(got, os.path.getsize(path))} (baseline {secs:.2f} s)")
+    shutil.rmtree(out, ignore_errors=True)
+
+
+def _distinct_step(ctx: dict, n: str, path: str, r: dict, ref: dict) -> None:
+    scratch = os.path.join(ctx["wd"], "baseline-distinct.txt")
+    secs, words, digest = distinct_baseline(path, ctx["args"].baseline_block, scratch,
+                                            ctx["mb"].line_blocks)
+    os.remove(scratch)
+    r.setdefault("distinct-baseline", []).append(secs)
+    ref.update(distinct=words)
+    got, out = _mpitiny(ctx, "distinct", n, ctx["big"])
+    if "error" not in got:
+        got["exact"] = _file_digest(os.path.join(out, "distinct.txt")) == digest
+    r.setdefault("distinct", []).append(got)
+    C.log(f"{n} distinct: {_brief(got, os.path.getsize(path))} (baseline {secs:.2f} s)")
+    shutil.rmtree(out, ignore_errors=True)
 
 
 def _manifest(path: str) -> dict:
@@ -187,55 +286,81 @@ def _med(xs):
 def _table(names, runs, refs, files, big, small_label, small) -> dict:
     table = {}
     for n in names:
-        r, mbytes = runs[n], os.path.getsize(files[n]) / 1e6
-        ok = [g for g in r.get(f"wordcount-{big}", []) if "error" not in g]
-        wc_s = _med([g["whole_seconds"] for g in ok])
-        row = {"MB": round(mbytes, 1), "distinct_words": refs[n]["distinct"],
-               "words": refs[n]["words"], "wc_w_words": refs[n].get("wc_words"),
-               "wordcount_MBps": C.rnd(mbytes / wc_s, 4) if wc_s else None,
-               "wordcount_exact": all(g.get("exact") for g in ok) if ok else None,
-               "counter_MBps": C.rnd(mbytes / _med(r["counter"]), 4),
-               "wc_MBps": C.rnd(mbytes / _med(r["wc"]), 4),
-               "wordcount_longest_task_fraction": max((g["longest_task"]["fraction_of_span"]
-                                                      for g in ok), default=None)}
-        row["wordcount_vs_counter"] = C.rnd(C.ratio(row["wordcount_MBps"], row["counter_MBps"]), 3)
-        row["wordcount_vs_wc"] = C.rnd(C.ratio(row["wordcount_MBps"], row["wc_MBps"]), 3)
-        dk = [d["seconds"] for d in r.get("dask-wordcount", []) if "seconds" in d]
-        row["dask_wordcount_MBps"] = C.rnd(mbytes / _med(dk), 4) if dk else None
-        row["wordcount_vs_dask"] = C.rnd(C.ratio(row["wordcount_MBps"], row["dask_wordcount_MBps"]), 3)
-        if n in small:
-            sm = [g for g in r.get(f"wordcount-{small_label}", []) if "error" not in g]
-            s_s = _med([g["whole_seconds"] for g in sm])
-            row[f"wordcount_{small_label}_MBps"] = C.rnd(mbytes / s_s, 4) if s_s else None
+        r, ref, mbytes = runs[n], refs[n], os.path.getsize(files[n]) / 1e6
+        row = {"MB": round(mbytes, 1), "distinct_words": ref.get("distinct"),
+               "words": ref.get("words"), "wc_w_words": ref.get("wc_words")}
+        if "wc" in r:
+            row["wc_MBps"] = C.rnd(mbytes / _med(r["wc"]), 4)
+        if f"wordcount-{big}" in r:
+            row.update(_job_cells(r, f"wordcount-{big}", "counter", mbytes, "wordcount"))
+            row["wordcount_vs_counter"] = row.pop("wordcount_vs_baseline")
+            row["counter_MBps"] = row.pop("wordcount_baseline_MBps")
+            row["wordcount_vs_wc"] = C.rnd(C.ratio(row["wordcount_MBps"], row.get("wc_MBps")), 3)
+            row.update(_dask_cells(r, "wordcount", mbytes, row["wordcount_MBps"]))
+        if n in small and f"wordcount-{small_label}" in r:
+            cells = _job_cells(r, f"wordcount-{small_label}", "counter", mbytes, "w")
+            row[f"wordcount_{small_label}_MBps"] = cells["w_MBps"]
             row[f"wordcount_{small_label}_vs_{big}"] = C.rnd(C.ratio(
-                row[f"wordcount_{small_label}_MBps"], row["wordcount_MBps"]), 3)
-            row[f"wordcount_{small_label}_exact"] = all(g.get("exact") for g in sm) if sm else None
-        gr = [g for g in r.get("grep", []) if "error" not in g]
-        g_s = _med([g["whole_seconds"] for g in gr])
-        row.update(grep_pattern=refs[n]["grep_pattern"], grep_matches=refs[n]["grep_matches"],
-                   grep_MBps=C.rnd(mbytes / g_s, 4) if g_s else None,
-                   grep_exact=all(g.get("exact") for g in gr) if gr else None,
-                   grep_baseline_MBps=C.rnd(mbytes / _med(r["grep-baseline"]), 4),
-                   grep_longest_task_fraction=max((g["longest_task"]["fraction_of_span"]
-                                                   for g in gr), default=None))
-        row["grep_vs_baseline"] = C.rnd(C.ratio(row["grep_MBps"], row["grep_baseline_MBps"]), 3)
-        row["grep_vs_wc"] = C.rnd(C.ratio(row["grep_MBps"], row["wc_MBps"]), 3)
-        dg = [d["seconds"] for d in r.get("dask-grep", []) if "seconds" in d]
-        row["dask_grep_MBps"] = C.rnd(mbytes / _med(dg), 4) if dg else None
-        row["grep_vs_dask"] = C.rnd(C.ratio(row["grep_MBps"], row["dask_grep_MBps"]), 3)
+                cells["w_MBps"], row.get("wordcount_MBps")), 3)
+            row[f"wordcount_{small_label}_exact"] = cells["w_exact"]
+            row[f"wordcount_{small_label}_longest_task_fraction"] = cells["w_longest_task_fraction"]
+        if "grep" in r:
+            row.update(grep_pattern=ref["grep_pattern"], grep_matches=ref["grep_matches"],
+                       **_job_cells(r, "grep", "grep-baseline", mbytes, "grep"))
+            row.update(_dask_cells(r, "grep", mbytes, row["grep_MBps"]))
+        for job in ("linesort", "distinct"):
+            if job in r:
+                row.update(_job_cells(r, job, f"{job}-baseline", mbytes, job))
         table[n] = row
     return table
 
 
-def _human(table: dict) -> list:
-    lines = ["corpus | MB | distinct | wordcount MB/s | x Counter | x wc -w | x Dask | exact | "
-             "longest task | grep MB/s | x baseline | x wc -w | x Dask | exact"]
+def _job_cells(r: dict, key: str, baseline: str, mbytes: float, name: str) -> dict:
+    ok = [g for g in r.get(key, []) if "error" not in g]
+    secs = _med([g["whole_seconds"] for g in ok])
+    mbps = C.rnd(mbytes / secs, 4) if secs else None
+    base = C.rnd(mbytes / _med(r[baseline]), 4) if r.get(baseline) else None
+    return {f"{name}_MBps": mbps, f"{name}_seconds": C.rnd(secs, 4) if secs else None,
+            f"{name}_baseline_MBps": base, f"{name}_vs_baseline": C.rnd(C.ratio(mbps, base), 3),
+            f"{name}_per_rep_vs_baseline": [C.rnd(b / g["whole_seconds"], 3) for b, g in
+                                            zip(r.get(baseline, []), r.get(key, []))
+                                            if "error" not in g],
+            f"{name}_exact": all(g.get("exact") for g in ok) if ok else None,
+            f"{name}_failures": len(r.get(key, [])) - len(ok),
+            f"{name}_longest_task_fraction": max((g["longest_task"]["fraction_of_span"]
+                                                  for g in ok), default=None),
+            f"{name}_longest_task_family": max(((g["longest_task"]["fraction_of_span"],
+                                                 g["longest_task"]["family"]) for g in ok),
+                                               default=(None, None))[1]}
+
+
+def _dask_cells(r: dict, job: str, mbytes: float, mbps) -> dict:
+    runs = r.get(f"dask-{job}", [])
+    done = [d["seconds"] for d in runs if "seconds" in d]
+    timed_out = [d["timed_out_after"] for d in runs if "timed_out_after" in d]
+    dask = C.rnd(mbytes / _med(done), 4) if done else None
+    cells = {f"dask_{job}_MBps": dask, f"{job}_vs_dask": C.rnd(C.ratio(mbps, dask), 3)}
+    if timed_out and not done:      # a timed-out run bounds Dask's throughput from above
+        cells[f"dask_{job}_MBps_at_most"] = C.rnd(mbytes / min(timed_out), 4)
+        cells[f"{job}_vs_dask_at_least"] = C.rnd(C.ratio(mbps, cells[f"dask_{job}_MBps_at_most"]), 3)
+    return cells
+
+
+def _human(table: dict, jobs: list) -> list:
+    lines = []
     for n, r in table.items():
-        lines.append(" | ".join(str(x) for x in (
-            n, r["MB"], r["distinct_words"], r["wordcount_MBps"], r["wordcount_vs_counter"],
-            r["wordcount_vs_wc"], r["wordcount_vs_dask"], r["wordcount_exact"],
-            r["wordcount_longest_task_fraction"], r["grep_MBps"], r["grep_vs_baseline"],
-            r["grep_vs_wc"], r["grep_vs_dask"], r["grep_exact"])))
+        cells = [f"{n} ({r['MB']} MB, {r.get('distinct_words')} distinct words)"]
+        for job in jobs:
+            if r.get(f"{job}_MBps") is None:
+                cells.append(f"{job} -")
+                continue
+            vs = r.get(f"{job}_vs_counter", r.get(f"{job}_vs_baseline"))
+            dask = r.get(f"{job}_vs_dask") or (f">={r[f'{job}_vs_dask_at_least']}"
+                                              if r.get(f"{job}_vs_dask_at_least") else None)
+            cells.append(f"{job} {r[f'{job}_MBps']} MB/s x{vs} baseline"
+                         + (f" x{dask} Dask" if dask else "")
+                         + f" exact={r[f'{job}_exact']} longest={r[f'{job}_longest_task_fraction']}")
+        lines.append(" | ".join(cells))
         for k, v in r.items():
             if k.startswith("wordcount_") and "KiB" in k:
                 lines.append(f"  {n}: {k} = {v}")

@@ -60,6 +60,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -299,18 +300,42 @@ def run_dask(job, corpus, blocksize, workers, pattern, timeout, dump=None,
             "--partitions", str(partitions)]
     if dump:
         argv += ["--dump", dump]
+    return run_peer(argv, timeout)
+
+
+def run_peer(argv: list, timeout: float) -> dict:
+    """Run a peer process (its own session) and read the JSON of its last stdout line. On
+    timeout, the peer's whole process group is killed: ``subprocess.run(timeout=...)`` kills
+    only the peer itself, and a Dask peer's forked workers were left running (orphans, still
+    holding the CPU the next measurement needs)."""
     t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=C.bench_env(), start_new_session=True, stdin=subprocess.DEVNULL)
     try:
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                           env=C.bench_env(), start_new_session=True)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout} s", "timed_out_after": timeout}
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException as exc:
+        _kill_group(proc)
+        if isinstance(exc, subprocess.TimeoutExpired):
+            return {"error": f"timed out after {timeout} s", "timed_out_after": timeout}
+        raise
+    _kill_group(proc)               # workers that outlive a peer that exited are stray too
     whole = time.perf_counter() - t0
-    if p.returncode != 0:
-        return {"error": f"exit {p.returncode}: {p.stderr[-2000:]}"}
-    out = json.loads(p.stdout.strip().splitlines()[-1])
-    out["process_wall"] = whole
-    return out
+    if proc.returncode != 0:
+        return {"error": f"exit {proc.returncode}: {err[-2000:]}"}
+    result = json.loads(out.strip().splitlines()[-1])
+    result["process_wall"] = whole
+    return result
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
 
 
 # ------------------------------------------------------------------ mpitiny
@@ -442,7 +467,7 @@ def plot(result: dict, out_dir: str) -> list:
                                   f"mpitiny, aggregation tree F={result.get('tree_fanin')} (whole)", "^-"),
                                  ("mpitiny_unbatched_whole_MBps", "mpitiny --no-batch (whole)", "v-"),
                                  ("dask_MBps", f"Dask bag ({result['ranks']} procs)", "s-")):
-            ys = [fig["per_size"][l].get(key) for l in labels]
+            ys = [fig["per_size"][label].get(key) for label in labels]
             if any(y is not None for y in ys):
                 ax.plot(sizes, [y if y is not None else float("nan") for y in ys], style, label=name)
         if fig.get("baseline_MBps"):
@@ -504,6 +529,8 @@ def main() -> None:
     ap.add_argument("--corpus-chunk", type=parse_size, default="8MiB")
     ap.add_argument("--small-chunk", type=parse_size, default="100KiB")
     ap.add_argument("--small-corpora", default="prose", help="wordcount at --small-chunk too")
+    ap.add_argument("--corpus-jobs", default="wordcount,grep,linesort,distinct",
+                    help="the jobs of the corpus table (wordcount,grep,linesort,distinct)")
     ap.add_argument("--dask-python", help="a Python with dask[bag] (a separate venv; Dask is no "
                                           "dependency of mpitiny); none: no Dask column")
     # internal: the Dask peer
@@ -563,18 +590,18 @@ def main() -> None:
     for kind, src, fmt in (("text", corpus, None), ("records", records, "records:100")):
         if src is None:
             continue
-        for s, l in zip(sizes, labels):
-            h5 = os.path.join(wd, f"data-{kind}-{l}.h5")
-            ingests[(kind, l)] = ingest(src, h5, s, fmt)
-            ingests[(kind, l)]["file"] = h5
-            C.log(f"ingest {kind} {l}: {ingests[(kind, l)]['splits']} splits in "
-                  f"{ingests[(kind, l)]['seconds']:.2f} s")
+        for s, label in zip(sizes, labels):
+            h5 = os.path.join(wd, f"data-{kind}-{label}.h5")
+            ingests[(kind, label)] = ingest(src, h5, s, fmt)
+            ingests[(kind, label)]["file"] = h5
+            C.log(f"ingest {kind} {label}: {ingests[(kind, label)]['splits']} splits in "
+                  f"{ingests[(kind, label)]['seconds']:.2f} s")
 
     systems = {j: ["mpitiny", "dask"] + (["mpitiny_tree"] if j == "wordcount" and args.tree_fanin
                                          else [])
                   + (["mpitiny_unbatched"] if unbatched_labels else [])
                for j in jobs}
-    runs = {j: {"baseline": [], **{sy: {l: [] for l in labels} for sy in systems[j]}} for j in jobs}
+    runs = {j: {"baseline": [], **{sy: {label: [] for label in labels} for sy in systems[j]}} for j in jobs}
     checks = {j: [] for j in jobs}
     verify_labels = set(labels) if args.verify == "all" else {"8MiB" if "8MiB" in labels else labels[0]}
     for rep in range(args.repeat):
@@ -598,88 +625,88 @@ def main() -> None:
             C.log(f"rep {rep} {j} baseline: {secs:.2f} s = {mb / secs:.1f} MB/s")
             k = rep % len(labels)
             for idx in list(range(k, len(labels))) + list(range(k)):
-                l, s = labels[idx], sizes[idx]
+                label, s = labels[idx], sizes[idx]
                 order = list(systems[j]) if (rep + idx) % 2 == 0 else list(reversed(systems[j]))
                 for system in order:
-                    if system == "dask" and (args.no_dask or l not in
+                    if system == "dask" and (args.no_dask or label not in
                                              (dask_sort_labels if j == "sort" else dask_labels)):
                         continue
-                    if system == "mpitiny_tree" and l not in tree_labels:
+                    if system == "mpitiny_tree" and label not in tree_labels:
                         continue
-                    if system == "mpitiny_unbatched" and l not in unbatched_labels:
+                    if system == "mpitiny_unbatched" and label not in unbatched_labels:
                         continue
-                    h5 = ingests[(kind, l)]["file"]
+                    h5 = ingests[(kind, label)]["file"]
                     if system.startswith("mpitiny"):
-                        out = os.path.join(wd, f"out-{j}-{l}")
+                        out = os.path.join(wd, f"out-{j}-{label}")
                         dag = extra = None
                         if system == "mpitiny_tree":
-                            dag = tree_dag_file(h5, args.tree_fanin, os.path.join(wd, f"tree-{l}.json"))
+                            dag = tree_dag_file(h5, args.tree_fanin, os.path.join(wd, f"tree-{label}.json"))
                         extra = (["--param", f"partitions={args.sort_partitions}"] if j == "sort" else [])
                         if system == "mpitiny_unbatched":
                             extra.append("--no-batch")
-                        r = run_mpitiny(j, h5, out, os.path.join(wd, f"run-{j}-{l}"), args.ranks,
+                        r = run_mpitiny(j, h5, out, os.path.join(wd, f"run-{j}-{label}"), args.ranks,
                                         args.pattern, args.timeout, dag=dag, extra=extra,
                                         rss=(j == "sort"))
                         if "error" not in r:
-                            if j == "wordcount" and l in verify_labels:
+                            if j == "wordcount" and label in verify_labels:
                                 got = read_tsv_counts(os.path.join(out, "wordcount.tsv"))
                                 chk = compare_counts(got, ref)
-                                checks[j].append({"system": system, "size": l, "rep": rep, **chk})
+                                checks[j].append({"system": system, "size": label, "rep": rep, **chk})
                                 del got
                             elif j == "grep":
                                 m = (r.get("finish") or {}).get("matches")
-                                checks[j].append({"system": system, "size": l, "rep": rep,
+                                checks[j].append({"system": system, "size": label, "rep": rep,
                                                   "equal": m == ref, "matches": m, "baseline": ref})
                             elif j == "sort":
                                 with open(os.path.join(out, "validate.json"), encoding="utf-8") as f:
                                     ok = json.load(f)["ok"]
                                 d = digest(part_files(out))
-                                checks[j].append({"system": system, "size": l, "rep": rep,
+                                checks[j].append({"system": system, "size": label, "rep": rep,
                                                   "equal": d == ref and ok, "validate_ok": ok,
                                                   "digest": d, "baseline": ref})
                             extra_txt = (f", peak RSS per rank {r['peak_rss_MB_per_rank']} MB"
                                          if r.get("peak_rss_MB_per_rank") else "")
-                            C.log(f"rep {rep} {j} {l} {system}: whole {r['whole_seconds']:.2f} s "
+                            C.log(f"rep {rep} {j} {label} {system}: whole {r['whole_seconds']:.2f} s "
                                   f"({mb / r['whole_seconds']:.1f} MB/s), tasks "
                                   f"{r['task_span_seconds']:.2f} s ({mb / r['task_span_seconds']:.1f} MB/s)"
                                   + extra_txt)
                         else:
-                            C.log(f"rep {rep} {j} {l} {system} FAILED: {r['error'][:500]}")
+                            C.log(f"rep {rep} {j} {label} {system} FAILED: {r['error'][:500]}")
                         shutil.rmtree(out, ignore_errors=True)
-                        runs[j][system][l].append(r)
+                        runs[j][system][label].append(r)
                     else:
                         if j == "sort":
-                            dump = os.path.join(wd, f"dask-sort-{l}")
+                            dump = os.path.join(wd, f"dask-sort-{label}")
                             shutil.rmtree(dump, ignore_errors=True)
                         else:
-                            dump = (os.path.join(wd, f"dask-{l}.json")
-                                    if j == "wordcount" and l in verify_labels else None)
+                            dump = (os.path.join(wd, f"dask-{label}.json")
+                                    if j == "wordcount" and label in verify_labels else None)
                         src = records if j == "sort" else corpus
                         r = run_dask(j, src, s, args.ranks, args.pattern, args.dask_timeout, dump,
                                      args.sort_partitions)
                         if "error" not in r:
                             if j == "sort":
                                 d = digest(part_files(dump))
-                                checks[j].append({"system": "dask", "size": l, "rep": rep,
+                                checks[j].append({"system": "dask", "size": label, "rep": rep,
                                                   "equal": d == ref, "digest": d, "baseline": ref})
                             elif dump:
                                 with open(dump, encoding="utf-8") as f:
                                     got = {w.encode(): n for w, n in json.load(f).items()}
                                 os.unlink(dump)
-                                checks[j].append({"system": "dask", "size": l, "rep": rep,
+                                checks[j].append({"system": "dask", "size": label, "rep": rep,
                                                   **compare_counts(got, ref)})
                                 del got
                             elif j == "grep":
-                                checks[j].append({"system": "dask", "size": l, "rep": rep,
+                                checks[j].append({"system": "dask", "size": label, "rep": rep,
                                                   "equal": r["matches"] == ref,
                                                   "matches": r["matches"], "baseline": ref})
-                            C.log(f"rep {rep} {j} {l} dask: {r['seconds']:.2f} s "
+                            C.log(f"rep {rep} {j} {label} dask: {r['seconds']:.2f} s "
                                   f"({mb / r['seconds']:.1f} MB/s, {r['npartitions']} partitions)")
                         else:
-                            C.log(f"rep {rep} {j} {l} dask FAILED: {r['error'][:300]}")
+                            C.log(f"rep {rep} {j} {label} dask FAILED: {r['error'][:300]}")
                         if j == "sort":
                             shutil.rmtree(dump, ignore_errors=True)
-                        runs[j]["dask"][l].append(r)
+                        runs[j]["dask"][label].append(r)
             del ref
 
     # ---------------------------------------------------------------- figures
@@ -687,38 +714,38 @@ def main() -> None:
     for j in jobs:
         mb = job_mb[j]
 
-        def mbps(sec):
+        def mbps(sec, mb=mb):
             return mb / sec if sec else None
 
         kind = "records" if j == "sort" else "text"
         base = median([r["seconds"] for r in runs[j]["baseline"]])
         per = {}
-        for l in labels:
-            p = {"splits": ingests[(kind, l)]["splits"]}
+        for label in labels:
+            p = {"splits": ingests[(kind, label)]["splits"]}
             for sy in systems[j]:
                 if sy == "dask":
                     continue
-                mt = [r for r in runs[j][sy][l] if "error" not in r]
+                mt = [r for r in runs[j][sy][label] if "error" not in r]
                 p.update({
                     f"{sy}_whole_MBps": mbps(median([r["whole_seconds"] for r in mt])),
                     f"{sy}_engine_MBps": mbps(median([r["wall_seconds"] for r in mt])),
                     f"{sy}_tasks_MBps": mbps(median([r["task_span_seconds"] for r in mt])),
                     f"{sy}_whole_seconds": median([r["whole_seconds"] for r in mt]),
                     f"{sy}_tasks_seconds": median([r["task_span_seconds"] for r in mt]),
-                    f"{sy}_failures": len(runs[j][sy][l]) - len(mt),
+                    f"{sy}_failures": len(runs[j][sy][label]) - len(mt),
                 })
                 if j == "sort":
                     p[f"{sy}_peak_rss_MB_max"] = max((max(r["peak_rss_MB_per_rank"]) for r in mt
                                                       if r.get("peak_rss_MB_per_rank")), default=None)
-            dk = [r for r in runs[j]["dask"][l] if "error" not in r]
+            dk = [r for r in runs[j]["dask"][label] if "error" not in r]
             p.update({
                 "dask_MBps": mbps(median([r["seconds"] for r in dk])),
                 "dask_seconds": median([r["seconds"] for r in dk]),
-                "dask_failures": len(runs[j]["dask"][l]) - len(dk),
+                "dask_failures": len(runs[j]["dask"][label]) - len(dk),
                 # a timed-out Dask run bounds its throughput from above
-                "dask_MBps_at_most": (mbps(min(r["timed_out_after"] for r in runs[j]["dask"][l]
+                "dask_MBps_at_most": (mbps(min(r["timed_out_after"] for r in runs[j]["dask"][label]
                                                if "timed_out_after" in r))
-                                      if any("timed_out_after" in r for r in runs[j]["dask"][l])
+                                      if any("timed_out_after" in r for r in runs[j]["dask"][label])
                                       else None),
                 "dask_partitions": dk[0]["npartitions"] if dk else None,
             })
@@ -729,14 +756,14 @@ def main() -> None:
                     p[f"{sy}_{t}_vs_baseline"] = C.ratio(p[f"{sy}_{t}_MBps"], mbps(base))
                     p[f"{sy}_{t}_vs_dask"] = C.ratio(p[f"{sy}_{t}_MBps"], p["dask_MBps"])
                 # ratios per repetition (same repetition = closest in time)
-                n = min(len(runs[j][sy][l]), len(runs[j]["baseline"]))
+                n = min(len(runs[j][sy][label]), len(runs[j]["baseline"]))
                 p[f"{sy}_per_rep_whole_vs_baseline"] = [
-                    C.rnd(runs[j]["baseline"][i]["seconds"] / runs[j][sy][l][i]["whole_seconds"], 3)
-                    for i in range(n) if "error" not in runs[j][sy][l][i]]
+                    C.rnd(runs[j]["baseline"][i]["seconds"] / runs[j][sy][label][i]["whole_seconds"], 3)
+                    for i in range(n) if "error" not in runs[j][sy][label][i]]
             for key in list(p):
                 if not isinstance(p[key], list):
                     p[key] = C.rnd(p[key], 3)
-            per[l] = p
+            per[label] = p
         figures[j] = {"baseline_seconds": C.rnd(base, 3), "baseline_MBps": C.rnd(mbps(base), 3),
                       "input_bytes": int(mb * 1e6), "per_size": per}
 
@@ -767,7 +794,8 @@ def main() -> None:
         "repeat": args.repeat, "sizes": labels, "sizes_bytes": sizes, "jobs": jobs,
         "systems": systems, "tree_fanin": args.tree_fanin, "sort_partitions": args.sort_partitions,
         "grep_pattern": args.pattern, "baseline_block": args.baseline_block,
-        "ingest": {f"{k}-{l}": {x: C.rnd(v, 4) for x, v in d.items()} for (k, l), d in ingests.items()},
+        "ingest": {f"{k}-{label}": {x: C.rnd(v, 4) for x, v in d.items()}
+                   for (k, label), d in ingests.items()},
         "figures": figures,
         "bars": bars,
         "bars_definition": "wordcount at 8MiB >= 1.8x the single-process Counter baseline and "
@@ -789,9 +817,10 @@ def main() -> None:
     for j in jobs:
         f = figures[j]
         for sy in [x for x in systems[j] if x != "dask"]:
-            cells = ", ".join(f"{l} {f['per_size'][l].get(sy + '_whole_MBps')}/"
-                              f"{f['per_size'][l].get(sy + '_tasks_MBps')}/{f['per_size'][l]['dask_MBps']}"
-                              for l in labels)
+            cells = ", ".join(f"{label} {f['per_size'][label].get(sy + '_whole_MBps')}/"
+                              f"{f['per_size'][label].get(sy + '_tasks_MBps')}/"
+                              f"{f['per_size'][label]['dask_MBps']}"
+                              for label in labels)
             lines.append(f"{j}: baseline {f['baseline_MBps']} MB/s; {sy} whole/tasks/Dask MB/s: {cells}")
     for t, v in bars.items():
         if isinstance(v, dict):

@@ -13,8 +13,6 @@ import sys
 import time
 from collections import Counter
 
-import numpy as np
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mapreduce as mr  # noqa: E402
 from mpitiny.io.splits import open_splits  # noqa: E402
@@ -33,10 +31,14 @@ def main():
     total = sum(map(len, blobs))
     kernels = {
         "counter: Counter(bytes.split())": lambda i: Counter(blobs[i].split()),
-        "counter kernel of the job (+ keys of the distinct words)": lambda i: mr.count_split(blobs[i], "counter"),
-        "hash kernel, the default (numpy hash table of exact 15-byte keys, bincount)": lambda i: mr.count_split(blobs[i], "hash"),
-        "keys kernel (exact uint64 keys for <= 7 bytes, np.unique; Counter for longer)": lambda i: mr.count_words(arrays[i], "keys"),
-        "numpy kernel (tokenize, 2x64-bit hashes, np.unique)": lambda i: mr.count_words(arrays[i], "numpy"),
+        "counter kernel of the job (+ keys of the distinct words)":
+            lambda i: mr.count_split(blobs[i], "counter"),
+        "hash kernel, the default (numpy hash table of exact 15-byte keys, bincount)":
+            lambda i: mr.count_split(blobs[i], "hash"),
+        "keys kernel (exact uint64 keys for <= 7 bytes, np.unique; Counter for longer)":
+            lambda i: mr.count_words(arrays[i], "keys"),
+        "numpy kernel (tokenize, 2x64-bit hashes, np.unique)":
+            lambda i: mr.count_words(arrays[i], "numpy"),
     }
     for i in range(min(n, 2)):       # exactness on a few splits
         for k in ("numpy", "keys", "hash"):

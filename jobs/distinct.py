@@ -1,35 +1,85 @@
-"""Distinct words through the shared state store (jobs/distinct.json, docs/mapreduce.md).
+"""Distinct words, sorted by bytes, with no serial tail (jobs/distinct.json, docs/mapreduce.md).
 
-Same tokenizer as wordcount (``bytes.split()``). ``map_split`` makes the set of its split's
-words locally, then ``state.put_if_absent(word)`` for each: exactly one task in the whole run
-inserts a given word (its return value counts what it inserted). ``finish`` lists
-``state.items()`` (every rank's part of the store, read one-sidedly) and writes the words
-sorted by bytes, one per line, to ``OUTPUT/distinct.txt``.
+Same tokenizer as wordcount (``bytes.split()``). Before, every map called
+``state.put_if_absent(word)`` for each distinct word of its split (one one-sided MPI
+operation per word) and one ``finish`` sorted all the words on one rank: fine for 43,000
+words, not for millions. Now it is wordcount's pipeline (``sortedruns``) with the counts
+dropped:
+
+* ``map``: ``wordcount.map_split`` itself (the same kernel and batch form): the split's
+  distinct words, hash-partitioned into ``reducers`` tables.
+* ``reduce_sorted(output, inputs, r)``: the union of part ``r`` of every map output
+  (``wordcount``'s ``KeyCounter``), its words ordered by bytes (``mapreduce.ranked_arrays``
+  with every count 0: the order is then the words' bytes) and written as a sorted run of
+  ``word\\n`` lines.
+* ``plan``: splitters from the runs' samples, ``distinct.txt`` created at its final size under
+  a temporary name.
+* ``merge`` (M tasks): its key range of every run, merged, written in place with ``pwrite``.
+* ``commit``: renames; its value counts the words.
+
+The reducers hold disjoint words (the partition is a function of the word), so the runs'
+rows are all different and the merged order is total: the same bytes for any R, M and
+number of ranks.
 """
 from __future__ import annotations
 
 import os
 import time
 
-from mpitiny import state
-from mpitiny.io.commit import atomic_output
-from mpitiny.io.splits import open_splits
+import numpy as np
+
+import mapreduce as mr
+import sortedruns
+import wordcount
+
+map_split = wordcount.map_split      # the counts it makes are not used; the words are
 
 
-def map_split(input: str, split: int) -> int:
-    """Insert the split's distinct words into the store; how many were new to the run."""
-    new = 0
-    for word in set(open_splits(input).read(split).split()):
-        new += state.put_if_absent(word, 1)
-    return new
+def _without_counts(table: dict) -> dict:
+    return {**table, "short_counts": np.zeros(len(table["short_counts"]), np.uint16),
+            "counts": np.zeros(len(table["counts"]), np.uint16),
+            "long_counts": np.zeros(len(table["long_counts"]), np.int64)}
 
 
-def finish(output: str, inputs: dict) -> dict:
-    words = sorted(key for key, _ in state.items())
+def word_lines(words: np.ndarray, word_lens: np.ndarray) -> tuple:
+    """``word\\n`` per word (``words`` end to end, uint8): ``(lines uint8, line_lens)``."""
+    line_lens = word_lens + 1
+    out = np.empty(int(line_lens.sum()), np.uint8)
+    starts = np.cumsum(line_lens) - line_lens
+    mr.copy_segments(out, starts, words, np.cumsum(word_lens) - word_lens, word_lens)
+    out[starts + word_lens] = 10
+    return out, line_lens
+
+
+def reduce_sorted(output: str, inputs: dict, r: int = 0, mergers: int = 2) -> dict:
+    """Reducer ``r``: the words of part ``r`` of every map output, by bytes, as a sorted run."""
+    table, nbytes, nparts = wordcount._reduce_table(inputs, r)
+    words, word_lens, counts, lo, hi = mr.ranked_arrays(_without_counts(table))
+    lines, line_lens = word_lines(words, word_lens)
+    path = os.path.join(sortedruns.work_dir(output, "distinct-runs"), f"run-{r:05d}.bin")
+    info = sortedruns.write_run(path, lines, line_lens, word_lens, counts, lo, hi)
+    return {**sortedruns.run_value(info, 16 * max(1, mergers), 0),
+            "reducer": r, "nbytes": nbytes, "nparts": nparts}
+
+
+def plan(output: str, inputs: dict, mergers: int = 2) -> dict:
+    """Splitters and ``distinct.txt`` at its final size under a temporary name."""
+    runs = wordcount._runs(inputs)
+    files = sortedruns.create_outputs(os.path.join(output, "distinct.txt"), None,
+                                      sum(v["rows"] for v in runs),
+                                      sum(v["line_bytes"] for v in runs), 0, "")
+    return {**files, "splitters": [[c, w.hex()] for c, w in sortedruns.splitters(runs, mergers)],
+            "words": sum(v["rows"] for v in runs), "bytes": sum(v["nbytes"] for v in runs)}
+
+
+def merge(inputs: dict, m: int = 0) -> dict:
+    """Merge ``m``: its range of every run into ``distinct.txt``, at its offset."""
+    return sortedruns.merge_range(inputs["plan"], wordcount._runs(inputs), m)
+
+
+def commit(output: str, inputs: dict) -> dict:
+    """Rename ``distinct.txt`` into place; the number of words."""
+    p = inputs["plan"]
     path = os.path.join(output, "distinct.txt")
-    with atomic_output(path) as f:
-        f.write(b"".join(w + b"\n" for w in words))
-    inserted = sum(inputs.values())
-    if inserted != len(words):
-        raise RuntimeError(f"{inserted} words inserted but {len(words)} in the store")
-    return {"distinct": len(words), "output": path, "finished": time.time()}
+    sortedruns.commit(p, path, None, wordcount._runs(inputs))
+    return {"distinct": p["words"], "bytes": p["bytes"], "output": path, "finished": time.time()}

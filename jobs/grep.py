@@ -4,13 +4,29 @@ A line is what ``data.split(b"\\n")`` gives (a final newline ends the last line;
 CRLF stays part of the line); it matches when ``re.search(pattern, line)`` does, ``pattern``
 being a Python regular expression on bytes (the parameter's UTF-8 bytes).
 
-* ``map_split(input, split, pattern)``: the matching lines of one split, with their offsets in
-  the logical content (the input files end to end), packed into one ``bytes``.
-* ``merge(inputs)``: a node of the aggregation tree (concatenation, in split order).
-* ``finish(output, inputs)``: maps each match to its source file and byte offset in it
-  (``sources`` of the ingested file) and writes ``OUTPUT/grep.tsv`` (``source<TAB>offset<TAB>
-  line`` per match, in input order), ``OUTPUT/grep-counts.tsv`` (``source<TAB>matches`` for
-  every input file) and ``OUTPUT/grep.h5``.
+The output is the matches in input order, so it is the maps' outputs end to end: no task
+handles all of them (before, one ``finish`` task formatted every match, up to a third of a
+run on real logs, with the other ranks idle).
+
+* ``map_part(input, split, pattern, output)``: finds the split's matching lines (candidate
+  lines by ``bytes.find`` of the pattern's required literals, then ``re.search``), maps each
+  to its source file and byte offset in it (``sources`` of the ingested file: the source
+  holding the line's first byte), formats its ``grep.tsv`` rows and writes them, with the
+  columns of ``grep.h5``, to a part file in the run's work directory
+  (``sortedruns.work_dir``). Returns a small description: rows, bytes, matches per source.
+* ``plan(input, output, inputs, writers)``: prefix sums of the parts' sizes give every part
+  its place in the outputs; creates ``grep.tsv`` at its final size and ``grep.h5`` with
+  contiguous, allocated datasets (``sortedruns.contiguous_datasets``) under temporary names,
+  writes ``grep-counts.tsv`` (``source<TAB>matches`` for every input file) under a temporary
+  name, and cuts the parts into ``writers`` ranges of about equal bytes.
+* ``write(inputs, m)``: copies range ``m``'s parts into the outputs with ``os.pwrite`` at
+  their offsets (``line_ends`` shifted by the range's first line byte), then ``fsync``.
+* ``commit(output, inputs)``: renames the three files into place, removes the parts.
+
+The aggregation-tree variant (``mapreduce.py tree ... --fn grep:merge --finish-fn
+grep:finish``) concatenates the parts' descriptions in the tree and runs plan, one write and
+commit in its ``finish``. ``map_split`` (matches packed in the value, no file) and
+``grep_bytes`` are the split-level kernel for other uses.
 """
 from __future__ import annotations
 
@@ -21,10 +37,9 @@ import time
 import numpy as np
 
 import mapreduce as mr
-from mpitiny.io.commit import atomic_h5, atomic_output
+import sortedruns
 from mpitiny.io.splits import open_splits
 
-_ID = re.compile(r"\[(-?\d+)\]$")
 _RX: dict = {}
 _LITERALS: dict = {}
 
@@ -121,68 +136,175 @@ def grep_bytes(data: bytes, pattern: str) -> tuple:
     return offsets, lines
 
 
-def _pack_matches(offsets, lines: list) -> bytes:
-    lens = np.fromiter(map(len, lines), np.int64, len(lines))
-    return mr.pack([{"offsets": np.asarray(offsets, np.int64), "lens": lens,
-                     "lines": b"".join(lines)}])
-
-
-def _unpack_matches(blob) -> tuple:
-    p = mr.unpack(blob)[0]
-    ends = np.cumsum(p["lens"]).tolist()
-    starts = [0] + ends[:-1]
-    text = p["lines"]
-    return p["offsets"], [text[a:b] for a, b in zip(starts, ends)]
-
-
 def map_split(input: str, split: int, pattern: str) -> bytes:
+    """The matching lines of one split with their offsets in the logical content, packed."""
     s = open_splits(input)
     start = int(mr.logical_starts(s)[split])
     offsets, lines = grep_bytes(s.read(split), pattern)
-    return _pack_matches(np.asarray(offsets, np.int64) + start, lines)
+    lens = np.fromiter(map(len, lines), np.int64, len(lines))
+    return mr.pack([{"offsets": np.asarray(offsets, np.int64) + start, "lens": lens,
+                     "lines": b"".join(lines)}])
 
 
-def _in_order(inputs: dict) -> list:
-    """Input values sorted by the index of their instance id (``map[12]``, ``tree[3]``)."""
-    def key(item):
-        m = _ID.search(item[0])
-        return int(m.group(1)) if m else -1
-    return [v for _, v in sorted(inputs.items(), key=key)]
+_PART_HEAD = np.dtype("<i8")
 
 
-def merge(inputs: dict) -> bytes:
-    """Concatenate the inputs' matches in order (an aggregation tree node)."""
-    offs, lines = [], []
-    for blob in _in_order(inputs):
-        o, l = _unpack_matches(blob)
-        offs.append(o)
-        lines += l
-    return _pack_matches(np.concatenate(offs) if offs else np.empty(0, np.int64), lines)
+def _sources(splits) -> tuple:
+    names = [src["name"].encode("utf-8", "surrogateescape") for src in splits.sources]
+    starts = np.array([src["offset"] for src in splits.sources], np.int64)
+    return names, starts
 
 
-def finish(input: str, output: str, inputs: dict) -> dict:
-    offsets, lines = _unpack_matches(merge(inputs))
-    offsets = np.asarray(offsets, np.int64)
-    order = np.argsort(offsets, kind="stable")     # merge order is input order already
-    offsets, lines = offsets[order], [lines[i] for i in order.tolist()]
-    sources = open_splits(input).sources
-    names = [src["name"] for src in sources]
-    starts = np.array([src["offset"] for src in sources], np.int64)
+def map_part(input: str, split: int, pattern: str, output: str) -> dict:
+    """Split ``split``'s matches as ``grep.tsv`` rows and ``grep.h5`` columns in a part file
+    (none when it has no match); its description (see the module docstring)."""
+    s = open_splits(input)
+    start = int(mr.logical_starts(s)[split])
+    offsets, lines = grep_bytes(s.read(split), pattern)
+    value = {"split": split, "input": input, "file": None, "rows": len(lines),
+             "tsv_bytes": 0, "line_bytes": 0, "counts": []}
+    if not lines:
+        return value
+    names, starts = _sources(s)
+    offsets = np.asarray(offsets, np.int64) + start
     which = np.searchsorted(starts, offsets, side="right") - 1
-    local = offsets - starts[which] if len(offsets) else offsets
-    counts = np.bincount(which, minlength=len(names)) if len(which) else np.zeros(len(names), int)
-    name_b = [n.encode("utf-8", "surrogateescape") for n in names]
-    with atomic_output(os.path.join(output, "grep.tsv")) as f:
-        f.write(b"".join(b"%s\t%d\t%s\n" % (name_b[w], o, line)
-                         for w, o, line in zip(which.tolist(), local.tolist(), lines)))
-    with atomic_output(os.path.join(output, "grep-counts.tsv")) as f:
-        f.write(b"".join(b"%s\t%d\n" % (n, c) for n, c in zip(name_b, counts.tolist())))
-    with atomic_h5(os.path.join(output, "grep.h5")) as f:
-        f["source"] = which.astype(np.int64)
-        f["offset"] = local.astype(np.int64)
-        f["line_ends"] = np.cumsum([len(x) for x in lines], dtype=np.int64)
-        f["lines"] = np.frombuffer(b"".join(lines), np.uint8)
-        f["source_names"] = np.array(name_b, dtype=object) if names else np.empty(0, "S1")
-        f["source_counts"] = counts.astype(np.int64)
-    return {"matches": len(lines), "per_source": dict(zip(names, counts.tolist())),
+    local = offsets - starts.take(which)
+    tsv = b"".join([b"%s\t%d\t%s\n" % (names[w], o, line)
+                    for w, o, line in zip(which.tolist(), local.tolist(), lines)])
+    text = b"".join(lines)
+    counts = np.bincount(which)
+    path = os.path.join(sortedruns.work_dir(output, "grep-parts"), f"part-{split:07d}.bin")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(np.array([len(lines), len(tsv), len(text)], _PART_HEAD).tobytes())
+        for column in (which, local, np.fromiter(map(len, lines), np.int64, len(lines))):
+            f.write(np.ascontiguousarray(column, _PART_HEAD).tobytes())
+        f.write(tsv)
+        f.write(text)
+    os.replace(tmp, path)
+    nonzero = np.flatnonzero(counts)
+    return {**value, "file": path, "tsv_bytes": len(tsv), "line_bytes": len(text),
+            "counts": [[int(k), int(counts[k])] for k in nonzero]}
+
+
+def _read_part(path: str) -> dict:
+    raw = np.fromfile(path, np.uint8)
+    rows, tsv_bytes, line_bytes = raw[:24].view(_PART_HEAD).tolist()
+    cols = raw[24:24 + 24 * rows].view(_PART_HEAD)
+    at = 24 + 24 * rows
+    return {"source": cols[:rows], "offset": cols[rows:2 * rows],
+            "line_lens": cols[2 * rows:], "tsv": raw[at:at + tsv_bytes],
+            "lines": raw[at + tsv_bytes:at + tsv_bytes + line_bytes]}
+
+
+def _parts(inputs: dict) -> list:
+    """The maps' descriptions in split order (from map instances or tree nodes' lists)."""
+    found = []
+    for value in inputs.values():
+        if isinstance(value, list):
+            found += value
+        elif isinstance(value, dict) and "split" in value:
+            found.append(value)
+    return sorted(found, key=lambda v: v["split"])
+
+
+def merge(inputs: dict) -> list:
+    """An aggregation-tree node: its children's part descriptions, in split order."""
+    return _parts(inputs)
+
+
+def plan(input: str, output: str, inputs: dict, writers: int = 8) -> dict:
+    """Places of the parts in the outputs, the outputs created at their size under temporary
+    names, ``writers`` ranges of parts (see the module docstring)."""
+    import h5py
+    parts = [p for p in _parts(inputs) if p["rows"]]
+    names, _ = _sources(open_splits(input))
+    counts = np.zeros(len(names), np.int64)
+    for p in parts:
+        for k, n in p["counts"]:
+            counts[k] += n
+    base = {key: np.concatenate([[0], np.cumsum([p[key] for p in parts], dtype=np.int64)])
+            for key in ("rows", "tsv_bytes", "line_bytes")}
+    files = {"tsv": sortedruns.temporary_name(os.path.join(output, "grep.tsv")),
+             "h5": sortedruns.temporary_name(os.path.join(output, "grep.h5")),
+             "counts_tsv": sortedruns.temporary_name(os.path.join(output, "grep-counts.tsv"))}
+    os.makedirs(output, exist_ok=True)
+    with open(files["tsv"], "wb") as f:
+        f.truncate(int(base["tsv_bytes"][-1]))
+    with open(files["counts_tsv"], "wb") as f:
+        f.write(b"".join(b"%s\t%d\n" % (n, c) for n, c in zip(names, counts.tolist())))
+    rows, line_bytes = int(base["rows"][-1]), int(base["line_bytes"][-1])
+    with h5py.File(files["h5"], "w") as f:
+        offsets = sortedruns.contiguous_datasets(
+            f, [("source", np.int64, rows), ("offset", np.int64, rows),
+                ("line_ends", np.int64, rows), ("lines", np.uint8, line_bytes)])
+        f["source_names"] = np.array(names, dtype=object) if names else np.empty(0, "S1")
+        f["source_counts"] = counts
+    tsv_ends = base["tsv_bytes"][1:]
+    cuts = np.searchsorted(tsv_ends, [tsv_ends[-1] * k // writers for k in range(1, writers)]
+                           if len(parts) else [], side="right").tolist()
+    bounds = [0] + cuts + [len(parts)] * (writers - len(cuts))
+    return {**files, "offsets": offsets, "matches": rows,
+            "per_source": [[n.decode("utf-8", "surrogateescape"), c]
+                           for n, c in zip(names, counts.tolist())],
+            "parts": [[p["file"], int(base["rows"][i]), int(base["tsv_bytes"][i]),
+                       int(base["line_bytes"][i])] for i, p in enumerate(parts)],
+            "ranges": [[bounds[m], bounds[m + 1]] for m in range(writers)]}
+
+
+def write(inputs: dict, m: int = 0) -> dict:
+    """Copy range ``m`` of the plan's parts into the outputs at their offsets."""
+    return _write_range(inputs["plan"], m)
+
+
+def _write_range(p: dict, m: int) -> dict:
+    first, end = p["ranges"][m] if m < len(p["ranges"]) else (0, 0)
+    if first >= end:
+        return {"write": m, "parts": 0}
+    got = [_read_part(p["parts"][i][0]) for i in range(first, end)]
+    _, rows0, tsv0, lines0 = p["parts"][first]
+    column = {k: np.concatenate([g[k] for g in got]) for k in got[0]}
+    off = p["offsets"]
+    fd = os.open(p["tsv"], os.O_WRONLY)
+    try:
+        os.pwrite(fd, memoryview(column["tsv"]), tsv0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    fd = os.open(p["h5"], os.O_WRONLY)
+    try:
+        for name in ("source", "offset"):
+            os.pwrite(fd, column[name].astype("<i8").tobytes(), off[name] + 8 * rows0)
+        line_ends = lines0 + np.cumsum(column["line_lens"], dtype=np.int64)
+        os.pwrite(fd, line_ends.astype("<i8").tobytes(), off["line_ends"] + 8 * rows0)
+        if len(column["lines"]):
+            os.pwrite(fd, memoryview(column["lines"]), off["lines"] + lines0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return {"write": m, "parts": end - first, "rows": len(line_ends)}
+
+
+def commit(output: str, inputs: dict) -> dict:
+    """Rename the outputs into place, remove the parts; the run's summary."""
+    p = inputs["plan"]
+    for key, name in (("tsv", "grep.tsv"), ("h5", "grep.h5"), ("counts_tsv", "grep-counts.tsv")):
+        os.replace(p[key], os.path.join(output, name))
+    for file, *_ in p["parts"]:
+        try:
+            os.remove(file)
+        except FileNotFoundError:
+            pass
+    return {"matches": p["matches"], "per_source": dict(p["per_source"]),
             "finished": time.time()}
+
+
+def finish(output: str, inputs: dict) -> dict:
+    """The aggregation tree's root: plan, one write and commit in one task."""
+    parts = _parts(inputs)
+    if not parts:
+        raise ValueError("grep finish: no map outputs")
+    p = plan(parts[0]["input"], output, {"parts": parts}, writers=1)
+    _write_range(p, 0)
+    return commit(output, {"plan": p})

@@ -755,7 +755,8 @@ class _SumTable:
     persists across ``add`` calls, so each entry is hashed and summed once.
 
     Slots are ``hash(key) >> (64 - k)``; an empty slot has 0 in its last column (no key has:
-    a short word's ``lo`` is not 0, a two-word key's ``hi`` holds its length). An entry claims
+    a two-word key's ``hi`` holds its length; the one short word whose ``lo`` is 0, the
+    1-byte word ``b"\\x00"``, is kept by ``KeyCounter`` with the two-word keys). An entry claims
     its slot if the slot is empty, and is summed there (``np.bincount`` with weights) if the
     slot holds its key; the few entries whose slot another key holds are grouped apart
     (``_hash_group``) and kept as extra tables. The table doubles when half full or when the
@@ -824,8 +825,13 @@ class KeyCounter:
         """Add word tables (``key_table`` dicts, e.g. ``unpack_table``'s views)."""
         tables = [t for t in tables if t is not None]
         if any(len(t["short_counts"]) for t in tables):
-            self.short.add([np.concatenate([t["short"] for t in tables])],
-                           np.concatenate([t["short_counts"] for t in tables]))
+            short = np.concatenate([t["short"] for t in tables])
+            short_counts = np.concatenate([t["short_counts"] for t in tables])
+            nul = short == 0            # the word b"\x00": 0 marks an empty slot of self.short
+            if nul.any():
+                self.two.add([short[nul], _short_hi(short[nul])], short_counts[nul])
+                short, short_counts = short[~nul], short_counts[~nul]
+            self.short.add([short], short_counts)
         if any(len(t["counts"]) for t in tables):
             self.two.add([np.concatenate([t["lo"] for t in tables]),
                           np.concatenate([t["hi"] for t in tables])],

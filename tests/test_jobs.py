@@ -26,7 +26,6 @@ PATTERN = r"ab+c|caf\xc3\xa9|^\s*$|x{3}$"     # includes empty lines and a UTF-8
 
 
 def edge_files() -> dict:
-    rng = np.random.default_rng(7)
     uni = "caf\u00e9 na\u00efve\tcaf\u00e9 \u65e5\u672c \u65e5\u672c\u00a0x\r\n".encode()
     return {
         "a_empty.txt": b"",
@@ -67,7 +66,7 @@ def ref_grep(sources, pattern: str) -> tuple:
     rx = re.compile(pattern.encode("utf-8", "surrogateescape"))
     data = logical(sources)
     starts, pos = [], 0
-    for name, d in sources:
+    for _name, d in sources:
         starts.append(pos)
         pos += len(d)
     lines = data.split(b"\n")
@@ -399,7 +398,8 @@ def test_aggregation_tree_variants(python_module, corpus, tmp_path):
     h5 = str(d / "data.h5")
     for job, fn, extra in [("wordcount", "wordcount:reduce_part",
                             ["--finish-fn", "wordcount:finish", "-p", "reducers=1"]),
-                           ("grep", "grep:merge", ["-p", f"pattern={PATTERN}"])]:
+                           ("grep", "grep:merge",
+                            ["--finish-fn", "grep:finish", "-p", f"pattern={PATTERN}"])]:
         dag = tmp_path / f"{job}-tree.json"
         subprocess.run([sys.executable, str(JOBS / "mapreduce.py"), "tree", str(JOBS / f"{job}.json"),
                         "--input", h5, "--fn", fn, "--fanin", "4", *extra, "-o", str(dag)],

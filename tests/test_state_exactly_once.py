@@ -2,7 +2,7 @@
 
 In one process (``run_local``) and under MPI: a retried task's first attempt is undone; a run
 killed mid-way and resumed on another number of ranks ends with the same store as a run that
-was never interrupted; ``jobs/distinct.json`` killed and resumed writes the right words (it
+was never interrupted; ``jobs/distinct_state.json`` killed and resumed writes the right words (it
 failed with "26757 words inserted but 15556 in the store" before the store was journaled).
 """
 from __future__ import annotations
@@ -113,8 +113,8 @@ def corpus(tmp_path_factory):
 
 
 def distinct(python_module, n, corpus_dir, out, run, env=None):
-    return python_module(n, "mpitiny", "run", str(JOBS / "distinct.json"), "--out", str(run),
-                         "-q", "--param", f"input={corpus_dir / 'corpus.h5'}",
+    return python_module(n, "mpitiny", "run", str(JOBS / "distinct_state.json"), "--out",
+                         str(run), "-q", "--param", f"input={corpus_dir / 'corpus.h5'}",
                          "--param", f"output={out}", timeout=120, env={**ENV, **(env or {})})
 
 
