@@ -124,8 +124,9 @@ class Guard:
 
     def _time_is_up(self) -> None:
         self.time_up = True
-        if self.in_task:
-            signal.pthread_kill(threading.main_thread().ident, signal.SIGALRM)
+        main = threading.main_thread().ident
+        if self.in_task and main is not None:
+            signal.pthread_kill(main, signal.SIGALRM)
 
     def uninstall(self) -> None:
         if self._deadline is not None:
