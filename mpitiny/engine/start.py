@@ -225,6 +225,8 @@ def load_everywhere(comm, path: str | None, params: dict, text: str | None = Non
             err.exit_code = code
             raise err
     assert dag is not None
+    if rank != 0 and any(g.options.splits is not None for g in dag.groups):
+        import h5py  # noqa: F401  (what loading imported on rank 0: not in the first split task)
     return dag
 
 
