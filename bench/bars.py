@@ -6,7 +6,8 @@
     and the same work through mpi4py.futures ``map(chunksize=1)`` with 2 workers, also the wall
     clock of its whole ``mpiexec -n 3 python -m mpi4py.futures`` command; the ratio.
     mpitiny is run before and after the futures run (interleaved); the median is reported.
-(b) 100,000 independent null tasks listed one by one (no family) on 2 ranks: tasks/s from the
+(b) 100,000 independent null tasks listed one by one (no family) on 2 ranks, and the same
+    tasks as one family (same run): tasks/s from the
     first task's start to the last task's end (task table), the engine's own wall time, the
     set-up time (``summary.setup_seconds``: from ``run_file`` entry, after Python and MPI start,
     to engine start, including loading the 100,000-entry dag.json) and the whole-process time.
@@ -71,7 +72,17 @@ def bar_a(work, n, ranks, futures_tasks):
 def bar_b(work, n, ranks):
     dag = {"name": "bar_b", "tasks": [{"id": f"t{i:06d}", "fn": "mpitiny.tasks:null"} for i in range(n)]}
     path = C.write_dag(os.path.join(work, "b.json"), dag)
-    run_dir = os.path.join(work, "b-run")
+    out = listed_run(path, os.path.join(work, "b-run"), n, ranks)
+    # the same tasks as one family, same run: what listing them one by one costs
+    fam = listed_run(C.write_dag(os.path.join(work, "b-family.json"), family("bar_b_family", n)),
+                     os.path.join(work, "b-family-run"), n, ranks)
+    out["family"] = fam
+    out["ratio_listed_over_family_first_start_to_last_end"] = \
+        out["tasks_per_second_first_start_to_last_end"] / fam["tasks_per_second_first_start_to_last_end"]
+    return out
+
+
+def listed_run(path, run_dir, n, ranks):
     proc, s = C.run_mpitiny(ranks, path, run_dir, timeout=900)
     assert s["done"] == n
     t = C.read_table(run_dir)
@@ -131,7 +142,10 @@ def main():
         r = result["b"] = bar_b(work, a.b_tasks, 2)
         human.append(f"(b) {a.b_tasks} plain tasks: {r['tasks_per_second_first_start_to_last_end']:,.0f} "
                      f"tasks/s first start->last end; setup {r['setup_seconds']:.2f} s; whole "
-                     f"process {r['mpiexec_wall_seconds']:.2f} s")
+                     f"process {r['mpiexec_wall_seconds']:.2f} s; the same as a family "
+                     f"{r['family']['tasks_per_second_first_start_to_last_end']:,.0f} tasks/s, "
+                     f"setup {r['family']['setup_seconds']:.2f} s: listed/family "
+                     f"{r['ratio_listed_over_family_first_start_to_last_end']:.2f}")
     if "c" in only:
         C.log(f"(c) {a.c_tasks} null family on {a.c_ranks} ranks, peak RSS")
         base = rss_run(work, "base", 1000, a.c_ranks)

@@ -66,10 +66,9 @@ def mpitiny_chain(work, links, ranks, hints, tag, retry):
     proc, s = C.run_mpitiny(ranks, dag, run_dir, timeout=900, retry_bad_input=retry)
     assert s["done"] == links, s
     t = C.read_table(run_dir)
-    from mpitiny.io.rundir import groups_of
+    from mpitiny.io.rundir import groups_of, task_id
     groups = groups_of(run_dir)
-    gid_to_link = {g["first"]: int(g["name"][1:]) for g in groups}
-    order = np.array([gid_to_link[int(g)] for g in t["gid"]])
+    order = np.array([int(task_id(groups, int(g))[1:]) for g in t["gid"]])
     t = t[np.argsort(order)]
     res = handoffs(t["start"], t["end"], t["rank"])
     if hints:

@@ -162,10 +162,9 @@ def validate(dag_file: str, params: tuple) -> None:
     """Check DAG_FILE (syntax, types, ids, dependencies, cycles) without running it or MPI."""
     from mpitiny.dag.load import load_dag
     dag = load_dag(dag_file, parse_params(params))
-    families = sum(1 for g in dag.groups if g.is_family)
-    edges = sum(len(g.deps) for g in dag.groups)
-    click.echo(f"{dag_file}: ok: {dag.total} tasks in {len(dag.groups)} entries "
-               f"({families} families), {edges} dependency entries")
+    families = sum(1 for g in dag.groups if g.vars)
+    click.echo(f"{dag_file}: ok: {dag.total} tasks in {dag.entries} entries "
+               f"({families} families), {dag.dep_entries} dependency entries")
 
 
 @cli.command("import-wfcommons")

@@ -179,8 +179,11 @@ def table_groups(run_dir: str) -> list | None:
             rows = f["groups"][()]
     except OSError:
         return None
+    ids = "ids" in (rows.dtype.names or ())           # of listed tasks (newer tables)
     return [{"name": r["name"].decode(), "first": int(r["first"]), "size": int(r["size"]),
-             "vars": json.loads(r["vars"])} for r in rows]
+             "vars": json.loads(r["vars"]),
+             **({"ids": r["ids"].decode().split("\n")} if ids and r["ids"] else {})}
+            for r in rows]
 
 
 def read_samples(run_dir: str) -> dict:
@@ -260,8 +263,12 @@ def task_ids(groups: list, gids: np.ndarray, escape=None) -> np.ndarray:
     which = np.where(valid, which, 0)
     ranges = [range(*g["vars"][0][1]["range"]) if len(g["vars"]) == 1 and
               "range" in g["vars"][0][1] else None for g in groups]
-    kind = np.array([0 if not g["vars"] else 1 if r is not None else 2
+    kind = np.array([3 if "ids" in g else 0 if not g["vars"] else 1 if r is not None else 2
                      for g, r in zip(groups, ranges)], dtype=np.int8)[which]
+    listed = np.flatnonzero(valid & (kind == 3))
+    for k, gid in zip(listed.tolist(), gids[listed].tolist()):
+        g = groups[int(which[k])]
+        out[k] = esc(g["ids"][gid - g["first"]])
     for plain in (True, False):        # plain tasks, then families over one range
         at = np.flatnonzero(valid & (kind == (0 if plain else 1)))
         if not len(at):

@@ -17,7 +17,7 @@ import numpy as np
 
 from mpitiny.dag.limits import MAX_ID_LENGTH
 from mpitiny.dag.messages import Reporter, kind, show
-from mpitiny.dag.model import PLACEHOLDER, Dep, ElementMap, Group, Var, format_value
+from mpitiny.dag.model import PLACEHOLDER, Dep, Edges, ElementMap, Group, Var, format_value
 
 _DEP = re.compile(r"([^\[\]{},\s]+)(?:\[([^\[\]]*)\])?")
 _INT_LITERAL = re.compile(r"[+-]?[0-9]+")
@@ -127,17 +127,29 @@ class DependencyResolver(Reporter):
         super().__init__(source)
         self.params = params
 
-    def resolve(self, groups: list, raw_deps: list) -> None:
-        """Fills each group's ``deps`` from its ``deps`` strings as written."""
-        by_name = {g.name: g.index for g in groups}
+    def resolve(self, groups: list, raw_deps: list, listed: dict | None = None) -> None:
+        """Fills each group's ``deps`` from its ``deps`` strings as written (``raw_deps[k]``
+        of ``groups[k]``; None for a listing, whose edges ``mpitiny.dag.listing`` makes).
+        ``listed``: task id -> ``(group, instance)`` of the listed tasks; a dependency on one
+        of them becomes (with the others on its listing) an ``Edges`` dep."""
+        by_name = {g.name: g.index for g in groups if g.listing is None}
+        listed = listed or {}
         whole: list = [None] * len(groups)     # one shared (frozen) Dep per parent
         for group, raw in zip(groups, raw_deps):
             if not raw:
                 continue
             seen: dict = {}
             deps = group.deps
+            on_listed: dict = {}               # listing -> its instances this group waits for
             for text in raw:
                 parent = by_name.get(text)
+                if parent is None and text in listed:
+                    lg, li = listed[text]
+                    if (lg, li) in seen:
+                        raise self.error(f"deps: {show(text)} is listed twice", group.where)
+                    seen[(lg, li)] = text
+                    on_listed.setdefault(lg, []).append(li)
+                    continue
                 if parent is not None:
                     dep = whole[parent]
                     if dep is None:
@@ -155,6 +167,10 @@ class DependencyResolver(Reporter):
                     raise self.error(f"deps: {show(text)} {same}", group.where)
                 seen[key] = text
                 deps.append(dep)
+            for lg, instances in on_listed.items():      # a plain group (size 1) waits
+                parents = np.array(instances, dtype=np.int64)
+                offsets = np.array([0, len(parents)], dtype=np.int64)
+                deps.append(Dep(lg, Edges(offsets, parents)))
 
     def parse_dep(self, child: Group, text: str, groups: list, by_name: dict) -> Dep:
         """The edge that ``text`` (``id`` or ``id[item,...]``) gives ``child``."""

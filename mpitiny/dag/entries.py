@@ -10,16 +10,47 @@ always reports the same first one.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
+from mpitiny.dag.columns import PlainColumns, read_columns
 from mpitiny.dag.foreach import Foreach, ForeachParser
 from mpitiny.dag.limits import (ID_FORBIDDEN, MAX_ID_LENGTH, MAX_INSTANCES, MAX_RETRIES,
                                 MAX_TIMEOUT, MAX_WALLTIME, PRIORITY_LIMIT, TASK_KEY_SET,
                                 TASK_KEYS, id_problem, is_int)
 from mpitiny.dag.messages import Reporter, kind, show
+from mpitiny.errors import DagError
 from mpitiny.dag.model import PLACEHOLDER, Group, TaskOptions, format_value, substitute_params
 
 _NO_FOREACH = Foreach()
+_NO_ARGS: list = []
+#: The keys of the entries that ``parse_plain`` reads (any other key: ``parse_entry``).
+_FAST_KEYS = frozenset(("id", "fn", "args", "cmd", "deps", "priority", "rank"))
+
+
+class PlainEntry(NamedTuple):
+    """A checked plain task (no ``foreach``) of the file, before it becomes a group."""
+
+    at: int                # the entry's position in ``tasks``
+    id: str
+    kind: str
+    cmd: str | None
+    fn: str | None
+    args: list
+    kwargs: dict
+    priority: int
+    options: TaskOptions
+    where: str             # "" when ``parse_plain`` read it: see ``place``
+
+    @property
+    def place(self) -> str:
+        """Where the entry is, for messages: ``"tasks[3] (id 'b')"``."""
+        return self.where or f"tasks[{self.at}] (id '{self.id}')"
+
+    def group(self, index: int) -> Group:
+        """This task as a group of its own."""
+        return Group(index=index, name=self.id, kind=self.kind, cmd=self.cmd, fn=self.fn,
+                     args=self.args, kwargs=self.kwargs, priority=self.priority, deps=[],
+                     options=self.options, where=self.place)
 
 
 class EntryParser(Reporter):
@@ -36,18 +67,91 @@ class EntryParser(Reporter):
         self.options_seen: dict = {(None,) * 7: TaskOptions()}   # their values -> TaskOptions
 
     def parse_all(self, tasks: list) -> tuple[list, list]:
-        """``(groups, raw deps)``: a ``Group`` per entry (with no ``deps`` yet) and each
-        entry's ``deps`` list as written (checked to be a list of strings)."""
+        """``(entries, raw deps)``: per entry a ``Group`` (with no ``deps`` yet) for a family,
+        a ``PlainEntry`` for a plain task (``mpitiny.dag.listing`` makes the groups of those),
+        and each entry's ``deps`` list as written (checked to be a list of strings)."""
         groups: list = []
         raw_deps: list = []
+        fast = self.parse_plain
         for index, task in enumerate(tasks):
-            group, deps = self.parse_entry(index, task)
+            entry = fast(index, task)
+            if entry is None:
+                group, deps = self.parse_entry(index, task)
+            else:
+                group, deps = entry
             groups.append(group)
             raw_deps.append(deps)
         return groups, raw_deps
 
-    def parse_entry(self, index: int, task: Any) -> tuple[Group, Any]:
-        """The ``Group`` of entry ``index`` and its ``deps`` as written."""
+    def read_columns(self, tasks: list) -> PlainColumns | None:
+        """The whole ``tasks`` list as columns, if it holds only plain tasks that need no
+        message (``mpitiny.dag.columns``); else None."""
+        return read_columns(tasks, self.params, self.valid_fn)
+
+    def valid_fn(self, fn: Any) -> bool:
+        """Whether ``fn`` is a ``"module:function"`` string (no message: that is pass 1's)."""
+        if type(fn) is not str:
+            return False
+        try:
+            self.check_fn_syntax(fn, "")
+        except DagError:
+            return False
+        self.fn_ok.add(fn)
+        return True
+
+    def plain_entries(self, cols: PlainColumns) -> list:
+        """The ``PlainEntry`` of every row of ``cols`` (for ``Lister.build``)."""
+        options: dict = {None: self.options_seen[(None,) * 7]}
+        for r in set(cols.ranks):
+            if r not in options:
+                options[r] = self.options_seen.setdefault(
+                    (None, None, r, None, None, None, None), TaskOptions(rank=r))
+        return [PlainEntry(k, t, "fn" if f is not None else "cmd", c, f, list(a), {}, p,
+                           options[r], "")
+                for k, (t, f, c, a, p, r) in enumerate(zip(cols.ids, cols.fns, cols.cmds,
+                                                            cols.args, cols.priorities,
+                                                            cols.ranks))]
+
+    def parse_plain(self, index: int, task: Any) -> tuple | None:
+        """``parse_entry`` for the common plain task (``id``, ``fn`` with ``args`` or
+        ``cmd``, ``deps``, an integer ``priority`` or ``rank``), at a fraction of its cost;
+        None for anything else or anything doubtful: ``parse_entry`` then checks the entry
+        (and reports its problem, as always)."""
+        if type(task) is not dict or not _FAST_KEYS.issuperset(task):
+            return None
+        tid = task.get("id")
+        if (type(tid) is not str or not 0 < len(tid) <= MAX_ID_LENGTH or tid in self.first
+                or ID_FORBIDDEN.search(tid) or not tid.isprintable()):
+            return None
+        fn, cmd, args = task.get("fn"), task.get("cmd"), task.get("args", _NO_ARGS)
+        if fn is not None:
+            if type(fn) is not str or cmd is not None or fn not in self.fn_ok \
+                    or type(args) is not list:
+                return None
+            if self.params and args:
+                args = substitute_params(args, self.params)
+        elif (type(cmd) is not str or "args" in task or not cmd or cmd.isspace()
+              or "\x00" in cmd or (self.params and "{" in cmd)):
+            return None
+        priority, rank = task.get("priority", 0), task.get("rank")
+        deps = task.get("deps", ())
+        if (type(priority) is not int or not -PRIORITY_LIMIT < priority < PRIORITY_LIMIT
+                or rank is not None and (type(rank) is not int or not 0 <= rank < PRIORITY_LIMIT)
+                or type(deps) is not list and deps != ()
+                or any(type(d) is not str for d in deps)
+                or self.total + 1 >= MAX_INSTANCES):
+            return None
+        options = self.options_seen.get((None, None, rank, None, None, None, None))
+        if options is None:
+            return None
+        self.first[tid] = index
+        self.total += 1
+        return PlainEntry(index, tid, "fn" if fn is not None else "cmd", cmd, fn,
+                          args if fn is not None else [], {}, priority, options, ""), deps
+
+    def parse_entry(self, index: int, task: Any) -> tuple[Any, Any]:
+        """The ``Group`` (a family) or ``PlainEntry`` of entry ``index`` and its ``deps`` as
+        written."""
         where = self.check_id(index, task)
         # foreach first: its variable names decide which placeholders are parameters.
         foreach = self.foreach.parse(task["foreach"], where) if "foreach" in task else _NO_FOREACH
@@ -74,6 +178,9 @@ class EntryParser(Reporter):
             raise self.error(f"too many task instances: {self.total} up to this entry (the "
                              f"limit for a whole file is 2**31 - 2**20 = {MAX_INSTANCES - 1})",
                              where)
+        if foreach is _NO_FOREACH:
+            return PlainEntry(index, task["id"], "cmd" if has_cmd else "fn", cmd, fn, args,
+                              kwargs, priority, options, where), deps
         group = Group(index=index, name=task["id"], kind="cmd" if has_cmd else "fn", cmd=cmd,
                       fn=fn, args=args, kwargs=kwargs, vars=foreach.variables,
                       priority=priority, deps=[], options=options, where=where)

@@ -11,10 +11,12 @@ version, params) is checked here; then four passes run over the ``tasks`` list:
 1. each entry on its own (``mpitiny.dag.entries``): keys, types, id, ``cmd``/``fn``, parameter
    substitution, ``foreach`` (``mpitiny.dag.foreach``: kept as ``range`` objects, never
    expanded), options, instance counts;
-2. ``deps`` (``mpitiny.dag.deps``): every name resolves, element-wise maps (``"pre[{i}]"``)
-   point at existing parent instances for every child instance (checked per variable, so a
-   family of 10^6 instances costs what its variables cost, not one Python object per instance);
-3. cycles, on the graph of entries (iterative, no recursion);
+2. groups and ``deps`` (``mpitiny.dag.listing``, ``mpitiny.dag.deps``): plain tasks of one
+   shape become one group (a listing, stored in columns like a family), every name resolves,
+   element-wise maps (``"pre[{i}]"``) point at existing parent instances for every child
+   instance (checked per variable, so a family of 10^6 instances costs what its variables
+   cost, not one Python object per instance);
+3. cycles, on the graph of entries, or of tasks when some are listed (iterative);
 4. ``fn`` entries (``mpitiny.dag.functions``): the module is imported (once per module) and
    the function resolved, its signature checked against ``args``/``kwargs``, ``inputs`` and
    the batch form detected.
@@ -28,10 +30,10 @@ import gc
 import os
 from typing import Any
 
-from mpitiny.dag.deps import DependencyResolver
 from mpitiny.dag.entries import EntryParser
 from mpitiny.dag.functions import FunctionImporter
 from mpitiny.dag.jsontext import StrictJsonReader
+from mpitiny.dag.listing import Lister
 from mpitiny.dag.limits import (FORMAT_VERSION, MAX_ID_LENGTH, MAX_INSTANCES, MAX_NAME_LENGTH,
                                 MAX_RETRIES, MAX_TIMEOUT, PRIORITY_LIMIT, RANGE_LIMIT,
                                 TASK_KEYS, TOP_KEY_SET, TOP_KEYS, id_problem, is_ident, is_int)
@@ -131,12 +133,18 @@ class _Loader(Reporter):
         if not tasks:
             raise self.error("is empty: a dag.json needs at least one task", "tasks")
 
-        groups, raw_deps = EntryParser(self.source, self.params).parse_all(tasks)
-        resolver = DependencyResolver(self.source, self.params)
-        resolver.resolve(groups, raw_deps)
-        resolver.check_cycles(groups)
+        parser = EntryParser(self.source, self.params)
+        columns = parser.read_columns(tasks)
+        if columns is not None:              # plain tasks only, all valid: in columns
+            groups = Lister(self.source, self.params).build_columns(
+                columns, lambda: parser.plain_entries(columns))
+            raw_deps = columns.deps
+        else:
+            entries, raw_deps = parser.parse_all(tasks)
+            groups = Lister(self.source, self.params).build(entries, raw_deps)
         FunctionImporter(self.source, self.base_dir).import_all(groups)
-        return DAG(name, groups, self.params, source=self.source)
+        return DAG(name, groups, self.params, source=self.source, entries=len(tasks),
+                   dep_entries=sum(map(len, raw_deps)))
 
     def check_name(self, data: dict) -> str:
         """The DAG's ``name``, which names its run directory."""

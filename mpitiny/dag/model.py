@@ -165,12 +165,84 @@ class ElementMap:
         return ",".join("{%s}" % v if k == "var" else format_value(v) for k, v in self.items)
 
 
+class Edges:
+    """Instance-level edges from one parent group to one child group, listed one by one (the
+    dependencies of listed tasks, ``Listing``): child instance ``j`` waits for the parent
+    instances ``parents[offsets[j]:offsets[j + 1]]`` (several, or none). It stands where an
+    ``ElementMap`` would (``Dep.each``), in columns: no Python object per edge."""
+
+    items = None          # not an element-wise map: no items, never the identity
+
+    def __init__(self, offsets: np.ndarray, parents: np.ndarray) -> None:
+        self.offsets = offsets
+        self.parents = parents
+
+    def is_identity(self, child: "Group", parent: "Group") -> bool:
+        return False
+
+    def counts(self) -> np.ndarray:
+        """How many parent instances each child instance waits for."""
+        return np.diff(self.offsets)
+
+    def children(self) -> np.ndarray:
+        """The child instance of each edge (in the order of ``parents``)."""
+        return np.repeat(np.arange(len(self.offsets) - 1, dtype=np.int64), self.counts())
+
+    def parent_indices(self, child: "Group", parent: "Group", idx: np.ndarray) -> np.ndarray:
+        """The parent instances that the child instances ``idx`` wait for, concatenated."""
+        idx = np.asarray(idx, dtype=np.int64)
+        if len(idx) == 1:
+            j = int(idx[0])
+            return self.parents[int(self.offsets[j]):int(self.offsets[j + 1])]
+        return np.concatenate([self.parents[self.offsets[j]:self.offsets[j + 1]] for j in idx]) \
+            if len(idx) else np.zeros(0, dtype=np.int64)
+
+
 @dataclass(frozen=True)
 class Dep:
-    """An edge from a parent group: on all of its instances (``each=None``) or element-wise."""
+    """An edge from a parent group: on all of its instances (``each=None``), element-wise
+    (an ``ElementMap``) or listed instance by instance (an ``Edges``)."""
 
     parent: int
-    each: ElementMap | None = None
+    each: "ElementMap | Edges | None" = None
+
+
+class Listing:
+    """Plain tasks of one shape (same ``fn`` and argument layout, or ``cmd``; same priority and
+    options) stored as one group, in columns: their ids, their arguments position by position
+    (``args``, ``kwargs``) or their command lines (``cmds``), and the entry of the file each
+    came from (``entries``, for messages). Instance ``i`` is the ``i``-th such task in file
+    order."""
+
+    def __init__(self, ids: list, entries: list, args: list | None = None,
+                 kwargs: dict | None = None, cmds: list | None = None) -> None:
+        self.ids = ids
+        self.entries = entries
+        self.args = args or []          # per position: the column of values
+        self.kwargs = kwargs or {}      # per key: the column of values
+        self.cmds = cmds
+        self.constant = all(_is_constant(c) for c in self.args) and not self.kwargs
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def call_args(self, i: int) -> tuple:
+        """``(args, kwargs)`` of member ``i``, freshly built (containers copied)."""
+        args = tuple(_fresh(c[i]) for c in self.args)
+        return args, {k: _fresh(c[i]) for k, c in self.kwargs.items()}
+
+
+def _fresh(value: Any) -> Any:
+    return copy.deepcopy(value) if isinstance(value, (list, dict)) else value
+
+
+def _is_constant(column: list) -> bool:
+    """Whether every value of an argument column is the same immutable value."""
+    first = column[0]
+    if isinstance(first, (list, dict)):
+        return False
+    kind = type(first)
+    return all(v == first and type(v) is kind for v in column)
 
 
 @dataclass(frozen=True)
@@ -223,9 +295,10 @@ class Group:
     deps: list = field(default_factory=list)   # list[Dep]
     options: TaskOptions = field(default_factory=TaskOptions)
     where: str = ""                # "tasks[3]" for messages
+    listing: Listing | None = None  # listed plain tasks of one shape, stored as one group
 
     def __post_init__(self) -> None:
-        self.size = 1
+        self.size = 1 if self.listing is None else len(self.listing)
         for v in self.vars:
             self.size *= len(v)
         self._radix = [len(v) for v in self.vars]
@@ -241,7 +314,8 @@ class Group:
 
     @property
     def is_family(self) -> bool:
-        return bool(self.vars)
+        """Whether the group has many instances (a foreach family or a listing)."""
+        return bool(self.vars) or self.listing is not None
 
     def var_index(self, name: str) -> int:
         return self._var_names.index(name)
@@ -276,7 +350,10 @@ class Group:
         return out
 
     def instance_id(self, i: int) -> str:
-        """``name`` for a plain task, ``name[v]`` or ``name[v1,v2]`` for a family instance."""
+        """``name`` for a plain task, ``name[v]`` or ``name[v1,v2]`` for a family instance,
+        the task's own id for a listed task."""
+        if self.listing is not None:
+            return self.listing.ids[i]
         if not self.vars:
             return self.name
         vals = self.values(i)
@@ -285,6 +362,9 @@ class Group:
     def instance_ids(self, idx) -> list:
         """``instance_id`` of each of the instances ``idx`` (a reducer names its 10^4 parents:
         a family of one range variable formats its ints in one comprehension)."""
+        if self.listing is not None:
+            ids = self.listing.ids
+            return [ids[i] for i in np.asarray(idx).tolist()]
         if len(self.vars) == 1 and isinstance(self.vars[0].values, range):
             name = self.name
             return [f"{name}[{v}]" for v in self.vars[0].values_at(np.asarray(idx)).tolist()]
@@ -292,18 +372,25 @@ class Group:
 
     def command(self, i: int) -> str:
         """The shell command of instance ``i`` with its placeholders substituted."""
+        if self.listing is not None and self.listing.cmds is not None:
+            return self.listing.cmds[i]
         if self._cmd_builder is None:
             self._cmd_builder = compile_string(self.cmd or "", set(self._var_names))
         return self._cmd_builder(self.values(i))
 
     def constant_call(self) -> tuple | None:
-        """``(args, kwargs)`` shared by every instance, or None if they hold placeholders."""
+        """``(args, kwargs)`` shared by every instance, or None if they hold placeholders (or
+        differ between the listed tasks)."""
+        if self.listing is not None and not self.listing.constant:
+            return None
         if self._call_builder is None:
             self._call_builder = compile_call(self.args, self.kwargs, set(self._var_names))
         return getattr(self._call_builder, "constant", None)
 
     def call_args(self, i: int) -> tuple:
         """``(args, kwargs)`` of instance ``i`` with placeholders substituted, freshly built."""
+        if self.listing is not None:
+            return self.listing.call_args(i)
         if self._call_builder is None:
             self._call_builder = compile_call(self.args, self.kwargs, set(self._var_names))
         return self._call_builder(self.values(i) if self.vars else _NO_VALUES)
@@ -398,8 +485,13 @@ class DAG:
     """The whole task table: groups, their gid bases, the reverse edges, run parameters."""
 
     def __init__(self, name: str, groups: list, params: dict | None = None,
-                 source: str = "") -> None:
+                 source: str = "", entries: int | None = None,
+                 dep_entries: int | None = None) -> None:
         self.name = name
+        # The file's entries and ``deps`` strings (listed tasks share their groups).
+        self.entries = len(groups) if entries is None else entries
+        self.dep_entries = sum(len(g.deps) for g in groups) if dep_entries is None \
+            else dep_entries
         self.groups: list = groups
         self.params = dict(params or {})
         self.source = source
@@ -429,10 +521,29 @@ class DAG:
     def group_table(self) -> list:
         """What maps a task row's gid back to its id, one dict per group: ``name``, ``first``
         gid, ``size``, ``kind``, ``priority`` and the foreach ``vars`` as ``[name, {"range":
-        [start, stop, step]}]`` or ``[name, {"values": [...]}]`` (JSON-ready)."""
+        [start, stop, step]}]`` or ``[name, {"values": [...]}]`` (JSON-ready); a listing
+        also ``ids``, its tasks' ids."""
         return [{"name": g.name, "first": int(self.base[g.index]), "size": g.size,
                  "kind": g.kind, "priority": g.priority,
                  "vars": [[v.name, {"range": [v.values.start, v.values.stop, v.values.step]}
                            if isinstance(v.values, range) else {"values": list(v.values)}]
-                          for v in g.vars]}
+                          for v in g.vars],
+                 **({"ids": g.listing.ids} if g.listing is not None else {})}
                 for g in self.groups]
+
+    def listed_tasks(self) -> int:
+        """How many tasks are stored in listings."""
+        return sum(g.size for g in self.groups if g.listing is not None)
+
+    def task_edges(self):
+        """Every dependency as ``(parent task id, child task id)``, for whole-group ones the
+        group names (for tests and tools; one tuple per edge)."""
+        for g in self.groups:
+            for d in g.deps:
+                parent = self.groups[d.parent]
+                if isinstance(d.each, Edges):
+                    kids = d.each.children().tolist()
+                    for j, p in zip(kids, d.each.parents.tolist()):
+                        yield parent.instance_id(p), g.instance_id(j)
+                elif d.each is None and g.listing is None:
+                    yield parent.name, g.name

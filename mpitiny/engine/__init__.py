@@ -13,8 +13,17 @@ The loop (``loop.Engine.work``)::
 
 ``next_chunk`` claims a chunk of this rank's own highest-priority ready tasks; if there are
 none it steals about half of another rank's (random victims, one-sided); if nothing is found it
-reports its finished tasks to the run-wide counter (``control``) and waits (``Backoff``). It
+reports its finished tasks to the run-wide counter (``control``) and waits (``Backoff``: with a
+core per rank it only yields the core for its first 2 ms of idleness, as the next task of a
+DAG is usually µs away; then it sleeps, up to 100 µs, or 1 ms with more ranks than cores). It
 returns None when the run has finished everywhere or was stopped.
+
+A DAG's hand-off (a task's end on one rank to its child's start on another) is kept to a few
+atomics: a finished task counts its few children down one atomic add each
+(``Release._count_few``, no array work); a lone released task runs next on its rank unqueued;
+a lone task taken from this rank's inbox or stolen runs at once (``keep_lone``) instead of
+being queued and claimed back; a chunk of one task takes the per-task path through
+``execute`` and ``Records.add_run`` (plain integers, one row).
 
 A chunk's life (``Engine.execute``), group by group:
 

@@ -1,6 +1,7 @@
 """One rank's scheduling loop: claim, steal, report, back off (see ``mpitiny.engine``)."""
 from __future__ import annotations
 
+import bisect
 import os
 import random
 import socket
@@ -35,18 +36,28 @@ SAMPLE_SECONDS = 1.0      # psutil samples of each rank for the trace
 
 
 class Backoff:
-    """How an idle rank waits between rounds: not at all for the first ``SPIN`` rounds, then
-    sleeps doubling from 2 µs up to ``longest`` (an idle rank must not take a core that a
-    busy rank needs when there are more ranks than cores)."""
+    """How an idle rank waits between rounds. With a core for each rank here (``spin``) it
+    does not sleep for its first ``SPIN_SECONDS`` of idleness, only yields the core (the task
+    a DAG releases next is usually a few µs away, and a rank that sleeps takes 60-100 µs more
+    to start it); after that, and from the start when there are more ranks than cores, no
+    sleep for the first ``SPIN`` rounds, then sleeps doubling from 2 µs up to ``longest`` (an
+    idle rank must not take a core that a busy rank needs)."""
 
     SPIN = 20
+    SPIN_SECONDS = 0.002
 
-    def __init__(self, longest: float) -> None:
+    def __init__(self, longest: float, spin: bool = False) -> None:
         self.longest = longest
         self.rounds = 0
+        self.spin_until = time.perf_counter() + self.SPIN_SECONDS if spin else 0.0
 
     def wait(self) -> None:
         self.rounds += 1
+        if self.spin_until:
+            if time.perf_counter() < self.spin_until:
+                os.sched_yield()
+                return
+            self.spin_until, self.rounds = 0.0, 1
         if self.rounds > self.SPIN:
             time.sleep(min(self.longest, 1e-6 * (1 << min(self.rounds - self.SPIN, 10))))
 
@@ -63,6 +74,7 @@ class Engine:
         self.rounds = 0         # rounds of the loop so far: the progress thread watches it
         self.host = socket.gethostname()
         self.base = dag.base
+        self.bases = dag.base.tolist()     # the same, for lookups of one task
         qwords = region_size(QUEUE_SLOTS, INBOX_WORDS, RING_WORDS)
         self.layout = Layout(dag, self.nranks, CONTROL_WORDS + qwords)
         self.mem = world.words(int(self.layout.nwords[self.rank]))
@@ -89,11 +101,13 @@ class Engine:
         self.fault = parse_fault(fault, self.rank)
         self.chunk_seconds = np.where(self.runner.batch_family, BATCH_SECONDS, CHUNK_SECONDS)
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        self.max_sleep = 1e-4 if world.ranks_here <= (cores or 1) else 1e-3
+        self.spare_cores = world.ranks_here <= (cores or 1)    # a core for each rank here
+        self.max_sleep = 1e-4 if self.spare_cores else 1e-3
         self.rng = random.Random(12345 + 7919 * self.rank)
         self.progress: Progress | None = None     # rank 0's, set by the run
         # What the loop changes as the run goes on:
         self.direct: np.ndarray | None = None   # a released task to run next, not queued
+        self.direct_stolen = False              # and whether it came from another rank
         self.avg_task = np.full(len(dag.groups), np.nan)   # seconds per task, by group
         self.avg_all = float("nan")                        # and over all groups
         self.unreported = self.unreported_failed = 0       # finished, not yet counted
@@ -176,7 +190,7 @@ class Engine:
             self.leave()
             return None
         chunk = self.take_direct()
-        backoff = Backoff(self.max_sleep)
+        backoff = Backoff(self.max_sleep, spin=self.spare_cores)
         while chunk is None:
             self.rounds += 1
             chunk = self.find_work()
@@ -207,19 +221,26 @@ class Engine:
         return bool(self.mem.local[DONE]) or bool(self.guard.stop_signal) or self.guard.time_up
 
     def take_direct(self) -> Chunk | None:
-        """The released task this rank kept to run next without queueing it, if any."""
+        """The released (or stolen, or placed) task this rank kept to run next without
+        queueing it, if any."""
         if self.direct is None:
             return None
         tasks, self.direct = self.direct, None
-        return Chunk(tasks, time.time())
+        return Chunk(tasks, time.time(), self.direct_stolen)
 
     def find_work(self) -> Chunk | None:
         """Claim from this rank's queue (after taking in its inbox), else steal and claim. With
         several priority levels, first take higher work than its own from another rank if the
-        run-wide board says some waits (``ReadyQueue.steal_higher``), and count claims off."""
+        run-wide board says some waits (``ReadyQueue.steal_higher``), and count claims off.
+        A lone task taken from the inbox or stolen, with nothing queued here, runs at once
+        (``keep_lone``): queueing it to claim it back costs three atomics."""
         ranked = self.ready.board is not None
         while True:
-            self.ready.queue_runs(self.queue.take_inbox())
+            runs = self.queue.take_inbox()
+            if runs and not (len(runs) == 1 and keep_lone(self, runs[0], False)):
+                self.ready.queue_runs(runs)
+            if self.direct is not None:
+                return self.take_direct()
             if ranked and (n := self.ready.steal_higher()):
                 self.steals, self.stolen_tasks = self.steals + 1, self.stolen_tasks + n
             tasks = self.queue.claim(self.chunk_size)
@@ -277,7 +298,11 @@ class Engine:
             if got is None:
                 continue
             self.steals += 1
-            self.stolen_tasks += self.ready.keep_stolen(got)
+            lone = lone_run(got)
+            if lone is not None and keep_lone(self, lone, True):
+                self.stolen_tasks += 1
+            else:
+                self.stolen_tasks += self.ready.keep_stolen(got)
             return True
         return False
 
@@ -310,11 +335,15 @@ class Engine:
         if isinstance(tasks, tuple):
             lo, hi = tasks
             while lo < hi:
-                g = int(np.searchsorted(self.base, lo, side="right")) - 1
-                end = min(hi, int(self.base[g + 1]))
-                first = int(self.base[g])
+                g = bisect.bisect_right(self.bases, lo) - 1
+                end = min(hi, self.bases[g + 1])
+                first = self.bases[g]
                 self.run_group(g, range(lo - first, end - first), chunk)
                 lo = end
+        elif len(tasks) == 1:                 # one task (a DAG's hand-off)
+            gid = int(tasks[0])
+            g = bisect.bisect_right(self.bases, gid) - 1
+            self.run_group(g, (gid - self.bases[g],), chunk)
         else:
             groups = np.searchsorted(self.base, tasks, side="right") - 1
             cuts = np.flatnonzero(np.diff(groups)) + 1
@@ -343,7 +372,7 @@ class Engine:
                 fault.fire()
         if self.resume is not None and not plain:
             idx = np.asarray(instances, dtype=np.int64)
-            standing = self.resume.standing[int(self.base[g]) + idx]
+            standing = self.resume.standing[self.bases[g] + idx]
             if standing.any():
                 self.resume.run(g, idx, standing, chunk)
                 return
@@ -359,7 +388,7 @@ class Engine:
             self.avg_all = _running_mean(self.avg_all, per_task, ran)
         if ran < len(instances):             # stopped or held back: the rest did not run
             if self.journal.on:
-                self.journal.stopped(int(self.base[g]), instances[ran:])
+                self.journal.stopped(self.bases[g], instances[ran:])
             if self.control.limit is not None and not self.guard.stop_signal:
                 self.control.held_back(len(instances) - ran, self.counts)
             instances = instances[:ran]
@@ -373,7 +402,7 @@ class Engine:
             return
         group = self.dag.groups[g]
         if journal and self.journal.on:
-            self.journal.finished(g, int(self.base[g]), instances, failed)
+            self.journal.finished(g, self.bases[g], instances, failed)
         self.unreported += n
         self.unreported_failed += len(failed)
         if group.options.splits is not None:
@@ -401,6 +430,7 @@ class Engine:
                 and not self.dag.groups[ready[0][0]].options.placed
                 and self.ready.board is None and not self.queue.has_work()):
             self.direct = self.base[ready[0][0]] + ready[0][1]
+            self.direct_stolen = False
             return
         if self.direct is not None:
             self.ready.queue_ids(self.direct)
@@ -421,28 +451,57 @@ class Engine:
     # ------------------------------------------------------------------ statistics
     def sample(self) -> None:
         """One psutil sample of this rank (CPU %, RSS, I/O bytes) for the trace."""
-        try:
-            io = self.process.io_counters()
-            read, written = io.read_bytes, io.write_bytes
-        except (AttributeError, OSError):
-            read = written = 0
-        self.samples.append((time.time(), self.process.cpu_percent(None),
-                             self.process.memory_info().rss, read, written))
+        self.samples.append(take_sample(self.process))
 
     def stats(self) -> dict:
         """This rank's figures for ``summary.json``."""
-        counts = self.records.counts()
-        counts.update(self.counts.as_dict(), stopped=int(self.stopped),
-                      stop_signal=self.guard.stop_signal)
-        first, last = self.records.first_start, self.records.last_end
-        return dict(rank=self.rank, host=self.host, **counts, rows=len(self.records),
-                    steals=self.steals, stolen_tasks=self.stolen_tasks,
-                    busy_seconds=round(self.busy, 6),
-                    split_reads_local=self.split_reads[0], split_reads_remote=self.split_reads[1],
-                    **self.data.stats(),
-                    first_start=first if np.isfinite(first) else None,
-                    last_end=last if np.isfinite(last) else None,
-                    failures=self.files.failures_seen)
+        return rank_stats(self)
+
+
+def take_sample(process) -> tuple:
+    """``(time, CPU %, RSS, bytes read, bytes written)`` of a psutil process."""
+    try:
+        io = process.io_counters()
+        read, written = io.read_bytes, io.write_bytes
+    except (AttributeError, OSError):
+        read = written = 0
+    return (time.time(), process.cpu_percent(None), process.memory_info().rss, read, written)
+
+
+def rank_stats(e: "Engine") -> dict:
+    """A rank's figures for ``summary.json``."""
+    counts = e.records.counts()
+    counts.update(e.counts.as_dict(), stopped=int(e.stopped), stop_signal=e.guard.stop_signal)
+    first, last = e.records.first_start, e.records.last_end
+    return dict(rank=e.rank, host=e.host, **counts, rows=len(e.records),
+                steals=e.steals, stolen_tasks=e.stolen_tasks,
+                busy_seconds=round(e.busy, 6),
+                split_reads_local=e.split_reads[0], split_reads_remote=e.split_reads[1],
+                **e.data.stats(),
+                first_start=first if np.isfinite(first) else None,
+                last_end=last if np.isfinite(last) else None,
+                failures=e.files.failures_seen)
+
+
+def keep_lone(e: "Engine", run: tuple, stolen: bool) -> bool:
+    """Keep the run ``(lo, hi)`` for rank ``e`` to run next (its ``direct``) if it is one task,
+    the DAG has one priority level and nothing else waits there; returns whether it did."""
+    lo, hi = run
+    if hi - lo != 1 or e.ready.board is not None or e.direct is not None or e.queue.has_work():
+        return False
+    e.direct = np.array([lo], dtype=np.int64)
+    e.direct_stolen = stolen
+    return True
+
+
+def lone_run(got: tuple) -> tuple | None:
+    """The run ``(lo, hi)`` of what ``StealQueue.steal`` took if it is a single run."""
+    prio, work = got
+    if isinstance(work, tuple):
+        return work
+    if prio is None:
+        return work[0] if len(work) == 1 else None
+    return (int(work[0]), int(work[0]) + 1) if len(work) == 1 else None
 
 
 def _running_mean(avg: float, per_task: float, ran: int) -> float:

@@ -42,7 +42,9 @@ class ReadyQueue:
         split so that each rank starts with the same mix of priorities and lengths."""
         runs: list = []
         for g in self.dag.groups:
-            if not g.deps and g.size and g.options.placed:
+            if g.deps and g.index in self.layout.count_vec:    # listed tasks with no deps
+                self.queue_listed_roots(g, runs)
+            elif not g.deps and g.size and g.options.placed:
                 idx = np.arange(g.size, dtype=np.int64)
                 mine = idx[self.homes(g, idx) == self.rank]
                 cuts = np.flatnonzero(np.diff(mine) != 1) + 1
@@ -56,6 +58,23 @@ class ReadyQueue:
                 else:
                     runs.append([lo, hi, g.priority])
         self.share_roots(runs)
+
+    def queue_listed_roots(self, g, runs: list) -> None:
+        """The tasks of a listing (or group) with dependencies that wait for none: placed
+        ones at their home, the others added to ``runs`` as runs of consecutive ids."""
+        idx = self.layout.waiting_for_none(g.index)
+        if not len(idx):
+            return
+        first = int(self.base[g.index])
+        if g.options.placed:
+            idx = idx[self.homes(g, idx) == self.rank]
+        cuts = np.flatnonzero(np.diff(idx) != 1) + 1
+        for run in np.split(idx, cuts) if len(idx) else ():
+            lo, hi = first + int(run[0]), first + int(run[-1]) + 1
+            if g.options.placed:
+                self.queue_runs([(lo, hi)])
+            else:
+                runs.append([lo, hi, g.priority])
 
     def share_roots(self, runs: list) -> None:
         """Each rank takes an equal block of every long run of roots (a family) and every P-th
@@ -102,6 +121,9 @@ class ReadyQueue:
         prio = int(self.priority[g])
         first = int(self.base[g])
         group = self.dag.groups[g]
+        if len(idx) == 1:                      # one task (a DAG's hand-off): plain integers
+            self.queue_one(group, first + int(idx[0]), prio)
+            return
         if group.options.placed:
             homes = self.homes(group, idx)
             cuts = np.flatnonzero((np.diff(homes) != 0) | (np.diff(idx) != 1)) + 1
@@ -119,6 +141,16 @@ class ReadyQueue:
             self._range(first + int(idx[0]), first + int(idx[-1]) + 1, prio)
         else:
             self._ids(first + idx, prio)
+
+    def queue_one(self, group, gid: int, prio: int) -> None:
+        """``queue_ready`` for one released task ``gid`` of ``group``."""
+        if group.options.placed:
+            spec = group.options.rank
+            home = spec % self.nranks if isinstance(spec, int) else \
+                int(self.homes(group, np.array([gid - int(self.base[group.index])]))[0])
+            if home != self.rank and self.queue.push_remote(home, gid, gid + 1) > gid:
+                return
+        self._ids((gid,), prio)
 
     def homes(self, group, idx: np.ndarray) -> np.ndarray:
         """The rank each instance should run on: its ``rank`` hint modulo the rank count, or,

@@ -268,8 +268,12 @@ class TaskRunner:
         if failed:
             status = np.full(len(run), DONE, dtype=np.int8)
             status[failed] = FAILED
-        gids = np.arange(first + run.start, first + run.stop) \
-            if isinstance(run, range) else first + np.asarray(run, dtype=np.int64)
+        if isinstance(run, range):
+            gids = np.arange(first + run.start, first + run.stop)
+        elif len(run) == 1:                     # one task (a DAG's hand-off)
+            gids = (first + int(run[0]),)
+        else:
+            gids = first + np.asarray(run, dtype=np.int64)
         out = err = None
         if printed:
             spans = np.zeros((len(run), 4), dtype=np.int64)

@@ -52,8 +52,9 @@ def make_summary(dag: DAG, run_dir: str, all_stats: list, t_launch: float, t_sta
         "last_task_end": max(ends) if ends else None,
         "per_rank": [{k: v for k, v in s.items() if k != "failures"} for s in all_stats],
         "failures_first": failures[:20],
-        "groups": dag.group_table() if len(dag.groups) <= SUMMARY_GROUPS else
-        f"{len(dag.groups)} entries: see tasks.h5, dataset groups",
+        "groups": dag.group_table()
+        if len(dag.groups) + dag.listed_tasks() <= SUMMARY_GROUPS else
+        f"{dag.entries} entries: see tasks.h5, dataset groups",
     }
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mpitiny.dag.model import DAG
+from mpitiny.dag.model import DAG, Edges
 from mpitiny.io.rundir import DONE, UPSTREAM_FAILED, read_tasks
 
 
@@ -38,6 +38,9 @@ def check_run(dag: DAG, run_dir: str) -> dict:
             if d.each is None:
                 p_end = np.full(g.size, end[plo:plo + parent.size].max())
                 p_ok = np.full(g.size, bool((status[plo:plo + parent.size] == DONE).all()))
+            elif isinstance(d.each, Edges):     # listed: the latest of each one's parents
+                p_end, p_ok = listed_parents(d.each, g.size, end[plo + d.each.parents],
+                                             status[plo + d.each.parents] == DONE)
             else:
                 pidx = d.each.parent_indices(g, parent, cidx)
                 p_end, p_ok = end[plo + pidx], status[plo + pidx] == DONE
@@ -58,3 +61,14 @@ def check_run(dag: DAG, run_dir: str) -> dict:
             "upstream_failed": int(np.count_nonzero(status == UPSTREAM_FAILED)),
             "failed": int(np.count_nonzero((status != DONE) & (status != UPSTREAM_FAILED)))}
 
+
+
+def listed_parents(edges: Edges, size: int, ends: np.ndarray, ok: np.ndarray) -> tuple:
+    """Per child instance of listed edges: the latest end of its parents (-inf if none) and
+    whether all of them succeeded."""
+    kids = edges.children()
+    p_end = np.full(size, -np.inf)
+    np.maximum.at(p_end, kids, ends)
+    bad = np.zeros(size, dtype=np.int64)
+    np.add.at(bad, kids, (~ok).astype(np.int64))
+    return p_end, bad == 0

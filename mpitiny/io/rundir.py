@@ -183,6 +183,17 @@ class Records:
         task wrote to its log (fn tasks: ``logs/rank-R.fn.out`` / ``.fn.err``), else 0."""
         k = len(gids)
         self._room(k)
+        if k == 1 and out is None and err is None and type(starts) is list and \
+                type(status) is int and status != UPSTREAM_FAILED and type(attempt) is int \
+                and type(bytes_read) is int:    # one task (a DAG's): one row, no numpy calls
+            start, end = starts[0], ends[0]
+            self.rows[self.n] = (int(gids[0]), status, attempt, self.rank, start, end, queued,
+                                 stolen, bytes_read, 0, 0, 0, 0)
+            self.by_status[status] += 1
+            self.first_start = min(self.first_start, start)
+            self.last_end = max(self.last_end, end)
+            self.n += 1
+            return
         block = self.rows[self.n:self.n + k]
         block["gid"] = gids
         block["status"] = status
@@ -424,13 +435,15 @@ def write_virtual_table(run_dir: str, sizes: list, dag=None) -> str:
         if dag is not None:
             table = dag.group_table()
             dt = np.dtype([("name", h5py.string_dtype()), ("first", "<i8"), ("size", "<i8"),
-                           ("vars", h5py.string_dtype()), ("kind", h5py.string_dtype())])
+                           ("vars", h5py.string_dtype()), ("kind", h5py.string_dtype()),
+                           ("ids", h5py.string_dtype())])
             rows = np.empty(len(table), dtype=dt)
             rows["name"] = [g["name"] for g in table]
             rows["first"] = [g["first"] for g in table]
             rows["size"] = [g["size"] for g in table]
             rows["vars"] = [json.dumps(g["vars"]) for g in table]
             rows["kind"] = [g["kind"] for g in table]
+            rows["ids"] = ["\n".join(g["ids"]) if "ids" in g else "" for g in table]
             f.create_dataset("groups", data=rows)
     return path
 
@@ -486,8 +499,10 @@ def groups_of(run_dir: str) -> list:
     with h5py.File(os.path.join(run_dir, "tasks.h5"), "r") as f:
         rows = f["groups"][()]
     kinds = "kind" in (rows.dtype.names or ())        # older tables have no kind column
+    ids = "ids" in (rows.dtype.names or ())           # nor ids of listed tasks
     return [{"name": r["name"].decode(), "first": int(r["first"]), "size": int(r["size"]),
-             "vars": json.loads(r["vars"]), **({"kind": r["kind"].decode()} if kinds else {})}
+             "vars": json.loads(r["vars"]), **({"kind": r["kind"].decode()} if kinds else {}),
+             **({"ids": r["ids"].decode().split("\n")} if ids and r["ids"] else {})}
             for r in rows]
 
 
@@ -498,6 +513,8 @@ def task_id(groups: list, gid: int) -> str:
     g = groups[bisect.bisect_right(firsts, gid) - 1]
     if not g["first"] <= gid < g["first"] + g["size"]:
         raise KeyError(gid)
+    if "ids" in g:
+        return g["ids"][gid - g["first"]]
     if not g["vars"]:
         return g["name"]
     i = gid - g["first"]
@@ -514,6 +531,10 @@ def gid_of(groups: list, tid: str) -> int:
     from mpitiny.dag.model import format_value
     name, _, rest = tid.partition("[")
     for g in groups:
+        if "ids" in g:
+            if not rest and name in g["ids"]:
+                return g["first"] + g["ids"].index(name)
+            continue
         if g["name"] != name:
             continue
         if not g["vars"]:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mpitiny.dag.model import DAG, stable_hash
+from mpitiny.dag.model import DAG, Edges, stable_hash
 
 POISON_SHIFT = 40
 COUNT_MASK = (1 << POISON_SHIFT) - 1
@@ -49,6 +49,7 @@ class Layout:
         self.has_counts = np.zeros(G, dtype=bool)
         self.count_init = np.zeros(G, dtype=np.int64)
         self.has_locs = np.zeros(G, dtype=bool)
+        self.count_vec: dict = {}     # group -> initial count per instance, where they differ
         ngates = np.zeros(P, dtype=np.int64)
         for g in dag.groups:
             whole = [d for d in g.deps if d.each is None]
@@ -62,6 +63,10 @@ class Layout:
             if each:
                 self.has_counts[g.index] = True
                 self.count_init[g.index] = len(each) + (1 if whole else 0)
+                listed = [d.each for d in each if isinstance(d.each, Edges)]
+                if listed:            # listed edges: each instance waits for its own parents
+                    self.count_vec[g.index] = self.count_init[g.index] - len(listed) + \
+                        sum(e.counts() for e in listed)
             if getattr(g, "wants_inputs", False):
                 for d in g.deps:       # a command's value is None: nothing to locate
                     self.has_locs[d.parent] = dag.groups[d.parent].kind == "fn"
@@ -78,6 +83,9 @@ class Layout:
                 self.loc_base[g.index] = nlocs.copy()
                 nlocs += self.block_sizes(g.index)
         self.ngates = ngates
+        # per group: (home, instances spread in blocks, or 0 if it is one task), for ``owner``
+        self._owner_of = [(int(self.home[g.index]), g.size if g.is_family else 0)
+                          for g in dag.groups]
         self.ncounts = ncounts
         self.nlocs = nlocs
         self.gates0 = words_before
@@ -121,11 +129,10 @@ class Layout:
 
     def owner(self, g: int, i: int) -> tuple:
         """``owners`` for one instance, in plain integers (the per-task path)."""
-        home = int(self.home[g])
-        group = self.dag.groups[g]
-        if not group.is_family:
+        home, n = self._owner_of[g]
+        if not n:
             return home, 0
-        P, n = self.nranks, group.size
+        P = self.nranks
         b = ((i + 1) * P - 1) // n
         return (b + home) % P, i - (n * b) // P
 
@@ -152,4 +159,11 @@ class Layout:
         for g in np.flatnonzero(self.has_counts):
             lo, hi = self.block(int(g), rank)
             start = self.counts0[rank] + self.count_base[int(g)][rank]
-            local[start:start + hi - lo] = self.count_init[g]
+            vec = self.count_vec.get(int(g))
+            local[start:start + hi - lo] = self.count_init[g] if vec is None else vec[lo:hi]
+
+    def waiting_for_none(self, g: int) -> np.ndarray:
+        """Instances of group ``g`` (which has dependencies) that wait for no task: listed
+        tasks with no ``deps`` in a listing where others have some. They start as roots."""
+        vec = self.count_vec.get(g)
+        return np.zeros(0, dtype=np.int64) if vec is None else np.flatnonzero(vec == 0)

@@ -39,9 +39,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from mpitiny.dag.model import Edges
 from mpitiny.queue.layout import COUNT_MASK, POISON, Layout
 
 GAP = 64   # instances between two touched count words that still go into one block update
+FEW = 4    # at most this many child instances are counted down one atomic add each
+_NONE = np.zeros(0, dtype=np.int64)
 
 
 class Release:
@@ -88,7 +91,8 @@ class Release:
             literal: dict = {}
             pg = self.dag.groups[parent]
             for child, dep in self.dag.children[parent]:
-                if dep.each is not None and all(kind == "lit" for kind, _ in dep.each.items):
+                if dep.each is not None and dep.each.items is not None and \
+                        all(kind == "lit" for kind, _ in dep.each.items):
                     cg = self.dag.groups[child]
                     p = int(dep.each.parent_indices(cg, pg, np.zeros(1, dtype=np.int64))[0])
                     literal.setdefault(p, []).append((child, dep))
@@ -159,15 +163,22 @@ class Release:
             if dep.each.is_identity(cg, pg):
                 self._child_maps[key] = None
             else:
-                m = dep.each.parent_indices(cg, pg, np.arange(cg.size, dtype=np.int64))
+                if isinstance(dep.each, Edges):         # listed: any number per child
+                    m, kids = dep.each.parents, dep.each.children()
+                else:
+                    m = dep.each.parent_indices(cg, pg, np.arange(cg.size, dtype=np.int64))
+                    kids = None
                 order = np.argsort(m, kind="stable")
                 offsets = np.zeros(pg.size + 1, dtype=np.int64)
                 np.cumsum(np.bincount(m, minlength=pg.size), out=offsets[1:])
-                self._child_maps[key] = (order, offsets)
+                self._child_maps[key] = (order if kids is None else kids[order], offsets)
         cmap = self._child_maps[key]
         if cmap is None:
             return pidx
         order, offsets = cmap
+        if len(pidx) == 1:                       # one parent (a task of a DAG): a slice
+            p = int(pidx[0])
+            return order[int(offsets[p]):int(offsets[p + 1])]
         starts, ends = offsets[pidx], offsets[pidx + 1]
         lens = ends - starts
         if lens.sum() == 0:
@@ -183,6 +194,8 @@ class Release:
             cfail = pfailed
         else:
             cfail = np.repeat(pfailed, self._fanout(child, dep, parent, pidx))
+        if len(cidx) <= FEW:
+            return self._count_few(child, cidx, cfail)
         delta = np.full(len(cidx), -1, dtype=np.int64)
         if cfail is not None:
             delta += cfail.astype(np.int64) * POISON
@@ -209,6 +222,27 @@ class Release:
                 out_idx.append(blo + lo + hit)
                 out_bad.append((new[hit] >> 40) != 0)
         return _concat(out_idx), _concat_bool(out_bad)
+
+    def _count_few(self, child: int, cidx: np.ndarray, cfail) -> tuple:
+        """``_count_each`` for a few child instances: one atomic add per instance, in plain
+        integers (the path of a dependency between single tasks, where a hand-off's latency
+        is spent)."""
+        layout, mem = self.layout, self.mem
+        counts0, base = layout.counts0, layout.count_base[child]
+        fails = [False] * len(cidx) if cfail is None else cfail.tolist()
+        released: list = []
+        poisoned: list = []
+        for j, failed in zip(cidx.tolist(), fails):
+            rank, pos = layout.owner(child, j)
+            delta = -1 + POISON if failed else -1
+            new = mem.fetch_add(rank, int(counts0[rank]) + int(base[rank]) + pos, delta) + delta
+            if not new & COUNT_MASK:
+                released.append(j)
+                poisoned.append(bool(new >> 40))
+        if not released:
+            return _NONE, None
+        return np.array(released, dtype=np.int64), \
+            np.array(poisoned, dtype=bool) if any(poisoned) else None
 
     def _fanout(self, child: int, dep, parent: int, pidx: np.ndarray) -> np.ndarray:
         order, offsets = self._child_maps[(child, parent, dep.each)]

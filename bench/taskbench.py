@@ -1,0 +1,201 @@
+#!/usr/bin/env python
+"""Task Bench (Slaughter et al., SC'20) on mpitiny and on Task Bench's own Dask driver: METG.
+
+Graphs: Task Bench's dependence patterns (``_taskbench_graph.py``, ported from its
+``core/core.cc``: trivial, no_comm, stencil_1d, nearest, spread, fft, tree, all_to_all,
+random_nearest), width = ranks (``--ranks``, 2), ``--steps`` timesteps. Kernel: a busy-wait of
+L µs (``mpitiny.tasks:spin``; the Dask driver spins the same way). mpitiny runs each graph as
+listed tasks (one entry per point and timestep, ``deps`` on the points of the timestep
+before; repeated dependencies listed once), ``mpiexec -n RANKS python -m mpitiny run``.
+Dask: ``_taskbench_dask.py`` (a port of Task Bench's ``dask/task_bench.py``) under
+``--dask-python`` (a benchmark-only venv), processes scheduler with one worker per rank, and
+optionally (``--dask-threads``) the threaded one the original uses without ``-scheduler``.
+
+For each system and pattern, the same graph runs at decreasing L (``--us``; Dask from
+``--dask-us``), alternating the systems at each L. Two time bases:
+
+- ``process``: the whole ``mpiexec ... mpitiny run`` / the whole Dask driver process
+  (interpreter, imports, MPI or pool start, graph construction, run, exit);
+- ``span``: first task start -> last task end (mpitiny: its task table; Dask: the kernel's
+  own time stamps).
+
+METG as Task Bench's ``scripts/chart_metg.py`` computes it: efficiency of a run = elapsed(the
+run with the largest L) / (elapsed × L_largest / L) (relative to the largest tasks), task
+granularity = ranks × elapsed / tasks; METG(50 %) = the smallest granularity whose efficiency
+is ≥ 0.5, interpolated linearly (in efficiency) with the next smaller one. Also reported:
+the absolute efficiency tasks × L / (ranks × elapsed) of every run (the issue's bar: ≥ 0.5 at
+L = 50 µs on the span basis).
+
+Prints one JSON object on stdout (per pattern and system: every run, METG on both bases, and
+mpitiny / Dask ratios), a summary on stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _common as C  # noqa: E402
+from _taskbench_graph import PATTERNS, graph  # noqa: E402
+
+DASK_PYTHON = "/work/dask-venv/bin/python"
+
+
+def listed_dag(pattern: str, steps: int, width: int, us: float) -> dict:
+    """The graph as a dag.json of listed tasks ``t{T}_{P}``."""
+    tasks = []
+    for t, p, deps in graph(pattern, steps, width):
+        task = {"id": f"t{t}_{p}", "fn": "mpitiny.tasks:spin", "args": [us * 1e-6]}
+        if deps:
+            task["deps"] = [f"t{t - 1}_{d}" for d in dict.fromkeys(deps)]
+        tasks.append(task)
+    return {"name": f"taskbench_{pattern}", "tasks": tasks}
+
+
+def family_dag(steps: int, width: int, us: float) -> dict:
+    """``trivial`` as one family (``foreach``): what the listed form is compared with."""
+    return {"name": "taskbench_trivial_family",
+            "tasks": [{"id": "t", "fn": "mpitiny.tasks:spin", "args": [us * 1e-6],
+                       "foreach": {"i": {"range": [steps * width]}}}]}
+
+
+def run_mpitiny(work: str, pattern: str, steps: int, ranks: int, us: float) -> dict:
+    dag = family_dag(steps, ranks, us) if pattern == "trivial_family" else \
+        listed_dag(pattern, steps, ranks, us)
+    path = C.write_dag(os.path.join(work, f"{pattern}-{us:g}.json"), dag)
+    run_dir = os.path.join(work, f"{pattern}-{us:g}-run")
+    proc, s = C.run_mpitiny(ranks, path, run_dir, timeout=900)
+    t = C.read_table(run_dir)
+    assert len(t) == s["tasks"] == s["done"], s
+    return {"us": us, "tasks": s["tasks"], "process": proc["wall"],
+            "span": float(t["end"].max() - t["start"].min()),
+            "setup": s["setup_seconds"]}
+
+
+def run_dask(python: str, pattern: str, steps: int, ranks: int, us: float,
+             scheduler: str) -> dict:
+    cmd = [python, os.path.join(C.BENCH_DIR, "_taskbench_dask.py"), pattern, "--steps",
+           str(steps), "--width", str(ranks), "--us", str(us), "--scheduler", scheduler,
+           "--workers", str(ranks)]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    wall = time.perf_counter() - t0
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise C.RunFailed(f"dask driver failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    got = json.loads(lines[-1])
+    return {"us": us, "tasks": got["tasks"], "process": wall, "span": got["span"],
+            "elapsed": got["elapsed"]}
+
+
+def metg(runs: list, ranks: int, basis: str, threshold: float = 0.5) -> dict:
+    """chart_metg.py's METG over ``runs`` (one per L) on one time basis, in µs."""
+    runs = sorted(runs, key=lambda r: -r["us"])
+    elapsed = np.array([r[basis] for r in runs])
+    us = np.array([r["us"] for r in runs])
+    tasks = np.array([r["tasks"] for r in runs])
+    efficiency = elapsed[0] / (elapsed * (us[0] / us))
+    granularity = elapsed / tasks * ranks * 1e6
+    absolute = tasks * us * 1e-6 / (ranks * elapsed)
+    out = {"efficiency": [round(float(e), 4) for e in efficiency],
+           "absolute_efficiency": [round(float(e), 4) for e in absolute],
+           "granularity_us": [round(float(g), 2) for g in granularity], "us": us.tolist()}
+    ok = [i for i in range(len(runs)) if efficiency[i] >= threshold]
+    if not ok:
+        out["metg_us"] = None
+        return out
+    i = min(ok, key=lambda k: granularity[k])
+    value = granularity[i]
+    if i + 1 < len(runs) and granularity[i + 1] < value:
+        value = float(np.interp(threshold, [efficiency[i + 1], efficiency[i]],
+                                [granularity[i + 1], granularity[i]]))
+    out["metg_us"] = round(float(value), 2)
+    out["below_all"] = i == len(runs) - 1      # still efficient at the smallest L tried
+    return out
+
+
+def schedulers_of(entry: dict) -> list:
+    """The Dask systems of a pattern's entry."""
+    return [k for k in entry if k.startswith("dask_") and isinstance(entry[k], dict)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--patterns", default=",".join(PATTERNS))
+    ap.add_argument("--ranks", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--us", default="2000,1000,500,200,100,50,20,10,5")
+    ap.add_argument("--dask-us", default="20000,10000,5000,2000,1000,500",
+                    help="Dask's task lengths (µs): its overhead per task is ms")
+    ap.add_argument("--dask-steps", type=int, default=200)
+    ap.add_argument("--dask-python", default=DASK_PYTHON, help="'' skips Dask")
+    ap.add_argument("--dask-threads", action="store_true",
+                    help="also the threaded scheduler (the original's default)")
+    ap.add_argument("--family", action="store_true",
+                    help="also trivial as one family (trivial_family; mpitiny only)")
+    ap.add_argument("--workdir")
+    a = ap.parse_args()
+    C.machine()
+    work = C.workdir(a.workdir, "bench-taskbench-")
+    lengths = [float(x) for x in a.us.split(",")]
+    dask_lengths = [float(x) for x in a.dask_us.split(",")]
+    dask = a.dask_python if a.dask_python and os.path.exists(a.dask_python) else None
+    schedulers = ["processes"] + (["threads"] if a.dask_threads else [])
+    result: dict = {"benchmark": "taskbench", "ranks": a.ranks, "width": a.ranks,
+                    "steps": a.steps, "dask_steps": a.dask_steps, "machine": C.machine(),
+                    "workdir": work, "patterns": {}}
+    human = []
+    patterns = a.patterns.split(",") + (["trivial_family"] if a.family else [])
+    for pattern in patterns:
+        family = pattern == "trivial_family"
+        runs: dict = {"mpitiny": [], **{f"dask_{s}": [] for s in schedulers}}
+        for k in range(max(len(lengths), len(dask_lengths) if dask else 0)):
+            if k < len(lengths):
+                runs["mpitiny"].append(run_mpitiny(work, pattern, a.steps, a.ranks, lengths[k]))
+            for s in schedulers if dask and not family and k < len(dask_lengths) else ():
+                runs[f"dask_{s}"].append(run_dask(dask, pattern, a.dask_steps, a.ranks,
+                                                  dask_lengths[k], s))
+        entry: dict = {}
+        for system, rs in runs.items():
+            if rs:
+                entry[system] = {"runs": rs, "metg_span": metg(rs, a.ranks, "span"),
+                                 "metg_process": metg(rs, a.ranks, "process")}
+        mt = entry["mpitiny"]
+        at50 = [e for e, us in zip(mt["metg_span"]["absolute_efficiency"],
+                                   mt["metg_span"]["us"]) if us == 50]
+        entry["mpitiny_absolute_efficiency_span_at_50us"] = at50[0] if at50 else None
+        for basis in ("span", "process"):
+            mine = mt[f"metg_{basis}"]["metg_us"]
+            theirs = [entry[k][f"metg_{basis}"]["metg_us"] for k in schedulers_of(entry)
+                      if entry[k][f"metg_{basis}"]["metg_us"]]
+            if mine and theirs:
+                entry[f"ratio_dask_over_mpitiny_metg_{basis}"] = round(min(theirs) / mine, 1)
+        result["patterns"][pattern] = entry
+        human.append(f"{pattern}: METG span {mt['metg_span']['metg_us']} us / process "
+                     f"{mt['metg_process']['metg_us']} us, eff@50us {at50[0] if at50 else None}"
+                     + (f", Dask/mpitiny {entry.get('ratio_dask_over_mpitiny_metg_span')}x "
+                        f"(span) {entry.get('ratio_dask_over_mpitiny_metg_process')}x (process)"
+                        if dask else ""))
+        C.log(human[-1])
+    listed, fam = (result["patterns"].get(p) for p in ("trivial", "trivial_family"))
+    if listed and fam:
+        for basis in ("span", "process"):
+            mine, theirs = (x["mpitiny"][f"metg_{basis}"]["metg_us"] for x in (listed, fam))
+            if mine and theirs:
+                result[f"ratio_trivial_listed_over_family_metg_{basis}"] = round(mine / theirs, 2)
+        human.append("trivial listed/family METG span "
+                     f"{result.get('ratio_trivial_listed_over_family_metg_span')}, process "
+                     f"{result.get('ratio_trivial_listed_over_family_metg_process')}")
+    C.emit(result, "taskbench: " + " | ".join(human))
+
+
+if __name__ == "__main__":
+    main()
