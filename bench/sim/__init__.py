@@ -1,0 +1,21 @@
+"""A discrete-event simulator of mpitiny at 1,000-10,000 ranks (docs/scale.md).
+
+It runs the engine's real scheduling code, not a model of it: ``rank.SimRank`` is an
+``Engine`` whose queue (``StealQueue``), ready queue and priority board (``ReadyQueue``),
+dependency release (``Release``) and termination (``Control``) are the real classes on
+``memory.SimMemory`` (the test memory ``LocalView`` plus a virtual clock), and whose
+``find_work``, ``chunk_size``, ``steal``, ``take_direct`` and ``release_children`` are
+inherited unchanged. What it models instead of running: a task's time, the engine's CPU per
+round / chunk / task, the cost of each word operation on one node or between nodes, and the
+serialisation of atomics at their target (``costs``, with the sources of every figure).
+
+- ``simulate.Simulation``: P ranks on one ``LocalMemory``, stepped in virtual-time order;
+  checks that every task ran exactly once; ``Result`` with efficiency and hot spots.
+- ``workloads``: the benchmark DAGs (independent tasks, a two-stage DAG, with priorities).
+- ``central``: the central-queue baseline (one master, as mpi4py.futures).
+- ``metg``: efficiency against task length, METG(50 %) against ranks.
+- ``fixes``: the engine fixes the simulator suggests, as ``SimRank`` subclasses.
+- ``validate``: real ``mpiexec`` runs against their simulation; ``probe`` and ``calibrate``:
+  the per-operation and CPU costs measured here; ``tables``: the tables of docs/scale.md.
+- ``run``: the command line (``python bench/sim/run.py --help``).
+"""

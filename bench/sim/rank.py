@@ -1,0 +1,206 @@
+"""One simulated rank: the real engine loop (``mpitiny.engine.loop.Engine``) on a virtual clock.
+
+``SimRank`` is an ``Engine`` whose constructor builds only what the scheduling path needs: the
+real ``StealQueue``, ``ReadyQueue``, ``Release`` and ``Control`` on a ``SimMemory`` (so every
+word operation they make is charged and counted), and the loop state ``Engine`` keeps
+(``direct``, ``avg_task``, ``unreported``, the steal RNG with the engine's seed). The methods
+that decide what runs where are the engine's own, inherited unchanged: ``find_work`` (inbox,
+claim, ``chunk_size``, ``steal``, ``keep_lone``), ``take_direct`` and ``release_children``.
+What ``SimRank`` replaces is what touches the outside world: running a chunk costs virtual
+time instead of calling the task (``start`` / ``complete``), reporting finished tasks is
+``Control.add_finished`` without the journal and samples, and ``Backoff`` is computed, not
+slept (``backoff_delay``, the same rules: spin for ``SPIN_SECONDS`` with a core per rank, then
+``SPIN`` rounds without sleeping, then sleeps doubling from 2 µs to ``max_sleep``).
+
+``act(now)`` is one event of the rank: finish the running chunk if there is one (release its
+children, report if ``REPORT_SECONDS`` passed), then one round of the loop. It returns the
+time of the rank's next event, or None once it has left the run.
+"""
+from __future__ import annotations
+
+import random
+import time
+
+import numpy as np
+
+from mpitiny.engine.control import CONTROL_WORDS, REPORT_SECONDS, Control
+from mpitiny.engine.loop import CHUNK_SECONDS, QUEUE_SLOTS, Backoff, Engine, _running_mean
+from mpitiny.engine.ready import ReadyQueue
+from mpitiny.engine.types import End
+from mpitiny.queue.release import Release
+from mpitiny.queue.stealq import StealQueue
+
+from .memory import SimMemory
+
+SPIN_SECONDS = getattr(Backoff, "SPIN_SECONDS", 0.0)   # engines before the spin: no spinning
+
+
+class _Calm:
+    """The engine's ``Guard`` as the loop reads it: no signal, no time limit."""
+
+    stop_signal = 0
+    time_up = False
+
+
+class SimRank(Engine):
+    """A rank of a ``Simulation`` (``sim``): the engine's scheduling code on virtual time."""
+
+    def __init__(self, sim, rank: int, memory) -> None:   # Engine.__init__ is not called
+        dag = sim.dag
+        self.sim, self.costs = sim, sim.costs
+        self.dag, self.rank, self.nranks = dag, rank, sim.nranks
+        self.base, self.bases = dag.base, dag.base.tolist()
+        self.layout = sim.layout
+        self.mem = SimMemory(memory, rank, sim.ledger)
+        self.queue = StealQueue(self.mem, CONTROL_WORDS, QUEUE_SLOTS, sim.inbox, sim.ring)
+        self.control = Control(self.mem, dag.total)
+        self.ready = ReadyQueue(self.queue, dag, self.layout, rank, self.nranks)
+        self.release = Release(self.layout, self.mem)
+        self.layout.init_words(rank, self.mem.local)
+        self.guard = _Calm()
+        self.chunk_seconds = np.full(len(dag.groups), CHUNK_SECONDS)
+        self.spare_cores = self.costs.spin and SPIN_SECONDS > 0
+        self.max_sleep = self.costs.max_sleep
+        self.rng = random.Random(12345 + 7919 * rank)
+        self.direct, self.direct_stolen = None, False
+        self.avg_task = np.full(len(dag.groups), np.nan)
+        self.avg_all = float("nan")
+        self.unreported = self.unreported_failed = 0
+        self.steals = self.stolen_tasks = self.rounds = 0
+        self.stopped = End.RUNNING
+        self.running = None          # the chunk being run, as group segments
+        self.bo_start, self.bo_rounds, self.bo_spinning = 0.0, 0, self.spare_cores  # Backoff
+        self.reported_at = 0.0
+        self.left_at: float | None = None
+        self.busy = 0.0
+        self.released = False        # whether this rank (a process) released anything yet
+
+    # ------------------------------------------------------------------ one event
+    def act(self, now: float) -> float | None:
+        """One event at ``now``; returns the next one's time (None: the rank has left)."""
+        mem, cpu = self.mem, self.costs.cpu_stretch
+        mem.now = now
+        if self.running is not None:
+            self.complete()
+            if mem.now - self.reported_at > REPORT_SECONDS:
+                self.report_finished()
+            self.new_backoff()
+            if self.ending():
+                return self.leave_at()
+            chunk = self.take_direct()
+            if chunk is not None:
+                return self.start(chunk)
+        self.rounds += 1
+        chunk = self.find_work()
+        mem.now += self.costs.round_cpu * cpu
+        if chunk is not None:
+            return self.start(chunk)
+        self.report_finished()
+        if self.ending():
+            return self.leave_at()
+        return mem.now + self.backoff_delay()
+
+    def leave_at(self) -> None:
+        self.report_finished()
+        self.left_at = self.mem.now
+        return None
+
+    def new_backoff(self) -> None:
+        """A fresh ``Backoff``, as ``Engine.next_chunk`` makes one for every chunk it looks for."""
+        self.bo_start, self.bo_rounds, self.bo_spinning = self.mem.now, 0, self.spare_cores
+
+    def backoff_delay(self) -> float:
+        """How long ``Backoff.wait`` keeps this rank away after a round that found nothing:
+        nothing while it spins (a core per rank, first ``SPIN_SECONDS``) and for ``SPIN``
+        rounds after, then sleeps doubling from 2 µs to ``max_sleep``, each ``sleep_extra``
+        longer than asked (Linux, measured here)."""
+        self.bo_rounds += 1
+        if self.bo_spinning:
+            if self.mem.now < self.bo_start + SPIN_SECONDS:
+                return 0.0
+            self.bo_spinning, self.bo_rounds = False, 1
+        if self.bo_rounds <= Backoff.SPIN:
+            return 0.0
+        want = min(self.max_sleep, 1e-6 * (1 << min(self.bo_rounds - Backoff.SPIN, 10)))
+        return want + self.costs.sleep_extra
+
+    # ------------------------------------------------------------------ running a chunk
+    def start(self, chunk) -> float:
+        """Start ``chunk``: its tasks as group segments, their virtual run time."""
+        segments = self.segments(chunk.tasks)
+        sim, costs = self.sim, self.costs
+        run = costs.chunk_cpu * costs.cpu_stretch + costs.wake_extra
+        per_task = costs.task_extra + costs.task_cpu * costs.cpu_stretch
+        for g, idx in segments:
+            n = len(idx)
+            first = int(self.base[g])
+            if sim.durations is None:
+                run += n * (sim.task_time[g] + per_task)
+            else:
+                run += float(sim.durations[first + idx].sum()) + n * per_task
+            sim.ran(self.rank, first, idx, self.mem.now)
+        self.running = (segments, run)
+        self.busy += run
+        end = self.mem.now + run
+        sim.last_end = max(sim.last_end, end)
+        return end
+
+    def segments(self, tasks) -> list:
+        """``[(group, instance indices)]`` of a chunk's task ids (as ``Engine.execute``)."""
+        out = []
+        if isinstance(tasks, tuple):
+            lo, hi = tasks
+            while lo < hi:
+                g = int(np.searchsorted(self.base, lo, side="right")) - 1
+                end = min(hi, int(self.base[g + 1]))
+                first = int(self.base[g])
+                out.append((g, np.arange(lo - first, end - first, dtype=np.int64)))
+                lo = end
+            return out
+        tasks = np.asarray(tasks, dtype=np.int64)
+        groups = np.searchsorted(self.base, tasks, side="right") - 1
+        cuts = np.flatnonzero(np.diff(groups)) + 1
+        for seg in np.split(np.arange(len(tasks)), cuts):
+            g = int(groups[seg[0]])
+            out.append((g, tasks[seg] - self.base[g]))
+        return out
+
+    def complete(self) -> None:
+        """The running chunk has ended: learn its task time, count it, release its children."""
+        segments, run = self.running
+        self.running = None
+        costs = self.costs
+        for g, idx in segments:
+            n = len(idx)
+            per_task = self.sim.task_time[g] + costs.task_extra + costs.task_cpu
+            self.avg_task[g] = _running_mean(float(self.avg_task[g]), per_task, n)
+            self.avg_all = _running_mean(self.avg_all, per_task, n)
+            self.unreported += n
+            if self.dag.children[g]:
+                self.timed_release(g, idx)
+
+    def timed_release(self, g: int, idx) -> None:
+        """``release_children``, charged its own CPU time (or ``release_cpu``), and the first
+        release's extra cost once."""
+        costs = self.costs
+        t0 = time.process_time()
+        self.release_children(g, idx, [])
+        cpu = time.process_time() - t0 if costs.measure_release else costs.release_cpu
+        if not self.released:
+            self.released = True
+            cpu += costs.first_release
+        self.mem.now += cpu * costs.cpu_stretch
+
+    def skip(self, skipped: list) -> None:
+        for _, idx in skipped:
+            self.unreported += len(idx)
+            self.unreported_failed += len(idx)
+
+    def report_finished(self) -> None:
+        """``Engine.report_finished`` without the journal and samples."""
+        self.reported_at = self.mem.now
+        if not self.unreported:
+            return
+        n, failed = self.unreported, self.unreported_failed
+        self.unreported = self.unreported_failed = 0
+        self.control.add_finished(n, failed)
