@@ -207,6 +207,20 @@ def test_random_dags_run_every_task_once_after_its_parents(tmp_path, nranks, see
     check_random_run(dag, entries, tmp_path / "run", log, nranks)
 
 
+@pytest.mark.parametrize("nranks", [33, 100])
+def test_many_ranks_learn_the_end_down_the_tree(tmp_path, nranks):
+    """Beyond ``control.TREE_RANKS`` ranks the end of a finished run reaches rank 0 only, and
+    each rank passes it to its children as it leaves: every rank still leaves (the run
+    returns) and every task ran once, after its parents."""
+    from mpitiny.engine.control import TREE_RANKS
+    assert nranks > TREE_RANKS
+    log = tmp_path / "ran.log"
+    dag, entries = random_dag(7, str(log))
+    status = local(dag, nranks, tmp_path / "run", seed=nranks)
+    assert status == 0, failures(tmp_path / "run")[:3]
+    check_random_run(dag, entries, tmp_path / "run", log, nranks)
+
+
 @pytest.mark.parametrize("nranks", [2, 3, 8])
 def test_a_fan_out_spreads_over_the_ranks_by_stealing(tmp_path, nranks):
     """One task releases a family of 300: the rank that ran it queues them all, the others
@@ -313,7 +327,7 @@ def misbehaving_dag(log: str, how: str, **bad_options) -> dict:
          "deps": ["bad"]}]}
 
 
-@pytest.mark.parametrize("nranks", [1, 2, 3])
+@pytest.mark.parametrize("nranks", [1, 2, 3, 40])
 def test_max_fails_ends_the_run(tmp_path, nranks):
     dag = {"name": "many-fail", "tasks": [
         {"id": "f", "fn": "mpitiny.tasks:fail", "foreach": {"i": {"range": [0, 2000]}}}]}

@@ -101,6 +101,8 @@ class SimRank(Engine):
         return mem.now + self.backoff_delay()
 
     def leave_at(self) -> None:
+        if self.control.end() == End.ALL_FINISHED:     # as Engine.leave
+            self.control.pass_on_end()
         self.report_finished()
         self.left_at = self.mem.now
         return None

@@ -31,6 +31,7 @@ from mpitiny.queue.stealq import StealQueue, region_size
 CHUNK_SECONDS = 0.005
 BATCH_SECONDS = 0.02      # a batched family's chunk: one call, so its fixed cost is shared
 MAX_CHUNK = 4096
+SHARE_RANKS = 16           # a claim takes at most 1/min(P, this) of the queue
 QUEUE_SLOTS, INBOX_WORDS, RING_WORDS = 128, 1024, 1 << 16
 SAMPLE_SECONDS = 1.0      # psutil samples of each rank for the trace
 
@@ -262,6 +263,8 @@ class Engine:
         end = self.control.end()
         if end != End.ALL_FINISHED:
             self.stopped = self.stopped or end
+        else:
+            self.control.pass_on_end()
         self.report_finished()
 
     def request_stop(self, why: End) -> None:
@@ -274,9 +277,12 @@ class Engine:
         ``CHUNK_SECONDS`` of work (``BATCH_SECONDS`` for a batched family) at the average
         task time of its group, or, for a plain task (a group of one), of all tasks this rank
         ran; 1 while that is unknown (a family's first tasks, say two long reducers released
-        together, are not claimed by one rank); and never more than a 1/P share of
-        ``available``, so idle ranks find some to steal."""
-        if available <= self.nranks:                     # a share of one task: no lookup
+        together, are not claimed by one rank); and never more than a 1/min(P, 16) share of
+        ``available``, so idle ranks find some to steal (a thief takes half of what it finds,
+        so a 1/16 share left behind is enough; a 1/P share would make every claim one task
+        at thousands of ranks: ``docs/scale.md``)."""
+        sharers = min(self.nranks, SHARE_RANKS)
+        if available <= sharers:                         # a share of one task: no lookup
             return 1
         g = int(np.searchsorted(self.base, first, side="right")) - 1
         avg = float(self.avg_task[g])
@@ -284,7 +290,7 @@ class Engine:
             avg = self.avg_all
         if avg != avg:                                   # NaN: none has run here yet
             return 1
-        share = max(1, available // self.nranks)
+        share = max(1, available // sharers)
         return max(1, min(MAX_CHUNK, share, int(self.chunk_seconds[g] / max(avg, 1e-7))))
 
     def steal(self) -> bool:
