@@ -224,7 +224,10 @@ def mpi_run(case: Case, path: Path, workdir: Path, out: str | None):
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_run_mpi(case, corpus, workdir):
+def test_run_mpi(case, corpus, workdir, mpi_impl):
+    if mpi_impl != "mpich" and case not in FIRST_OF_KIND:
+        pytest.skip("one case of each kind under this MPI (the messages come from loading, "
+                    "on rank 0, before MPI carries anything but them; MPICH runs every case)")
     path = corpus / case.name
     out = workdir / "run-out"
     before = snapshot(workdir)
