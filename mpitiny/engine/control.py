@@ -115,6 +115,16 @@ class Control:
         fit = limit.fit(len(instances), per_task, time.time())
         return instances if fit == len(instances) else instances[:fit]
 
+    def not_run(self, journal, first: int, instances, stopping: bool,
+                counts: RunCounts) -> None:
+        """Instances (of the group whose first id is ``first``) that were due but did not run:
+        a stop, or held back by the time limit. Journal them as stopped; unless a stop request
+        (``stopping``) explains it, the limit held them back and ends the run."""
+        if journal.on:
+            journal.stopped(first, instances)
+        if self.limit is not None and not stopping:
+            self.held_back(len(instances), counts)
+
     def held_back(self, n: int, counts: RunCounts) -> None:
         """``n`` tasks of a chunk were not started, and no stop request or ``--max-fails``
         stopped them: they would not finish in time. Count them and end the run everywhere

@@ -393,10 +393,8 @@ class Engine:
             self.avg_task[g] = _running_mean(float(self.avg_task[g]), per_task, ran)
             self.avg_all = _running_mean(self.avg_all, per_task, ran)
         if ran < len(instances):             # stopped or held back: the rest did not run
-            if self.journal.on:
-                self.journal.stopped(self.bases[g], instances[ran:])
-            if self.control.limit is not None and not self.guard.stop_signal:
-                self.control.held_back(len(instances) - ran, self.counts)
+            self.control.not_run(self.journal, self.bases[g], instances[ran:],
+                                 bool(self.guard.stop_signal), self.counts)
             instances = instances[:ran]
         self.finish(g, instances, failed)
 

@@ -118,7 +118,8 @@ class Resume:
             return
         if e.control.limit is not None and not len(
                 e.control.in_time(g, [i], float(e.avg_task[g]), e.avg_all)):
-            self.not_run(g, i)
+            e.control.not_run(e.journal, int(e.base[g]), np.array([i], dtype=np.int64),
+                              bool(e.guard.stop_signal), e.counts)
             return
         keep = e.layout.has_locs[g]
         fetched = fetch_error = None
@@ -141,7 +142,8 @@ class Resume:
         try:
             outcome, attempt, crashes = self.run_alone(gid, call, e.runner.timeout(group))
         except StopRun:
-            self.not_run(g, i)
+            e.control.not_run(e.journal, int(e.base[g]), np.array([i], dtype=np.int64),
+                              bool(e.guard.stop_signal), e.counts)
             return
         t1 = time.time()
         failed = []
@@ -156,15 +158,6 @@ class Resume:
         e.records.add_run(np.array([gid]), FAILED if failed else DONE, [t0], [t1],
                           attempt=attempt, queued=chunk.queued_at, stolen=chunk.stolen)
         e.finish(g, np.array([i], dtype=np.int64), failed)
-
-    def not_run(self, g: int, i: int) -> None:
-        """Instance ``i`` of entry ``g`` did not run (held back by the time limit, or stopped
-        mid-way): journal it as stopped; without a stop request, the time limit ends the run."""
-        e = self.engine
-        if e.journal.on:
-            e.journal.stopped(int(e.base[g]), np.array([i], dtype=np.int64))
-        if e.control.limit is not None and not e.guard.stop_signal:
-            e.control.held_back(1, e.counts)
 
     def keep_outcome(self, group, i: int, gid: int, kind: int, data: bytes,
                      attempt: int) -> None:
