@@ -235,31 +235,30 @@ def _file_digest(path: str) -> str:
 
 
 def _linesort_step(ctx: dict, n: str, path: str, r: dict, ref: dict) -> None:
-    scratch = os.path.join(ctx["wd"], "baseline-sorted.txt")
-    secs, lines, digest = sort_lines_baseline(path, scratch)
-    os.remove(scratch)
-    r.setdefault("linesort-baseline", []).append(secs)
-    ref.update(lines=lines)
-    got, out = _mpitiny(ctx, "linesort", n, ctx["big"])
-    if "error" not in got:
-        got["exact"] = _file_digest(os.path.join(out, "sorted.txt")) == digest
-    r.setdefault("linesort", []).append(got)
-    C.log(f"{n} linesort: {_brief(got, os.path.getsize(path))} (baseline {secs:.2f} s)")
-    shutil.rmtree(out, ignore_errors=True)
+    _checked_step(ctx, n, path, r, ref, "linesort", "sorted.txt", "lines",
+                  lambda scratch: sort_lines_baseline(path, scratch))
 
 
 def _distinct_step(ctx: dict, n: str, path: str, r: dict, ref: dict) -> None:
-    scratch = os.path.join(ctx["wd"], "baseline-distinct.txt")
-    secs, words, digest = distinct_baseline(path, ctx["args"].baseline_block, scratch,
-                                            ctx["mb"].line_blocks)
+    _checked_step(ctx, n, path, r, ref, "distinct", "distinct.txt", "distinct",
+                  lambda scratch: distinct_baseline(path, ctx["args"].baseline_block, scratch,
+                                                    ctx["mb"].line_blocks))
+
+
+def _checked_step(ctx: dict, n: str, path: str, r: dict, ref: dict, job: str, output: str,
+                  count_key: str, baseline) -> None:
+    """``job`` on corpus ``n`` beside its one-process ``baseline(scratch) -> (seconds, count,
+    digest)``; the job's ``output`` must have the baseline's digest."""
+    scratch = os.path.join(ctx["wd"], f"baseline-{output}")
+    secs, count, digest = baseline(scratch)
     os.remove(scratch)
-    r.setdefault("distinct-baseline", []).append(secs)
-    ref.update(distinct=words)
-    got, out = _mpitiny(ctx, "distinct", n, ctx["big"])
+    r.setdefault(f"{job}-baseline", []).append(secs)
+    ref[count_key] = count
+    got, out = _mpitiny(ctx, job, n, ctx["big"])
     if "error" not in got:
-        got["exact"] = _file_digest(os.path.join(out, "distinct.txt")) == digest
-    r.setdefault("distinct", []).append(got)
-    C.log(f"{n} distinct: {_brief(got, os.path.getsize(path))} (baseline {secs:.2f} s)")
+        got["exact"] = _file_digest(os.path.join(out, output)) == digest
+    r.setdefault(job, []).append(got)
+    C.log(f"{n} {job}: {_brief(got, os.path.getsize(path))} (baseline {secs:.2f} s)")
     shutil.rmtree(out, ignore_errors=True)
 
 
