@@ -41,6 +41,7 @@ from mpitiny.mpienv import mpi_environment
 
 MALLOC_TRIM_BYTES = 1 << 30       # glibc M_TRIM_THRESHOLD: keep up to 1 GiB of freed heap
 MALLOC_MMAP_BYTES = 256 << 20     # glibc M_MMAP_THRESHOLD: smaller blocks come from the heap
+ABORT_GRACE = 0.5                 # seconds between the error message and MPI_Abort
 SHARED_DAG_BYTES = 1 << 30        # a bigger pickled DAG is loaded by every rank instead
 SHARED_DAG_GROUPS = 5000          # and so is one of more entries (Python objects) than this
 
@@ -112,6 +113,7 @@ def _run_file(path: str | None, params: dict, out_dir: str | None, dag_text: str
             sys.stderr.write(f"mpitiny: internal error on rank {rank} of {comm.Get_size()} "
                              f"({socket.gethostname()}); aborting the job\n{traceback.format_exc()}")
         sys.stderr.flush()
+        time.sleep(ABORT_GRACE)     # MPI_Abort can end the launcher before it forwards that
         comm.Abort(EXIT_INTERNAL)
         os._exit(EXIT_INTERNAL)
 
