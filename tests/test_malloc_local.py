@@ -30,8 +30,9 @@ def test_freed_memory_is_reused_without_page_faults():
     tuned, faults = probe()
     untouched, default_faults = probe(MPITINY_MALLOC="default")
     assert tuned and not untouched
-    # default glibc: ~1,000 faults per iteration (4 MiB given back and touched again)
-    assert default_faults > 50_000, default_faults
+    # default glibc: up to ~1,000 faults per iteration (4 MiB given back and touched again);
+    # fewer when the kernel backs the arrays with huge pages (a loaded CI machine counted 37,759)
+    assert default_faults > 10_000, default_faults
     assert faults < default_faults / 20, (faults, default_faults)
 
 

@@ -17,6 +17,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -260,7 +261,10 @@ class Watcher(threading.Thread):
     """Watches this test's job: starts requeued jobs at once (Slurm holds a requeued job for
     about two minutes, BeginTime: the watcher releases it after 2 s), optionally runs ``scontrol requeue`` once ``ran.log`` has
     ``requeue_after`` lines, and with ``warn_at_start`` sends Slurm's USR1 warning to the batch
-    shell the moment the job first runs, while its ranks are still starting Python."""
+    shell the moment that shell has set its trap (its first line), while its ranks are still
+    starting Python. (Sent earlier, before bash has read the script, the signal kills the job:
+    no script can hold a signal before its first line runs; Slurm's real warning comes at least
+    ``--signal``'s offset before the end, well after that.)"""
 
     def __init__(self, log: Path, requeue_after: int | None = None, warn_at_start: bool = False):
         super().__init__(daemon=True)
@@ -287,7 +291,8 @@ class Watcher(threading.Thread):
                     subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"],
                                    capture_output=True, timeout=30)
                     self.released += 1
-                if self.warn_at_start and not self.warned and state == "RUNNING":
+                if (self.warn_at_start and not self.warned and state == "RUNNING"
+                        and batch_shell_traps_usr1(job_id)):
                     subprocess.run(["scancel", "--batch", "--signal=USR1", job_id],
                                    capture_output=True, timeout=30)
                     self.warned = True
@@ -295,6 +300,26 @@ class Watcher(threading.Thread):
                 if self.requeue_after is not None and not self.requeued and lines >= self.requeue_after:
                     subprocess.run(["scontrol", "requeue", job_id], capture_output=True, timeout=30)
                     self.requeued = True
+
+
+def batch_shell_traps_usr1(job_id: str) -> bool:
+    """Whether the batch shell of ``job_id`` (on this one-node cluster) catches USR1 yet: its
+    ``SigCgt`` mask in /proc has bit 10 set."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if b"slurm_script" not in (proc / "cmdline").read_bytes():
+                continue
+            if f"SLURM_JOB_ID={job_id}\0".encode() not in (proc / "environ").read_bytes() + b"\0":
+                continue
+            status = (proc / "status").read_text()
+        except OSError:
+            continue
+        caught = int(re.search(r"^SigCgt:\s*([0-9a-f]+)", status, re.M).group(1), 16)
+        if caught & (1 << (signal.SIGUSR1 - 1)):
+            return True
+    return False
 
 
 def watched_run_dag(tmp_path: Path, dag: Path, watcher: Watcher, options: tuple = ()) -> SlurmJob:
