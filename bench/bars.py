@@ -13,10 +13,11 @@
     to engine start, including loading the 100,000-entry dag.json) and the whole-process time.
     ``rest_seconds`` = whole process - setup - engine wall: interpreter start-up, imports,
     MPI_Init, writing the task tables and summary, MPI_Finalize.
-(c) A 10^6-instance null family on 4 ranks: peak RSS of each rank (each rank runs under
-    ``_rss_wrap.py``, which reads ``getrusage(RUSAGE_CHILDREN).ru_maxrss``); the max over ranks
-    in MB (10^6 bytes). For reference, the same for a 1,000-instance family (the baseline of an
-    MPI + mpitiny process).
+(c) A 10^6-instance null family on 4 ranks, and the same 10^6 null tasks listed one by one
+    (a 44 MB dag.json): peak RSS of each rank (each rank runs under ``_rss_wrap.py``, which
+    reads ``getrusage(RUSAGE_CHILDREN).ru_maxrss``); the max over ranks in MB (10^6 bytes), and
+    the set-up time (``summary.setup_seconds``). For reference, the same for a 1,000-instance
+    family (the baseline of an MPI + mpitiny process).
 """
 from __future__ import annotations
 
@@ -49,6 +50,9 @@ def bar_a(work, n, ranks, futures_tasks):
         runs.append({"mpiexec_wall_seconds": proc["wall"], "tasks_per_second_whole_process": n / proc["wall"],
                      "engine_wall_seconds": s["wall_seconds"], "setup_seconds": s["setup_seconds"],
                      "rest_seconds": proc["wall"] - s["setup_seconds"] - s["wall_seconds"],
+            "work_cpu_us_per_task": 1e6 * sum(r.get("work_cpu_seconds", 0) for r in s["per_rank"]) / n,
+            "progress_looks_per_second": sum(r.get("progress_looks", 0) for r in s["per_rank"]) / len(s["per_rank"]) / s["wall_seconds"],
+            "progress_polls_per_second": sum(r.get("progress_polls", 0) for r in s["per_rank"]) / len(s["per_rank"]) / s["wall_seconds"],
                      "tasks_per_second_engine": s["tasks_per_second"]})
         C.log(f"(a) mpitiny {n} tasks: whole process {proc['wall']:.3f} s")
 
@@ -93,12 +97,19 @@ def listed_run(path, run_dir, n, ranks):
             "engine_wall_seconds": s["wall_seconds"], "tasks_per_second_engine": s["tasks_per_second"],
             "setup_seconds": s["setup_seconds"], "mpiexec_wall_seconds": proc["wall"],
             "rest_seconds": proc["wall"] - s["setup_seconds"] - s["wall_seconds"],
+            "work_cpu_us_per_task": 1e6 * sum(r.get("work_cpu_seconds", 0) for r in s["per_rank"]) / n,
+            "progress_looks_per_second": sum(r.get("progress_looks", 0) for r in s["per_rank"]) / len(s["per_rank"]) / s["wall_seconds"],
+            "progress_polls_per_second": sum(r.get("progress_polls", 0) for r in s["per_rank"]) / len(s["per_rank"]) / s["wall_seconds"],
             "tasks_per_second_whole_process": n / proc["wall"],
             "per_rank_done": [r["done"] for r in s["per_rank"]]}
 
 
-def rss_run(work, tag, n, ranks):
-    dag = C.write_dag(os.path.join(work, f"c-{tag}.json"), family(f"bar_c_{tag}", n))
+def listed(name, n):
+    return {"name": name, "tasks": [{"id": f"t{i:07d}", "fn": "mpitiny.tasks:null"} for i in range(n)]}
+
+
+def rss_run(work, tag, n, ranks, shape=family):
+    dag = C.write_dag(os.path.join(work, f"c-{tag}.json"), shape(f"bar_c_{tag}", n))
     out = os.path.join(work, f"c-rss-{tag}")
     os.makedirs(out, exist_ok=True)
     for old in glob.glob(os.path.join(out, "rss-*.json")):
@@ -111,7 +122,7 @@ def rss_run(work, tag, n, ranks):
     mb = [r["maxrss_kib"] * 1024 / 1e6 for r in per]
     return {"tasks": n, "ranks": ranks, "peak_rss_mb_per_rank": [round(x, 1) for x in mb],
             "peak_rss_mb_max": round(max(mb), 1), "mpiexec_wall_seconds": proc["wall"],
-            "engine_wall_seconds": s["wall_seconds"],
+            "engine_wall_seconds": s["wall_seconds"], "setup_seconds": s["setup_seconds"],
             "per_rank_done": [r["done"] for r in s["per_rank"]]}
 
 
@@ -150,10 +161,13 @@ def main():
         C.log(f"(c) {a.c_tasks} null family on {a.c_ranks} ranks, peak RSS")
         base = rss_run(work, "base", 1000, a.c_ranks)
         big = rss_run(work, "big", a.c_tasks, a.c_ranks)
+        many = rss_run(work, "listed", a.c_tasks, a.c_ranks, shape=listed)
         result["c"] = {**big, "baseline_1000_tasks": base,
-                       "increase_over_baseline_mb": round(big["peak_rss_mb_max"] - base["peak_rss_mb_max"], 1)}
+                       "increase_over_baseline_mb": round(big["peak_rss_mb_max"] - base["peak_rss_mb_max"], 1),
+                       "listed": many}
         human.append(f"(c) {a.c_tasks} family on {a.c_ranks} ranks: peak RSS max {big['peak_rss_mb_max']} MB "
-                     f"(per rank {big['peak_rss_mb_per_rank']}; 1,000-task baseline {base['peak_rss_mb_max']} MB)")
+                     f"(per rank {big['peak_rss_mb_per_rank']}; 1,000-task baseline {base['peak_rss_mb_max']} MB); "
+                     f"listed: peak RSS max {many['peak_rss_mb_max']} MB, setup {many['setup_seconds']:.2f} s")
     C.emit(result, "bars: " + " | ".join(human))
 
 

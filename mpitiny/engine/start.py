@@ -136,9 +136,8 @@ def run_rank(world: MpiWorld, dag: DAG, run_dir: str, opts: RunOptions, t_launch
         gc.collect()
         gc.freeze()     # the task table lives for the whole run: keep the collector off it
         engine.start()
-        progress = world.progress_thread(lambda: engine.rounds) \
-            if world.needs_progress() else None
-        t_start = time.time()
+        progress = world.progress_thread(_moving(engine)) if world.needs_progress() else None
+        t_start, cpu_start = time.time(), time.process_time()
         saved = sys.stdout, sys.stderr      # what fn tasks print goes to the rank's logs
         sys.stdout, sys.stderr = engine.files.python_streams()
         try:
@@ -148,9 +147,11 @@ def run_rank(world: MpiWorld, dag: DAG, run_dir: str, opts: RunOptions, t_launch
             if progress is not None:
                 progress.stop()
         t_end = time.time()
+        work_cpu = time.process_time() - cpu_start
+        looked = (progress.looks, progress.polls) if progress is not None else (0, 0)
         if engine.progress is not None:
             engine.progress.tick(final=True)
-        all_stats = finish_rank(engine)
+        all_stats = finish_rank(engine, work_cpu, looked)
         world.barrier()
         engine.free()
     finally:
@@ -162,12 +163,17 @@ def run_rank(world: MpiWorld, dag: DAG, run_dir: str, opts: RunOptions, t_launch
     return world.bcast(status)
 
 
-def finish_rank(engine: Engine) -> list | None:
-    """Stop the engine, write its task table; every rank's figures on rank 0, else None."""
+def finish_rank(engine: Engine, work_cpu: float, looked: tuple) -> list | None:
+    """Stop the engine, write its task table; every rank's figures on rank 0, else None.
+    ``work_cpu``: the CPU seconds the rank's process (all its threads) spent in the run;
+    ``looked``: the progress thread's looks and polls."""
     engine.stop()
     engine.sample()
     rundir.write_rank_table(engine.run_dir, engine.rank, engine.records, engine.samples)
-    return engine.world.gather(engine.stats())
+    stats = engine.stats()
+    stats["work_cpu_seconds"] = round(work_cpu, 6)
+    stats["progress_looks"], stats["progress_polls"] = looked
+    return engine.world.gather(stats)
 
 
 def conclude(dag: DAG, run_dir: str, opts: RunOptions, all_stats: list, times: tuple,
@@ -427,6 +433,13 @@ def keep_freed_memory() -> bool:
     m_trim_threshold, m_mmap_threshold = -1, -3
     return bool(mallopt(m_trim_threshold, MALLOC_TRIM_BYTES)) and \
         bool(mallopt(m_mmap_threshold, MALLOC_MMAP_BYTES))
+
+
+def _moving(engine: Engine):
+    """What the progress thread watches: the loop's round count and the task running now (a
+    chunk of tiny tasks moves the second while the first stands still)."""
+    state = engine.data.state
+    return lambda: (engine.rounds, state.task)
 
 
 def _short_timer_slack() -> None:

@@ -67,12 +67,12 @@ class MpiWorld:
             return forced == "1"
         return self.ranks_here < self.nranks or os.environ.get("MPIR_CVAR_NOLOCAL") == "1"
 
-    def progress_thread(self, rounds) -> ProgressThread:
-        """A started ``ProgressThread`` polling this rank's communicator whenever ``rounds()``
-        (the engine loop's round count) stands still."""
+    def progress_thread(self, moving) -> ProgressThread:
+        """A started ``ProgressThread`` polling this rank's communicator whenever ``moving()``
+        (the engine loop's round count and running task) stands still."""
         from mpi4py import MPI
         comm, any_source, any_tag = self.comm, MPI.ANY_SOURCE, MPI.ANY_TAG
-        thread = ProgressThread(lambda: comm.Iprobe(any_source, any_tag), rounds)
+        thread = ProgressThread(lambda: comm.Iprobe(any_source, any_tag), moving)
         thread.start()
         return thread
 
@@ -111,30 +111,32 @@ class ProgressThread:
     ``MPIR_CVAR_NOLOCAL=1`` uses on one machine), a passive-target operation completes only
     when the target rank calls MPI: a thief, or a rank counting down a child whose words live
     on a busy rank, would wait for that rank's task to end. The engine's loop calls MPI every
-    round, so the thread only has to step in when a round lasts: it looks at the loop's round
-    count (``rounds()``) every ``LOOK``; while the count stands still (a task, or a chunk of
-    tasks, is running) it calls ``poll`` (an ``Iprobe``) every ``PERIOD``. A command lets it
-    run at once (the rank waits in ``waitpid``, without the GIL), so do numpy and batch forms
-    that release the GIL; pure Python yields the GIL every ``sys.getswitchinterval()``, set to
-    ``PERIOD`` while the thread runs. Looking less often while rounds go by keeps its GIL
-    wake-ups away from runs of tiny tasks (figures in docs/offnode.md). On one node the windows
-    are shared memory and it is not started (``MpiWorld.needs_progress``)."""
+    round, so the thread only has to step in when one task lasts: it looks at ``moving()``
+    (the loop's round count and the id of the task running) and, while that stands still,
+    calls ``poll`` (an ``Iprobe``) every ``PERIOD``. A command lets it run at once (the rank
+    waits in ``waitpid``, without the GIL), so do numpy and batch forms that release the GIL;
+    pure Python yields the GIL every ``sys.getswitchinterval()``, set to ``PERIOD`` only while
+    the thread polls. While rounds and tasks go by, the looks back off from ``LOOK`` to
+    ``LOOK_MAX``: each look takes the GIL from the task, and a run of tiny tasks needs none
+    (figures in docs/offnode.md). On one node the windows are shared memory and it is not
+    started (``MpiWorld.needs_progress``)."""
 
     PERIOD = 0.0005
     LOOK = 0.001
+    LOOK_MAX = 0.004
 
-    def __init__(self, poll, rounds) -> None:
+    def __init__(self, poll, moving) -> None:
         import threading
         self.poll = poll
-        self.rounds = rounds
+        self.moving = moving
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="mpitiny-progress", daemon=True)
         self.switch = 0.0
+        self.looks = self.polls = 0     # for the rank's figures (summary.json)
 
     def start(self) -> None:
         import sys
         self.switch = sys.getswitchinterval()
-        sys.setswitchinterval(self.PERIOD)
         self.thread.start()
 
     def stop(self) -> None:
@@ -144,15 +146,26 @@ class ProgressThread:
         sys.setswitchinterval(self.switch)
 
     def _loop(self) -> None:
-        wait, rounds, poll = self.stopping.wait, self.rounds, self.poll
-        seen, pause = rounds(), self.LOOK
+        import sys
+        wait, moving, poll = self.stopping.wait, self.moving, self.poll
+        seen, pause, polling = moving(), self.LOOK, False
         while not wait(pause):
-            now = rounds()
+            self.looks += 1
+            now = moving()
             if now == seen:
+                if not polling:
+                    sys.setswitchinterval(self.PERIOD)
+                    polling = True
                 poll()
+                self.polls += 1
                 pause = self.PERIOD
             else:
-                seen, pause = now, self.LOOK
+                if polling:
+                    sys.setswitchinterval(self.switch)
+                    polling, pause = False, self.LOOK
+                else:
+                    pause = min(2 * pause, self.LOOK_MAX)
+                seen = now
 
 
 class LocalFabric:
