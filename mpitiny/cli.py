@@ -172,11 +172,22 @@ def validate(dag_file: str, params: tuple) -> None:
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Where to write the dag.json.")
 @click.option("--scale", default=0.001, show_default=True, type=float,
-              help="Each task sleeps for its recorded runtime times this factor.")
-def import_wfcommons(instance: str, output: str, scale: float) -> None:
-    """Turn a WfCommons workflow instance into a dag.json of sleeping tasks (every edge kept)."""
+              help="Each task sleeps (with --work: burns a core) for its recorded runtime "
+                   "times this factor.")
+@click.option("--work", is_flag=True,
+              help="Tasks burn one core for their runtime and read and write their files, "
+                   "with the instance's sizes, in RUN_DIR/data (children read their parents' "
+                   "outputs), instead of sleeping.")
+@click.option("--size-scale", default=1.0, show_default=True, type=float,
+              help="With --work: each file has its recorded size times this factor.")
+def import_wfcommons(instance: str, output: str, scale: float, work: bool,
+                     size_scale: float) -> None:
+    """Turn a WfCommons workflow instance into a dag.json (every task and edge kept): tasks
+    that sleep for their runtime, or with --work do their work (docs/dag-format.md)."""
     from mpitiny.dag.wfcommons import convert_file
-    summary = convert_file(instance, output, scale)
+    if size_scale != 1.0 and not work:
+        raise BadInput("--size-scale applies to the files of --work only: add --work")
+    summary = convert_file(instance, output, scale, work=work, size_scale=size_scale)
     click.echo(summary)
 
 

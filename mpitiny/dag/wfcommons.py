@@ -1,4 +1,4 @@
-"""Turn a WfCommons workflow instance (WfFormat) into a dag.json of sleeping tasks.
+"""Turn a WfCommons workflow instance (WfFormat) into a dag.json of sleeping or working tasks.
 
 Every task of the instance becomes ``{"id": ..., "fn": "mpitiny.tasks:sleep",
 "args": [runtime * scale], "deps": [...], "priority": ...}``, and every edge of the instance is
@@ -6,14 +6,29 @@ kept, so a run of the result has the real workflow's shape and (scaled) task dur
 priority is the task's bottom level in milliseconds of recorded runtime (see
 ``bottom_levels``): ready tasks on the critical path run first.
 
-Formats read:
+With ``work`` (``mpitiny import-wfcommons --work``) a task does the work instead:
+``{"fn": "mpitiny.wfwork:run_task", "args": [runtime * scale], "kwargs": {"read": [[file,
+bytes], ...], "write": [[file, bytes], ...]}}`` burns one core for its runtime and reads its
+input files and writes its output files, sizes times ``size_scale``, in ``RUN_DIR/data``
+(``mpitiny.wfwork`` says how). One more task, ``stage_in`` (renamed if the instance has a task
+of that id), writes the workflow's own input files (read by some task, written by none), and
+the tasks that read them depend on it. The files are checked here, so that a run cannot trip
+on them: every size is a whole number of bytes, a file has at most one writer and no task
+reads what it writes, a name is a relative path usable under ``RUN_DIR/data`` (no ``..``, no
+empty component) and no file is also the folder of another. A task that reads a file written
+by a task it does not depend on (directly or not) gets that dependency added (counted in the
+description); one written by its own descendant is an error.
+
+Formats read (``work`` reads the files' sizes too):
 
 - WfFormat 1.5 (the WfInstances collection today): ``workflow.specification.tasks`` gives
-  ``id``, ``parents`` and ``children``; ``workflow.execution.tasks`` gives ``id`` and
-  ``runtimeInSeconds``.
+  ``id``, ``parents``, ``children``, ``inputFiles`` and ``outputFiles``;
+  ``workflow.specification.files`` each file's ``id`` and ``sizeInBytes``;
+  ``workflow.execution.tasks`` gives ``id`` and ``runtimeInSeconds``.
 - WfFormat 1.4 and older: ``workflow.tasks`` (or ``workflow.jobs``), one object per task with
-  ``name`` (what ``parents``/``children`` refer to), ``parents``, ``children`` and
-  ``runtimeInSeconds`` (or ``runtime``).
+  ``name`` (what ``parents``/``children`` refer to), ``parents``, ``children``,
+  ``runtimeInSeconds`` (or ``runtime``) and ``files``: ``name`` (after ``path`` if given),
+  ``link`` (``input`` or ``output``) and ``sizeInBytes`` (``size`` before 1.4, also bytes).
 
 Edges are taken from ``parents``; where ``children`` are given they must say the same.
 Task ids that mpitiny does not accept (whitespace, ``[ ] { } ,``, unprintable characters, over
@@ -27,12 +42,17 @@ import math
 import os
 import re
 import tempfile
+from dataclasses import dataclass
 from typing import Any
 
 from mpitiny.dag.load import MAX_ID_LENGTH, id_problem, load_dag_text
 from mpitiny.errors import BadInput, MpitinyError
 
 SLEEP_FN = "mpitiny.tasks:sleep"
+WORK_FN = "mpitiny.wfwork:run_task"
+STAGE_FN = "mpitiny.wfwork:stage"
+STAGE_ID = "stage_in"
+PART_SUFFIX = ".mpitiny-part"
 _BAD_ID_CHAR = re.compile(r"[\[\]{},\s]")
 _NAME_BAD = re.compile(r"[/\\\s]")
 
@@ -72,6 +92,15 @@ def _unique_ids(raw_ids: list) -> list:
         taken.add(candidate)
         out.append(candidate)
     return out
+
+
+def _free_id(base: str, taken: set) -> str:
+    """``base``, or ``base_2``, ``base_3``... whichever is not in ``taken``."""
+    candidate, n = base, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{base}_{n}"
+    return candidate
 
 
 def _runtime(task: dict, key_names: tuple, tid: str, source: str) -> float:
@@ -152,11 +181,22 @@ def _read_tasks(instance: dict, source: str) -> list:
                 "and no workflow.tasks (older WfFormat)", source)
 
 
-def convert(instance: dict, scale: float, source: str = "") -> dict:
-    """The dag.json dict of a WfCommons instance: one sleeping task per task, every edge."""
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) \
-            or not math.isfinite(scale) or scale < 0:
-        raise BadInput(f"--scale must be a non-negative number, not {scale!r}")
+def _factor(option: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value < 0:
+        raise BadInput(f"{option} must be a non-negative number, not {value!r}")
+
+
+def convert(instance: dict, scale: float, source: str = "", *, work: bool = False,
+            size_scale: float = 1.0) -> dict:
+    """The dag.json dict of a WfCommons instance: one task per task, every edge.
+
+    Each task sleeps for its runtime x ``scale``; with ``work`` it burns one core that long
+    and reads and writes the instance's files (sizes x ``size_scale``) in ``RUN_DIR/data``
+    (``mpitiny.wfwork``), after a ``stage_in`` task that writes the workflow's input files.
+    """
+    _factor("--scale", scale)
+    _factor("--size-scale", size_scale)
     if not isinstance(instance, dict):
         raise _fail("not a WfCommons instance: the top level is not a JSON object", source)
     rows = _read_tasks(instance, source)
@@ -168,8 +208,40 @@ def convert(instance: dict, scale: float, source: str = "") -> dict:
         if key in index:
             raise _fail(f"task id {_show(key)} is used twice", source)
         index[key] = k
+    parents = _parent_positions(rows, index, source)
+    edges = sum(map(len, parents))
+    runtimes = [round(row[3] * scale, 9) for row in rows]
+    plan = None
+    if work:
+        task_files, sizes = _read_files(instance, len(rows), source)
+        plan = _work_plan(keys, task_files, sizes, parents, size_scale, source)
+    levels = bottom_levels([row[3] for row in rows], parents)
     ids = _unique_ids(keys)
+    stage_id = _free_id(STAGE_ID, set(ids))
+    tasks = []
+    for k in range(len(rows)):
+        task: dict = {"id": ids[k], "fn": SLEEP_FN, "args": [runtimes[k]]}
+        deps = [ids[p] for p in parents[k]]
+        if plan is not None:
+            task["fn"] = WORK_FN
+            task["kwargs"] = {"read": plan.reads[k], "write": plan.writes[k]}
+            if k in plan.stage_readers:
+                deps.append(stage_id)
+        task["priority"] = min(int(round(levels[k] * 1000)), PRIORITY_MAX)
+        if deps:
+            task["deps"] = deps
+        tasks.append(task)
+    if plan is not None and plan.staged:
+        tasks.insert(0, {"id": stage_id, "fn": STAGE_FN, "kwargs": {"write": plan.staged},
+                         "priority": PRIORITY_MAX})
+    return {"name": _dag_name(instance, source), "version": 1,
+            "description": _description(instance, source, len(rows), edges, scale, plan,
+                                        size_scale, stage_id),
+            "tasks": tasks}
 
+
+def _parent_positions(rows: list, index: dict, source: str) -> list:
+    """Each task's parents (positions, each once), checked against ``children`` if given."""
     parent_edges = set()
     parents_of: list = []
     for key, parents, _, _ in rows:
@@ -180,8 +252,8 @@ def convert(instance: dict, scale: float, source: str = "") -> dict:
                             "instance", source)
             if p == key:
                 raise _fail(f"task {_show(key)} lists itself as a parent", source)
-            if p not in seen:                      # a parent listed twice is one edge
-                seen.append(p)
+            if index[p] not in seen:                  # a parent listed twice is one edge
+                seen.append(index[p])
                 parent_edges.add((p, key))
         parents_of.append(seen)
     if any(row[2] is not None for row in rows):
@@ -204,27 +276,34 @@ def convert(instance: dict, scale: float, source: str = "") -> dict:
             raise _fail(f"parents and children disagree: {_show(c)} lists parent {_show(p)} "
                         f"but {_show(p)} does not list it as a child "
                         f"({len(only_children) + len(only_parents)} such edges)", source)
+    return parents_of
 
-    tasks = []
-    levels = bottom_levels([row[3] for row in rows], [[index[p] for p in ps] for ps in parents_of])
-    for k, (_, _, _, runtime) in enumerate(rows):
-        task: dict = {"id": ids[k], "fn": SLEEP_FN, "args": [round(runtime * scale, 9)],
-                      "priority": min(int(round(levels[k] * 1000)), PRIORITY_MAX)}
-        if parents_of[k]:
-            task["deps"] = [ids[index[p]] for p in parents_of[k]]
-        tasks.append(task)
 
+def _dag_name(instance: dict, source: str) -> str:
     name = instance.get("name")
     if not isinstance(name, str) or not name.strip():
         name = os.path.splitext(os.path.basename(source))[0] if source else "wfcommons"
     name = _NAME_BAD.sub("_", name).strip("._") or "wfcommons"
-    name = "".join(c if c.isprintable() else "_" for c in name)[:200]
+    return "".join(c if c.isprintable() else "_" for c in name)[:200]
+
+
+def _description(instance: dict, source: str, tasks: int, edges: int, scale: float,
+                 plan: WorkPlan | None, size_scale: float, stage_id: str) -> str:
     origin = os.path.basename(source) if source else "a WfCommons instance"
     version = instance.get("schemaVersion")
-    description = (f"Imported from {origin}" + (f" (WfFormat {version})" if version else "") +
-                   f": {len(tasks)} tasks, {len(parent_edges)} edges; each task sleeps for "
-                   f"its recorded runtime x {scale:g}.")
-    return {"name": name, "version": 1, "description": description, "tasks": tasks}
+    text = (f"Imported from {origin}" + (f" (WfFormat {version})" if version else "") +
+            f": {tasks} tasks, {edges} edges; ")
+    if plan is None:
+        return text + f"each task sleeps for its recorded runtime x {scale:g}."
+    text += (f"each task burns one core for its recorded runtime x {scale:g}, reads its input "
+             f"files and writes its output files (sizes x {size_scale:g}) in RUN_DIR/data")
+    if plan.staged:
+        text += (f"; task {stage_id!r} first writes the workflow's input files "
+                 f"({_files(len(plan.staged))})")
+    if plan.added:
+        text += (f"; {plan.added} dependencies added (a task reads a file of a task it did not "
+                 "depend on)")
+    return text + "."
 
 
 PRIORITY_MAX = 2**31 - 1
@@ -255,6 +334,168 @@ def bottom_levels(runtimes: list, parents: list) -> list:
     return level
 
 
+# ------------------------------------------------------------------ --work: the files
+
+
+@dataclass
+class WorkPlan:
+    """What the tasks of a ``--work`` import read and write (``[name, bytes]`` pairs)."""
+    reads: list            # per task
+    writes: list           # per task
+    staged: list           # the workflow's input files, written by the stage task
+    stage_readers: set     # positions of the tasks that read one of them
+    added: int             # dependencies added: a reader that did not depend on the writer
+
+
+def _size(value: Any, name: str, source: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value < 0 or value != int(value):
+        raise _fail(f"file {_show(name)}: the size must be a non-negative whole number of "
+                    f"bytes, not {_show(value)}", source)
+    return int(value)
+
+
+def _read_files(instance: dict, count: int, source: str) -> tuple:
+    """Per task ``(input names, output names)`` in task order, and ``{name: bytes}``."""
+    workflow = instance["workflow"]
+    spec = workflow.get("specification")
+    if spec is not None:                                  # WfFormat 1.5
+        files = spec.get("files")
+        if not isinstance(files, list):
+            raise _fail("workflow.specification.files must be a list (--work needs the "
+                        "files' sizes)", source)
+        sizes: dict = {}
+        for k, f in enumerate(files):
+            if not isinstance(f, dict) or not isinstance(f.get("id"), str):
+                raise _fail(f"workflow.specification.files[{k}] has no string 'id'", source)
+            sizes[f["id"]] = _size(f.get("sizeInBytes"), f["id"], source)
+        task_files = [(_file_names(t, "inputFiles", source),
+                       _file_names(t, "outputFiles", source)) for t in spec["tasks"]]
+    else:                                                 # WfFormat <= 1.4: per task files
+        tasks = workflow.get("tasks", workflow.get("jobs"))
+        sizes, task_files = {}, []
+        for t in tasks:
+            task_files.append(_old_task_files(t, sizes, source))
+    for k, (inputs, outputs) in enumerate(task_files):
+        for name in inputs + outputs:
+            if name not in sizes:
+                raise _fail(f"file {_show(name)} (of task {k + 1} of {count}) has no size in "
+                            "the instance", source)
+    return task_files, sizes
+
+
+def _file_names(task: dict, key: str, source: str) -> list:
+    value = task.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _fail(f"task {_show(task.get('id'))}: {key} must be a list of file ids", source)
+    return list(dict.fromkeys(value))
+
+
+def _old_task_files(task: dict, sizes: dict, source: str) -> tuple:
+    """``(inputs, outputs)`` of a WfFormat <= 1.4 task (``files`` with ``link``), adding
+    each file's size (``sizeInBytes``, or ``size`` before 1.4) to ``sizes``."""
+    inputs: list = []
+    outputs: list = []
+    tid = task.get("name", task.get("id"))
+    for k, f in enumerate(task.get("files") or []):
+        if not isinstance(f, dict) or not isinstance(f.get("name"), str):
+            raise _fail(f"task {_show(tid)}: files[{k}] has no string 'name'", source)
+        name = f.get("path", "") + f["name"] if isinstance(f.get("path"), str) else f["name"]
+        size = _size(f.get("sizeInBytes", f.get("size")), name, source)
+        if sizes.setdefault(name, size) != size:
+            raise _fail(f"file {_show(name)} is given two sizes, {sizes[name]} and {size}",
+                        source)
+        link = str(f.get("link", "")).lower()
+        if link not in ("input", "output"):
+            raise _fail(f"task {_show(tid)}: file {_show(name)} has link {_show(f.get('link'))}"
+                        ": it must be 'input' or 'output'", source)
+        (inputs if link == "input" else outputs).append(name)
+    return list(dict.fromkeys(inputs)), list(dict.fromkeys(outputs))
+
+
+def file_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a file under ``RUN_DIR/data`` (None if it can)."""
+    if not name:
+        return "it is empty"
+    if name.startswith("/"):
+        return "it is an absolute path"
+    if "\0" in name:
+        return "it holds a NUL character"
+    for part in name.split("/"):
+        if part in ("", ".", ".."):
+            return f"it has a path component {part!r}"
+        if len(part.encode("utf-8", "surrogateescape")) > 250:
+            return "a path component is over 250 bytes"
+    if name.endswith(PART_SUFFIX):
+        return f"it ends with {PART_SUFFIX}, the suffix of mpitiny's temporary files"
+    return None
+
+
+def _work_plan(keys: list, task_files: list, sizes: dict, parents: list, size_scale: float,
+               source: str) -> WorkPlan:
+    """Check the files (one writer each, usable names) and make every reader depend on the
+    writer of each file it reads (adding the dependency where the instance lacks it)."""
+    writer: dict = {}
+    for k, (inputs, outputs) in enumerate(task_files):
+        for name in outputs:
+            if name in writer:
+                raise _fail(f"file {_show(name)} is written by two tasks, "
+                            f"{_show(keys[writer[name]])} and {_show(keys[k])}", source)
+            if name in inputs:
+                raise _fail(f"task {_show(keys[k])} both reads and writes file {_show(name)}",
+                            source)
+            writer[name] = k
+    _check_names({n for ins, outs in task_files for n in ins + outs}, source)
+    added = 0
+    for k, (inputs, _) in enumerate(task_files):
+        for name in inputs:
+            w = writer.get(name)
+            if w is None or w in parents[k] or _reaches(parents, k, w):
+                continue
+            if _reaches(parents, w, k):
+                raise _fail(f"task {_show(keys[k])} reads file {_show(name)}, which its "
+                            f"descendant {_show(keys[w])} writes", source)
+            parents[k].append(w)
+            added += 1
+
+    def pairs(names: list) -> list:
+        return [[n, int(round(sizes[n] * size_scale))] for n in names]
+
+    staged = list(dict.fromkeys(n for ins, _ in task_files for n in ins if n not in writer))
+    readers = {k for k, (ins, _) in enumerate(task_files) if any(n not in writer for n in ins)}
+    return WorkPlan([pairs(ins) for ins, _ in task_files],
+                    [pairs(outs) for _, outs in task_files], pairs(staged), readers, added)
+
+
+def _check_names(names: set, source: str) -> None:
+    """Every file name usable under ``RUN_DIR/data``, and none also a folder of another."""
+    folders: set = set()
+    for name in names:
+        problem = file_name_problem(name)
+        if problem:
+            raise _fail(f"file {_show(name)} cannot be written under RUN_DIR/data: {problem}",
+                        source)
+        parts = name.split("/")
+        folders.update("/".join(parts[:i]) for i in range(1, len(parts)))
+    clash = sorted(folders & names)
+    if clash:
+        raise _fail(f"file {_show(clash[0])} is also the folder of another file", source)
+
+
+def _reaches(parents: list, start: int, target: int) -> bool:
+    """Whether ``target`` is an ancestor of ``start``."""
+    seen = {start}
+    stack = [start]
+    while stack:
+        for p in parents[stack.pop()]:
+            if p == target:
+                return True
+            if p not in seen:
+                seen.add(p)
+                stack.append(p)
+    return False
+
+
 def dumps(dag: dict) -> str:
     """dag.json text with one task per line (diff- and grep-friendly)."""
     head = {k: v for k, v in dag.items() if k != "tasks"}
@@ -270,12 +511,15 @@ def dumps(dag: dict) -> str:
 
 
 def summary(dag: dict) -> dict:
-    """Tasks, edges, total and longest sleep, and the critical path (longest chain) in seconds."""
-    tasks = dag["tasks"]
+    """Tasks, edges, total and longest runtime, and the critical path (longest chain) in
+    seconds, of the instance's tasks (not the stage task); with ``--work`` also the bytes
+    written, read and staged."""
+    stage = {t["id"] for t in dag["tasks"] if t["fn"] == STAGE_FN}
+    tasks = [t for t in dag["tasks"] if t["id"] not in stage]
     position = {t["id"]: k for k, t in enumerate(tasks)}
     length = [0.0] * len(tasks)
     seconds = [float(t["args"][0]) for t in tasks]
-    parents = [[position[d] for d in t.get("deps", ())] for t in tasks]
+    parents = [[position[d] for d in t.get("deps", ()) if d not in stage] for t in tasks]
     children: list = [[] for _ in tasks]
     waiting = [len(p) for p in parents]
     for k, ps in enumerate(parents):
@@ -289,12 +533,30 @@ def summary(dag: dict) -> dict:
             waiting[c] -= 1
             if not waiting[c]:
                 ready.append(c)
-    return {"tasks": len(tasks), "edges": sum(len(p) for p in parents),
-            "total": sum(seconds), "longest": max(seconds, default=0.0),
-            "critical_path": max(length, default=0.0)}
+    out = {"tasks": len(tasks), "edges": sum(len(p) for p in parents),
+           "total": sum(seconds), "longest": max(seconds, default=0.0),
+           "critical_path": max(length, default=0.0)}
+    if any(t["fn"] == WORK_FN for t in tasks):
+        def total(entries: list, key: str) -> int:
+            return sum(size for t in entries for _, size in t.get("kwargs", {}).get(key, ()))
+        out.update(outputs=sum(len(t["kwargs"]["write"]) for t in tasks),
+                   written=total(tasks, "write"), read=total(tasks, "read"),
+                   staged_files=sum(len(t["kwargs"]["write"]) for t in dag["tasks"]
+                                    if t["id"] in stage),
+                   staged=total([t for t in dag["tasks"] if t["id"] in stage], "write"))
+    return out
 
 
-def convert_file(instance_path: str, output_path: str, scale: float) -> str:
+def _megabytes(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def _files(n: int) -> str:
+    return f"{n} file" if n == 1 else f"{n} files"
+
+
+def convert_file(instance_path: str, output_path: str, scale: float, *, work: bool = False,
+                 size_scale: float = 1.0) -> str:
     """Convert the instance file to a dag.json at ``output_path``; a one-line summary."""
     source = os.fspath(instance_path)
     try:
@@ -314,7 +576,7 @@ def convert_file(instance_path: str, output_path: str, scale: float) -> str:
         raise BadInput("the JSON is nested too deeply", where=source) from None
     except ValueError as err:
         raise BadInput(f"not valid JSON: {' '.join(str(err).split())}", where=source) from None
-    dag = convert(instance, scale, source)
+    dag = convert(instance, scale, source, work=work, size_scale=size_scale)
     text = dumps(dag)
     # What is written must load: the same checks as `mpitiny validate` (cycles included).
     try:
@@ -350,9 +612,16 @@ def convert_file(instance_path: str, output_path: str, scale: float) -> str:
                            where=os.fspath(output_path)) from None
         raise
     s = summary(dag)
-    return (f"{output_path}: {s['tasks']} tasks, {s['edges']} edges, total sleep "
-            f"{s['total']:.3f} s, longest sleep {s['longest']:.3f} s, critical path "
+    what = "work" if work else "sleep"
+    line = (f"{output_path}: {s['tasks']} tasks, {s['edges']} edges, total {what} "
+            f"{s['total']:.3f} s, longest {what} {s['longest']:.3f} s, critical path "
             f"{s['critical_path']:.3f} s (scale {scale:g})")
+    if work:
+        line += (f"; {_files(s['outputs'])} written ({_megabytes(s['written'])}), "
+                 f"{_megabytes(s['read'])} read, workflow inputs staged: "
+                 f"{_files(s['staged_files'])} ({_megabytes(s['staged'])}) "
+                 f"(size scale {size_scale:g})")
+    return line
 
 
 def _umask() -> int:
