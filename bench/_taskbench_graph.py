@@ -6,14 +6,22 @@ t-1). Defaults as in ``core.cc``: radix 3, period 3 (spread, random_nearest), fr
 ``random_nearest`` draws with SipHash-2-4 under the key 0x00..0x0f as ``core_random.c`` does.
 Imported by ``taskbench.py`` and by its Dask driver (``_taskbench_dask.py``), so both run the
 same graph. Pure Python, no dependency.
+
+``family_tasks`` writes the same graphs as mpitiny families (``foreach`` over ``t`` and ``i``,
+element-wise dependencies with offsets, docs/dag-format.md): a few entries however many
+steps, where the listed form has one entry per task. tests/test_offsets.py checks that both
+forms have the same dependency set.
 """
 from __future__ import annotations
 
 import math
 import struct
 
-PATTERNS = ("trivial", "no_comm", "stencil_1d", "nearest", "spread", "fft", "tree",
-            "all_to_all", "random_nearest")
+PATTERNS = ("trivial", "no_comm", "stencil_1d", "stencil_1d_periodic", "nearest", "spread",
+            "fft", "tree", "all_to_all", "random_nearest")
+#: The patterns ``family_tasks`` writes as families (mpitiny's ``foreach`` with offsets).
+FAMILY_PATTERNS = ("trivial", "no_comm", "stencil_1d", "stencil_1d_periodic", "nearest",
+                   "tree", "fft")
 RADIX, PERIOD, FRACTION = 3, 3, 0.25
 _MASK = (1 << 64) - 1
 
@@ -73,7 +81,7 @@ def width_at(pattern: str, t: int, width: int) -> int:
 
 def dependence_set(pattern: str, t: int, width: int) -> int:
     if pattern == "fft":
-        sets = max(1, math.ceil(math.log2(width))) if width > 1 else 1
+        sets = dependence_sets(pattern, width)
         return (t + sets - 1) % sets
     if pattern in ("spread", "random_nearest"):
         return t % PERIOD
@@ -88,6 +96,9 @@ def _ranges(pattern: str, dset: int, p: int, width: int) -> list:
         return [(p, p)]
     if pattern == "stencil_1d":
         return [(max(0, p - 1), min(p + 1, width - 1))]
+    if pattern == "stencil_1d_periodic":
+        return [(max(0, p - 1), min(p + 1, width - 1))] + \
+            ([(width - 1, width - 1)] if p - 1 < 0 else []) + ([(0, 0)] if p + 1 >= width else [])
     if pattern == "tree":
         return [(p // 2, p // 2)]
     if pattern == "fft":
@@ -123,3 +134,71 @@ def graph(pattern: str, steps: int, width: int) -> list:
     """Every task as ``(t, p, [parent points at t - 1])``, timestep by timestep."""
     return [(t, p, dependencies(pattern, t, p, width))
             for t in range(steps) for p in range(width_at(pattern, t, width))]
+
+
+def family_tasks(pattern: str, steps: int, width: int) -> list:
+    """The graph as mpitiny family entries (``id``, ``foreach``, ``deps``; the caller adds the
+    kernel): instance ``[t, i]`` of a family is point ``i`` of timestep ``t``."""
+    grid = {"t": {"range": [steps]}, "i": {"range": [width]}}
+    if pattern == "trivial":
+        return [{"id": "u", "foreach": grid}]
+    if pattern == "no_comm":
+        return [{"id": "u", "foreach": grid, "deps": ["u[{t}-1,{i}]"]}]
+    if pattern in ("stencil_1d", "nearest"):
+        radius = range(-1, 2) if pattern == "stencil_1d" else \
+            range(-(RADIX // 2), (RADIX - 1) // 2 + 1)
+        return [{"id": "u", "foreach": grid,
+                 "deps": [f"u[{{t}}-1,{{i}}{k:+d}]" if k else "u[{t}-1,{i}]" for k in radius]}]
+    if pattern == "stencil_1d_periodic":
+        return [{"id": "u", "foreach": grid,
+                 "deps": [f"u[{{t}}-1,({{i}}-1)%{width}]", "u[{t}-1,{i}]",
+                          f"u[{{t}}-1,({{i}}+1)%{width}]"]}]
+    if pattern == "tree":
+        return tree_families(steps, width)
+    if pattern == "fft":
+        return fft_families(steps, width)
+    raise ValueError(f"no family form for {pattern!r}")
+
+
+def tree_families(steps: int, width: int) -> list:
+    """``tree``: one family per timestep while the tree grows (``u0`` holds ``t = 0``, ``u1``
+    ``t = 1``...: ``t`` is a one-value variable, so ``{t}-1`` names the step before), then
+    ``u`` for the full-width steps; point ``i`` waits for point ``i // 2``."""
+    tasks: list = []
+    grow = [t for t in range(steps) if width_at("tree", t, width) < width]
+    for t in grow:
+        entry = {"id": f"u{t}", "foreach": {"t": [t], "i": {"range": [1 << t]}}}
+        if t:
+            entry["deps"] = [f"u{t - 1}[{{t}}-1,{{i}}//2]"]
+        tasks.append(entry)
+    if len(grow) < steps:
+        deps = ["u[{t}-1,{i}//2]"] + ([f"u{grow[-1]}[{{t}}-1,{{i}}//2]"] if grow else [])
+        tasks.append({"id": "u", "foreach": {"t": {"range": [len(grow), steps]},
+                                             "i": {"range": [width]}}, "deps": deps})
+    return tasks
+
+
+def fft_families(steps: int, width: int) -> list:
+    """``fft``: one family per dependence set ``s`` (the timesteps ``t`` with ``t % sets ==
+    s``): point ``i`` waits for ``i - d``, ``i``, ``i + d`` of the step before, ``d = 2 **
+    dependence_set(t)``; the families wait on each other in a ring."""
+    sets = dependence_sets("fft", width)
+    families = min(sets, steps)
+    tasks = []
+    for s in range(families):
+        d = 1 << dependence_set("fft", s, width)
+        entry = {"id": f"u{s}", "foreach": {"t": {"range": [s, steps, sets]},
+                                            "i": {"range": [width]}}}
+        if (s - 1) % sets < families:
+            before = f"u{(s - 1) % sets}"
+            entry["deps"] = [f"{before}[{{t}}-1,{{i}}-{d}]", f"{before}[{{t}}-1,{{i}}]",
+                             f"{before}[{{t}}-1,{{i}}+{d}]"]
+        tasks.append(entry)
+    return tasks
+
+
+def dependence_sets(pattern: str, width: int) -> int:
+    """How many dependence sets ``pattern`` cycles through (``fft``: log2 of the width)."""
+    if pattern == "fft":
+        return max(1, math.ceil(math.log2(width))) if width > 1 else 1
+    return PERIOD if pattern in ("spread", "random_nearest") else 1

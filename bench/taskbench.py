@@ -2,11 +2,19 @@
 """Task Bench (Slaughter et al., SC'20) on mpitiny and on Task Bench's own Dask driver: METG.
 
 Graphs: Task Bench's dependence patterns (``_taskbench_graph.py``, ported from its
-``core/core.cc``: trivial, no_comm, stencil_1d, nearest, spread, fft, tree, all_to_all,
-random_nearest), width = ranks (``--ranks``, 2), ``--steps`` timesteps. Kernel: a busy-wait of
-L µs (``mpitiny.tasks:spin``; the Dask driver spins the same way). mpitiny runs each graph as
-listed tasks (one entry per point and timestep, ``deps`` on the points of the timestep
-before; repeated dependencies listed once), ``mpiexec -n RANKS python -m mpitiny run``.
+``core/core.cc``: trivial, no_comm, stencil_1d, stencil_1d_periodic, nearest, spread, fft,
+tree, all_to_all, random_nearest), width ``--width`` (default: the ranks, ``--ranks``, 2),
+``--steps`` timesteps. Kernel: a busy-wait of L µs (``mpitiny.tasks:spin``; the Dask driver
+spins the same way). mpitiny runs each graph as listed tasks (one entry per point and
+timestep, ``deps`` on the points of the timestep before; repeated dependencies listed once),
+``mpiexec -n RANKS python -m mpitiny run``.
+
+``--family-patterns stencil_1d,...`` also runs those patterns as families (``foreach`` over
+the steps and points, dependencies with offsets: ``_taskbench_graph.family_tasks``), named
+``PATTERN_family``, together with ``trivial_family`` (no dependencies, the baseline), all at
+one L before the next (side by side); it reports each one's dag.json size and its METG over
+``trivial_family``'s (``ratio_PATTERN_family_over_trivial_family_metg_*``). ``--family``:
+``trivial_family`` alone.
 Dask: ``_taskbench_dask.py`` (a port of Task Bench's ``dask/task_bench.py``) under
 ``--dask-python`` (a benchmark-only venv), processes scheduler with one worker per rank, and
 optionally (``--dask-threads``) the threaded one the original uses without ``-scheduler``.
@@ -43,7 +51,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _common as C  # noqa: E402
-from _taskbench_graph import PATTERNS, graph  # noqa: E402
+from _taskbench_graph import FAMILY_PATTERNS, PATTERNS, family_tasks, graph  # noqa: E402
 
 DASK_PYTHON = "/work/dask-venv/bin/python"
 
@@ -59,16 +67,21 @@ def listed_dag(pattern: str, steps: int, width: int, us: float) -> dict:
     return {"name": f"taskbench_{pattern}", "tasks": tasks}
 
 
-def family_dag(steps: int, width: int, us: float) -> dict:
-    """``trivial`` as one family (``foreach``): what the listed form is compared with."""
-    return {"name": "taskbench_trivial_family",
-            "tasks": [{"id": "t", "fn": "mpitiny.tasks:spin", "args": [us * 1e-6],
-                       "foreach": {"i": {"range": [steps * width]}}}]}
+def family_dag(pattern: str, steps: int, width: int, us: float) -> dict:
+    """``pattern`` as families (``family_tasks``), each instance spinning ``us``."""
+    kernel = {"fn": "mpitiny.tasks:spin", "args": [us * 1e-6]}
+    return {"name": f"{pattern}_family",
+            "tasks": [{"id": t["id"], **kernel, **{k: v for k, v in t.items() if k != "id"}}
+                      for t in family_tasks(pattern, steps, width)]}
 
 
-def run_mpitiny(work: str, pattern: str, steps: int, ranks: int, us: float) -> dict:
-    dag = family_dag(steps, ranks, us) if pattern == "trivial_family" else \
-        listed_dag(pattern, steps, ranks, us)
+def run_mpitiny(work: str, pattern: str, steps: int, ranks: int, us: float,
+                width: int | None = None) -> dict:
+    width = width or ranks
+    if pattern.endswith("_family"):
+        dag = family_dag(pattern[:-len("_family")], steps, width, us)
+    else:
+        dag = listed_dag(pattern, steps, width, us)
     path = C.write_dag(os.path.join(work, f"{pattern}-{us:g}.json"), dag)
     run_dir = os.path.join(work, f"{pattern}-{us:g}-run")
     proc, s = C.run_mpitiny(ranks, path, run_dir, timeout=900)
@@ -76,13 +89,13 @@ def run_mpitiny(work: str, pattern: str, steps: int, ranks: int, us: float) -> d
     assert len(t) == s["tasks"] == s["done"], s
     return {"us": us, "tasks": s["tasks"], "process": proc["wall"],
             "span": float(t["end"].max() - t["start"].min()),
-            "setup": s["setup_seconds"]}
+            "setup": s["setup_seconds"], "dag_bytes": os.path.getsize(path)}
 
 
 def run_dask(python: str, pattern: str, steps: int, ranks: int, us: float,
-             scheduler: str) -> dict:
+             scheduler: str, width: int | None = None) -> dict:
     cmd = [python, os.path.join(C.BENCH_DIR, "_taskbench_dask.py"), pattern, "--steps",
-           str(steps), "--width", str(ranks), "--us", str(us), "--scheduler", scheduler,
+           str(steps), "--width", str(width or ranks), "--us", str(us), "--scheduler", scheduler,
            "--workers", str(ranks)]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
@@ -126,6 +139,34 @@ def schedulers_of(entry: dict) -> list:
     return [k for k in entry if k.startswith("dask_") and isinstance(entry[k], dict)]
 
 
+def family_runs(work: str, families: list, steps: int, ranks: int, width: int,
+                lengths: list) -> dict:
+    """Every family pattern at each L in turn (side by side): pattern -> its runs."""
+    runs: dict = {p: [] for p in families}
+    for us in lengths:
+        for pattern in families:
+            runs[pattern].append(run_mpitiny(work, pattern, steps, ranks, us, width))
+    return runs
+
+
+def family_ratios(result: dict, families: list) -> list:
+    """METG of each family pattern over ``trivial_family``'s, into ``result``; the lines."""
+    base = result["patterns"].get("trivial_family")
+    lines = []
+    for pattern in families[1:] if base else ():
+        entry = result["patterns"][pattern]
+        for basis in ("span", "process"):
+            mine = entry["mpitiny"][f"metg_{basis}"]["metg_us"]
+            theirs = base["mpitiny"][f"metg_{basis}"]["metg_us"]
+            if mine and theirs:
+                result[f"ratio_{pattern}_over_trivial_family_metg_{basis}"] = \
+                    round(mine / theirs, 2)
+        lines.append(f"{pattern} ({entry['dag_bytes']} B dag.json)/trivial_family METG span "
+                     f"{result.get(f'ratio_{pattern}_over_trivial_family_metg_span')}, process "
+                     f"{result.get(f'ratio_{pattern}_over_trivial_family_metg_process')}")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -141,6 +182,10 @@ def main() -> None:
                     help="also the threaded scheduler (the original's default)")
     ap.add_argument("--family", action="store_true",
                     help="also trivial as one family (trivial_family; mpitiny only)")
+    ap.add_argument("--family-patterns", default="",
+                    help="also these patterns as families (PATTERN_family; of "
+                         f"{','.join(FAMILY_PATTERNS)}), side by side with trivial_family")
+    ap.add_argument("--width", type=int, default=0, help="points per step (default: --ranks)")
     ap.add_argument("--workdir")
     a = ap.parse_args()
     C.machine()
@@ -149,21 +194,27 @@ def main() -> None:
     dask_lengths = [float(x) for x in a.dask_us.split(",")]
     dask = a.dask_python if a.dask_python and os.path.exists(a.dask_python) else None
     schedulers = ["processes"] + (["threads"] if a.dask_threads else [])
-    result: dict = {"benchmark": "taskbench", "ranks": a.ranks, "width": a.ranks,
+    width = a.width or a.ranks
+    result: dict = {"benchmark": "taskbench", "ranks": a.ranks, "width": width,
                     "steps": a.steps, "dask_steps": a.dask_steps, "machine": C.machine(),
                     "workdir": work, "patterns": {}}
     human = []
-    patterns = a.patterns.split(",") + (["trivial_family"] if a.family else [])
-    for pattern in patterns:
-        family = pattern == "trivial_family"
-        runs: dict = {"mpitiny": [], **{f"dask_{s}": [] for s in schedulers}}
+    families = [f"{p}_family" for p in a.family_patterns.split(",") if p and p != "trivial"]
+    if families or a.family:
+        families.insert(0, "trivial_family")
+    side_by_side = family_runs(work, families, a.steps, a.ranks, width, lengths)
+    for pattern in [p for p in a.patterns.split(",") if p] + families:
+        family = pattern.endswith("_family")
+        runs: dict = {"mpitiny": side_by_side.get(pattern, []),
+                      **{f"dask_{s}": [] for s in schedulers}}
         for k in range(max(len(lengths), len(dask_lengths) if dask else 0)):
-            if k < len(lengths):
-                runs["mpitiny"].append(run_mpitiny(work, pattern, a.steps, a.ranks, lengths[k]))
+            if k < len(lengths) and not family:
+                runs["mpitiny"].append(run_mpitiny(work, pattern, a.steps, a.ranks, lengths[k],
+                                                   width))
             for s in schedulers if dask and not family and k < len(dask_lengths) else ():
                 runs[f"dask_{s}"].append(run_dask(dask, pattern, a.dask_steps, a.ranks,
-                                                  dask_lengths[k], s))
-        entry: dict = {}
+                                                  dask_lengths[k], s, width))
+        entry: dict = {"dag_bytes": runs["mpitiny"][0]["dag_bytes"]}
         for system, rs in runs.items():
             if rs:
                 entry[system] = {"runs": rs, "metg_span": metg(rs, a.ranks, "span"),
@@ -185,6 +236,7 @@ def main() -> None:
                         f"(span) {entry.get('ratio_dask_over_mpitiny_metg_process')}x (process)"
                         if dask else ""))
         C.log(human[-1])
+    human += family_ratios(result, families)
     listed, fam = (result["patterns"].get(p) for p in ("trivial", "trivial_family"))
     if listed and fam:
         for basis in ("span", "process"):

@@ -2,10 +2,24 @@
 
 A dependency is a task or family id (wait for all of it) or ``id[item,...]``, one item per
 variable of the parent family: ``{var}`` (a foreach variable of the child, or a run
-parameter) or a literal value. An element-wise dependency must point at an existing parent
-instance for every child instance; that is checked per variable (``first_missing``), so a
-family of 10^6 instances costs what its variables cost, not one Python object per instance.
-Cycles are found on the graph of entries, iteratively (``find_cycle``, no recursion).
+parameter), a literal value, or an integer expression of the child's variables and the run
+parameters (``{t}-1``, ``{i}//2``, ``({i}+1)%{n}``; ``mpitiny.dag.expr``, never ``eval``).
+
+Where the parent instance must exist: a dependency whose items are variables and literals
+must point at an existing parent instance for every child instance; that is checked per
+variable (``first_missing``), so a family of 10^6 instances costs what its variables cost,
+not one Python object per instance. An expression item may fall outside the parent's values
+(the edge of a stencil: ``u[{t}-1,{i}-1]`` at ``t = 0`` or ``i = 0``): that child instance
+then does not wait through that dependency (it is *dropped*). An entry with
+``"strict_deps": true`` makes that an error naming the first such instance instead.
+Expressions are evaluated in chunks of instances with numpy (``check_expressions``); a
+``//`` or ``%`` by zero is an error either way.
+
+A family may wait element-wise on its own instances (``"u[{t}-1,{i}]"`` within ``u``), and
+families on each other's; no instance may wait on itself through any chain. Cycles are found
+on the graph of entries, iteratively (``find_cycle``, no recursion), each set of entries
+tied by element-wise dependencies counted as one node and checked instance by instance
+(``mpitiny.dag.cycles``).
 """
 from __future__ import annotations
 
@@ -15,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from mpitiny.dag import expr
+from mpitiny.dag.cycles import each_components, instance_cycle
 from mpitiny.dag.limits import MAX_ID_LENGTH
 from mpitiny.dag.messages import Reporter, kind, show
 from mpitiny.dag.model import PLACEHOLDER, Dep, Edges, ElementMap, Group, Var, format_value
@@ -84,16 +100,35 @@ def first_missing(cvar: Var, pvar: Var) -> int:
     return -1
 
 
-def find_cycle(groups: list) -> list | None:
-    """A dependency cycle among ``groups`` as group indices, starting at the lowest; None if
-    there is none. Kahn's algorithm, then a walk along parents among what it left over."""
+def group_edges(groups: list, rep: list | None = None) -> list:
+    """Per node, the nodes it waits for: a node is a group, or with ``rep`` (``cycles
+    .each_components``) a set of groups tied by element-wise edges, named by its lowest
+    group; the element-wise edges inside such a set are left out (checked per instance)."""
     n = len(groups)
-    indegree = [len(g.deps) for g in groups]
-    children: list = [[] for _ in range(n)]
+    rep = list(range(n)) if rep is None else rep
+    parents: list = [[] for _ in range(n)]
     for g in groups:
         for d in g.deps:
-            children[d.parent].append(g.index)
-    ready = [i for i in range(n) if indegree[i] == 0]
+            a, b = rep[d.parent], rep[g.index]
+            if a == b and isinstance(d.each, ElementMap):
+                continue
+            parents[b].append(a)
+    return parents
+
+
+def find_cycle(groups: list, rep: list | None = None) -> list | None:
+    """A dependency cycle among ``groups`` as group indices, starting at the lowest; None if
+    there is none. Kahn's algorithm, then a walk along parents among what it left over.
+    ``rep``: see ``group_edges``."""
+    n = len(groups)
+    parents = group_edges(groups, rep)
+    nodes = sorted(set(range(n) if rep is None else rep))
+    indegree = [len(p) for p in parents]
+    children: list = [[] for _ in range(n)]
+    for b in nodes:
+        for a in parents[b]:
+            children[a].append(b)
+    ready = [i for i in nodes if indegree[i] == 0]
     done = 0
     while ready:
         i = ready.pop()
@@ -102,18 +137,18 @@ def find_cycle(groups: list) -> list | None:
             indegree[c] -= 1
             if indegree[c] == 0:
                 ready.append(c)
-    if done == n:
+    if done == len(nodes):
         return None
-    # Every group left over waits for at least one other left-over group: walk parents
-    # from the first one until a group repeats.
-    start = next(i for i in range(n) if indegree[i] > 0)
+    # Every node left over waits for at least one other left-over node: walk parents
+    # from the first one until a node repeats.
+    start = next(i for i in nodes if indegree[i] > 0)
     position: dict = {}
     path: list = []
     node = start
     while node not in position:
         position[node] = len(path)
         path.append(node)
-        node = next(d.parent for d in groups[node].deps if indegree[d.parent] > 0)
+        node = next(p for p in parents[node] if indegree[p] > 0)
     cycle = path[position[node]:]
     first = cycle.index(min(cycle))
     return cycle[first:] + cycle[:first]
@@ -157,7 +192,7 @@ class DependencyResolver(Reporter):
                 else:
                     dep = self.parse_dep(group, text, groups, by_name)
                     parent = dep.parent
-                if parent == group.index:
+                if parent == group.index and dep.each is None:
                     raise self.error(f"deps: {show(text)}: a task cannot depend on itself",
                                      group.where)
                 key = (parent, dep.each.items if dep.each is not None else None)
@@ -190,9 +225,6 @@ class DependencyResolver(Reporter):
         if items_text is None:
             return Dep(parent_index)
         parent = groups[parent_index]
-        if parent_index == child.index:
-            raise self.error(f"deps: {show(text)}: a task cannot depend on itself",
-                             child.where)
         if not parent.vars:
             raise self.error(f"deps: {show(text)}: {show(name)} is a plain task, not a "
                              f"family (no foreach); write {show(name)} to wait for it",
@@ -206,7 +238,12 @@ class DependencyResolver(Reporter):
         items = tuple(self.parse_item(child, parent, pvar, item_text, text)
                       for item_text, pvar in zip(texts, parent.vars))
         each = ElementMap(items)
+        if parent_index == child.index and each.is_identity(child, parent):
+            raise self.error(f"deps: {show(text)}: a task cannot depend on itself",
+                             child.where)
         self.check_elementwise(child, parent, each, text)
+        if each.may_drop:
+            self.check_expressions(child, parent, each, text)
         return Dep(parent_index, each)
 
     def parse_item(self, child: Group, parent: Group, pvar: Var, item_text: str,
@@ -231,17 +268,72 @@ class DependencyResolver(Reporter):
                                  f"{kind(value)}, not a value of {show(parent.name)}",
                                  child.where)
         elif "{" in item_text or "}" in item_text:
-            raise self.error(f"deps: {show(text)}: item {show(item_text)} must be "
-                             "{variable} or a literal value", child.where)
+            return self.parse_expression(child, parent, pvar, item_text, text)
         elif _INT_LITERAL.fullmatch(item_text) and len(item_text) < 40:
             value = int(item_text)
         else:
             value = item_text
         return ("lit", match_literal(pvar, value))
 
+    def parse_expression(self, child: Group, parent: Group, pvar: Var, item_text: str,
+                         text: str) -> tuple:
+        """An expression item: ``("expr", tree)``, or ``("lit", value)`` when it holds no
+        foreach variable and its value is one of ``pvar``'s."""
+        bounds = {v.name: (min(v.values), max(v.values)) for v in child.vars
+                  if isinstance(v.values, range) or all(type(x) is int for x in v.values)}
+        try:
+            tree = expr.parse(item_text, bounds, self.params)
+        except expr.ExprError as err:
+            raise self.error(f"deps: {show(text)}: item {show(item_text)} must be {{variable}} "
+                             "or a literal value, or an integer expression of variables, "
+                             f"parameters and integers with + - * // % and parentheses: {err}",
+                             child.where) from None
+        if tree[0] == "n" and pvar.index_of(tree[1]) >= 0:
+            return ("lit", tree[1])
+        if not (isinstance(pvar.values, range) or any(type(x) is int for x in pvar.values)):
+            raise self.error(f"deps: {show(text)}: item {show(item_text)} is an integer but "
+                             f"variable {pvar.name} of {show(parent.name)} has no integer "
+                             "values", child.where)
+        return ("expr", tree)
+
+    def check_expressions(self, child: Group, parent: Group, each: ElementMap,
+                          text: str) -> None:
+        """No expression of ``each`` divides by zero; under ``strict_deps`` every child
+        instance has its parent instance. In chunks of instances (numpy, no objects)."""
+        trees = [item for kind_, item in each.items if kind_ == "expr"]
+        for lo in range(0, child.size, _CHUNK):
+            idx = np.arange(lo, min(child.size, lo + _CHUNK), dtype=np.int64)
+            pos = child.var_positions(idx)
+            for tree in trees:
+                bad = np.flatnonzero(expr.zero_divisor(tree, child.int_values(pos, tree),
+                                                       len(idx)))
+                if len(bad):
+                    raise self.error(f"deps: {show(text)}: {child.instance_id(lo + int(bad[0]))}"
+                                     f" divides by zero in {expr.spell(tree)}", child.where)
+            if child.strict_deps:
+                missing = np.flatnonzero(each.parent_indices(child, parent, idx) < 0)
+                if len(missing):
+                    self.raise_missing(child, parent, each, text, lo + int(missing[0]),
+                                       " (strict_deps)")
+
+    def raise_missing(self, child: Group, parent: Group, each: ElementMap, text: str,
+                      j: int, why: str = "") -> None:
+        """The error for child instance ``j``, whose parent instance does not exist."""
+        values = child.values(j)
+        pos = child.var_positions(np.array([j], dtype=np.int64))
+        wanted = [values[item] if item_kind == "var" else
+                  int(expr.evaluate(item, child.int_values(pos, item), 1)[0])
+                  if item_kind == "expr" else item
+                  for item_kind, item in each.items]
+        missing = "%s[%s]" % (parent.name, ",".join(format_value(v) for v in wanted))
+        domain = "; ".join(describe_var(v) for v in parent.vars)
+        raise self.error(f"deps: {show(text)}: {child.instance_id(j)} would wait for "
+                         f"{missing}, which does not exist ({domain}){why}", child.where)
+
     def check_elementwise(self, child: Group, parent: Group, each: ElementMap,
                           text: str) -> None:
-        """Every child instance must map to an existing parent instance."""
+        """Every child instance must map to an existing parent instance through the items
+        that are variables or literals (expressions: ``check_expressions``)."""
         if each.is_identity(child, parent):
             return
         strides = [1] * len(child.vars)
@@ -249,6 +341,8 @@ class DependencyResolver(Reporter):
             strides[k] = strides[k + 1] * len(child.vars[k + 1])
         first_bad = None
         for (item_kind, item), pvar in zip(each.items, parent.vars):
+            if item_kind == "expr":
+                continue
             if item_kind == "lit":
                 if pvar.index_of(item) < 0:
                     first_bad = 0
@@ -261,22 +355,43 @@ class DependencyResolver(Reporter):
                 first_bad = j if first_bad is None else min(first_bad, j)
         if first_bad is None:
             return
-        values = child.values(first_bad)
-        wanted = [values[item] if item_kind == "var" else item
-                  for item_kind, item in each.items]
-        missing = "%s[%s]" % (parent.name, ",".join(format_value(v) for v in wanted))
-        domain = "; ".join(describe_var(v) for v in parent.vars)
-        raise self.error(f"deps: {show(text)}: {child.instance_id(first_bad)} would wait for "
-                         f"{missing}, which does not exist ({domain})", child.where)
+        self.raise_missing(child, parent, each, text, first_bad)
+
+    def check_instance_cycles(self, groups: list) -> list:
+        """Raise a ``DagError`` for a cycle among instances of families tied by element-wise
+        dependencies; returns ``rep`` for ``find_cycle`` (``cycles.each_components``)."""
+        rep, components = each_components(groups)
+        for members in components:
+            cycle = instance_cycle(groups, members)
+            if cycle is None:
+                continue
+            g, i = cycle[0]
+            if len(cycle) == 1:
+                dep = next(d for d in groups[g].deps if d.parent == g and
+                           isinstance(d.each, ElementMap) and
+                           d.each.parent_indices(groups[g], groups[g],
+                                                 np.array([i], dtype=np.int64))[0] == i)
+                text = "%s[%s]" % (groups[g].name, dep.each.spelling())
+                raise self.error(f"deps: {show(text)}: {groups[g].instance_id(i)} would wait "
+                                 "for itself (a task cannot depend on itself)", groups[g].where)
+            names = [groups[c].instance_id(k) for c, k in cycle + [cycle[0]]]
+            raise self.error(f"deps: dependency cycle: {shorten(names)} (each task waits "
+                             "for the next)", groups[g].where)
+        return rep
 
     def check_cycles(self, groups: list) -> None:
         """A dependency cycle is a ``DagError`` naming it, from its lowest entry."""
-        cycle = find_cycle(groups)
+        cycle = find_cycle(groups, self.check_instance_cycles(groups))
         if cycle is None:
             return
         names = [groups[i].name for i in cycle + [cycle[0]]]
-        if len(names) > _CYCLE_SHOWN:           # keep the one-line message readable
-            names = names[:10] + [f"... ({len(names) - 20} more) ..."] + names[-10:]
-        text = " -> ".join(names)
-        raise self.error(f"deps: dependency cycle: {text} (each task waits for the next)",
-                         groups[cycle[0]].where)
+        raise self.error(f"deps: dependency cycle: {shorten(names)} (each task waits for the "
+                         "next)", groups[cycle[0]].where)
+
+
+def shorten(names: list) -> str:
+    """A cycle's names joined by arrows, its middle left out past ``_CYCLE_SHOWN`` names
+    (keeps the one-line message readable)."""
+    if len(names) > _CYCLE_SHOWN:
+        names = names[:10] + [f"... ({len(names) - 20} more) ..."] + names[-10:]
+    return " -> ".join(names)

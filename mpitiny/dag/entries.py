@@ -2,11 +2,10 @@
 
 An entry's keys, types, id (unique in the file), ``cmd`` or ``fn`` with ``args``/``kwargs``
 (run parameters substituted), ``foreach`` (``mpitiny.dag.foreach``), ``priority``, the
-options (``rank``, ``part``, ``retries``, ``timeout``, ``walltime``: a ``TaskOptions``) and the
-shape of
-``deps`` are checked here; what ``deps`` name is resolved in pass 2 (``mpitiny.dag.deps``),
-once every entry is known. The checks run in a fixed order, so a file with several problems
-always reports the same first one.
+options (``rank``, ``part``, ``retries``, ``timeout``, ``walltime``: a ``TaskOptions``), the
+shape of ``deps`` and ``strict_deps`` are checked here; what ``deps`` name is resolved in
+pass 2 (``mpitiny.dag.deps``), once every entry is known. The checks run in a fixed order,
+so a file with several problems always reports the same first one.
 """
 from __future__ import annotations
 
@@ -40,6 +39,7 @@ class PlainEntry(NamedTuple):
     priority: int
     options: TaskOptions
     where: str             # "" when ``parse_plain`` read it: see ``place``
+    strict_deps: bool = False
 
     @property
     def place(self) -> str:
@@ -50,7 +50,7 @@ class PlainEntry(NamedTuple):
         """This task as a group of its own."""
         return Group(index=index, name=self.id, kind=self.kind, cmd=self.cmd, fn=self.fn,
                      args=self.args, kwargs=self.kwargs, priority=self.priority, deps=[],
-                     options=self.options, where=self.place)
+                     options=self.options, where=self.place, strict_deps=self.strict_deps)
 
 
 class EntryParser(Reporter):
@@ -173,6 +173,9 @@ class EntryParser(Reporter):
             raise self.error(f"description: must be a string, not "
                              f"{kind(task['description'])}", where)
         deps = self.check_deps(task, where)
+        strict = task.get("strict_deps", False)
+        if type(strict) is not bool:
+            raise self.error(f"strict_deps: must be true or false, not {show(strict)}", where)
         self.total += foreach.size
         if self.total >= MAX_INSTANCES:
             raise self.error(f"too many task instances: {self.total} up to this entry (the "
@@ -180,10 +183,11 @@ class EntryParser(Reporter):
                              where)
         if foreach is _NO_FOREACH:
             return PlainEntry(index, task["id"], "cmd" if has_cmd else "fn", cmd, fn, args,
-                              kwargs, priority, options, where), deps
+                              kwargs, priority, options, where, strict), deps
         group = Group(index=index, name=task["id"], kind="cmd" if has_cmd else "fn", cmd=cmd,
                       fn=fn, args=args, kwargs=kwargs, vars=foreach.variables,
-                      priority=priority, deps=[], options=options, where=where)
+                      priority=priority, deps=[], options=options, where=where,
+                      strict_deps=strict)
         return group, deps
 
     def check_id(self, index: int, task: Any) -> str:

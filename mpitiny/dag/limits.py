@@ -27,7 +27,7 @@ MAX_WALLTIME = MAX_TIMEOUT
 
 TOP_KEYS = ("name", "version", "description", "params", "tasks")
 TASK_KEYS = ("id", "cmd", "fn", "args", "kwargs", "deps", "foreach", "priority", "rank",
-             "part", "retries", "timeout", "walltime", "description")
+             "part", "retries", "timeout", "walltime", "description", "strict_deps")
 TOP_KEY_SET = frozenset(TOP_KEYS)
 TASK_KEY_SET = frozenset(TASK_KEYS)
 

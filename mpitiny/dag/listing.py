@@ -29,7 +29,7 @@ from mpitiny.dag.columns import PlainColumns
 from mpitiny.dag.deps import DependencyResolver, find_cycle
 from mpitiny.dag.entries import PlainEntry
 from mpitiny.dag.messages import Reporter
-from mpitiny.dag.model import Dep, Edges, Group, Listing, TaskOptions
+from mpitiny.dag.model import Dep, Edges, ElementMap, Group, Listing, TaskOptions
 
 _NO_OPTIONS = TaskOptions()
 
@@ -263,7 +263,7 @@ class Lister(Reporter):
         if not any(isinstance(d.each, Edges) for g in groups for d in g.deps):
             resolver.check_cycles(groups)
             return
-        cycle = find_task_cycle(groups, self.entry_of)
+        cycle = find_task_cycle(groups, self.entry_of, resolver.check_instance_cycles(groups))
         if cycle is None:
             return
         names = [groups[g].instance_id(i) if i >= 0 else groups[g].name for g, i, _ in cycle]
@@ -289,28 +289,33 @@ def task_nodes(groups: list) -> tuple:
     return first, n
 
 
-def find_task_cycle(groups: list, entry_of: list) -> list | None:
+def find_task_cycle(groups: list, entry_of: list, rep: list | None = None) -> list | None:
     """A cycle among the tasks as ``(group, instance or -1, entry)`` triples, starting at the
     lowest entry; None if there is none (Kahn's algorithm on the task nodes). ``entry_of``:
-    the file entry of each group (of a listing: of its first task)."""
+    the file entry of each group (of a listing: of its first task). ``rep``: families tied
+    by element-wise edges (checked per instance) count as one node, their lowest group
+    (``mpitiny.dag.cycles.each_components``)."""
     first, n = task_nodes(groups)
+    rep = list(range(len(groups))) if rep is None else rep
     src: list = []
     dst: list = []
     for g in groups:
         own = g.listing is None
         for d in g.deps:
             parent = groups[d.parent]
+            if isinstance(d.each, ElementMap) and rep[d.parent] == rep[g.index]:
+                continue
             if isinstance(d.each, Edges):
                 kids = d.each.children()
                 par = d.each.parents
-                c = np.full(len(kids), g.index) if own else first[g.index] + kids
-                p = np.full(len(par), d.parent) if parent.listing is None else \
+                c = np.full(len(kids), rep[g.index]) if own else first[g.index] + kids
+                p = np.full(len(par), rep[d.parent]) if parent.listing is None else \
                     first[d.parent] + par
                 src.append(p)
                 dst.append(c)
             else:                         # between groups of their own (and families)
-                src.append(np.array([d.parent]))
-                dst.append(np.array([g.index]))
+                src.append(np.array([rep[d.parent]]))
+                dst.append(np.array([rep[g.index]]))
     parents = np.concatenate(src) if src else np.zeros(0, dtype=np.int64)
     children = np.concatenate(dst) if dst else np.zeros(0, dtype=np.int64)
     entry = np.zeros(n, dtype=np.int64)          # each node's entry in the file

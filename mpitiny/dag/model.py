@@ -15,7 +15,10 @@ Edges are between groups (``Dep``):
 - ``each is None``: the child waits for *every* instance of the parent (a dependency on a plain
   task, or on a whole family);
 - ``each`` an ``ElementMap``: child instance ``j`` waits only for the one parent instance that
-  the map computes from ``j``'s variable values (``"pre[{i}]"``).
+  the map computes from ``j``'s variable values (``"pre[{i}]"``), or for none when an
+  expression item falls outside the parent's values (``"u[{t}-1,{i}+1]"`` at an edge). A
+  family may wait element-wise on its own instances (``dag.children[g]`` then holds ``g``);
+  the loader has checked that no instance waits, through any chain, on itself.
 
 Placeholders ``{name}`` in ``cmd``, ``args`` and ``kwargs`` are replaced by a foreach variable
 of the instance or by a run parameter. Only known names are replaced, so shell braces such as
@@ -33,7 +36,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from mpitiny.dag import expr
+
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+#: Instances evaluated at once when a map is computed for a whole family.
+_CHUNK = 1 << 16
 
 #: The attribute ``mpitiny.with_batch`` sets on a task function: its batch form, a callable
 #: ``many(calls) -> values``. The loader reads it into ``Group.batch_function``.
@@ -116,13 +124,21 @@ def _hashable(v: Any) -> bool:
 class ElementMap:
     """An element-wise dependency ``parent[item, ...]``.
 
-    Each item is ``("var", name)`` (a foreach variable of the child) or ``("lit", value)``.
+    Each item is ``("var", name)`` (a foreach variable of the child), ``("lit", value)`` or
+    ``("expr", tree)`` (an integer expression of the child's variables, ``mpitiny.dag.expr``).
     Child instance ``j`` depends on the parent instance whose variables equal the items
     evaluated at ``j``. ``"pre[{i}]"`` from ``post`` (both over ``i``) pairs ``post[i]`` with
-    ``pre[i]``; ``"pre[3]"`` makes every child wait for ``pre[3]`` only.
+    ``pre[i]``; ``"pre[3]"`` makes every child wait for ``pre[3]`` only; ``"u[{t}-1,{i}]"``
+    pairs ``x[t,i]`` with ``u[t-1,i]``. An expression may fall outside the parent's values
+    (``may_drop``): that child instance then has no parent through this map (-1).
     """
 
     items: tuple
+
+    @property
+    def may_drop(self) -> bool:
+        """Whether some child instances may have no parent here (an expression item)."""
+        return any(kind == "expr" for kind, _ in self.items)
 
     def parent_indices(self, child: "Group", parent: "Group", idx: np.ndarray) -> np.ndarray:
         """Parent instance index for each child instance in ``idx``; -1 where none exists."""
@@ -138,6 +154,9 @@ class ElementMap:
                 cvar_k = child.var_index(item)
                 values = child.vars[cvar_k].values_at(child_pos[cvar_k])
                 pos = pvar.indices_of(values)
+            elif kind == "expr":
+                pos = pvar.indices_of(expr.evaluate(item, child.int_values(child_pos, item),
+                                                    len(idx)))
             else:
                 pos = np.full(len(idx), pvar.index_of(item), dtype=np.int64)
             ok &= pos >= 0
@@ -161,8 +180,19 @@ class ElementMap:
                 return False
         return True
 
+    def all_parents(self, child: "Group", parent: "Group") -> np.ndarray:
+        """``parent_indices`` of every child instance, computed in chunks."""
+        if child.size <= _CHUNK:
+            return self.parent_indices(child, parent, np.arange(child.size, dtype=np.int64))
+        out = np.empty(child.size, dtype=np.int64)
+        for lo in range(0, child.size, _CHUNK):
+            hi = min(child.size, lo + _CHUNK)
+            out[lo:hi] = self.parent_indices(child, parent, np.arange(lo, hi, dtype=np.int64))
+        return out
+
     def spelling(self) -> str:
-        return ",".join("{%s}" % v if k == "var" else format_value(v) for k, v in self.items)
+        return ",".join("{%s}" % v if k == "var" else expr.spell(v) if k == "expr"
+                        else format_value(v) for k, v in self.items)
 
 
 class Edges:
@@ -296,6 +326,7 @@ class Group:
     options: TaskOptions = field(default_factory=TaskOptions)
     where: str = ""                # "tasks[3]" for messages
     listing: Listing | None = None  # listed plain tasks of one shape, stored as one group
+    strict_deps: bool = False      # an expression item outside the parent: error, not dropped
 
     def __post_init__(self) -> None:
         self.size = 1 if self.listing is None else len(self.listing)
@@ -327,6 +358,15 @@ class Group:
             return np.full(len(idx), spec, dtype=np.int64)
         k = self.var_index(spec[1:-1])
         return self.vars[k].values_at(self.var_positions(idx)[k]).astype(np.int64)
+
+    def int_values(self, positions: list, tree: tuple) -> dict:
+        """The values of the variables that expression ``tree`` reads, as int64 arrays, for
+        instances whose ``var_positions`` are ``positions``."""
+        out = {}
+        for name in expr.names(tree):
+            k = self.var_index(name)
+            out[name] = np.asarray(self.vars[k].values_at(positions[k]), dtype=np.int64)
+        return out
 
     def var_positions(self, idx: np.ndarray) -> list:
         """Per variable, the value positions of instances ``idx`` (mixed radix, last fastest)."""

@@ -156,6 +156,7 @@ class DataPlane:
                 pidx = (i,)
             else:
                 pidx = dep.each.parent_indices(group, parent, np.array([i], dtype=np.int64))
+                pidx = pidx[pidx >= 0]       # an expression item outside the parent: none
             if parent.kind == "cmd":        # shell tasks return nothing: their value is None
                 out.update((parent.instance_id(int(p)), None) for p in pidx)
                 continue

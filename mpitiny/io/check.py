@@ -43,7 +43,10 @@ def check_run(dag: DAG, run_dir: str) -> dict:
                                              status[plo + d.each.parents] == DONE)
             else:
                 pidx = d.each.parent_indices(g, parent, cidx)
-                p_end, p_ok = end[plo + pidx], status[plo + pidx] == DONE
+                has = pidx >= 0              # an expression item outside the parent: none
+                at = plo + np.where(has, pidx, 0)
+                p_end = np.where(has, end[at], -np.inf)
+                p_ok = ~has | (status[at] == DONE)
             early = np.flatnonzero((status[lo:hi] != UPSTREAM_FAILED) & (start[lo:hi] < p_end))
             if len(early):
                 i = int(early[0])

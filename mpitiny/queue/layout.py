@@ -6,7 +6,10 @@ find any word without asking. Three kinds of words live in the ranks' windows:
 - a *gate* per group that waits for whole parents (``Dep.each is None``): the number of parent
   instances still to finish. It lives on rank ``hash(group name) % P``.
 - a *count* per instance of a group with element-wise parents: how many of its parents (plus
-  one for the gate, if the group also has one) are still to finish.
+  one for the gate, if the group also has one) are still to finish. A map with expression
+  items (``"u[{t}-1,{i}-1]"``) gives some instances no parent (the edges of a stencil, the
+  first step of a family waiting on its own earlier steps): their counts start lower
+  (``count_vec``), and an instance whose count starts at 0 is a root (``waiting_for_none``).
 - a *location* (three words) per instance of a group whose results another task reads
   (``inputs``): which rank keeps the value, in its window or its spill file, at what offset,
   how long, and the id of its reader count (``mpitiny.queue.store``).
@@ -63,10 +66,9 @@ class Layout:
             if each:
                 self.has_counts[g.index] = True
                 self.count_init[g.index] = len(each) + (1 if whole else 0)
-                listed = [d.each for d in each if isinstance(d.each, Edges)]
-                if listed:            # listed edges: each instance waits for its own parents
-                    self.count_vec[g.index] = self.count_init[g.index] - len(listed) + \
-                        sum(e.counts() for e in listed)
+                vec = self.varying_counts(g, each, self.count_init[g.index])
+                if vec is not None:
+                    self.count_vec[g.index] = vec
             if getattr(g, "wants_inputs", False):
                 for d in g.deps:       # a command's value is None: nothing to locate
                     self.has_locs[d.parent] = dag.groups[d.parent].kind == "fn"
@@ -92,6 +94,21 @@ class Layout:
         self.counts0 = self.gates0 + ngates
         self.locs0 = self.counts0 + ncounts
         self.nwords = self.locs0 + LOC_WORDS * nlocs
+
+    def varying_counts(self, g, each: list, init: int) -> np.ndarray | None:
+        """Per instance of group ``g``, how many parents it starts waiting for, where that
+        differs between instances: listed edges (each instance its own parents) and maps
+        that may drop (one parent, or none). None when every instance waits for ``init``."""
+        listed = [d.each for d in each if isinstance(d.each, Edges)]
+        dropping = [d for d in each if not isinstance(d.each, Edges) and d.each.may_drop]
+        if not listed and not dropping:
+            return None
+        vec = np.full(g.size, init - len(listed) - len(dropping), dtype=np.int64)
+        for e in listed:
+            vec += e.counts()
+        for d in dropping:
+            vec += d.each.all_parents(g, self.dag.groups[d.parent]) >= 0
+        return None if not listed and (vec == init).all() else vec
 
     # --------------------------------------------------------------- instance ownership
     def block_sizes(self, g: int) -> np.ndarray:
@@ -164,6 +181,7 @@ class Layout:
 
     def waiting_for_none(self, g: int) -> np.ndarray:
         """Instances of group ``g`` (which has dependencies) that wait for no task: listed
-        tasks with no ``deps`` in a listing where others have some. They start as roots."""
+        tasks with no ``deps`` in a listing where others have some, family instances whose
+        every element-wise parent falls outside its family. They start as roots."""
         vec = self.count_vec.get(g)
         return np.zeros(0, dtype=np.int64) if vec is None else np.flatnonzero(vec == 0)

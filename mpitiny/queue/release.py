@@ -26,6 +26,16 @@ task ids; otherwise it counts every instance's count word down by one (the gate'
 A released instance whose word carries failed-parent marks is *upstream-failed*: it never runs,
 and finishing it releases its own children in turn (with the mark).
 
+The children of parent instances through an element-wise map are found in its inverse, built
+once per (child, parent, map) with one ``argsort`` (CSR: ``children_of``); with expression
+items (``"u[{t}-1,{i}+1]"``) a parent instance has any number of children, and a child
+instance that falls outside the parent has none. A family waiting on its own earlier
+instances is its own child: finishing ``u[t, i]`` counts down ``u[t+1, i-1..i+1]``. A
+child's several maps on one parent (a stencil's three) are merged into one (``MergedMaps``:
+one inverse, one pass). Up to ``FEW`` child instances are counted down one ``Fetch_and_op``
+each (completed in shared memory without the target's help); more, in blocks of
+``Get_accumulate``, one per run of nearby count words.
+
 Because the rank that releases a task is the rank that ran its last parent, a ready task starts
 where its parent's output already is; idle ranks steal it if that rank is busy.
 
@@ -39,11 +49,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from mpitiny.dag.model import Edges
+from mpitiny.dag.model import Edges, ElementMap
 from mpitiny.queue.layout import COUNT_MASK, POISON, Layout
 
 GAP = 64   # instances between two touched count words that still go into one block update
-FEW = 4    # at most this many child instances are counted down one atomic add each
+FEW = 16   # at most this many child instances are counted down one atomic add each
 _NONE = np.zeros(0, dtype=np.int64)
 
 
@@ -98,7 +108,8 @@ class Release:
                     literal.setdefault(p, []).append((child, dep))
                 else:
                     general.append((child, dep))
-            found = self._split[parent] = (general, literal)
+            found = self._split[parent] = (merge_maps(general, self.dag.groups, parent),
+                                           literal)
         return found
 
     def _release(self, child: int, dep, pg: int, pidx: np.ndarray, pfailed, ready: list,
@@ -165,9 +176,14 @@ class Release:
             else:
                 if isinstance(dep.each, Edges):         # listed: any number per child
                     m, kids = dep.each.parents, dep.each.children()
+                elif isinstance(dep.each, MergedMaps):
+                    m, kids = dep.each.edges(cg, pg)
                 else:
-                    m = dep.each.parent_indices(cg, pg, np.arange(cg.size, dtype=np.int64))
+                    m = dep.each.all_parents(cg, pg)
                     kids = None
+                    if dep.each.may_drop:                # children with no parent here
+                        kids = np.flatnonzero(m >= 0)
+                        m = m[kids]
                 order = np.argsort(m, kind="stable")
                 offsets = np.zeros(pg.size + 1, dtype=np.int64)
                 np.cumsum(np.bincount(m, minlength=pg.size), out=offsets[1:])
@@ -224,17 +240,22 @@ class Release:
         return _concat(out_idx), _concat_bool(out_bad)
 
     def _count_few(self, child: int, cidx: np.ndarray, cfail) -> tuple:
-        """``_count_each`` for a few child instances: one atomic add per instance, in plain
-        integers (the path of a dependency between single tasks, where a hand-off's latency
-        is spent)."""
+        """``_count_each`` for a few child instances: one atomic add per instance (summed
+        where an instance is named twice), in plain integers. The path of a dependency
+        between single tasks and of a stencil's neighbours, where a hand-off's latency is
+        spent: one ``Fetch_and_op`` completes in shared memory without the target (~2 us
+        with the target in a Python task), where a ``Get_accumulate`` of a few words waits
+        for the target's progress (~40 us)."""
         layout, mem = self.layout, self.mem
         counts0, base = layout.counts0, layout.count_base[child]
         fails = [False] * len(cidx) if cfail is None else cfail.tolist()
+        deltas: dict = {}
+        for j, failed in zip(cidx.tolist(), fails):
+            deltas[j] = deltas.get(j, 0) + (-1 + POISON if failed else -1)
         released: list = []
         poisoned: list = []
-        for j, failed in zip(cidx.tolist(), fails):
+        for j, delta in deltas.items():
             rank, pos = layout.owner(child, j)
-            delta = -1 + POISON if failed else -1
             new = mem.fetch_add(rank, int(counts0[rank]) + int(base[rank]) + pos, delta) + delta
             if not new & COUNT_MASK:
                 released.append(j)
@@ -247,6 +268,56 @@ class Release:
     def _fanout(self, child: int, dep, parent: int, pidx: np.ndarray) -> np.ndarray:
         order, offsets = self._child_maps[(child, parent, dep.each)]
         return offsets[pidx + 1] - offsets[pidx]
+
+
+class MergedMaps:
+    """Several element-wise maps from one parent group to one child group (a stencil's
+    ``u[{t}-1,{i}-1]``, ``u[{t}-1,{i}]``, ``u[{t}-1,{i}+1]``), released as one: one inverse
+    map, one count update per block of child instances for all of them."""
+
+    items = None          # not one element-wise map: never the literal or identity path
+
+    def __init__(self, maps: list) -> None:
+        self.maps = maps
+
+    def is_identity(self, child, parent) -> bool:
+        return False
+
+    def edges(self, child, parent) -> tuple:
+        """``(parent instance, child instance)`` arrays of every edge of the maps."""
+        ps, ks = [], []
+        for each in self.maps:
+            m = each.all_parents(child, parent)
+            kids = np.flatnonzero(m >= 0)
+            ps.append(m[kids])
+            ks.append(kids)
+        return np.concatenate(ps), np.concatenate(ks)
+
+
+class MergedDep:
+    """Stands for the ``Dep`` of a ``MergedMaps`` in ``Release.split_children``."""
+
+    def __init__(self, parent: int, each: MergedMaps) -> None:
+        self.parent = parent
+        self.each = each
+
+
+def merge_maps(general: list, groups: list, parent: int) -> list:
+    """``general`` with a child's several element-wise maps on ``parent`` (not identities,
+    not listed edges) replaced by one ``MergedDep``."""
+    by_child: dict = {}
+    for child, dep in general:
+        if isinstance(dep.each, ElementMap) and \
+                not dep.each.is_identity(groups[child], groups[parent]):
+            by_child.setdefault(child, []).append(dep)
+    out = []
+    for child, dep in general:
+        deps = by_child.get(child, ())
+        if len(deps) < 2 or dep not in deps:
+            out.append((child, dep))
+        elif dep is deps[0]:
+            out.append((child, MergedDep(parent, MergedMaps([d.each for d in deps]))))
+    return out
 
 
 def _concat(parts: list) -> np.ndarray:
