@@ -8,6 +8,10 @@ starts after their release (the end of ``trigger``). In-process on simulated ran
 (``run_local``, many interleavings; without the board the order fails, which the control test
 shows), then on 4 MPI ranks. Also: every task exactly once with several levels (``check_run``),
 and the board's counts back at zero when the run ends.
+
+Urgent tasks placed on a rank busy with a long task (pushed into its inbox): the other ranks
+take them out of that inbox before any more priority-0 work. In-process the long task is a
+rank held with its BUSY word set and no turns (``held_busy``), and on MPI ranks a sleep.
 """
 from __future__ import annotations
 
@@ -17,12 +21,15 @@ import numpy as np
 import pytest
 
 from mpitiny.dag.load import load_dag_text
+from mpitiny.engine import local as local_module
 from mpitiny.engine import ready as ready_module
-from mpitiny.engine.local import run_local
+from mpitiny.engine.local import run_local, take_turns
 from mpitiny.engine.loop import Engine
 from mpitiny.engine.types import RunOptions
 from mpitiny.io.check import check_run
 from mpitiny.io.rundir import read_tasks
+from mpitiny.queue.memory import LocalMemory
+from mpitiny.queue.stealq import StealQueue, region_size
 
 NULL = "mpitiny.tasks:null"
 
@@ -150,17 +157,85 @@ def test_a_single_level_has_no_board(tmp_path, board_counts):
     assert board_counts == [None] * 3
 
 
+# ---------------------------------------------------------------------- placed on a busy rank
+def test_a_thief_for_higher_work_takes_only_higher_inbox_entries_of_a_busy_rank():
+    mem = LocalMemory(3, region_size(4, 8, 16))
+    queues = [StealQueue(mem.view(r), 0, 4, 8, 16) for r in range(3)]
+    prio_of = lambda gid: 10 if gid >= 100 else 0       # noqa: E731
+    assert queues[0].push_remote(1, 0, 5) == 5
+    assert queues[0].push_remote(1, 100, 108) == 108
+    assert queues[2].steal(1, 10, prio_of) is None        # rank 1 is idle: it takes them itself
+    queues[1].set_busy(True)
+    assert queues[2].steal(1, 10) is None                 # no priority lookup: slots only
+    assert queues[2].steal(1, 10, prio_of) == (None, [(100, 108)])
+    assert queues[2].steal(1, 10, prio_of) is None
+    assert queues[2].steal(1) == (None, [(0, 5)])         # late binding takes any entry
+    assert queues[1].take_inbox() == []
+
+
+def placed_urgent_dag(nranks: int, home: int = 1) -> dict:
+    """``urgent_dag`` with the urgent tasks placed on rank ``home`` (``"rank"``): released on
+    rank 0, they are pushed into ``home``'s inbox."""
+    dag = urgent_dag(nranks)
+    dag["tasks"][-1]["rank"] = home
+    return dag
+
+
+def held_busy(rank: int):
+    """A ``take_turns`` in which ``rank`` runs a long task: its BUSY word set and no turns,
+    until the other ranks find nothing to do in three rounds in a row; then the usual turns."""
+    def turns(engines: list, rng, crash_after, max_turns: int) -> None:
+        held = engines[rank]
+        held.queue.set_busy(True)
+        others = [e for e in engines if e is not held]
+        idle = 0
+        for _ in range(max_turns):
+            if idle == 3 or not others:
+                break
+            before = sum(len(e.records) for e in others)
+            rng.shuffle(others)
+            for engine in list(others):
+                engine.bind()
+                engine.guard.install()
+                try:
+                    if not engine.step():
+                        others.remove(engine)
+                finally:
+                    engine.guard.uninstall()
+            idle = idle + 1 if sum(len(e.records) for e in others) == before else 0
+        held.queue.set_busy(False)
+        take_turns(engines, rng, crash_after, max_turns)
+    return turns
+
+
+@pytest.mark.parametrize("nranks,seed", [(2, 0), (3, 1), (4, 2), (4, 3), (7, 4)])
+def test_urgent_tasks_placed_on_a_busy_rank_start_first_elsewhere(tmp_path, monkeypatch,
+                                                                  nranks, seed, board_counts):
+    monkeypatch.setattr(local_module, "take_turns", held_busy(1))
+    dag = placed_urgent_dag(nranks)
+    run_checked(dag, nranks, tmp_path / "run", seed)
+    starts, release, loaded = starts_by_group(dag, tmp_path / "run")
+    later = starts["bg"][starts["bg"] > release]
+    assert len(later), "the release came after every priority-0 task: nothing was checked"
+    assert order_violations(starts["u10"], starts["bg"], release) == 0
+    rows = read_tasks(str(tmp_path / "run"))
+    assert 1 not in rows["rank"][group_names(loaded, rows) == "u10"].tolist()
+    assert board_counts == [[0]] * nranks
+
+
 # ---------------------------------------------------------------------- on MPI ranks
 def mpi_urgent_dag() -> dict:
-    """4 ranks each busy with 10 sleeping tasks of its own, of 50, 70, 90 and 110 ms (so that
-    the ranks do not finish tasks at the same moments); ``trigger`` (10 ms, on rank 0, after
-    its third task) releases 8 urgent 50 ms tasks there, at least ~20 ms from the end of any
-    other rank's task (a rank that reads the board in the moment between the release and the
-    update of the board may still start one lower task: not what this test is about)."""
-    tasks = [{"id": f"bg{r}", "fn": "mpitiny.tasks:sleep", "args": [0.05 + 0.02 * r],
+    """4 ranks each busy with 10 sleeping tasks of its own: 50 ms on rank 0, 100, 105 and 110
+    ms on ranks 1-3; ``trigger`` (50 ms, on rank 0, after its second task) releases 8 urgent 50
+    ms tasks there at ~150 ms, 40-50 ms after the other ranks' last task ends and 50-70 ms
+    before their next (a rank that reads the board in the moment between the release and the
+    update of the board may still start one lower task, and on the network path of a loaded
+    machine that moment lasts milliseconds: not what this test is about)."""
+    tasks = [{"id": f"bg{r}", "fn": "mpitiny.tasks:sleep",
+              "args": [0.05 if r == 0 else 0.095 + 0.005 * r],
               "foreach": {"i": {"range": [0, 10]}}, "rank": r} for r in range(4)]
-    tasks.append({"id": "trigger", "fn": "mpitiny.tasks:sleep", "args": [0.01], "rank": 0,
-                  "deps": ["bg0[2]"]})
+    tasks.append({"id": "trigger", "fn": "mpitiny.tasks:sleep", "args": [0.05], "rank": 0,
+                  "deps": ["bg0[1]"]})
     tasks.append({"id": "u10", "fn": "mpitiny.tasks:sleep", "args": [0.05], "priority": 10,
                   "foreach": {"i": {"range": [0, 8]}}, "deps": ["trigger"]})
     return {"name": "urgent-mpi", "tasks": tasks}
@@ -179,4 +254,32 @@ def test_urgent_tasks_first_across_four_mpi_ranks(python_module, tmp_path):
     names = group_names(loaded, rows)
     assert len(set(rows["rank"][names == "u10"].tolist())) > 1, "no other rank took one"
     background = np.concatenate([starts[f"bg{r}"] for r in range(4)])
+    assert order_violations(starts["u10"], background, release) == 0
+
+
+def mpi_placed_urgent_dag() -> dict:
+    """``mpi_urgent_dag`` with rank 1 busy with one 1.5 s task (``long``) and the urgent tasks
+    placed on rank 1: released on rank 0 while ``long`` runs, they wait in rank 1's inbox
+    unless another rank takes them out (ranks 0, 2 and 3 are busy for ~0.3-0.9 s more)."""
+    dag = mpi_urgent_dag()
+    tasks = [t for t in dag["tasks"] if t["id"] != "bg1"]
+    tasks.append({"id": "long", "fn": "mpitiny.tasks:sleep", "args": [1.5], "rank": 1})
+    tasks[-2]["rank"] = 1
+    return {"name": "urgent-placed-mpi", "tasks": tasks}
+
+
+def test_urgent_tasks_placed_on_a_busy_mpi_rank_start_first_elsewhere(python_module, tmp_path):
+    dag = mpi_placed_urgent_dag()
+    path = tmp_path / "dag.json"
+    path.write_text(json.dumps(dag))
+    out = tmp_path / "run"
+    proc = python_module(4, "mpitiny", "run", str(path), "--out", str(out), "-q", timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    starts, release, loaded = starts_by_group(dag, out)
+    check_run(loaded, str(out))
+    rows = read_tasks(str(out))
+    names = group_names(loaded, rows)
+    assert float(rows["start"][names == "long"][0]) < release < float(rows["end"][names == "long"][0])
+    background = np.concatenate([starts[f"bg{r}"] for r in (0, 2, 3)])
+    assert len(background[background > release]), "nothing was checked"
     assert order_violations(starts["u10"], background, release) == 0

@@ -239,7 +239,7 @@ class Engine:
         while True:
             runs = self.queue.take_inbox()
             if runs and not (len(runs) == 1 and keep_lone(self, runs[0], False)):
-                self.ready.queue_runs(runs)
+                self.ready.queue_runs(runs, count=False)
             if self.direct is not None:
                 return self.take_direct()
             if ranked and (n := self.ready.steal_higher()):

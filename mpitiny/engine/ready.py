@@ -6,13 +6,18 @@ the inbox is full); any other ready task goes to the queue of the rank that rele
 where idle ranks steal it from. Runs of consecutive ids travel as one slot.
 
 In a run whose DAG has more than one priority level (checked once, at start), ``board`` is the
-run-wide ``PriorityBoard`` (``mpitiny.queue.levels``): every task that becomes ready here is
-counted on it at its level and every claim counted off (``claimed``), the queue's TOP word is
-kept, and before claiming a chunk of its own the engine takes higher-priority work queued on
-another rank if the board says there is some (``steal_higher``). With a single level
+run-wide ``PriorityBoard`` (``mpitiny.queue.levels``): every task that becomes ready here or
+is pushed from here into another rank's inbox is counted on it at its level (runs taken out of
+an inbox are not counted again) and every claim counted off (``claimed``), the queue's TOP word
+is kept, and before claiming a chunk of its own the engine takes higher-priority work queued
+on another rank, or waiting in a busy rank's inbox, if the board says there is some
+(``steal_higher``). With a single level
 ``board`` is None and none of this costs anything.
 """
 from __future__ import annotations
+
+import os
+import time
 
 import numpy as np
 
@@ -20,6 +25,8 @@ from mpitiny.dag.model import DAG
 from mpitiny.queue.layout import Layout
 from mpitiny.queue.levels import PriorityBoard
 from mpitiny.queue.stealq import StealQueue
+
+HUNT_SECONDS = 0.005   # how long the board's promise of higher work is looked for
 
 
 class ReadyQueue:
@@ -96,15 +103,20 @@ class ReadyQueue:
         for prio in sorted(singles):
             self._ids(np.array(singles[prio], dtype=np.int64), prio)
 
-    def queue_runs(self, runs: list, stolen: bool = False) -> None:
+    def queue_runs(self, runs: list, stolen: bool = False, count: bool = True) -> None:
         """Queue runs ``(lo, hi)`` of task ids of one group each, at their group's priority
-        (placed roots, and runs taken out of an inbox: here or, ``stolen``, another rank's)."""
+        (placed roots, and, not ``count``-ed again, runs taken out of an inbox: here or,
+        ``stolen``, another rank's)."""
         for lo, hi in runs:
-            prio = int(self.priority[int(np.searchsorted(self.base, lo, side="right")) - 1])
+            prio = self.prio_of(lo)
             if hi - lo == 1:
-                self._ids([lo], prio, stolen)
+                self._ids([lo], prio, stolen, count)
             else:
-                self._range(lo, hi, prio, stolen)
+                self._range(lo, hi, prio, stolen, count)
+
+    def prio_of(self, gid: int) -> int:
+        """The priority of task ``gid`` (its group's)."""
+        return int(self.priority[int(np.searchsorted(self.base, gid, side="right")) - 1])
 
     def queue_ids(self, ids) -> None:
         """Queue individual task ids here, each at its group's priority."""
@@ -131,7 +143,7 @@ class ReadyQueue:
             for run_idx, run_home in zip(np.split(idx, cuts), np.split(homes, cuts)):
                 home = int(run_home[0])
                 lo, hi = first + int(run_idx[0]), first + int(run_idx[-1]) + 1
-                stop = lo if home == self.rank else self.queue.push_remote(home, lo, hi)
+                stop = lo if home == self.rank else self.push_home(home, lo, hi, prio)
                 if stop < hi:                     # home is here, or its inbox is full
                     keep.append(run_idx[stop - lo:])
             if not keep:
@@ -148,9 +160,19 @@ class ReadyQueue:
             spec = group.options.rank
             home = spec % self.nranks if isinstance(spec, int) else \
                 int(self.homes(group, np.array([gid - int(self.base[group.index])]))[0])
-            if home != self.rank and self.queue.push_remote(home, gid, gid + 1) > gid:
+            if home != self.rank and self.push_home(home, gid, gid + 1, prio) > gid:
                 return
         self._ids((gid,), prio)
+
+    def push_home(self, home: int, lo: int, hi: int, prio: int) -> int:
+        """``StealQueue.push_remote`` to ``home``, counting the tasks on the board first (and
+        off again those that found its inbox full: the caller queues them here)."""
+        if self.board is not None:
+            self.board.queued(prio, hi - lo, at=home)
+        stop = self.queue.push_remote(home, lo, hi)
+        if self.board is not None and stop < hi:
+            self.board.claimed(prio, hi - stop)
+        return stop
 
     def homes(self, group, idx: np.ndarray) -> np.ndarray:
         """The rank each instance should run on: its ``rank`` hint modulo the rank count, or,
@@ -164,20 +186,20 @@ class ReadyQueue:
     # ------------------------------------------------------------------ pushing, stealing
     def _range(self, lo: int, hi: int, prio: int, stolen: bool = False,
                count: bool = True) -> None:
-        """Publish ``lo..hi-1``; with several levels count them (unless ``count`` is False:
-        stolen from a queue, so counted already) and advertise their priority."""
+        """Publish ``lo..hi-1``; with several levels count them first (unless ``count`` is
+        False: stolen from a queue, so counted already) and advertise their priority."""
+        if self.board is not None and count:
+            self.board.queued(prio, hi - lo)
         self.queue.push_range(lo, hi, prio, stolen)
         if self.board is not None:
-            if count:
-                self.board.queued(prio, hi - lo)
             self.queue.advertise(prio)
 
     def _ids(self, ids, prio: int, stolen: bool = False, count: bool = True) -> None:
         """``_range`` for a list of ids."""
+        if self.board is not None and count:
+            self.board.queued(prio, len(ids))
         self.queue.push_ids(ids, prio, stolen)
         if self.board is not None:
-            if count:
-                self.board.queued(prio, len(ids))
             self.queue.advertise(prio)
 
     def keep_stolen(self, got: tuple, hint: bool = False) -> int:
@@ -187,9 +209,10 @@ class ReadyQueue:
         if isinstance(work, tuple):
             n = work[1] - work[0]
             self._range(work[0], work[1], prio, stolen=True, count=False)
-        elif prio is None:                       # runs from a busy rank's inbox: not counted yet
+        elif prio is None:           # runs from a busy rank's inbox: counted when pushed there
             n = sum(hi - lo for lo, hi in work)
-            self.queue_runs(work, stolen=True)
+            self.queue_runs(work, stolen=True, count=False)
+            prio = max(self.prio_of(lo) for lo, _ in work)
         else:
             n = len(work)
             self._ids(work, prio, stolen=True, count=False)
@@ -201,19 +224,26 @@ class ReadyQueue:
         """With several levels: if the board says tasks of a higher level than this rank's best
         wait somewhere, steal some of the highest such level (from the hinted rank, else one
         whose TOP word has it) and queue them here; returns how many (0: none wanted or
-        found). Tried twice, as a rank that just stole the last ones may not show them yet."""
+        found). Tasks are counted before they are published, and stay counted while a thief
+        carries them to its queue, so a count with nothing found is looked for again, for up
+        to ``HUNT_SECONDS``, before this rank turns to its own lower work."""
         board = self.board
         assert board is not None
-        for _ in range(2):
+        give_up = 0.0
+        while True:
             wanted = board.wanted(self.queue.top_prio())
             if wanted is None:
                 return 0
             level, hinted = wanted
             for victim in board.victims(level, hinted):
-                got = self.queue.steal(victim, board.floor[level])
+                got = self.queue.steal(victim, board.floor[level], self.prio_of)
                 if got is not None:
                     return self.keep_stolen(got, hint=True)
-        return 0
+            now = time.monotonic()
+            if give_up and now > give_up:
+                return 0
+            give_up = give_up or now + HUNT_SECONDS
+            os.sched_yield()
 
     def claimed(self, tasks) -> None:
         """With several levels, after ``StealQueue.claim``: count the claimed tasks (if any)

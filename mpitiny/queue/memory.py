@@ -15,6 +15,8 @@ Both offer the same operations, all on 64-bit signed words:
 - ``swap(rank, disp, value) -> old``             (``MPI_Fetch_and_op`` REPLACE)
 - ``cas(rank, disp, expected, new) -> old``      (``MPI_Compare_and_swap``)
 - ``add(rank, disp, value)``                     (``MPI_Accumulate`` SUM, no result)
+- ``post(rank, disp, value)``                    (the same, not waited for: it completes by
+  this rank's next ``get`` from that rank or within ``POSTED`` more posts)
 - ``add_many(rank, disps, value)``               (one ``MPI_Accumulate`` each, one flush)
 - ``fetch_add_block(rank, disp, values) -> old`` (``MPI_Get_accumulate`` SUM on a block)
 - ``get(rank, disp, count) -> array``            (``MPI_Get``)
@@ -25,6 +27,8 @@ Both offer the same operations, all on 64-bit signed words:
 from __future__ import annotations
 
 import numpy as np
+
+POSTED = 64     # posts whose buffers ``RmaMemory`` keeps before it flushes them all
 
 
 class LocalMemory:
@@ -69,6 +73,9 @@ class LocalView:
     def add(self, rank: int, disp: int, value: int) -> None:
         w = self.memory.words[rank]
         w[disp] = _wrap(int(w[disp]) + value)
+
+    def post(self, rank: int, disp: int, value: int) -> None:
+        self.add(rank, disp, value)
 
     def add_many(self, rank: int, disps: list, value: int) -> None:
         for disp in disps:
@@ -116,6 +123,8 @@ class RmaMemory:
         self._int64 = MPI.INT64_T
         self._sum = MPI.SUM
         self._replace = MPI.REPLACE
+        self._posted: list = []    # origin buffers of posts not yet flushed
+        self._posted_to: set = set()   # and their target ranks
 
     def start(self) -> None:
         """Open the run-long passive epoch; call after the owners initialised their words."""
@@ -124,6 +133,8 @@ class RmaMemory:
 
     def stop(self) -> None:
         self.win.Unlock_all()
+        self._posted.clear()
+        self._posted_to.clear()
 
     def free(self) -> None:
         self.win.Free()
@@ -153,6 +164,22 @@ class RmaMemory:
         self.win.Accumulate([self._one, self._int64], rank, (disp, 1, self._int64), self._sum)
         self.win.Flush(rank)
 
+    def post(self, rank: int, disp: int, value: int) -> None:
+        """``add`` without waiting for it to complete (no ``Flush``): its buffer is kept until
+        the next ``get`` from ``rank`` (which flushes first: MPI does not order a ``Get`` after
+        an ``Accumulate``) or until ``POSTED`` posts wait."""
+        if len(self._posted) >= POSTED:
+            self._flush_posted()
+        value_buf = np.full(1, value, dtype=np.int64)
+        self._posted.append(value_buf)
+        self._posted_to.add(rank)
+        self.win.Accumulate([value_buf, self._int64], rank, (disp, 1, self._int64), self._sum)
+
+    def _flush_posted(self) -> None:
+        self.win.Flush_all()
+        self._posted.clear()
+        self._posted_to.clear()
+
     def add_many(self, rank: int, disps: list, value: int) -> None:
         """``add(rank, d, value)`` for every ``d`` in ``disps``: one ``Accumulate`` over an
         indexed target datatype (a word named twice gets its adds summed first), one flush."""
@@ -177,6 +204,8 @@ class RmaMemory:
         return old
 
     def get(self, rank: int, disp: int, count: int) -> np.ndarray:
+        if self._posted and rank in self._posted_to:
+            self._flush_posted()
         out = np.empty(count, dtype=np.int64)
         self.win.Get([out, self._int64], rank, (disp, count, self._int64))
         self.win.Flush(rank)

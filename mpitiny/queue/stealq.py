@@ -26,7 +26,8 @@ MPI-3 terms).
 Slots carry a priority word (a hint read together with the slots); the owner and the thieves
 take from the highest priority first. The owner takes its newest slot first (depth-first,
 the data of a just-finished parent is still warm); thieves take the fullest. A thief that
-looks for work above some priority (``steal(victim, min_prio)``) takes only such a slot.
+looks for work above some priority (``steal(victim, min_prio, prio_of)``) takes only such a
+slot, or else the inbox entries of such tasks (below).
 
 In a run of several priority levels the owner also keeps its ``TOP`` word (the highest
 priority of its published, unclaimed tasks; ``advertise`` / ``refresh_top``), so that a rank
@@ -38,7 +39,10 @@ alone.
 The *inbox* lets another rank place runs of tasks on this rank (``push_remote``: a
 fetch-and-add picks an inbox word, a compare-and-swap fills it with ``(first id, count)``).
 The owner moves inbox entries into its ring between tasks; while it is busy (its ``BUSY`` word
-is set) a thief may take them itself (late binding).
+is set) a thief may take them itself (late binding), and a thief looking for higher work takes
+the entries whose tasks are of a high enough priority (an entry holds the run's first id; the
+caller's ``prio_of`` maps it to its group's priority), so that an urgent task placed on a rank
+busy with a long task does not wait for it.
 
 Everything that thieves touch is changed only with atomics; the owner's private bookkeeping
 (which slots it uses, ring tail, overflow list) lives in ordinary Python objects.
@@ -364,9 +368,10 @@ class StealQueue:
         return payload
 
     # ------------------------------------------------------------------ thief side
-    def steal(self, victim: int, min_prio: int | None = None):
+    def steal(self, victim: int, min_prio: int | None = None, prio_of=None):
         """Take about half of ``victim``'s highest-priority ready tasks, without asking it;
-        with ``min_prio``, only from a slot of at least that priority (never from the inbox).
+        with ``min_prio``, only tasks of at least that priority: from a slot, else (given
+        ``prio_of(task id)``, the priority of a task's group) inbox entries of such tasks.
 
         Returns ``(prio, (lo, hi))``, ``(prio, ids)``, ``(None, [(lo, hi), ...])`` (runs taken
         from the inbox of a busy victim: late binding) or None.
@@ -401,12 +406,21 @@ class StealQueue:
                     return prio, ids
                 word = old
         if head[0] > head[INBOX_TAKEN - INBOX_TAIL] and head[BUSY - INBOX_TAIL] \
-                and min_prio is None:
-            return self._steal_inbox(victim)
+                and (min_prio is None or prio_of is not None):
+            return self._steal_inbox(victim, min_prio, prio_of)
         return None
 
-    def _steal_inbox(self, victim: int):
-        full = np.flatnonzero(self.mem.get(victim, self.inbox0, self.ninbox))
+    def _steal_inbox(self, victim: int, min_prio: int | None = None, prio_of=None):
+        """Half of the entries of a busy ``victim``'s inbox (at least one); with ``min_prio``,
+        of those whose tasks have at least that priority. An entry that changed between the
+        ``Get`` and its swap (the owner took it, another rank pushed anew) is taken as it is
+        now: its tasks are queued at their own priority all the same."""
+        box = self.mem.get(victim, self.inbox0, self.ninbox)
+        full = np.flatnonzero(box)
+        if min_prio is not None:
+            full = [k for k in full if prio_of(_run_of(int(box[k]))[0]) >= min_prio]
+        if not len(full):
+            return None
         got = self._take_entries(victim, full[: max(1, (len(full) + 1) // 2)])
         return (None, got) if got else None
 
