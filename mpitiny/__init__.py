@@ -2,12 +2,14 @@
 
 Command line: ``mpiexec -n N python -m mpitiny run dag.json``. From Python (every rank runs the
 same script): ``mpitiny.DAG``, ``mpitiny.run``, ``mpitiny.map`` (see ``mpitiny.api``); inside
-tasks: ``mpitiny.state`` (shared key-value store), ``mpitiny.io.open_splits`` (input splits),
-``mpitiny.Parts`` (a return value of which each child reads one part, ``"part"`` in dag.json).
+tasks: ``mpitiny.submit`` / ``mpitiny.submit_family`` (add tasks to the run), ``mpitiny.state``
+(shared key-value store), ``mpitiny.io.open_splits`` (input splits), ``mpitiny.Parts`` (a
+return value of which each child reads one part, ``"part"`` in dag.json).
 """
 __version__ = "0.1.0"
 
-from mpitiny.api import DAG, map, run, with_batch  # noqa: E402  (no MPI is initialised by importing these)
+from mpitiny.api import DAG, map, run, submit, submit_family, with_batch  # noqa: E402  (no MPI is initialised by importing these)
 from mpitiny.io.values import Parts  # noqa: E402
 
-__all__ = ["DAG", "Parts", "map", "run", "with_batch", "__version__"]
+__all__ = ["DAG", "Parts", "map", "run", "submit", "submit_family", "with_batch",
+           "__version__"]

@@ -20,6 +20,14 @@ Every rank runs the same script (SPMD), builds the same DAG and calls ``run``::
 
     squares = mpitiny.map(square, range(100))          # a bag of tasks, results in order
 
+Inside a running task, ``mpitiny.submit(fn, *args, deps=(), **kwargs)`` adds a task to the
+run and returns its id at once (``mpitiny.submit_family(fn, rows)``: one task per row of
+arguments); the parent waits for nothing, its children run later on any rank::
+
+    def expand(node):
+        for child in children(node):
+            mpitiny.submit(expand, child)
+
 Functions are named by module and qualified name (``module:function``), so they must be
 importable on every rank: defined at the top level of the script (``__main__`` works, since
 every rank runs the same script) or of a module. Values follow dag.json: ``foreach`` takes
@@ -171,6 +179,38 @@ class DAG:
         """Write the DAG as a dag.json that ``mpitiny run`` / ``validate`` accept."""
         from mpitiny.io.commit import write_atomic
         write_atomic(path, self.to_json().encode())
+
+
+def submit(fn: Callable, /, *args: Any, deps: Iterable = (), **kwargs: Any) -> str:
+    """From inside a running task: add the task ``fn(*args, **kwargs)`` to the run; returns
+    its id (``name@key``, a ``str``) at once. Any idle rank may run it, possibly before the
+    caller has returned; the run ends only when it (and whatever it adds) has finished.
+
+    ``deps``: ids that ``submit`` returned in this run (by this task or another, passed along
+    as arguments); the task starts after they all have finished and is upstream-failed if one
+    failed. ``fn`` must be a top-level function (other ranks import it by name), the
+    arguments picklable. Its return value, if not None, goes to the run's results under its
+    id; ``--retries`` and ``--timeout`` apply as to the DAG's tasks.
+
+    A task's id depends only on its parent's and on how many tasks the parent submitted before
+    it, so a parent that runs again (a retry, or a run resumed after a crash) adds no task
+    twice, and a resumed run runs each added task that was not done, once. What an attempt
+    added stands even if that attempt then fails (its retry adds the same ids: nothing more).
+    Outside a running task (or from a batch form) it raises
+    ``mpitiny.engine.adding.SubmitError`` (a ``RuntimeError``). Design:
+    ``mpitiny.engine.adding``."""
+    from mpitiny.engine.adding import submit_rows
+    return submit_rows(fn, (args,), kwargs, deps)[0]
+
+
+def submit_family(fn: Callable, rows: Iterable, /, deps: Iterable = (),
+                  **kwargs: Any) -> list:
+    """``[submit(fn, *row, deps=deps, **kwargs) for row in rows]`` in one step (the run's
+    count of tasks is updated once for all of them): one task per row of positional
+    arguments (a row that is not a tuple or list is one argument). Returns their ids."""
+    from mpitiny.engine.adding import submit_rows
+    return submit_rows(fn, [r if isinstance(r, (tuple, list)) else (r,) for r in rows],
+                       kwargs, deps)
 
 
 def run(dag: DAG | str, out: str | None = None, params: dict | None = None,

@@ -19,6 +19,11 @@ Everything works on columns of the task table (numpy), so a report of 10^6 tasks
 build 10^6 Python objects; the Gantt plot draws at most ``MAX_BARS`` bars per rank (merged into
 busy intervals beyond that), the Chrome trace is capped at ``MAX_EVENTS`` events, and its
 events' ids are made per group, not per event (``task_ids``).
+
+Tasks added while the run went on (``mpitiny.submit``) have rows like the DAG's own, their
+gid being their key (``mpitiny.io.added``); they are named by the ids in
+``tasks/rank-R.added`` (``name@key``) in the slowest tasks and the trace, and their busy time
+is shown per function, as "added NAME" families.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ import os
 
 import numpy as np
 
+from mpitiny.io.added import ADDED_BIT, read_added_ids
 from mpitiny.io.rundir import UPSTREAM_FAILED, groups_of, read_tasks, task_id
 
 MAX_EVENTS = 1_000_000
@@ -48,7 +54,7 @@ def make_report(run_dir: str, plots: bool = True) -> dict:
     write_atomic(written["report.txt"], text.encode())
     written["trace.json"] = write_chrome_trace(os.path.join(out_dir, "trace.json"), ran, t0,
                                                summary["ranks"], read_samples(run_dir),
-                                               groups_of(run_dir))
+                                               groups_of(run_dir), read_added_ids(run_dir))
     if plots:
         try:
             import matplotlib
@@ -97,13 +103,18 @@ def summary_text(summary: dict, ran: np.ndarray, t0: float, run_dir: str) -> str
                          "their batch form (each call's time split evenly among its tasks, "
                          "so 0 between them)")
         groups = groups_of(run_dir)
+        added = read_added_ids(run_dir)
+        own = ran["gid"] < ADDED_BIT
         lines.append("")
-        lines.extend(family_lines(family_times(groups, ran)))
+        lines.extend(family_lines(family_times(groups, ran[own])
+                                  + added_family_times(added, ran[~own])))
         lines.append("")
         lines.append("slowest tasks:")
         for k in np.argsort(d)[::-1][:10]:
             row = ran[k]
-            lines.append(f"  {task_id(groups, int(row['gid'])):<40} {d[k] * 1e3:>10.3f} ms on rank "
+            gid = int(row["gid"])
+            name = task_id(groups, gid) if gid < ADDED_BIT else added.get(gid, f"#{gid}")
+            lines.append(f"  {name:<40} {d[k] * 1e3:>10.3f} ms on rank "
                          f"{int(row['rank'])}, started at {row['start'] - t0:.3f} s")
     failures = summary.get("failures_first") or []
     if failures:
@@ -136,6 +147,19 @@ def family_times(groups: list, ran: np.ndarray) -> list:
             for k in np.flatnonzero(tasks).tolist()]
 
 
+def added_family_times(added: dict, ran: np.ndarray) -> list:
+    """``family_times`` of added tasks (rows ``ran``), one "added NAME" per function name
+    (``added``: their ids, ``read_added_ids``)."""
+    names = np.array([added.get(g, "?@").rsplit("@", 1)[0] for g in ran["gid"].tolist()],
+                     dtype=object)
+    out = []
+    for name in sorted(set(names.tolist())):
+        mine = ran[names == name]
+        busy = float((mine["end"] - mine["start"]).sum())
+        out.append((f"added {name}", len(mine), busy / len(mine) * 1e3, busy))
+    return out
+
+
 FAMILY_LINES = 20      # report.txt lists the busiest families beyond this many
 
 
@@ -166,7 +190,7 @@ def write_run_trace(run_dir: str, nranks: int, groups: list | None = None) -> st
     if groups is None:
         groups = table_groups(run_dir)
     return write_chrome_trace(os.path.join(run_dir, "trace.json"), ran, t0, nranks,
-                              read_samples(run_dir), groups)
+                              read_samples(run_dir), groups, read_added_ids(run_dir))
 
 
 def table_groups(run_dir: str) -> list | None:
@@ -200,16 +224,20 @@ def read_samples(run_dir: str) -> dict:
 
 
 def write_chrome_trace(path: str, ran: np.ndarray, t0: float, nranks: int,
-                       samples: dict | None = None, groups: list | None = None) -> str:
+                       samples: dict | None = None, groups: list | None = None,
+                       added: dict | None = None) -> str:
     """Trace-event JSON: one "X" (complete) event per task (pid 0, tid = rank; name: the task
-    id from ``groups``, the run's gid table, else the gid; args: gid, status, time queued
-    before it started, stolen, bytes read), and per rank "C" counter events from its psutil
-    samples (CPU %, RSS MB) under pid 1."""
+    id from ``groups``, the run's gid table, else the gid, and for an added task its id from
+    ``added``; args: gid, status, time queued before it started, stolen, bytes read), and
+    per rank "C" counter events from its psutil samples (CPU %, RSS MB) under pid 1."""
     rows = ran[np.argsort(ran["start"], kind="stable")][:MAX_EVENTS]
     if groups is not None:
         names = task_ids(groups, rows["gid"], escape=_json_text)
     else:
         names = rows["gid"].astype(str).astype(object)
+    for k in np.flatnonzero(rows["gid"] >= ADDED_BIT).tolist():
+        gid = int(rows["gid"][k])
+        names[k] = _json_text((added or {}).get(gid, str(gid)))
     ts = ((rows["start"] - t0) * 1e6).round(3)
     dur = ((rows["end"] - rows["start"]) * 1e6).round(3)
     wait = np.where(rows["queued"] > 0, (rows["start"] - rows["queued"]) * 1e6, 0).round(1)

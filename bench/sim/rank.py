@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 
+from mpitiny.engine.adding import NoAdding
 from mpitiny.engine.control import CONTROL_WORDS, REPORT_SECONDS, Control
 from mpitiny.engine.loop import CHUNK_SECONDS, QUEUE_SLOTS, Backoff, Engine, _running_mean
 from mpitiny.engine.ready import ReadyQueue
@@ -58,6 +59,7 @@ class SimRank(Engine):
         self.release = Release(self.layout, self.mem)
         self.layout.init_words(rank, self.mem.local)
         self.guard = _Calm()
+        self.adding = NoAdding()     # no task adds tasks here
         self.chunk_seconds = np.full(len(dag.groups), CHUNK_SECONDS)
         self.spare_cores = self.costs.spin and SPIN_SECONDS > 0
         self.max_sleep = self.costs.max_sleep

@@ -58,9 +58,11 @@ Termination without a coordinator, stop requests, ``--max-fails`` and the run's 
 (``--time-limit`` or the Slurm job's end: a task that would not finish in time is not started,
 and the run stops resumably, ``walltime``): ``control``. Between nodes, a progress thread
 serves a busy rank's windows while it runs a task (``world.ProgressThread``; docs/offnode.md).
-Priorities across ranks: ``ready`` (a run-wide board of ready tasks per priority level). Errors: a
-task that raises (or exits non-zero) is retried up to its ``retries``, then recorded as failed;
-its descendants are upstream-failed; the run goes on. Anything that goes wrong inside the
+Priorities across ranks: ``ready`` (a run-wide board of ready tasks per priority level). Tasks
+that add tasks while the run goes on (``mpitiny.submit``): ``adding``, run by ``find_work``
+when none of the rank's own DAG tasks is left to claim. Errors: a task that raises (or exits
+non-zero) is retried up to its ``retries``, then recorded as failed; its descendants are
+upstream-failed; the run goes on. Anything that goes wrong inside the
 engine aborts the MPI job (``start``). Signals, timeouts, isolation, fault injection:
 ``guard``. The same engine runs P simulated ranks in one process for tests (``local``,
 ``world.LocalWorld``).

@@ -15,6 +15,20 @@ The first ``CONTROL_WORDS`` words of every rank's window, before its queue:
   word at once: a rank busy with a long task would hold up its subtree.
 - ``FAILED`` (rank 0's): of those, failed or upstream-failed (for the progress display).
 - ``FAILED_TASKS`` (rank 0's): failed tasks (for ``--max-fails``).
+- ``ADDED`` (rank 0's): tasks added while the run goes on (``mpitiny.submit``,
+  ``mpitiny.engine.adding``), for the progress display and so that idle ranks know whether
+  there are added tasks to steal.
+
+Tasks that add tasks: the run's total is not fixed. A rank that adds n tasks first subtracts
+n from ``FINISHED`` (``add_tasks``), and only then makes them stealable. So ``FINISHED`` is
+(tasks finished) - (tasks added), and it equals the DAG's ``total`` only when every task,
+added ones too, has finished: a task can be reported finished only once it was added, so the
+finished added tasks never outnumber the counted additions, and an addition not yet counted
+belongs to a parent that is still running, which is itself not yet counted finished. A child
+that finishes (and is reported) before its parent therefore never completes the count early.
+A resumed run counts the added tasks it queues again (journaled added, not done) the same way,
+on rank 0 as its engine is built (``count_recovered``), before any rank reports a finished
+task.
 
 Idle ranks read only their own ``DONE`` word. ``RunWatch`` is the narrow read-only view that
 rank 0's progress display takes of these words and of the ranks' busy flags.
@@ -29,6 +43,8 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from mpitiny.engine.types import End, RunCounts
 from mpitiny.engine.walltime import TimeLimit, run_end
 from mpitiny.queue.stealq import BUSY
@@ -37,7 +53,8 @@ DONE = 0
 FINISHED = 1
 FAILED = 2
 FAILED_TASKS = 3
-CONTROL_WORDS = 4
+ADDED = 4
+CONTROL_WORDS = 5
 REPORT_SECONDS = 0.25     # a busy rank adds its finished tasks to FINISHED at least this often
 TREE_RANKS = 32           # with more ranks, the end of a finished run spreads down a tree
 FANOUT = 8                # of this many children per rank
@@ -74,6 +91,25 @@ class Control:
                 self.mem.cas(0, DONE, 0, int(End.ALL_FINISHED))
             else:
                 self.end_everywhere(End.ALL_FINISHED)
+
+    def add_tasks(self, n: int) -> None:
+        """Count ``n`` tasks added to the run (before they can be stolen: see above): -n to
+        FINISHED and n to ADDED in one ``Get_accumulate`` over the words between them."""
+        block = np.zeros(ADDED - FINISHED + 1, dtype=np.int64)
+        block[0], block[-1] = -n, n
+        self.mem.fetch_add_block(0, FINISHED, block)
+
+    def count_recovered(self, n: int) -> None:
+        """Rank 0, as its engine is built (before the run-long epoch opens, so with plain
+        stores, and before any rank can report a finished task): count ``n`` added tasks a
+        resumed run queues again."""
+        assert self.mem.rank == 0
+        self.mem.local[FINISHED] -= n
+        self.mem.local[ADDED] += n
+
+    def added_anywhere(self) -> int:
+        """How many tasks have been added run-wide so far (one ``Get`` on rank 0)."""
+        return int(self.mem.get(0, ADDED, 1)[0])
 
     def pass_on_end(self) -> None:
         """As this rank leaves a finished run: tell its children in the tree (many ranks)."""
@@ -147,7 +183,12 @@ class RunWatch:
         self.busy_word = queue_base + BUSY
 
     def finished(self) -> int:
-        return int(self.mem.local[FINISHED])
+        """Tasks finished run-wide (added ones too: FINISHED counts additions down)."""
+        self.mem.sync()
+        return int(self.mem.local[FINISHED]) + int(self.mem.local[ADDED])
+
+    def added(self) -> int:
+        return int(self.mem.local[ADDED])
 
     def failed(self) -> int:
         return int(self.mem.local[FAILED])

@@ -6,6 +6,11 @@ records for tasks a stop request kept from running; and, once the chunk's result
 values have reached the OS (``chunk_done``), DONE / FAILED records, so that a record never
 names what a crash could still lose. Tasks whose values other tasks read get no DONE record:
 their value record says they are done.
+
+Tasks added while the run goes on (``mpitiny.engine.adding``): the payload of each, as it is
+added (``added``: a value record of kind ``VK_ADDED``, written with the adding task's chunk,
+so before that task's DONE record), and a DONE record for each once it ran (``added_done``:
+after its result and the payloads it added reached the OS).
 """
 from __future__ import annotations
 
@@ -62,6 +67,21 @@ class ChunkJournal:
 
     def value(self, gid: int, kind: int, data: bytes, attempt: int) -> None:
         self._file.add_value(gid, kind, data, attempt)
+
+    def added(self, key: int, payload: bytes) -> None:
+        """A task added now, with what it runs (``mpitiny.engine.adding``)."""
+        self._file.add_value(key, jnl.VK_ADDED, payload)
+
+    def added_done(self, done: list) -> None:
+        """Added tasks ran (``done``: ``(owner, slot, key, failed)``): DONE records for those
+        that did not fail, after their results and the tasks they added reached the OS."""
+        if not self.on:
+            return
+        self.files.flush_results()
+        self._file.write_values()
+        for *_, key, failed in done:
+            if not failed:
+                self._file.add(jnl.DONE, key, key + 1)
 
     def begin_unit(self) -> None:
         self._file.begin_unit()

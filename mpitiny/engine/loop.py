@@ -11,6 +11,7 @@ import numpy as np
 
 from mpitiny import state
 from mpitiny.dag.model import DAG
+from mpitiny.engine.adding import Adding
 from mpitiny.engine.commands import CommandRunner
 from mpitiny.engine.control import CONTROL_WORDS, DONE, REPORT_SECONDS, Control, RunWatch
 from mpitiny.engine.dataplane import DataPlane
@@ -96,6 +97,7 @@ class Engine:
                                  (self.rank, self.nranks, self.host))
         self.commands = CommandRunner(self.runner, None if resumed is None else resumed.crashes)
         self.resumed = resumed
+        self.adding = Adding(self)       # tasks added while the run goes on (mpitiny.submit)
         standing = None if resumed is None else standings(resumed, dag.total, opts.max_crashes)
         self.resume = None if resumed is None or standing is None else \
             Resume(self, resumed, standing)
@@ -151,7 +153,7 @@ class Engine:
     @property
     def windows(self) -> list:
         """Every RMA window of this run (metadata and queues, state store, kept outputs)."""
-        return [*self.data.windows, self.mem]
+        return [*self.data.windows, *self.adding.windows, self.mem]
 
     def start(self) -> None:
         """Open the RMA epochs; agree on the run's end (a collective); in a resumed run, put
@@ -169,6 +171,7 @@ class Engine:
     def stop(self) -> None:
         """Close the journal, the store and the epochs (the windows stay until ``free``)."""
         self.journal.close()
+        self.adding.close()
         state.use(None)
         self.data.close()
         self.world.close(self.windows)
@@ -230,7 +233,7 @@ class Engine:
         return Chunk(tasks, time.time(), self.direct_stolen)
 
     def find_work(self) -> Chunk | None:
-        """Claim from this rank's queue (after taking in its inbox), else steal and claim. With
+        """Claim from this rank's queue (after its inbox), else run added tasks, else steal. With
         several priority levels, first take higher work than its own from another rank if the
         run-wide board says some waits (``ReadyQueue.steal_higher``), and count claims off.
         A lone task taken from the inbox or stolen, with nothing queued here, runs at once
@@ -249,7 +252,7 @@ class Engine:
                 self.ready.claimed(tasks)
             if tasks is not None:
                 return Chunk(tasks, *self.queue.claimed_info)
-            if not self.steal():
+            if not self.adding.work() and not self.steal():
                 return None
 
     def leave(self) -> None:

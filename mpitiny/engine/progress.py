@@ -62,7 +62,7 @@ class Progress:
             current = (done - self.last_done) / (t - self.last_time)
             self.rate = current if self.rate == 0 else 0.5 * self.rate + 0.5 * current
         self.last_done, self.last_time = done, t
-        total = self.total
+        total = self.total + self.watch.added()      # with the tasks added so far
         left = total - done
         eta = left / self.rate if self.rate > 0 else None
         record = {"name": self.name, "state": "finished" if final else "running",

@@ -353,7 +353,8 @@ def _all_done(run_dir: str, dag: DAG, info: dict) -> bool:
             return summary.get("done") == dag.total and not summary.get("stopped")
     except (OSError, ValueError, AttributeError):
         pass
-    return jnl.read_journals(run_dir, dag.total).ndone == dag.total
+    journals = jnl.read_journals(run_dir, dag.total)
+    return journals.ndone == dag.total and not journals.added_pending()
 
 
 def _describe(info: dict) -> str:

@@ -98,6 +98,8 @@ class RunCounts:
     held_back_declared: int = 0   # of those, the ones judged by their declared "walltime"
     held_back_too_long: int = 0   # of those, the ones expected to take longer than the limit
     cut_off: int = 0      # tasks stopped mid-way at the run's hard end (they overran)
+    added: int = 0        # tasks added while the run went on (``mpitiny.submit``), or queued
+                          # again from the journals (added before, not done)
     run_end: float = 0.0  # not a count: the run's end under a time limit (the same everywhere)
     run_end_what: str = ""        # and where it comes from
 

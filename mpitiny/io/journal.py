@@ -28,6 +28,11 @@ A record is ``(lo, hi, length, kind, vkind, attempt, vcrc, check, unit)``:
 * ``FAILED lo hi``: they failed (they run again when resumed);
 * ``STOPPED lo hi``: they were interrupted by a stop request (not a crash);
 * ``CRASHED gid``: the task, run alone in a child process, took that process down.
+* ``DONE key off length`` with ``vkind`` ``VK_ADDED``: a task added while the run went on
+  (``mpitiny.submit``; ``key`` >= ``ADDED_BIT``, ``mpitiny.io.added``), its payload (what it
+  runs, pickled) as the value; ``DONE key key+1`` once it ran. Readers of the DAG's own tasks
+  ignore both (keys lie beyond every gid); ``Resumed.added_pending`` gives the tasks added and
+  not done, which a resumed run queues again.
 
 The journal file is memory-mapped: appending a record is a store into the page cache, with no
 system call, yet it survives the process being killed (``kill -9``) at any instant. ``sync``
@@ -66,6 +71,7 @@ if TYPE_CHECKING:
 
 START, DONE, FAILED, STOPPED, CRASHED = 1, 2, 3, 4, 5
 VK_STATE, VK_DONE = 250, 251     # vkinds of DONE records that hold no kept value
+VK_ADDED = 252                   # and of an added task's payload (``mpitiny.io.added``)
 RECORD = np.dtype([("lo", "<i8"), ("hi", "<i8"), ("length", "<i8"), ("kind", "u1"),
                    ("vkind", "u1"), ("attempt", "<u2"), ("vcrc", "<u4"), ("check", "<u4"),
                    ("unit", "<u4")])
@@ -322,6 +328,23 @@ class Resumed:
         self.state_logs: list = []      # (gid, path, offset, length) of state updates
         self.records = 0
         self.torn = 0                   # records ignored: bad checksum (torn or never written)
+        self.added: dict = {}           # key -> (path, offset, length, vcrc) of added tasks
+        self.added_done = np.zeros(0, dtype=np.int64)   # keys of added tasks done, sorted
+
+    def added_pending(self) -> list:
+        """Keys of the tasks added and not done (a resumed run queues them again), sorted."""
+        keys = np.array(sorted(self.added), dtype=np.int64)
+        return keys[~np.isin(keys, self.added_done)].tolist()
+
+    def added_payload(self, key: int) -> bytes:
+        """What added task ``key`` runs (its payload), checked against its CRC."""
+        path, offset, length, vcrc = self.added[key]
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read(length)
+        if len(data) != length or zlib.crc32(data) != vcrc:
+            raise OSError(f"{path}: the payload of added task {key} is damaged")
+        return data
 
     @property
     def ndone(self) -> int:
@@ -417,12 +440,17 @@ def _mark(total: int, rec: np.ndarray) -> np.ndarray:
 def read_journals(run_dir: str, total: int) -> Resumed:
     """Fold every journal under ``run_dir`` into one ``Resumed`` (same result on every rank)."""
     out = Resumed(total)
+    done_keys = []
     for path in journal_files(run_dir):
         rec, torn = _valid_records(path)
         out.torn += torn
         out.records += len(rec)
         if not len(rec):
             continue
+        added = rec["lo"] >= total
+        if added.any():
+            done_keys.append(_read_added(path, rec[added], out.added))
+            rec = rec[~added]
         with_value = (rec["length"] >= 0) & (rec["kind"] == DONE)
         plain = rec[~with_value]
         vals = rec[with_value]
@@ -445,7 +473,25 @@ def read_journals(run_dir: str, total: int) -> Resumed:
         np.add.at(out.crashes, crashed["lo"], 1)
         out.done |= done
     out.crashes[out.done] = 0
+    if done_keys:
+        out.added_done = np.unique(np.concatenate(done_keys))
     return out
+
+
+def _read_added(path: str, rec: np.ndarray, added: dict) -> np.ndarray:
+    """Note the payloads of added tasks among one journal's records (those whose bytes are
+    all in the value file and match their CRC) in ``added``; returns the keys done."""
+    values = rec[(rec["kind"] == DONE) & (rec["vkind"] == VK_ADDED) & (rec["length"] >= 0)]
+    if len(values):
+        vpath = path[:-4] + ".val"
+        size = os.path.getsize(vpath) if os.path.exists(vpath) else 0
+        with open(vpath, "rb") if size else open(os.devnull, "rb") as f:
+            for r in values[values["hi"] + values["length"] <= size].tolist():
+                f.seek(r[1])
+                if zlib.crc32(f.read(r[2])) == r[6]:
+                    added[int(r[0])] = (vpath, int(r[1]), int(r[2]), int(r[6]))
+    done = rec[(rec["kind"] == DONE) & (rec["length"] < 0)]
+    return done["lo"].astype(np.int64)
 
 
 def done_counts(run_dir: str, total: int) -> np.ndarray:
