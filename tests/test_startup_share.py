@@ -27,6 +27,9 @@ class FakeComm:
     def Get_rank(self) -> int:
         return self.rank
 
+    def Get_size(self) -> int:
+        return 2
+
     def bcast(self, value, root=0):
         if self.rank == root:
             self.bcasts.append(value)

@@ -211,7 +211,7 @@ def load_everywhere(comm, path: str | None, params: dict, text: str | None = Non
     if rank == 0:
         before = list(sys.path)
         dag, error = _load(path, params, text)
-        if dag is not None:
+        if dag is not None and comm.Get_size() > 1:
             shared = (_pickled(dag), [p for p in sys.path if p not in before])
     sleep_until_barrier(comm)           # not spinning in MPI while rank 0 loads
     shared = comm.bcast(None if error is not None else shared, root=0)
