@@ -9,7 +9,7 @@ dropped:
 * ``map``: ``wordcount.map_split`` itself (the same kernel and batch form): the split's
   distinct words, hash-partitioned into ``reducers`` tables.
 * ``reduce_sorted(output, inputs, r)``: the union of part ``r`` of every map output
-  (``wordcount``'s ``KeyCounter``), its words ordered by bytes (``mapreduce.ranked_arrays``
+  (``wordcount``'s ``KeyCounter``), its words ordered by bytes (``mapreduce.ranked_order``
   with every count 0: the order is then the words' bytes) and written as a sorted run of
   ``word\\n`` lines.
 * ``plan``: splitters from the runs' samples, ``distinct.txt`` created at its final size under
@@ -41,12 +41,15 @@ def _without_counts(table: dict) -> dict:
             "long_counts": np.zeros(len(table["long_counts"]), np.int64)}
 
 
-def word_lines(words: np.ndarray, word_lens: np.ndarray) -> tuple:
-    """``word\\n`` per word (``words`` end to end, uint8): ``(lines uint8, line_lens)``."""
+def word_lines(words: np.ndarray, word_lens: np.ndarray, word_starts=None) -> tuple:
+    """``word\\n`` per word (word i: ``words[word_starts[i]:][:word_lens[i]]``, uint8; None:
+    end to end): ``(lines uint8, line_lens)``."""
     line_lens = word_lens + 1
     out = np.empty(int(line_lens.sum()), np.uint8)
     starts = np.cumsum(line_lens) - line_lens
-    mr.copy_segments(out, starts, words, np.cumsum(word_lens) - word_lens, word_lens)
+    if word_starts is None:
+        word_starts = np.cumsum(word_lens) - word_lens
+    mr.copy_segments(out, starts, words, word_starts, word_lens)
     out[starts + word_lens] = 10
     return out, line_lens
 
@@ -54,8 +57,8 @@ def word_lines(words: np.ndarray, word_lens: np.ndarray) -> tuple:
 def reduce_sorted(output: str, inputs: dict, r: int = 0, mergers: int = 2) -> dict:
     """Reducer ``r``: the words of part ``r`` of every map output, by bytes, as a sorted run."""
     table, nbytes, nparts = wordcount._reduce_table(inputs, r)
-    words, word_lens, counts, lo, hi = mr.ranked_arrays(_without_counts(table))
-    lines, line_lens = word_lines(words, word_lens)
+    blob, word_starts, word_lens, counts, lo, hi = mr.ranked_order(_without_counts(table))
+    lines, line_lens = word_lines(blob, word_lens, word_starts)
     path = os.path.join(sortedruns.work_dir(output, "distinct-runs"), f"run-{r:05d}.bin")
     info = sortedruns.write_run(path, lines, line_lens, word_lens, counts, lo, hi)
     return {**sortedruns.run_value(info, 16 * max(1, mergers), 0),

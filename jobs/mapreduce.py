@@ -18,8 +18,10 @@ uint64 holding its bytes and length (``lo``, ``hi``), and a word of at most 8 by
 last byte is not zero is its ``lo`` alone (its length is where its last nonzero byte is), so
 a table (``_table``) is flat arrays: ``short``, ``lo``, ``hi`` and their counts. Equal keys
 are equal words, so merging is exact with no hashing of bytes and no collision check. Longer
-words (rare) travel as bytes. ``tokenize`` / ``hash_words`` (two 64-bit polynomial hashes per
-token) serve the other kernels and the partition of the long words.
+words ("long words": a third to a half of the distinct words of real text) stay numpy arrays
+of 8-byte chunks, grouped by a hash and checked chunk for chunk (``longwords``: ``LongWords``
+in a table as ``long``, ``long_lens``, ``long_counts``). ``tokenize`` / ``hash_words`` (two
+64-bit polynomial hashes per token) serve the ``numpy`` kernel.
 """
 from __future__ import annotations
 
@@ -29,6 +31,9 @@ import struct
 from collections import Counter
 
 import numpy as np
+
+import longwords as lw
+from longwords import copy_segments, gather  # noqa: F401  (the jobs' names for them)
 
 WHITESPACE = b" \t\n\r\x0b\x0c"           # exactly what bytes.split() splits on
 _WS = np.zeros(256, dtype=bool)
@@ -272,7 +277,7 @@ def count_keys(data, block: int = BLOCK_BYTES) -> tuple:
     not copied): ``(lo, hi, counts, long)``, ``long`` a ``Counter`` of the words over 15 bytes
     (the map kernel of ``kernel="hash"``; ``count_parts`` without joining its parts)."""
     short, short_counts, lo, hi, counts, long = count_parts(data, block)
-    return (*join_parts(short, short_counts, lo, hi, counts), long)
+    return (*join_parts(short, short_counts, lo, hi, counts), long.to_dict())
 
 
 def join_parts(short, short_counts, lo, hi, counts) -> tuple:
@@ -283,7 +288,8 @@ def join_parts(short, short_counts, lo, hi, counts) -> tuple:
 
 def count_parts(data, block: int = BLOCK_BYTES) -> tuple:
     """``count_keys`` in the parts of a table (``_table``): ``(short, short_counts, lo, hi,
-    counts, long)``, the short words (at most 8 bytes, the last not zero) by their ``lo`` alone.
+    counts, long)``, the short words (at most 8 bytes, the last not zero) by their ``lo`` alone,
+    ``long`` a ``longwords.LongWords``.
 
     Data over two blocks is read a block at a time (cut at whitespace, so no word is cut):
     on an 8 MiB split of the benchmark corpus that is 1.75x faster than one pass over the
@@ -298,9 +304,7 @@ def count_parts(data, block: int = BLOCK_BYTES) -> tuple:
         cuts.append((a, cut.start() if cut else n))
         a = cuts[-1][1]
     blocks = [_block_keys(data[a:b] if len(cuts) > 1 else data) for a, b in cuts]
-    long_at = [t[4][0] + a for t, (a, _) in zip(blocks, cuts) if len(t[4][0])]
-    long = count_long(data, np.concatenate(long_at), np.concatenate(
-        [t[4][1] for t in blocks if len(t[4][0])])) if long_at else Counter()
+    long = _count_long(blocks)
     if len(blocks) == 1:
         short, short_counts = blocks[0][0], blocks[0][1]
     else:
@@ -313,23 +317,25 @@ def count_parts(data, block: int = BLOCK_BYTES) -> tuple:
     return short, short_counts, lo, hi, counts, long
 
 
+def _count_long(blocks: list) -> lw.LongWords:
+    """The words over 15 bytes of all the blocks (``_block_keys``' lengths, chunks and hashes
+    of each), counted together (``longwords.count``)."""
+    found = [t[4] for t in blocks if len(t[4][0])]
+    if not found:
+        return lw.NONE
+    lens, values, hashes = (np.concatenate([f[k] for f in found]) for k in range(3))
+    return lw.count(values, hashes, lens)
+
+
 def key_parts(lo, hi, counts, long) -> tuple:
-    """``count_parts``'s parts of keys ``lo``, ``hi`` with their ``counts``."""
+    """``count_parts``'s parts of keys ``lo``, ``hi`` with their ``counts`` and the long words
+    (a ``{word: count}`` or ``LongWords``)."""
+    if not isinstance(long, lw.LongWords):
+        long = lw.from_dict(long or {})
     lo, hi = np.asarray(lo, np.uint64), np.asarray(hi, np.uint64)
     counts = np.asarray(counts, np.int64)
     short = hi == _short_hi(lo)
     return lo[short], counts[short], lo[~short], hi[~short], counts[~short], long
-
-
-def count_long(data, starts: np.ndarray, lens: np.ndarray) -> Counter:
-    """``Counter`` of the tokens ``data[starts[i]:starts[i] + lens[i]]``, sliced from one
-    ``bytes`` of the split (slicing ``bytes`` is ~4x faster than ``bytes()`` of a numpy
-    slice, which this did per token; a numpy count of them, hashing 8-byte chunks, grouping
-    by sort and checking every chunk against the group's first token, was 2-3x slower than
-    this ``Counter``: two thirds of the long tokens of real text are distinct in a split, so
-    most still became ``bytes``)."""
-    raw = data if isinstance(data, bytes) else data.tobytes()
-    return Counter([raw[a:a + k] for a, k in zip(starts.tolist(), lens.tolist())])
 
 
 def _block_keys(data) -> tuple:
@@ -345,8 +351,8 @@ def _block_keys(data) -> tuple:
     where its last nonzero byte is), so those words, most of any text, are counted here on one
     uint64 (``_group_lo``); the tokens of 9-15 bytes are returned uncounted as two-word keys
     ``lo``, ``hi`` (``hi`` = bytes 8-14 and the length in the top byte), those over 15 bytes
-    counted as bytes in ``long``. A block with a zero byte returns every token as a two-word
-    key (``mixed``)."""
+    returned as their lengths, chunks and hashes (``longwords``). A block with a zero
+    byte returns every token as a two-word key (``mixed``)."""
     n = len(data)
     e = np.empty(0, np.uint64)
     if n == 0:
@@ -384,12 +390,12 @@ def _block_keys(data) -> tuple:
     return short, counts, *two, False
 
 
-_NO_LONG = (np.empty(0, np.int64), np.empty(0, np.int64))
+_NO_LONG = (np.empty(0, np.int64), np.empty(0, np.uint64), np.empty(0, np.uint64))
 
 
 def _two_word_keys(data, words, starts, lens, lo, q, shift, back, bits) -> tuple:
-    """``_block_keys``'s two-word keys ``(lo, hi)`` of the given tokens, and the starts and
-    lengths of those over 15 bytes (left out of the keys; ``longwords.count_long``)."""
+    """``_block_keys``'s two-word keys ``(lo, hi)`` of the given tokens, and the lengths,
+    chunks and hashes of those over 15 bytes (left out of the keys: ``longwords``)."""
     hi = words[1:].take(q) >> shift
     hi |= words[2:].take(q) << back
     back = _HUNDRED_28 - bits                    # bytes 8-14: keep bits - 64 of them
@@ -399,7 +405,9 @@ def _two_word_keys(data, words, starts, lens, lo, q, shift, back, bits) -> tuple
     is_long = lens > KEY_BYTES
     if is_long.any():
         idx = is_long.nonzero()[0]
-        return lo[~is_long], hi[~is_long], (starts.take(idx), lens.take(idx))
+        long_lens = lens.take(idx)
+        values = lw.chunk_values(words, starts.take(idx), long_lens)
+        return lo[~is_long], hi[~is_long], (long_lens, values, lw.hash_chunks(values, long_lens))
     return lo, hi, _NO_LONG
 
 
@@ -482,12 +490,6 @@ def partition_of(lo: np.ndarray, reducers: int) -> np.ndarray:
     return ((((lo * _HC) >> _THIRTY_TWO) * np.uint64(reducers)) >> _THIRTY_TWO).view(np.intp)
 
 
-def partition_of_words(words: list, reducers: int) -> list:
-    """The partition of each long word (from its polynomial hash: the same on every rank)."""
-    h1, _ = hash_words(words)
-    return ((h1 >> np.uint64(17)) % np.uint64(reducers)).astype(np.intp).tolist()
-
-
 # --------------------------------------------------------------------------- packing
 def pack(parts: list) -> bytes:
     """One ``bytes`` from a list of partitions, each a dict name -> numpy array or bytes."""
@@ -531,56 +533,59 @@ def unpack(blob, which=None) -> list:
     return out
 
 
-def key_table(lo, hi, counts, long: dict | None = None) -> dict:
+def key_table(lo, hi, counts, long=None) -> dict:
     """A word table as a packable dict (``_table``) of the keys ``lo``, ``hi`` and their
     ``counts``, and the long words with their counts."""
     return _table(*key_parts(lo, hi, counts, long))
 
 
-def _table(short, short_counts, lo, hi, counts, long: dict | None) -> dict:
+def _table(short, short_counts, lo, hi, counts, long) -> dict:
     """The table dict: ``short`` = the ``lo`` of the words of at most 8 bytes whose last byte
     is not zero (their ``hi`` is ``_short_hi(lo)``: not stored, half the bytes), then the other
     keys ``lo``, ``hi``; counts as ``uint16`` or ``uint32`` when they fit (fewer bytes to
-    move); the long words ``\n``-joined (words hold no whitespace) with their counts."""
+    move); the long words (``LongWords``, or a ``{word: count}``) end to end with their
+    lengths and counts."""
     top = max(short_counts.max(initial=0), counts.max(initial=0))
     width = np.uint16 if top < (1 << 16) else np.uint32 if top < (1 << 32) else np.int64
-    long = long or {}
+    if not isinstance(long, lw.LongWords):
+        long = lw.from_dict(long or {})
     return {"short": short, "short_counts": short_counts.astype(width), "lo": lo, "hi": hi,
-            "counts": counts.astype(width), "long": b"\n".join(long),
-            "long_counts": np.fromiter(long.values(), np.int64, len(long))}
+            "counts": counts.astype(width), "long": long.chunks, "long_lens": long.lens,
+            "long_counts": long.counts}
 
 
-_TABLE_HEAD = struct.Struct("<7q")  # short, other, long words; long bytes, nbytes, nparts, width
+_TABLE_HEAD = struct.Struct("<7q")  # short, other, long words; long chunks, nbytes, nparts, width
 _COUNT_TYPES = {2: "<u2", 4: "<u4", 8: "<i8"}
 
 
 def pack_table(t: dict, nbytes: int = 0, nparts: int = 1) -> bytes:
     """One word table as ``bytes``: a fixed 56-byte header (numbers of short, other and long
-    words, the long words' length, the input bytes it counts, how many partitions the maps
+    words, the long words' chunks, the input bytes it counts, how many partitions the maps
     made, the count width), then ``short``, ``lo``, ``hi``, ``short_counts``, ``counts``,
-    ``long_counts`` and the long words. A reducer unpacks thousands of these, so no JSON
-    (``pack``) here: ~4 µs instead of ~18."""
+    ``long_counts``, ``long_lens`` and the long words' chunks. A reducer unpacks thousands of
+    these, so no JSON (``pack``) here: ~4 µs instead of ~18."""
     counts, short_counts = t["counts"], t["short_counts"]
     head = _TABLE_HEAD.pack(len(short_counts), len(counts), len(t["long_counts"]), len(t["long"]),
                             nbytes, nparts, counts.dtype.itemsize)
     return b"".join([head, *(memoryview(np.ascontiguousarray(a)).cast("B") for a in (
         t["short"], t["lo"], t["hi"], short_counts, counts.astype(short_counts.dtype, copy=False),
-        t["long_counts"].astype("<i8", copy=False))), t["long"]])
+        t["long_counts"].astype("<i8", copy=False), t["long_lens"].astype("<i8", copy=False),
+        t["long"]))])
 
 
 def unpack_table(blob) -> dict:
     """``pack_table``'s table (arrays are read-only views of ``blob``), with ``nbytes`` and
     ``nparts`` as ints."""
-    ns, n, nlong, long_bytes, nbytes, nparts, width = _TABLE_HEAD.unpack_from(blob, 0)
+    ns, n, nlong, long_chunks, nbytes, nparts, width = _TABLE_HEAD.unpack_from(blob, 0)
     at = _TABLE_HEAD.size
     count_type = _COUNT_TYPES[width]
     t = {"nbytes": nbytes, "nparts": nparts}
     for name, dtype, size in (("short", "<u8", ns), ("lo", "<u8", n), ("hi", "<u8", n),
                               ("short_counts", count_type, ns), ("counts", count_type, n),
-                              ("long_counts", "<i8", nlong)):
+                              ("long_counts", "<i8", nlong), ("long_lens", "<i8", nlong),
+                              ("long", "<u8", long_chunks)):
         t[name] = np.frombuffer(blob, dtype, size, at)
         at += t[name].itemsize * size
-    t["long"] = bytes(blob[at:at + long_bytes])
     return t
 
 
@@ -589,9 +594,14 @@ def table_keys(t: dict) -> tuple:
     return join_parts(t["short"], t["short_counts"], t["lo"], t["hi"], t["counts"])
 
 
+def table_longwords(t: dict) -> lw.LongWords:
+    """The long words of a table with their counts (views of its arrays)."""
+    return lw.LongWords(t["long"], t["long_lens"], t["long_counts"])
+
+
 def table_long(t: dict) -> dict:
-    """The long words of a table with their counts."""
-    return dict(zip(t["long"].split(b"\n"), t["long_counts"].tolist())) if len(t["long_counts"]) else {}
+    """The long words of a table with their counts, as ``{word: count}``."""
+    return dict(table_longwords(t).to_dict()) if len(t["long_counts"]) else {}
 
 
 def table_rows(t: dict) -> tuple:
@@ -633,80 +643,43 @@ def ranked_arrays(t: dict) -> tuple:
     """``ranked_rows`` of one table without a Python object per word: ``(words, word_lens,
     counts, lo, hi)`` in rank order, ``words`` the word bytes end to end (uint8), ``lo``/``hi``
     the byte-swapped keys of the first 15 bytes (the sort keys after the count; equal for a
-    15-byte word and the long words it begins, which only their bytes order)."""
+    15-byte word and the long words it begins, which only their bytes order:
+    ``longwords.order_rows``)."""
+    blob, starts, lens, counts, lo, hi = ranked_order(t)
+    return gather(blob, starts, lens), lens, counts, lo, hi
+
+
+def ranked_order(t: dict) -> tuple:
+    """``ranked_arrays`` with the words left where they are: ``(blob, starts, lens, counts,
+    lo, hi)``, word i of the ranking being ``blob[starts[i]:][:lens[i]]`` (``tsv_lines``
+    copies them once, into the lines). The words' bytes come from their 8-byte chunks (a
+    short word's keys, a long word's ``LongWords`` chunks: ``longwords.chunk_bytes``)."""
     lo, hi, counts = table_keys(t)
-    long = table_long(t)
-    short_bytes, short_lens = keys_blob(lo, hi)
-    tie = np.zeros(len(lo) + len(long), np.int64)
-    long_items = sorted(long.items())
-    long_words = [w for w, _ in long_items]
-    long_lens = np.fromiter(map(len, long_words), np.int64, len(long_words))
-    if long_words:
-        llo, lhi, _, _ = words_to_keys([w[:KEY_BYTES] for w in long_words], np.zeros(len(long)))
-        lo, hi = np.concatenate([lo, llo]), np.concatenate([hi, lhi])
-        tie[len(tie) - len(long):] = np.arange(1, len(long) + 1)
-        counts = np.concatenate([counts, np.fromiter((c for _, c in long_items), np.int64,
-                                                     len(long))])
-    blob = np.concatenate([short_bytes, np.frombuffer(b"".join(long_words), np.uint8)])
-    lens = np.concatenate([short_lens, long_lens])
-    lo, hi = lo.byteswap(), hi.byteswap()
-    order = np.lexsort((tie, hi, lo, -counts))
-    starts = np.cumsum(lens) - lens
-    return (gather(blob, starts.take(order), lens.take(order)), lens.take(order),
-            counts.take(order), lo.take(order), hi.take(order))
-
-
-def keys_blob(lo: np.ndarray, hi: np.ndarray) -> tuple:
-    """The words of keys end to end (uint8) and their lengths."""
+    long = table_longwords(t)
+    lens = np.concatenate([(hi >> _LEN_SHIFT).astype(np.int64), long.lens])
     d = len(lo)
-    lens = (hi >> _LEN_SHIFT).astype(np.int64)
-    mat = np.empty((d, 16), np.uint8)
-    mat[:, :8] = np.asarray(lo, "<u8").view(np.uint8).reshape(d, 8)
-    mat[:, 8:] = np.asarray(hi, "<u8").view(np.uint8).reshape(d, 8)
-    return mat[np.arange(16) < lens[:, None]], lens
-
-
-def gather(blob: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
-    """``blob[starts[i]:starts[i] + lens[i]]`` for every i, end to end (``copy_segments``)."""
-    out = np.empty(int(lens.sum()), np.uint8)
-    copy_segments(out, None, blob, starts, lens)
-    return out
-
-
-GATHER_BYTES = 1 << 19     # bytes copied per numpy gather: its int64 index stays in cache
-_STEPS = np.arange(GATHER_BYTES, dtype=np.int64)
-
-
-def copy_segments(dst: np.ndarray, dst_starts, src: np.ndarray, src_starts: np.ndarray,
-                  lens: np.ndarray) -> None:
-    """``dst[dst_starts[i]:][:lens[i]] = src[src_starts[i]:][:lens[i]]`` for every i
-    (``dst_starts`` None: end to end from 0), with numpy gathers of about ``GATHER_BYTES``
-    at a time (one index array over all the bytes costs its first-touch page faults: 8 bytes
-    of index per byte copied)."""
-    ends = np.cumsum(lens)
-    at = 0
-    while at < len(lens):
-        first = int(ends[at - 1]) if at else 0
-        to = max(at + 1, int(np.searchsorted(ends, first + GATHER_BYTES)))
-        ln = lens[at:to]
-        total = int(ends[to - 1]) - first
-        if total:
-            steps = _STEPS[:total] if total <= GATHER_BYTES else np.arange(total)
-            rel = np.cumsum(ln) - ln
-            src_at = np.repeat(src_starts[at:to] - rel, ln) + steps
-            if dst_starts is None:
-                dst[first:first + total] = src.take(src_at)
-            else:
-                dst[np.repeat(dst_starts[at:to] - rel, ln) + steps] = src.take(src_at)
-        at = to
+    blob = np.concatenate([lw.chunk_bytes(np.stack([lo, hi], axis=1).reshape(-1),
+                                          np.arange(0, 2 * d, 2), lw.n_chunks(lens[:d]), lens[:d]),
+                           long.blob()])
+    long_lo, long_hi = lw.prefix_keys(long)
+    counts = np.concatenate([counts, long.counts.astype(np.int64)])
+    lo = np.concatenate([lo, long_lo]).byteswap()
+    hi = np.concatenate([hi, long_hi]).byteswap()
+    starts = np.cumsum(lens) - lens
+    order = lw.order_rows(counts, lo, hi, lambda rows: (
+        gather(blob, starts.take(rows), lens.take(rows)), lens.take(rows)))
+    return (blob, starts.take(order), lens.take(order), counts.take(order), lo.take(order),
+            hi.take(order))
 
 
 _POWERS_OF_TEN = 10 ** np.arange(1, 19, dtype=np.int64)
 
 
-def tsv_lines(words: np.ndarray, word_lens: np.ndarray, counts: np.ndarray) -> tuple:
+def tsv_lines(words: np.ndarray, word_lens: np.ndarray, counts: np.ndarray,
+              word_starts=None) -> tuple:
     """``word<TAB>count\n`` per row (``b"%s\t%d\n"``, counts >= 0) built with numpy:
-    ``(lines uint8, line_lens)``."""
+    ``(lines uint8, line_lens)``; word i is ``words[word_starts[i]:][:word_lens[i]]`` (None:
+    the words end to end)."""
     digits = np.searchsorted(_POWERS_OF_TEN, counts, side="right") + 1
     line_lens = word_lens + digits + 2
     total = int(line_lens.sum())
@@ -714,7 +687,8 @@ def tsv_lines(words: np.ndarray, word_lens: np.ndarray, counts: np.ndarray) -> t
     if total == 0:
         return out, line_lens
     starts = np.cumsum(line_lens) - line_lens
-    word_starts = np.cumsum(word_lens) - word_lens
+    if word_starts is None:
+        word_starts = np.cumsum(word_lens) - word_lens
     copy_segments(out, starts, words, word_starts, word_lens)
     tab = starts + word_lens
     out[tab] = 9
@@ -727,27 +701,39 @@ def tsv_lines(words: np.ndarray, word_lens: np.ndarray, counts: np.ndarray) -> t
     return out, line_lens
 
 
-def split_table(lo, hi, counts, long: dict, reducers: int) -> list:
+def split_table(lo, hi, counts, long, reducers: int) -> list:
     """One split's counts as ``reducers`` tables (``split_parts``)."""
     return split_parts(key_parts(lo, hi, counts, long), reducers)
 
 
 def split_parts(parts: tuple, reducers: int) -> list:
-    """``count_parts``'s parts as ``reducers`` tables, by ``partition_of``."""
+    """``count_parts``'s parts as ``reducers`` tables, by ``partition_of``: each kind of key
+    ordered by partition once (one stable sort of small integers, one ``take`` per array),
+    then sliced."""
     if reducers == 1:
         return [_table(*parts)]
     short, short_counts, lo, hi, counts, long = parts
-    of_short, of_other = partition_of(short, reducers), partition_of(lo, reducers)
-    longs: list = [{} for _ in range(reducers)]
-    if long:
-        for (w, c), r in zip(long.items(), partition_of_words(list(long), reducers)):
-            longs[r][w] = c
+    a, at_a = _by_partition(partition_of(short, reducers), reducers)
+    b, at_b = _by_partition(partition_of(lo, reducers), reducers)
+    c, at_c = _by_partition(partition_of(long.with_hashes().hashes, reducers), reducers)
+    short, short_counts = short.take(a), short_counts.take(a)
+    lo, hi, counts = lo.take(b), hi.take(b), counts.take(b)
+    long = long.take(c)
+    at_chunk = np.concatenate([[0], np.cumsum(lw.n_chunks(long.lens))]).take(at_c)
     tables = []
     for r in range(reducers):
-        a, b = (of_short == r).nonzero()[0], (of_other == r).nonzero()[0]
-        tables.append(_table(short.take(a), short_counts.take(a), lo.take(b), hi.take(b),
-                             counts.take(b), longs[r]))
+        sa, sb, sc = slice(*at_a[r:r + 2]), slice(*at_b[r:r + 2]), slice(*at_c[r:r + 2])
+        tables.append(_table(short[sa], short_counts[sa], lo[sb], hi[sb], counts[sb],
+                             lw.LongWords(long.chunks[at_chunk[r]:at_chunk[r + 1]],
+                                          long.lens[sc], long.counts[sc], long.hashes[sc])))
     return tables
+
+
+def _by_partition(of: np.ndarray, reducers: int) -> tuple:
+    """``(order of the entries by partition, where each partition begins and ends)``."""
+    small = of.astype(np.uint8 if reducers <= 256 else np.int64)
+    order = np.argsort(small, kind="stable")
+    return order, np.concatenate([[0], np.cumsum(np.bincount(small, minlength=reducers))])
 
 
 class _SumTable:
@@ -812,14 +798,20 @@ class _SumTable:
         return cols, sums
 
 
+LONG_PENDING = 1 << 20     # long words a KeyCounter keeps before summing them (memory)
+
+
 class KeyCounter:
     """Running sums of word tables (the reducer's state): the short words' sums on one
-    uint64 per key, the other keys' on two (``_SumTable``), the long words in a ``Counter``."""
+    uint64 per key, the other keys' on two (``_SumTable``); the long words' tables are kept
+    (views) and summed at the end (``longwords.merge``), or when they hold over
+    ``LONG_PENDING`` words."""
 
     def __init__(self, k: int = 16) -> None:
         self.short = _SumTable(1, k)
         self.two = _SumTable(2, max(2, k - 4))
-        self.long: Counter = Counter()
+        self.long: list = []
+        self.long_pending = 0
 
     def add_tables(self, tables: list) -> "KeyCounter":
         """Add word tables (``key_table`` dicts, e.g. ``unpack_table``'s views)."""
@@ -838,7 +830,11 @@ class KeyCounter:
                          np.concatenate([t["counts"] for t in tables]))
         for t in tables:
             if len(t["long_counts"]):
-                self.long.update(table_long(t))
+                self.long.append(table_longwords(t))
+                self.long_pending += len(t["long_counts"])
+        if self.long_pending > LONG_PENDING:
+            self.long = [lw.merge(self.long)]
+            self.long_pending = len(self.long[0].lens)
         return self
 
     def add(self, lo: np.ndarray, hi: np.ndarray, counts: np.ndarray) -> None:
@@ -849,7 +845,7 @@ class KeyCounter:
         """The sums as one table (``_table``)."""
         (short,), short_sums = self.short.result()
         (lo, hi), sums = self.two.result()
-        return _table(short, short_sums, lo, hi, sums, self.long)
+        return _table(short, short_sums, lo, hi, sums, lw.merge(self.long))
 
 
 def merge_tables(tables: list) -> dict:

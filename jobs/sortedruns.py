@@ -31,6 +31,8 @@ import uuid
 
 import numpy as np
 
+from longwords import gather, order_rows
+
 _HEAD = np.dtype("<i8")
 
 
@@ -189,37 +191,18 @@ def merge_range(plan: dict, runs: list, m: int) -> dict:
     c = {k: np.concatenate(v) for k, v in cols.items()}
     starts = np.cumsum(c["line_lens"]) - c["line_lens"]
     order = _merged_order(c, starts)
-    _write_rows(plan, at, mr_gather(c["text"], starts.take(order), c["line_lens"].take(order)),
-                mr_gather(c["text"], starts.take(order), c["word_lens"].take(order)),
+    _write_rows(plan, at, gather(c["text"], starts.take(order), c["line_lens"].take(order)),
+                gather(c["text"], starts.take(order), c["word_lens"].take(order)),
                 c["word_lens"].take(order), c["counts"].take(order))
     return {"merge": m, "rows": len(order), "first_row": at["rows"]}
 
 
 def _merged_order(c: dict, starts: np.ndarray) -> np.ndarray:
-    """The order of the gathered rows by ``(-count, word bytes)``: one ``np.lexsort`` on
-    ``(-count, lo, hi)``; rows whose three keys tie (long words sharing their first 15
-    bytes, from different runs) are ordered by their bytes."""
-    order = np.lexsort((c["hi"], c["lo"], -c["counts"]))
-    k = [c[name].take(order) for name in ("counts", "lo", "hi")]
-    same = (k[0][1:] == k[0][:-1]) & (k[1][1:] == k[1][:-1]) & (k[2][1:] == k[2][:-1])
-    if not same.any():
-        return order
-    at = np.flatnonzero(np.concatenate([[False], same]) | np.concatenate([same, [False]]))
-    group = np.cumsum(np.concatenate([[True], ~same]))[at]      # positions in tie groups
-    rows = order.take(at)
-    lens = c["word_lens"].take(rows)
-    blob = mr_gather(c["text"], starts.take(rows), lens).tobytes()
-    ends = np.cumsum(lens).tolist()
-    words = [blob[a:b] for a, b in zip([0] + ends[:-1], ends)]
-    ranked = sorted(range(len(at)), key=lambda j: (group[j], words[j]))
-    order[at] = rows.take(ranked)
-    return order
-
-
-def mr_gather(blob: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
-    """``blob[starts[i]:starts[i] + lens[i]]`` for every i, end to end (``mapreduce.gather``)."""
-    import mapreduce
-    return mapreduce.gather(blob, starts, lens)
+    """The order of the gathered rows by ``(-count, word bytes)`` (``longwords.order_rows``:
+    one ``np.lexsort`` on ``(-count, lo, hi)``, then the rows whose three keys tie, long words
+    sharing their first 15 bytes from different runs, by their bytes)."""
+    return order_rows(c["counts"], c["lo"], c["hi"], lambda rows: (
+        gather(c["text"], starts.take(rows), c["word_lens"].take(rows)), c["word_lens"].take(rows)))
 
 
 def _write_rows(plan: dict, at: dict, lines: np.ndarray, words: np.ndarray,

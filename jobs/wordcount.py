@@ -114,11 +114,11 @@ def _reduce_table(inputs: dict, r: int) -> tuple:
 
 def reduce_sorted(output: str, inputs: dict, r: int = 0, mergers: int = 2, top: int = 10) -> dict:
     """Reducer ``r`` of wordcount.json: sums part ``r`` of every map output, ranks its words
-    (count descending, then bytes: ``ranked_arrays``, ``tsv_lines``) and writes them as a sorted run
+    (count descending, then bytes: ``ranked_order``, ``tsv_lines``) and writes them as a sorted run
     (``sortedruns``); returns the run's description, top rows and samples."""
     table, nbytes, nparts = _reduce_table(inputs, r)
-    words, word_lens, counts, lo, hi = mr.ranked_arrays(table)
-    lines, line_lens = mr.tsv_lines(words, word_lens, counts)
+    blob, word_starts, word_lens, counts, lo, hi = mr.ranked_order(table)
+    lines, line_lens = mr.tsv_lines(blob, word_lens, counts, word_starts)
     path = os.path.join(sortedruns.work_dir(output, "wordcount-runs"), f"run-{r:05d}.bin")
     info = sortedruns.write_run(path, lines, line_lens, word_lens, counts, lo, hi)
     return {**sortedruns.run_value(info, 16 * max(1, mergers), top),

@@ -112,6 +112,7 @@ def test_count_words_kernels_exact(corpus, kernel):
     lo, hi = np.concatenate([short, lo]), np.concatenate([mr._short_hi(short), hi])
     kc = np.concatenate([short_counts, kc])
     assert len(set(zip(lo.tolist(), hi.tolist()))) == len(lo)          # distinct keys
+    long = long.to_dict()
     assert dict(zip(mr.keys_to_words(lo, hi), kc.tolist())) | long == Counter(data.split())
     assert all(len(w) > mr.KEY_BYTES for w in long) and b"x" * 300 in long
 

@@ -55,8 +55,9 @@ def test_tsv_lines_is_printf():
 
 @pytest.mark.parametrize("gather_bytes", [1, 7, 1 << 19])
 def test_gather_copies_every_segment(monkeypatch, gather_bytes):
-    monkeypatch.setattr(mr, "GATHER_BYTES", gather_bytes)
-    monkeypatch.setattr(mr, "_STEPS", np.arange(gather_bytes, dtype=np.int64))
+    import longwords
+    monkeypatch.setattr(longwords, "GATHER_BYTES", gather_bytes)
+    monkeypatch.setattr(longwords, "_STEPS", np.arange(gather_bytes, dtype=np.int64))
     rng = np.random.default_rng(2)
     blob = rng.integers(0, 256, 5000, dtype=np.uint8)
     starts = rng.integers(0, 4000, 300)
@@ -73,6 +74,72 @@ def test_ranked_arrays_match_ranked_rows():
     assert words.tobytes() == b"".join(want_words)
     assert lens.tolist() == [len(w) for w in want_words]
     assert counts.tolist() == want_counts.tolist()
+
+
+@pytest.mark.parametrize("top", [3, 70_000, 1 << 33])
+def test_key_order_is_lexsort(top):
+    """``longwords.key_order`` (quicksort of lo, lexsort of its tied runs, radix sorts of the
+    counts in 16-bit digits) orders rows as ``np.lexsort((hi, lo, -counts))`` does, for counts
+    of one, two and more 16-bit digits, with many equal ``lo``."""
+    import longwords
+    rng = np.random.default_rng(top % 97)
+    for n in (0, 1, 7, 5000):
+        counts = rng.integers(0, top, n)
+        lo = rng.integers(0, 40, n).astype(np.uint64) << np.uint64(58)
+        hi = rng.integers(0, 5, n).astype(np.uint64) << np.uint64(63 - int(rng.integers(0, 3)))
+        want, got = np.lexsort((hi, lo, -counts)), longwords.key_order(counts, lo, hi)
+        assert sorted(got.tolist()) == list(range(n))
+        for a in (counts, lo, hi):
+            assert a.take(got).tolist() == a.take(want).tolist()
+
+
+@pytest.mark.parametrize("tie_keys", [0, 1, 4])
+def test_ranked_arrays_order_long_words_sharing_prefixes(monkeypatch, tie_keys):
+    """Long words sharing 15-70-byte prefixes, with NUL and 0xff bytes after them and equal
+    counts: ``ranked_arrays`` is Python's order by (-count, bytes) whether the tied rows are
+    ordered by ``sorted`` alone (0 extra keys) or by the 8-byte keys first."""
+    import longwords
+    monkeypatch.setattr(longwords, "TIE_KEYS", tie_keys)
+    rng = np.random.default_rng(11)
+    stems = [b"p" * k for k in (15, 16, 22, 23, 30, 31, 46, 47, 70)]
+    words = set()
+    for _ in range(4000):
+        stem = stems[rng.integers(len(stems))]
+        words.add(stem + bytes(rng.choice([0, 1, 97, 255], rng.integers(0, 12)).astype(np.uint8)))
+    words = sorted(w for w in words if w.split() == [w])
+    counts = rng.integers(1, 4, len(words))
+    table = mr.key_table(*mr.words_to_keys(words, counts))
+    got, lens, got_counts, _, _ = mr.ranked_arrays(mr.unpack_table(mr.pack_table(table)))
+    want = sorted(zip(words, counts.tolist()), key=lambda wc: (-wc[1], wc[0]))
+    assert got.tobytes() == b"".join(w for w, _ in want)
+    assert lens.tolist() == [len(w) for w, _ in want]
+    assert got_counts.tolist() == [c for _, c in want]
+
+
+@pytest.mark.parametrize("collide", ["none", "all", "by_length"])
+def test_long_words_exact_under_hash_collisions(tmp_path, monkeypatch, collide):
+    """Long words are grouped by a 64-bit hash and checked byte for byte: with every hash
+    made equal (or equal for all words of one length), the maps and reducers fall back to a
+    ``Counter`` of bytes and the output is still exact; with the real hash, no fallback."""
+    import longwords
+    real = longwords.hash_chunks
+    fallbacks = []
+    if collide != "none":
+        def fake(values, lens):
+            h = real(values, lens)
+            return h * np.uint64(0) if collide == "all" else lens.astype(np.uint64)
+        monkeypatch.setattr(longwords, "hash_chunks", fake)
+    counter = longwords.from_dict
+
+    def counted(words):
+        fallbacks.append(len(words))
+        return counter(words)
+    monkeypatch.setattr(longwords, "from_dict", counted)
+    data = real_shapes(seed=7, words=20_000)
+    h5 = ingest(tmp_path, data)
+    pipeline(h5, str(tmp_path / "out"), 3, 2, monkeypatch)
+    assert (tmp_path / "out" / "wordcount.tsv").read_bytes() == ref_tsv(data)
+    assert (len(fallbacks) > 0) == (collide != "none")
 
 
 def pipeline(h5: str, out: str, reducers: int, mergers: int, monkeypatch) -> dict:
