@@ -27,6 +27,7 @@ def main() -> None:
     comm = MPI.COMM_WORLD
     mem = RmaMemory(comm, 4096)
     mem.start()
+    comm.Barrier()
     out: dict = {"reps": reps, "nranks": comm.Get_size(), "loadavg": os.getloadavg()}
     if comm.Get_rank() == 1:
         vals = np.arange(8, dtype=np.int64)

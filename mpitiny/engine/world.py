@@ -31,21 +31,30 @@ class MpiWorld:
         node.Free()
 
     def words(self, n: int) -> RmaMemory:
+        """A window of ``n`` words per rank (collective; the ranks meet asleep first: a window
+        allocation waits inside MPI, spinning, for the last rank to arrive)."""
+        sleep_until_barrier(self.comm)
         return RmaMemory(self.comm, n)
 
     def bytes(self, n: int) -> RmaBytes:
+        """A window of ``n`` bytes per rank (collective, as ``words``)."""
+        sleep_until_barrier(self.comm)
         return RmaBytes(self.comm, n)
 
     def open(self, windows: list) -> None:
-        """Open the run-long passive epoch of every window (collective)."""
+        """Open the run-long passive epoch of every window, then wait for every rank to have
+        opened its own (collective)."""
         for window in windows:
             window.start()
+        sleep_until_barrier(self.comm)
 
     def close(self, windows: list) -> None:
         for window in windows:
             window.stop()
 
     def free(self, windows: list) -> None:
+        """Free the windows (collective: the ranks meet asleep first, as in ``words``)."""
+        sleep_until_barrier(self.comm)
         for window in windows:
             window.free()
 

@@ -127,9 +127,9 @@ class RmaMemory:
         self._posted_to: set = set()   # and their target ranks
 
     def start(self) -> None:
-        """Open the run-long passive epoch; call after the owners initialised their words."""
+        """Open the run-long passive epoch; call after the owners initialised their words,
+        then wait for every rank to have opened its own (``MpiWorld.open`` does)."""
         self.win.Lock_all()
-        self.comm.Barrier()
 
     def stop(self) -> None:
         self.win.Unlock_all()
