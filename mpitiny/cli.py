@@ -6,6 +6,7 @@ the error's ``exit_code``.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -41,6 +42,41 @@ class MpitinyGroup(click.Group):
                 click.echo(f"mpitiny: error: {err.format()}", err=True)
             ctx.exit(err.exit_code)
 
+
+def _check_node_mem(ctx: click.Context, param: click.Parameter, value: str | None):
+    if value is not None:
+        from mpitiny.dag.limits import parse_size
+        if parse_size(value) is None:
+            raise click.BadParameter(f"{value!r}: expected bytes or a size like 64GB, 500GiB")
+    return value
+
+
+def node_options(command):
+    """``--node-mem`` and ``--gpus-per-node``, what tasks' ``mem`` and ``gpus`` are counted
+    against: the command runs with them in ``MPITINY_NODE_MEM`` and ``MPITINY_GPUS_PER_NODE``
+    (which the loader and the engine read), set back afterwards."""
+    @functools.wraps(command)
+    def with_node(*args, node_mem: str | None, gpus_per_node: int | None, **kwargs):
+        given = {"MPITINY_NODE_MEM": node_mem,
+                 "MPITINY_GPUS_PER_NODE": None if gpus_per_node is None else str(gpus_per_node)}
+        before = {k: os.environ.get(k) for k, v in given.items() if v is not None}
+        os.environ.update({k: v for k, v in given.items() if v is not None})
+        try:
+            return command(*args, **kwargs)
+        finally:
+            for key, was in before.items():
+                if was is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = was
+    with_node = click.option(
+        "--gpus-per-node", type=click.IntRange(0, 63), default=None, metavar="N",
+        help="GPUs of each node, given to tasks that declare \"gpus\" (default: "
+             "MPITINY_GPUS_PER_NODE, else 0).")(with_node)
+    return click.option(
+        "--node-mem", default=None, callback=_check_node_mem, metavar="SIZE",
+        help="Memory of each node that tasks' \"mem\" is counted against, e.g. 64GB "
+             "(default: MPITINY_NODE_MEM, else this machine's memory).")(with_node)
 
 def parse_params(items: tuple) -> dict:
     """``("input=x.h5", "n=3")`` -> ``{"input": "x.h5", "n": 3}`` (JSON values where they parse)."""
@@ -128,6 +164,7 @@ def cli() -> None:
 @click.option("--no-job-end", is_flag=True,
               help="Under Slurm, do not end the run before the job's end time (a "
                    "--time-limit still applies).")
+@node_options
 def run(dag_file: str, params: tuple, out_dir: str | None, quiet: bool, result_mem: int,
         state_mem: int, mem_limit: int | None, progress_interval: float | None,
         trace: bool, retries: int, timeout: float | None, max_fails: int | None,
@@ -158,6 +195,7 @@ def run(dag_file: str, params: tuple, out_dir: str | None, quiet: bool, result_m
 @click.argument("dag_file")
 @click.option("--param", "-p", "params", multiple=True, metavar="NAME=VALUE",
               help="Set a dag.json parameter (repeatable).")
+@node_options
 def validate(dag_file: str, params: tuple) -> None:
     """Check DAG_FILE (syntax, types, ids, dependencies, cycles) without running it or MPI."""
     from mpitiny.dag.load import load_dag

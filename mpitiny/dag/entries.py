@@ -2,10 +2,12 @@
 
 An entry's keys, types, id (unique in the file), ``cmd`` or ``fn`` with ``args``/``kwargs``
 (run parameters substituted), ``foreach`` (``mpitiny.dag.foreach``), ``priority``, the
-options (``rank``, ``part``, ``retries``, ``timeout``, ``walltime``: a ``TaskOptions``), the
-shape of ``deps`` and ``strict_deps`` are checked here; what ``deps`` name is resolved in
-pass 2 (``mpitiny.dag.deps``), once every entry is known. The checks run in a fixed order,
-so a file with several problems always reports the same first one.
+options (``rank``, ``part``, ``retries``, ``timeout``, ``walltime``, ``cores``, ``mem``,
+``gpus``: a ``TaskOptions``), the shape of ``deps`` and ``strict_deps`` are checked here;
+what ``deps`` name is resolved in pass 2 (``mpitiny.dag.deps``), once every entry is known.
+The checks run in a fixed order, so a file with several problems always reports the same
+first one. A ``mem`` or ``gpus`` that no node has is an error here (the node's memory and
+GPUs: ``mpitiny.dag.limits.node_mem`` / ``gpus_per_node``).
 """
 from __future__ import annotations
 
@@ -13,9 +15,10 @@ from typing import Any, NamedTuple
 
 from mpitiny.dag.columns import PlainColumns, read_columns
 from mpitiny.dag.foreach import Foreach, ForeachParser
-from mpitiny.dag.limits import (ID_FORBIDDEN, MAX_ID_LENGTH, MAX_INSTANCES, MAX_RETRIES,
-                                MAX_TIMEOUT, MAX_WALLTIME, PRIORITY_LIMIT, TASK_KEY_SET,
-                                TASK_KEYS, id_problem, is_int)
+from mpitiny.dag.limits import (ID_FORBIDDEN, MAX_CORES, MAX_GPUS, MAX_ID_LENGTH,
+                                MAX_INSTANCES, MAX_RETRIES, MAX_TIMEOUT, MAX_WALLTIME,
+                                PRIORITY_LIMIT, TASK_KEY_SET, TASK_KEYS, gpus_per_node, id_problem,
+                                is_int, node_mem, parse_size, show_size)
 from mpitiny.dag.messages import Reporter, kind, show
 from mpitiny.errors import DagError
 from mpitiny.dag.model import PLACEHOLDER, Group, TaskOptions, format_value, substitute_params
@@ -64,7 +67,7 @@ class EntryParser(Reporter):
         self.total = 0                 # instances of the entries so far
         self.cmd_cache: dict = {}      # command as written -> with the parameters substituted
         self.fn_ok: set = set()        # "module:function" strings of valid syntax
-        self.options_seen: dict = {(None,) * 7: TaskOptions()}   # their values -> TaskOptions
+        self.options_seen: dict = {(None,) * 10: TaskOptions()}   # their values -> TaskOptions
 
     def parse_all(self, tasks: list) -> tuple[list, list]:
         """``(entries, raw deps)``: per entry a ``Group`` (with no ``deps`` yet) for a family,
@@ -101,11 +104,11 @@ class EntryParser(Reporter):
 
     def plain_entries(self, cols: PlainColumns) -> list:
         """The ``PlainEntry`` of every row of ``cols`` (for ``Lister.build``)."""
-        options: dict = {None: self.options_seen[(None,) * 7]}
+        options: dict = {None: self.options_seen[(None,) * 10]}
         for r in set(cols.ranks):
             if r not in options:
                 options[r] = self.options_seen.setdefault(
-                    (None, None, r, None, None, None, None), TaskOptions(rank=r))
+                    (None, None, r, None, None, None, None, None, None, None), TaskOptions(rank=r))
         return [PlainEntry(k, t, "fn" if f is not None else "cmd", c, f, list(a), {}, p,
                            options[r], "")
                 for k, (t, f, c, a, p, r) in enumerate(zip(cols.ids, cols.fns, cols.cmds,
@@ -141,7 +144,8 @@ class EntryParser(Reporter):
                 or any(type(d) is not str for d in deps)
                 or self.total + 1 >= MAX_INSTANCES):
             return None
-        options = self.options_seen.get((None, None, rank, None, None, None, None))
+        options = self.options_seen.get(
+            (None, None, rank, None, None, None, None, None, None, None))
         if options is None:
             return None
         self.first[tid] = index
@@ -287,7 +291,8 @@ class EntryParser(Reporter):
 
     def parse_options(self, task: dict, foreach: Foreach, where: str) -> TaskOptions:
         """The entry's ``TaskOptions``: its split source, ``rank``, ``part``, ``retries``,
-        ``timeout`` and ``walltime``; None for what it does not set."""
+        ``timeout``, ``walltime``, ``cores``, ``mem`` and ``gpus``; None for what it does not
+        set."""
         rank = part = retries = None
         if "rank" in task:
             rank = self.parse_index_spec(task["rank"], foreach.variables, where)
@@ -301,11 +306,44 @@ class EntryParser(Reporter):
         timeout = self.parse_seconds(task, "timeout", MAX_TIMEOUT, where)
         walltime = self.parse_seconds(task, "walltime", MAX_WALLTIME, where)
         # Frozen, so entries with the same options share one object.
-        key = (foreach.splits, foreach.split_var, rank, part, retries, timeout, walltime)
+        key = (foreach.splits, foreach.split_var, rank, part, retries, timeout, walltime,
+               *self.parse_resources(task, where))
         options = self.options_seen.get(key)
         if options is None:
             options = self.options_seen[key] = TaskOptions(*key)
         return options
+
+    def parse_resources(self, task: dict, where: str) -> tuple:
+        """``(cores, mem in bytes, gpus)`` of an entry (None for what it does not set): a
+        ``mem`` more than a node has, or ``gpus`` more than ``--gpus-per-node``, can never
+        run and is an error here (``cores`` more than the ranks of a node: when the run
+        starts, ``mpitiny.engine.resources``)."""
+        cores = mem = gpus = None
+        if "cores" in task:
+            cores = task["cores"]
+            if not is_int(cores) or not 1 <= cores <= MAX_CORES:
+                raise self.error(f"cores: must be an integer from 1 to {MAX_CORES}, not "
+                                 f"{show(cores)}", where)
+        if "mem" in task:
+            mem = parse_size(task["mem"])
+            if mem is None:
+                raise self.error("mem: must be a number of bytes or a string like \"20GB\" "
+                                 f"or \"512MiB\", not {show(task['mem'])}", where)
+            most, source = node_mem()
+            if mem > most:
+                raise self.error(f"mem: {show(task['mem'])} ({show_size(mem)}) is more than a "
+                                 f"node has ({show_size(most)}: {source}), so the task can "
+                                 "never run", where)
+        if "gpus" in task:
+            gpus = task["gpus"]
+            if not is_int(gpus) or not 0 <= gpus <= MAX_GPUS:
+                raise self.error(f"gpus: must be an integer from 0 to {MAX_GPUS}, not "
+                                 f"{show(gpus)}", where)
+            if gpus > gpus_per_node():
+                raise self.error(f"gpus: {gpus} is more than a node has ({gpus_per_node()}: "
+                                 "mpitiny run --gpus-per-node or MPITINY_GPUS_PER_NODE, "
+                                 "default 0), so the task can never run", where)
+        return cores, mem, gpus
 
     def parse_seconds(self, task: dict, key: str, most: float, where: str) -> float | None:
         """``timeout`` or ``walltime``: a number of seconds > 0, at most ``most`` (a year);

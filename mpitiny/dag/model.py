@@ -292,7 +292,10 @@ class TaskOptions:
     - ``walltime``: how long an instance is expected to take at most, in seconds (a float):
       under a time limit (``mpitiny run --time-limit``, a Slurm job's end) an instance is
       not started unless it can finish before the end by this estimate (without it, by the
-      running average of its group).
+      running average of its group);
+    - ``cores``, ``mem`` (bytes) and ``gpus``: what one instance uses of its node while it
+      runs (``mpitiny.engine.resources``): an instance holds ``cores`` rank slots of one
+      node, and ``mem`` and ``gpus`` of the node's.
     """
 
     splits: tuple[str, str] | None = None
@@ -302,6 +305,14 @@ class TaskOptions:
     retries: int | None = None
     timeout: float | None = None
     walltime: float | None = None
+    cores: int | None = None
+    mem: int | None = None
+    gpus: int | None = None
+
+    @property
+    def resources(self) -> bool:
+        """Whether the entry declares what it uses of a node (``cores``, ``mem``, ``gpus``)."""
+        return self.cores is not None or self.mem is not None or self.gpus is not None
 
     @property
     def placed(self) -> bool:

@@ -34,11 +34,22 @@ class CommandRunner:
 
     def run_cmd(self, group, instances, chunk: Chunk) -> tuple:
         """Run each instance's shell command; stdout/stderr go to this rank's log files.
-        Returns the failed positions and how many instances ran (see ``TaskRunner.run_fn``)."""
-        out_fd, err_fd = self.files.log_fds()
+        Returns the failed positions and how many instances ran (see ``TaskRunner.run_fn``).
+        In a run that counts resources, once what they use of the node is free, their GPUs
+        in their environment (``mpitiny.engine.resources``)."""
         if self.cmd_env is None:
             self.cmd_env = dict(os.environ)
+        node = self.runner.node
+        if node is not None:
+            with node.held(group.index, self.cmd_env):
+                return self.run_all(group, instances, chunk)
+        return self.run_all(group, instances, chunk)
+
+    def run_all(self, group, instances, chunk: Chunk) -> tuple:
+        """``run_cmd`` once its resources are held."""
+        out_fd, err_fd = self.files.log_fds()
         env = self.cmd_env
+        assert env is not None
         timeout = self.runner.timeout(group)
         retries = self.runner.retries(group)
         first = int(self.base[group.index])

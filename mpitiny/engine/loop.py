@@ -94,7 +94,7 @@ class Engine:
         self.counts = RunCounts()
         self.runner = TaskRunner(dag, opts, self.data, self.journal, self.files, self.records,
                                  self.guard, self.counts, self.control,
-                                 (self.rank, self.nranks, self.host))
+                                 (self.rank, self.nranks, self.host), world)
         self.commands = CommandRunner(self.runner, None if resumed is None else resumed.crashes)
         self.resumed = resumed
         self.adding = Adding(self)       # tasks added while the run goes on (mpitiny.submit)
@@ -153,7 +153,7 @@ class Engine:
     @property
     def windows(self) -> list:
         """Every RMA window of this run (metadata and queues, state store, kept outputs)."""
-        return [*self.data.windows, *self.adding.windows, self.mem]
+        return [*self.data.windows, *self.adding.windows, *self.runner.node_windows, self.mem]
 
     def start(self) -> None:
         """Open the RMA epochs; agree on the run's end (a collective); in a resumed run, put

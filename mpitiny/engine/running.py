@@ -14,6 +14,10 @@ cost and a combiner can merge their outputs. The instances stay tasks, recorded 
 (the call's time shared evenly), their kept values journaled as one unit; if the call fails,
 the chunk runs again one call per task, so that a failure names the task that failed.
 
+Resources: in a run of a DAG that declares ``cores``, ``mem`` or ``gpus``, a chunk runs once
+what it uses of the node is claimed (``mpitiny.engine.resources``, around ``run_fn`` and
+``run_cmd``); otherwise nothing is claimed.
+
 Attempts: attempt 1 is the ordinary call; ``retries`` more follow a failure (``retry_fn``),
 each with ``MPITINY_ATTEMPT`` set; the attempt that made a kept value is journaled with it.
 """
@@ -30,6 +34,7 @@ from mpitiny.engine.control import Control
 from mpitiny.engine.dataplane import DataPlane, TaskResultError
 from mpitiny.engine.guard import Guard, StopRun
 from mpitiny.engine.journaling import ChunkJournal
+from mpitiny.engine.resources import node_resources
 from mpitiny.engine.types import Chunk, End, RunCounts, RunOptions
 from mpitiny.io.rundir import DONE, FAILED, RankFiles, Records
 from mpitiny.io.splits import bytes_read
@@ -42,7 +47,7 @@ class TaskRunner:
 
     def __init__(self, dag, opts: RunOptions, data: DataPlane, journal: ChunkJournal,
                  files: RankFiles, records: Records, guard: Guard, counts: RunCounts,
-                 control: Control, where: tuple) -> None:
+                 control: Control, where: tuple, world=None) -> None:
         self.dag = dag
         self.base = dag.base
         self.opts = opts
@@ -57,6 +62,13 @@ class TaskRunner:
         self.keeps = data.layout.has_locs  # per group: its values are read by other tasks
         self.batch_family = np.array([self.batched(g) for g in dag.groups], dtype=bool)
         self._unbatched_families: set = set()
+        # A DAG that declares resources: what a chunk uses of the node, claimed around it.
+        self.node = None if world is None else node_resources(world, dag)
+
+    @property
+    def node_windows(self) -> list:
+        """The window of the node's resource counters, if the run counts resources."""
+        return [] if self.node is None else self.node.windows
 
     def timeout(self, group) -> float | None:
         t = group.options.timeout
@@ -75,7 +87,15 @@ class TaskRunner:
     # ------------------------------------------------------------------ functions
     def run_fn(self, group, instances, chunk: Chunk) -> tuple:
         """Call ``group.function`` for the instances in this process (one call of its batch
-        form for them all, where it has one); returns (failed positions, how many ran)."""
+        form for them all, where it has one); returns (failed positions, how many ran). In a
+        run that counts resources, once what they use of the node is free (``resources``)."""
+        if self.node is not None:
+            with self.node.held(group.index):
+                return self.call_all(group, instances, chunk)
+        return self.call_all(group, instances, chunk)
+
+    def call_all(self, group, instances, chunk: Chunk) -> tuple:
+        """``run_fn`` once its resources are held."""
         splits = self.data.split_reader(group)
         prefetched: dict = {}      # inputs a failed batch read: not read again (counted once)
         if len(instances) > 1 and self.batch_family[group.index]:

@@ -30,6 +30,7 @@ from mpitiny.dag.model import DAG
 from mpitiny.engine.guard import announce_ready, install_early, restore
 from mpitiny.engine.loop import Engine
 from mpitiny.engine.progress import Progress
+from mpitiny.engine.resources import check_cores
 from mpitiny.engine.summary import make_summary, print_summary
 from mpitiny.engine.types import RunOptions
 from mpitiny.engine.world import MpiWorld, sleep_until_barrier
@@ -73,6 +74,7 @@ def _run_file(path: str | None, params: dict, out_dir: str | None, dag_text: str
     comm = MPI.COMM_WORLD
     t_launch = time.time()
     dag = load_everywhere(comm, path, params, dag_text)
+    check_cores(comm, dag)      # "cores" more than a node has ranks: one error
     run_dir = out_dir or default_run_dir(dag)
     rank = comm.Get_rank()
     setup = None
