@@ -202,13 +202,14 @@ def part_files(out_dir: str) -> list:
 
 
 def baseline_sort(path: str, out: str):
-    """One process, numpy: read all, stable sort by the 10-byte key, write."""
+    """One process, numpy: read all, stable sort by the 10-byte key (the job's own
+    ``sort.sort_order``, 3-4x faster than ``np.lexsort``), write."""
     import numpy as np
+    sys.path.insert(0, str(JOBS_DIR))
+    import sort
     t0 = time.perf_counter()
     recs = np.fromfile(path, np.uint8).reshape(-1, RECORD)
-    hi = np.ascontiguousarray(recs[:, 0:8]).view(">u8").ravel()
-    lo = np.ascontiguousarray(recs[:, 8:10]).view(">u2").ravel()
-    order = np.lexsort((lo, hi))
+    order = sort.sort_order(recs)
     with open(out, "wb") as f:
         for a in range(0, len(order), 1 << 18):
             f.write(recs[order[a:a + (1 << 18)]].data)

@@ -15,28 +15,45 @@ in place by every reducer at its offset.
   over the file; the ``partitions - 1`` splitter lines at even quantiles (hex). Splitting
   whole 8 MiB splits made it the longest task of a run (0.48 of it on a 4 MB corpus); the
   splitters only balance the reducers.
-* ``map_split(input, split, partitions, output, inputs)``: no Python sort. The line
-  boundaries (``line_spans``), each line's first 16 bytes as two big-endian uint64
-  (``line_keys``: one unaligned 8-byte load each from an overlapping view of the split,
-  masked to the line's length), its partition (``partition_of``: partition p holds the lines
-  in ``[splitter p-1, splitter p)``; the keys decide unless a line's key equals a splitter's,
-  then ``bisect`` on its bytes), the lines grouped by partition (a stable ``argsort`` of the
-  partition numbers, one gather of their bytes: 0.11 s on an 8 MiB prose split, against
-  0.15 s for ``split`` and a ``join`` of the lines as ``bytes``) and written to
-  ``WORK/lines-SPLIT.txt``; returns the byte bounds of each partition. (Sorting each split's
-  lines in the map, as a first version did, doubled the sorting: the job ran at 1.0x the
-  one-process sort. Partitioning by the 16-byte keys alone put every code line indented by
-  16 spaces in one partition: one reducer took 0.20 of the run.)
+* ``map_split(input, split, partitions, output, inputs)``: no Python sort, and no ``bytes``
+  per line. The line boundaries (``line_spans``), each line's first 16 bytes as two
+  big-endian uint64 (``line_keys``: one unaligned 8-byte load each from an overlapping view of
+  the split, masked to the line's length), its partition (``partition_of``: partition p holds
+  the lines in ``[splitter p-1, splitter p)``; the keys decide unless a line's key equals a
+  splitter's, then ``bisect`` on its bytes), the lines ordered by their **sort keys**
+  (``sort_keys``: bytes 0-14, then the length up to 16; ``longwords.prefix_order``, a quicksort
+  of the first word and a ``lexsort`` of the rows tied on it), then grouped by partition
+  (a stable ``argsort`` of the partition numbers in that order), gathered once and written to
+  ``WORK/lines-SPLIT.txt``; returns the byte bounds of each partition. Each partition of a
+  map file is thus a run sorted by the lines' first 15 bytes (lines longer than that which
+  share them are in no particular order among themselves). Partitioning by the 16-byte keys
+  alone put every code line indented by 16 spaces in one partition: one reducer took 0.20
+  of the run.
 * ``reduce_part(r, output, inputs)``: partition ``r`` of every map file, its lines sorted
-  (``list.sort``, in C) and written with ``os.pwrite`` into ``OUTPUT/.sorted.txt.partial`` at
-  its offset: the bytes of partitions ``0 .. r-1`` summed over the maps, known from the
-  maps' bounds (every reducer depends on every map), so no plan task and no concatenation.
+  (``list.sort``, in C: timsort, which merges the maps' nearly sorted runs in 2-3x less time
+  than it sorts the same lines in input order; the first version of the maps sorted each
+  split fully with ``list.sort`` and doubled the sorting) and written with ``os.pwrite`` into
+  ``OUTPUT/.sorted.txt.partial`` at its offset: the bytes of partitions ``0 .. r-1`` summed
+  over the maps, known from the maps' bounds (every reducer depends on every map), so no plan
+  task and no concatenation. Sorting the reducers' lines in numpy instead (``sort_keys``,
+  the tied lines by ``longwords.order_ties``, one gather) was 2-3x slower than ``list.sort``
+  and its ``join``: gathering bytes in sorted order costs more than Python's ``join`` of the
+  lines, and duplicated long lines (licence texts) fall to ``order_ties``'s ``sorted``.
 * ``validate(output, inputs)``: the parts' line counts against the maps', the order across
   parts (each reducer reports its first and last line), truncates the partial file to its
   size (a longer one from an interrupted earlier run), renames it to ``sorted.txt``, removes
   the map files and writes ``OUTPUT/linesort.json``.
 
 WORK is ``$MPITINY_RUN_DIR/linesort-maps`` (``OUTPUT/_work`` outside a run).
+
+Measured (issue 18, 2 ranks, 8 MiB splits, the five 210 MB corpora of bench/corpora.py, load
+average 8-10 on 2 shared cores; ``bench/ab.py --repeat 2 mapreduce_bench.py --corpora``
+against the commit before): the reducers' task time summed over a run fell by about half
+(timsort merging the maps' runs), the longest task from 0.18-0.26 to 0.13-0.20 of the run,
+but the whole job only by 0.96-1.33x (noise included): 0.75-1.5x the one-process
+``list.sort`` (the bar is 2x). What is left is the maps (half of their time is the gather
+of the lines' bytes: ``copy_segments``, faster than Python's ``split`` and ``join`` of the
+same lines) and the serial ``sample`` task (0.5-0.9 s, the other rank idle).
 """
 from __future__ import annotations
 
@@ -48,6 +65,7 @@ import time
 
 import numpy as np
 
+import longwords as lw
 import mapreduce as mr
 from mpitiny.io.commit import atomic_output
 from mpitiny.io.splits import open_splits
@@ -141,13 +159,25 @@ def prefix_key(line: bytes) -> list:
     return [int.from_bytes(head[:8], "big"), int.from_bytes(head[8:], "big")]
 
 
+def sort_keys(lens: np.ndarray, k0: np.ndarray, k1: np.ndarray) -> tuple:
+    """``(lo, hi)`` per line from its ``line_keys`` ``(k0, k1)``: bytes 0-7, and bytes 8-14
+    then ``min(len, 16)`` in the last byte. Their unsigned order is the lines' byte order
+    except between lines sharing their first 15 bytes and both longer than that (``hi`` ending
+    in 16): a line ending inside the 15 bytes is a prefix of any line with the same key and a
+    greater length."""
+    hi = k1 & ~np.uint64(0xFF)
+    hi |= np.minimum(lens, 16).astype(np.uint64)
+    return k0, hi
+
+
 def partition_of(raw: np.ndarray, starts: np.ndarray, lens: np.ndarray,
-                 splitters: list) -> np.ndarray:
+                 splitters: list, keys: tuple | None = None) -> np.ndarray:
     """The partition of each line: how many ``splitters`` (sorted lines) are at most the line.
     From the 16-byte keys when the line's key differs from every splitter's (then the keys
     order them as their bytes do); by ``bisect`` on the lines' bytes for the lines whose key
-    equals a splitter's (code indented by 16 spaces and more: a fifth of its lines)."""
-    k0, k1 = line_keys(_windows(raw), starts, lens)
+    equals a splitter's (code indented by 16 spaces and more: a fifth of its lines).
+    ``keys``: the lines' ``line_keys`` if already known."""
+    k0, k1 = keys if keys is not None else line_keys(_windows(raw), starts, lens)
     part = np.zeros(len(k0), np.intp)
     tied = np.zeros(len(k0), bool)
     for s0, s1 in (prefix_key(x) for x in splitters):
@@ -171,8 +201,10 @@ def map_split(input: str, split: int, partitions: int, output: str, inputs: dict
         raise ValueError(f"{len(splitters)} splitters for {partitions} partitions")
     raw = _lines_array(open_splits(input).read_array(split))
     starts, lens = line_spans(raw)
-    part = partition_of(raw, starts, lens, splitters)
-    order = np.argsort(part, kind="stable")
+    keys = line_keys(_windows(raw), starts, lens)
+    part = partition_of(raw, starts, lens, splitters, keys)
+    order = lw.prefix_order(*sort_keys(lens, *keys))
+    order = order.take(np.argsort(part.take(order), kind="stable"))
     sizes = np.bincount(part, weights=lens + 1, minlength=partitions).astype(np.int64)
     bounds = np.concatenate([[0], np.cumsum(sizes)]).tolist()
     grouped = mr.gather(raw, starts.take(order), lens.take(order) + 1)
@@ -198,11 +230,14 @@ def reduce_part(r: int, output: str, inputs: dict) -> dict:
     """Partition ``r`` of every map file, sorted, written in place in the partial output."""
     maps = sorted((v for v in inputs.values() if isinstance(v, dict)), key=lambda m: m["split"])
     offset = sum(m["bounds"][r] for m in maps)
-    pieces = [_read_range(m["file"], m["bounds"][r], m["bounds"][r + 1]) for m in maps
-              if m["bounds"][r + 1] > m["bounds"][r]]
-    lines = split_lines(b"".join(pieces))
-    lines.sort()
-    data = b"\n".join(lines) + b"\n" if lines else b""
+    lines: list = []
+    for m in maps:                 # each piece ends with a newline: split alone, not joined
+        if m["bounds"][r + 1] > m["bounds"][r]:
+            lines += split_lines(_read_range(m["file"], m["bounds"][r], m["bounds"][r + 1]))
+    lines.sort()                   # timsort: the maps' runs are sorted by their 15-byte keys
+    n = len(lines)
+    lines.append(b"")              # the final newline, without a copy of the whole output
+    data = b"\n".join(lines) if n else b""
     os.makedirs(output, exist_ok=True)
     fd = os.open(os.path.join(output, PARTIAL), os.O_WRONLY | os.O_CREAT, 0o644)
     try:
@@ -211,8 +246,8 @@ def reduce_part(r: int, output: str, inputs: dict) -> dict:
         os.fsync(fd)
     finally:
         os.close(fd)
-    return {"part": r, "lines": len(lines), "offset": offset, "bytes": len(data),
-            "first": lines[0].hex() if lines else None, "last": lines[-1].hex() if lines else None}
+    return {"part": r, "lines": n, "offset": offset, "bytes": len(data),
+            "first": lines[0].hex() if n else None, "last": lines[n - 1].hex() if n else None}
 
 
 def validate(output: str, inputs: dict, keep_work: bool = False) -> dict:

@@ -264,7 +264,7 @@ def order_rows(counts: np.ndarray, lo: np.ndarray, hi: np.ndarray, words_of) -> 
     """The order of rows of distinct words by count descending, then word bytes: ``(-count,
     lo, hi)`` (``key_order``; ``lo``, ``hi``: byte-swapped prefix keys, so unsigned order is
     byte order); the rows tied on all three (words sharing their first 15 bytes and their
-    count) are ordered by their bytes (``_order_ties``; ``words_of(rows)`` gives the words of
+    count) are ordered by their bytes (``order_ties``; ``words_of(rows)`` gives the words of
     those rows end to end, uint8)."""
     order = key_order(counts, lo, hi)
     k = [a.take(order) for a in (counts, lo, hi)]
@@ -275,7 +275,7 @@ def order_rows(counts: np.ndarray, lo: np.ndarray, hi: np.ndarray, words_of) -> 
     group_of = np.cumsum(np.concatenate([[True], ~same]))[at]
     rows = order.take(at)
     tied, lens = words_of(rows)
-    order[at] = rows.take(_order_ties(group_of, tied, lens))
+    order[at] = rows.take(order_ties(group_of, tied, lens))
     return order
 
 
@@ -283,6 +283,16 @@ def key_order(counts: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """``np.lexsort((hi, lo, -counts))`` in about a third of its time: a quicksort of ``lo``,
     the runs of equal ``lo`` ordered by ``hi`` (a ``lexsort`` of those rows only), then a
     stable sort by count descending (``_stable_descending``)."""
+    order = prefix_order(lo, hi)
+    return order.take(_stable_descending(counts.take(order)))
+
+
+def prefix_order(lo: np.ndarray, hi: np.ndarray, stable: bool = False) -> np.ndarray:
+    """An order of rows by ``(lo, hi)`` (``lo`` uint64; unsigned order): a quicksort of
+    ``lo``, then the runs of equal ``lo`` by ``hi`` (a ``lexsort`` of those rows only). Rows
+    equal on both keep no particular order, or their input order if ``stable`` (then it is
+    ``np.lexsort((hi, lo))`` in a third of its time: jobs/sort.py). Also used by
+    jobs/linesort.py's maps."""
     order = np.argsort(lo)
     sorted_lo = lo.take(order)
     same = sorted_lo[1:] == sorted_lo[:-1]
@@ -290,8 +300,9 @@ def key_order(counts: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         at = np.flatnonzero(np.concatenate([[False], same]) | np.concatenate([same, [False]]))
         run = np.cumsum(np.concatenate([[True], ~same])).take(at)
         rows = order.take(at)
-        order[at] = rows.take(np.lexsort((hi.take(rows), run)))
-    return order.take(_stable_descending(counts.take(order)))
+        keys = (rows, hi.take(rows), run) if stable else (hi.take(rows), run)
+        order[at] = rows.take(np.lexsort(keys))
+    return order
 
 
 def _stable_descending(counts: np.ndarray) -> np.ndarray:
@@ -310,8 +321,9 @@ def _stable_descending(counts: np.ndarray) -> np.ndarray:
 TIE_KEYS = 4        # 8-byte keys after the first 15 bytes that order tied rows before sorted()
 
 
-def _order_ties(group_of: np.ndarray, tied: np.ndarray, lens: np.ndarray) -> np.ndarray:
-    """The order of tied rows by ``(group_of, word bytes)``: a ``np.lexsort`` on the group and
+def order_ties(group_of: np.ndarray, tied: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """The order of tied rows by ``(group_of, word bytes)`` (rows sharing their first 15
+    bytes within a group; jobs/linesort.py's lines too): a ``np.lexsort`` on the group and
     the next ``TIE_KEYS`` 8-byte pieces of the words from byte 15 on (zero past a word's
     end, byte-swapped); the rows those leave tied (a zero byte, or 47 bytes in common) by
     ``sorted`` on their bytes."""

@@ -33,6 +33,7 @@ import time
 
 import numpy as np
 
+import longwords as lw
 from mpitiny import with_batch
 from mpitiny.io.commit import atomic_output
 from mpitiny.io.splits import open_splits
@@ -51,10 +52,12 @@ def keys_of(recs: np.ndarray) -> np.ndarray:
 
 
 def sort_order(recs: np.ndarray) -> np.ndarray:
-    """Indices that sort ``recs`` stably by key: bytes 0-8 as big-endian u64, then bytes 8-10."""
-    hi = np.ascontiguousarray(recs[:, 0:8]).view(">u8").ravel()
-    lo = np.ascontiguousarray(recs[:, 8:10]).view(">u2").ravel()
-    return np.lexsort((lo, hi))
+    """Indices that sort ``recs`` stably by key: bytes 0-8 as big-endian u64, then bytes 8-10
+    (``longwords.prefix_order``: a quicksort of the first, a stable ``lexsort`` of the rows
+    that tie on it; ``np.lexsort`` of both took 3-4 times as long)."""
+    first = np.ascontiguousarray(recs[:, 0:8]).view(">u8").ravel().astype(np.uint64)
+    rest = np.ascontiguousarray(recs[:, 8:10]).view(">u2").ravel()
+    return lw.prefix_order(first, rest, stable=True)
 
 
 def _mix(z: np.ndarray) -> np.ndarray:

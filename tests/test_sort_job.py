@@ -208,3 +208,21 @@ def test_keys_with_zero_bytes_in_process(tmp_path, monkeypatch, partitions):
     assert sort.validate(out, {**maps, **checks})["ok"]
     assert sort.read_output(out) == expected(data)
     assert not (Path(out) / "_work").exists()
+
+
+@pytest.mark.parametrize("distinct", [0, 1, 3, 300])
+def test_sort_order_is_a_stable_lexsort(distinct):
+    """``sort.sort_order`` (quicksort of the first 8 key bytes, stable lexsort of the rows tied
+    on them) is the stable order ``np.lexsort`` gives, with keys tied on 8, 9 and 10 bytes."""
+    rng = np.random.default_rng(distinct)
+    n = 20000
+    keys = rng.integers(0, 256, (max(distinct, 1) if distinct else n, 10), dtype=np.uint8)
+    if distinct:
+        keys[:, :8] = keys[0, :8]                       # all tied on the first 8 bytes
+        keys[: len(keys) // 2, 8] = 7                   # half of them on 9 bytes too
+    recs = np.zeros((n, 100), np.uint8)
+    recs[:, :10] = keys[rng.integers(0, len(keys), n)] if distinct else keys
+    recs[:, 10:18] = np.arange(n, dtype=">u8").view(np.uint8).reshape(n, 8)
+    first = np.ascontiguousarray(recs[:, 0:8]).view(">u8").ravel()
+    rest = np.ascontiguousarray(recs[:, 8:10]).view(">u2").ravel()
+    assert sort.sort_order(recs).tolist() == np.lexsort((rest, first)).tolist()
