@@ -42,7 +42,10 @@ was lost with its rank) counts as failed.
 
 Any rank may add at any time while the run lives: ``Adding.add`` takes the number the new ids
 derive from (by default the running task's), so a submitter outside any task, such as a
-``concurrent.futures`` executor's client loop, can use it with a number of its own.
+``concurrent.futures`` executor's client loop, can use it with a number of its own (the
+running task's counter is kept as it was). ``mpitiny.futures`` also sets ``pump`` (called at
+each look for added work; True: run none now) and ``held_open`` (tasks rank 0 counts as its
+engine is built, finished by the caller of the run: its client script).
 
 Not in this version: priorities, placement (``rank``) and deps on the DAG's own tasks for
 added tasks; added tasks are not held back by a time limit, not run alone after a crash
@@ -82,6 +85,10 @@ CHUNK_SECONDS = 0.005        # a rank takes about this much of its own added tas
 MAX_CHUNK = 64
 
 _by_state: dict = {}       # id of a rank's state store -> its Adding (see ``submit_rows``)
+pump: Callable | None = None   # called with the Adding at each look for work (mpitiny.futures);
+                               # True: run nothing now
+held_open = 0                  # tasks rank 0 counts as its engine is built, that only the
+                               # caller of ``run_file`` finishes (a mpitiny.futures session)
 
 
 class SubmitError(RuntimeError):
@@ -159,8 +166,8 @@ class Adding:
         self.unplaced = [(self.store.new_slot(key), key)          # this rank's share, whose
                          for key in sorted(self.recovered)[self.rank::self.nranks]]  # slots
         assert all((self.rank, slot) == self.recovered[key] for slot, key in self.unplaced)
-        if self.rank == 0 and self.recovered:
-            engine.control.count_recovered(len(self.recovered))
+        if self.rank == 0 and (self.recovered or held_open):
+            engine.control.count_recovered(len(self.recovered) + held_open)
         _by_state[id(engine.data.state)] = self
 
     @property
@@ -210,9 +217,17 @@ class Adding:
         the number the ids derive from, by default the running task's (``current_parent``);
         a submitter outside any task (an executor's client) passes its own."""
         if parent is None:
-            parent = self.current_parent()
-        elif parent != self.parent:
-            self.parent, self.count, self.given = parent, 0, {}
+            return self.add_rows(fn, rows, kwargs, deps, self.current_parent())
+        task = self.parent, self.count, self.given     # a task's counter stays as it is
+        self.parent, self.count, self.given = parent, 0, {}
+        try:
+            return self.add_rows(fn, rows, kwargs, deps, parent)
+        finally:
+            self.parent, self.count, self.given = task
+
+    def add_rows(self, fn: Callable, rows: Iterable, kwargs: dict, deps: Iterable,
+                 parent: int) -> list:
+        """``add`` with the parent's counter in place."""
         name = getattr(fn, "__name__", None)
         if not callable(fn) or not name or "<" in getattr(fn, "__qualname__", "<"):
             raise SubmitError(f"mpitiny.submit: {fn!r} is not a function defined at the top "
@@ -355,6 +370,8 @@ class Adding:
         that its turn ends after one task, as after a chunk (``Engine.step``)."""
         if self.unplaced:
             self.place_recovered()
+        if pump is not None and pump(self):
+            return False                 # this rank's client submits: it leaves the core to it
         if self.waiting:
             self.poll()
         mine = self.store.pop(self.chunk(), 1 if self.nranks == 1 else 2)
@@ -447,12 +464,12 @@ class Adding:
                 fault, e.fault = e.fault, None
                 fault.fire()
         text = task_text(name, key)
-        self.running = key
+        outer, self.running = self.running, key     # outer: a task that waits, helping
         t0 = time.time()
         try:
             value, error, attempt = self.call(fn, args, kwargs)
         finally:
-            self.running = -1
+            self.running = outer
         if error is StopRun:
             return
         if error is None and value is not None:

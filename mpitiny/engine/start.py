@@ -45,6 +45,7 @@ MALLOC_MMAP_BYTES = 256 << 20     # glibc M_MMAP_THRESHOLD: smaller blocks come 
 ABORT_GRACE = 0.5                 # seconds between the error message and MPI_Abort
 SHARED_DAG_BYTES = 1 << 30        # a bigger pickled DAG is loaded by every rank instead
 SHARED_DAG_GROUPS = 5000          # and so is one of more entries (Python objects) than this
+KEEP_STREAMS = False    # mpitiny.futures: what tasks print goes to the rank's own streams
 
 
 def run_file(path: str | None, params: dict, out_dir: str | None = None,
@@ -141,7 +142,8 @@ def run_rank(world: MpiWorld, dag: DAG, run_dir: str, opts: RunOptions, t_launch
         progress = world.progress_thread(_moving(engine)) if world.needs_progress() else None
         t_start, cpu_start = time.time(), time.process_time()
         saved = sys.stdout, sys.stderr      # what fn tasks print goes to the rank's logs
-        sys.stdout, sys.stderr = engine.files.python_streams()
+        if not KEEP_STREAMS:
+            sys.stdout, sys.stderr = engine.files.python_streams()
         try:
             engine.work()
         finally:
