@@ -221,6 +221,90 @@ def test_many_ranks_learn_the_end_down_the_tree(tmp_path, nranks):
     check_random_run(dag, entries, tmp_path / "run", log, nranks)
 
 
+def spy_on_finished(monkeypatch) -> list:
+    """The origin rank of every add to rank 0's FINISHED word from now on."""
+    from mpitiny.engine.control import FINISHED
+    from mpitiny.queue.memory import LocalView
+    origins: list = []
+    fetch_add, add_block = LocalView.fetch_add, LocalView.fetch_add_block
+
+    def spied_fetch_add(self, rank, disp, value):
+        if rank == 0 and disp == FINISHED:
+            origins.append(self.rank)
+        return fetch_add(self, rank, disp, value)
+
+    def spied_block(self, rank, disp, values):
+        if rank == 0 and disp == FINISHED:
+            origins.append(self.rank)
+        return add_block(self, rank, disp, values)
+
+    monkeypatch.setattr(LocalView, "fetch_add", spied_fetch_add)
+    monkeypatch.setattr(LocalView, "fetch_add_block", spied_block)
+    return origins
+
+
+@pytest.mark.parametrize("nranks", [33, 100, 300])
+def test_many_ranks_count_their_finishes_up_a_tree(tmp_path, monkeypatch, nranks):
+    """Beyond ``control.TREE_RANKS`` ranks the finishes are combined up a ``FANIN``-ary tree:
+    only rank 0 and its children add to FINISHED (so no word takes adds from P ranks), every
+    task runs once and the run still ends (the combined count reaches the total). The
+    ancestors' drain is put off (``DRAIN_SECONDS``) so that only the tree's own path counts.
+    300 ranks make three levels (1,000 whole engines in one process take 3.4 GB here: the
+    1,000-rank case is ``tests/test_sim.py``'s, on the same ``Control``)."""
+    from mpitiny.engine import control
+    monkeypatch.setattr(control, "DRAIN_SECONDS", 1e9)
+    origins = spy_on_finished(monkeypatch)
+    dag = {"name": "wide", "tasks": [
+        {"id": "t", "fn": "mpitiny.tasks:null", "foreach": {"i": {"range": [0, 3 * nranks]}}},
+        {"id": "end", "fn": "mpitiny.tasks:null", "deps": ["t"]}]}
+    counts, summary = checked(dag, nranks, tmp_path / "run", seed=nranks, journal=False)
+    assert counts["done"] == 3 * nranks + 1 and not summary["stopped"]
+    assert origins and set(origins) <= set(range(control.FANIN + 1))
+    if nranks > 2 * control.FANIN:
+        assert len(set(origins)) > 1            # the children of rank 0 did add
+
+
+@pytest.mark.parametrize("nranks", [33, 100])
+def test_combined_counts_stay_exact_with_added_tasks_and_draining(tmp_path, monkeypatch,
+                                                                  nranks):
+    """Tasks that add tasks subtract from FINISHED directly while finishes climb the tree, and
+    every rank drains its ancestors' words at every report (``DRAIN_SECONDS`` = 0: the most
+    interleaving): the run ends exactly when every added task ran, each once."""
+    from mpitiny.engine import control
+    monkeypatch.setattr(control, "DRAIN_SECONDS", 0.0)
+    import submit_tasks
+    tree = (42, 20, 0.124875, 8)
+    dag = {"name": "tree", "tasks": [{"id": "root", "fn": "submit_tasks:tree_root",
+                                      "args": [*tree, 40, 3, "", 0.0]}]}
+    assert local(dag, nranks, tmp_path / "run", seed=nranks) == 0
+    results = read_results(str(tmp_path / "run"))
+    assert sum(results.values()) == submit_tasks.tree_size(*tree)
+    rows = read_tasks(str(tmp_path / "run"))
+    assert len(np.unique(rows["gid"])) == len(rows) == len(results)
+    summary = summary_of(tmp_path / "run")
+    assert summary["done"] == summary["tasks"] == summary["added"] + 1 and not summary["stopped"]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_run_crashed_on_many_ranks_resumes_with_exact_counts(tmp_path, seed):
+    """A run on 40 ranks (finishes combined up the tree, tasks added at run time) crashes; the
+    resumed run, again on 40 ranks, counts the added tasks it queues again on rank 0 and the
+    rest up the tree: it ends when every task has run, each exactly once in the end."""
+    import submit_tasks
+    tree = (42, 20, 0.124875, 8)
+    dag = {"name": "tree", "tasks": [{"id": "root", "fn": "submit_tasks:tree_root",
+                                      "args": [*tree, 40, 3, "", 0.0]}]}
+    text, out = json.dumps(dag), str(tmp_path / "run")
+    with pytest.raises(SimulatedCrash):
+        run_local(text, 40, out, seed=seed, crash_after=300 + 200 * seed)
+    assert run_local(text, 40, out, seed=seed + 10, max_turns=MAX_TURNS) == 0
+    results = read_results(out)
+    assert sum(results.values()) == submit_tasks.tree_size(*tree)
+    summary = summary_of(out)
+    assert summary["incarnation"] == 2 and not summary["stopped"]
+    assert 0 < summary["done"] < len(results)        # the crashed run had done some
+
+
 @pytest.mark.parametrize("nranks", [2, 3, 8])
 def test_a_fan_out_spreads_over_the_ranks_by_stealing(tmp_path, nranks):
     """One task releases a family of 300: the rank that ran it queues them all, the others

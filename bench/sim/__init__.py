@@ -14,7 +14,8 @@ serialisation of atomics at their target (``costs``, with the sources of every f
 - ``workloads``: the benchmark DAGs (independent tasks, a two-stage DAG, with priorities).
 - ``central``: the central-queue baseline (one master, as mpi4py.futures).
 - ``metg``: efficiency against task length, METG(50 %) against ranks.
-- ``fixes``: the engine fixes the simulator suggests, as ``SimRank`` subclasses.
+- ``fixes``: the engine with its scale fixes taken out again (``direct``, ``before``), as
+  ``SimRank`` subclasses, to measure what each buys.
 - ``validate``: real ``mpiexec`` runs against their simulation; ``probe`` and ``calibrate``:
   the per-operation and CPU costs measured here; ``tables``: the tables of docs/scale.md.
 - ``run``: the command line (``python bench/sim/run.py --help``).

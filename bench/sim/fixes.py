@@ -1,47 +1,58 @@
-"""Prototypes of engine fixes for the hot spots the simulator finds (nothing under mpitiny/
-changes: each is a ``SimRank`` subclass that overrides the engine method it would change).
+"""The engine with its scale fixes taken out again, to measure what each one buys (``--variants``).
 
-- ``ShareRank``: ``Engine.chunk_size`` caps a claim at ``available // nranks`` tasks. With the
-  roots dealt over P ranks, a rank's own queue holds its 1/P of the run, so at P >= 100 tasks
-  per rank every claim is one task and pays a whole chunk's overhead (29 µs here) per task.
-  The fix caps at ``available // min(nranks, SHARE_RANKS)``: a thief takes half of what it
-  finds, so 1/16 of a queue left behind per claim is enough for the others to find work.
-- ``TreeDoneRank``: ``Control.end_everywhere`` sets the ``DONE`` word of every rank, one
-  flushed compare-and-swap after another, from the rank that finished the run: P round trips
-  (10,000 x 4 µs = 40 ms between nodes) before the last rank can leave. The fix sets rank 0's
-  only; a rank that leaves sets the ``DONE`` words of its ``FANOUT`` children in a tree rooted
-  at rank 0 (ranks ``r*FANOUT+1 .. r*FANOUT+FANOUT``) before it leaves. When the run has
-  finished no task is running anywhere, so every rank is in its idle loop reading its own
-  word: the word reaches all P ranks in log_FANOUT(P) idle rounds.
-- ``CombineRank``: every rank adds what it finished to rank 0's ``FINISHED`` word when it runs
-  out of work, so when P ranks run out together (a balanced run's end) P fetch-and-adds queue
-  at one word: 10,000 x 0.95 µs = 9.5 ms of waiting for the last of them. The fix combines the
-  counts up a ``FANIN``-ary tree: a rank adds its count to its own ``SUBTREE`` word, and in
-  each round forwards what its ``SUBTREE`` word gained since it last looked to its parent's
-  (rank 0: to ``FINISHED``, as ``Control.add_finished``). At most ``FANIN`` + 1 ranks ever
-  touch one word; at the end every rank is idle, so a count climbs the log_FANIN(P) levels in
-  as many idle rounds. The prototype keeps ``SUBTREE`` in ``FAILED_TASKS`` (unused in these
-  runs: no task fails); the engine would add a fifth control word.
-- ``FixedRank``: all three.
+The simulator found three costs that grow with P (``docs/scale.md``); all three are fixed in
+the engine now, so the ``engine`` variant is ``SimRank`` as it is. These subclasses put the old
+code back, each overriding only what the fix changed:
+
+- ``DirectCountRank`` (``direct``): every rank adds what it finished to rank 0's ``FINISHED``
+  word itself (``Control.combining`` off), as before the combining tree: when a balanced run's
+  P ranks run out of work together, P fetch-and-adds queue at one word (the engine from
+  2026-12-06 morning, with the other two fixes).
+- ``BeforeRank`` (``before``): none of the three. ``chunk_size`` caps a claim at
+  ``available // nranks`` (every claim is one task once P >= the tasks per rank); the rank that
+  completes the count sets every rank's ``DONE`` word, one round trip after another (no tree);
+  and the count is direct (the engine at 3972e8a, as measured first).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from mpitiny.engine.control import DONE, FAILED, FAILED_TASKS, Control
+from mpitiny.engine.control import FINISHED, Control
 from mpitiny.engine.loop import MAX_CHUNK
 from mpitiny.engine.types import End
 
 from .rank import SimRank
 
-SHARE_RANKS = 16
-FANOUT = 8
-FANIN = 16
-SUBTREE = FAILED_TASKS
+
+class DirectCountRank(SimRank):
+    """Finishes added to ``FINISHED`` directly by every rank."""
+
+    def __init__(self, sim, rank: int, memory) -> None:
+        super().__init__(sim, rank, memory)
+        self.control.combining = False
 
 
-class ShareRank(SimRank):
-    """``chunk_size`` with the claim capped at a 1/min(P, 16) share of the queue."""
+class SequentialEndControl(Control):
+    """The count direct, and the end set on every rank by the one that completes it."""
+
+    def __init__(self, mem, total: int) -> None:
+        super().__init__(mem, total)
+        self.combining = False
+
+    def count(self, n: int) -> None:
+        if self.mem.fetch_add(0, FINISHED, n) + n == self.total:
+            self.end_everywhere(End.ALL_FINISHED)
+
+    def pass_on_end(self) -> None:
+        pass
+
+
+class BeforeRank(SimRank):
+    """None of the three fixes."""
+
+    def __init__(self, sim, rank: int, memory) -> None:
+        super().__init__(sim, rank, memory)
+        self.control = SequentialEndControl(self.mem, self.dag.total)
 
     def chunk_size(self, first: int, available: int) -> int:
         if available <= 1:
@@ -52,62 +63,8 @@ class ShareRank(SimRank):
             avg = self.avg_all
         if avg != avg:
             return 1
-        share = max(1, available // min(self.nranks, SHARE_RANKS))
+        share = max(1, available // self.nranks)
         return max(1, min(MAX_CHUNK, share, int(self.chunk_seconds[g] / max(avg, 1e-7))))
 
 
-class RootOnlyControl(Control):
-    """``end_everywhere`` that sets rank 0's DONE word only (the tree spreads it)."""
-
-    def end_everywhere(self, why: End) -> None:
-        self.mem.cas(0, DONE, 0, int(why))
-
-
-class TreeDoneRank(SimRank):
-    """Termination spread down a ``FANOUT``-ary tree by the leaving ranks."""
-
-    def __init__(self, sim, rank: int, memory) -> None:
-        super().__init__(sim, rank, memory)
-        control = RootOnlyControl(self.mem, self.dag.total)
-        self.control = control
-
-    def leave_at(self) -> None:
-        why = int(self.mem.local[DONE])
-        for child in range(self.rank * FANOUT + 1, min(self.nranks, self.rank * FANOUT + FANOUT + 1)):
-            self.mem.cas(child, DONE, 0, why)
-        return super().leave_at()
-
-
-class CombineRank(SimRank):
-    """Finished-task counts combined up a ``FANIN``-ary tree on their way to ``FINISHED``."""
-
-    def __init__(self, sim, rank: int, memory) -> None:
-        super().__init__(sim, rank, memory)
-        self.forwarded = 0                       # of this rank's SUBTREE word
-        self.parent = (rank - 1) // FANIN if rank else -1
-
-    def report_finished(self) -> None:
-        self.reported_at = self.mem.now
-        if self.unreported:
-            n, failed = self.unreported, self.unreported_failed
-            self.unreported = self.unreported_failed = 0
-            if failed:
-                self.mem.add(0, FAILED, failed)
-            self.mem.add(self.rank, SUBTREE, n)
-        total = int(self.mem.local[SUBTREE])
-        delta = total - self.forwarded
-        if delta <= 0:
-            return
-        self.forwarded = total
-        if self.rank == 0:
-            self.control.add_finished(delta, 0)
-        else:
-            self.mem.add(self.parent, SUBTREE, delta)
-
-
-class FixedRank(CombineRank, TreeDoneRank, ShareRank):
-    """All three fixes."""
-
-
-VARIANTS = {"engine": SimRank, "share": ShareRank, "tree": TreeDoneRank,
-            "combine": CombineRank, "fixed": FixedRank}
+VARIANTS = {"engine": SimRank, "direct": DirectCountRank, "before": BeforeRank}

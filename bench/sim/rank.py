@@ -203,8 +203,6 @@ class SimRank(Engine):
     def report_finished(self) -> None:
         """``Engine.report_finished`` without the journal and samples."""
         self.reported_at = self.mem.now
-        if not self.unreported:
-            return
         n, failed = self.unreported, self.unreported_failed
         self.unreported = self.unreported_failed = 0
-        self.control.add_finished(n, failed)
+        self.control.add_finished(n, failed, self.mem.now)

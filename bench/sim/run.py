@@ -4,9 +4,9 @@
 - ``scale``: efficiency against task length and METG(50 %) against ranks for the
   independent-task workload (and ``--kinds dag``), on the ``--costs`` presets (``node``: one
   node, measured here; ``ib``: nodes of ``--ranks-per-node`` on an InfiniBand-class network,
-  published figures), for the engine as it is and the prototyped fixes (``--variants``), with
-  the central-queue baseline (mpi4py.futures ``submit``, and ``map(chunksize=100)``) beside;
-  and the hot spots at each point.
+  published figures), for the engine as it is and with its scale fixes taken out again
+  (``--variants``, ``bench/sim/fixes.py``), with the central-queue baseline (mpi4py.futures
+  ``submit``, and ``map(chunksize=100)``) beside; and the hot spots at each point.
 - ``validate``: real ``mpiexec -n N python -m mpitiny run`` runs of sleeping tasks at
   ``--ranks`` (one at a time) against their simulation (``bench/sim/validate.py``).
 - ``point``: one simulation, every figure.
@@ -111,7 +111,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--kinds", default="independent", help="independent,dag")
     p.add_argument("--costs", default="node,ib", help="cost presets: node, ib, ib-sw")
     p.add_argument("--ranks-per-node", type=int, default=64)
-    p.add_argument("--variants", default="engine,fixed", help=",".join(VARIANTS))
+    p.add_argument("--variants", default="engine,direct", help=",".join(VARIANTS))
     p.add_argument("--lengths", default=DEFAULT_LENGTHS, help="task lengths, seconds")
     p.add_argument("--central-lengths", default="1e-5,1e-4,1e-3,1e-2,0.1,1,10",
                    help="task lengths for the central baseline's METG")

@@ -4,7 +4,7 @@ The first ``CONTROL_WORDS`` words of every rank's window, before its queue:
 
 - ``DONE`` (every rank): ``End.RUNNING`` (0) while the run goes on, else why this rank should
   leave its loop. Set by compare-and-swap from 0, so the first reason wins on each rank.
-- ``FINISHED`` (rank 0's only): tasks finished run-wide. Every rank adds what it finished, in
+- ``FINISHED`` (rank 0's only): tasks finished run-wide. Every rank counts what it finished, in
   batches, when it runs out of work and at least every ``REPORT_SECONDS`` while busy; the rank
   whose add makes it equal to the number of tasks sets every rank's ``DONE``. Beyond
   ``TREE_RANKS`` ranks it sets rank 0's only, and each rank, as it leaves, sets those of its
@@ -13,6 +13,22 @@ The first ``CONTROL_WORDS`` words of every rank's window, before its queue:
   idle rounds instead of P round trips from one rank (47 ms at 10,000 simulated ranks,
   ``docs/scale.md``). Stops (a signal, ``--max-fails``, the time limit) still set every rank's
   word at once: a rank busy with a long task would hold up its subtree.
+- ``SUBTREE`` (every rank but 0, beyond ``TREE_RANKS`` ranks): finished tasks on their way up
+  to ``FINISHED``. A balanced run's ranks run out of work together, and P fetch-and-adds on one
+  word are served one at a time (9.5 ms for the last at 10,000 simulated ranks between nodes,
+  ``docs/scale.md``). So with many ranks the finishes are combined up a ``FANIN``-ary tree
+  rooted at rank 0 (the parent of rank r > 0 is ``(r - 1) // FANIN``): a rank takes what its
+  children left in its own ``SUBTREE`` word (an atomic swap with 0) and adds it, with what it
+  finished itself, to its parent's ``SUBTREE`` word, or to ``FINISHED`` when its parent is
+  rank 0 (``forward``), every time it reports: in every idle round, and after a chunk when
+  ``REPORT_SECONDS`` have passed. No word takes adds from more than ``FANIN`` + 1 ranks, and at
+  the end, every rank idle, a count climbs the log_FANIN(P) levels in as many idle rounds. A
+  rank busy with a long task holds its subtree's counts meanwhile (which cannot end the run
+  early or late: its own task is not finished), so every ``DRAIN_SECONDS`` each rank also
+  drains its ancestors' words, nearest first, up to rank 0 (``drain_ancestors``): what
+  ``FINISHED`` shows lags the finishes by at most about that much while some rank below a
+  busy one reports. After a stop, counts left in ``SUBTREE`` words are not collected (the
+  task tables, not ``FINISHED``, give the summary's counts).
 - ``FAILED`` (rank 0's): of those, failed or upstream-failed (for the progress display).
 - ``FAILED_TASKS`` (rank 0's): failed tasks (for ``--max-fails``).
 - ``ADDED`` (rank 0's): tasks added while the run goes on (``mpitiny.submit``,
@@ -26,6 +42,9 @@ added ones too, has finished: a task can be reported finished only once it was a
 finished added tasks never outnumber the counted additions, and an addition not yet counted
 belongs to a parent that is still running, which is itself not yet counted finished. A child
 that finishes (and is reported) before its parent therefore never completes the count early.
+Additions go to rank 0 directly, and only finishes are combined: a finish reaches ``FINISHED``
+through the tree some time after it happened, and can only make the count smaller than the
+direct count would be, never reach the total before every counted task has finished.
 A resumed run counts the added tasks it queues again (journaled added, not done) the same way,
 on rank 0 as its engine is built (``count_recovered``), before any rank reports a finished
 task.
@@ -54,10 +73,13 @@ FINISHED = 1
 FAILED = 2
 FAILED_TASKS = 3
 ADDED = 4
-CONTROL_WORDS = 5
+SUBTREE = 5
+CONTROL_WORDS = 6
 REPORT_SECONDS = 0.25     # a busy rank adds its finished tasks to FINISHED at least this often
 TREE_RANKS = 32           # with more ranks, the end of a finished run spreads down a tree
 FANOUT = 8                # of this many children per rank
+FANIN = 16                # and, with as many ranks, finishes are counted up a tree this wide
+DRAIN_SECONDS = 0.25      # how often each rank also drains its ancestors' SUBTREE words
 
 
 class Control:
@@ -71,6 +93,8 @@ class Control:
         self.start_by = 0.0    # under a limit: start no task of the current group after this
         self.declared = False  # and its tasks' time is their declared walltime
         self.per_task = 0.0    # and what a task of it is expected to take
+        self.combining = mem.nranks > TREE_RANKS      # finishes go up the FANIN tree
+        self.drained_at: float | None = None           # when ancestors were last drained
 
     def ending(self) -> bool:
         """Whether this rank's DONE word holds a reason to leave."""
@@ -80,13 +104,49 @@ class Control:
         """Why this rank should leave its loop (``End.RUNNING``: it should not)."""
         return End(int(self.mem.local[DONE]))
 
-    def add_finished(self, finished: int, failed: int) -> None:
-        """Count tasks this rank finished (``failed`` of them failed or were skipped); the
-        rank that finishes the run tells every rank."""
+    def add_finished(self, finished: int, failed: int, now: float) -> None:
+        """Count tasks this rank finished (``failed`` of them failed or were skipped; both may
+        be 0: with many ranks the tree's counts are still passed on); ``now``: the caller's
+        clock, for ``DRAIN_SECONDS``. The rank whose add completes the count ends the run."""
         if failed:
             self.mem.add(0, FAILED, failed)
-        before = self.mem.fetch_add(0, FINISHED, finished)
-        if before + finished == self.total:
+        if not self.combining:
+            if finished:
+                self.count(finished)
+            return
+        rank = self.mem.rank
+        due = self.drained_at is not None and now - self.drained_at > DRAIN_SECONDS
+        if self.drained_at is None or due:
+            self.drained_at = now
+        if rank and (due or self.mem.local[SUBTREE]):
+            finished += self.mem.swap(rank, SUBTREE, 0)
+        if finished:
+            self.forward(rank, finished)
+        if due:
+            self.drain_ancestors()
+
+    def forward(self, rank: int, n: int) -> None:
+        """Pass ``n`` finishes of ``rank``'s subtree to its parent's word (many ranks)."""
+        parent = (rank - 1) // FANIN if rank else 0
+        if parent:
+            self.mem.add(parent, SUBTREE, n)
+        else:
+            self.count(n)
+
+    def drain_ancestors(self) -> None:
+        """Move what waits in each ancestor's ``SUBTREE`` word up a level, nearest first (so
+        one pass carries it to ``FINISHED``), for ancestors busy with long tasks."""
+        a = (self.mem.rank - 1) // FANIN if self.mem.rank else 0
+        while a:
+            n = self.mem.swap(a, SUBTREE, 0)
+            if n:
+                self.forward(a, n)
+            a = (a - 1) // FANIN
+
+    def count(self, n: int) -> None:
+        """Add ``n`` finishes to ``FINISHED``; if that completes the run, end it."""
+        before = self.mem.fetch_add(0, FINISHED, n)
+        if before + n == self.total:
             if self.mem.nranks > TREE_RANKS:
                 self.mem.cas(0, DONE, 0, int(End.ALL_FINISHED))
             else:

@@ -326,11 +326,9 @@ class Engine:
         if self.journal.on and now - self.synced_at > jnl.SYNC_SECONDS:
             self.synced_at = now
             self.journal.sync()
-        if not self.unreported:
-            return
         n, failed = self.unreported, self.unreported_failed
         self.unreported = self.unreported_failed = 0
-        self.control.add_finished(n, failed)
+        self.control.add_finished(n, failed, now)
 
     # ------------------------------------------------------------------ a chunk's life
     def execute(self, chunk: Chunk) -> None:

@@ -1,9 +1,12 @@
 """Live progress of a run, shown by rank 0 and kept in ``RUN_DIR/progress.json``.
 
 Every rank adds its finished (and failed) task counts to two words of rank 0's window, when it
-runs out of work and at least every ``REPORT_SECONDS`` while busy; each rank's ``BUSY`` word
-says whether it is running a task. Rank 0 reads its own counter words and gets the busy words
-one-sidedly, so watching the run costs the workers nothing but those few atomics.
+runs out of work and at least every ``REPORT_SECONDS`` while busy (beyond ``TREE_RANKS`` ranks
+the finished counts climb a combining tree on the way, so ``done`` lags by a few rounds, and
+by up to ``DRAIN_SECONDS`` for the subtree of a rank busy with a long task:
+``mpitiny.engine.control``); each rank's ``BUSY`` word says whether it is running a task.
+Rank 0 reads its own counter words and gets the busy words one-sidedly, so watching the run
+costs the workers nothing but those few atomics.
 
 On a terminal, rank 0 redraws one line (``\\r``); when stderr is a file (a Slurm log) it
 prints a line every ``interval`` seconds, parseable as ``key=value`` pairs::
