@@ -27,8 +27,23 @@ _AUTO_MPI_FIXTURES = {"mpirun", "python_module"}
 def pytest_configure(config):
     config.addinivalue_line("markers", "slurm: needs the local one-node Slurm cluster "
                             "(skipped unless MPITINY_TEST_SLURM=1)")
+    _return_big_blocks()
     if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
+
+
+def _return_big_blocks() -> None:
+    """Blocks of 1 MiB and more are mmap'ed and given back when freed. The in-process engine
+    tests build hundreds of simulated ranks' windows (megabytes each) run after run; with
+    glibc's dynamic threshold those come from the heap once one was freed, and the heap kept
+    growing (22 GB over tests/test_engine_local.py)."""
+    import ctypes
+    import sys
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None).mallopt(-3, 1 << 20)      # M_MMAP_THRESHOLD
+        except (OSError, AttributeError):
+            pass
 
 
 def _sigterm_to_interrupt(signum, frame):

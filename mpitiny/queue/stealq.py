@@ -269,10 +269,20 @@ class StealQueue:
 
     def take_inbox(self) -> list:
         """Runs ``(lo, hi)`` of task ids other ranks placed here since the last call."""
-        if self.local[self.base + INBOX_TAIL] == self.local[self.base + INBOX_TAKEN]:
+        local, base = self.local, self.base
+        waiting = int(local[base + INBOX_TAIL]) - int(local[base + INBOX_TAKEN])
+        if not waiting:
             return []
         self.mem.sync()
-        box = self.local[self.inbox0:self.inbox0 + self.ninbox].copy()   # other ranks write it
+        if waiting == 1:                  # one push: its word is one of the 4 after TAIL - 1
+            tail = int(local[base + INBOX_TAIL]) - 1
+            for k in range(4):
+                pos = (tail + k) % self.ninbox
+                if local[self.inbox0 + pos]:
+                    got = self._take_entries(self.rank, (pos,))
+                    if got:
+                        return got
+        box = local[self.inbox0:self.inbox0 + self.ninbox].copy()   # other ranks write it
         return self._take_entries(self.rank, np.flatnonzero(box))
 
     def _take_entries(self, rank: int, positions) -> list:
