@@ -207,22 +207,8 @@ def kahn_cycle(groups: list, members: list, edges: list, parents: Parents) -> li
         dst.append(base[g] + has)
     up = np.concatenate(src)
     children = np.concatenate(dst)
-    indegree = np.bincount(children, minlength=n).tolist()
-    order = np.argsort(up, kind="stable")
-    kids = children[order].tolist()
-    starts = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(up, minlength=n), out=starts[1:])
-    first = starts.tolist()
-    ready = [v for v in range(n) if indegree[v] == 0]
-    done = 0
-    while ready:
-        v = ready.pop()
-        done += 1
-        for c in kids[first[v]:first[v + 1]]:
-            indegree[c] -= 1
-            if indegree[c] == 0:
-                ready.append(c)
-    if done == n:
+    indegree = kahn_leftover(n, up, children)
+    if indegree is None:
         return None
     by_child = np.argsort(children, kind="stable")
     pars = up[by_child].tolist()
@@ -244,3 +230,23 @@ def kahn_cycle(groups: list, members: list, edges: list, parents: Parents) -> li
         out.append((g, v - b))
     low = min(range(len(out)), key=lambda k: out[k])
     return out[low:] + out[:low]
+
+
+def kahn_leftover(n: int, parents: np.ndarray, children: np.ndarray):
+    """The in-degrees left after Kahn's algorithm, or None if every node was removed."""
+    indegree = np.bincount(children, minlength=n).tolist()
+    order = np.argsort(parents, kind="stable")
+    kids = children[order].tolist()
+    starts = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(parents, minlength=n), out=starts[1:])
+    starts_l = starts.tolist()
+    ready = [i for i in range(n) if indegree[i] == 0]
+    done = 0
+    while ready:
+        i = ready.pop()
+        done += 1
+        for c in kids[starts_l[i]:starts_l[i + 1]]:
+            indegree[c] -= 1
+            if indegree[c] == 0:
+                ready.append(c)
+    return None if done == n else indegree

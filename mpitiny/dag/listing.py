@@ -26,6 +26,7 @@ from collections import Counter
 import numpy as np
 
 from mpitiny.dag.columns import PlainColumns
+from mpitiny.dag.cycles import kahn_leftover
 from mpitiny.dag.deps import DependencyResolver, find_cycle
 from mpitiny.dag.entries import PlainEntry
 from mpitiny.dag.messages import Reporter
@@ -325,30 +326,10 @@ def find_task_cycle(groups: list, entry_of: list, rep: list | None = None) -> li
             entry[first[g.index]:first[g.index] + g.size] = g.listing.entries
     if (entry[parents] < entry[children]).all():  # file order is a topological order
         return None
-    leftover = _kahn_leftover(n, parents, children)
+    leftover = kahn_leftover(n, parents, children)
     if leftover is None:
         return None
     return _walk_cycle(groups, first, entry_of, leftover, parents, children)
-
-
-def _kahn_leftover(n: int, parents: np.ndarray, children: np.ndarray):
-    """The in-degrees left after Kahn's algorithm, or None if every node was removed."""
-    indegree = np.bincount(children, minlength=n).tolist()
-    order = np.argsort(parents, kind="stable")
-    kids = children[order].tolist()
-    starts = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(parents, minlength=n), out=starts[1:])
-    starts_l = starts.tolist()
-    ready = [i for i in range(n) if indegree[i] == 0]
-    done = 0
-    while ready:
-        i = ready.pop()
-        done += 1
-        for c in kids[starts_l[i]:starts_l[i + 1]]:
-            indegree[c] -= 1
-            if indegree[c] == 0:
-                ready.append(c)
-    return None if done == n else indegree
 
 
 def _walk_cycle(groups: list, first: np.ndarray, entry_of: list, indegree: list,
