@@ -78,15 +78,21 @@ def phase_sleeps(ex, seconds):
     return {"n": len(seconds), "t_submit": t0, "t_all_done": t1, "rows": rows}
 
 
-def main():
+def run(executor_class) -> None:
+    """The phases of ``sys.argv[1]`` (JSON) on a fresh ``executor_class()``, warmed up first;
+    prints the figures as one JSON line."""
     phases = json.loads(sys.argv[1])
-    with MPIPoolExecutor() as ex:
+    with executor_class() as ex:
         workers = ex.num_workers
         for f in [ex.submit(null) for _ in range(4 * workers)]:   # warm up every worker
             f.result()
         out = bench_tasks.run_phases(ex, phases, {"submit": phase_submit, "map": phase_map,
                                                 "chain": phase_chain, "sleeps": phase_sleeps})
     print(json.dumps({"workers": workers, "phases": out}))
+
+
+def main():
+    run(MPIPoolExecutor)
 
 
 if __name__ == "__main__":
