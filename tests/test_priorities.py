@@ -241,8 +241,9 @@ def mpi_urgent_dag() -> dict:
     return {"name": "urgent-mpi", "tasks": tasks}
 
 
-def test_urgent_tasks_first_across_four_mpi_ranks(python_module, tmp_path):
-    dag = mpi_urgent_dag()
+def run_on_four_ranks(python_module, tmp_path, dag: dict) -> tuple:
+    """``dag`` run on 4 MPI ranks and checked (every task once, after its parents): the
+    start times by group, the urgent tasks' release, the task rows and their group names."""
     path = tmp_path / "dag.json"
     path.write_text(json.dumps(dag))
     out = tmp_path / "run"
@@ -252,6 +253,12 @@ def test_urgent_tasks_first_across_four_mpi_ranks(python_module, tmp_path):
     check_run(loaded, str(out))
     rows = read_tasks(str(out))
     names = group_names(loaded, rows)
+    return starts, release, rows, names
+
+
+def test_urgent_tasks_first_across_four_mpi_ranks(python_module, tmp_path):
+    dag = mpi_urgent_dag()
+    starts, release, rows, names = run_on_four_ranks(python_module, tmp_path, dag)
     assert len(set(rows["rank"][names == "u10"].tolist())) > 1, "no other rank took one"
     background = np.concatenate([starts[f"bg{r}"] for r in range(4)])
     assert order_violations(starts["u10"], background, release) == 0
@@ -270,15 +277,7 @@ def mpi_placed_urgent_dag() -> dict:
 
 def test_urgent_tasks_placed_on_a_busy_mpi_rank_start_first_elsewhere(python_module, tmp_path):
     dag = mpi_placed_urgent_dag()
-    path = tmp_path / "dag.json"
-    path.write_text(json.dumps(dag))
-    out = tmp_path / "run"
-    proc = python_module(4, "mpitiny", "run", str(path), "--out", str(out), "-q", timeout=120)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    starts, release, loaded = starts_by_group(dag, out)
-    check_run(loaded, str(out))
-    rows = read_tasks(str(out))
-    names = group_names(loaded, rows)
+    starts, release, rows, names = run_on_four_ranks(python_module, tmp_path, dag)
     assert float(rows["start"][names == "long"][0]) < release < float(rows["end"][names == "long"][0])
     background = np.concatenate([starts[f"bg{r}"] for r in (0, 2, 3)])
     assert len(background[background > release]), "nothing was checked"
