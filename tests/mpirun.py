@@ -173,9 +173,11 @@ def mpirun(n: int, args: Sequence[str], *, timeout: float = 120, cwd=None,
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        where = snapshot(run_id, proc.pid)
         out, err = _stop(proc, run_id)
         _sweep_shm(wall_start)
-        raise MpirunTimeout(cmd, timeout, out, err, time.monotonic() - start) from None
+        raise MpirunTimeout(cmd, timeout, out, f"{err}\n{where}",
+                            time.monotonic() - start) from None
     except BaseException:           # KeyboardInterrupt and the like: leave nothing behind
         _stop(proc, run_id)
         raise
@@ -278,6 +280,41 @@ def _tagged_pids(run_id: str) -> list:
         except OSError:
             continue
     return pids
+
+
+def snapshot(run_id: str, launcher_pid: int) -> str:
+    """Where each process of a run that outlived its bound waits: per process its command
+    line, and per thread its state and kernel wait channel (``/proc``), taken before the
+    clean-up kills them, so a rare hang leaves a trace in the test's failure."""
+    lines = ["mpirun harness: the run's processes when its bound ran out:"]
+    for pid in sorted({launcher_pid, *_tagged_pids(run_id)}):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                command = f.read().replace(b"\0", b" ").decode(errors="replace")[:160]
+            threads = []
+            for tid in sorted(os.listdir(f"/proc/{pid}/task"), key=int):
+                threads.append(f"{tid}:{_proc_field(pid, tid, 'State')}/"
+                               f"{_proc_text(f'/proc/{pid}/task/{tid}/wchan')}")
+        except OSError:
+            continue
+        lines.append(f"  {pid} {command}")
+        lines.append("    threads " + " ".join(threads))
+    return "\n".join(lines)
+
+
+def _proc_text(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip() or "-"
+    except OSError:
+        return "?"
+
+
+def _proc_field(pid: int, tid: str, name: str) -> str:
+    for line in _proc_text(f"/proc/{pid}/task/{tid}/status").splitlines():
+        if line.startswith(name + ":"):
+            return line.split(None, 2)[1]
+    return "?"
 
 
 def _kill_tagged(run_id: str, sig: int) -> list:

@@ -118,6 +118,9 @@ def test_deadlock_is_killed_at_timeout(tmp_path, n):
     assert exc.timeout == timeout and exc.elapsed >= timeout
     assert "rank 0 waiting" in exc.stdout          # output printed before the hang comes back
     assert "timed out after 5 s" in str(exc) and "rank 0 waiting" in str(exc)
+    where = str(exc).split("when its bound ran out:", 1)[1]     # each rank, seen before the kill
+    ranks = [line for line in where.splitlines() if "deadlock.py" in line and "mpiexec" not in line]
+    assert len(ranks) == n and "threads " in where, where
     _assert_all_dead(tmp_path, n)
 
 

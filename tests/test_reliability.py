@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mpirun import strip_mpi_banners
+from mpirun import MpirunTimeout, strip_mpi_banners
 from mpitiny.dag.load import load_dag
 from mpitiny.io import journal as jnl
 from mpitiny.io.check import check_run
@@ -44,6 +44,10 @@ def write(tmp_path, dag: dict, name="dag.json") -> Path:
 def run(python_module, n, dag_path, out, *extra, env=None, timeout=120):
     return python_module(n, "mpitiny", "run", str(dag_path), "--out", str(out), *extra,
                          timeout=timeout, cwd=str(dag_path.parent), env={**ENV, **(env or {})})
+
+
+def rank_logs(out: Path) -> str:
+    return "".join(p.read_text(errors="replace") for p in sorted((out / "logs").glob("*.err")))
 
 
 def square_dag(tmp_path, n=N, delay=0.002) -> Path:
@@ -346,9 +350,12 @@ def test_hang_that_ignores_the_alarm_ends_the_rank_then_fails_alone(python_modul
     its timeout each time, and fails it after three crashes; the rest of the DAG finishes."""
     dag_path = misbehaving_dag(tmp_path, "blocked_hang", timeout=1)
     out = tmp_path / "run"
-    proc = run(python_module, 2, dag_path, out, "-q")   # a hang would outlast its bound
+    try:
+        proc = run(python_module, 2, dag_path, out, "-q")   # a hang would outlast its bound
+    except MpirunTimeout as exc:
+        raise AssertionError(f"{exc}\nthe ranks' logs:\n{rank_logs(out)}") from None
     assert proc.returncode != 0 and not (out / "summary.json").exists()    # the job was ended
-    logs = "".join(p.read_text(errors="replace") for p in (out / "logs").glob("*.err"))
+    logs = rank_logs(out)
     assert "misbehave" in logs                       # the hung task's traceback
     proc = run(python_module, 2, dag_path, out, "-q")
     assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -557,7 +564,6 @@ def test_read_only_run_directory_is_one_clear_error(python_module, tmp_path, sma
 def test_fault_modes_end_the_run_and_it_resumes(python_module, tmp_path, mode):
     """MPITINY_FAULT in each mode ends the job (a hung rank: by the launcher's timeout, as a
     time limit would); the rerun resumes and finishes with the right outputs."""
-    from mpirun import MpirunTimeout
     dag_path = square_dag(tmp_path)
     out = tmp_path / "run"
     env = {"MPITINY_FAULT": f"rank=1:after=20:mode={mode}"}
@@ -567,7 +573,7 @@ def test_fault_modes_end_the_run_and_it_resumes(python_module, tmp_path, mode):
         if mode == "raise":
             assert proc.returncode == 3 and "fault injected by MPITINY_FAULT" in proc.stderr
         if mode == "segv":
-            logs = "".join(p.read_text(errors="replace") for p in (out / "logs").glob("*.err"))
+            logs = rank_logs(out)
             assert "Segmentation fault" in logs or "Fatal Python error" in logs
     except MpirunTimeout:
         assert mode == "hang"
