@@ -271,12 +271,96 @@ def report(run_dir: str, no_plots: bool) -> None:
 @click.argument("run_dir")
 def status(run_dir: str) -> None:
     """One line on RUN_DIR: running (with its progress), interrupted, complete with failures
-    or complete, and what running the same command again would do."""
+    or complete, and what running the same command again would do. For a served run
+    (``mpitiny serve``), also its jobs: state, priority, tasks, done, failed."""
     from mpitiny.engine.progress import status as run_status
+    from mpitiny.io import jobs as jf
+    served = os.path.isdir(jf.jobs_dir(run_dir))
     try:
         click.echo(run_status(run_dir))
     except (OSError, ValueError, KeyError) as exc:
-        raise BadInput(f"no progress or summary to read ({exc})", where=run_dir) from None
+        if not served:
+            raise BadInput(f"no progress or summary to read ({exc})", where=run_dir) from None
+        click.echo(f"{run_dir}: no server has run here yet")
+    if served:
+        click.echo(jf.describe_jobs(run_dir))
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+@click.option("--retries", default=0, show_default=True, type=click.IntRange(0, 1000),
+              help="Run a failed task again up to this many times (a task's own \"retries\" "
+                   "wins).")
+@click.option("--timeout", default=None, type=click.FloatRange(min=0, min_open=True),
+              metavar="SECONDS", help="Time limit of every task (a task's own \"timeout\" wins).")
+@click.option("--time-limit", default=None, type=click.FloatRange(min=0, min_open=True),
+              metavar="SECONDS", help="End within SECONDS of the start (exit 75, resumable); "
+                                      "under Slurm the job's end (less 30 s) is a limit too.")
+@click.option("--no-job-end", is_flag=True,
+              help="Under Slurm, do not end before the job's end time.")
+def serve(run_dir: str, quiet: bool, retries: int, timeout: float | None,
+          time_limit: float | None, no_job_end: bool) -> None:
+    """Serve jobs from RUN_DIR on every rank until stopped (``mpiexec -n N mpitiny serve
+    RUN_DIR``): ``mpitiny submit RUN_DIR dag.json`` adds one, any idle rank picks it up.
+
+    Exit status: 0 after ``mpitiny stop``, 75 after SIGTERM or the time limit (the same
+    command resumes the unfinished jobs), 2 bad input, 3 internal error. See docs/serve.md."""
+    started = process_started()
+    from mpitiny.serve import serve as serve_run
+    sys.exit(serve_run(run_dir, quiet=quiet, retries=retries, timeout=timeout,
+                       time_limit=time_limit, job_end=not no_job_end, started=started))
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("dag_file", type=click.Path(dir_okay=False))
+@click.option("--param", "-p", "params", multiple=True, metavar="NAME=VALUE",
+              help="Set a dag.json parameter (repeatable).")
+@click.option("--priority", default=0, show_default=True, type=click.IntRange(-2**31 + 1, 2**31 - 1),
+              help="Jobs of higher priority get ranks first.")
+def submit(run_dir: str, dag_file: str, params: tuple, priority: int) -> None:
+    """Add DAG_FILE as a job to the server of RUN_DIR (it may start later): prints its id.
+    The server checks the DAG as ``mpitiny run`` does; a bad one fails that job alone
+    (``mpitiny status RUN_DIR`` says why)."""
+    from mpitiny.io.jobs import submit_job
+    parsed = parse_params(params)
+    try:
+        jid = submit_job(run_dir, dag_file, parsed, priority)
+    except OSError as exc:
+        raise BadInput(f"cannot submit: {exc.strerror or exc}",
+                       where=exc.filename or dag_file) from None
+    click.echo(jid)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.argument("job", required=False)
+@click.option("--server", is_flag=True, help="Stop the server instead (as `mpitiny stop`).")
+def cancel(run_dir: str, job: str | None, server: bool) -> None:
+    """Cancel JOB of the server of RUN_DIR: a waiting job never starts, a running one hands
+    out no more tasks (those running finish). ``--server``: stop the server."""
+    from mpitiny.io import jobs as jf
+    if server:
+        jf.request_stop(run_dir)
+        click.echo(f"{run_dir}: stop requested")
+        return
+    if job is None:
+        raise BadInput("name a JOB to cancel (mpitiny status lists them), or --server")
+    try:
+        click.echo(jf.request_cancel(run_dir, job))
+    except KeyError:
+        raise BadInput(f"no job {job!r}", where=run_dir) from None
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+def stop(run_dir: str) -> None:
+    """Stop the server of RUN_DIR: running tasks finish, journals are synced, it exits 0;
+    ``mpitiny serve RUN_DIR`` again resumes the jobs that had not ended."""
+    from mpitiny.io.jobs import request_stop
+    request_stop(run_dir)
+    click.echo(f"{run_dir}: stop requested")
 
 
 @cli.command()

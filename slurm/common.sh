@@ -119,7 +119,7 @@ run_mpitiny() {
     # shellcheck disable=SC2064  # $pid is meant to be expanded now
     trap "echo '=== SIGTERM: stopping mpitiny'; kill -TERM $pid 2>/dev/null || true" TERM
     while kill -0 "$pid" 2>/dev/null; do
-        if [[ -n $STOP_PENDING && $1 == run ]] && hold_for_backstop; then
+        if [[ -n $STOP_PENDING && ($1 == run || $1 == serve) ]] && hold_for_backstop; then
             if (( ! backstop )); then
                 echo "=== the job ends at $(date -u -d "@$JOB_END" '+%T') UTC: mpitiny ends its run before that on its own; the warning is held until $BACKSTOP s before the end"
                 backstop=1
@@ -127,7 +127,7 @@ run_mpitiny() {
             sleep 1
             continue
         fi
-        if [[ -n $STOP_PENDING && $1 == run ]]; then
+        if [[ -n $STOP_PENDING && ($1 == run || $1 == serve) ]]; then
             if [[ -e $ready ]] || (( held >= READY_WAIT * 5 )); then
                 echo "=== stopping mpitiny"
                 kill -USR1 "$pid" 2>/dev/null || true

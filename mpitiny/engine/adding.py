@@ -45,7 +45,9 @@ derive from (by default the running task's), so a submitter outside any task, su
 ``concurrent.futures`` executor's client loop, can use it with a number of its own (the
 running task's counter is kept as it was). ``mpitiny.futures`` also sets ``pump`` (called at
 each look for added work; True: run none now) and ``held_open`` (tasks rank 0 counts as its
-engine is built, finished by the caller of the run: its client script).
+engine is built, finished by the caller of the run: its client script). ``mpitiny serve``
+sets ``serving``: each rank's jobs (``mpitiny.engine.serving``) are built beside its store,
+with a window of their own, and run first at each look for added work.
 
 Not in this version: priorities, placement (``rank``) and deps on the DAG's own tasks for
 added tasks; added tasks are not held back by a time limit, not run alone after a crash
@@ -89,6 +91,8 @@ pump: Callable | None = None   # called with the Adding at each look for work (m
                                # True: run nothing now
 held_open = 0                  # tasks rank 0 counts as its engine is built, that only the
                                # caller of ``run_file`` finishes (a mpitiny.futures session)
+serving: Callable | None = None  # ``mpitiny serve``: builds the rank's jobs beside its store,
+                                 # run first at each look (``mpitiny.engine.serving.Jobs``)
 
 
 class SubmitError(RuntimeError):
@@ -169,10 +173,11 @@ class Adding:
         if self.rank == 0 and (self.recovered or held_open):
             engine.control.count_recovered(len(self.recovered) + held_open)
         _by_state[id(engine.data.state)] = self
+        self.jobs = serving(self) if serving is not None else None
 
     @property
     def windows(self) -> list:
-        return [self.arena, self.mem]
+        return [self.arena, self.mem, *(self.jobs.windows if self.jobs is not None else ())]
 
     def place_recovered(self) -> None:
         """Queue this rank's share of the recovered tasks, in the slots taken for them as the
@@ -188,6 +193,8 @@ class Adding:
 
     def close(self) -> None:
         _by_state.pop(id(self.e.data.state), None)
+        if self.jobs is not None:
+            self.jobs.close()
         if self.names is not None:
             self.names.close()
             self.names = None
@@ -372,6 +379,8 @@ class Adding:
             self.place_recovered()
         if pump is not None and pump(self):
             return False                 # this rank's client submits: it leaves the core to it
+        if self.jobs is not None and self.jobs.work():
+            return not self.stepped
         if self.waiting:
             self.poll()
         mine = self.store.pop(self.chunk(), 1 if self.nranks == 1 else 2)
