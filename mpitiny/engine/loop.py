@@ -79,7 +79,7 @@ class Engine:
         self.bases = dag.base.tolist()     # the same, for lookups of one task
         qwords = region_size(QUEUE_SLOTS, INBOX_WORDS, RING_WORDS)
         self.layout = Layout(dag, self.nranks, CONTROL_WORDS + qwords)
-        self.mem = world.words(int(self.layout.nwords[self.rank]))
+        self.mem = world.words(int(self.layout.nwords.max()))    # the same everywhere: pooled
         self.queue = StealQueue(self.mem, CONTROL_WORDS, QUEUE_SLOTS, INBOX_WORDS, RING_WORDS)
         self.control = Control(self.mem, dag.total)
         self.ready = ReadyQueue(self.queue, dag, self.layout, self.rank, self.nranks)

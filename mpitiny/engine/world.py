@@ -15,7 +15,9 @@ import time
 
 import numpy as np
 
-from mpitiny.queue.memory import LocalBytes, LocalMemory, RmaBytes, RmaMemory
+from mpitiny.queue.memory import LocalBytes, LocalMemory, RmaBytes, RmaMemory, SharedWindow
+
+POOL_BYTES = {"words": 8 << 20, "bytes": 32 << 20}   # per rank: a shared window's room
 
 
 class MpiWorld:
@@ -29,24 +31,54 @@ class MpiWorld:
         node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
         self.ranks_here = node.Get_size()       # ranks on this node, sharing its cores
         node.Free()
+        self.pools: dict = {}        # kind -> (shared window, bytes used, bytes per rank)
+        self.requests: list = []     # (kind, bytes) of every pooled memory, in order
 
-    def words(self, n: int) -> RmaMemory:
-        """A window of ``n`` words per rank (collective; the ranks meet asleep first: a window
-        allocation waits inside MPI, spinning, for the last rank to arrive)."""
-        sleep_until_barrier(self.comm)
-        return RmaMemory(self.comm, n)
+    def words(self, n: int, same_everywhere: bool = True) -> RmaMemory:
+        """``n`` words per rank (collective: every rank asks for the same memories in the same
+        order). Memories of the same size on every rank share a few windows (``pooled``);
+        one whose size differs between ranks (``same_everywhere=False``) has its own."""
+        if not same_everywhere:
+            sleep_until_barrier(self.comm)
+            return RmaMemory(self.comm, n)
+        window, base = self.pooled("words", n * 8, 8)
+        return RmaMemory(self.comm, n, window, base // 8)
 
     def bytes(self, n: int) -> RmaBytes:
-        """A window of ``n`` bytes per rank (collective, as ``words``)."""
-        sleep_until_barrier(self.comm)
-        return RmaBytes(self.comm, n)
+        """``n`` bytes per rank (collective, pooled as ``words``)."""
+        window, base = self.pooled("bytes", n, 1)
+        return RmaBytes(self.comm, n, window, base)
+
+    def pooled(self, kind: str, nbytes: int, unit: int) -> tuple:
+        """Room for ``nbytes`` per rank in the current shared window of ``kind``: (window,
+        byte offset). A window allocation is a collective that spins inside MPI for
+        milliseconds of CPU per rank (docs/startup.md), so memories are packed: a new window
+        holds ``POOL_BYTES[kind]`` (or the request and that much more) and the next requests
+        take its room until it is full. The ranks meet asleep before an allocation (MPI
+        would wait for the last one spinning). Every rank asks in the same order for the same
+        sizes, so a memory lies at the same offset everywhere (``open`` checks it)."""
+        self.requests.append((kind, nbytes))
+        nbytes = -(-nbytes // 8) * 8
+        window, used, size = self.pools.get(kind, (None, 0, 0))
+        if window is None or used + nbytes > size:
+            room = POOL_BYTES[kind]
+            size = room if nbytes <= room else nbytes + room
+            sleep_until_barrier(self.comm)
+            window, used = SharedWindow(self.comm, size, unit), 0
+        self.pools[kind] = (window, used + nbytes, size)
+        return window, used
 
     def open(self, windows: list) -> None:
         """Open the run-long passive epoch of every window, then wait for every rank to have
-        opened its own (collective)."""
+        opened its own (collective). Raises if the ranks asked for different pooled memories
+        (a memory would lie at different offsets on different ranks)."""
         for window in windows:
             window.start()
         sleep_until_barrier(self.comm)
+        if len(set(map(tuple, self.comm.allgather(self.requests)))) > 1:
+            raise RuntimeError("mpitiny: the ranks asked for different pooled RMA memories; "
+                               "a memory whose size differs between ranks needs "
+                               "same_everywhere=False")
 
     def close(self, windows: list) -> None:
         for window in windows:
@@ -57,6 +89,8 @@ class MpiWorld:
         sleep_until_barrier(self.comm)
         for window in windows:
             window.free()
+        self.pools.clear()
+        self.requests.clear()
 
     def barrier(self) -> None:
         """All ranks here (asleep while waiting: ``sleep_until_barrier``)."""
@@ -201,7 +235,7 @@ class LocalWorld:
         self.ranks_here = fabric.nranks
         self._words = self._bytes = 0
 
-    def words(self, n: int):
+    def words(self, n: int, same_everywhere: bool = True):
         k, self._words = self._words, self._words + 1
         if k == len(self.fabric.words):
             self.fabric.words.append(LocalMemory(self.nranks, 0))

@@ -1,7 +1,8 @@
 """Word-addressed shared memory: one int64 array per rank, reached with atomic operations.
 
-``RmaMemory`` is the real thing: one ``MPI.Win.Allocate`` window per rank, one passive-target
-``Lock_all`` epoch for the whole run, every operation completed with ``Flush(target)``. That is
+``RmaMemory`` is the real thing: words of an ``MPI.Win.Allocate`` window (a ``SharedWindow``,
+which several memories share at their own offsets), one passive-target ``Lock_all`` epoch for
+the whole run, every operation completed with ``Flush(target)``. That is
 the combination measured to stay one-sided while the target rank runs a Python task (see
 ``shared/notes/mpi-facts.md``): a busy rank is never asked for anything.
 
@@ -103,19 +104,51 @@ def _wrap(value: int) -> int:
     return value - (1 << 64) if value >= (1 << 63) else value
 
 
-class RmaMemory:
-    """One ``Win.Allocate`` window of ``nwords`` int64 per rank, locked for the whole run."""
+class SharedWindow:
+    """One ``Win.Allocate`` window of ``nbytes`` per rank that several memories share, each a
+    slice at its own offset (``MpiWorld`` packs the run's windows into a few: each allocation
+    is a collective costing milliseconds of spinning CPU per rank, see docs/startup.md). The
+    run-long epoch is opened, closed and the window freed once, whichever slice asks first."""
 
-    def __init__(self, comm, nwords: int) -> None:
+    def __init__(self, comm, nbytes: int, unit: int) -> None:
+        from mpi4py import MPI
+        self.win = MPI.Win.Allocate(max(nbytes, 8), unit, comm=comm)
+        self.memory = self.win.tomemory()    # an mpi4py buffer (see RmaMemory)
+        self.started = self.freed = False
+
+    def start(self) -> None:
+        if not self.started:
+            self.started = True
+            self.win.Lock_all()
+
+    def stop(self) -> None:
+        if self.started:
+            self.started = False
+            self.win.Unlock_all()
+
+    def free(self) -> None:
+        if not self.freed:
+            self.freed = True
+            self.win.Free()
+
+
+class RmaMemory:
+    """``nwords`` int64 per rank at word ``base`` of a shared ``Win.Allocate`` window (its own
+    one unless ``window`` is given), in one passive-target ``Lock_all`` epoch for the run."""
+
+    def __init__(self, comm, nwords: int, window: SharedWindow | None = None,
+                 base: int = 0) -> None:
         from mpi4py import MPI
         self.MPI = MPI
         self.comm = comm
         self.rank = comm.Get_rank()
         self.nranks = comm.Get_size()
-        self.win = MPI.Win.Allocate(max(nwords, 1) * 8, 8, comm=comm)
+        self.window = window or SharedWindow(comm, max(nwords, 1) * 8, 8)
+        self.win = self.window.win
+        self.base = base
         # tomemory() is an mpi4py buffer (buffer protocol), which numpy's stubs do not list.
-        words = self.win.tomemory()
-        self.local = np.frombuffer(words, dtype=np.int64)[:nwords]  # type: ignore[call-overload]
+        words = np.frombuffer(self.window.memory, dtype=np.int64)  # type: ignore[call-overload]
+        self.local = words[base:base + nwords]
         self.local[:] = 0
         self._one = np.zeros(1, dtype=np.int64)
         self._two = np.zeros(1, dtype=np.int64)
@@ -129,25 +162,27 @@ class RmaMemory:
     def start(self) -> None:
         """Open the run-long passive epoch; call after the owners initialised their words,
         then wait for every rank to have opened its own (``MpiWorld.open`` does)."""
-        self.win.Lock_all()
+        self.window.start()
 
     def stop(self) -> None:
-        self.win.Unlock_all()
+        self.window.stop()
         self._posted.clear()
         self._posted_to.clear()
 
     def free(self) -> None:
-        self.win.Free()
+        self.window.free()
 
     def fetch_add(self, rank: int, disp: int, value: int) -> int:
         self._one[0] = value
-        self.win.Fetch_and_op([self._one, self._int64], [self._res, self._int64], rank, disp, self._sum)
+        self.win.Fetch_and_op([self._one, self._int64], [self._res, self._int64], rank,
+                               self.base + disp, self._sum)
         self.win.Flush(rank)
         return int(self._res[0])
 
     def swap(self, rank: int, disp: int, value: int) -> int:
         self._one[0] = value
-        self.win.Fetch_and_op([self._one, self._int64], [self._res, self._int64], rank, disp, self._replace)
+        self.win.Fetch_and_op([self._one, self._int64], [self._res, self._int64], rank,
+                               self.base + disp, self._replace)
         self.win.Flush(rank)
         return int(self._res[0])
 
@@ -155,13 +190,14 @@ class RmaMemory:
         self._one[0] = new
         self._two[0] = expected
         self.win.Compare_and_swap([self._one, self._int64], [self._two, self._int64],
-                                  [self._res, self._int64], rank, disp)
+                                  [self._res, self._int64], rank, self.base + disp)
         self.win.Flush(rank)
         return int(self._res[0])
 
     def add(self, rank: int, disp: int, value: int) -> None:
         self._one[0] = value
-        self.win.Accumulate([self._one, self._int64], rank, (disp, 1, self._int64), self._sum)
+        self.win.Accumulate([self._one, self._int64], rank, (self.base + disp, 1, self._int64),
+                            self._sum)
         self.win.Flush(rank)
 
     def post(self, rank: int, disp: int, value: int) -> None:
@@ -173,7 +209,8 @@ class RmaMemory:
         value_buf = np.full(1, value, dtype=np.int64)
         self._posted.append(value_buf)
         self._posted_to.add(rank)
-        self.win.Accumulate([value_buf, self._int64], rank, (disp, 1, self._int64), self._sum)
+        self.win.Accumulate([value_buf, self._int64], rank, (self.base + disp, 1, self._int64),
+                            self._sum)
 
     def _flush_posted(self) -> None:
         self.win.Flush_all()
@@ -187,7 +224,7 @@ class RmaMemory:
             return
         words, times = np.unique(np.asarray(disps, dtype=np.int64), return_counts=True)
         amounts = times * np.int64(value)
-        target = self._int64.Create_indexed_block(1, words.tolist())
+        target = self._int64.Create_indexed_block(1, (words + self.base).tolist())
         target.Commit()
         try:
             self.win.Accumulate([amounts, self._int64], rank, (0, 1, target), self._sum)
@@ -199,7 +236,7 @@ class RmaMemory:
         values = np.ascontiguousarray(values, dtype=np.int64)
         old = np.empty_like(values)
         self.win.Get_accumulate([values, self._int64], [old, self._int64], rank,
-                                (disp, len(values), self._int64), self._sum)
+                                (self.base + disp, len(values), self._int64), self._sum)
         self.win.Flush(rank)
         return old
 
@@ -207,13 +244,13 @@ class RmaMemory:
         if self._posted and rank in self._posted_to:
             self._flush_posted()
         out = np.empty(count, dtype=np.int64)
-        self.win.Get([out, self._int64], rank, (disp, count, self._int64))
+        self.win.Get([out, self._int64], rank, (self.base + disp, count, self._int64))
         self.win.Flush(rank)
         return out
 
     def put(self, rank: int, disp: int, values: np.ndarray) -> None:
         values = np.ascontiguousarray(values, dtype=np.int64)
-        self.win.Put([values, self._int64], rank, (disp, len(values), self._int64))
+        self.win.Put([values, self._int64], rank, (self.base + disp, len(values), self._int64))
         self.win.Flush(rank)
 
     def sync(self) -> None:
@@ -222,28 +259,32 @@ class RmaMemory:
 
 
 class RmaBytes:
-    """A byte window per rank (task results that other ranks read one-sidedly)."""
+    """``nbytes`` per rank (task results that other ranks read one-sidedly) at byte ``base``
+    of a shared ``Win.Allocate`` window (its own one unless ``window`` is given)."""
 
-    def __init__(self, comm, nbytes: int) -> None:
+    def __init__(self, comm, nbytes: int, window: SharedWindow | None = None,
+                 base: int = 0) -> None:
         from mpi4py import MPI
         self.MPI = MPI
-        self.win = MPI.Win.Allocate(max(nbytes, 8), 1, comm=comm)
-        memory = self.win.tomemory()        # an mpi4py buffer: see RmaMemory
-        self.local = np.frombuffer(memory, dtype=np.uint8)[:nbytes]  # type: ignore[call-overload]
+        self.window = window or SharedWindow(comm, max(nbytes, 8), 1)
+        self.win = self.window.win
+        self.base = base
+        memory = np.frombuffer(self.window.memory, dtype=np.uint8)  # type: ignore[call-overload]
+        self.local = memory[base:base + nbytes]
         self.size = nbytes
 
     def start(self) -> None:
-        self.win.Lock_all()
+        self.window.start()
 
     def stop(self) -> None:
-        self.win.Unlock_all()
+        self.window.stop()
 
     def free(self) -> None:
-        self.win.Free()
+        self.window.free()
 
     def read(self, rank: int, offset: int, length: int) -> bytes:
         out = bytearray(length)
-        self.win.Get([out, self.MPI.BYTE], rank, (offset, length, self.MPI.BYTE))
+        self.win.Get([out, self.MPI.BYTE], rank, (self.base + offset, length, self.MPI.BYTE))
         self.win.Flush(rank)
         return bytes(out)
 
@@ -251,13 +292,13 @@ class RmaBytes:
         """``read`` of every ``(rank, offset, length)``: all issued, then one flush per rank."""
         bufs = [bytearray(n) for _, _, n in requests]
         for (rank, offset, n), out in zip(requests, bufs):
-            self.win.Get([out, self.MPI.BYTE], rank, (offset, n, self.MPI.BYTE))
+            self.win.Get([out, self.MPI.BYTE], rank, (self.base + offset, n, self.MPI.BYTE))
         for rank in {r for r, _, _ in requests}:
             self.win.Flush(rank)
         return [bytes(out) for out in bufs]
 
     def write(self, rank: int, offset: int, data: bytes) -> None:
-        self.win.Put([data, self.MPI.BYTE], rank, (offset, len(data), self.MPI.BYTE))
+        self.win.Put([data, self.MPI.BYTE], rank, (self.base + offset, len(data), self.MPI.BYTE))
         self.win.Flush(rank)
 
     def sync(self) -> None:
