@@ -3,7 +3,8 @@
 An entry's keys, types, id (unique in the file), ``cmd`` or ``fn`` with ``args``/``kwargs``
 (run parameters substituted), ``foreach`` (``mpitiny.dag.foreach``), ``priority``, the
 options (``rank``, ``part``, ``retries``, ``timeout``, ``walltime``, ``cores``, ``mem``,
-``gpus``: a ``TaskOptions``), the shape of ``deps`` and ``strict_deps`` are checked here;
+``gpus``, ``ranks``: a ``TaskOptions``), the shape of ``deps`` and ``strict_deps`` are
+checked here;
 what ``deps`` name is resolved in pass 2 (``mpitiny.dag.deps``), once every entry is known.
 The checks run in a fixed order, so a file with several problems always reports the same
 first one. A ``mem`` or ``gpus`` that no node has is an error here (the node's memory and
@@ -16,7 +17,7 @@ from typing import Any, NamedTuple
 from mpitiny.dag.columns import PlainColumns, read_columns
 from mpitiny.dag.foreach import Foreach, ForeachParser
 from mpitiny.dag.limits import (ID_FORBIDDEN, MAX_CORES, MAX_GPUS, MAX_ID_LENGTH,
-                                MAX_INSTANCES, MAX_RETRIES, MAX_TIMEOUT, MAX_WALLTIME,
+                                MAX_INSTANCES, MAX_RANKS, MAX_RETRIES, MAX_TIMEOUT, MAX_WALLTIME,
                                 PRIORITY_LIMIT, TASK_KEY_SET, TASK_KEYS, gpus_per_node, id_problem,
                                 is_int, node_mem, parse_size, show_size)
 from mpitiny.dag.messages import Reporter, kind, show
@@ -67,7 +68,7 @@ class EntryParser(Reporter):
         self.total = 0                 # instances of the entries so far
         self.cmd_cache: dict = {}      # command as written -> with the parameters substituted
         self.fn_ok: set = set()        # "module:function" strings of valid syntax
-        self.options_seen: dict = {(None,) * 10: TaskOptions()}   # their values -> TaskOptions
+        self.options_seen: dict = {(None,) * 11: TaskOptions()}   # their values -> TaskOptions
 
     def parse_all(self, tasks: list) -> tuple[list, list]:
         """``(entries, raw deps)``: per entry a ``Group`` (with no ``deps`` yet) for a family,
@@ -104,11 +105,12 @@ class EntryParser(Reporter):
 
     def plain_entries(self, cols: PlainColumns) -> list:
         """The ``PlainEntry`` of every row of ``cols`` (for ``Lister.build``)."""
-        options: dict = {None: self.options_seen[(None,) * 10]}
+        options: dict = {None: self.options_seen[(None,) * 11]}
         for r in set(cols.ranks):
             if r not in options:
                 options[r] = self.options_seen.setdefault(
-                    (None, None, r, None, None, None, None, None, None, None), TaskOptions(rank=r))
+                    (None, None, r, None, None, None, None, None, None, None, None),
+                    TaskOptions(rank=r))
         return [PlainEntry(k, t, "fn" if f is not None else "cmd", c, f, list(a), {}, p,
                            options[r], "")
                 for k, (t, f, c, a, p, r) in enumerate(zip(cols.ids, cols.fns, cols.cmds,
@@ -145,7 +147,7 @@ class EntryParser(Reporter):
                 or self.total + 1 >= MAX_INSTANCES):
             return None
         options = self.options_seen.get(
-            (None, None, rank, None, None, None, None, None, None, None))
+            (None, None, rank, None, None, None, None, None, None, None, None))
         if options is None:
             return None
         self.first[tid] = index
@@ -307,7 +309,7 @@ class EntryParser(Reporter):
         walltime = self.parse_seconds(task, "walltime", MAX_WALLTIME, where)
         # Frozen, so entries with the same options share one object.
         key = (foreach.splits, foreach.split_var, rank, part, retries, timeout, walltime,
-               *self.parse_resources(task, where))
+               *self.parse_resources(task, where), self.parse_ranks(task, timeout, where))
         options = self.options_seen.get(key)
         if options is None:
             options = self.options_seen[key] = TaskOptions(*key)
@@ -344,6 +346,25 @@ class EntryParser(Reporter):
                                  "mpitiny run --gpus-per-node or MPITINY_GPUS_PER_NODE, "
                                  "default 0), so the task can never run", where)
         return cores, mem, gpus
+
+    def parse_ranks(self, task: dict, timeout: float | None, where: str) -> int | None:
+        """``ranks``: how many ranks an instance holds at once (None if not set): a function
+        runs on each, a command on the first while the others wait. More than 1: not with
+        node resources, nor a function with ``timeout``; more than the run's ranks is an
+        error when the run starts (``mpitiny.engine.gang``)."""
+        if "ranks" not in task:
+            return None
+        ranks = task["ranks"]
+        if not is_int(ranks) or not 1 <= ranks <= MAX_RANKS:
+            raise self.error(f"ranks: must be an integer from 1 to {MAX_RANKS}, not "
+                             f"{show(ranks)}", where)
+        if ranks > 1 and timeout is not None and "fn" in task:
+            raise self.error("ranks: a function on several ranks cannot have a timeout (a rank "
+                             "interrupted in a collective would leave the others in it)", where)
+        if ranks > 1 and any(key in task for key in ("cores", "mem", "gpus")):
+            raise self.error("ranks: a task of several ranks cannot declare cores, mem or "
+                             "gpus", where)
+        return ranks
 
     def parse_seconds(self, task: dict, key: str, most: float, where: str) -> float | None:
         """``timeout`` or ``walltime``: a number of seconds > 0, at most ``most`` (a year);

@@ -4,7 +4,8 @@ Each module is imported once (the current directory, then the dag file's directo
 ``sys.path``), each ``module:function`` resolved once, and its signature checked against the
 entry's ``args``/``kwargs``. The loader sets on each ``fn`` group what the runtime calls:
 ``function``, its batch form ``batch_function`` (``mpitiny.with_batch``, or None) and
-``wants_inputs`` (a parameter named ``inputs`` receives the parents' results). A module that
+``wants_inputs`` (a parameter named ``inputs`` receives the parents' results); an entry with
+``ranks`` needs a parameter named ``comm`` (the communicator of its ranks). A module that
 is missing or raises while importing is a ``DagError``, not a traceback.
 """
 from __future__ import annotations
@@ -28,6 +29,7 @@ class ResolvedFunction:
     signature: inspect.Signature | None     # None when inspect cannot tell (some builtins)
     wants_inputs: bool
     batch_function: Callable | None
+    wants_comm: bool = False      # a parameter named ``comm`` (entries with ``ranks``)
 
 
 def batch_form(function: Callable) -> Callable | None:
@@ -67,14 +69,27 @@ class FunctionImporter(Reporter):
                                  f"parents) because {oneline(g.fn)} has a parameter named "
                                  "'inputs'; "
                                  "do not set it in kwargs", g.where)
+            if g.options.ranks is not None:
+                self.check_comm(g, found)
             self.check_call(g, found)
+
+    def check_comm(self, group: Group, found: ResolvedFunction) -> None:
+        """An entry with ``ranks`` passes the communicator of its ranks in ``comm``."""
+        if not found.wants_comm:
+            raise self.error(f"ranks: {oneline(group.fn)} has no parameter named 'comm' (it "
+                             "receives the communicator of the task's ranks)", group.where)
+        if "comm" in group.kwargs:
+            raise self.error("kwargs: 'comm' is set by mpitiny (the communicator of the "
+                             "task's ranks); do not set it in kwargs", group.where)
 
     def check_call(self, group: Group, found: ResolvedFunction) -> None:
         """The group's ``args``/``kwargs`` (and ``inputs``) must bind to the signature."""
-        key = (group.fn, len(group.args), tuple(group.kwargs))
+        key = (group.fn, len(group.args), tuple(group.kwargs), group.options.ranks is None)
         if key in self.bound or found.signature is None:
             return
         extra: dict = {"inputs": {}} if found.wants_inputs else {}
+        if group.options.ranks is not None:
+            extra["comm"] = None
         try:
             found.signature.bind(*group.args, **group.kwargs, **extra)
         except TypeError as err:
@@ -139,7 +154,9 @@ class FunctionImporter(Reporter):
             signature = inspect.signature(obj)
         except (TypeError, ValueError):
             return ResolvedFunction(obj, None, False, batch)
+        named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
         param = signature.parameters.get("inputs")
-        wants = param is not None and param.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                                     inspect.Parameter.KEYWORD_ONLY)
-        return ResolvedFunction(obj, signature, wants, batch)
+        wants = param is not None and param.kind in named
+        comm = signature.parameters.get("comm")
+        return ResolvedFunction(obj, signature, wants, batch,
+                                comm is not None and comm.kind in named)

@@ -29,11 +29,13 @@ MAX_WALLTIME = MAX_TIMEOUT
 #: ``cores`` and ``gpus`` of one task: at most this many (the GPUs of a node are one word's bits).
 MAX_CORES = 1 << 20
 MAX_GPUS = 63
+#: ``ranks`` of one task (a multi-rank task's gang is gathered in one word's low bits).
+MAX_RANKS = 1 << 20
 
 TOP_KEYS = ("name", "version", "description", "params", "tasks")
 TASK_KEYS = ("id", "cmd", "fn", "args", "kwargs", "deps", "foreach", "priority", "rank",
              "part", "retries", "timeout", "walltime", "description", "strict_deps", "cores",
-             "mem", "gpus")
+             "mem", "gpus", "ranks")
 TOP_KEY_SET = frozenset(TOP_KEYS)
 TASK_KEY_SET = frozenset(TASK_KEYS)
 

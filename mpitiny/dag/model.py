@@ -295,7 +295,9 @@ class TaskOptions:
       running average of its group);
     - ``cores``, ``mem`` (bytes) and ``gpus``: what one instance uses of its node while it
       runs (``mpitiny.engine.resources``): an instance holds ``cores`` rank slots of one
-      node, and ``mem`` and ``gpus`` of the node's.
+      node, and ``mem`` and ``gpus`` of the node's;
+    - ``ranks``: how many ranks run an instance at once, its function getting their
+      communicator in ``comm`` (``mpitiny.engine.gang``).
     """
 
     splits: tuple[str, str] | None = None
@@ -308,6 +310,7 @@ class TaskOptions:
     cores: int | None = None
     mem: int | None = None
     gpus: int | None = None
+    ranks: int | None = None
 
     @property
     def resources(self) -> bool:

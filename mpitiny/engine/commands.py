@@ -39,6 +39,10 @@ class CommandRunner:
         in their environment (``mpitiny.engine.resources``)."""
         if self.cmd_env is None:
             self.cmd_env = dict(os.environ)
+        gang = self.runner.gang          # "ranks": the others wait (mpitiny.engine.gang)
+        if group.options.ranks is not None and gang is not None:
+            return gang.run.command(group, instances, self.cmd_env,
+                                    lambda: self.run_all(group, instances, chunk))
         node = self.runner.node
         if node is not None:
             with node.held(group.index, self.cmd_env):

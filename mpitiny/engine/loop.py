@@ -193,11 +193,12 @@ class Engine:
         if self.ending():
             self.leave()
             return None
-        chunk = self.take_direct()
+        gang = self.runner.gang      # tasks of several ranks: mpitiny.engine.gang
+        chunk = self.take_direct() if gang is None else gang.next(self.take_direct)
         backoff = Backoff(self.max_sleep, spin=self.spare_cores)
         while chunk is None:
             self.rounds += 1
-            chunk = self.find_work()
+            chunk = self.find_work() if gang is None else gang.next(self.find_work)
             if chunk is None:
                 self.report_finished()
                 if self.ending():

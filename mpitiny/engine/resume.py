@@ -7,7 +7,8 @@ complete is resumed (``mpitiny.engine.start``). Every task then has a ``Standing
   task, so the DAG's counts and the outputs come out as in an uninterrupted run, with any
   number of ranks: its kept value is reloaded for its children, its row has attempt 0.
 - SUSPECT (was running when a rank died): a command runs as usual (it cannot take the rank
-  down); a function runs alone in a child process (``run_isolated``), again after each crash
+  down), and so does a task of several ``ranks`` (on its gang: a child process has no MPI);
+  a function runs alone in a child process (``run_isolated``), again after each crash
   until it has crashed ``--max-crashes`` times. Under a time limit it starts only if it fits,
   as any task; a stop request or the run's hard end kills the child, and the task is
   journaled as stopped (not crashed): it stays a suspect for the next run.
@@ -113,7 +114,7 @@ class Resume:
         e = self.engine
         group = e.dag.groups[g]
         gid = int(e.base[g]) + i
-        if group.kind != "fn":
+        if group.kind != "fn" or group.options.ranks is not None:     # (ranks: on its gang)
             e.run_group(g, np.array([i], dtype=np.int64), chunk, plain=True)
             return
         if e.control.limit is not None and not len(

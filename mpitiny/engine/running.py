@@ -16,7 +16,8 @@ the chunk runs again one call per task, so that a failure names the task that fa
 
 Resources: in a run of a DAG that declares ``cores``, ``mem`` or ``gpus``, a chunk runs once
 what it uses of the node is claimed (``mpitiny.engine.resources``, around ``run_fn`` and
-``run_cmd``); otherwise nothing is claimed.
+``run_cmd``); otherwise nothing is claimed. A group of ``"ranks"`` runs on its gangs
+(``mpitiny.engine.gang``), never batched.
 
 Attempts: attempt 1 is the ordinary call; ``retries`` more follow a failure (``retry_fn``),
 each with ``MPITINY_ATTEMPT`` set; the attempt that made a kept value is journaled with it.
@@ -32,6 +33,7 @@ import numpy as np
 
 from mpitiny.engine.control import Control
 from mpitiny.engine.dataplane import DataPlane, TaskResultError
+from mpitiny.engine.gang import make_gangs
 from mpitiny.engine.guard import Guard, StopRun
 from mpitiny.engine.journaling import ChunkJournal
 from mpitiny.engine.resources import node_resources
@@ -64,11 +66,14 @@ class TaskRunner:
         self._unbatched_families: set = set()
         # A DAG that declares resources: what a chunk uses of the node, claimed around it.
         self.node = None if world is None else node_resources(world, dag)
+        # A DAG with "ranks": its tasks' gangs (mpitiny.engine.gang; the loop's ``next`` hook).
+        self.gang = make_gangs(self, world, dag)
 
     @property
     def node_windows(self) -> list:
-        """The window of the node's resource counters, if the run counts resources."""
-        return [] if self.node is None else self.node.windows
+        """The windows of the node's resource counters and of the gangs, if the run has them."""
+        return ([] if self.node is None else self.node.windows) + \
+            ([] if self.gang is None else self.gang.windows)
 
     def timeout(self, group) -> float | None:
         t = group.options.timeout
@@ -82,7 +87,7 @@ class TaskRunner:
         """Whether this run calls ``group``'s batch form (``mpitiny.with_batch``) for its
         chunks: not under ``--no-batch``, nor with a time limit per task."""
         return (self.opts.batch and group.kind == "fn" and group.batch_function is not None
-                and not self.timeout(group))
+                and not self.timeout(group) and group.options.ranks is None)
 
     # ------------------------------------------------------------------ functions
     def run_fn(self, group, instances, chunk: Chunk) -> tuple:
@@ -95,7 +100,10 @@ class TaskRunner:
         return self.call_all(group, instances, chunk)
 
     def call_all(self, group, instances, chunk: Chunk) -> tuple:
-        """``run_fn`` once its resources are held."""
+        """``run_fn`` once its resources are held (a group of ``ranks``: on its gangs)."""
+        if group.options.ranks is not None:
+            assert self.gang is not None
+            return self.gang.run.lead(group, instances, chunk)
         splits = self.data.split_reader(group)
         prefetched: dict = {}      # inputs a failed batch read: not read again (counted once)
         if len(instances) > 1 and self.batch_family[group.index]:

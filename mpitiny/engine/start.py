@@ -27,6 +27,7 @@ import traceback
 from dataclasses import dataclass
 
 from mpitiny.dag.model import DAG
+from mpitiny.engine.gang import check_ranks
 from mpitiny.engine.guard import announce_ready, install_early, restore
 from mpitiny.engine.loop import Engine
 from mpitiny.engine.progress import Progress
@@ -76,6 +77,7 @@ def _run_file(path: str | None, params: dict, out_dir: str | None, dag_text: str
     t_launch = time.time()
     dag = load_everywhere(comm, path, params, dag_text)
     check_cores(comm, dag)      # "cores" more than a node has ranks: one error
+    check_ranks(comm.Get_size(), dag)       # "ranks" more than the run has: one error
     run_dir = out_dir or default_run_dir(dag)
     rank = comm.Get_rank()
     setup = None
