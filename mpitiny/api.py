@@ -129,9 +129,14 @@ class DAG:
     def task(self, id: str, fn: Callable | str | None = None, *, cmd: str | None = None,
              args: list | None = None, kwargs: dict | None = None, deps: Iterable = (),
              priority: int = 0, rank: int | str | None = None, retries: int | None = None,
-             timeout: float | None = None, walltime: float | None = None) -> Handle:
+             timeout: float | None = None, walltime: float | None = None,
+             ranks: int | None = None, cores: int | None = None, mem: str | int | None = None,
+             gpus: int | None = None) -> Handle:
         """Add a plain task: a Python function ``fn`` or a shell command ``cmd``; ``retries``,
-        ``timeout`` and ``walltime`` (seconds) as in dag.json (docs/dag-format.md)."""
+        ``timeout`` and ``walltime`` (seconds), ``ranks`` (a task run by that many ranks at
+        once, its function given their communicator as ``comm``) and what it uses of a node
+        (``cores``, ``mem`` as ``"20GB"`` or bytes, ``gpus``) as in dag.json
+        (docs/dag-format.md)."""
         entry: dict = {"id": id}
         if (fn is None) == (cmd is None):
             raise BadInput(f"task {id!r}: give exactly one of fn and cmd")
@@ -150,7 +155,8 @@ class DAG:
             entry["priority"] = priority
         if rank is not None:
             entry["rank"] = rank
-        for key, value in (("retries", retries), ("timeout", timeout), ("walltime", walltime)):
+        for key, value in (("retries", retries), ("timeout", timeout), ("walltime", walltime),
+                           ("ranks", ranks), ("cores", cores), ("mem", mem), ("gpus", gpus)):
             if value is not None:
                 entry[key] = value
         self.tasks.append(entry)

@@ -47,6 +47,16 @@ def test_retries_timeout_and_walltime_reach_the_task_options(tmp_path):
     assert (g.options.retries, g.options.timeout, g.options.walltime) == (None, None, None)
 
 
+def test_ranks_and_node_resources_reach_the_task_options(tmp_path):
+    dag = mpitiny.DAG("t")
+    dag.family("wide", cmd="hostname", foreach={"i": range(2)}, ranks=2)
+    dag.task("big", "mpitiny.tasks:null", cores=2, mem="1MB", gpus=0)
+    dag.save(str(tmp_path / "d.json"))
+    wide, big = load_dag(str(tmp_path / "d.json")).groups
+    assert wide.options.ranks == 2 and big.options.ranks is None
+    assert (big.options.cores, big.options.mem, big.options.gpus) == (2, 10 ** 6, 0)
+
+
 def test_unnameable_functions_are_refused():
     with pytest.raises(BadInput):
         function_name(lambda x: x)
