@@ -389,3 +389,51 @@ def test_scontrol_requeue_resumes(tmp_path):
     assert_completed(job)
     summary = check_sleepy_run(tmp_path, run_dir, n, job)
     assert summary["incarnation"] >= 2 and summary["cached"] >= 8, summary
+
+
+def mpitiny_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-m", "mpitiny", *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+
+
+def test_serve_sbatch_runs_submitted_jobs_until_stopped(tmp_path):
+    """``sbatch slurm/serve.sh RUN_DIR``: a job submitted before the server starts and one
+    submitted while it runs both complete exactly; ``mpitiny stop`` ends the batch job, which
+    completes (exit 0), and ``mpitiny status`` lists both jobs as done."""
+    from mpitiny.io import jobs as jf
+    run_dir = tmp_path / "pool"
+    dags = []
+    for name, n in (("early", 60), ("late", 40)):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"name": name, "tasks": [
+            {"id": "sq", "fn": "mpitiny.tasks:sleep", "args": [0.01],
+             "foreach": {"i": {"range": [0, n]}}},
+            {"id": "all", "cmd": "true", "deps": ["sq"]}]}))
+        dags.append((path, n))
+    early = mpitiny_cli("submit", str(run_dir), str(dags[0][0]))
+    assert early.returncode == 0, early.stderr
+    holder: dict = {}
+    server = threading.Thread(target=lambda: holder.update(job=sbatch(
+        "serve.sh", str(run_dir), tmp_path=tmp_path)))
+    server.start()
+    try:
+        late = mpitiny_cli("submit", str(run_dir), str(dags[1][0]))
+        assert late.returncode == 0, late.stderr
+        ids = [early.stdout.strip(), late.stdout.strip()]
+        deadline = time.monotonic() + JOB_TIMEOUT / 2
+        while time.monotonic() < deadline and not all(
+                jf.read_state(str(run_dir), j).get("state") in jf.FINAL for j in ids):
+            time.sleep(0.5)
+        status = mpitiny_cli("status", str(run_dir))
+    finally:
+        stop = mpitiny_cli("stop", str(run_dir))
+        server.join(JOB_TIMEOUT)
+    assert stop.returncode == 0, stop.stderr
+    assert_completed(holder["job"])
+    for jid, (_, n) in zip(ids, dags):
+        state = jf.read_state(str(run_dir), jid)
+        assert (state.get("state"), state.get("done"), state.get("failed")) == ("done", n + 1, 0), \
+            f"{state}\n{status.stdout}\n{holder['job'].describe()}"
+        rows = [r["id"] for r in jf.read_lines(str(run_dir), jid, "tasks")]
+        assert sorted(rows) == sorted([f"sq[{i}]" for i in range(n)] + ["all"]), rows
+    assert status.stdout.count(" done ") >= 2, status.stdout
