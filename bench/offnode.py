@@ -20,7 +20,9 @@ Reported per case and variant: the median makespan (``summary.json`` wall second
 start to end) over ``--repeat`` runs, interleaved, and the ratio to ``shm``; and the longest
 time a rank sat idle while some task was ready (``idle_with_work``, from the task records: a
 root is ready at the first task's start, ``c[i]`` at the end of ``b[i]``; a rank is idle from
-the end of one of its tasks to the start of its next, or from the first start to its first).
+the end of one of its tasks to the start of its next, or from the first start to its first);
+for ``release``, the hand-off from ``b[i]``'s end to ``c[i]``'s start on one rank (median and
+max over the runs: ``handoffs``).
 """
 from __future__ import annotations
 
@@ -85,6 +87,26 @@ def idle_with_work(run_dir: str) -> float:
     return worst
 
 
+def handoffs(run_dir: str) -> list:
+    """``release`` case: per ``i``, the time (s) from the end of ``b[i]`` to the start of its
+    child ``c[i]`` where both ran on one rank (the release, counting ``c[i]``'s words down,
+    and the claim: what the words' placement decides between nodes)."""
+    from mpitiny.io.rundir import groups_of, read_tasks
+    rows = read_tasks(run_dir)
+    by_name = {g["name"]: g for g in groups_of(run_dir)}
+    if "c" not in by_name:
+        return []
+    order = np.argsort(rows["gid"])
+    start, end, rank = rows["start"][order], rows["end"][order], rows["rank"][order]
+    b, c = by_name["b"], by_name["c"]
+    out = []
+    for i in range(c["size"]):
+        pb, pc = b["first"] + i, c["first"] + i
+        if rank[pb] == rank[pc]:
+            out.append(float(start[pc] - end[pb]))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -99,6 +121,7 @@ def main() -> None:
             for name, dag in cases(a.seconds).items() if name in a.cases.split(",")}
     walls: dict = {(c, v): [] for c in dags for v in VARIANTS}
     idles: dict = {(c, v): [] for c in dags for v in VARIANTS}
+    gaps: dict = {(c, v): [] for c in dags for v in VARIANTS}
     for k in range(a.repeat):
         for case, dag in dags.items():
             order = list(VARIANTS) if k % 2 == 0 else list(reversed(VARIANTS))
@@ -109,6 +132,7 @@ def main() -> None:
                 idle = idle_with_work(run_dir)
                 walls[case, variant].append(summary["wall_seconds"])
                 idles[case, variant].append(idle)
+                gaps[case, variant] += handoffs(run_dir)
                 C.log(f"{case} {variant}: {summary['wall_seconds']:.3f} s, longest idle with "
                       f"ready work {1e3 * idle:.1f} ms")
     table = {}
@@ -119,13 +143,22 @@ def main() -> None:
                    "ratio_to_shm": statistics.median(walls[case, v]) / shm,
                    "max_idle_with_work_ms": 1e3 * max(idles[case, v]),
                    "runs": walls[case, v]} for v in VARIANTS}
+        for v in VARIANTS:
+            if gaps[case, v]:
+                row[v]["handoff_median_ms"] = 1e3 * statistics.median(gaps[case, v])
+                row[v]["handoff_max_ms"] = 1e3 * max(gaps[case, v])
         table[case] = row
         human.append(f"{case}: shm {shm:.2f} s, net {row['net']['median_seconds']:.2f} s "
                      f"({row['net']['ratio_to_shm']:.2f}x), net without progress "
                      f"{row['net-off']['median_seconds']:.2f} s "
                      f"({row['net-off']['ratio_to_shm']:.2f}x); longest idle with ready work: "
                      f"net {row['net']['max_idle_with_work_ms']:.0f} ms, net-off "
-                     f"{row['net-off']['max_idle_with_work_ms']:.0f} ms")
+                     f"{row['net-off']['max_idle_with_work_ms']:.0f} ms"
+                     + (f"; b->c hand-off on the network path median "
+                        f"{row['net']['handoff_median_ms']:.2f} ms, max "
+                        f"{row['net']['handoff_max_ms']:.2f} ms (shm median "
+                        f"{row['shm']['handoff_median_ms']:.2f} ms)"
+                        if "handoff_median_ms" in row["net"] else ""))
     C.emit({"benchmark": "offnode", "machine": C.machine(), "seconds": a.seconds,
             "repeat": a.repeat, "cases": table}, "offnode: " + " | ".join(human))
 

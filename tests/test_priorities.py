@@ -101,6 +101,23 @@ def test_urgent_tasks_start_before_any_later_priority_0_task(tmp_path, nranks, s
     assert board_counts == [[0]] * nranks          # every counted task was counted off
 
 
+@pytest.mark.parametrize("nranks,seed", [(5, 0), (7, 1), (9, 2)])
+def test_a_tiered_board_keeps_urgent_tasks_first(tmp_path, monkeypatch, nranks, seed,
+                                                  board_counts):
+    """The board in groups of 2 ranks (as beyond 64 ranks), the summary read afresh every
+    time: urgent tasks released in rank 0's group still start before any later priority-0
+    task anywhere, and every group's count ends at 0."""
+    import mpitiny.queue.levels as levels
+    monkeypatch.setattr(levels, "GROUP_RANKS", 2)
+    monkeypatch.setattr(levels, "READ_SECONDS", 0.0)
+    dag = urgent_dag(nranks)
+    run_checked(dag, nranks, tmp_path / "run", seed)
+    starts, release, _ = starts_by_group(dag, tmp_path / "run")
+    assert len(starts["bg"][starts["bg"] > release]), "nothing was checked"
+    assert order_violations(starts["u10"], starts["bg"], release) == 0
+    assert board_counts == [[0]] * nranks
+
+
 def test_without_the_board_urgent_tasks_wait_behind_other_ranks_work(tmp_path, monkeypatch):
     """The control: with the board off (as before it), the other ranks start priority-0 tasks
     while urgent ones wait on rank 0; so the test above does test something."""

@@ -390,3 +390,125 @@ def test_board_counts_stay_exact_under_random_pushes_steals_and_claims(seed):
                     q.push_ids(w, prio=p)
                 q.advertise(p)
         assert bs[0].counts() == [queued[1], queued[4], queued[9]]
+
+
+def tiered_boards(nranks, priorities, group_ranks, slots=4):
+    from mpitiny.queue.levels import PriorityBoard
+    qs = make_queues(nranks, slots=slots)
+    clock = iter(range(10 ** 9))          # every read of the summary is a fresh one
+    return qs, [PriorityBoard(q, priorities, group_ranks=group_ranks,
+                              clock=lambda: next(clock)) for q in qs]
+
+
+def published(queue):
+    """``{priority: tasks}`` that ``queue`` holds unclaimed in its slots."""
+    from mpitiny.queue.stealq import unpack
+    out: dict = {}
+    for prio, _, slot in queue.active:
+        _, nxt, hi = unpack(int(queue.local[queue.slot0 + slot]))
+        out[prio] = out.get(prio, 0) + max(0, hi - nxt)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_tiered_board_lists_every_group_that_holds_higher_tasks(seed):
+    """Beyond ``group_ranks`` ranks each group counts its own tasks and rank 0 keeps how many
+    groups are listed per level. Under random pushes, claims, steals across groups (which
+    carry the count: ``moved``) and reads (which unlist groups found empty): a group's count is
+    never below what its queues hold, a group holding tasks of a level is listed, the summary
+    counts exactly the listed groups, and a rank whose best is below a level some group
+    holds is told so by ``wanted``."""
+    rng = random.Random(seed)
+    prios, nranks, group = [0, 1, 4, 9], 7, 2
+    qs, bs = tiered_boards(nranks, prios, group)
+    assert bs[0].tiered and bs[6].leader == 6 and bs[3].leader == 2
+    next_id = 0
+    for _ in range(1500):
+        r = rng.randrange(nranks)
+        q, b = qs[r], bs[r]
+        action = rng.random()
+        if action < 0.3:
+            n, p = rng.randint(1, 6), rng.choice(prios)
+            b.queued(p, n)
+            q.push_range(next_id, next_id + n, prio=p)
+            next_id += n
+        elif action < 0.55:
+            w = q.claim(rng.randint(1, 4))
+            if w is not None:
+                b.claimed(q.claimed_prio, len(as_ids(w)))
+        elif action < 0.8:
+            v = rng.choice([x for x in range(nranks) if x != r])
+            got = q.steal(v, rng.choice([None, 1, 4, 9]))
+            if got is not None:
+                p, w = got
+                b.moved(p, len(as_ids(w)), v)
+                if isinstance(w, tuple):
+                    q.push_range(*w, prio=p)
+                else:
+                    q.push_ids(w, prio=p)
+                if rng.random() < 0.5:
+                    b.hint(p)
+        else:
+            b.wanted(q.top_prio())
+        for lvl, p in enumerate(prios[1:]):
+            held = [sum(published(qs[k]).get(p, 0) for k in range(g, min(g + group, nranks)))
+                    for g in range(0, nranks, group)]
+            counts = [bs[g].counts()[lvl] for g in range(0, nranks, group)]
+            hints = [int(bs[0].mem.get(g, bs[0].board0 + 2 * lvl + 1, 1)[0])
+                     for g in range(0, nranks, group)]
+            assert all(c >= h for c, h in zip(counts, held)), (p, counts, held)
+            assert all(hint for hint, h in zip(hints, held) if h), (p, hints, held)
+            assert bs[0].groups_with_work()[lvl] == sum(1 for hint in hints if hint)
+            if any(held):
+                assert bs[r].wanted(prios[lvl]) is not None, (r, p, held)
+
+
+def test_tiered_board_unlists_an_empty_group_only_when_it_holds_nothing():
+    qs, bs = tiered_boards(4, [0, 5], 2)
+    bs[3].queued(5, 2)
+    qs[3].push_range(0, 2, prio=5)
+    assert bs[0].groups_with_work() == [1]
+    assert bs[0].wanted(0) == (1, 3)                  # through the summary, to group 2's board
+    assert bs[1].wanted(0) == (1, 3)
+    assert qs[3].claim(2) == (0, 2)
+    bs[3].claimed(5, 2)
+    assert bs[0].wanted(0) is None                    # found empty: unlisted
+    assert bs[0].groups_with_work() == [0]
+    bs[2].queued(5, 1)                                # listed again by the next count
+    qs[2].push_range(10, 11, prio=5)
+    assert bs[0].groups_with_work() == [1] and bs[1].wanted(None) == (1, 2)
+
+
+@pytest.mark.parametrize("meanwhile", ["count", "hint"])
+def test_a_group_that_gets_tasks_while_it_is_being_unlisted_stays_listed(meanwhile):
+    """``unlist`` clears a group's hint word, then reads its count again. If rank 3 counts a
+    task there (from 0: its swap finds the word cleared) or names itself as holding stolen
+    ones (``hint``) in between, the group is listed again by that rank, and the reader,
+    finding the count positive and the word set, takes back only the extra listing."""
+    qs, bs = tiered_boards(4, [0, 5], 2)
+    bs[3].queued(5, 1)
+    qs[3].push_range(0, 1, prio=5)
+    assert qs[3].claim(1) == (0, 1)
+    bs[3].claimed(5, 1)                         # group 2 listed, its count 0
+    if meanwhile == "hint":
+        bs[3].queued(5, 2)                      # its count 2 (hint word still set)
+        qs[3].push_range(1, 3, prio=5)
+    reader = bs[0]
+    count_word = reader.board0
+    get = reader.mem.get
+
+    def get_between(rank, disp, n):
+        if (rank, disp, n) == (2, count_word, 1):      # unlist's second look at the count
+            if meanwhile == "count":
+                bs[3].queued(5, 1)
+                qs[3].push_range(10, 11, prio=5)
+            else:
+                bs[3].hint(5)
+        return get(rank, disp, n)
+
+    reader.mem.get = get_between       # (with "hint", as if it had seen the count 0 before)
+    reader.unlist(2, 1, int(get(2, count_word + 1, 1)[0]))
+    reader.mem.get = get
+    assert bs[3].counts() == [1 if meanwhile == "count" else 2]
+    assert get(2, count_word + 1, 1)[0] != 0
+    assert reader.groups_with_work() == [1]

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from mpitiny.queue.layout import Layout
-from mpitiny.dag.model import DAG, Dep, ElementMap, Group, Var
+from mpitiny.dag.model import DAG, Dep, ElementMap, Group, TaskOptions, Var
 from mpitiny.queue.release import Release
-from mpitiny.queue.memory import LocalMemory
+from mpitiny.queue.memory import LocalMemory, LocalView
 
 
 def group(index, name, n=None, deps=(), vars_=None):
@@ -22,7 +22,9 @@ def each(*items):
     return ElementMap(tuple(("var", x) if isinstance(x, str) else ("lit", x) for x in items))
 
 
-def random_dag(rng):
+def random_dag(rng, placed=False):
+    """A random DAG; with ``placed``, some groups have a ``rank`` spec (a constant, or
+    ``"{i}"``: their words then follow the placement, ``Layout.follow``)."""
     groups = []
     for k in range(rng.randint(1, 12)):
         shape = rng.random()
@@ -41,7 +43,11 @@ def random_dag(rng):
                 g.deps.append(Dep(parent.index, ElementMap(lits)))
             else:
                 g.deps.append(Dep(parent.index))
-        groups.append(Group(index=k, name=g.name, kind="fn", fn="m:f", vars=g.vars, deps=g.deps))
+        options = TaskOptions()
+        if placed and rng.random() < 0.5:
+            options = TaskOptions(rank=rng.choice([0, 1, 5, "{i}"] if g.vars else [0, 1, 5]))
+        groups.append(Group(index=k, name=g.name, kind="fn", fn="m:f", vars=g.vars, deps=g.deps,
+                            options=options))
         groups[-1].function, groups[-1].wants_inputs = None, False
     return DAG("random", groups)
 
@@ -93,10 +99,14 @@ def parents_of(dag, g, i):
             yield int(dag.base[parent.index]) + p
 
 
-@pytest.mark.parametrize("seed", range(60))
-def test_random_dags_every_task_once_after_parents(seed):
+@pytest.mark.parametrize("seed", range(100))
+def test_random_dags_every_task_once_after_parents(seed, monkeypatch):
+    """Seeds 60-99 place some groups (``Layout.follow``); 90-99 with at most 2 instances
+    placed one by one (larger spread families keep their blocks: ``FOLLOW_MAX``)."""
+    if seed >= 90:
+        monkeypatch.setattr("mpitiny.queue.layout.FOLLOW_MAX", 2)
     rng = random.Random(seed)
-    dag = random_dag(rng)
+    dag = random_dag(rng, placed=seed >= 60)
     finished = simulate(dag, rng.choice([1, 2, 3, 8]), rng, fail_prob=rng.choice([0, 0, 0.1]))
     assert len(finished) == dag.total
     for g in dag.groups:
@@ -156,7 +166,102 @@ def test_elementwise_chunk_updates_blocks():
     calls = []
     view = mem.view(0)
     original = view.fetch_add_block
-    view.fetch_add_block = lambda rank, disp, values: calls.append(len(values)) or original(rank, disp, values)
+    view.fetch_add_block = lambda rank, disp, values: \
+        calls.append(len(values)) or original(rank, disp, values)
     ready, _ = Release(layout, view).finish(0, np.arange(2000, 6000))
     assert sorted(ready[0][1].tolist()) == list(range(2000, 6000))
     assert len(calls) <= 3     # one block update per owner rank, not one per task
+
+
+class Targets(LocalView):
+    """A ``LocalView`` that notes the target rank of every word operation."""
+
+    def __init__(self, memory, rank):
+        super().__init__(memory, rank)
+        self.targets = []
+        for name in ("fetch_add", "swap", "cas", "add", "fetch_add_block", "get"):
+            setattr(self, name, self._noting(getattr(self, name)))
+
+    def _noting(self, op):
+        def noted(rank, *args):
+            self.targets.append(rank)
+            return op(rank, *args)
+        return noted
+
+
+@pytest.mark.parametrize("spec", [1, 3, "{i}"])
+@pytest.mark.parametrize("nranks", [2, 4, 7])
+def test_children_of_a_placed_parent_are_counted_down_in_its_ranks_window(spec, nranks):
+    """``a`` is placed; ``b[i]`` waits for ``a[i]``, ``t`` for ``a[7]``, and with ``a`` on one
+    rank, ``s[i]`` for ``a[i-1]`` and ``a[i+1]`` (a stencil: the edges have one parent) and
+    ``c`` for all of ``a`` (a gate; spread by ``"{i}"``, a's instances run on several ranks,
+    and so would their neighbours). Finishing ``a[i]`` on the rank it is placed on touches no
+    other rank's words (with the words hashed over the ranks, as before ``Layout.follow``,
+    most such releases would)."""
+    n = 40
+    a = group(0, "a", n)
+    a = Group(index=0, name="a", kind="fn", fn="m:f", vars=a.vars, options=TaskOptions(rank=spec))
+    a.function, a.wants_inputs = None, False
+    stencil = [ElementMap((("expr", ("-", ("v", "i"), ("n", 1))),)),
+               ElementMap((("expr", ("+", ("v", "i"), ("n", 1))),))]
+    groups = [a, group(1, "b", n, deps=[Dep(0, each("i"))]), group(2, "t", deps=[Dep(0, each(7))])]
+    if spec != "{i}":
+        groups += [group(3, "s", n, deps=[Dep(0, m) for m in stencil]), group(4, "c", deps=[Dep(0)])]
+    dag = DAG("placed", groups)
+    layout = Layout(dag, nranks, 0)
+    mem = LocalMemory(nranks, int(layout.nwords.max()))
+    views = [Targets(mem, r) for r in range(nranks)]
+    for r in range(nranks):
+        layout.init_words(r, mem.words[r])
+    releases = [Release(layout, v) for v in views]
+    homes = layout.placed_on(0, np.arange(n))
+    released = {}
+    for i in range(n):
+        r = int(homes[i])
+        ready, skipped = releases[r].finish(0, np.array([i]))
+        assert not skipped
+        for g, idx in ready:
+            for j in idx.tolist():
+                assert (g, j) not in released
+                released[g, j] = i
+        assert set(views[r].targets) <= {r}, (i, r, views[r].targets)
+        views[r].targets.clear()
+    expected = [(1, j) for j in range(n)] + [(2, 0)]
+    if spec != "{i}":
+        expected += [(3, j) for j in range(n)] + [(4, 0)]
+        assert released[4, 0] == n - 1
+    assert sorted(released) == expected
+    assert all(released[1, j] == j for j in range(n)) and released[2, 0] == 7
+
+
+@pytest.mark.parametrize("nranks,seed", [(1, 0), (3, 1), (4, 2), (6, 3)])
+def test_a_placed_dag_passes_its_values_exactly(tmp_path, nranks, seed):
+    """Words that follow placement (``Layout.follow``), through the whole engine on simulated
+    ranks: ``a[i]`` placed on rank ``i`` (its locations where it runs), ``b[i]`` placed on
+    rank 1 reads ``a[i]`` (its counts where ``a[i]`` runs), ``c`` waits for all of ``b``
+    (its gate on rank 1) and reads them; every task once, after its parents, values exact."""
+    import json
+    from mpitiny.dag.load import load_dag_text
+    from mpitiny.engine.local import run_local
+    from mpitiny.engine.types import RunOptions
+    from mpitiny.io.check import check_run
+    n = 12
+    dag = {"name": "placed", "tasks": [
+        {"id": "a", "fn": "mpitiny.tasks:echo", "args": ["{i}"], "rank": "{i}",
+         "foreach": {"i": {"range": [0, n]}}},
+        {"id": "b", "fn": "mpitiny.tasks:echo", "args": ["{i}"], "rank": 1,
+         "foreach": {"i": {"range": [0, n]}}, "deps": ["a[{i}]"]},
+        {"id": "c", "fn": "mpitiny.tasks:echo", "deps": ["b"]}]}
+    text = json.dumps(dag)
+    run = str(tmp_path / "run")
+    assert run_local(text, nranks, run, RunOptions(quiet=True), seed=seed, max_turns=100_000) == 0
+    check_run(load_dag_text(text, source="<test>"), run)
+    results = {}
+    for f in (tmp_path / "run" / "results").glob("*.jsonl"):
+        for line in f.read_text().splitlines():
+            r = json.loads(line)
+            results[r["id"]] = r["value"]
+    for i in range(n):
+        a_i = {"value": i, "inputs": {}}        # echo takes ``inputs``: a root gets {}
+        assert results[f"b[{i}]"] == {"value": i, "inputs": {f"a[{i}]": a_i}}
+    assert results["c"]["inputs"] == {f"b[{i}]": results[f"b[{i}]"] for i in range(n)}

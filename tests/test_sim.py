@@ -92,3 +92,18 @@ def test_metg_interpolates_in_log_length():
     pts = [{"length": 1e-5, "efficiency": 0.25}, {"length": 1e-4, "efficiency": 0.75}]
     assert metg.metg(pts) == pytest.approx(10 ** -4.5)
     assert metg.metg([{"length": 1e-5, "efficiency": 0.2}]) is None
+
+
+def test_the_priority_board_is_tiered_on_1000_ranks():
+    """``dag-prio``: every ``b`` (priority 1) is counted on the board when released and off
+    when claimed. On one board (``oneboard``, as below 64 ranks) all of it lands on rank 0;
+    tiered, each group of 64 ranks counts on its own leader and rank 0 keeps only which groups
+    hold work (``mpitiny.queue.levels``): its hottest rank takes a fraction of the atomics."""
+    doc = workloads.make("dag-prio", 1000, 1e-4)
+    costs = replace(preset("ib", ranks_per_node=64), measure_release=False)
+    tiered = Simulation(doc, 1000, costs, rank_class=VARIANTS["engine"]).run()
+    one = Simulation(doc, 1000, costs, rank_class=VARIANTS["oneboard"]).run()
+    assert tiered.tasks == one.tasks == 2 * 1000 + 1
+    assert one.hot["board_atomics_rank0"] >= 2 * 1000      # each b counted on and off
+    assert one.hot["board_atomics_hottest"] == one.hot["board_atomics_rank0"]
+    assert tiered.hot["board_atomics_hottest"] * 4 <= one.hot["board_atomics_hottest"]

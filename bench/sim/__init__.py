@@ -14,9 +14,11 @@ serialisation of atomics at their target (``costs``, with the sources of every f
 - ``workloads``: the benchmark DAGs (independent tasks, a two-stage DAG, with priorities).
 - ``central``: the central-queue baseline (one master, as mpi4py.futures).
 - ``metg``: efficiency against task length, METG(50 %) against ranks.
-- ``fixes``: the engine with its scale fixes taken out again (``direct``, ``before``), as
-  ``SimRank`` subclasses, to measure what each buys.
+- ``fixes``: the engine with its scale fixes taken out again (``direct``, ``before``,
+  ``oneboard``: the priority board on rank 0 only), as ``SimRank`` subclasses, to measure what
+  each buys.
 - ``validate``: real ``mpiexec`` runs against their simulation; ``probe`` and ``calibrate``:
   the per-operation and CPU costs measured here; ``tables``: the tables of docs/scale.md.
-- ``run``: the command line (``python bench/sim/run.py --help``).
+- ``run``: the command line (``python bench/sim/run.py --help``; ``board``: the priority
+  board's hot spot, atomics per target rank).
 """

@@ -12,6 +12,8 @@ code back, each overriding only what the fix changed:
   ``available // nranks`` (every claim is one task once P >= the tasks per rank); the rank that
   completes the count sets every rank's ``DONE`` word, one round trip after another (no tree);
   and the count is direct (the engine at 3972e8a, as measured first).
+- ``OneBoardRank`` (``oneboard``): the priority board on rank 0 only, as below ``GROUP_RANKS``
+  ranks, at any rank count (the board before its tiers).
 """
 from __future__ import annotations
 
@@ -67,4 +69,17 @@ class BeforeRank(SimRank):
         return max(1, min(MAX_CHUNK, share, int(self.chunk_seconds[g] / max(avg, 1e-7))))
 
 
-VARIANTS = {"engine": SimRank, "direct": DirectCountRank, "before": BeforeRank}
+class OneBoardRank(SimRank):
+    """The priority board on one rank whatever the rank count (``mpitiny.queue.levels``
+    without its tiers: every rank counts its level>0 tasks on rank 0 and reads them there)."""
+
+    def __init__(self, sim, rank: int, memory) -> None:
+        super().__init__(sim, rank, memory)
+        board = self.ready.board
+        if board is not None and getattr(board, "tiered", False):
+            board.group_ranks, board.tiered = self.nranks, False
+            board.leader = board.leader_of(rank)
+
+
+VARIANTS = {"engine": SimRank, "direct": DirectCountRank, "before": BeforeRank,
+            "oneboard": OneBoardRank}

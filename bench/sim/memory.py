@@ -14,7 +14,9 @@ occupy the target (a read of a cache line or an RDMA read does not serialise oth
 The ``Ledger`` keeps what the hot-spot report needs: operations per target rank (all, and
 steal probes: the 261-word header gets of ``StealQueue.steal``), every operation on rank 0's
 control words (``FINISHED``, ``FAILED``, ``DONE``) and on the priority board with its time,
-and the longest wait any operation had at each target.
+atomic operations per target (all, and on the board's words: every group leader's board and
+rank 0's summary, ``mpitiny.queue.levels``), board reads per target, and the longest wait
+any operation had at each target.
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ import numpy as np
 
 from mpitiny.engine.control import FINISHED
 from mpitiny.queue.memory import LocalView
+
+from .costs import ATOMICS
 
 
 class Ledger:
@@ -34,7 +38,10 @@ class Ledger:
         self.ops = np.zeros(nranks, dtype=np.int64)
         self.probes = np.zeros(nranks, dtype=np.int64)
         self.max_wait = np.zeros(nranks)
-        self.board = board                    # (first, last+1) words of rank 0's board
+        self.atomics = np.zeros(nranks, dtype=np.int64)   # atomic operations per target
+        self.board = board                    # (first, last+1) words of each rank's board
+        self.board_atomics = np.zeros(nranks, dtype=np.int64)   # on those words, per target
+        self.board_gets = np.zeros(nranks, dtype=np.int64)
         self.finished_times: list = []        # operations on rank 0's FINISHED word
         self.board_times: list = []
         self.probe_log: list = []             # (time, target) of steal probes
@@ -49,11 +56,18 @@ class Ledger:
             return now + cost
         self.total += 1
         self.ops[target] += 1
-        if target == 0:
-            if disp == FINISHED:
-                self.finished_times.append(now)
-            elif self.board[0] <= disp < self.board[1]:
+        atomic = kind in ATOMICS
+        if atomic:
+            self.atomics[target] += 1
+        if self.board[0] <= disp < self.board[1]:
+            if atomic:
+                self.board_atomics[target] += 1
+            else:
+                self.board_gets[target] += 1
+            if target == 0:
                 self.board_times.append(now)
+        elif target == 0 and disp == FINISHED:
+            self.finished_times.append(now)
         if disp == 0 and kind == "cas":
             self.done_cas += 1
         if kind == "get_block":

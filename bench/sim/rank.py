@@ -56,6 +56,8 @@ class SimRank(Engine):
         self.queue = StealQueue(self.mem, CONTROL_WORDS, QUEUE_SLOTS, sim.inbox, sim.ring)
         self.control = Control(self.mem, dag.total)
         self.ready = ReadyQueue(self.queue, dag, self.layout, rank, self.nranks)
+        if self.ready.board is not None:          # READ_SECONDS in virtual time
+            self.ready.board.clock = lambda: self.mem.now
         self.release = Release(self.layout, self.mem)
         self.layout.init_words(rank, self.mem.local)
         self.guard = _Calm()

@@ -10,6 +10,8 @@
 - ``validate``: real ``mpiexec -n N python -m mpitiny run`` runs of sleeping tasks at
   ``--ranks`` (one at a time) against their simulation (``bench/sim/validate.py``).
 - ``point``: one simulation, every figure.
+- ``board``: the priority board's hot spot (``dag-prio``), e.g. ``board --ranks 1000,10000
+  --variants engine,oneboard --costs ib --lengths 1e-4 --tasks-per-rank 4``.
 
 One JSON object on stdout, a human summary on stderr (``bench/_common.py``). Design and
 results: docs/scale.md.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import replace
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -103,10 +106,40 @@ def cmd_point(a) -> tuple:
                           f"{r.events} events in {r.real_seconds:.1f} s; hot {r.hot}")
 
 
+def cmd_board(a) -> tuple:
+    """The priority board's hot spot: ``dag-prio`` (``b[i]`` at priority 1 released by
+    ``a[i]``: every ``b`` is counted on the board, claimed and counted off) at each of
+    ``--ranks``, for each of ``--variants`` (``engine``: the tiered board; ``oneboard``: all
+    on rank 0): atomics on the hottest rank and on the board's words, per second of the run."""
+    # a release costs release_cpu (not the CPU time this process takes): the same figures
+    # from run to run whatever the machine's load
+    costs = replace(preset(a.costs.split(",")[0], a.ranks_per_node), measure_release=False)
+    length = floats(a.lengths)[0]
+    rows, lines = [], []
+    for nranks in ints(a.ranks):
+        for variant in a.variants.split(","):
+            doc = workloads.make("dag-prio", max(1, a.tasks_per_rank * nranks // 2), length)
+            r = Simulation(doc, nranks, costs, a.seed, rank_class=VARIANTS[variant]).run()
+            keys = [k for k in r.hot if k.startswith(("atomics", "board"))]
+            row = {"nranks": nranks, "variant": variant, "makespan": r.makespan,
+                   "efficiency": r.efficiency, "real_seconds": r.real_seconds,
+                   **{k: r.hot[k] for k in keys}}
+            rows.append(row)
+            lines.append(f"P={nranks:6d} {variant:8s}: makespan {r.makespan * 1e3:8.2f} ms, "
+                         f"hottest rank {row['atomics_hottest_rank']} "
+                         f"{row['atomics_hottest_per_second'] / 1e6:6.2f} M atomics/s; board "
+                         f"atomics on its hottest rank {row['board_atomics_hottest']} "
+                         f"({row['board_atomics_hottest_per_second'] / 1e6:5.2f} M/s), on rank 0 "
+                         f"{row['board_atomics_rank0']}, board reads on rank 0 "
+                         f"{row['board_gets_rank0']}")
+            C.log(lines[-1])
+    return {"board": rows}, "\n".join(lines)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["scale", "validate", "point"])
+    p.add_argument("command", choices=["scale", "validate", "point", "board"])
     p.add_argument("--ranks", default="1000", help="comma-separated rank counts")
     p.add_argument("--kinds", default="independent", help="independent,dag")
     p.add_argument("--costs", default="node,ib", help="cost presets: node, ib, ib-sw")
@@ -129,7 +162,8 @@ def main() -> None:
     result = {"machine": C.machine(), "args": vars(a),
               "mpitiny_imported_from": os.path.dirname(mpitiny.__file__),
               "mpitiny_source": os.environ.get("MPITINY_SIM_SOURCE", "this tree")}
-    out, human = {"scale": cmd_scale, "validate": cmd_validate, "point": cmd_point}[a.command](a)
+    out, human = {"scale": cmd_scale, "validate": cmd_validate, "point": cmd_point,
+                  "board": cmd_board}[a.command](a)
     result.update(out)
     C.emit(result, human)
 

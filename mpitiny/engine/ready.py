@@ -11,13 +11,13 @@ is pushed from here into another rank's inbox is counted on it at its level (run
 an inbox are not counted again) and every claim counted off (``claimed``), the queue's TOP word
 is kept, and before claiming a chunk of its own the engine takes higher-priority work queued
 on another rank, or waiting in a busy rank's inbox, if the board says there is some
-(``steal_higher``). With a single level
-``board`` is None and none of this costs anything.
+(``steal_higher``). Beyond 64 ranks the board is tiered (groups of ranks count their own
+tasks): what a thief steals from another group carries its count along (``carry_count``).
+With a single level ``board`` is None and none of this costs anything.
 """
 from __future__ import annotations
 
 import os
-import time
 
 import numpy as np
 
@@ -171,17 +171,14 @@ class ReadyQueue:
             self.board.queued(prio, hi - lo, at=home)
         stop = self.queue.push_remote(home, lo, hi)
         if self.board is not None and stop < hi:
-            self.board.claimed(prio, hi - stop)
+            self.board.unqueued(prio, hi - stop, home)
         return stop
 
     def homes(self, group, idx: np.ndarray) -> np.ndarray:
         """The rank each instance should run on: its ``rank`` hint modulo the rank count, or,
         for a family over the splits of a dataset, the split's home: the rank that holds the
         instance's metadata (the same block partition as task ownership)."""
-        spec = group.options.rank
-        if spec is None:
-            return self.layout.owners(group.index, idx)[0]
-        return group.index_values(spec, idx) % self.nranks
+        return self.layout.placed_on(group.index, idx)
 
     # ------------------------------------------------------------------ pushing, stealing
     def _range(self, lo: int, hi: int, prio: int, stolen: bool = False,
@@ -206,6 +203,8 @@ class ReadyQueue:
         """Queue here what ``StealQueue.steal`` took (so it can be stolen on); returns how
         many tasks. With ``hint``, name this rank on the board as holding more of them."""
         prio, work = got
+        if self.board is not None and self.board.tiered:
+            self.carry_count(got)
         if isinstance(work, tuple):
             n = work[1] - work[0]
             self._range(work[0], work[1], prio, stolen=True, count=False)
@@ -219,6 +218,21 @@ class ReadyQueue:
         if hint and n > 1 and prio is not None and self.board is not None:
             self.board.hint(prio)
         return n
+
+    def carry_count(self, got: tuple) -> None:
+        """Move the board's count of what ``StealQueue.steal`` took from its victim's group
+        to this rank's (tiered board; nothing when both are in one group)."""
+        board = self.board
+        assert board is not None
+        prio, work = got
+        victim = self.queue.last_victim
+        if isinstance(work, tuple):
+            board.moved(prio, work[1] - work[0], victim)
+        elif prio is None:
+            for lo, hi in work:
+                board.moved(self.prio_of(lo), hi - lo, victim)
+        else:
+            board.moved(prio, len(work), victim)
 
     def steal_higher(self) -> int:
         """With several levels: if the board says tasks of a higher level than this rank's best
@@ -239,7 +253,7 @@ class ReadyQueue:
                 got = self.queue.steal(victim, board.floor[level], self.prio_of)
                 if got is not None:
                     return self.keep_stolen(got, hint=True)
-            now = time.monotonic()
+            now = board.clock()
             if give_up and now > give_up:
                 return 0
             give_up = give_up or now + HUNT_SECONDS

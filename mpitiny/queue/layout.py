@@ -4,7 +4,8 @@ Every rank computes the same ``Layout`` from the same ``DAG`` and rank count, so
 find any word without asking. Three kinds of words live in the ranks' windows:
 
 - a *gate* per group that waits for whole parents (``Dep.each is None``): the number of parent
-  instances still to finish. It lives on rank ``hash(group name) % P``.
+  instances still to finish. It lives on rank ``hash(group name) % P`` (unless the DAG
+  places its parents: below).
 - a *count* per instance of a group with element-wise parents: how many of its parents (plus
   one for the gate, if the group also has one) are still to finish. A map with expression
   items (``"u[{t}-1,{i}-1]"``) gives some instances no parent (the edges of a stencil, the
@@ -19,6 +20,23 @@ P contiguous blocks, one per rank, rotated by ``hash(name) % P`` so that small f
 all land on rank 0; block ``b`` is ``[n*b//P, n*(b+1)//P)``. Both are hashes in the Albatross
 sense (uniform, computed, never looked up), and blocks keep a chunk of consecutive instances on
 one rank, so that finishing a chunk updates its children with one atomic per block.
+
+Where the DAG says which rank runs a task (a ``rank`` spec; ``placed_on``), its children's words
+follow it instead (``follow``), so that the rank that releases a child counts it down in its
+own window: between nodes an atomic on a busy rank waits for that rank's progress (a
+millisecond with the progress thread, a whole task without it; ``docs/offnode.md``). An
+instance's count words (and location) go to the rank its first placed element-wise parent
+runs on (the rank that finishes that parent releases it, unless a thief took the parent off a
+busy rank first), else to the rank the instance is itself placed on (so a placed root whose
+values others read writes their locations where it runs); a gate goes to the rank
+all its whole parents are placed on, else to the one rank all the group's counts went to by
+those rules, if they went to one. Instances
+placed on one rank form one block there (``where[g]`` is that rank); instances spread by a
+``"{var}"`` spec keep, per rank, their positions in index order (``where[g]`` holds the rank
+and position of each instance and the inverse, 12 bytes per instance, for families of up to
+``FOLLOW_MAX`` instances; larger ones keep their blocks). Families over input
+splits keep the block partition: it is their placement. Each rank computes all of it from
+the DAG alone, as before.
 
 Counts and locations of one group form contiguous runs on each rank, so a block of instances is
 updated with one ``Get_accumulate``.
@@ -36,6 +54,7 @@ POISON_SHIFT = 40
 COUNT_MASK = (1 << POISON_SHIFT) - 1
 POISON = 1 << POISON_SHIFT
 LOC_WORDS = 3        # where a kept output is: location, length + 1, object id (queue/store.py)
+FOLLOW_MAX = 1 << 22  # instances of a group whose words follow a placement spread over ranks
 
 
 class Layout:
@@ -53,7 +72,14 @@ class Layout:
         self.count_init = np.zeros(G, dtype=np.int64)
         self.has_locs = np.zeros(G, dtype=bool)
         self.count_vec: dict = {}     # group -> initial count per instance, where they differ
+        self.where: dict = {}         # group -> its words' rank, or per-instance placement
         ngates = np.zeros(P, dtype=np.int64)
+        for g in dag.groups:
+            if getattr(g, "wants_inputs", False):
+                for d in g.deps:       # a command's value is None: nothing to locate
+                    self.has_locs[d.parent] = dag.groups[d.parent].kind == "fn"
+        for g in dag.groups:
+            self.follow(g)
         for g in dag.groups:
             whole = [d for d in g.deps if d.each is None]
             each = [d for d in g.deps if d.each is not None]
@@ -69,9 +95,6 @@ class Layout:
                 vec = self.varying_counts(g, each, self.count_init[g.index])
                 if vec is not None:
                     self.count_vec[g.index] = vec
-            if getattr(g, "wants_inputs", False):
-                for d in g.deps:       # a command's value is None: nothing to locate
-                    self.has_locs[d.parent] = dag.groups[d.parent].kind == "fn"
         # Per-rank offsets of each group's block of counts (and of locations).
         self.count_base = {}
         self.loc_base = {}
@@ -85,9 +108,8 @@ class Layout:
                 self.loc_base[g.index] = nlocs.copy()
                 nlocs += self.block_sizes(g.index)
         self.ngates = ngates
-        # per group: (home, instances spread in blocks, or 0 if it is one task), for ``owner``
-        self._owner_of = [(int(self.home[g.index]), g.size if g.is_family else 0)
-                          for g in dag.groups]
+        # per group, for ``owner``: (home, instances spread in blocks or 0, placement or None)
+        self._owner_of = [self._owner_entry(g) for g in dag.groups]
         self.ncounts = ncounts
         self.nlocs = nlocs
         self.gates0 = words_before
@@ -110,12 +132,93 @@ class Layout:
             vec += d.each.all_parents(g, self.dag.groups[d.parent]) >= 0
         return None if not listed and (vec == init).all() else vec
 
+    # --------------------------------------------------------------- following placement
+    def placed_on(self, g: int, idx: np.ndarray) -> np.ndarray:
+        """The rank each instance ``idx`` of placed group ``g`` runs on: its ``rank`` spec
+        modulo the rank count, or, for a family over input splits, the rank that holds the
+        split's metadata (its block)."""
+        group = self.dag.groups[g]
+        spec = group.options.rank
+        if spec is None:
+            return self.owners(g, idx)[0]
+        return group.index_values(spec, np.asarray(idx, dtype=np.int64)) % self.nranks
+
+    def follow(self, group) -> None:
+        """Place ``group``'s gate (``home``) and words (``where``) where the tasks that count
+        them down run, as far as the DAG says (see the module docstring)."""
+        g = group.index
+        if group.options.splits is not None:
+            return
+        ranks = self.follow_ranks(group)
+        if ranks is not None:
+            self.settle(g, ranks)
+        whole = [self.dag.groups[d.parent].options.rank for d in group.deps if d.each is None]
+        if whole and all(isinstance(r, int) for r in whole) and \
+                len({r % self.nranks for r in whole}) == 1:
+            self.home[g] = whole[0] % self.nranks
+        elif isinstance(self.where.get(g), int):
+            self.home[g] = self.where[g]
+
+    def follow_ranks(self, group) -> np.ndarray | None:
+        """Per instance of ``group``, the rank its first placed element-wise parent runs on
+        (the first of its maps that gives it a parent), else the rank it is placed on itself,
+        else its block's; None when no instance has either of the first two."""
+        if not group.size or not (group.deps or group.options.rank is not None and
+                                  self.has_locs[group.index]):
+            return None
+        idx = np.arange(group.size, dtype=np.int64)
+        ranks = np.full(group.size, -1, dtype=np.int64)
+        for d in group.deps:
+            pg = self.dag.groups[d.parent]
+            if d.each is None or isinstance(d.each, Edges) or not pg.options.placed:
+                continue
+            parents = d.each.all_parents(group, pg)
+            fill = (parents >= 0) & (ranks < 0)
+            ranks[fill] = self.placed_on(pg.index, parents[fill])
+        rest = ranks < 0
+        if rest.all() and group.options.rank is None:
+            return None
+        if rest.any():
+            ranks[rest] = self.placed_on(group.index, idx[rest]) if group.options.rank \
+                is not None else self.owners(group.index, idx[rest])[0]
+        return ranks
+
+    def settle(self, g: int, ranks: np.ndarray) -> None:
+        """Keep group ``g``'s words on ``ranks`` (one per instance); beyond ``FOLLOW_MAX``
+        instances on several ranks, in blocks as before (12 bytes per instance on every
+        rank would be too many)."""
+        first = int(ranks[0])
+        if (ranks == first).all():
+            self.where[g] = first
+            return
+        if len(ranks) > FOLLOW_MAX:
+            return
+        order = np.argsort(ranks, kind="stable").astype(np.int32)
+        starts = np.zeros(self.nranks + 1, dtype=np.int64)
+        np.cumsum(np.bincount(ranks, minlength=self.nranks), out=starts[1:])
+        pos = np.empty(len(ranks), dtype=np.int32)
+        pos[order] = np.arange(len(ranks)) - starts[ranks[order]]
+        self.where[g] = (ranks.astype(np.int32), pos, order, starts)
+
+    def _owner_entry(self, group) -> tuple:
+        where = self.where.get(group.index)
+        if isinstance(where, int):
+            return where, 0, None
+        spread = group.size if group.is_family and where is None else 0
+        return int(self.home[group.index]), spread, where
+
     # --------------------------------------------------------------- instance ownership
     def block_sizes(self, g: int) -> np.ndarray:
         """How many instances of group ``g`` each rank holds metadata for."""
         group = self.dag.groups[g]
         P = self.nranks
         out = np.zeros(P, dtype=np.int64)
+        where = self.where.get(g)
+        if isinstance(where, int):
+            out[where] = group.size
+            return out
+        if where is not None:
+            return np.diff(where[3])
         if not group.is_family:
             out[self.home[g]] = 1
             return out
@@ -126,18 +229,35 @@ class Layout:
         return out
 
     def block(self, g: int, rank: int) -> tuple:
-        """Instances ``[lo, hi)`` of group ``g`` whose metadata lives on ``rank``."""
+        """Instances ``[lo, hi)`` of group ``g`` whose metadata lives on ``rank``, for a group
+        kept in blocks (every group but those ``where`` places per instance)."""
         group = self.dag.groups[g]
+        where = self.where.get(g)
+        if isinstance(where, int):
+            return (0, group.size) if rank == where else (0, 0)
+        assert where is None, "a group placed per instance has no blocks"
         if not group.is_family:
             return (0, 1) if rank == self.home[g] else (0, 0)
         b = (rank - int(self.home[g])) % self.nranks
         n = group.size
         return n * b // self.nranks, n * (b + 1) // self.nranks
 
+    def instances_at(self, g: int, rank: int, pos: np.ndarray) -> np.ndarray:
+        """The instances of group ``g`` at positions ``pos`` of its words on ``rank``."""
+        where = self.where.get(g)
+        if where is None or isinstance(where, int):
+            return self.block(g, rank)[0] + pos
+        return where[2][where[3][rank] + pos].astype(np.int64)
+
     def owners(self, g: int, idx: np.ndarray) -> tuple:
         """``(rank, position within the group's run on that rank)`` of instances ``idx``."""
         group = self.dag.groups[g]
         idx = np.asarray(idx, dtype=np.int64)
+        where = self.where.get(g)
+        if isinstance(where, int):
+            return np.full(len(idx), where, dtype=np.int64), idx
+        if where is not None:
+            return where[0][idx].astype(np.int64), where[1][idx].astype(np.int64)
         if not group.is_family:
             return np.full(len(idx), self.home[g], dtype=np.int64), np.zeros(len(idx), dtype=np.int64)
         P, n = self.nranks, group.size
@@ -146,9 +266,11 @@ class Layout:
 
     def owner(self, g: int, i: int) -> tuple:
         """``owners`` for one instance, in plain integers (the per-task path)."""
-        home, n = self._owner_of[g]
+        home, n, where = self._owner_of[g]
+        if where is not None:
+            return int(where[0][i]), int(where[1][i])
         if not n:
-            return home, 0
+            return home, i
         P = self.nranks
         b = ((i + 1) * P - 1) // n
         return (b + home) % P, i - (n * b) // P
@@ -174,10 +296,11 @@ class Layout:
             if self.home[g] == rank:
                 local[self.gates0 + self.gate_index[g]] = self.gate_init[g]
         for g in np.flatnonzero(self.has_counts):
-            lo, hi = self.block(int(g), rank)
+            n = int(self.block_sizes(int(g))[rank])
             start = self.counts0[rank] + self.count_base[int(g)][rank]
             vec = self.count_vec.get(int(g))
-            local[start:start + hi - lo] = self.count_init[g] if vec is None else vec[lo:hi]
+            local[start:start + n] = self.count_init[g] if vec is None else \
+                vec[self.instances_at(int(g), rank, np.arange(n))]
 
     def waiting_for_none(self, g: int) -> np.ndarray:
         """Instances of group ``g`` (which has dependencies) that wait for no task: listed

@@ -150,15 +150,14 @@ class Release:
             return released, np.full(group.size, poisoned) if poisoned else None
         delta = -1 + (POISON if poisoned else 0)
         out_idx, out_bad = [], []
-        for rank in range(self.layout.nranks):
-            lo, hi = self.layout.block(child, rank)
-            if hi <= lo:
+        for rank, n in enumerate(self.layout.block_sizes(child).tolist()):
+            if not n:
                 continue
             start = int(self.layout.count_words(child, rank, 0))
-            old = self.mem.fetch_add_block(rank, start, np.full(hi - lo, delta, dtype=np.int64))
+            old = self.mem.fetch_add_block(rank, start, np.full(n, delta, dtype=np.int64))
             new = old + delta
             hit = np.flatnonzero((new & COUNT_MASK) == 0)
-            out_idx.append(lo + hit)
+            out_idx.append(self.layout.instances_at(child, rank, hit))
             out_bad.append((new[hit] >> 40) != 0)
         return _concat(out_idx), _concat_bool(out_bad)
 
@@ -234,8 +233,7 @@ class Release:
                 old = self.mem.fetch_add_block(int(rank), start, block)
                 new = old + block
                 hit = np.flatnonzero((block != 0) & ((new & COUNT_MASK) == 0))
-                blo = self.layout.block(child, int(rank))[0]
-                out_idx.append(blo + lo + hit)
+                out_idx.append(self.layout.instances_at(child, int(rank), lo + hit))
                 out_bad.append((new[hit] >> 40) != 0)
         return _concat(out_idx), _concat_bool(out_bad)
 

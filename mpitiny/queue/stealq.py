@@ -71,7 +71,7 @@ BUSY = 3          # the owner's own flag: 1 while it runs tasks (thieves take in
 TOP = 4           # the owner's highest published priority + TOP_BIAS (0: none), several levels only
 HEADER = 5        # slots start here; then priorities, inbox, ring, board
 TOP_BIAS = 1 << 32
-BOARD_WORDS = 64  # the run-wide count of ready tasks per level (mpitiny.queue.levels), on one rank
+BOARD_WORDS = 128  # counts of ready tasks per level and their summary (mpitiny.queue.levels)
 
 
 def pack(kind: int, nxt: int, hi: int) -> int:
@@ -140,6 +140,7 @@ class StealQueue:
         self.claimed_info = (0.0, False)  # that of the slot the last claim came from
         self.claimed_prio = 0             # and its priority
         self.top_word = 0                 # what this rank's TOP word holds
+        self.last_victim = -1             # the rank ``steal`` looked at last
         self.pending: list = []         # overflow: [(prio, kind, payload)] sorted by prio,
                                         # not visible to thieves
 
@@ -387,6 +388,7 @@ class StealQueue:
         from the inbox of a busy victim: late binding) or None.
         """
         mem = self.mem
+        self.last_victim = victim
         head = mem.get(victim, self.base + INBOX_TAIL, HEADER - INBOX_TAIL + 2 * self.nslots)
         words = head[HEADER - INBOX_TAIL:HEADER - INBOX_TAIL + self.nslots]
         prios = head[HEADER - INBOX_TAIL + self.nslots:]
