@@ -9,7 +9,7 @@ The pattern, in a dag.json (nothing but what the format already offers):
   ``unpack``: named numpy arrays, no pickle).
 * ``reduce``: a family ``{"r": {"range": [0, "{reducers}"]}}`` with ``"part": "{r}"``,
   depending on the whole ``map`` family; ``reduce[r]`` reads and merges table r of every map
-  output (``KeyCounter``).
+  output (``KeyCounter``) and writes its words ranked (``ranked_tsv``).
 * ``finish``: one task that concatenates the R disjoint tables, ranks them (``ranked_rows``)
   and writes the output with ``atomic_output`` / ``atomic_h5``.
 
@@ -17,11 +17,15 @@ Wordcount's words are their own keys (``count_parts``): a word of at most 15 byt
 uint64 holding its bytes and length (``lo``, ``hi``), and a word of at most 8 bytes whose
 last byte is not zero is its ``lo`` alone (its length is where its last nonzero byte is), so
 a table (``_table``) is flat arrays: ``short``, ``lo``, ``hi`` and their counts. Equal keys
-are equal words, so merging is exact with no hashing of bytes and no collision check. Longer
-words ("long words": a third to a half of the distinct words of real text) stay numpy arrays
-of 8-byte chunks, grouped by a hash and checked chunk for chunk (``longwords``: ``LongWords``
-in a table as ``long``, ``long_lens``, ``long_counts``). ``tokenize`` / ``hash_words`` (two
-64-bit polynomial hashes per token) serve the ``numpy`` kernel.
+are equal words, so counting and merging compare no bytes. Keys are counted and summed by
+**sorting**, not by hash tables (numpy's sort of uint64 is vectorised, ~5 ns a key): the short
+words' ``lo`` by ``np.sort``, the two-word keys by a sort of a hash of the key with the row
+number packed into its low bits, checked against the keys (``sum_keys``, ``_key_runs``).
+Longer words ("long words": a third to a half of the distinct words of real text) stay numpy
+arrays of 8-byte chunks, grouped by a hash and checked chunk for chunk (``longwords``:
+``LongWords`` in a table as ``long``, ``long_lens``, ``long_counts``, ``long_hashes``).
+``tokenize`` / ``hash_words`` (two 64-bit polynomial hashes per token) serve the ``numpy``
+kernel.
 """
 from __future__ import annotations
 
@@ -178,97 +182,65 @@ _LEN_SHIFT = np.uint64(56)
 # --------------------------------------------------------------------------- exact keys
 # A word of at most 15 bytes *is* its key: two uint64, ``lo`` = bytes 0-7 and ``hi`` = bytes
 # 8-14 with the length in the top byte (zero-padded, little-endian). Equal keys <=> equal words,
-# so counting, merging and partitioning never hash-compare bytes and never need a collision
-# check; a word becomes ``bytes`` again only in ``keys_to_words`` (the final output). Longer
-# words (rare in text) travel as bytes and are counted with ``Counter``.
+# so counting, merging and partitioning never compare bytes; a word becomes ``bytes`` again
+# only in ``keys_to_words`` / ``ranked_order`` (the output). Longer words stay numpy arrays
+# of 8-byte chunks (``longwords``).
 
-def group_keys(lo: np.ndarray, hi: np.ndarray, weights=None, cap: int = 20) -> tuple:
-    """Sum ``weights`` (default 1 each) per distinct key: ``(lo, hi, sums)``, exact, no sort.
-
-    A numpy hash table of 2**k slots (k <= ``cap``; 2**20 slots = 8 MiB per array): every
-    entry writes its key into slot ``hash(key) >> (64 - k)`` (one scatter, the last writer
-    wins); all entries are counted in their slot (``np.bincount``) and the few whose slot holds
-    another key are taken back out. All entries of one key land in one slot, so a key is
-    summed entirely in the table or entirely not; the entries that lost their slot to another
-    key are grouped by a sort (``np.lexsort``)."""
-    (klo, khi), sums = _hash_group([lo, hi], weights, cap)
+def group_keys(lo: np.ndarray, hi: np.ndarray, weights=None) -> tuple:
+    """Sum ``weights`` (default 1 each) per distinct key: ``(lo, hi, sums)``, exact
+    (``sum_keys``)."""
+    (klo, khi), sums = sum_keys([lo, hi], weights)
     return klo, khi, sums
 
 
-def _group_lo(lo: np.ndarray, weights=None, cap: int = 20) -> tuple:
-    """``group_keys`` on one uint64 per key: ``(distinct keys, sums)``."""
-    (keys,), sums = _hash_group([lo], weights, cap)
-    return keys, sums
+SORT_BELOW = 2048      # fewer keys than this are ordered by the keys themselves (no hash)
 
 
-SORT_BELOW = 2048      # fewer keys than this are grouped by a sort: fewer numpy calls
-
-
-def _hash_group(cols: list, weights, cap: int) -> tuple:
-    """``group_keys`` of keys made of the uint64 arrays ``cols``: ``(distinct cols, sums)``."""
+def sum_keys(cols: list, weights=None) -> tuple:
+    """Sum ``weights`` (default 1 each) per distinct key made of the uint64 arrays ``cols``
+    (one or two): ``(distinct cols, int64 sums)``, exact, by sorting (``_key_runs``)."""
     n = len(cols[0])
-    if n < SORT_BELOW:
-        return _sort_group(cols, weights, None)
-    k = min(cap, max(10, n.bit_length()))
-    slot = _slots(cols, k)
-    reps = []
-    for col in cols:
-        rep = np.empty(1 << k, np.uint64)
-        rep[slot] = col
-        reps.append(rep)
-    lost = reps[0].take(slot) != cols[0]        # take: 20-30% faster than rep[slot]
-    for rep, col in zip(reps[1:], cols[1:]):
-        lost |= rep.take(slot) != col
-    rest = lost.nonzero()[0]
-    if weights is None:            # count all, then take back those that lost their slot
-        sums = np.bincount(slot, minlength=1 << k)
-        if len(rest):
-            np.subtract.at(sums, slot[rest], 1)
-    else:                          # float64 sums: exact below 2**53
-        sums = np.bincount(slot, weights=weights, minlength=1 << k)
-        if len(rest):
-            np.subtract.at(sums, slot[rest], weights[rest])
-    used = (sums != 0).nonzero()[0]           # 5x faster than on the int64 sums
-    keys = [rep.take(used) for rep in reps]
-    counts = sums.take(used).astype(np.int64)
-    if len(rest) == 0:
-        return keys, counts
-    more, more_counts = _sort_group(cols, weights, rest)
-    return ([np.concatenate([key, col]) for key, col in zip(keys, more)],
-            np.concatenate([counts, more_counts]))
-
-
-def _slots(cols: list, k: int) -> np.ndarray:
-    """The slot of each key (``cols``: its one or two uint64 columns) in a table of 2**k."""
-    mixed = cols[0] * _HA
-    if len(cols) > 1:
-        mixed ^= cols[1] * _HB
-    return (mixed >> np.uint64(64 - k)).view(np.intp)
-
-
-def _sort_group(cols: list, weights, rest) -> tuple:
-    """``_hash_group`` by a sort, of the entries ``rest`` (None: all)."""
-    order = np.lexsort([col if rest is None else col[rest] for col in reversed(cols)])
-    if rest is not None:
-        order = rest[order]
-    ordered = [col.take(order) for col in cols]
-    n = len(order)
     if n == 0:
-        return ordered, np.empty(0, np.int64)
-    new = np.empty(n, bool)
-    new[0] = True
-    np.not_equal(ordered[0][1:], ordered[0][:-1], out=new[1:])
-    for col in ordered[1:]:
-        new[1:] |= col[1:] != col[:-1]
+        return [np.asarray(c, np.uint64)[:0] for c in cols], np.empty(0, np.int64)
+    order, ordered, new = _key_runs(cols)
     cuts = new.nonzero()[0]
     if weights is None:
-        counts = np.diff(np.append(cuts, n))
+        sums = np.diff(cuts, append=n)
     else:
-        counts = np.add.reduceat(weights.take(order).astype(np.int64), cuts)
-    return [col.take(cuts) for col in ordered], counts
+        sums = np.add.reduceat(weights.take(order).astype(np.int64, copy=False), cuts)
+    return [col.take(cuts) for col in ordered], sums
 
 
-BLOCK_BYTES = 256 << 10        # count_keys works block by block: its arrays stay in cache
+def _key_runs(cols: list) -> tuple:
+    """``(order, the cols in that order, where each run of equal keys begins)``: the rows
+    ordered by a 64-bit hash of their key (``longwords.hash_runs``: a ``np.sort`` with the row
+    numbers packed in), kept if its runs are exactly the runs of equal keys; otherwise
+    (a collision in the hash's top bits, fewer than ``SORT_BELOW`` or more than
+    ``longwords.PACKED_ROWS`` rows) ordered by the keys (``argsort``, ``prefix_order``)."""
+    n = len(cols[0])
+    if SORT_BELOW <= n <= lw.PACKED_ROWS:
+        h = cols[0] * _HA
+        if len(cols) > 1:
+            h ^= cols[1] * _HB
+        h ^= h >> _THIRTY_TWO
+        order, new = lw.hash_runs(h)
+        ordered = [col.take(order) for col in cols]
+        if np.array_equal(_changes(ordered), new[1:]):
+            return order, ordered, new
+    order = np.argsort(cols[0]) if len(cols) == 1 else lw.prefix_order(cols[0], cols[1])
+    ordered = [col.take(order) for col in cols]
+    return order, ordered, np.concatenate([[True], _changes(ordered)])
+
+
+def _changes(ordered: list) -> np.ndarray:
+    """Whether each row's key differs from the one before it (n - 1 bools)."""
+    change = ordered[0][1:] != ordered[0][:-1]
+    for col in ordered[1:]:
+        change |= col[1:] != col[:-1]
+    return change
+
+
+BLOCK_BYTES = 256 << 10        # count_parts tokenizes block by block: its arrays stay in cache
 _WS_RE = re.compile(b"[" + re.escape(WHITESPACE) + b"]")
 
 
@@ -291,12 +263,13 @@ def count_parts(data, block: int = BLOCK_BYTES) -> tuple:
     counts, long)``, the short words (at most 8 bytes, the last not zero) by their ``lo`` alone,
     ``long`` a ``longwords.LongWords``.
 
-    Data over two blocks is read a block at a time (cut at whitespace, so no word is cut):
-    on an 8 MiB split of the benchmark corpus that is 1.75x faster than one pass over the
-    whole split, whose token arrays and hash table do not fit in the cache (docs/mapreduce.md).
-    ``_block_keys`` counts each block's short words on one uint64 and leaves the other tokens
-    as two-word keys; the short words' block tables are summed (``_group_lo``) and the other
-    tokens grouped (``group_keys``) once for the whole of ``data``."""
+    Data over two blocks is tokenized a block at a time (cut at whitespace, so no word is
+    cut): the token arrays of a block stay in the cache (``_block_keys``). The keys are then
+    counted once for the whole of ``data``, by sorting (numpy's sort of uint64 is vectorised:
+    an 8 MiB split's 0.6-1 M short words in 6 ms, where hash tables per block and their sum
+    took 12-16 ms): the short words' ``lo`` by ``np.sort`` (``_count_short``), the two-word
+    keys and the long words by a sort of their hashes with the row numbers packed in
+    (``longwords.hash_runs``), checked against the keys."""
     n = len(data)
     cuts, a = [], 0
     while not cuts or a < n:                   # one block at least (empty data: one empty)
@@ -305,22 +278,33 @@ def count_parts(data, block: int = BLOCK_BYTES) -> tuple:
         a = cuts[-1][1]
     blocks = [_block_keys(data[a:b] if len(cuts) > 1 else data) for a, b in cuts]
     long = _count_long(blocks)
-    if len(blocks) == 1:
-        short, short_counts = blocks[0][0], blocks[0][1]
-    else:
-        short, short_counts = _group_lo(np.concatenate([t[0] for t in blocks]),
-                                        np.concatenate([t[1] for t in blocks]))
-    lo, hi, counts = group_keys(np.concatenate([t[2] for t in blocks]),
-                                np.concatenate([t[3] for t in blocks]))
-    if any(t[5] for t in blocks):      # a block with a zero byte: its short words are in both
+    short, short_counts = _count_short(
+        np.concatenate([t[0] for t in blocks]) if len(blocks) > 1 else blocks[0][0])
+    lo, hi, counts = group_keys(np.concatenate([t[1] for t in blocks]),
+                                np.concatenate([t[2] for t in blocks]))
+    if any(t[4] for t in blocks):      # a block with a zero byte: its short words are in both
         return key_parts(*group_keys(*join_parts(short, short_counts, lo, hi, counts)), long)
     return short, short_counts, lo, hi, counts, long
+
+
+def _count_short(keys: np.ndarray) -> tuple:
+    """``(distinct keys, counts)`` of one-word keys, 0 left out (``_block_keys`` puts 0 for
+    the tokens that are not short words), by sorting ``keys`` in place."""
+    keys.sort()
+    n = len(keys)
+    if n == 0:
+        return keys, np.empty(0, np.int64)
+    new = np.empty(n, bool)
+    new[0] = keys[0] != 0
+    np.not_equal(keys[1:], keys[:-1], out=new[1:])
+    cuts = new.nonzero()[0]
+    return keys.take(cuts), np.diff(cuts, append=n)
 
 
 def _count_long(blocks: list) -> lw.LongWords:
     """The words over 15 bytes of all the blocks (``_block_keys``' lengths, chunks and hashes
     of each), counted together (``longwords.count``)."""
-    found = [t[4] for t in blocks if len(t[4][0])]
+    found = [t[3] for t in blocks if len(t[3][0])]
     if not found:
         return lw.NONE
     lens, values, hashes = (np.concatenate([f[k] for f in found]) for k in range(3))
@@ -339,7 +323,7 @@ def key_parts(lo, hi, counts, long) -> tuple:
 
 
 def _block_keys(data) -> tuple:
-    """One block's tokens: ``(short keys, their counts, lo, hi, long, mixed)``.
+    """One block's tokens, uncounted: ``(short, lo, hi, long, mixed)``.
 
     Token boundaries come from a whitespace mask (byte 32, or 9-13 as one unsigned
     ``- 9 < 5``: 5x faster than ``bytes.translate``) and one ``!=`` of neighbours. A token's
@@ -348,15 +332,15 @@ def _block_keys(data) -> tuple:
     to its length by shifts (numpy defines ``x << 64 == 0``).
 
     In a block with no zero byte, a word of at most 8 bytes *is* its ``lo`` (its length is
-    where its last nonzero byte is), so those words, most of any text, are counted here on one
-    uint64 (``_group_lo``); the tokens of 9-15 bytes are returned uncounted as two-word keys
-    ``lo``, ``hi`` (``hi`` = bytes 8-14 and the length in the top byte), those over 15 bytes
-    returned as their lengths, chunks and hashes (``longwords``). A block with a zero
-    byte returns every token as a two-word key (``mixed``)."""
+    where its last nonzero byte is): ``short`` is every token's ``lo``, 0 for the tokens over
+    8 bytes (no word's ``lo`` is 0; ``_count_short`` leaves 0 out). The tokens of 9-15 bytes
+    are the two-word keys ``lo``, ``hi`` (``hi`` = bytes 8-14 and the length in the top
+    byte); those over 15 bytes are their lengths, chunks and hashes (``longwords``). A block
+    with a zero byte returns every token as a two-word key (``mixed``)."""
     n = len(data)
     e = np.empty(0, np.uint64)
     if n == 0:
-        return e, np.empty(0, np.int64), e, e, _NO_LONG, False
+        return e, e, e, _NO_LONG, False
     raw = np.frombuffer(data, np.uint8)
     ws = raw == 32
     ws |= (raw - _NINE) < 5
@@ -367,47 +351,44 @@ def _block_keys(data) -> tuple:
     bounds = edge.nonzero()[0].reshape(-1, 2)
     starts = bounds[:, 0].copy()               # contiguous: used three times
     lens = bounds[:, 1] - starts
-    words = np.zeros((n + 31) // 8, np.uint64)
+    words = np.empty((n + 31) // 8, np.uint64)
+    words[-4:] = 0                              # zero padding after the data
     words.view(np.uint8)[:n] = raw
     q = starts >> 3
     shift = ((starts & 7) << 3).view(np.uint64)
-    back = _SIXTY_FOUR - shift
     lo = words.take(q) >> shift                 # take: 20% faster than words[q]
-    lo |= words[1:].take(q) << back
-    bits = lens.view(np.uint64) << _THREE        # 8 * length
-    lo &= ~(_ALL_ONES << bits)                   # bits >= 64: keep all
+    lo |= words[1:].take(q) << (_SIXTY_FOUR - shift)
+    lo &= ~(_ALL_ONES << (lens.view(np.uint64) << _THREE))     # 8 * length >= 64: keep all
     if raw.min() == 0:
-        return (e, np.empty(0, np.int64),
-                *_two_word_keys(data, words, starts, lens, lo, q, shift, back, bits), True)
+        return (e, *_two_word_keys(words, starts, lens, lo), True)
     over = (lens > 8).nonzero()[0]
-    two = _two_word_keys(data, words, starts[over], lens[over], lo[over], q[over], shift[over],
-                         back[over], bits[over])
-    lo[over] = 0                                 # no word's lo is 0: dropped below
-    short, counts = _group_lo(lo)
-    if len(over):
-        keep = short != 0
-        short, counts = short[keep], counts[keep]
-    return short, counts, *two, False
+    two = _two_word_keys(words, starts.take(over), lens.take(over), lo.take(over))
+    lo[over] = 0
+    return lo, *two, False
 
 
 _NO_LONG = (np.empty(0, np.int64), np.empty(0, np.uint64), np.empty(0, np.uint64))
 
 
-def _two_word_keys(data, words, starts, lens, lo, q, shift, back, bits) -> tuple:
-    """``_block_keys``'s two-word keys ``(lo, hi)`` of the given tokens, and the lengths,
-    chunks and hashes of those over 15 bytes (left out of the keys: ``longwords``)."""
+def _two_word_keys(words, starts, lens, lo) -> tuple:
+    """``_block_keys``'s two-word keys ``(lo, hi)`` of the given tokens (``lo``: their first
+    8 bytes), and the lengths, chunks and hashes of those over 15 bytes (left out of the keys:
+    ``longwords``)."""
+    q = starts >> 3
+    shift = ((starts & 7) << 3).view(np.uint64)
     hi = words[1:].take(q) >> shift
-    hi |= words[2:].take(q) << back
-    back = _HUNDRED_28 - bits                    # bytes 8-14: keep bits - 64 of them
+    hi |= words[2:].take(q) << (_SIXTY_FOUR - shift)
+    back = _HUNDRED_28 - (lens.view(np.uint64) << _THREE)      # bytes 8-14: keep len - 8
     hi <<= back
     hi >>= back
     hi |= lens.view(np.uint64) << _LEN_SHIFT
     is_long = lens > KEY_BYTES
     if is_long.any():
         idx = is_long.nonzero()[0]
+        keep = (~is_long).nonzero()[0]
         long_lens = lens.take(idx)
         values = lw.chunk_values(words, starts.take(idx), long_lens)
-        return lo[~is_long], hi[~is_long], (long_lens, values, lw.hash_chunks(values, long_lens))
+        return lo.take(keep), hi.take(keep), (long_lens, values, lw.hash_chunks(values, long_lens))
     return lo, hi, _NO_LONG
 
 
@@ -544,14 +525,15 @@ def _table(short, short_counts, lo, hi, counts, long) -> dict:
     is not zero (their ``hi`` is ``_short_hi(lo)``: not stored, half the bytes), then the other
     keys ``lo``, ``hi``; counts as ``uint16`` or ``uint32`` when they fit (fewer bytes to
     move); the long words (``LongWords``, or a ``{word: count}``) end to end with their
-    lengths and counts."""
+    lengths, counts and hashes (a reducer then hashes no chunk again)."""
     top = max(short_counts.max(initial=0), counts.max(initial=0))
     width = np.uint16 if top < (1 << 16) else np.uint32 if top < (1 << 32) else np.int64
     if not isinstance(long, lw.LongWords):
         long = lw.from_dict(long or {})
+    long = long.with_hashes()
     return {"short": short, "short_counts": short_counts.astype(width), "lo": lo, "hi": hi,
             "counts": counts.astype(width), "long": long.chunks, "long_lens": long.lens,
-            "long_counts": long.counts}
+            "long_counts": long.counts, "long_hashes": long.hashes}
 
 
 _TABLE_HEAD = struct.Struct("<7q")  # short, other, long words; long chunks, nbytes, nparts, width
@@ -562,15 +544,15 @@ def pack_table(t: dict, nbytes: int = 0, nparts: int = 1) -> bytes:
     """One word table as ``bytes``: a fixed 56-byte header (numbers of short, other and long
     words, the long words' chunks, the input bytes it counts, how many partitions the maps
     made, the count width), then ``short``, ``lo``, ``hi``, ``short_counts``, ``counts``,
-    ``long_counts``, ``long_lens`` and the long words' chunks. A reducer unpacks thousands of
-    these, so no JSON (``pack``) here: ~4 µs instead of ~18."""
+    ``long_counts``, ``long_lens``, ``long_hashes`` and the long words' chunks. A reducer
+    unpacks thousands of these, so no JSON (``pack``) here: ~4 µs instead of ~18."""
     counts, short_counts = t["counts"], t["short_counts"]
     head = _TABLE_HEAD.pack(len(short_counts), len(counts), len(t["long_counts"]), len(t["long"]),
                             nbytes, nparts, counts.dtype.itemsize)
     return b"".join([head, *(memoryview(np.ascontiguousarray(a)).cast("B") for a in (
         t["short"], t["lo"], t["hi"], short_counts, counts.astype(short_counts.dtype, copy=False),
         t["long_counts"].astype("<i8", copy=False), t["long_lens"].astype("<i8", copy=False),
-        t["long"]))])
+        t["long_hashes"], t["long"]))])
 
 
 def unpack_table(blob) -> dict:
@@ -583,7 +565,7 @@ def unpack_table(blob) -> dict:
     for name, dtype, size in (("short", "<u8", ns), ("lo", "<u8", n), ("hi", "<u8", n),
                               ("short_counts", count_type, ns), ("counts", count_type, n),
                               ("long_counts", "<i8", nlong), ("long_lens", "<i8", nlong),
-                              ("long", "<u8", long_chunks)):
+                              ("long_hashes", "<u8", nlong), ("long", "<u8", long_chunks)):
         t[name] = np.frombuffer(blob, dtype, size, at)
         at += t[name].itemsize * size
     return t
@@ -595,8 +577,8 @@ def table_keys(t: dict) -> tuple:
 
 
 def table_longwords(t: dict) -> lw.LongWords:
-    """The long words of a table with their counts (views of its arrays)."""
-    return lw.LongWords(t["long"], t["long_lens"], t["long_counts"])
+    """The long words of a table with their counts and hashes (views of its arrays)."""
+    return lw.LongWords(t["long"], t["long_lens"], t["long_counts"], t.get("long_hashes"))
 
 
 def table_long(t: dict) -> dict:
@@ -651,25 +633,58 @@ def ranked_arrays(t: dict) -> tuple:
 
 def ranked_order(t: dict) -> tuple:
     """``ranked_arrays`` with the words left where they are: ``(blob, starts, lens, counts,
-    lo, hi)``, word i of the ranking being ``blob[starts[i]:][:lens[i]]`` (``tsv_lines``
-    copies them once, into the lines). The words' bytes come from their 8-byte chunks (a
-    short word's keys, a long word's ``LongWords`` chunks: ``longwords.chunk_bytes``)."""
+    lo, hi)``, word i of the ranking being ``blob[starts[i]:][:lens[i]]``. The words' bytes
+    come from their 8-byte chunks (``_ranking``, ``longwords.chunk_bytes``)."""
+    pool, first, nch, lens, counts, lo, hi, order = _ranking(t)
+    blob = lw.chunk_bytes(pool, first, nch, lens)
+    starts = np.cumsum(lens) - lens
+    return (blob, starts.take(order), lens.take(order), counts.take(order), lo.take(order),
+            hi.take(order))
+
+
+def ranked_tsv(t: dict) -> tuple:
+    """``tsv_lines`` of ``ranked_order``, made from the words' chunks with no copy of the
+    words in between: ``(lines, line_lens, word_lens, counts, lo, hi)`` in rank order. Each
+    line is two pieces of chunks (``longwords.chunk_bytes``, one gather per 8 bytes): its
+    word's, and those of its ``\t count \n`` (``_count_tails``, a row of 3 chunks). Word by
+    word, then line by line, took 2-3x the time (a gather per byte, twice)."""
+    pool, first, nch, lens, counts, lo, hi, order = _ranking(t)
+    lens, counts = lens.take(order), counts.take(order)
+    n = len(order)
+    digits = np.searchsorted(_POWERS_OF_TEN, counts, side="right") + 1
+    tails = _count_tails(counts, digits)
+    pieces = np.empty((3, 2 * n), np.int64)             # first chunk, chunks, bytes
+    pieces[0, 0::2] = first.take(order)
+    pieces[0, 1::2] = np.arange(len(pool), len(pool) + 3 * n, 3)
+    pieces[1, 0::2] = nch.take(order)
+    pieces[2, 0::2] = lens
+    pieces[2, 1::2] = digits + 2
+    pieces[1, 1::2] = lw.n_chunks(pieces[2, 1::2])
+    lines = lw.chunk_bytes(np.concatenate([pool, tails.view(np.uint64).reshape(-1)]), *pieces)
+    return lines, lens + digits + 2, lens, counts, lo.take(order), hi.take(order)
+
+
+def _ranking(t: dict) -> tuple:
+    """A table's words as chunks, and their ranking: ``(pool, first, nch, lens, counts, lo,
+    hi, order)``. Word i (in table order: the short and two-word keys, then the long words)
+    is the first ``lens[i]`` bytes of ``pool[first[i]:][:nch[i]]`` (a key's ``lo``, ``hi``, a
+    long word's ``LongWords`` chunks); ``lo``/``hi`` are the byte-swapped keys of the first
+    15 bytes; ``order`` ranks the words by count descending, then bytes
+    (``longwords.order_rows``)."""
     lo, hi, counts = table_keys(t)
     long = table_longwords(t)
-    lens = np.concatenate([(hi >> _LEN_SHIFT).astype(np.int64), long.lens])
     d = len(lo)
-    blob = np.concatenate([lw.chunk_bytes(np.stack([lo, hi], axis=1).reshape(-1),
-                                          np.arange(0, 2 * d, 2), lw.n_chunks(lens[:d]), lens[:d]),
-                           long.blob()])
+    lens = np.concatenate([(hi >> _LEN_SHIFT).astype(np.int64), long.lens])
+    pool = np.concatenate([np.stack([lo, hi], axis=1).reshape(-1), long.chunks])
+    first = np.concatenate([np.arange(0, 2 * d, 2), 2 * d + long.first_chunks()[0]])
+    nch = lw.n_chunks(lens)
     long_lo, long_hi = lw.prefix_keys(long)
     counts = np.concatenate([counts, long.counts.astype(np.int64)])
     lo = np.concatenate([lo, long_lo]).byteswap()
     hi = np.concatenate([hi, long_hi]).byteswap()
-    starts = np.cumsum(lens) - lens
     order = lw.order_rows(counts, lo, hi, lambda rows: (
-        gather(blob, starts.take(rows), lens.take(rows)), lens.take(rows)))
-    return (blob, starts.take(order), lens.take(order), counts.take(order), lo.take(order),
-            hi.take(order))
+        lw.chunk_bytes(pool, first.take(rows), nch.take(rows), lens.take(rows)), lens.take(rows)))
+    return pool, first, nch, lens, counts, lo, hi, order
 
 
 _POWERS_OF_TEN = 10 ** np.arange(1, 19, dtype=np.int64)
@@ -679,26 +694,47 @@ def tsv_lines(words: np.ndarray, word_lens: np.ndarray, counts: np.ndarray,
               word_starts=None) -> tuple:
     """``word<TAB>count\n`` per row (``b"%s\t%d\n"``, counts >= 0) built with numpy:
     ``(lines uint8, line_lens)``; word i is ``words[word_starts[i]:][:word_lens[i]]`` (None:
-    the words end to end)."""
+    the words end to end). Each line is two segments gathered in one pass (``gather``): its
+    word, and its ``\t count \n`` from a row of ``_count_tails``."""
+    n = len(counts)
     digits = np.searchsorted(_POWERS_OF_TEN, counts, side="right") + 1
     line_lens = word_lens + digits + 2
-    total = int(line_lens.sum())
-    out = np.empty(total, np.uint8)
-    if total == 0:
-        return out, line_lens
-    starts = np.cumsum(line_lens) - line_lens
     if word_starts is None:
         word_starts = np.cumsum(word_lens) - word_lens
-    copy_segments(out, starts, words, word_starts, word_lens)
-    tab = starts + word_lens
-    out[tab] = 9
-    out[starts + line_lens - 1] = 10
-    rest = counts.copy()
-    for k in range(int(digits.max())):         # the last digit first
-        on = digits > k
-        out[(tab + digits - k)[on]] = 48 + (rest[on] % 10)
+    size = int((word_starts + word_lens).max(initial=0))
+    source = np.concatenate([words[:size], _count_tails(counts, digits).reshape(-1)])
+    seg_starts = np.empty(2 * n, np.int64)
+    seg_starts[0::2] = word_starts
+    seg_starts[1::2] = np.arange(size, size + _TAIL * n, _TAIL)
+    seg_lens = np.empty(2 * n, np.int64)
+    seg_lens[0::2] = word_lens
+    seg_lens[1::2] = digits + 2
+    return gather(source, seg_starts, seg_lens), line_lens
+
+
+_TAIL = 24          # bytes per row of _count_tails: a tab, up to 20 digits, a newline
+
+
+def _count_tails(counts: np.ndarray, digits: np.ndarray) -> np.ndarray:
+    """An (n, ``_TAIL``) uint8 matrix whose row i begins with ``\t`` + decimal counts[i] +
+    ``\n`` (``digits[i] + 2`` bytes; the others are not set). The k-th digit from the right
+    is written for the rows whose count has more than k digits only."""
+    n = len(counts)
+    tails = np.empty((n, _TAIL), np.uint8)
+    flat = tails.reshape(-1)
+    row = np.arange(0, _TAIL * n, _TAIL)
+    flat[row] = 9
+    at = row + digits                                   # the last digit of each row
+    flat[at + 1] = 10
+    rest = counts.astype(np.int64)
+    flat[at] = 48 + rest % 10
+    rest //= 10
+    for _ in range(1, int(digits.max(initial=1))):
+        live = (rest > 0).nonzero()[0]
+        at, rest = at.take(live) - 1, rest.take(live)
+        flat[at] = 48 + rest % 10
         rest //= 10
-    return out, line_lens
+    return tails
 
 
 def split_table(lo, hi, counts, long, reducers: int) -> list:
@@ -736,99 +772,62 @@ def _by_partition(of: np.ndarray, reducers: int) -> tuple:
     return order, np.concatenate([[0], np.cumsum(np.bincount(small, minlength=reducers))])
 
 
-class _SumTable:
-    """Running sums per key of keys made of ``ncols`` uint64 columns: a numpy hash table that
-    persists across ``add`` calls, so each entry is hashed and summed once.
+class _Pending:
+    """Tables' keys of one kind (``ncols`` uint64 columns) and their counts, kept as they come
+    (views) and summed by ``sum_keys`` when asked, or when they hold more than ``limit`` rows
+    (and twice the rows of the last sum): the memory stays bounded by the distinct keys."""
 
-    Slots are ``hash(key) >> (64 - k)``; an empty slot has 0 in its last column (no key has:
-    a two-word key's ``hi`` holds its length; the one short word whose ``lo`` is 0, the
-    1-byte word ``b"\\x00"``, is kept by ``KeyCounter`` with the two-word keys). An entry claims
-    its slot if the slot is empty, and is summed there (``np.bincount`` with weights) if the
-    slot holds its key; the few entries whose slot another key holds are grouped apart
-    (``_hash_group``) and kept as extra tables. The table doubles when half full or when the
-    extras grow past a quarter of it."""
-
-    def __init__(self, ncols: int, k: int = 16) -> None:
-        self.k = k
-        self.cols = [np.zeros(1 << k, np.uint64) for _ in range(ncols)]
-        self.sums = np.zeros(1 << k, np.float64)          # exact below 2**53
-        self.used = 0
-        self.extra: list = []
-        self.extra_size = 0
+    def __init__(self, ncols: int, limit: int) -> None:
+        self.ncols, self.limit = ncols, limit
+        self.parts: list = []
+        self.rows = 0
+        self.sums = 0                    # times the parts were summed before the end
 
     def add(self, cols: list, counts: np.ndarray) -> None:
-        """Add ``counts[j]`` to the key ``(cols[0][j], ...)`` for every j."""
         if not len(counts):
             return
-        size = 1 << self.k
-        slot = _slots(cols, self.k)
-        empty = self.cols[-1].take(slot) == 0
-        if empty.any():
-            claim = slot[empty]
-            for mine, col in zip(self.cols, cols):
-                mine[claim] = col[empty]
-            self.used = int(np.count_nonzero(self.cols[-1]))
-        ok = self.cols[0].take(slot) == cols[0]
-        for mine, col in zip(self.cols[1:], cols[1:]):
-            ok &= mine.take(slot) == col
-        self.sums += np.bincount(slot[ok], weights=counts[ok], minlength=size)
-        rest = (~ok).nonzero()[0]
-        if len(rest):
-            grouped = _hash_group([col[rest] for col in cols], counts[rest], 20)
-            self.extra.append(grouped)
-            self.extra_size += len(grouped[1])
-        if 2 * self.used > size or 4 * self.extra_size > size:
-            self._grow()
-
-    def _grow(self) -> None:
-        keep = (self.cols[-1] != 0).nonzero()[0]
-        old = [([col[keep] for col in self.cols], self.sums[keep])] + self.extra
-        self.__init__(len(self.cols), self.k + 1)
-        for cols, sums in old:
-            self.add(cols, sums)
+        self.parts.append((cols, counts))
+        self.rows += len(counts)
+        if self.rows > self.limit:
+            self.parts = [self.result()]
+            self.rows = len(self.parts[0][1])
+            self.limit = max(self.limit, 2 * self.rows)
+            self.sums += 1
 
     def result(self) -> tuple:
-        """``(key columns, int64 sums)`` of every key added."""
-        keep = (self.cols[-1] != 0).nonzero()[0]
-        cols, sums = [col[keep] for col in self.cols], self.sums[keep].astype(np.int64)
-        if self.extra:
-            cols, sums = _hash_group([np.concatenate([c] + [e[0][j] for e in self.extra])
-                                      for j, c in enumerate(cols)],
-                                     np.concatenate([sums] + [e[1] for e in self.extra]), 20)
-        return cols, sums
+        """``(distinct key columns, int64 sums)`` of every row added."""
+        if len(self.parts) == 1 and self.sums:
+            return self.parts[0]
+        cols = [np.concatenate([p[0][j] for p in self.parts] or [np.empty(0, np.uint64)])
+                for j in range(self.ncols)]
+        counts = np.concatenate([p[1] for p in self.parts] or [np.empty(0, np.int64)])
+        return sum_keys(cols, counts)
 
 
+PENDING_ROWS = 1 << 21     # keys of one kind a KeyCounter keeps before summing them (memory)
 LONG_PENDING = 1 << 20     # long words a KeyCounter keeps before summing them (memory)
 
 
 class KeyCounter:
-    """Running sums of word tables (the reducer's state): the short words' sums on one
-    uint64 per key, the other keys' on two (``_SumTable``); the long words' tables are kept
-    (views) and summed at the end (``longwords.merge``), or when they hold over
-    ``LONG_PENDING`` words."""
+    """Running sums of word tables (the reducer's state): the short words' keys (one uint64)
+    and the two-word keys, each kept as the tables' arrays and summed by sorting
+    (``_Pending``, ``sum_keys``: an 8-reducer share of a 200 MB corpus in a few ms, where a
+    hash table grown by doubling took 60 ms); the long words' tables kept (views) and summed
+    at the end (``longwords.merge``), or when they hold over ``LONG_PENDING`` words."""
 
-    def __init__(self, k: int = 16) -> None:
-        self.short = _SumTable(1, k)
-        self.two = _SumTable(2, max(2, k - 4))
+    def __init__(self, pending: int = PENDING_ROWS) -> None:
+        self.short = _Pending(1, pending)
+        self.two = _Pending(2, pending)
         self.long: list = []
         self.long_pending = 0
 
     def add_tables(self, tables: list) -> "KeyCounter":
         """Add word tables (``key_table`` dicts, e.g. ``unpack_table``'s views)."""
-        tables = [t for t in tables if t is not None]
-        if any(len(t["short_counts"]) for t in tables):
-            short = np.concatenate([t["short"] for t in tables])
-            short_counts = np.concatenate([t["short_counts"] for t in tables])
-            nul = short == 0            # the word b"\x00": 0 marks an empty slot of self.short
-            if nul.any():
-                self.two.add([short[nul], _short_hi(short[nul])], short_counts[nul])
-                short, short_counts = short[~nul], short_counts[~nul]
-            self.short.add([short], short_counts)
-        if any(len(t["counts"]) for t in tables):
-            self.two.add([np.concatenate([t["lo"] for t in tables]),
-                          np.concatenate([t["hi"] for t in tables])],
-                         np.concatenate([t["counts"] for t in tables]))
         for t in tables:
+            if t is None:
+                continue
+            self.short.add([t["short"]], t["short_counts"])
+            self.two.add([t["lo"], t["hi"]], t["counts"])
             if len(t["long_counts"]):
                 self.long.append(table_longwords(t))
                 self.long_pending += len(t["long_counts"])

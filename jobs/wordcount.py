@@ -93,10 +93,8 @@ def reduce_part(inputs: dict, r: int = 0) -> bytes:
 
 def _reduce_table(inputs: dict, r: int) -> tuple:
     """Sum of table ``r`` of every input (part ``r`` of the map outputs, or whole map outputs,
-    or tree nodes' tables), added to one ``KeyCounter`` in batches of about ``MERGE_ENTRIES``
-    entries: the batch's arrays stay in the cache and reuse the same memory (120 tables of an
-    8 MiB split at once, 1.5 M entries, took 0.15 s in a fresh process, the first-touch page
-    faults of their temporaries; in batches, 0.03 s)."""
+    or tree nodes' tables), added to one ``KeyCounter`` (views of the tables, summed by
+    sorting) in batches of about ``MERGE_ENTRIES`` entries."""
     sums, batch, pending, nbytes, nparts = mr.KeyCounter(), [], 0, 0, set()
     for blob in inputs.values():
         if isinstance(blob, list):        # a whole map output (no "part": an aggregation tree)
@@ -114,11 +112,10 @@ def _reduce_table(inputs: dict, r: int) -> tuple:
 
 def reduce_sorted(output: str, inputs: dict, r: int = 0, mergers: int = 2, top: int = 10) -> dict:
     """Reducer ``r`` of wordcount.json: sums part ``r`` of every map output, ranks its words
-    (count descending, then bytes: ``ranked_order``, ``tsv_lines``) and writes them as a sorted run
+    (count descending, then bytes: ``mapreduce.ranked_tsv``) and writes them as a sorted run
     (``sortedruns``); returns the run's description, top rows and samples."""
     table, nbytes, nparts = _reduce_table(inputs, r)
-    blob, word_starts, word_lens, counts, lo, hi = mr.ranked_order(table)
-    lines, line_lens = mr.tsv_lines(blob, word_lens, counts, word_starts)
+    lines, line_lens, word_lens, counts, lo, hi = mr.ranked_tsv(table)
     path = os.path.join(sortedruns.work_dir(output, "wordcount-runs"), f"run-{r:05d}.bin")
     info = sortedruns.write_run(path, lines, line_lens, word_lens, counts, lo, hi)
     return {**sortedruns.run_value(info, 16 * max(1, mergers), top),

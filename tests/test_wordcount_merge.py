@@ -76,17 +76,21 @@ def test_ranked_arrays_match_ranked_rows():
     assert counts.tolist() == want_counts.tolist()
 
 
+@pytest.mark.parametrize("low_bits", [False, True])
 @pytest.mark.parametrize("top", [3, 70_000, 1 << 33])
-def test_key_order_is_lexsort(top):
-    """``longwords.key_order`` (quicksort of lo, lexsort of its tied runs, radix sorts of the
-    counts in 16-bit digits) orders rows as ``np.lexsort((hi, lo, -counts))`` does, for counts
-    of one, two and more 16-bit digits, with many equal ``lo``."""
+def test_key_order_is_lexsort(top, low_bits):
+    """``longwords.key_order`` (quicksort of lo, one argsort of its tied runs by run and the
+    top bits of hi, radix sorts of the counts in 16-bit digits) orders rows as
+    ``np.lexsort((hi, lo, -counts))`` does, for counts of one, two and more 16-bit digits,
+    with many equal ``lo``, and ``hi`` that differ in their top or in their lowest bits only
+    (the argsort cannot tell those apart: ``lexsort`` then)."""
     import longwords
     rng = np.random.default_rng(top % 97)
     for n in (0, 1, 7, 5000):
         counts = rng.integers(0, top, n)
         lo = rng.integers(0, 40, n).astype(np.uint64) << np.uint64(58)
-        hi = rng.integers(0, 5, n).astype(np.uint64) << np.uint64(63 - int(rng.integers(0, 3)))
+        shift = 0 if low_bits else 63 - int(rng.integers(0, 3))
+        hi = rng.integers(0, 5, n).astype(np.uint64) << np.uint64(shift)
         want, got = np.lexsort((hi, lo, -counts)), longwords.key_order(counts, lo, hi)
         assert sorted(got.tolist()) == list(range(n))
         for a in (counts, lo, hi):
@@ -116,17 +120,21 @@ def test_ranked_arrays_order_long_words_sharing_prefixes(monkeypatch, tie_keys):
     assert got_counts.tolist() == [c for _, c in want]
 
 
-@pytest.mark.parametrize("collide", ["none", "all", "by_length"])
+@pytest.mark.parametrize("collide", ["none", "all", "by_length", "top_bits"])
 def test_long_words_exact_under_hash_collisions(tmp_path, monkeypatch, collide):
     """Long words are grouped by a 64-bit hash and checked byte for byte: with every hash
     made equal (or equal for all words of one length), the maps and reducers fall back to a
-    ``Counter`` of bytes and the output is still exact; with the real hash, no fallback."""
+    ``Counter`` of bytes and the output is still exact; with the real hash, no fallback; with
+    hashes that differ in their low 24 bits only (the packed sort of ``hash_runs`` sees one
+    run), they are grouped again by the whole hashes, with no fallback either."""
     import longwords
     real = longwords.hash_chunks
     fallbacks = []
     if collide != "none":
         def fake(values, lens):
             h = real(values, lens)
+            if collide == "top_bits":
+                return h >> np.uint64(40)
             return h * np.uint64(0) if collide == "all" else lens.astype(np.uint64)
         monkeypatch.setattr(longwords, "hash_chunks", fake)
     counter = longwords.from_dict
@@ -139,7 +147,7 @@ def test_long_words_exact_under_hash_collisions(tmp_path, monkeypatch, collide):
     h5 = ingest(tmp_path, data)
     pipeline(h5, str(tmp_path / "out"), 3, 2, monkeypatch)
     assert (tmp_path / "out" / "wordcount.tsv").read_bytes() == ref_tsv(data)
-    assert (len(fallbacks) > 0) == (collide != "none")
+    assert (len(fallbacks) > 0) == (collide in ("all", "by_length"))
 
 
 def pipeline(h5: str, out: str, reducers: int, mergers: int, monkeypatch) -> dict:
@@ -230,3 +238,26 @@ def test_required_literals():
     assert grep.required_literals(r"(a|)bc") == [b"bc"]
     for none in (r"(?i)error", r"(?i:ab)", r"(a|)b", r"a\nb", r"[ab]c", r"x"):
         assert grep.required_literals(none) is None, none
+
+
+@pytest.mark.parametrize("words", [0, 1, 20_000])
+def test_ranked_tsv_is_tsv_lines_of_ranked_order(words):
+    """The reducer's lines made from the words' chunks (``ranked_tsv``) are ``tsv_lines`` of
+    ``ranked_order`` (words copied as bytes): the same bytes, lengths, counts and keys, for
+    short, 8/15/16-byte and long words, NUL and 0xff bytes, counts of 1 to 7 digits."""
+    edges = b" \xff\x00 \x00 12345678 123456789abcdef 123456789abcdefg x"
+    data = real_shapes(seed=3, words=words) + edges * (words > 0)
+    table = mr._table(*mr.count_split(data))
+    table["counts"] = table["counts"].astype(np.int64) * 999_983      # counts of 6-7 digits
+    blob, starts, lens, counts, lo, hi = mr.ranked_order(table)
+    want, want_lens = mr.tsv_lines(blob, lens, counts, starts)
+    got = mr.ranked_tsv(table)
+    assert got[0].tobytes() == want.tobytes() == ref_tsv_of(table)
+    for a, b in zip(got[1:], (want_lens, lens, counts, lo, hi)):
+        assert a.tolist() == b.tolist()
+
+
+def ref_tsv_of(table: dict) -> bytes:
+    words, counts = mr.table_rows(table)
+    rows = sorted(zip(words, counts.tolist()), key=lambda kv: (-kv[1], kv[0]))
+    return b"".join(b"%s\t%d\n" % kv for kv in rows)
