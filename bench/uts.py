@@ -9,7 +9,9 @@ children; any other node has ``m`` children if its last 4 bytes, as a 31-bit num
 2^31, fall below ``q``, else none. ``--check-t3`` counts UTS's T3 tree (b0 2000, q 0.124875,
 m 8, seed 42), whose published size is 4,112,897 nodes.
 
-The parallel search: one DAG task expands the root; every task expands nodes depth first,
+The parallel search: one DAG task expands the root and adds its ``b0`` children at once as
+``--split`` tasks (so that every rank has work one steal after the start); every task expands
+nodes depth first,
 up to ``--per-task`` of them, then adds the nodes left on its stack as up to ``--split`` new
 tasks (one per ``MIN_PART`` nodes; the deepest and shallowest nodes spread over them) and
 returns how many it expanded. The
@@ -28,8 +30,14 @@ parallel efficiency ``t_seq / (P * t_run)``, each run against the sequential sea
 before it, and over all rounds of the medians and of the fastest runs. Right after each run,
 P copies of the sequential search run at once (``copies_seconds``): ``machine_share`` =
 t_seq / that is how much of P free cores the machine gave P busy processes then (1.0 on an
-idle machine), the bound the run's efficiency is to be read against on a loaded one. Runs alternate with
-sequential ones (``--rounds``), so both see the same machine load.
+idle machine), the bound the run's efficiency is to be read against on a loaded one. Runs
+alternate with sequential ones (``--rounds``), so both see the same machine load. Two figures
+the load moves less: ``cpu_efficiency``, the sequential search's CPU seconds over the CPU
+seconds the run's ranks spent from their first look for work to their last
+(``work_cpu_seconds``: the tasks, the runtime's own cost, any spinning while idle), and
+``idle_share``, the share of the ranks' time from the first task's start to the last one's
+end (``P * wall``) spent outside tasks (waiting for work, the runtime between tasks, or off
+the core).
 """
 from __future__ import annotations
 
@@ -85,7 +93,7 @@ def sequential(seed: int, b0: int, q: float, m: int) -> int:
 # ---------------------------------------------------------------------- the tasks
 def uts_root(seed: int, b0: int, q: float, m: int, per_task: int, split: int) -> int:
     stack = root_children(seed, b0)
-    return 1 + uts_grow(stack, q, m, per_task, split)
+    return 1 + uts_grow(stack, q, m, per_task, split, budget=0)
 
 
 def uts_node(nodes: bytes, q: float, m: int, per_task: int, split: int) -> int:
@@ -93,8 +101,10 @@ def uts_node(nodes: bytes, q: float, m: int, per_task: int, split: int) -> int:
     return uts_grow(stack, q, m, per_task, split)
 
 
-def uts_grow(stack: list, q: float, m: int, per_task: int, split: int) -> int:
-    count = expand(stack, q, m, per_task)
+def uts_grow(stack: list, q: float, m: int, per_task: int, split: int,
+             budget: int | None = None) -> int:
+    """Expand up to ``budget`` (default ``per_task``) nodes, add the rest as tasks."""
+    count = expand(stack, q, m, per_task if budget is None else budget)
     if stack:
         ways = max(1, min(split, len(stack) // MIN_PART))
         parts = [b"".join(stack[j::ways]) for j in range(ways)]
@@ -150,6 +160,17 @@ def concurrent_sequential(n: int, args) -> float:
         return max(pool.map(_timed_sequential, [(args.seed, args.b0, args.q, args.m)] * n))
 
 
+def run_cpu(summary: dict) -> float:
+    """CPU seconds the run's ranks spent from their first look for work to their last."""
+    return sum(p["work_cpu_seconds"] for p in summary["per_rank"])
+
+
+def idle_share(summary: dict) -> float:
+    """The share of the ranks' time in the run (``P * wall_seconds``) spent outside tasks."""
+    busy = sum(p["busy_seconds"] for p in summary["per_rank"])
+    return round(1 - busy / (len(summary["per_rank"]) * summary["wall_seconds"]), 3)
+
+
 def efficiencies(seq_times: list, runs: list) -> dict:
     """Per rank count: t_seq / (P * t_run) of the medians, and of the fastest of each (on a
     loaded machine the fastest run is the one least slowed by other processes)."""
@@ -194,9 +215,10 @@ def main() -> None:
     nodes = None
     for r in range(args.rounds):
         for n in [int(x) for x in args.ranks.split(",")]:
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.process_time()
             nodes = sequential(args.seed, args.b0, args.q, args.m)
             seq_times.append(time.perf_counter() - t0)
+            seq_cpu = time.process_time() - cpu0
             log(f"sequential: {nodes} nodes in {seq_times[-1]:.3f} s")
             run_dir = os.path.join(work, f"run-{n}-{r}")
             summary = run_ranks(n, dag_path, run_dir)
@@ -208,6 +230,8 @@ def main() -> None:
                          "efficiency": round(seq_times[-1] / (n * wall), 3),
                          "copies_seconds": round(copies, 3),
                          "machine_share": round(seq_times[-1] / copies, 3),
+                         "cpu_efficiency": round(seq_cpu / run_cpu(summary), 3),
+                         "idle_share": idle_share(summary),
                          "tasks": summary["tasks"],
                          "steals": sum(p.get("steals", 0) for p in summary["per_rank"])})
             log(f"{n} ranks: {got} nodes ({'exact' if got == nodes else 'WRONG'}) in "

@@ -1,6 +1,7 @@
 """Tasks that add tasks (``mpitiny.submit``, issue 21 point 1): counts exact on 1, 2, 4 ranks,
-deps on added tasks honoured, a rank killed and the run resumed without losing or repeating an
-added task, and ``submit`` outside a run refused with one clear error.
+deps on added tasks honoured, a rank killed (or the run stopped by a signal) and the run
+resumed without losing or repeating an added task, and ``submit`` outside a run refused with
+one clear error.
 
 The tree is UTS's binomial tree (tests/dags/submit_tasks.py): its size is known by searching
 it in this process, and the tasks' results sum to it only if every added task ran exactly once
@@ -10,7 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -231,6 +235,46 @@ def test_kill_one_rank_then_resume_tree(python_module, tmp_path, first, second, 
     assert not now & {task_text("grow", k) for k in runs[0]}
     lines = Path(log).read_text().splitlines()
     assert len(set(lines)) == len(read_results(str(out))) - 1   # every added task ran
+
+
+def test_stop_signal_then_resume_tree(python_module, tmp_path):
+    """A stop signal (as Slurm sends before the time limit) while added tasks run: the run
+    ends resumable, every added task it ran is journaled done (finished tasks are journaled
+    in groups, ``Adding.settle``: a stop settles them first) and none of them runs again;
+    the resumed run's count is exact."""
+    log = tmp_path / "ran.log"
+    dag_path = write(tmp_path, tree_dag(str(log), delay=0.005))
+    out = tmp_path / "run"
+    stopper = threading.Thread(target=signal_launcher, args=(out, log, 30))
+    stopper.start()
+    proc = run(python_module, 2, dag_path, out)
+    stopper.join()
+    assert proc.returncode == 75, proc.stdout + proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped"] == "signal" and summary["done"] < summary["tasks"], summary
+    ran_before = {int(r["gid"]) for r in read_tasks(str(out))
+                  if int(r["gid"]) >= ADDED_BIT and int(r["status"]) == DONE}
+    (journaled,) = done_keys_per_incarnation(out)
+    assert ran_before and ran_before == set(journaled), "a task ran but was not journaled done"
+    proc = run(python_module, 2, dag_path, out)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    check_tree(out)
+    first, second = done_keys_per_incarnation(out)
+    assert not set(first) & set(second), "an added task done before the stop ran again"
+
+
+def signal_launcher(out: Path, log: Path, lines: int) -> None:
+    """Once ``lines`` added tasks have started, send SIGUSR1 to the mpiexec writing ``out``."""
+    import psutil
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (log.exists()
+                                               and log.read_text().count("\n") >= lines):
+        time.sleep(0.005)
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info["cmdline"] or []
+        if cmd and os.path.basename(cmd[0]) in ("mpiexec", "mpirun", "prterun", "mpiexec.hydra") \
+                and str(out) in cmd:
+            p.send_signal(signal.SIGUSR1)
 
 
 def read_results_current(out) -> dict:

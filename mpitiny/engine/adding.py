@@ -31,7 +31,13 @@ task: unpickle, call (``--retries`` / ``--timeout`` as for the DAG's tasks), rec
 (``gid`` = its key; ``queued`` = when it was submitted; ``stolen``), its result
 (``results/``, under its id ``name@key``), its id text (``tasks/rank-R.added``), journal it
 DONE (after its result and the payloads it added reached the OS), mark its slot DONE or FAILED
-at the rank that added it, and count it finished like any task.
+at the rank that added it, and count it finished like any task. Those last three steps
+(``settle``) are done for the tasks of several chunks at once, at most ``SETTLE_SECONDS``
+after the first of them finished, and at once when the rank finds no added task to run, when
+the run is ending, or when DAG work waits on the rank: a rank's own chunks are mostly one
+task (it leaves half of its tasks to thieves), and one flush of results and payloads per
+task cost it more than the 2 ms of delay cost the dependents. A stop that comes while a DAG
+chunk runs can find the last of them unsettled: resumed, they run again (as after a crash).
 
 Resuming: every rank knows the recovered keys (sent with the journals); the i-th in key order
 goes to rank i mod P, slot i div P, so a dep on a recovered task is found without asking.
@@ -71,7 +77,7 @@ from mpitiny.io.added import child_key, names_path, task_text
 from mpitiny.io.rundir import DONE as ROW_DONE
 from mpitiny.io.rundir import FAILED as ROW_FAILED
 from mpitiny.io.rundir import UPSTREAM_FAILED
-from mpitiny.io.values import encode
+from mpitiny.io.values import KIND_JSON, encode
 from mpitiny.queue.added import DONE, FAILED, AddedStore, StoreFull
 
 if TYPE_CHECKING:
@@ -85,6 +91,7 @@ LOOK_SECONDS = 0.001         # how often an idle rank looks whether any task was
 DEP_DONE = -1                # a dep's rank: done in an earlier incarnation
 CHUNK_SECONDS = 0.005        # a rank takes about this much of its own added tasks at once
 MAX_CHUNK = 64
+SETTLE_SECONDS = 0.002       # finished added tasks are journaled and marked at most this late
 
 _by_state: dict = {}       # id of a rank's state store -> its Adding (see ``submit_rows``)
 pump: Callable | None = None   # called with the Adding at each look for work (mpitiny.futures);
@@ -161,6 +168,8 @@ class Adding:
         self.parent, self.attempt, self.count = -1, "", 0
         self.given: dict = {}         # key -> TaskId added by the current parent
         self.running = -1             # the key of the added task running now
+        self.finished: list = []      # (owner, slot, key, failed) run, not yet settled
+        self.finished_at = 0.0        # when the first of them finished
         self.any_added = False
         self.looked = 0.0
         self.avg = float("nan")       # seconds per added task run here
@@ -294,6 +303,8 @@ class Adding:
         """The id of ``key`` if it needs no adding: done or recovered, or given before."""
         if key in self.given:
             return self.given[key]
+        if not self.recovered and not len(self.done_before):
+            return None
         at = int(np.searchsorted(self.done_before, key))
         if at < len(self.done_before) and int(self.done_before[at]) == key:
             return TaskId(task_text(name, key), key, (DEP_DONE, 0, self.run_no))
@@ -374,13 +385,22 @@ class Adding:
     def work(self) -> bool:
         """Run an added task if this rank has or can steal one; whether it ran one (so the
         loop looks for work again at once). A rank simulated in one process says False, so
-        that its turn ends after one task, as after a chunk (``Engine.step``)."""
+        that its turn ends after one task, as after a chunk (``Engine.step``). Finding none,
+        it settles the tasks it ran (``settle``) before the loop reports or waits."""
+        if self.take_work():
+            return not self.stepped
+        if self.finished:
+            self.settle()
+        return False
+
+    def take_work(self) -> bool:
+        """``work`` but for settling: whether it ran a task."""
         if self.unplaced:
             self.place_recovered()
         if pump is not None and pump(self):
             return False                 # this rank's client submits: it leaves the core to it
         if self.jobs is not None and self.jobs.work():
-            return not self.stepped
+            return True
         if self.waiting:
             self.poll()
         mine = self.store.pop(self.chunk(), 1 if self.nranks == 1 else 2)
@@ -388,13 +408,13 @@ class Adding:
             mine = [self.held.pop()]
         if mine:
             self.run(mine, False)
-            return not self.stepped
+            return True
         got = self.steal()
         if len(got) > 1:                 # stealable again from here
             self.held.extend(got[1 + self.store.forward(got[1:]):])
         if got:
             self.run(got[:1], True)
-            return not self.stepped
+            return True
         return False
 
     def chunk(self) -> int:
@@ -435,14 +455,16 @@ class Adding:
         e = self.e
         e.queue.set_busy(True)
         t0 = time.perf_counter()
-        done: list = []
+        if not self.finished:
+            self.finished_at = time.monotonic()
         for owner, slot, key, payload in items:
             if e.ending():
                 break                    # not counted: a stopped run; resumed, they run again
-            self.run_one(owner, slot, key, payload, stolen, done)
-        if done:
-            e.journal.added_done(done)
-        self.finish(done)
+            self.run_one(owner, slot, key, payload, stolen)
+        if self.stepped or e.ending() or len(self.finished) >= MAX_CHUNK or \
+                time.monotonic() - self.finished_at >= SETTLE_SECONDS or \
+                e.direct is not None or e.queue.has_work():     # a DAG chunk may come next
+            self.settle()
         took = time.perf_counter() - t0
         e.busy += took
         per_task = took / len(items)
@@ -453,6 +475,15 @@ class Adding:
         if e.progress is not None:
             e.progress.tick(working=True)
 
+    def settle(self) -> None:
+        """Journal the tasks run since the last settling DONE and mark them finished: one
+        flush of results and payloads and one pass of DONE records for the tasks of a few
+        chunks (this rank's own chunks are mostly one task)."""
+        done, self.finished = self.finished, []
+        if done:
+            self.e.journal.added_done(done)
+        self.finish(done)
+
     def finish(self, done: list) -> None:
         """Mark tasks ``(owner, slot, key, failed)`` finished where their status lives (after
         their DONE records), and count them."""
@@ -462,10 +493,10 @@ class Adding:
         e.unreported += len(done)
         e.unreported_failed += sum(failed for *_, failed in done)
 
-    def run_one(self, owner: int, slot: int, key: int, payload: bytes, stolen: bool,
-                done: list) -> None:
-        """Run one added task and record it; ``done`` gets ``(owner, slot, key, failed)``
-        (journaled, marked and counted by ``run`` for the whole batch)."""
+    def run_one(self, owner: int, slot: int, key: int, payload: bytes, stolen: bool) -> None:
+        """Run one added task and record it; ``finished`` gets ``(owner, slot, key, failed)``
+        (journaled, marked and counted by ``settle``; the task may have settled others, such
+        as those it ran while it waited)."""
         e = self.e
         fn, args, kwargs, _, name, submitted = pickle.loads(payload)
         if e.fault is not None:
@@ -476,14 +507,15 @@ class Adding:
         outer, self.running = self.running, key     # outer: a task that waits, helping
         t0 = time.time()
         try:
-            value, error, attempt = self.call(fn, args, kwargs)
+            value, error, attempt = call_task(e, fn, args, kwargs)
         finally:
             self.running = outer
         if error is StopRun:
             return
         if error is None and value is not None:
             try:
-                e.files.result(text, *encode(value))
+                e.files.result(text, *((KIND_JSON, b"%d" % value) if type(value) is int
+                                       else encode(value)))
             except (TypeError, ValueError) as exc:
                 error = exc
         t1 = time.time()
@@ -492,36 +524,38 @@ class Adding:
         e.records.add_run([key], ROW_FAILED if error is not None else ROW_DONE, [t0], [t1],
                           attempt=attempt, queued=submitted, stolen=stolen)
         self.name(key, text, full=True)
-        done.append((owner, slot, key, error is not None))
-
-    def call(self, fn: Callable, args: tuple, kwargs: dict) -> tuple:
-        """``(value, error or None or StopRun, attempt)`` of the call and its retries."""
-        e = self.e
-        guard, timeout = e.guard, e.opts.timeout
-        error: Any = None
-        attempt = 1
-        for attempt in range(1, e.opts.retries + 2):
-            if attempt > 1:
-                e.counts.retried += 1
-            os.environ["MPITINY_ATTEMPT"] = str(attempt)
-            try:
-                if timeout:
-                    value = guard.call(fn, args, kwargs, timeout)
-                else:
-                    guard.in_task = True
-                    value = fn(*args, **kwargs)
-                return value, None, attempt
-            except StopRun:
-                return None, StopRun, attempt
-            except (Exception, SystemExit, KeyboardInterrupt) as exc:
-                error = exc
-            finally:
-                guard.in_task = False
-                os.environ["MPITINY_ATTEMPT"] = "1"
-        return None, error, attempt
+        self.finished.append((owner, slot, key, error is not None))
 
     def name(self, key: int, name: str, full: bool = False) -> None:
         """Note the id text of an added task this rank recorded (``tasks/rank-R.added``)."""
         if self.names is None:
             self.names = open(names_path(self.e.run_dir, self.rank), "a", encoding="utf-8")
         self.names.write(f"{key}\t{name if full else task_text(name, key)}\n")
+
+
+def call_task(e: "Engine", fn: Callable, args: tuple, kwargs: dict) -> tuple:
+    """``(value, error or None or StopRun, attempt)`` of an added task's call and its retries
+    (``--retries`` / ``--timeout`` as for the DAG's tasks)."""
+    guard, timeout = e.guard, e.opts.timeout
+    error: Any = None
+    attempt = 1
+    for attempt in range(1, e.opts.retries + 2):
+        if attempt > 1:                  # "1" between tasks, as the runner keeps it
+            e.counts.retried += 1
+            os.environ["MPITINY_ATTEMPT"] = str(attempt)
+        try:
+            if timeout:
+                value = guard.call(fn, args, kwargs, timeout)
+            else:
+                guard.in_task = True
+                value = fn(*args, **kwargs)
+            return value, None, attempt
+        except StopRun:
+            return None, StopRun, attempt
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:
+            error = exc
+        finally:
+            guard.in_task = False
+            if attempt > 1:
+                os.environ["MPITINY_ATTEMPT"] = "1"
+    return None, error, attempt
