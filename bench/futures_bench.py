@@ -14,8 +14,9 @@ kept), on ``--ranks`` R:
 - mpitiny families: one family of N ``mpitiny.tasks:null`` instances, ``mpitiny run`` on R
   ranks, tasks/s = N / the run's ``wall_seconds`` (engine start to termination).
 
-Ratios: futures submit / mpi4py.futures submit (bar >= 20) and families / futures submit
-(bar <= 2). Prints the JSON result on stdout and one line per figure on stderr.
+Ratios: futures submit / mpi4py.futures submit (bar >= 20; also per repetition, the two
+measured one after the other) and families / futures submit (bar <= 2). Prints the JSON
+result on stdout and one line per figure on stderr.
 """
 from __future__ import annotations
 
@@ -93,6 +94,9 @@ def main() -> None:
         "ratio_submit_over_mpi4py_futures": C.ratio(ours, theirs),
         "ratio_families_over_submit": C.ratio(fam, ours),
     }
+    med["ratio_submit_over_mpi4py_futures_per_repetition"] = [
+        C.ratio(o["submit"]["tasks_per_second"], t["submit"]["tasks_per_second"])
+        for o, t in zip(reps["mpitiny_futures"], reps["mpi4py_futures"])]
     for kind in ("map_chunksize_1", "map_chunksize_100"):
         med[f"mpitiny_futures_{kind}_tasks_per_second"] = median(
             reps["mpitiny_futures"], kind, "tasks_per_second")

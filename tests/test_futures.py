@@ -1,7 +1,8 @@
 """``mpitiny.futures`` (issue 21 points 2 and 3): an Executor session on 1, 2, 4 ranks gives
 back values, exceptions with their remote tracebacks, map/starmap/chunks in order,
 as_completed / wait, cancellation at shutdown, calls submitted from tasks (which wait for
-them while running others: on one rank too), the script's exit status on every rank; bad
+them while running others: on one rank too), a batch that does not unpickle on another rank
+(only its bad calls fail), the script's exit status on every rank; bad
 use gets one clear message. The peers' suites (CPython 3.11's test_concurrent_futures and
 mpi4py's test_futures, ``tests/futures_conformance.py``) run when MPITINY_PEER_SUITES names
 the directory that holds them (they are not kept in this repository).
@@ -43,6 +44,22 @@ def test_session(python_module, n):
     assert 0 < found["cancelled"] < 200
     assert found["after_shutdown"] == "cannot schedule new futures after shutdown"
     assert proc.stdout.count("{") == 1          # printed once, by the script's rank
+
+
+@pytest.mark.parametrize("n", [1, 2, 4])
+def test_batch_that_does_not_unpickle_fails_only_its_bad_calls(python_module, n):
+    script = HERE / "dags" / "futures_resend.py"
+    proc = python_module(n, "mpitiny.futures", str(script), timeout=240, cwd=str(script.parent))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    found = findings(proc)
+    assert found["ints_ok"] == 2700 and not found["ints_bad"], found
+    assert found["odd_ran"] + len(found["odd_failed"]) == 300
+    assert set(found["odd_failed"]) <= {"AttributeError"}, found["odd_failed"]
+    if n == 1:
+        assert found["odd_ran"] == 300
+    else:                   # rank 0 runs none while its client submits: rank 1 takes them
+        assert found["odd_failed"], found
+    assert found["after"] == 7
 
 
 def test_script_that_raises_exits_1_with_its_traceback_once(python_module, tmp_path):

@@ -46,23 +46,24 @@ class Executor(_BaseExecutor):
         if max_workers is not None and max_workers <= 0:
             raise ValueError("max_workers must be greater than 0")
         self._channel = _core.channel()
-        self._lock = threading.Condition()
+        self._mutex = threading.Lock()
+        self._idle = threading.Condition(self._mutex)
         self._shut = False
         self._open = 0                        # its futures not yet finished
 
     def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Future:
-        with self._lock:
+        with self._mutex:
             if self._shut:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             self._open += 1
         return self._channel.submit(fn, args, kwargs, self)
 
-    def _closed(self) -> None:
-        """One of its futures finished (or was dropped cancelled): the channel says so."""
-        with self._lock:
-            self._open -= 1
+    def _closed(self, n: int = 1) -> None:
+        """``n`` of its futures finished (or were dropped cancelled): the channel says so."""
+        with self._mutex:
+            self._open -= n
             if not self._open:
-                self._lock.notify_all()
+                self._idle.notify_all()
 
     def map(self, fn: Callable, *iterables: Iterable, timeout: float | None = None,
             chunksize: int = 1, unordered: bool = False) -> Iterator:
@@ -94,14 +95,14 @@ class Executor(_BaseExecutor):
         return self._channel.nranks
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        with self._lock:
+        with self._mutex:
             self._shut = True
         if cancel_futures:
             self._channel.cancel_pending(self)
         if wait:
             _core.help_until(lambda: not self._open)       # inside a task: helping
-            with self._lock:
-                self._lock.wait_for(lambda: not self._open)
+            with self._mutex:
+                self._idle.wait_for(lambda: not self._open)
 
 
 def _chunks(rows: Iterator, size: int) -> Iterator[list]:

@@ -18,27 +18,46 @@ rank's engine thread ``pump``s the channel each time it looks for work
 (``mpitiny.engine.adding.pump``; the loop is never asked, it asks):
 
 1. *hand over*: pending calls become RUNNING (``set_running_or_notify_cancel``: a cancelled
-   one is dropped), are pickled one by one (one that does not pickle fails at once with its
-   error) and packed into *batches*, each one added task (``Adding.add(run_batch, ...)``,
-   with a parent number of the channel's own, so ids never collide with a task's): stealable
-   at once, counted in termination. A batch holds calls of one function, about
-   ``BATCH_SECONDS`` of them at that function's average time as measured so far (1 while
+   one is dropped) and are packed into *batches* of calls of one function, each batch's
+   calls ``[(fn, args, kwargs)]`` pickled as one (``_pack``: if that fails, the calls that do
+   not pickle fail at once with their error and the others go), each batch one added task
+   (``Adding.add(run_batch, ...)``, with a parent number of the channel's own, so ids never
+   collide with a task's): stealable at once, counted in termination. A batch holds about
+   ``BATCH_SECONDS`` of calls at that function's average time as measured so far (1 while
    unknown), never more than a 1/P share of what is pending. Batches of short calls are
    handed over until ``AHEAD`` per rank wait beyond one running per rank; calls that go one
    by one (long or unmeasured) only one per rank: a rank's own store is taken newest first,
    and a deeper queue of long calls would run them out of order (a pool of N workers starts
    the N oldest). The rest stay PENDING in the deque, so ``cancel`` and
-   ``shutdown(cancel_futures=True)`` find them;
+   ``shutdown(cancel_futures=True)`` find them. As the items of a chunk of
+   ``ProcessPoolExecutor.map``, an object passed to several calls of one batch arrives there
+   as one object (pickled once). A batch that does not unpickle where it runs
+   (a class or function that rank lacks) comes back ``RESEND``: the submitter sends its
+   calls again pickled one by one, and one that does not unpickle fails alone;
 2. *results*: the rank that ran a batch sends the submitter one message (``Issend``, tag
-   ``TAG``, on the session's own communicator) with each call's value or exception pickled
-   on its own (one that does not pickle, or unpickle, fails only its future); an exception
-   carries its remote traceback as ``__cause__`` (``RemoteTraceback``: the class
-   ``ProcessPoolExecutor`` uses). Values travel pickled also when the submitter ran the batch,
-   so a call's result does not depend on where it ran. The submitter's pump receives
-   (``Improbe``) and completes the futures (their callbacks run in the engine thread, as a
-   process pool's run in its manager thread);
+   ``TAG``, on the session's own communicator): the values as they are when every call
+   returned a built-in scalar (``PLAIN``: they unpickle anywhere), else each value or
+   exception pickled on its own (``PICKLED``: one that does not pickle, or unpickle, fails
+   only its future); an exception carries its remote traceback as ``__cause__``
+   (``RemoteTraceback``: the class ``ProcessPoolExecutor`` uses). Values travel pickled also
+   when the submitter ran the batch, so a call's result does not depend on where it ran. The
+   submitter's pump receives (``Improbe``) and completes the batch's futures in order (their
+   callbacks run in the engine thread, as a process pool's run in its manager thread), then
+   tells each executor once how many finished;
 3. when the client has ended and every future it made has finished, rank 0's pump counts
    the held task finished: the run ends as any run does, on every rank.
+
+What bounds the rate of short calls is the client's rank: its client thread (creating
+futures, ``add_done_callback``, ``wait``) and its engine thread (handing over, completing)
+share one GIL, ~6-7 µs per future in all at 2 ranks, while a batch of 256 null calls runs
+in 30-80 µs on another rank. So that rank spends nothing it need not: the futures are
+``LightFuture``s (``mpitiny.futures._future``: the lock entered in C), a batch's calls and
+plain results are pickled as one, and while its client submits (it did in the last
+``CLIENT_SECONDS``) its engine runs no call (the other ranks take them). The collector's
+first threshold is ``GC_YOUNG`` in a session: each future brings ~10 tracked objects that
+live until it is waited for, and at a threshold of 20 000 the young collections of 20 000
+outstanding futures cost 1-2 µs per future (measured with ``gc.callbacks``); at 300 000
+they cost none, and at most that many objects of cyclic garbage wait for a collection.
 
 A rank busy with a long call does not pump. The engine thread holds the channel's ``lock``
 from its first pump on and gives it up only around the calls of a batch (``run_batch``);
@@ -78,14 +97,18 @@ import types
 from concurrent.futures import Future
 from typing import Any, Callable
 
+from mpitiny.futures._future import LightFuture
+
 TAG = 0x6D74                  # the results' tag on the session's communicator
 BATCH_SECONDS = 0.002         # a batch holds about this much work
 MAX_BATCH = 256
 AHEAD = 4                     # batches per rank handed over beyond the running ones
-GC_YOUNG = 20_000             # the collector's first threshold in a session (see ``serve``)
+GC_YOUNG = 300_000            # the collector's first threshold in a session (module docstring)
 CLIENT_SECONDS = 0.002        # a client that submitted within this is busy (``pump``)
 ASSIST_SECONDS = 0.001        # how often the channel's thread looks whether the engine pumps
 PROTOCOL = pickle.HIGHEST_PROTOCOL
+PLAIN, PICKLED, RESEND = 0, 1, 2          # how a batch's results travel (``_dumps``)
+_PLAIN_TYPES = frozenset({type(None), bool, int, float, complex, str, bytes})
 
 _channel: "Channel | None" = None
 
@@ -120,7 +143,7 @@ class _Raised:
         return _rebuild, (self.exc, self.tb)
 
 
-class TaskFuture(Future):
+class TaskFuture(LightFuture):
     """A future of ``mpitiny.futures``: in the engine thread (inside a task) ``result`` and
     ``exception`` run other tasks while they wait, instead of blocking the rank."""
 
@@ -153,27 +176,48 @@ def help_until(done: Callable[[], bool], timeout: float | None = None) -> None:
             time.sleep(1e-5)
 
 
-def run_batch(src: int, key: int, calls: list) -> None:
-    """An added task: run the calls ``[(fid, pickled (fn, args, kwargs))]`` and send their
-    results to the rank that submitted them (one that does not unpickle fails alone)."""
+def run_batch(src: int, key: int, bid: int, blob: bytes | list) -> None:
+    """An added task: run a batch's calls and send their results to the rank that submitted
+    them. ``blob``: the calls ``[(fn, args, kwargs)]`` pickled as one; if they do not
+    unpickle here, the submitter is asked to send them again one by one (``blob`` then is a
+    list of pickled calls, and one that does not unpickle fails alone)."""
     t0 = time.perf_counter()
-    replies = []
-    loads = pickle.loads
     ch = _channel
     assert ch is not None
+    if isinstance(blob, bytes):
+        try:
+            calls = pickle.loads(blob)
+        except BaseException:                 # noqa: BLE001 (resent call by call)
+            ch.deliver(src, pickle.dumps((key, bid, 0.0, RESEND, None), PROTOCOL))
+            return
+    else:
+        calls = [_load_call(b) for b in blob]
+    results: list = []
+    failed: list = []
     lock = ch.lock
     lock.release()                            # the channel's thread may pump meanwhile
     try:
-        for fid, blob in calls:
+        for fn, args, kwargs in calls:
             try:
-                fn, args, kwargs = loads(blob)
-                replies.append((fid, True, fn(*args, **kwargs)))
+                results.append(fn(*args, **kwargs))
             except BaseException as exc:      # carried back, as the future's exception
-                replies.append((fid, False, _Raised(exc)))
+                failed.append(len(results))
+                results.append(_Raised(exc))
     finally:
         lock.acquire()
-    took = time.perf_counter() - t0
-    ch.deliver(src, key, replies, took / len(calls))
+    per_call = (time.perf_counter() - t0) / len(calls)
+    ch.deliver(src, _dumps(key, bid, per_call, results, failed))
+
+
+def _load_call(blob: bytes) -> tuple:
+    try:
+        return pickle.loads(blob)
+    except BaseException as exc:              # noqa: BLE001 (fails this call only)
+        return _raise, (exc,), {}
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
 
 
 def run_chunk(fn: Callable, chunk: list) -> list:
@@ -190,8 +234,9 @@ class Channel:
         self.comm = comm
         self.rank, self.nranks = comm.Get_rank(), comm.Get_size()
         self.submitted: collections.deque = collections.deque()  # (future, fn, args, kwargs, early, executor)
-        self.waiting: dict = {}          # fid -> (future, executor): handed over, not back
-        self.fids = itertools.count()
+        self.waiting: dict = {}          # batch -> ([(future, executor)], calls): not back
+        self.bids = itertools.count()
+        self.outstanding = 0             # futures handed over, not back
         self.parents = itertools.count()
         self.sends: list = []            # (request, buffer)
         self.status = MPI.Status()
@@ -216,8 +261,10 @@ class Channel:
     def submit(self, fn: Callable, args: tuple, kwargs: dict, owner: Any = None) -> TaskFuture:
         fut = TaskFuture()
         self.submits += 1
-        self.submitted.append((fut, fn, args, kwargs, self.start_early(fut), owner))
-        if threading.get_ident() == self.engine_ident and self.adding is not None:
+        early = self.outstanding + self.started - self.taken < self.nranks and \
+            self.start_early(fut)
+        self.submitted.append((fut, fn, args, kwargs, early, owner))
+        if self.engine_ident == threading.get_ident() and self.adding is not None:
             with self.lock:                      # inside a task: the loop is not looking
                 self.hand_over(self.adding, force=True)
         return fut
@@ -238,6 +285,7 @@ class Channel:
                                  name="mpitiny-futures-main", daemon=True).start()
         self.pumps += 1
         self.serve_rank(adding)
+
         if self.target is None or self.nranks == 1:
             return False
         now = time.monotonic()
@@ -280,11 +328,9 @@ class Channel:
                 entry[0].cancel()
 
     def start_early(self, fut: Future) -> bool:
-        """Whether a new future starts RUNNING at once (fewer than one per rank are). The
-        counts have one writer each, so no lock (two client threads may start one too many:
-        harmless)."""
-        if len(self.waiting) + self.started - self.taken >= self.nranks:
-            return False
+        """A new future starts RUNNING at once (``submit``: when fewer than one per rank
+        are). The counts have one writer each, so no lock (two client threads may start one
+        too many: harmless)."""
         self.started += 1
         return fut.set_running_or_notify_cancel()
 
@@ -309,10 +355,9 @@ class Channel:
         """Pack pending calls into batches (calls of one function each) and add them, until
         ``AHEAD`` batches per rank wait beyond one running per rank, or, for calls that go
         one by one (long, or not yet measured), one per rank: a rank's own store is taken
-        newest first, so a deeper queue would run them out of order. A call that does not
-        pickle fails at once with the pickling error."""
+        newest first, so a deeper queue would run them out of order."""
         rows: list = []
-        submitted, dumps = self.submitted, pickle.dumps
+        submitted = self.submitted
         while submitted:
             fn = submitted[0][1]
             key = self.fn_key(fn)
@@ -323,26 +368,27 @@ class Channel:
                     self.inflight + len(rows) >= self.nranks:
                 break
             k = min(k, max(1, len(submitted) // self.nranks))     # a 1/P share at most
+            futs: list = []
             calls: list = []
             while submitted and len(calls) < k and (submitted[0][1] is fn or
                                                     self.fn_key(submitted[0][1]) == key):
-                fut, _, args, kwargs, early, owner = submitted.popleft()
+                fut, f, args, kwargs, early, owner = submitted.popleft()
                 if early:
                     self.taken += 1
                 elif not fut.set_running_or_notify_cancel():
                     owner._closed()
                     continue
-                try:
-                    blob = dumps((fn, args, kwargs), PROTOCOL)
-                except BaseException as exc:
-                    fut.set_exception(exc)
-                    owner._closed()
-                    continue
-                fid = next(self.fids)
-                self.waiting[fid] = fut, owner
-                calls.append((fid, blob))
-            if calls:
-                rows.append((self.rank, key, calls))
+                futs.append((fut, owner))
+                calls.append((f, args, kwargs))
+            blob = _pack(futs, calls) if calls else None
+            if blob is not None:
+                bid = next(self.bids)
+                self.waiting[bid] = futs, calls
+                self.outstanding += len(futs)
+                rows.append((self.rank, key, bid, blob))
+        self.add_rows(adding, rows)
+
+    def add_rows(self, adding, rows: list) -> None:
         if rows:
             self.inflight += len(rows)
             adding.add(run_batch, rows, {}, (), parent=self.parent())
@@ -351,8 +397,9 @@ class Channel:
         """A number no task has: the ids of each hand-over derive from a new one."""
         return -1 - self.rank - self.nranks * next(self.parents)
 
-    def deliver(self, src: int, key: int, replies: list, per_call: float) -> None:
-        data = _dumps(key, replies, per_call)     # also here: values as another rank gets them
+    def deliver(self, src: int, data: bytes) -> None:
+        """A batch's results (``_dumps``) to the rank that submitted it; also here they
+        are unpickled, so that values are what another rank would get."""
         if src == self.rank:
             self.complete(*pickle.loads(data))
             return
@@ -365,23 +412,26 @@ class Channel:
             msg.Recv([buf, MPI.BYTE])
             self.complete(*pickle.loads(buf))
 
-    def complete(self, key: int, replies: list, per_call: float) -> None:
+    def complete(self, key: int, bid: int, per_call: float, kind: int, body: Any) -> None:
+        """A batch's results came back: complete its futures in order, then tell their
+        executors at once (``Executor._closed``)."""
+        if kind == RESEND:                    # its calls did not unpickle as one there
+            calls = self.waiting[bid][1]
+            self.add_rows(self.adding, [(self.rank, key, bid, [_dumps_call(c) for c in calls])])
+            self.inflight -= 1
+            return
         avg = self.avgs.get(key)
         self.avgs[key] = per_call if avg is None else 0.7 * avg + 0.3 * per_call
         self.inflight -= 1
-        waiting = self.waiting
-        for fid, ok, blob in replies:
-            fut, owner = waiting.pop(fid)
-            try:
-                value = pickle.loads(blob)
-            except BaseException as exc:
-                fut.set_exception(exc)
-            else:
-                if ok:
-                    fut.set_result(value)
-                else:
-                    fut.set_exception(value)
-            owner._closed()
+        futs, _ = self.waiting.pop(bid)
+        self.outstanding -= len(futs)
+        if kind == PLAIN:
+            for (fut, _), value in zip(futs, body):
+                fut.set_result(value)
+        else:
+            for (fut, _), (ok, blob) in zip(futs, body):
+                _settle(fut, ok, blob)
+        _close_owners(futs)
 
     def drain(self) -> None:
         """At the end of the session: complete every send while receiving (NBX)."""
@@ -396,22 +446,88 @@ class Channel:
             time.sleep(1e-4)
 
 
-def _dumps(key: int, replies: list, per_call: float) -> bytes:
-    """Replies ``[(fid, ok, value)]`` as one message, each value pickled on its own (a value
-    that does not pickle, or later does not unpickle, fails its own future only)."""
-    return pickle.dumps((key, [_reply(*r) for r in replies], per_call), PROTOCOL)
-
-
-def _reply(fid: int, ok: bool, value) -> tuple:
+def _pack(futs: list, calls: list) -> bytes | None:
+    """A batch's calls pickled as one; if that fails, those that do not pickle fail at once
+    with their error (both lists lose them) and the others are pickled (None: none left)."""
     try:
-        return fid, ok, pickle.dumps(value, PROTOCOL)
+        return pickle.dumps(calls, PROTOCOL)
+    except BaseException:                     # noqa: BLE001 (find the calls that fail)
+        pass
+    for i in reversed(range(len(calls))):
+        try:
+            pickle.dumps(calls[i], PROTOCOL)
+        except BaseException as exc:          # noqa: BLE001 (the future's exception)
+            fut, owner = futs.pop(i)
+            del calls[i]
+            fut.set_exception(exc)
+            owner._closed()
+    if not calls:
+        return None
+    try:
+        return pickle.dumps(calls, PROTOCOL)
+    except BaseException as exc:              # noqa: BLE001 (one by one they pickled)
+        for fut, owner in futs:
+            fut.set_exception(exc)
+            owner._closed()
+        return None
+
+
+def _dumps_call(call: tuple) -> bytes:
+    try:
+        return pickle.dumps(call, PROTOCOL)
+    except BaseException as exc:              # noqa: BLE001 (pickled before, as a batch)
+        return pickle.dumps((_raise, (exc,), {}), PROTOCOL)
+
+
+def _dumps(key: int, bid: int, per_call: float, results: list, failed: list) -> bytes:
+    """A batch's results as one message: as they are (``PLAIN``) when every call returned
+    a value of a built-in scalar type (which unpickles anywhere), else each value or
+    exception pickled on its own (one that does not pickle, or later does not unpickle,
+    fails its own future only)."""
+    plain = _PLAIN_TYPES
+    if not failed and all(type(v) in plain for v in results):
+        return pickle.dumps((key, bid, per_call, PLAIN, results), PROTOCOL)
+    bad = set(failed)
+    body = [_reply(i not in bad, v) for i, v in enumerate(results)]
+    return pickle.dumps((key, bid, per_call, PICKLED, body), PROTOCOL)
+
+
+def _reply(ok: bool, value) -> tuple:
+    try:
+        return ok, pickle.dumps(value, PROTOCOL)
     except Exception as exc:                  # the error pickling it raised
         try:
-            return fid, False, pickle.dumps(_Raised(exc), PROTOCOL)
+            return False, pickle.dumps(_Raised(exc), PROTOCOL)
         except Exception:
             err = pickle.PicklingError(f"a call's {'result' if ok else 'exception'} cannot be "
                                        f"sent back: {type(exc).__name__}: {exc}")
-            return fid, False, pickle.dumps(_Raised(err), PROTOCOL)
+            return False, pickle.dumps(_Raised(err), PROTOCOL)
+
+
+def _settle(fut: Future, ok: bool, blob: bytes) -> None:
+    try:
+        value = pickle.loads(blob)
+    except BaseException as exc:              # noqa: BLE001 (this future's exception)
+        fut.set_exception(exc)
+        return
+    if ok:
+        fut.set_result(value)
+    else:
+        fut.set_exception(value)
+
+
+def _close_owners(futs: list) -> None:
+    """Tell each executor how many of its futures finished (once per run of one owner)."""
+    owner: Any = None
+    n = 0
+    for _, o in futs:
+        if o is not owner:
+            if n:
+                owner._closed(n)
+            owner, n = o, 0
+        n += 1
+    if n:
+        owner._closed(n)
 
 
 def channel() -> Channel:
