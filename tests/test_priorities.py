@@ -101,6 +101,25 @@ def test_urgent_tasks_start_before_any_later_priority_0_task(tmp_path, nranks, s
     assert board_counts == [[0]] * nranks          # every counted task was counted off
 
 
+def test_a_release_under_way_is_on_the_board_before_its_children_are_counted(
+        tmp_path, monkeypatch, board_counts):
+    """From the moment ``trigger`` ends until its urgent children are queued, the board
+    already counts one urgent task (``ReadyQueue.around_release``): a rank about to claim a
+    priority-0 task in that window looks for the urgent one instead. Every count ends at 0."""
+    seen: list = []
+    release = Engine.release_children
+
+    def releasing(self, g, instances, failed):
+        if self.dag.groups[g].name == "trigger":
+            seen.append(self.ready.board.counts())
+        release(self, g, instances, failed)
+
+    monkeypatch.setattr(Engine, "release_children", releasing)
+    run_checked(urgent_dag(3), 3, tmp_path / "run", seed=0)
+    assert seen == [[1]], seen                 # the one announced, none of the 8 yet
+    assert board_counts == [[0]] * 3
+
+
 @pytest.mark.parametrize("nranks,seed", [(5, 0), (7, 1), (9, 2)])
 def test_a_tiered_board_keeps_urgent_tasks_first(tmp_path, monkeypatch, nranks, seed,
                                                   board_counts):

@@ -417,7 +417,7 @@ class Engine:
             self.split_reads[1] += n - at_home
         self.data.publish_locations()
         if self.dag.children[g]:
-            self.release_children(g, instances, failed)
+            self.ready.around_release(g, self.release_children, g, instances, failed)
 
     def release_children(self, g: int, instances, failed: list) -> None:
         """Count the children of finished instances down; queue those that became ready

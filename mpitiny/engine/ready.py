@@ -43,6 +43,26 @@ class ReadyQueue:
         self.priority = np.array([g.priority for g in dag.groups], dtype=np.int64)
         levels = {g.priority for g in dag.groups if g.size}
         self.board = PriorityBoard(queue, self.priority.tolist()) if len(levels) > 1 else None
+        self.announced = [max((int(self.priority[c]) for c, _ in dag.children[g.index]),
+                              default=None) for g in dag.groups] if self.board else []
+
+    def around_release(self, g: int, release, *args) -> None:
+        """``release(*args)``: count down the children of group ``g``'s finished tasks and
+        queue those that became ready. With a board, one task of the children's top priority
+        is counted on it first and counted off after: from the moment the parents end until
+        the ready children are counted, a rank about to claim lower work sees that higher
+        work is on its way (and looks for it, ``steal_higher``) instead of starting a lower
+        task ahead of it."""
+        board = self.board
+        prio = self.announced[g] if board is not None else None
+        if board is None or prio is None:
+            release(*args)
+            return
+        board.queued(prio, 1)
+        try:
+            release(*args)
+        finally:
+            board.unqueued(prio, 1, self.rank)
 
     def queue_roots(self) -> None:
         """Queue this rank's share of the root tasks: placed ones at their home, the others
