@@ -70,7 +70,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 
-from mpitiny.engine.control import REPORT_SECONDS
+from mpitiny.engine.control import chunk_done
 from mpitiny.engine.guard import StopRun
 from mpitiny.engine.world import LocalWorld
 from mpitiny.io.added import child_key, names_path, task_text
@@ -466,14 +466,9 @@ class Adding:
                 e.direct is not None or e.queue.has_work():     # a DAG chunk may come next
             self.settle()
         took = time.perf_counter() - t0
-        e.busy += took
         per_task = took / len(items)
         self.avg = per_task if self.avg != self.avg else 0.8 * self.avg + 0.2 * per_task
-        e.queue.set_busy(False)
-        if time.monotonic() - e.reported_at > REPORT_SECONDS:
-            e.report_finished()
-        if e.progress is not None:
-            e.progress.tick(working=True)
+        chunk_done(e, took)
 
     def settle(self) -> None:
         """Journal the tasks run since the last settling DONE and mark them finished: one

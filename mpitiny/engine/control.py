@@ -82,6 +82,19 @@ FANIN = 16                # and, with as many ranks, finishes are counted up a t
 DRAIN_SECONDS = 0.25      # how often each rank also drains its ancestors' SUBTREE words
 
 
+def chunk_done(engine, took: float) -> None:
+    """What every rank does after a chunk of tasks ran, whoever ran it (the DAG's loop,
+    added tasks, a served job's): count ``took`` seconds busy, open its queue to thieves
+    again, add its finished tasks to ``FINISHED`` if ``REPORT_SECONDS`` went by, and tick
+    the progress line."""
+    engine.busy += took
+    engine.queue.set_busy(False)
+    if time.monotonic() - engine.reported_at > REPORT_SECONDS:
+        engine.report_finished()
+    if engine.progress is not None:
+        engine.progress.tick(working=True)
+
+
 class Control:
     """One rank's operations on the control words (``mem``: the rank's word memory)."""
 

@@ -13,7 +13,7 @@ from mpitiny import state
 from mpitiny.dag.model import DAG
 from mpitiny.engine.adding import Adding
 from mpitiny.engine.commands import CommandRunner
-from mpitiny.engine.control import CONTROL_WORDS, DONE, REPORT_SECONDS, Control, RunWatch
+from mpitiny.engine.control import CONTROL_WORDS, DONE, Control, RunWatch, chunk_done
 from mpitiny.engine.dataplane import DataPlane
 from mpitiny.engine.guard import Guard, parse_fault
 from mpitiny.engine.journaling import ChunkJournal
@@ -360,12 +360,7 @@ class Engine:
                 self.run_group(g, tasks[seg] - self.base[g], chunk)
         if self.journal.on:
             self.journal.chunk_done()
-        self.busy += time.perf_counter() - t0
-        self.queue.set_busy(False)
-        if time.monotonic() - self.reported_at > REPORT_SECONDS:
-            self.report_finished()
-        if self.progress is not None:
-            self.progress.tick(working=True)
+        chunk_done(self, time.perf_counter() - t0)
 
     def run_group(self, g: int, instances, chunk: Chunk, plain: bool = False) -> None:
         """Run instances of one group, learn their time, finish them: the injected fault first

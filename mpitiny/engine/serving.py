@@ -87,7 +87,7 @@ import time
 
 import numpy as np
 
-from mpitiny.engine.control import REPORT_SECONDS
+from mpitiny.engine.control import chunk_done
 from mpitiny.engine.jobslots import (
     ANNOUNCE, CANCEL, CHUNK_SECONDS, EMPTY_MAX, EMPTY_SECONDS, HEADER_WORDS, LOOK_SECONDS,
     MAX_CHUNK, MAX_OWNED, QUARANTINE, SHARE_RANKS, SLOT_WORDS, STATE_SECONDS, Dispenser,
@@ -368,15 +368,10 @@ class Jobs:
         if ran:
             self.finish_chunk(ref, np.array(ran, dtype=np.int64), np.array(failed, dtype=bool))
         took = time.perf_counter() - t0
-        e.busy += took
         if ran:
             per = took / len(ran)
             ref.avg = per if ref.avg != ref.avg else 0.8 * ref.avg + 0.2 * per
-        e.queue.set_busy(False)
-        if time.monotonic() - e.reported_at > REPORT_SECONDS:
-            e.report_finished()
-        if e.progress is not None:
-            e.progress.tick(working=True)
+        chunk_done(e, took)
 
     def load(self, ref: JobRef, gids: np.ndarray) -> bool:
         """Load a job this rank did not pick up, to run its tasks; if it cannot (a module
