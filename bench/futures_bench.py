@@ -23,13 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _common as C  # noqa: E402
-from throughput import null_family, peer_phases, summarise_peer  # noqa: E402
+from throughput import med as median, null_family, peer_phases, summarise_peer  # noqa: E402
 
 PEER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_mpitiny_futures_peer.py")
 
@@ -52,15 +51,6 @@ def families(work: str, ranks: int, n: int, rep: int) -> dict:
     assert s["done"] == n, s
     return {"tasks": n, "engine_wall_seconds": s["wall_seconds"],
             "tasks_per_second": n / s["wall_seconds"]}
-
-
-def median(reps: list, *path: str) -> float:
-    vals = []
-    for r in reps:
-        for key in path:
-            r = r[key]
-        vals.append(r)
-    return statistics.median(vals)
 
 
 def main() -> None:
