@@ -90,7 +90,7 @@ def test_a_killed_state_task_runs_alone_and_its_updates_count_once(python_module
     dag.write_text(json.dumps(bump_dag(tmp_path / "report.json", n=200)))
     run = tmp_path / "run"
     proc = python_module(2, "mpitiny", "run", str(dag), "--out", str(run), "-q", timeout=120,
-                         env={**ENV, "MPITINY_FAULT": "rank=1:after=30:mode=kill"})
+                         env={**ENV, "MPITINY_FAULT": "rank=1:after=5:mode=kill"})
     assert proc.returncode != 0
     proc = python_module(3, "mpitiny", "run", str(dag), "--out", str(run), "-q", timeout=120,
                          env=ENV)
