@@ -23,7 +23,6 @@ tied by element-wise dependencies counted as one node and checked instance by in
 """
 from __future__ import annotations
 
-import difflib
 import re
 from typing import Any
 
@@ -218,6 +217,7 @@ class DependencyResolver(Reporter):
         if parent_index is None:
             hint = ""
             if len(by_name) <= 20000 and len(name) <= 2 * MAX_ID_LENGTH:   # difflib: O(len)
+                import difflib
                 close = difflib.get_close_matches(name, by_name, n=1)
                 if close:
                     hint = f" (did you mean {show(close[0])}?)"

@@ -46,6 +46,9 @@ MALLOC_MMAP_BYTES = 256 << 20     # glibc M_MMAP_THRESHOLD: smaller blocks come 
 ABORT_GRACE = 0.5                 # seconds between the error message and MPI_Abort
 SHARED_DAG_BYTES = 1 << 30        # a bigger pickled DAG is loaded by every rank instead
 SHARED_DAG_GROUPS = 5000          # and so is one of more entries (Python objects) than this
+TABLE_GROUP = 16        # ranks whose task tables one rank writes (``write_tables``)
+TABLE_TAG = 0x7461      # their rows' tag on COMM_WORLD
+COLLECT_TASKS = 100_000     # DAGs this big: what loading left is collected before gc.freeze
 KEEP_STREAMS = False    # mpitiny.futures: what tasks print goes to the rank's own streams
 
 
@@ -138,7 +141,8 @@ def run_rank(world: MpiWorld, dag: DAG, run_dir: str, opts: RunOptions, t_launch
     engine.guard.install(engine.files.fault_log())
     engine.bind()
     try:
-        gc.collect()
+        if dag.total + len(dag.groups) >= COLLECT_TASKS:
+            gc.collect()    # a full collection costs 12 ms of a small run's rank here
         gc.freeze()     # the task table lives for the whole run: keep the collector off it
         engine.start()
         progress = world.progress_thread(_moving(engine)) if world.needs_progress() else None
@@ -170,16 +174,38 @@ def run_rank(world: MpiWorld, dag: DAG, run_dir: str, opts: RunOptions, t_launch
 
 
 def finish_rank(engine: Engine, work_cpu: float, looked: tuple) -> list | None:
-    """Stop the engine, write its task table; every rank's figures on rank 0, else None.
-    ``work_cpu``: the CPU seconds the rank's process (all its threads) spent in the run;
+    """Stop the engine, have its task table written; every rank's figures on rank 0, else
+    None. ``work_cpu``: the CPU seconds the rank's process (all its threads) spent in the run;
     ``looked``: the progress thread's looks and polls."""
     engine.stop()
     engine.sample()
-    rundir.write_rank_table(engine.run_dir, engine.rank, engine.records, engine.samples)
+    write_tables(engine.world, engine.run_dir, engine.rank, engine.records, engine.samples)
     stats = engine.stats()
     stats["work_cpu_seconds"] = round(work_cpu, 6)
     stats["progress_looks"], stats["progress_polls"] = looked
     return engine.world.gather(stats)
+
+
+def write_tables(world, run_dir: str, rank: int, records: rundir.Records,
+                 samples: list) -> None:
+    """Every rank's ``tasks/rank-R.h5``, written by the first rank of each group of
+    ``TABLE_GROUP``: a rank whose rows are all in memory sends them there, so that most ranks
+    never import h5py (25 ms of CPU each, a tenth of a rank's start and end here); a rank
+    whose rows went to its raw rows file writes its own table."""
+    writer = rank - rank % TABLE_GROUP
+    if rank != writer:
+        rows = records.in_memory()
+        world.send(None if rows is None else (rows, samples), writer, TABLE_TAG)
+        if rows is None:
+            rundir.write_rank_table(run_dir, rank, records, samples)
+        else:
+            records.remove_file()
+        return
+    rundir.write_rank_table(run_dir, rank, records, samples)
+    for member in range(rank + 1, min(rank + TABLE_GROUP, world.nranks)):
+        sent = world.recv(member, TABLE_TAG)
+        if sent is not None:
+            rundir.write_rank_table(run_dir, member, *sent)
 
 
 def conclude(dag: DAG, run_dir: str, opts: RunOptions, all_stats: list, times: tuple,
@@ -431,10 +457,8 @@ def keep_freed_memory() -> bool:
             "MALLOC_TRIM_THRESHOLD_" in os.environ or "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return False
     import ctypes
-    import ctypes.util
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+    try:        # the process's own symbols, libc's among them (find_library runs ldconfig)
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3

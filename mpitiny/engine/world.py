@@ -130,6 +130,19 @@ class MpiWorld:
         sleep_until_barrier(self.comm)
         return self.comm.bcast(value, root=0)
 
+    def send(self, value, dest: int, tag: int) -> None:
+        """``value`` to rank ``dest`` (asleep until it has been received, if it is too big to
+        be buffered)."""
+        request = self.comm.isend(value, dest=dest, tag=tag)
+        while not request.Test():
+            time.sleep(WAIT_SLEEP)
+
+    def recv(self, source: int, tag: int):
+        """What rank ``source`` sends with ``tag`` (asleep until it comes)."""
+        while (message := self.comm.improbe(source, tag)) is None:
+            time.sleep(WAIT_SLEEP)
+        return message.recv()
+
 
 WAIT_SLEEP = 0.001       # seconds between looks while waiting for rank 0
 

@@ -31,7 +31,6 @@ This module holds the layout's constants, the parsing of the user's words for it
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
 from types import ModuleType
 from typing import Any
 
@@ -71,6 +70,7 @@ def parse_size(text: Any) -> int:
     m = _SIZE.fullmatch(str(text))
     if m is None or m.group(2).lower() not in _UNITS:
         raise ValueError(f"{text!r} is not a size (examples: 8MiB, 100KiB, 1G, 65536)")
+    from decimal import Decimal, InvalidOperation
     try:
         value = Decimal(m.group(1)) * _UNITS[m.group(2).lower()]
     except InvalidOperation:

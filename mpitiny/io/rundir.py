@@ -31,7 +31,6 @@ from __future__ import annotations
 import bisect
 import json
 import os
-import shutil
 import socket
 from typing import BinaryIO, Sequence, TextIO
 
@@ -63,6 +62,7 @@ def prepare(run_dir: str) -> None:
     for sub in (*SUBDIRS, "journal", "attempts"):
         path = os.path.join(run_dir, sub)
         if os.path.isdir(path):
+            import shutil
             shutil.rmtree(path)
         if sub != "attempts":
             os.makedirs(path)
@@ -99,6 +99,7 @@ def prepare_resume(run_dir: str, previous: int) -> None:
     its spill files (its kept values are in the journal)."""
     keep = os.path.join(run_dir, "attempts", f"{previous:04d}")
     if os.path.exists(keep):
+        import shutil
         shutil.rmtree(keep)
     os.makedirs(keep)
     for name in (*SUBDIRS, *RUN_FILES):
@@ -106,6 +107,7 @@ def prepare_resume(run_dir: str, previous: int) -> None:
         if not os.path.exists(path):
             continue
         if name == "spill":
+            import shutil
             shutil.rmtree(path)
         else:
             os.replace(path, os.path.join(keep, name))
@@ -237,6 +239,15 @@ class Records:
                     yield block
         if self.n:
             yield self.rows[:self.n]
+
+    def in_memory(self) -> np.ndarray | None:
+        """Every row in one array when none went to the raw rows file, else None."""
+        return None if self.flushed else self.rows[:self.n].copy()
+
+    def remove_file(self) -> None:
+        """Remove the raw rows file (once its rows are in the rank's table)."""
+        if self.path is not None and os.path.exists(self.path):
+            os.remove(self.path)
 
     def table(self) -> np.ndarray:
         """Every row in one array (for tests and small runs)."""
@@ -395,23 +406,26 @@ SAMPLE_DTYPE = np.dtype([("time", "<f8"), ("cpu_percent", "<f4"), ("rss", "<i8")
                          ("read_bytes", "<i8"), ("write_bytes", "<i8")])
 
 
-def write_rank_table(run_dir: str, rank: int, records: "Records", samples: Sequence = ()) -> str:
-    """This rank's rows as ``tasks/rank-R.h5`` (dataset ``tasks``; its psutil samples as
-    ``samples``), written atomically, block by block; the raw rows file is removed."""
+def write_rank_table(run_dir: str, rank: int, records: "Records | np.ndarray",
+                     samples: Sequence = ()) -> str:
+    """A rank's rows (its ``Records``, or the rows themselves, which another rank sent) as
+    ``tasks/rank-R.h5`` (dataset ``tasks``; its psutil samples as ``samples``), written
+    atomically, block by block; the raw rows file of ``records`` is removed."""
     path = rank_file(run_dir, "tasks", rank, ".h5")
+    blocks = records.blocks() if isinstance(records, Records) else [records]
     total = len(records)
     with atomic_h5(path) as f:
         f.create_dataset("samples", data=np.array(list(samples), dtype=SAMPLE_DTYPE))
         table = f.create_dataset("tasks", shape=(total,), dtype=RECORD_DTYPE,
                                  chunks=(max(1, min(total, 1 << 16)),) if total else None)
         at = 0
-        for block in records.blocks():
+        for block in blocks:
             table[at:at + len(block)] = block
             at += len(block)
         f.attrs["rank"] = rank
         f.attrs["status_codes"] = json.dumps(STATUS_NAMES)
-    if records.path is not None and os.path.exists(records.path):
-        os.remove(records.path)
+    if isinstance(records, Records):
+        records.remove_file()
     return path
 
 
