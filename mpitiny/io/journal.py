@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import errno
 import glob
-import hashlib
 import json
 import mmap
 import os
@@ -299,6 +298,7 @@ class Journal:
 # ---------------------------------------------------------------------- run identity
 def dag_hash(text: bytes, params: dict) -> str:
     """What makes two runs "the same DAG": the dag.json bytes and the parameters."""
+    import hashlib      # rank 0's only: OpenSSL's start costs every other rank 3 ms
     h = hashlib.sha256(text)
     h.update(json.dumps(params, sort_keys=True, default=str).encode())
     return h.hexdigest()[:32]
