@@ -1,6 +1,7 @@
 """The scale simulator (bench/sim): it drives the engine's real queue, release and termination
 code on simulated word memories; these tests check that every task runs exactly once and the
-run ends on 1 to 1,000 simulated ranks, and that the cost model adds up by hand. No timing
+run ends on 1 to 1,000 simulated ranks, that the cost model adds up by hand, and that a pool
+of cores (fewer cores than ranks) serialises CPU work but not sleeping tasks. No timing
 assertions: the figures are virtual time."""
 from __future__ import annotations
 
@@ -107,3 +108,79 @@ def test_the_priority_board_is_tiered_on_1000_ranks():
     assert one.hot["board_atomics_rank0"] >= 2 * 1000      # each b counted on and off
     assert one.hot["board_atomics_hottest"] == one.hot["board_atomics_rank0"]
     assert tiered.hot["board_atomics_hottest"] * 4 <= one.hot["board_atomics_hottest"]
+
+
+def pooled_run(fn: str, cores, nranks: int = 4, tasks: int = 40, length: float = 1e-3,
+               **changes):
+    doc = workloads.make("independent", tasks, length, fn=fn)
+    costs = replace(preset("node"), cores=cores, spin=False, max_sleep=1e-3, **changes)
+    return Simulation(doc, nranks, costs).run()
+
+
+def test_a_pool_of_one_core_serialises_cpu_bound_tasks():
+    """4 ranks of busy-waiting tasks on 1 core take about 4x as long as on 4 cores (or with a
+    core each): the core runs one rank's task at a time, and the ranks wait for it."""
+    spread = pooled_run("mpitiny.tasks:spin", 4)
+    one = pooled_run("mpitiny.tasks:spin", 1)
+    each = pooled_run("mpitiny.tasks:spin", None)
+    assert spread.makespan == pytest.approx(each.makespan, rel=1e-9)   # 4 cores: no pool
+    assert spread.core_wait == 0.0
+    assert 3.6 <= one.makespan / spread.makespan <= 4.1
+    assert one.makespan >= one.cpu >= 40 * 1e-3          # every task's CPU, one after another
+    assert one.core_wait > 0
+
+
+def test_sleeping_tasks_do_not_hold_a_core():
+    """The same tasks sleeping: the core is free while they sleep, so 1 core for 4 ranks only
+    adds the waits for the engine's few µs per task, not the tasks' length."""
+    spread = pooled_run("mpitiny.tasks:sleep", 4)
+    one = pooled_run("mpitiny.tasks:sleep", 1)
+    assert one.makespan / spread.makespan <= 1.1
+    assert one.cpu < 0.1 * 40 * 1e-3                     # the tasks' time is not CPU
+
+
+def test_waking_costs_cpu_and_other_work_takes_its_share_of_the_cores():
+    """``wake_cpu`` is charged at every wake from a sleep; with 2 ranks per core it queues, and
+    ``background`` (other work's cores) makes a rank's core busy for longer after it."""
+    plain = pooled_run("mpitiny.tasks:sleep", 2, nranks=8, tasks=80)
+    woken = pooled_run("mpitiny.tasks:sleep", 2, nranks=8, tasks=80, wake_cpu=2e-4)
+    busy = pooled_run("mpitiny.tasks:sleep", 2, nranks=8, tasks=80, wake_cpu=2e-4,
+                      background=1.5)
+    assert woken.cpu - plain.cpu >= 80 * 2e-4            # at least one wake per task
+    assert woken.makespan > plain.makespan
+    assert busy.core_wait > woken.core_wait
+    assert busy.makespan > woken.makespan
+    assert busy.cpu == pytest.approx(woken.cpu, rel=0.2)   # the same work, served later
+
+
+@pytest.mark.parametrize("fn", ["mpitiny.tasks:spin", "mpitiny.tasks:sleep"])
+@pytest.mark.parametrize("nranks", [2, 64])
+def test_a_dag_on_a_pool_runs_every_task_once(fn, nranks):
+    """64 ranks on 2 cores, as the validation runs: every task once (``Simulation.result``
+    checks), each ``b[i]`` after its ``a[i]``, and the run ends."""
+    doc = workloads.make("dag", 5 * nranks, 1e-4, fn=fn)
+    costs = replace(preset("node"), cores=2, spin=nranks <= 2, max_sleep=1e-3, wake_cpu=1e-4)
+    sim = Simulation(doc, nranks, costs, seed=5)
+    starts = {}
+    real_ran = sim.ran
+
+    def ran(rank, first, idx, now):
+        for i in idx:
+            starts[first + int(i)] = now
+        real_ran(rank, first, idx, now)
+    sim.ran = ran
+    r = sim.run()
+    assert r.tasks == 2 * 5 * nranks + 1
+    n = 5 * nranks
+    assert all(starts[n + i] > starts[i] for i in range(n))       # b[i] after a[i]
+    assert starts[2 * n] == max(starts.values())                  # end after every b
+    assert (sim.pools is not None) == (nranks > 2)
+
+
+def test_no_pool_where_every_rank_has_a_core():
+    """At 1,000 ranks of 64 per node with 64 cores per node nothing is pooled: the scale runs'
+    figures stay what they were (a core per rank)."""
+    costs = preset("ib", ranks_per_node=64)
+    assert not replace(costs, cores=64).pooled(1000)
+    assert replace(costs, cores=32).pooled(1000)
+    assert not costs.pooled(10_000)

@@ -6,8 +6,10 @@ dependency release (``Release``) and termination (``Control``) are the real clas
 ``memory.SimMemory`` (the test memory ``LocalView`` plus a virtual clock), and whose
 ``find_work``, ``chunk_size``, ``steal``, ``take_direct`` and ``release_children`` are
 inherited unchanged. What it models instead of running: a task's time, the engine's CPU per
-round / chunk / task, the cost of each word operation on one node or between nodes, and the
-serialisation of atomics at their target (``costs``, with the sources of every figure).
+round / chunk / task, the cost of each word operation on one node or between nodes, the
+serialisation of atomics at their target (``costs``, with the sources of every figure), and,
+where a node has fewer cores than ranks, the ranks' waits for a core (a pool of cores that
+CPU work holds and sleeping tasks do not).
 
 - ``simulate.Simulation``: P ranks on one ``LocalMemory``, stepped in virtual-time order;
   checks that every task ran exactly once; ``Result`` with efficiency and hot spots.

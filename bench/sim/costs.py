@@ -38,6 +38,12 @@ included); it depends on the engine's version (85 µs median for one task at com
 and cache set-up: 9.7-15.8 ms CPU at 3972e8a, 73 µs later): ``first_release``, measured in a
 fresh process (``calibrate.first_release_cpu``) and charged once per rank, since every rank
 is a process.
+
+Sharing cores (``cores``, per node, None by default: a core per rank, as on a cluster and in
+every scale run): where a node has fewer cores than ranks (``pooled``) the simulation keeps a
+pool of them (``simulate.py``). ``wake_cpu`` is the CPU a rank spends each time it wakes from
+a sleep beyond the hot-cache figures above (0 in the presets; the validation fits it on a
+run's CPU time), ``background`` the cores other work takes meanwhile (measured: ``debt``).
 """
 from __future__ import annotations
 
@@ -80,9 +86,27 @@ class Costs:
     spin: bool = True                      # a core for each rank: Backoff spins 2 ms first
     cpu_stretch: float = 1.0               # CPU costs x this (ranks sharing cores)
     wake_extra: float = 0.0                # added to each chunk: waiting for a core on waking
+    cores: int | None = None               # cores per node, shared by its ranks (None: one each)
+    wake_cpu: float = 0.0                  # CPU a rank spends on waking from a sleep (fitted)
+    background: float = 0.0                # cores other work takes on the node (pooled)
 
     def node(self, rank: int) -> int:
         return rank // self.ranks_per_node
+
+    def debt(self) -> float:
+        """Pooled: how long a core stays busy with other work after each second a rank held
+        it: ``background / (cores - background)``, so the ranks get ``cores - background``
+        cores when they want them all, and a rank that wakes is served at once (as Linux
+        prefers a woken process) when a core is free of ranks."""
+        if not self.background or self.cores is None:
+            return 0.0
+        return self.background / max(self.cores - self.background, 0.1 * self.cores)
+
+    def pooled(self, nranks: int) -> bool:
+        """Whether the ranks of a node share its ``cores``: fewer cores than ranks on it, or
+        other work takes some (``background``)."""
+        return self.cores is not None and (self.cores < min(self.ranks_per_node, nranks)
+                                           or self.background > 0)
 
     def op(self, kind: str, origin: int, target: int) -> tuple:
         """``(origin's cost, target's occupancy)`` of one operation ``kind``."""

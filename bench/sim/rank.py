@@ -14,7 +14,15 @@ slept (``backoff_delay``, the same rules: spin for ``SPIN_SECONDS`` with a core 
 
 ``act(now)`` is one event of the rank: finish the running chunk if there is one (release its
 children, report if ``REPORT_SECONDS`` passed), then one round of the loop. It returns the
-time of the rank's next event, or None once it has left the run.
+time of the rank's next event, or None once it has left the run, and sets ``cpu_end``: when
+the event's CPU work ended (what a pool of cores holds a core for, ``simulate``).
+
+A chunk is one event (its whole run time) unless the rank shares cores (``by_task``: a pool,
+or ``Costs.wake_cpu``): then its tasks go one by one (``run_tasks``): a CPU-bound task
+(``mpitiny.tasks:spin``) runs on the event's core; a sleeping one (``mpitiny.tasks:sleep``,
+``workloads.task_sleeps``) frees the core and the rank's next event is when its sleep ends,
+plus ``wake_cpu`` (the kernel's switch back and cold caches) and ``task_cpu`` once a core is
+free again. A ``Backoff`` sleep is a wake too.
 """
 from __future__ import annotations
 
@@ -78,13 +86,39 @@ class SimRank(Engine):
         self.left_at: float | None = None
         self.busy = 0.0
         self.released = False        # whether this rank (a process) released anything yet
+        # a chunk's tasks one event each: when the rank shares its node's cores (a pool), or
+        # waking from a sleep costs CPU (``wake_cpu``)
+        self.by_task = sim.pools is not None or self.costs.wake_cpu > 0
+        self.todo, self.next_task = None, 0     # by_task: the running chunk's (length, sleeps)
+        self.asleep = False          # the last event ended in a sleep (a task's or Backoff's)
+        self.cpu_end = 0.0           # when the last event's CPU work ended
+        self.cpu_used = 0.0          # CPU time of all events so far
+        self.wakes = 0               # events that began with waking from a sleep
+        self.core_wait = 0.0         # time spent waiting for a core (pooled)
+        self.waiting_since: float | None = None
 
     # ------------------------------------------------------------------ one event
     def act(self, now: float) -> float | None:
-        """One event at ``now``; returns the next one's time (None: the rank has left)."""
-        mem, cpu = self.mem, self.costs.cpu_stretch
+        """One event at ``now``; returns the next one's time (None: the rank has left).
+        ``cpu_end``: when this event's CPU work ended (its core is free from then on)."""
+        nxt = self.step(now)
+        self.cpu_used += (self.cpu_end - now) / self.costs.cpu_stretch
+        return nxt
+
+    def step(self, now: float) -> float | None:
+        mem = self.mem
         mem.now = now
+        if self.asleep:
+            self.asleep = False
+            self.wakes += 1
+            mem.now += self.costs.wake_cpu * self.costs.cpu_stretch
+            if self.todo is not None:          # a sleeping task of the chunk has returned
+                self.task_returned()
         if self.running is not None:
+            if self.todo is not None:
+                nxt = self.run_tasks()
+                if nxt is not None:
+                    return nxt
             self.complete()
             if mem.now - self.reported_at > REPORT_SECONDS:
                 self.report_finished()
@@ -96,19 +130,22 @@ class SimRank(Engine):
                 return self.start(chunk)
         self.rounds += 1
         chunk = self.find_work()
-        mem.now += self.costs.round_cpu * cpu
+        mem.now += self.costs.round_cpu * self.costs.cpu_stretch
         if chunk is not None:
             return self.start(chunk)
         self.report_finished()
         if self.ending():
             return self.leave_at()
-        return mem.now + self.backoff_delay()
+        delay = self.backoff_delay()
+        self.cpu_end = mem.now
+        self.asleep = delay > 0
+        return mem.now + delay
 
     def leave_at(self) -> None:
         if self.control.end() == End.ALL_FINISHED:     # as Engine.leave
             self.control.pass_on_end()
         self.report_finished()
-        self.left_at = self.mem.now
+        self.left_at = self.cpu_end = self.mem.now
         return None
 
     def new_backoff(self) -> None:
@@ -132,24 +169,66 @@ class SimRank(Engine):
 
     # ------------------------------------------------------------------ running a chunk
     def start(self, chunk) -> float:
-        """Start ``chunk``: its tasks as group segments, their virtual run time."""
+        """Start ``chunk``: its tasks as group segments. Its whole virtual run time in one
+        event, or (``by_task``) its tasks one by one (``run_tasks``)."""
         segments = self.segments(chunk.tasks)
         sim, costs = self.sim, self.costs
         run = costs.chunk_cpu * costs.cpu_stretch + costs.wake_extra
         per_task = costs.task_extra + costs.task_cpu * costs.cpu_stretch
+        todo, asleep = [], 0.0
         for g, idx in segments:
             n = len(idx)
             first = int(self.base[g])
             if sim.durations is None:
-                run += n * (sim.task_time[g] + per_task)
+                lengths = np.full(n, sim.task_time[g])
             else:
-                run += float(sim.durations[first + idx].sum()) + n * per_task
+                lengths = sim.durations[first + idx]
+            run += float(lengths.sum()) + n * per_task
+            if sim.task_sleeps[g]:
+                asleep += float(lengths.sum()) + n * costs.task_extra
+            if self.by_task:
+                todo.extend((float(d), sim.task_sleeps[g]) for d in lengths)
             sim.ran(self.rank, first, idx, self.mem.now)
         self.running = (segments, run)
         self.busy += run
+        if self.by_task:
+            self.mem.now += costs.chunk_cpu * costs.cpu_stretch + costs.wake_extra
+            self.todo, self.next_task = todo, 0
+            return self.run_tasks()
         end = self.mem.now + run
         sim.last_end = max(sim.last_end, end)
+        self.cpu_end = end - asleep           # the chunk's CPU, counted as if it came first
         return end
+
+    def run_tasks(self) -> float | None:
+        """``by_task``: the running chunk's tasks from ``next_task`` on. CPU-bound tasks run on
+        this event's core, which is given up after them (the next event, at their end, waits
+        for a core again: the kernel's time slice, coarsely); a sleeping task frees it: the
+        next event is when the sleep ends (the rank then waits for a core to go on,
+        ``task_returned``). None once the chunk has run (the caller completes it)."""
+        costs, mem = self.costs, self.mem
+        ran = False
+        while self.next_task < len(self.todo):
+            length, sleeps = self.todo[self.next_task]
+            if sleeps and ran:
+                break
+            self.next_task += 1
+            if sleeps:
+                self.cpu_end, self.asleep = mem.now, True
+                return mem.now + length + costs.task_extra
+            mem.now += length + costs.task_extra
+            self.task_returned()
+            ran = True
+        if ran:
+            self.cpu_end = mem.now
+            return mem.now
+        self.todo = None
+        return None
+
+    def task_returned(self) -> None:
+        """A task's function returned: the engine's share of one task, then its end time."""
+        self.mem.now += self.costs.task_cpu * self.costs.cpu_stretch
+        self.sim.last_end = max(self.sim.last_end, self.mem.now)
 
     def segments(self, tasks) -> list:
         """``[(group, instance indices)]`` of a chunk's task ids (as ``Engine.execute``)."""

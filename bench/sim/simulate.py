@@ -11,6 +11,17 @@ leaving; also rank 0's, which is what ``summary.json``'s ``wall_seconds`` measur
 task start to last task end), the efficiency work / (P x makespan), how many times each task
 ran (every one exactly once, or the simulation raises), and the hot spots of the ``Ledger``.
 
+**A pool of cores** (``Costs.cores``, per node; only where a node has fewer cores than ranks
+or other work takes some, ``Costs.pooled``: at 10,000 ranks with a core per rank there is
+none). Then ``pools`` holds,
+per node, when each of its cores is next free: a rank's event starts only when one is (else
+the rank is pushed back to that time, first come first served), and the core stays busy for
+the event's CPU part (``SimRank.cpu_end``: rounds, word operations, a chunk's bookkeeping,
+releases, waking, and a CPU-bound task's whole length; a sleeping task and a ``Backoff``
+sleep hold no core), stretched by ``1 + Costs.debt()`` for other work on the machine. A core
+is held for a whole event (no time slices within it); ``Result.cpu`` and ``core_wait`` sum
+the ranks' CPU and their waits for a core.
+
 Events happen at the time a rank's step starts; the word operations of one step are applied
 in that step (the step's clock advances by their costs, contention included). A step is one
 round of the loop (a few µs) or a chunk's end, so the order of effects across ranks is
@@ -49,6 +60,8 @@ class Result:
     efficiency: float             # work / (nranks * makespan)
     events: int
     real_seconds: float
+    cpu: float = 0.0              # CPU time of all ranks (rounds, chunks, releases, spinning)
+    core_wait: float = 0.0        # time ranks waited for a core (a node's pool), all ranks
     hot: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -67,6 +80,8 @@ class Simulation:
         self.dag = dag = load_dag_text(workloads.text(doc), source="<sim>", params={})
         lengths = workloads.task_lengths(doc)
         self.task_time = [lengths[g.name] for g in dag.groups]
+        sleeps = workloads.task_sleeps(doc)
+        self.task_sleeps = [sleeps[g.name] for g in dag.groups]
         self.durations = durations      # per task id: its run time (else its group's length)
         qwords = region_size(QUEUE_SLOTS, inbox, ring)
         self.layout = Layout(dag, nranks, CONTROL_WORDS + qwords)
@@ -77,6 +92,9 @@ class Simulation:
         self.ledger = Ledger(nranks, costs, (board0, board0 + BOARD_WORDS))
         self.runs = np.zeros(dag.total, dtype=np.int32)
         self.first_start, self.last_end, self.last_claim = float("inf"), 0.0, 0.0
+        self.pools = None        # per node: when each of its cores is next free (a heap)
+        if costs.pooled(nranks):
+            self.pools = [[0.0] * costs.cores for _ in range(costs.node(nranks - 1) + 1)]
         self.ranks = [rank_class(self, r, memory) for r in range(nranks)]
         self.ledger.counting = False
         for rank in self.ranks:
@@ -101,10 +119,25 @@ class Simulation:
         heap = [(float(self.offsets[r]), k, r) for k, r in enumerate(order)]
         heapq.heapify(heap)
         seq, events = self.nranks, 0
-        ranks = self.ranks
+        ranks, pools, node = self.ranks, self.pools, self.costs.node
+        debt = 1.0 + self.costs.debt()
         while heap:
             now, _, r = heapq.heappop(heap)
-            nxt = ranks[r].act(now)
+            rank = ranks[r]
+            if pools is not None:
+                pool = pools[node(r)]
+                if pool[0] > now:             # every core of its node is busy: wait
+                    if rank.waiting_since is None:
+                        rank.waiting_since = now
+                    seq += 1
+                    heapq.heappush(heap, (pool[0], seq, r))
+                    continue
+                if rank.waiting_since is not None:
+                    rank.core_wait += now - rank.waiting_since
+                    rank.waiting_since = None
+            nxt = rank.act(now)
+            if pools is not None:
+                heapq.heapreplace(pool, now + (rank.cpu_end - now) * debt)
             events += 1
             if nxt is not None:
                 seq += 1
@@ -123,7 +156,9 @@ class Simulation:
         work = float(sum(self.task_time[g.index] * g.size for g in self.dag.groups))
         return Result(self.nranks, int(self.dag.total), makespan, ends[0],
                       self.last_end - self.first_start, work,
-                      work / (self.nranks * makespan), events, real, hot_spots(self))
+                      work / (self.nranks * makespan), events, real,
+                      float(sum(rk.cpu_used for rk in self.ranks)),
+                      float(sum(rk.core_wait for rk in self.ranks)), hot_spots(self))
 
 
 def warm_up(doc: dict, costs: Costs) -> None:

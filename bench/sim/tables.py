@@ -19,6 +19,7 @@ def load(paths: list) -> tuple:
     scale: dict = {}
     central: dict = {}
     validate: list = []
+    pooled: list = []
     points: list = []
     for path in paths:
         with open(path, encoding="utf-8") as f:
@@ -30,10 +31,14 @@ def load(paths: list) -> tuple:
         for row in d.get("central", ()):
             key = (row["central"], row["nranks"])
             central.setdefault(key, {}).update({p["length"]: p for p in row["points"]})
-        validate += d.get("validate", ())
+        found = d.get("validate", ())
+        if isinstance(found, dict):         # the validation on a pool of cores
+            pooled += found["rows"]
+        else:
+            validate += found
         if "point" in d:
             points.append((path, d["args"], d["point"]))
-    return scale, central, validate, points
+    return scale, central, validate, pooled, points
 
 
 def us(x) -> str:
@@ -88,9 +93,25 @@ def validate_table(rows: list) -> list:
     return out
 
 
+def pool_table(rows: list) -> list:
+    out = ["| workload | P | others' cores | real makespan | simulated | ratio | wake_cpu | "
+           "real CPU | CPU sim / real | ratio, one wake_cpu | ratio, no pool | real wall / sim |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        real = r["real"]
+        out.append(f"| {r['kind']} | {r['nranks']} | {real['others_cores']:.2f} | "
+                   f"{real['tasks_span'] * 1e3:.1f} ms | {r['sim']['tasks_span'] * 1e3:.1f} ms | "
+                   f"**{r['ratio_span']:.3f}** | {r['wake_cpu'] * 1e6:.0f} µs | "
+                   f"{real['work_cpu'] * 1e3:.0f} ms | {r['ratio_cpu']:.2f} | "
+                   f"{r['ratio_span_one']:.3f} | {r['ratio_span_no_pool']:.3f} | "
+                   f"{r['ratio_wall']:.3f} |")
+    return out
+
+
 def main() -> None:
-    scale, central, validate, points = load(sys.argv[1:])
+    scale, central, validate, pooled, points = load(sys.argv[1:])
     for title, lines in (("validation", validate_table(validate)),
+                         ("validation on a pool of cores", pool_table(pooled)),
                          ("METG", metg_table(scale, central)),
                          ("hot spots at 100 µs", hot_table(scale, points))):
         print(f"### {title}\n")

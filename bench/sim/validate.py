@@ -1,36 +1,48 @@
 """Validation: the same workload run for real (``mpiexec -n N python -m mpitiny run``) and
-simulated, makespans side by side.
+simulated, makespans (and CPU times) side by side.
 
-The real runs use sleeping tasks (``mpitiny.tasks:sleep``): on this 2-core machine 64 ranks
-are oversubscribed 32x, and a sleep takes its time whatever the load while a busy-wait would
-not. The makespan compared is first task start to last task end (task table; the
-simulation's ``tasks_span``); ``summary.json``'s ``wall_seconds`` (start barrier to rank 0
-leaving) is reported beside it, but it also holds the time ranks take to leave the barrier.
+The real runs use sleeping tasks (``mpitiny.tasks:sleep``, ``time.sleep``: the rank's core is
+free meanwhile), 20 of 5 ms per rank, on this 2-core machine: at 32 and 64 ranks the ranks
+share the cores 16-32 to one. The makespan compared is first task start to last task end
+(task table; the simulation's ``tasks_span``); ``summary.json``'s ``wall_seconds`` (start
+barrier to rank 0 leaving) is reported beside it. The CPU compared is the sum over ranks of
+``work_cpu_seconds`` (``summary.json``: each rank's process CPU time in ``Engine.work``).
 
-The simulation is given what the engine sees here: ``max_sleep`` 1 ms and no spinning when
-there are more ranks than cores (``Engine.spare_cores``), every rank on one node (the ``node``
-costs), each task lasting what it lasted in the real run (end - start in the task table: on
-this loaded machine a 5 ms sleep inside a rank takes 6.7-7.8 ms, while ``time.sleep`` in the
-launching process overshoots by 0.1-0.3 ms; both are reported), and this machine's load,
-which other work on its 2 cores dominates (load average 6-65 during this session):
+The simulation models this machine as what it is, a pool of ``cores`` (the CPUs this process
+may run on, 2 here; ``--cores``) shared by all ranks (``Costs.cores``, ``Simulation.pools``):
+an event of a rank (a round of the loop, a chunk's bookkeeping, a release, a task's return)
+needs a core and waits, first come first served, until one is free; a sleeping task, and a
+rank sleeping in ``Backoff``, holds none. The engine's rules for more ranks than cores apply
+(``Engine.spare_cores``: no spinning, ``max_sleep`` 1 ms). What each figure is:
 
-- ``cpu_stretch`` = the 1-minute load average / cores at the end of the run (a runnable
-  process gets about cores / load of a core): every CPU cost of the model is multiplied by
-  it (the first release's 10.7 ms of CPU took 64-77 ms at 8 ranks);
-- ``wake_extra``: added to every chunk, the wait for a core when a rank wakes from its
-  sleeping task: the ``independent`` run's mean gap between two tasks on one rank, less the
-  modelled gap (21.9 µs x ``cpu_stretch``);
-- start offsets: each rank starts when its first task started in the ``independent`` run
-  (32 oversubscribed ranks leave the start barrier over ~16 ms).
+- measured, not from the run: the per-operation and per-chunk CPU costs (``costs.py``:
+  ``probe.py``, ``calibrate.py``, hot caches), a release's CPU (timed as the simulator runs
+  the real code) and a process's first release (``calibrate.first_release_cpu``);
+- measured, from the run: each rank's start (its first task's start in the task table: the
+  start-up, which the simulator does not model, spreads 64 ranks over 25-50 ms); a 5 ms
+  ``time.sleep`` 's overshoot in this process just before the run (``task_extra``: the tasks
+  last their nominal 5 ms plus that; their measured durations are not used: the wait for a
+  core when a task's sleep ends is the model's); the cores other work used during the run's
+  tasks (``others_cores``: ``/proc/stat`` sampled every 10 ms by ``BusySampler`` over the
+  tasks' span, less the ranks' own CPU), which keep a core busy for ``background / (cores -
+  background)`` s after each second a rank held it (``Costs.debt``);
+- fitted, the one parameter: ``wake_cpu``, the CPU a rank spends each time it wakes from a
+  sleep (its task's or ``Backoff`` 's) beyond the hot-cache costs: the kernel's switch and
+  the caches other processes emptied meanwhile. It is fitted per run on the run's measured
+  CPU time (the simulated CPU of all ranks equals ``work_cpu``; ``fit_wake``), never on a
+  makespan: every makespan is a prediction. Fitted this way it is 90-840 µs and grows with
+  the ranks per core and the machine's load (2026-12-06), so one value for all runs does not
+  carry: ``sim_one`` is the simulation with one ``wake_cpu`` fitted on the ``independent``
+  runs' CPU together, reported beside it.
 
-``wake_extra`` and the offsets are fitted on the ``independent`` run at each rank count and
-used for the ``dag`` run at the same count, which is therefore predicted. Each row also has
-the simulation with the ``dag`` run's own gap (``sim_own``) and with no load at all
-(``sim_unstretched``: every rank at 0, CPU as measured unloaded, no wake-up wait): that one
-shows how much of the makespan here is the machine's load, not the engine.
+Not modelled: the kernel's time slices (a core is held for a whole event) and its
+preference for a woken process beyond what ``debt`` gives. Each row also has the simulation
+without the pool (``sim_no_pool``: a core per rank, the same costs), which shows what sharing
+the cores adds.
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -39,7 +51,7 @@ from dataclasses import replace
 import numpy as np
 
 from . import calibrate, workloads
-from .costs import preset
+from .costs import Costs, preset
 from .simulate import Simulation
 
 BENCH = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,25 +69,79 @@ def sleep_overshoot(length: float, reps: int = 50) -> float:
     return float(np.median(extra))
 
 
-def real_run(kind: str, nranks: int, tasks: int, length: float, work: str, tag: str) -> dict:
-    """One real run; its wall time, tasks span and mean task duration."""
+def busy_seconds() -> float:
+    """CPU seconds this machine has run so far, all cores (``/proc/stat``)."""
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _wait, irq, softirq = map(int, f.readline().split()[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+class BusySampler:
+    """Samples ``(time.time(), busy_seconds())`` every ``every`` seconds in a thread, so that
+    the machine's CPU during any window of a run (its tasks' span) can be read afterwards."""
+
+    def __init__(self, every: float = 0.01) -> None:
+        import threading
+        self.every, self.samples = every, []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+
+    def loop(self) -> None:
+        while not self.stop.is_set():
+            self.samples.append((time.time(), busy_seconds()))
+            time.sleep(self.every)
+
+    def __enter__(self) -> "BusySampler":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    def cores_used(self, t0: float, t1: float) -> float:
+        """Cores busy on average between epoch times ``t0`` and ``t1`` (interpolated)."""
+        t, busy = np.array(self.samples).T
+        return float((np.interp(t1, t, busy) - np.interp(t0, t, busy)) / max(t1 - t0, 1e-9))
+
+
+def real_run(kind: str, nranks: int, tasks: int, length: float, work: str, tag: str,
+             reuse: bool = False) -> dict:
+    """One real run (kept in ``work``; with ``reuse``, a kept one is read back): its makespan,
+    the ranks' starts and CPU times, and the machine's other load meanwhile."""
+    saved = os.path.join(work, f"{tag}-real.json")
+    if reuse and os.path.exists(saved):
+        with open(saved) as f:
+            return json.load(f)
     import _common as C
     doc = workloads.make(kind, tasks, length, fn="mpitiny.tasks:sleep")
     path = C.write_dag(os.path.join(work, f"{tag}.json"), doc)
     run_dir = os.path.join(work, f"{tag}-run")
-    proc, s = C.run_mpitiny(nranks, path, run_dir, timeout=600)
-    t = C.read_table(run_dir)
-    durations = np.zeros(len(t))
-    durations[t["gid"]] = t["end"] - t["start"]
+    overshoot = sleep_overshoot(length)
+    load_before = os.getloadavg()
+    with BusySampler() as busy:
+        proc, s = C.run_mpitiny(nranks, path, run_dir, timeout=600)
+    real = table_figures(C.read_table(run_dir), nranks)
+    work_cpu = float(sum(r["work_cpu_seconds"] for r in s["per_rank"]))
+    used = busy.cores_used(s["first_task_start"], s["last_task_end"])
+    real.update({"wall_seconds": s["wall_seconds"], "done": s["done"], "work_cpu": work_cpu,
+                 "mpiexec_seconds": proc["wall"], "sleep_overshoot": overshoot,
+                 "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+                 "cores_used": used,
+                 "others_cores": max(0.0, used - work_cpu / real["tasks_span"])})
+    with open(saved, "w") as f:
+        json.dump(real, f)
+    return real
+
+
+def table_figures(t: np.ndarray, nranks: int) -> dict:
     t0 = float(t["start"].min())
     offsets = [float(t["start"][t["rank"] == r].min()) - t0 if np.any(t["rank"] == r) else 0.0
                for r in range(nranks)]
     median, mean = gaps(t)
-    return {"durations": durations, "offsets": offsets, "gap_median": median, "gap_mean": mean,
-            "start_skew_max": max(offsets), "wall_seconds": s["wall_seconds"],
-            "tasks_span": float(t["end"].max() - t["start"].min()),
-            "task_mean": float((t["end"] - t["start"]).mean()), "done": s["done"],
-            "mpiexec_seconds": proc["wall"], "loadavg": os.getloadavg()}
+    return {"offsets": offsets, "start_skew_max": max(offsets), "gap_median": median,
+            "gap_mean": mean, "tasks_span": float(t["end"].max() - t0),
+            "task_mean": float((t["end"] - t["start"]).mean())}
 
 
 def gaps(t: np.ndarray) -> tuple:
@@ -89,65 +155,84 @@ def gaps(t: np.ndarray) -> tuple:
     return float(np.median(every)), float(every.mean())
 
 
-def one_task_chunk(costs) -> float:
-    """The modelled CPU time between two one-task chunks (round, claim, chunk, task)."""
-    return costs.round_cpu + costs.chunk_cpu + costs.task_cpu + costs.node_ops["cas"]
+def costs_for(nranks: int, cores: int | None, wake_cpu: float, first_release: float,
+              real: dict) -> Costs:
+    """The ``node`` costs with the engine's rules for ``nranks`` ranks on ``cores`` cores, the
+    run's sleep overshoot, and the cores other work took during its tasks (``background``)."""
+    spare = cores is None or nranks <= cores
+    return replace(preset("node"), spin=spare, max_sleep=1e-4 if spare else 1e-3,
+                   cores=cores, wake_cpu=wake_cpu, first_release=first_release,
+                   task_extra=real["sleep_overshoot"],
+                   background=max(0.0, real.get("others_cores", 0.0)))
 
 
-def sim_run(kind: str, nranks: int, tasks: int, length: float, durations: np.ndarray,
-            stretch: float = 1.0, offsets: list | None = None, cores: int = 2,
-            seed: int = 0, first_release: float = 0.0, wake: float = 0.0) -> dict:
-    spare = nranks <= cores
-    costs = replace(preset("node"), spin=spare, cpu_stretch=stretch, wake_extra=wake,
-                    first_release=first_release,
-                    max_sleep=1e-4 if spare else 1e-3)
+def sim_run(kind: str, nranks: int, tasks: int, length: float, real: dict, costs: Costs,
+            seed: int = 0) -> dict:
     doc = workloads.make(kind, tasks, length, fn="mpitiny.tasks:sleep")
-    r = Simulation(doc, nranks, costs, seed, durations=durations, offsets=offsets).run()
-    return {"rank0_end": r.rank0_end, "makespan": r.makespan, "tasks_span": r.tasks_span}
+    r = Simulation(doc, nranks, costs, seed, offsets=real["offsets"]).run()
+    return {"rank0_end": r.rank0_end, "makespan": r.makespan, "tasks_span": r.tasks_span,
+            "cpu": r.cpu, "core_wait": r.core_wait}
 
 
-def validate(cases: list, work: str, log=print) -> list:
-    """``cases``: ``(kind, nranks, tasks, length)``; runs each for real, then simulates it.
+def fit_wake(runs: list, cores: int, first_release: float) -> float:
+    """The ``wake_cpu`` (s) at which the simulated CPU of ``runs`` (``(kind, nranks, tasks,
+    length, real)``) matches their measured CPU: the mean over them of log(simulated /
+    measured) is 0 (bisection between 0 and 2 ms; the simulated CPU grows with it)."""
+    def error(wake: float) -> float:
+        logs = []
+        for kind, nranks, tasks, length, real in runs:
+            costs = costs_for(nranks, cores, wake, first_release, real)
+            sim = sim_run(kind, nranks, tasks, length, real, costs)
+            logs.append(np.log(sim["cpu"] / real["work_cpu"]))
+        return float(np.mean(logs))
 
-    The wake-up wait and the start offsets come from the ``independent`` run at the same rank
-    count when there is one (list it first): the other workloads at that count are then
-    predicted, not fitted. Each row also has the simulation with its own run's wake-up wait
-    (``sim_own``) and with no load (``sim_unstretched``)."""
-    rows, calib = [], {}
-    node = preset("node")
+    lo, hi = 0.0, 2e-3
+    for _ in range(12):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if error(mid) < 0 else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def validate(cases: list, work: str, log=print, reuse: bool = False,
+             cores: int | None = None) -> dict:
+    """``cases``: ``(kind, nranks, tasks, length)``: runs each for real (or reads it back), then
+    simulates each twice: with ``wake_cpu`` fitted on that run's CPU time (``sim``), and with
+    one ``wake_cpu`` for all, fitted on the ``independent`` runs' CPU together (``sim_one``)."""
+    cores = cores or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                      else os.cpu_count() or 1)
     first_release = calibrate.first_release_cpu()[0]
-    log(f"first release in a fresh process: {first_release * 1e6:.0f} µs CPU")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    log(f"first release in a fresh process: {first_release * 1e6:.0f} µs CPU; {cores} cores")
+    runs = []
     for kind, nranks, tasks, length in cases:
-        probe = sleep_overshoot(length)
-        tag = f"{kind}-{nranks}"
-        real = real_run(kind, nranks, tasks, length, work, tag)
-        durations, offsets = real.pop("durations"), real.pop("offsets")
-        stretch = max(1.0, real["loadavg"][0] / (cores or 1))
-        own = max(0.0, real["gap_mean"] - stretch * one_task_chunk(node))
-        if kind == "independent":
-            calib[nranks] = (own, offsets)
-        wake, start = calib.get(nranks, (own, offsets))
-        sim = sim_run(kind, nranks, tasks, length, durations, stretch, start,
-                      first_release=first_release, wake=wake)
-        sim_own = sim_run(kind, nranks, tasks, length, durations, stretch, offsets,
-                          first_release=first_release, wake=own)
-        plain = sim_run(kind, nranks, tasks, length, durations, 1.0, first_release=first_release)
+        real = real_run(kind, nranks, tasks, length, work, f"{kind}-{nranks}", reuse)
+        runs.append((kind, nranks, tasks, length, real))
+        log(f"{kind}-{nranks}: real span {real['tasks_span']:.4f} s, CPU {real['work_cpu']:.3f}"
+            f" s, others' cores {real['others_cores']:.2f}, load {real['loadavg_before'][0]:.1f}"
+            f" -> {real['loadavg_after'][0]:.1f}")
+    one = fit_wake([r for r in runs if r[0] == "independent"] or runs, cores, first_release)
+    log(f"one wake_cpu for all, fitted on the independent runs' CPU: {one * 1e6:.1f} µs")
+    rows = []
+    for kind, nranks, tasks, length, real in runs:
+        own = fit_wake([(kind, nranks, tasks, length, real)], cores, first_release)
+        costs = costs_for(nranks, cores, own, first_release, real)
+        sim = sim_run(kind, nranks, tasks, length, real, costs)
+        alone = sim_run(kind, nranks, tasks, length, real, replace(costs, cores=None))
+        sim_one = sim_run(kind, nranks, tasks, length, real,
+                          costs_for(nranks, cores, one, first_release, real))
         row = {"kind": kind, "nranks": nranks, "tasks": tasks, "length": length,
-               "first_release_cpu": first_release, "sleep_overshoot_probe": probe,
-               "task_mean": real["task_mean"], "real": real,
-               "calibrated_on": "independent" if nranks in calib else kind,
-               "cpu_stretch": stretch, "wake_extra": wake, "wake_extra_own": own,
-               "sim": sim, "sim_own": sim_own,
-               "sim_unstretched": plain,
+               "cores": cores, "wake_cpu": own, "background": costs.background,
+               "real": real, "sim": sim, "sim_no_pool": alone, "sim_one": sim_one,
                "ratio_span": sim["tasks_span"] / real["tasks_span"],
                "ratio_wall": sim["rank0_end"] / real["wall_seconds"],
-               "ratio_span_own": sim_own["tasks_span"] / real["tasks_span"],
-               "ratio_span_unstretched": plain["tasks_span"] / real["tasks_span"]}
-        log(f"{tag}: real span {real['tasks_span']:.4f} s (wall {real['wall_seconds']:.4f}); "
-            f"sim {sim['tasks_span']:.4f} s: ratio {row['ratio_span']:.3f} (CPU x{stretch:.1f}, "
-            f"wake {wake * 1e6:.0f} µs from {row['calibrated_on']}); own wake "
-            f"{own * 1e6:.0f} µs: {row['ratio_span_own']:.3f}; "
-            f"unstretched {row['ratio_span_unstretched']:.3f}; wall ratio {row['ratio_wall']:.3f}")
+               "ratio_cpu": sim["cpu"] / real["work_cpu"],
+               "ratio_span_no_pool": alone["tasks_span"] / real["tasks_span"],
+               "ratio_span_one": sim_one["tasks_span"] / real["tasks_span"],
+               "ratio_cpu_one": sim_one["cpu"] / real["work_cpu"]}
+        log(f"{kind}-{nranks}: wake_cpu {own * 1e6:.0f} µs, others' cores {costs.background:.2f}: "
+            f"real span {real['tasks_span']:.4f} s, sim {sim['tasks_span']:.4f} s: ratio "
+            f"{row['ratio_span']:.3f} (CPU {row['ratio_cpu']:.2f}); no pool "
+            f"{row['ratio_span_no_pool']:.3f}; one wake_cpu {row['ratio_span_one']:.3f} (CPU "
+            f"{row['ratio_cpu_one']:.2f}); wall ratio {row['ratio_wall']:.3f}")
         rows.append(row)
-    return rows
+    return {"rows": rows, "wake_cpu_one": one, "cores": cores,
+            "first_release_cpu": first_release}

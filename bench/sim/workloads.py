@@ -46,6 +46,14 @@ def text(doc: dict) -> str:
     return json.dumps(doc)
 
 
+SLEEPING = {"mpitiny.tasks:sleep"}     # task functions that leave the core free while they run
+
+
+def task_sleeps(doc: dict) -> dict:
+    """``{task id: whether it sleeps}`` (``mpitiny.tasks:sleep``; else it needs a core)."""
+    return {t["id"]: t["fn"] in SLEEPING for t in doc["tasks"]}
+
+
 def task_lengths(doc: dict) -> dict:
     """``{task id: seconds}``: the first argument of every entry (the task's length)."""
     return {t["id"]: float(t["args"][0]) for t in doc["tasks"]}
