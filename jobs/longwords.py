@@ -11,8 +11,8 @@ a map task and most of a reducer; here they stay arrays:
   end in one array (``chunks``), with the lengths, the counts and (when known) the hashes.
   Copying, comparing and hashing words then costs one numpy operation per 8 bytes, not per
   byte; the bytes end to end (``blob``) are made once, for the reducer's output. The map reads
-  the chunks from the split (``chunk_values``: one funnel shift of two aligned 8-byte loads
-  per chunk).
+  the chunks from the split (``chunk_values``: one unaligned 8-byte load per chunk from a
+  zero-padded copy, ``padded``).
 * **Hash.** A word's hash is ``sum(m(chunk[j]) * P**j)`` modulo 2**64 (``m`` mixes the bits
   of a chunk), then mixed (``_mix``), computed for every word at once from one product with
   the powers of P and ``np.add.reduceat`` per word: a polynomial hash over variable lengths
@@ -52,16 +52,17 @@ _S30, _S27, _S31, _S32 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(
 _PREFIX_HI = np.uint64((1 << 56) - 1)
 _FIFTEEN = np.uint64(15 << 56)
 KEY_BYTES = 15                                # mapreduce's: longer words are long words
-_POW: list = []                               # [P**j, P**-j] for j < len, grown by doubling
+_POW: list = []                     # [M2 * P**j, P**-j] for j < len, grown by doubling
 
 
 def _powers(n: int) -> tuple:
-    """``(P**j, P**-j)`` modulo 2**64 for j < n."""
+    """``(M2 * P**j, P**-j)`` modulo 2**64 for j < n (``hash_chunks``' two multiplications of
+    a chunk, by ``M2`` then by ``P**j``, as one)."""
     if not _POW or len(_POW[0]) < n:
         m = max(n, 1 << 16, 2 * len(_POW[0]) if _POW else 0)
         fwd = np.full(m, _P, np.uint64)
         inv = np.full(m, np.uint64(pow(int(_P), -1, 1 << 64)), np.uint64)
-        fwd[0] = inv[0] = 1
+        fwd[0], inv[0] = _M2, 1
         _POW[:] = [np.cumprod(fwd), np.cumprod(inv)]
     return _POW[0][:n], _POW[1][:n]
 
@@ -130,26 +131,37 @@ def from_dict(words: dict) -> LongWords:
                      np.fromiter(words.values(), np.int64, len(keys))).with_hashes()
 
 
-def load8(words: np.ndarray, at: np.ndarray) -> np.ndarray:
-    """The 8 bytes at each byte offset ``at`` of a buffer held as aligned little-endian
-    uint64 ``words`` (zero-padded: the word after the last byte is read), as uint64."""
-    q = at >> 3
-    shift = ((at & 7) << 3).view(np.uint64)
-    out = words.take(q) >> shift
-    out |= words.take(q + 1) << (_SIXTY_FOUR - shift)          # x << 64 is 0 in numpy
-    return out
+def padded(raw: np.ndarray, buffer: np.ndarray | None = None) -> tuple:
+    """``(copy, at8)``: ``raw`` (uint8) copied into ``buffer`` (reused if large enough, else
+    a new one) followed by 24 zero bytes, and ``at8``, a view of that copy as the uint64 at
+    *every* byte offset (``at8[k]`` = bytes ``k .. k + 7``, little-endian; ``k`` up to
+    ``len(raw) + 16``). Indexing ``at8`` with an index array (``at8[idx]``, not ``take``: 7x
+    slower on unaligned items) gathers unaligned 8-byte loads at 4-5 ns each, 2.4x faster than
+    two aligned gathers and a funnel shift."""
+    n = len(raw)
+    if buffer is None or len(buffer) < n + 24:
+        buffer = np.empty(n + 24, np.uint8)
+    buffer[:n] = raw
+    buffer[n:n + 24] = 0
+    return buffer, unaligned8(buffer, 0, n + 17)
 
 
-def chunk_values(words: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
-    """The chunks of the words ``starts[i]:starts[i] + lens[i]`` of a buffer held as ``words``
-    (``load8``), end to end, the last of each zero-padded."""
+def unaligned8(buffer: np.ndarray, at: int, n: int) -> np.ndarray:
+    """The uint64 at byte offsets ``at .. at + n - 1`` of ``buffer`` (uint8; ``at + n + 7``
+    bytes at least), as a strided view."""
+    return np.ndarray(shape=(n,), dtype="<u8", buffer=buffer, offset=at, strides=(1,))
+
+
+def chunk_values(at8: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """The chunks of the words ``starts[i]:starts[i] + lens[i]`` of a buffer whose 8-byte
+    loads are ``at8`` (``padded``), end to end, the last of each zero-padded."""
     nch = n_chunks(lens)
-    first = np.cumsum(nch) - nch
-    at = np.arange(0, 8 * int(nch.sum()), 8, dtype=np.int64)
-    at += np.repeat(starts - 8 * first, nch)
-    values = load8(words, at)
-    last = first + nch - 1
-    values[last] &= ~(_ALL_ONES << ((lens - 8 * (nch - 1)).view(np.uint64) << _THREE))
+    ends = np.cumsum(nch)
+    at = np.arange(0, 8 * int(ends[-1]) if len(ends) else 0, 8, dtype=np.int64)
+    at += np.repeat(starts - 8 * (ends - nch), nch)
+    values = at8[at]
+    ends -= 1
+    values[ends] &= ~(_ALL_ONES << ((lens - 8 * (nch - 1)).view(np.uint64) << _THREE))
     return values
 
 
@@ -164,11 +176,10 @@ def hash_chunks(values: np.ndarray, lens: np.ndarray) -> np.ndarray:
         return np.empty(0, np.uint64)
     nch = n_chunks(lens)
     first = np.cumsum(nch) - nch
-    fwd, inv = _powers(len(values))
+    m2_fwd, inv = _powers(len(values))
     mixed = values * _M1                       # every bit of a chunk into its low bits, so
     mixed ^= mixed >> _S32                     # that high bytes cannot cancel out modulo 2**64
-    mixed *= _M2
-    mixed *= fwd
+    mixed *= m2_fwd                            # * M2, then * P**g
     h = np.add.reduceat(mixed, first)
     h *= inv.take(first)
     h ^= lens.view(np.uint64) * _LEN_MIX
@@ -393,12 +404,12 @@ def order_ties(group_of: np.ndarray, tied: np.ndarray, lens: np.ndarray) -> np.n
     the next ``TIE_KEYS`` 8-byte pieces of the words from byte 15 on (zero past a word's
     end, byte-swapped); the rows those leave tied (a zero byte, or 47 bytes in common) by
     ``sorted`` on their bytes."""
-    words = padded_words(tied)
+    _, at8 = padded(tied)
     at = np.cumsum(lens) - lens
     keys = []
     for k in range(TIE_KEYS):
         left = np.clip(lens - (KEY_BYTES + 8 * k), 0, 8).view(np.uint64)
-        piece = load8(words, np.minimum(at + KEY_BYTES + 8 * k, len(tied)))
+        piece = at8[np.minimum(at + KEY_BYTES + 8 * k, len(tied))]
         piece &= ~(_ALL_ONES << (left << _THREE))
         keys.append(piece.byteswap())
     sub = np.lexsort((*reversed(keys), group_of))
@@ -417,25 +428,25 @@ def order_ties(group_of: np.ndarray, tied: np.ndarray, lens: np.ndarray) -> np.n
     return sub
 
 
-def padded_words(raw: np.ndarray) -> np.ndarray:
-    """``raw``'s bytes as aligned little-endian uint64, zero-padded by 24 bytes at least."""
-    words = np.zeros((len(raw) + 31) // 8, np.uint64)
-    words.view(np.uint8)[:len(raw)] = raw
-    return words
-
-
 def chunk_bytes(pool: np.ndarray, first: np.ndarray, nch: np.ndarray,
                 lens: np.ndarray) -> np.ndarray:
     """Words end to end (uint8), word i being the first ``lens[i]`` bytes of the chunks
-    ``pool[first[i]:first[i] + nch[i]]``: the chunks gathered (one ``take`` per 8 bytes), then
-    the bytes to keep picked by a boolean mask made of one ``take`` per 8 bytes from ``_KEEP``
-    (a mask made by broadcasting a comparison over (chunks, 8) was 3x slower)."""
+    ``pool[first[i]:first[i] + nch[i]]`` (``nch[i]`` = ``n_chunks(lens[i])``): the chunks
+    gathered (one ``take`` per 8 bytes), then the bytes to keep picked by a boolean mask, all
+    ones but in each word's last chunk (one ``take`` from ``_KEEP`` per word; a mask made per
+    chunk was 8% slower, one made by broadcasting a comparison over (chunks, 8) 3x)."""
+    full = nch > 0
+    if not full.all():
+        first, nch, lens = first[full], nch[full], lens[full]
+    ends = np.cumsum(nch)
     chunks = pool.take(chunk_index(first, nch))
-    at = np.arange(0, 8 * len(chunks), 8)
-    left = np.repeat(lens + 8 * (np.cumsum(nch) - nch), nch) - at      # bytes from here on
-    return chunks.view(np.uint8)[_KEEP.take(np.minimum(left, 8)).view(np.bool_)]
+    keep = np.full(len(chunks), _ALL_KEPT)
+    ends -= 1
+    keep[ends] = _KEEP.take(lens - 8 * (nch - 1))
+    return chunks.view(np.uint8)[keep.view(np.bool_)]
 
 
+_ALL_KEPT = np.uint64(0x0101010101010101)                                # 8 bytes of 1
 _KEEP = np.array([(1 << (8 * k)) // 255 for k in range(9)], np.uint64)   # k bytes of 1
 
 

@@ -165,11 +165,7 @@ def count_words_keys(arr: np.ndarray) -> tuple:
 
 
 _NINE = np.uint8(9)                          # whitespace is 32 or 9-13
-_THREE = np.uint64(3)
 _THIRTY_TWO = np.uint64(32)
-_SIXTY_FOUR = np.uint64(64)
-_HUNDRED_28 = np.uint64(128)
-_ALL_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
 _ONE = np.uint64(1)
 _BYTE_BOUNDS = np.array([1 << (8 * j) for j in range(1, 8)], np.uint64)   # 256 ** j
 _HA = np.uint64(0x9E3779B97F4A7C15)          # slot hash multipliers (any odd constants)
@@ -276,7 +272,9 @@ def count_parts(data, block: int = BLOCK_BYTES) -> tuple:
         cut = _WS_RE.search(data, a + block) if n - a > 2 * block else None
         cuts.append((a, cut.start() if cut else n))
         a = cuts[-1][1]
-    blocks = [_block_keys(data[a:b] if len(cuts) > 1 else data) for a, b in cuts]
+    global _padded
+    _padded, _ = lw.padded(np.frombuffer(data, np.uint8), _padded)
+    blocks = [_block_keys(_padded, a, b) for a, b in cuts]
     long = _count_long(blocks)
     short, short_counts = _count_short(
         np.concatenate([t[0] for t in blocks]) if len(blocks) > 1 else blocks[0][0])
@@ -285,6 +283,9 @@ def count_parts(data, block: int = BLOCK_BYTES) -> tuple:
     if any(t[4] for t in blocks):      # a block with a zero byte: its short words are in both
         return key_parts(*group_keys(*join_parts(short, short_counts, lo, hi, counts)), long)
     return short, short_counts, lo, hi, counts, long
+
+
+_padded = np.empty(0, np.uint8)     # count_parts' copy of the data (lw.padded), reused
 
 
 def _count_short(keys: np.ndarray) -> tuple:
@@ -322,14 +323,15 @@ def key_parts(lo, hi, counts, long) -> tuple:
     return lo[short], counts[short], lo[~short], hi[~short], counts[~short], long
 
 
-def _block_keys(data) -> tuple:
-    """One block's tokens, uncounted: ``(short, lo, hi, long, mixed)``.
+def _block_keys(buffer: np.ndarray, a: int, b: int) -> tuple:
+    """The tokens of bytes ``a:b`` of ``buffer`` (``longwords.padded``: bytes after ``b`` are
+    read, never kept), uncounted: ``(short, lo, hi, long, mixed)``.
 
     Token boundaries come from a whitespace mask (byte 32, or 9-13 as one unsigned
     ``- 9 < 5``: 5x faster than ``bytes.translate``) and one ``!=`` of neighbours. A token's
-    first 8 bytes (``lo``) are read from the 8-byte aligned words of the data (a funnel shift
-    of two gathered words: numpy's gathers of unaligned 8-byte loads are 3x slower) and masked
-    to its length by shifts (numpy defines ``x << 64 == 0``).
+    first 8 bytes (``lo``) are one unaligned 8-byte load at its start (``longwords.padded``)
+    masked to its length (a ``take`` from a table of masks, ``mode="clip"``: 0 for the words
+    over 8 bytes, whose ``lo`` is kept before).
 
     In a block with no zero byte, a word of at most 8 bytes *is* its ``lo`` (its length is
     where its last nonzero byte is): ``short`` is every token's ``lo``, 0 for the tokens over
@@ -337,11 +339,11 @@ def _block_keys(data) -> tuple:
     are the two-word keys ``lo``, ``hi`` (``hi`` = bytes 8-14 and the length in the top
     byte); those over 15 bytes are their lengths, chunks and hashes (``longwords``). A block
     with a zero byte returns every token as a two-word key (``mixed``)."""
-    n = len(data)
+    n = b - a
     e = np.empty(0, np.uint64)
     if n == 0:
         return e, e, e, _NO_LONG, False
-    raw = np.frombuffer(data, np.uint8)
+    raw = buffer[a:b]
     ws = raw == 32
     ws |= (raw - _NINE) < 5
     edge = np.empty(n + 1, dtype=bool)
@@ -351,45 +353,42 @@ def _block_keys(data) -> tuple:
     bounds = edge.nonzero()[0].reshape(-1, 2)
     starts = bounds[:, 0].copy()               # contiguous: used three times
     lens = bounds[:, 1] - starts
-    words = np.empty((n + 31) // 8, np.uint64)
-    words[-4:] = 0                              # zero padding after the data
-    words.view(np.uint8)[:n] = raw
-    q = starts >> 3
-    shift = ((starts & 7) << 3).view(np.uint64)
-    lo = words.take(q) >> shift                 # take: 20% faster than words[q]
-    lo |= words[1:].take(q) << (_SIXTY_FOUR - shift)
-    lo &= ~(_ALL_ONES << (lens.view(np.uint64) << _THREE))     # 8 * length >= 64: keep all
+    at8 = lw.unaligned8(buffer, a, n + 17)
+    lo = at8[starts]
     if raw.min() == 0:
-        return (e, *_two_word_keys(words, starts, lens, lo), True)
+        lo &= _KEEP.take(lens, mode="clip")
+        return (e, *_two_word_keys(at8, starts, lens, lo), True)
     over = (lens > 8).nonzero()[0]
-    two = _two_word_keys(words, starts.take(over), lens.take(over), lo.take(over))
-    lo[over] = 0
+    two = _two_word_keys(at8, starts.take(over), lens.take(over), lo.take(over))
+    lo &= _KEEP_SHORT.take(lens, mode="clip")
     return lo, *two, False
+
+
+_KEEP = np.array([(1 << (8 * k)) - 1 for k in range(9)], np.uint64)     # the first k bytes
+_KEEP_SHORT = np.append(_KEEP, np.uint64(0))      # ... and none for the words over 8 bytes
+_LEN_TOP = np.arange(KEY_BYTES + 1, dtype=np.uint64) << _LEN_SHIFT
 
 
 _NO_LONG = (np.empty(0, np.int64), np.empty(0, np.uint64), np.empty(0, np.uint64))
 
 
-def _two_word_keys(words, starts, lens, lo) -> tuple:
+def _two_word_keys(at8, starts, lens, lo) -> tuple:
     """``_block_keys``'s two-word keys ``(lo, hi)`` of the given tokens (``lo``: their first
     8 bytes), and the lengths, chunks and hashes of those over 15 bytes (left out of the keys:
     ``longwords``)."""
-    q = starts >> 3
-    shift = ((starts & 7) << 3).view(np.uint64)
-    hi = words[1:].take(q) >> shift
-    hi |= words[2:].take(q) << (_SIXTY_FOUR - shift)
-    back = _HUNDRED_28 - (lens.view(np.uint64) << _THREE)      # bytes 8-14: keep len - 8
-    hi <<= back
-    hi >>= back
-    hi |= lens.view(np.uint64) << _LEN_SHIFT
+    long = _NO_LONG
     is_long = lens > KEY_BYTES
     if is_long.any():
         idx = is_long.nonzero()[0]
         keep = (~is_long).nonzero()[0]
         long_lens = lens.take(idx)
-        values = lw.chunk_values(words, starts.take(idx), long_lens)
-        return lo.take(keep), hi.take(keep), (long_lens, values, lw.hash_chunks(values, long_lens))
-    return lo, hi, _NO_LONG
+        values = lw.chunk_values(at8, starts.take(idx), long_lens)
+        long = (long_lens, values, lw.hash_chunks(values, long_lens))
+        starts, lens, lo = starts.take(keep), lens.take(keep), lo.take(keep)
+    hi = at8[starts + 8]
+    hi &= _KEEP.take(lens - 8, mode="clip")                    # bytes 8-14: keep len - 8
+    hi |= _LEN_TOP.take(lens)
+    return lo, hi, long
 
 
 def _short_hi(lo: np.ndarray) -> np.ndarray:
