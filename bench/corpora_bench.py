@@ -20,6 +20,11 @@ interleaved, medians:
   compared byte for byte.
 * **distinct**: ``jobs/distinct.json`` (sorted runs, parallel merge) against one process
   ``set.update(block.split())``, ``sorted``, written; compared byte for byte.
+* **GNU baselines** (``mapreduce_bench.gnu_*``, ``LC_ALL=C``, one thread): grep against ``grep
+  -E -b PATTERN FILE > OUT`` (its match count checked: ``grep_gnu_same_matches``), linesort
+  against ``sort --parallel=1 -S 4G`` and distinct against ``tr -s '[:space:]' '\\n' | sort -u
+  | sed '/^$/d'``, their outputs compared byte for byte with the Python ones
+  (``{job}_gnu_same``); ``{job}_vs_gnu`` beside ``{job}_vs_baseline``.
 * The longest task of every mpitiny run as a fraction of its first-task-to-last-task span, and
   the load average before each corpus (the machine is shared: only ratios measured side by
   side mean anything). ``--corpus-jobs`` picks the jobs. A Dask run that times out has its
@@ -186,6 +191,10 @@ def _grep_step(ctx: dict, n: str, path: str, r: dict, ref: dict) -> None:
     secs, matches, lines_digest = grep_lines(path, args.baseline_block, pattern, mb.line_blocks)
     r.setdefault("grep-baseline", []).append(secs)
     ref.update(grep_matches=matches, grep_pattern=pattern)
+    scratch = os.path.join(ctx["wd"], "baseline-grep-gnu.txt")
+    secs, ref["grep_gnu_matches"] = mb.gnu_grep_lines(path, pattern, scratch)
+    os.remove(scratch)
+    r.setdefault("grep-gnu", []).append(secs)
     got, out = _mpitiny(ctx, "grep", n, ctx["big"])
     if "error" not in got:
         got["exact"] = ((got.get("finish") or {}).get("matches") == matches
@@ -236,23 +245,31 @@ def _file_digest(path: str) -> str:
 
 def _linesort_step(ctx: dict, n: str, path: str, r: dict, ref: dict) -> None:
     _checked_step(ctx, n, path, r, ref, "linesort", "sorted.txt", "lines",
-                  lambda scratch: sort_lines_baseline(path, scratch))
+                  lambda scratch: sort_lines_baseline(path, scratch),
+                  lambda scratch: ctx["mb"].gnu_sort_lines(path, scratch))
 
 
 def _distinct_step(ctx: dict, n: str, path: str, r: dict, ref: dict) -> None:
     _checked_step(ctx, n, path, r, ref, "distinct", "distinct.txt", "distinct",
                   lambda scratch: distinct_baseline(path, ctx["args"].baseline_block, scratch,
-                                                    ctx["mb"].line_blocks))
+                                                    ctx["mb"].line_blocks),
+                  lambda scratch: ctx["mb"].gnu_distinct_words(path, scratch))
 
 
 def _checked_step(ctx: dict, n: str, path: str, r: dict, ref: dict, job: str, output: str,
-                  count_key: str, baseline) -> None:
+                  count_key: str, baseline, gnu=None) -> None:
     """``job`` on corpus ``n`` beside its one-process ``baseline(scratch) -> (seconds, count,
-    digest)``; the job's ``output`` must have the baseline's digest."""
+    digest)`` and the GNU tools' ``gnu(scratch) -> (seconds, digest)``; the job's ``output``
+    must have the baseline's digest (and so must GNU's: ``{job}_gnu_same``)."""
     scratch = os.path.join(ctx["wd"], f"baseline-{output}")
     secs, count, digest = baseline(scratch)
     os.remove(scratch)
     r.setdefault(f"{job}-baseline", []).append(secs)
+    if gnu is not None:
+        gsecs, gdigest = gnu(scratch)
+        os.remove(scratch)
+        r.setdefault(f"{job}-gnu", []).append(gsecs)
+        ref[f"{job}_gnu_same"] = gdigest == digest
     ref[count_key] = count
     got, out = _mpitiny(ctx, job, n, ctx["big"])
     if "error" not in got:
@@ -307,9 +324,19 @@ def _table(names, runs, refs, files, big, small_label, small) -> dict:
             row.update(grep_pattern=ref["grep_pattern"], grep_matches=ref["grep_matches"],
                        **_job_cells(r, "grep", "grep-baseline", mbytes, "grep"))
             row.update(_dask_cells(r, "grep", mbytes, row["grep_MBps"]))
+            row["grep_gnu_same_matches"] = ref.get("grep_gnu_matches") == ref["grep_matches"]
         for job in ("linesort", "distinct"):
             if job in r:
                 row.update(_job_cells(r, job, f"{job}-baseline", mbytes, job))
+                row[f"{job}_gnu_same"] = ref.get(f"{job}_gnu_same")
+        for job in ("grep", "linesort", "distinct"):
+            if r.get(f"{job}-gnu") and row.get(f"{job}_MBps"):
+                gnu = C.rnd(mbytes / _med(r[f"{job}-gnu"]), 4)
+                row[f"{job}_gnu_MBps"] = gnu
+                row[f"{job}_vs_gnu"] = C.rnd(C.ratio(row[f"{job}_MBps"], gnu), 3)
+                row[f"{job}_per_rep_vs_gnu"] = [C.rnd(b / g["whole_seconds"], 3) for b, g in
+                                                zip(r[f"{job}-gnu"], r.get(job, []))
+                                                if "error" not in g]
         table[n] = row
     return table
 
@@ -357,6 +384,7 @@ def _human(table: dict, jobs: list) -> list:
             dask = r.get(f"{job}_vs_dask") or (f">={r[f'{job}_vs_dask_at_least']}"
                                               if r.get(f"{job}_vs_dask_at_least") else None)
             cells.append(f"{job} {r[f'{job}_MBps']} MB/s x{vs} baseline"
+                         + (f" x{r[f'{job}_vs_gnu']} GNU" if r.get(f"{job}_vs_gnu") else "")
                          + (f" x{dask} Dask" if dask else "")
                          + f" exact={r[f'{job}_exact']} longest={r[f'{job}_longest_task_fraction']}")
         lines.append(" | ".join(cells))

@@ -31,8 +31,13 @@ records (``--megabytes`` MB, seed 0) in one raw file, ingested with ``--format r
 * mpitiny: ``jobs/sort.json`` (sample -> maps -> R reduces -> teravalidate), ``--sort-partitions``
   R (default 8); time = the whole command, which includes its own validation; each rank's peak
   RSS is measured (``bench/_rss_wrap.py``).
-* Baseline: one process, numpy: read the whole file, ``np.lexsort`` on the keys (bytes 0-8 as
-  big-endian u64, bytes 8-10 as u16: stable), write the records in that order.
+* Baselines: one process, numpy: read the whole file, order the records stably by key (bytes
+  0-8 as big-endian u64, bytes 8-10 as u16), write them in that order. The strongest uses the
+  job's own ordering (``sort.sort_order``, ``longwords.prefix_order``: 3-4x faster than
+  ``np.lexsort``; ``*_vs_baseline``); the one a user writes with numpy alone is ``np.lexsort``
+  (``*_vs_lexsort_baseline``). GNU sort has no fixed-length records without newlines
+  (the keys are random bytes, newlines included), so no GNU baseline here; for the line sort
+  of the real corpora see ``--corpora`` (``bench/corpora_bench.py``).
 * Dask bag has no sort. The peer reads the raw file into partitions of SIZE bytes (lists of
   100-byte ``bytes`` records, ``db.from_delayed``), takes the splitters as mpitiny's sample
   task does (100,000 keys from at most 16 partitions spread over the file, the R-1 quantiles),
@@ -214,6 +219,67 @@ def baseline_sort(path: str, out: str):
         for a in range(0, len(order), 1 << 18):
             f.write(recs[order[a:a + (1 << 18)]].data)
     return time.perf_counter() - t0, len(recs)
+
+
+def baseline_sort_lexsort(path: str, out: str):
+    """One process, numpy as a user would write it without the project's code: ``np.lexsort``
+    on the keys (bytes 0-8 as big-endian u64, bytes 8-10 as u16; stable), write."""
+    import numpy as np
+    t0 = time.perf_counter()
+    recs = np.fromfile(path, np.uint8).reshape(-1, RECORD)
+    first = np.ascontiguousarray(recs[:, 0:8]).view(">u8").ravel()
+    rest = np.ascontiguousarray(recs[:, 8:10]).view(">u2").ravel()
+    order = np.lexsort((rest, first))
+    with open(out, "wb") as f:
+        for a in range(0, len(order), 1 << 18):
+            f.write(recs[order[a:a + (1 << 18)]].data)
+    return time.perf_counter() - t0, len(recs)
+
+
+# ------------------------------------------------------------------ GNU tools (one process)
+GNU_SORT_MEMORY = "4G"        # sort -S: the whole input in memory, no temporary files
+
+
+def gnu_sort_lines(path: str, out: str) -> tuple:
+    """``LC_ALL=C sort --parallel=1 -S 4G PATH -o OUT``: one thread, all in memory; the line
+    order of jobs/linesort.json (bytes, as memcmp). ``(seconds, digest of OUT)``; the digest is
+    taken after the clock stops."""
+    t0 = time.perf_counter()
+    subprocess.run(["sort", "--parallel=1", "-S", GNU_SORT_MEMORY, path, "-o", out],
+                   check=True, env=dict(C.bench_env(), LC_ALL="C"))
+    return time.perf_counter() - t0, digest([out])
+
+
+def gnu_distinct_words(path: str, out: str) -> tuple:
+    """``tr -s '[:space:]' '\\n' < PATH | sort -u --parallel=1 | sed '/^$/d' > OUT`` with
+    ``LC_ALL=C`` (``[:space:]`` is then ``bytes.split()``'s whitespace): jobs/distinct.json's
+    output. A pipeline of three processes, one busy at a time for most of it.
+    ``(seconds, digest of OUT)``."""
+    t0 = time.perf_counter()
+    with open(path, "rb") as src, open(out, "wb") as dst:
+        subprocess.run(f"tr -s '[:space:]' '\\n' | sort -u --parallel=1 -S {GNU_SORT_MEMORY} "
+                       "| sed '/^$/d'", shell=True, stdin=src, stdout=dst, check=True,
+                       env=dict(C.bench_env(), LC_ALL="C"))
+    return time.perf_counter() - t0, digest([out])
+
+
+def gnu_grep_lines(path: str, pattern: str, out: str) -> tuple:
+    """``LC_ALL=C grep -a -E -b PATTERN PATH > OUT``: the matching lines with their byte offsets
+    (what grep.tsv holds, for a corpus of one file). The pattern is a Python regex given to
+    GNU grep as an ERE: the same language for the bench's patterns (``\\b``, groups,
+    alternation, classes; ``LC_ALL=C``: bytes, ASCII word characters, as Python's ``re`` on
+    bytes), not for every pattern, so the match count is returned for checking.
+    ``(seconds, matches)``."""
+    t0 = time.perf_counter()
+    with open(out, "wb") as dst:
+        p = subprocess.run(["grep", "-a", "-E", "-b", "--", pattern, path], stdout=dst,
+                           env=dict(C.bench_env(), LC_ALL="C"))
+    secs = time.perf_counter() - t0
+    if p.returncode not in (0, 1):
+        raise C.RunFailed(f"grep -E failed ({p.returncode}) on {pattern!r}")
+    with open(out, "rb") as f:
+        matches = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 24), b""))
+    return secs, matches
 
 
 # ------------------------------------------------------------------ Dask peer (own process)
@@ -622,7 +688,12 @@ def main() -> None:
                 secs, nrec = baseline_sort(records, out)
                 ref = digest([out])
                 os.unlink(out)
-                runs[j]["baseline"].append({"seconds": secs, "records": nrec, "digest": ref})
+                plain, _ = baseline_sort_lexsort(records, out)
+                plain_same = digest([out]) == ref
+                os.unlink(out)
+                runs[j]["baseline"].append({"seconds": secs, "records": nrec, "digest": ref,
+                                            "lexsort_seconds": plain, "lexsort_same": plain_same})
+                C.log(f"rep {rep} sort baseline with np.lexsort: {plain:.2f} s")
             C.log(f"rep {rep} {j} baseline: {secs:.2f} s = {mb / secs:.1f} MB/s")
             k = rep % len(labels)
             for idx in list(range(k, len(labels))) + list(range(k)):
@@ -720,6 +791,7 @@ def main() -> None:
 
         kind = "records" if j == "sort" else "text"
         base = median([r["seconds"] for r in runs[j]["baseline"]])
+        plain = median([r.get("lexsort_seconds") for r in runs[j]["baseline"]])
         per = {}
         for label in labels:
             p = {"splits": ingests[(kind, label)]["splits"]}
@@ -755,6 +827,9 @@ def main() -> None:
                     continue
                 for t in ("whole", "tasks"):
                     p[f"{sy}_{t}_vs_baseline"] = C.ratio(p[f"{sy}_{t}_MBps"], mbps(base))
+                    if plain:
+                        p[f"{sy}_{t}_vs_lexsort_baseline"] = C.ratio(p[f"{sy}_{t}_MBps"],
+                                                                     mbps(plain))
                     p[f"{sy}_{t}_vs_dask"] = C.ratio(p[f"{sy}_{t}_MBps"], p["dask_MBps"])
                 # ratios per repetition (same repetition = closest in time)
                 n = min(len(runs[j][sy][label]), len(runs[j]["baseline"]))
@@ -766,6 +841,7 @@ def main() -> None:
                     p[key] = C.rnd(p[key], 3)
             per[label] = p
         figures[j] = {"baseline_seconds": C.rnd(base, 3), "baseline_MBps": C.rnd(mbps(base), 3),
+                      "lexsort_baseline_seconds": C.rnd(plain, 3),
                       "input_bytes": int(mb * 1e6), "per_size": per}
 
     bars = {}
