@@ -162,8 +162,7 @@ def run_rank(world: MpiWorld, dag: DAG, run_dir: str, opts: RunOptions, t_launch
         if engine.progress is not None:
             engine.progress.tick(final=True)
         all_stats = finish_rank(engine, work_cpu, looked)
-        world.barrier()
-        engine.free()
+        engine.free()       # collective: the ranks meet asleep first
     finally:
         engine.guard.uninstall()
     status = None

@@ -81,6 +81,9 @@ class MpiWorld:
                                "same_everywhere=False")
 
     def close(self, windows: list) -> None:
+        """Close the run-long epochs (collective: the ranks meet asleep first; an
+        ``Unlock_all`` can wait for the other ranks to make MPI progress, spinning)."""
+        sleep_until_barrier(self.comm)
         for window in windows:
             window.stop()
 
