@@ -36,8 +36,12 @@ at the rank that added it, and count it finished like any task. Those last three
 after the first of them finished, and at once when the rank finds no added task to run, when
 the run is ending, or when DAG work waits on the rank: a rank's own chunks are mostly one
 task (it leaves half of its tasks to thieves), and one flush of results and payloads per
-task cost it more than the 2 ms of delay cost the dependents. A stop that comes while a DAG
-chunk runs can find the last of them unsettled: resumed, they run again (as after a crash).
+task cost it more than the 2 ms of delay cost the dependents. A task that waits
+(``result()`` of a ``mpitiny.futures`` future inside a task) runs other tasks inside its own
+call; ``run_one`` keeps the waiting task's submit counter (``parent``, ``count``, ``given``,
+``attempt``) aside meanwhile, so its next ids follow its earlier ones instead of repeating
+them. A stop that comes while a DAG chunk runs can find the last of them unsettled: resumed,
+they run again (as after a crash).
 
 Resuming: every rank knows the recovered keys (sent with the journals); the i-th in key order
 goes to rank i mod P, slot i div P, so a dep on a recovered task is found without asking.
@@ -50,8 +54,10 @@ Any rank may add at any time while the run lives: ``Adding.add`` takes the numbe
 derive from (by default the running task's), so a submitter outside any task, such as a
 ``concurrent.futures`` executor's client loop, can use it with a number of its own (the
 running task's counter is kept as it was). ``mpitiny.futures`` also sets ``pump`` (called at
-each look for added work; True: run none now) and ``held_open`` (tasks rank 0 counts as its
-engine is built, finished by the caller of the run: its client script). ``mpitiny serve``
+each look for added work; True: run none now), ``held_open`` (tasks rank 0 counts as its
+engine is built, finished by the caller of the run: its client script) and ``submit_lock``
+(its channel's lock: its own thread adds tasks while the engine thread runs a call, and a
+rank's store has one writer at a time). ``mpitiny serve``
 sets ``serving``: each rank's jobs (``mpitiny.engine.serving``) are built beside its store,
 with a window of their own, and run first at each look for added work.
 
@@ -100,6 +106,8 @@ held_open = 0                  # tasks rank 0 counts as its engine is built, tha
                                # caller of ``run_file`` finishes (a mpitiny.futures session)
 serving: Callable | None = None  # ``mpitiny serve``: builds the rank's jobs beside its store,
                                  # run first at each look (``mpitiny.engine.serving.Jobs``)
+submit_lock: Any = None          # held around a submit from a task (mpitiny.futures: its
+                                 # channel's thread adds tasks while a call runs)
 
 
 class SubmitError(RuntimeError):
@@ -135,7 +143,10 @@ def submit_rows(fn: Callable, rows: Iterable, kwargs: dict, deps: Iterable) -> l
     if active is None or not active.in_task():
         raise SubmitError("mpitiny.submit: called outside a running task: a task can add "
                           "tasks only while mpitiny runs it (mpitiny run, mpitiny.run)")
-    return active.add(fn, rows, kwargs, deps)
+    if submit_lock is None:
+        return active.add(fn, rows, kwargs, deps)
+    with submit_lock:
+        return active.add(fn, rows, kwargs, deps)
 
 
 class NoAdding:
@@ -499,12 +510,13 @@ class Adding:
                 fault, e.fault = e.fault, None
                 fault.fire()
         text = task_text(name, key)
-        outer, self.running = self.running, key     # outer: a task that waits, helping
-        t0 = time.time()
+        outer = self.running, self.parent, self.count, self.given, self.attempt
+        self.running = key               # outer: a task that waits, helping (its submit
+        t0 = time.time()                 # counter goes on where it was when it is back)
         try:
             value, error, attempt = call_task(e, fn, args, kwargs)
         finally:
-            self.running = outer
+            self.running, self.parent, self.count, self.given, self.attempt = outer
         if error is StopRun:
             return
         if error is None and value is not None:
@@ -530,13 +542,18 @@ class Adding:
 
 def call_task(e: "Engine", fn: Callable, args: tuple, kwargs: dict) -> tuple:
     """``(value, error or None or StopRun, attempt)`` of an added task's call and its retries
-    (``--retries`` / ``--timeout`` as for the DAG's tasks)."""
+    (``--retries`` / ``--timeout`` as for the DAG's tasks). ``MPITINY_ATTEMPT`` and the
+    guard's ``in_task`` are left as they were: "1" and False between tasks, a waiting task's
+    own around a task it runs meanwhile."""
     guard, timeout = e.guard, e.opts.timeout
     error: Any = None
     attempt = 1
+    outer_attempt, outer_in_task = "1", guard.in_task
     for attempt in range(1, e.opts.retries + 2):
-        if attempt > 1:                  # "1" between tasks, as the runner keeps it
+        if attempt > 1:
             e.counts.retried += 1
+            if attempt == 2:
+                outer_attempt = os.environ.get("MPITINY_ATTEMPT", "1")
             os.environ["MPITINY_ATTEMPT"] = str(attempt)
         try:
             if timeout:
@@ -550,7 +567,7 @@ def call_task(e: "Engine", fn: Callable, args: tuple, kwargs: dict) -> tuple:
         except (Exception, SystemExit, KeyboardInterrupt) as exc:
             error = exc
         finally:
-            guard.in_task = False
+            guard.in_task = outer_in_task
             if attempt > 1:
-                os.environ["MPITINY_ATTEMPT"] = "1"
+                os.environ["MPITINY_ATTEMPT"] = outer_attempt
     return None, error, attempt

@@ -63,7 +63,9 @@ A rank busy with a long call does not pump. The engine thread holds the channel'
 from its first pump on and gives it up only around the calls of a batch (``run_batch``);
 meanwhile the channel's own thread (``assist``), which looks every ``ASSIST_SECONDS``
 whether the pumps stand still, pumps in its stead: results reach the client and new calls
-are handed over while rank 0 runs a long call.
+are handed over while rank 0 runs a long call. A call that adds tasks (``mpitiny.submit``)
+takes the lock for that (``adding.submit_lock``): a rank's store of added tasks has one
+writer at a time.
 
 From inside a task (any rank, the engine thread) ``Executor.submit`` hands the call over at
 once, with no limit; ``Future.result()`` there helps (runs added tasks, pumps) instead of
@@ -621,6 +623,7 @@ def serve(target: list, quiet: bool = True) -> int:
     collect = gc.get_threshold()
     gc.set_threshold(GC_YOUNG, *collect[1:])
     adding_mod.pump = ch.pump
+    adding_mod.submit_lock = ch.lock
     start_mod.KEEP_STREAMS = True
     assistant = threading.Thread(target=ch.assist, name="mpitiny-futures-channel", daemon=True)
     assistant.start()
@@ -635,6 +638,7 @@ def serve(target: list, quiet: bool = True) -> int:
         if ch.owned:
             ch.lock.release()
         adding_mod.pump = None
+        adding_mod.submit_lock = None
         adding_mod.held_open = 0
         start_mod.KEEP_STREAMS = False
         gc.set_threshold(*collect)
