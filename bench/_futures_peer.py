@@ -8,6 +8,10 @@ object ``{"workers": W, "phases": [...]}`` on stdout. Phases:
 - ``{"kind": "submit", "n": N}``: submit N null tasks at once (t0 = just before the first
   submit); completion time of each from ``add_done_callback``; tasks/s = N / last completion;
   latencies = completion - t0.
+- ``{"kind": "collect", "n": N, "how": "wait" | "result"}``: submit N null tasks at once
+  and collect them as a user does, no callbacks: ``wait(fs)``, or
+  ``[f.result() for f in fs]``; tasks/s = N / (when that returned - just before the first
+  submit).
 - ``{"kind": "map", "n": N, "chunksize": C}``: ``list(ex.map(null, range(N), chunksize=C))``.
 - ``{"kind": "chain", "n": N}``: N null tasks, each submitted when the previous one completed;
   the task returns its (start, end, pid), so hand-offs are measured like mpitiny's.
@@ -53,6 +57,22 @@ def phase_submit(ex, n):
             "tasks_per_second": n / last, "latencies": lat}
 
 
+def phase_collect(ex, n, how):
+    clock = time.perf_counter
+    t0 = clock()
+    futs = [ex.submit(null) for _ in range(n)]
+    t_submitted = clock()
+    if how == "wait":
+        wait(futs)
+        values = None
+    else:
+        values = [f.result() for f in futs]
+    t1 = clock()
+    assert (values or [f.result() for f in futs]) == [None] * n
+    return {"n": n, "how": how, "submit_seconds": t_submitted - t0, "seconds": t1 - t0,
+            "tasks_per_second": n / (t1 - t0)}
+
+
 def phase_map(ex, n, chunksize):
     t0 = time.perf_counter()
     out = list(ex.map(bench_tasks.null, range(n), chunksize=chunksize))
@@ -87,7 +107,8 @@ def run(executor_class) -> None:
         for f in [ex.submit(null) for _ in range(4 * workers)]:   # warm up every worker
             f.result()
         out = bench_tasks.run_phases(ex, phases, {"submit": phase_submit, "map": phase_map,
-                                                "chain": phase_chain, "sleeps": phase_sleeps})
+                                                "chain": phase_chain, "sleeps": phase_sleeps,
+                                                "collect": phase_collect})
     print(json.dumps({"workers": workers, "phases": out}))
 
 

@@ -14,8 +14,13 @@ kept), on ``--ranks`` R:
 - mpitiny families: one family of N ``mpitiny.tasks:null`` instances, ``mpitiny run`` on R
   ranks, tasks/s = N / the run's ``wall_seconds`` (engine start to termination).
 
+- both executors again, collecting as a user does, without callbacks: N null ``submit``s
+  then ``wait(fs)`` (``collect_wait``), or then ``[f.result() for f in fs]``
+  (``collect_result``); tasks/s = N / (when that returned - just before the first submit).
+
 Ratios: futures submit / mpi4py.futures submit (bar >= 20; also per repetition, the two
-measured one after the other) and families / futures submit (bar <= 2). Prints the JSON
+measured one after the other) and families / futures submit (bar <= 2), and the same two for
+each way of collecting. Prints the JSON
 result on stdout and one line per figure on stderr.
 """
 from __future__ import annotations
@@ -45,6 +50,16 @@ def run_mpitiny_futures(ranks: int, phases: list, timeout: float = 600) -> dict:
     return out
 
 
+def summarise(out: dict) -> dict:
+    """``summarise_peer`` of the first four phases, and the two ways of collecting."""
+    res = summarise_peer({"phases": out["phases"][:4]})
+    for ph in out["phases"][4:]:
+        res[f"collect_{ph['how']}"] = {"tasks_per_second": ph["tasks_per_second"],
+                                       "seconds": ph["seconds"],
+                                       "submit_loop_seconds": ph["submit_seconds"]}
+    return res
+
+
 def families(work: str, ranks: int, n: int, rep: int) -> dict:
     dag = C.write_dag(os.path.join(work, "fam.json"), null_family("fam", n))
     _, s = C.run_mpitiny(ranks, dag, os.path.join(work, f"fam-run-{rep}"))
@@ -65,13 +80,14 @@ def main() -> None:
     machine = C.machine()
     work = C.workdir(a.workdir, "bench-futures-")
     n, n_lat = a.ranks * a.tasks_per_rank, a.ranks * a.latency_tasks_per_rank
-    phases = peer_phases(n, n_lat)
+    phases = peer_phases(n, n_lat) + [{"kind": "collect", "n": n, "how": how}
+                                      for how in ("wait", "result")]
     reps: dict = {"mpitiny_futures": [], "mpi4py_futures": [], "mpitiny_families": []}
     for rep in range(a.repeat):
         C.log(f"repetition {rep + 1}/{a.repeat}: mpitiny.futures")
-        reps["mpitiny_futures"].append(summarise_peer(run_mpitiny_futures(a.ranks, phases)))
+        reps["mpitiny_futures"].append(summarise(run_mpitiny_futures(a.ranks, phases)))
         C.log("  mpi4py.futures")
-        reps["mpi4py_futures"].append(summarise_peer(C.run_futures(a.ranks, phases)))
+        reps["mpi4py_futures"].append(summarise(C.run_futures(a.ranks, phases)))
         C.log("  mpitiny families")
         reps["mpitiny_families"].append(families(work, a.ranks, n, rep))
     ours = median(reps["mpitiny_futures"], "submit", "tasks_per_second")
@@ -87,6 +103,14 @@ def main() -> None:
     med["ratio_submit_over_mpi4py_futures_per_repetition"] = [
         C.ratio(o["submit"]["tasks_per_second"], t["submit"]["tasks_per_second"])
         for o, t in zip(reps["mpitiny_futures"], reps["mpi4py_futures"])]
+    for how in ("wait", "result"):
+        kind = f"collect_{how}"
+        ours = median(reps["mpitiny_futures"], kind, "tasks_per_second")
+        theirs = median(reps["mpi4py_futures"], kind, "tasks_per_second")
+        med[f"mpitiny_futures_{kind}_tasks_per_second"] = ours
+        med[f"mpi4py_futures_{kind}_tasks_per_second"] = theirs
+        med[f"ratio_{kind}_over_mpi4py_futures"] = C.ratio(ours, theirs)
+        med[f"ratio_families_over_{kind}"] = C.ratio(fam, ours)
     for kind in ("map_chunksize_1", "map_chunksize_100"):
         med[f"mpitiny_futures_{kind}_tasks_per_second"] = median(
             reps["mpitiny_futures"], kind, "tasks_per_second")
