@@ -100,6 +100,8 @@ def main():
                          "back-off, 1 ms by default, dominates a chain)")
     ap.add_argument("--retry-seconds", type=float, default=600,
                     help="if mpitiny rejects the dag (exit 2, e.g. 'rank' not accepted yet), retry this long")
+    ap.add_argument("--mpitiny-only", action="store_true",
+                    help="the hinted mpitiny chain alone (no peers, no unhinted chain)")
     ap.add_argument("--workdir")
     a = ap.parse_args()
     C.machine()     # record the load and the mpitiny commit before running anything
@@ -107,6 +109,14 @@ def main():
     peer_links = a.peer_links or a.links
     C.log(f"mpitiny chain of {a.links} links with rank hints k % {a.ranks}")
     hinted = mpitiny_chain(work, a.links, a.ranks, True, "hinted", a.retry_seconds)
+    if a.mpitiny_only:
+        hm = hinted.get("crossing_handoff_us", {})
+        C.emit({"benchmark": "chain", "ranks": a.ranks, "links": a.links,
+                "machine": C.machine(), "workdir": work, "mpitiny_rank_hints": hinted},
+               f"chain {a.links} links on {a.ranks} ranks: mpitiny crossing hand-off median "
+               f"{hm.get('p50')} us p90 {hm.get('p90')} ({hinted['crossing_links']} crossing, "
+               f"per link {hinted['per_link_us']} us)")
+        return
     C.log(f"mpi4py.futures chain of {peer_links} links")
     fut = peer_chain(C.run_futures(a.ranks, [{"kind": "chain", "n": peer_links}], timeout=1800))
     fut0 = None

@@ -129,10 +129,13 @@ def test_inbox_push_take_and_steal():
 
 
 def test_inbox_full_refuses():
+    """Runs fill the inbox words; a single task goes to the MAIL word while that is free."""
     a, b = make_queues(2, inbox=2)
-    assert b.push_remote(0, 1, 2) == 2 and b.push_remote(0, 2, 5) == 5
+    assert b.push_remote(0, 1, 3) == 3 and b.push_remote(0, 3, 5) == 5
     assert b.push_remote(0, 7, 9) == 7
-    assert sorted(a.take_inbox()) == [(1, 2), (2, 5)]
+    assert b.push_remote(0, 20, 21) == 21            # MAIL
+    assert b.push_remote(0, 21, 22) == 21            # MAIL taken, inbox full
+    assert sorted(a.take_inbox()) == [(1, 3), (3, 5), (20, 21)]
 
 
 @pytest.mark.parametrize("seed", range(20))

@@ -19,11 +19,13 @@ DAG is usually µs away; then it sleeps, up to 100 µs, or 1 ms with more ranks 
 returns None when the run has finished everywhere or was stopped.
 
 A DAG's hand-off (a task's end on one rank to its child's start on another) is kept to a few
-atomics: a finished task counts its few children down one atomic add each
-(``Release._count_few``, no array work); a lone released task runs next on its rank unqueued;
-a lone task taken from this rank's inbox or stolen runs at once (``keep_lone``) instead of
-being queued and claimed back; a chunk of one task takes the per-task path through
-``execute`` and ``Records.add_run`` (plain integers, one row).
+atomics: a finished task counts its few children down one atomic add each, through a plan
+built once per group (``Release.finish_one``, plain integers, no array work); the first task
+it released runs next on its rank unqueued (``keep_first``) and a single other one is queued
+as a run a thief takes with one compare-and-swap; a placed child goes to its home's ``MAIL``
+word (one compare-and-swap); a lone task taken from this rank's inbox or stolen runs at once
+(``keep_lone``) instead of being queued and claimed back; a chunk of one task takes the
+per-task path through ``execute`` and ``Records.add_run`` (plain integers, one row).
 
 A chunk's life (``Engine.execute``), group by group:
 
@@ -37,7 +39,7 @@ A chunk's life (``Engine.execute``), group by group:
    the chunk's results reached the OS;
 4. **release** (``Engine.finish``): count finished tasks, publish the locations of kept values,
    count the children down (``mpitiny.queue.release``) and queue those that became ready
-   (at their home rank's inbox when placed; a lone released task runs next, unqueued).
+   (at their home rank's inbox when placed; the first released task runs next, unqueued).
 
 What stays constant once the run started: the DAG, the layout, the windows, each group's
 priority and chunk length, the rank's place (``rank``, ``nranks``, ``max_sleep``).

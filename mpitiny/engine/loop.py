@@ -33,6 +33,7 @@ CHUNK_SECONDS = 0.005
 BATCH_SECONDS = 0.02      # a batched family's chunk: one call, so its fixed cost is shared
 MAX_CHUNK = 4096
 SHARE_RANKS = 16           # a claim takes at most 1/min(P, this) of the queue
+KEEP_MAX = 16              # released together, up to this many: the first runs next unqueued
 QUEUE_SLOTS, INBOX_WORDS, RING_WORDS = 128, 1024, 1 << 16
 SAMPLE_SECONDS = 1.0      # psutil samples of each rank for the trace
 
@@ -109,7 +110,7 @@ class Engine:
         self.rng = random.Random(12345 + 7919 * self.rank)
         self.progress: Progress | None = None     # rank 0's, set by the run
         # What the loop changes as the run goes on:
-        self.direct: np.ndarray | None = None   # a released task to run next, not queued
+        self.direct: tuple | None = None   # a released task (lo, lo + 1) to run next, not queued
         self.direct_stolen = False              # and whether it came from another rank
         self.avg_task = np.full(len(dag.groups), np.nan)   # seconds per task, by group
         self.avg_all = float("nan")                        # and over all groups
@@ -230,8 +231,8 @@ class Engine:
         queueing it, if any."""
         if self.direct is None:
             return None
-        tasks, self.direct = self.direct, None
-        return Chunk(tasks, time.time(), self.direct_stolen)
+        run, self.direct = self.direct, None
+        return Chunk(run, time.time(), self.direct_stolen)
 
     def find_work(self) -> Chunk | None:
         """Claim from this rank's queue (after its inbox), else run added tasks, else steal. With
@@ -415,27 +416,23 @@ class Engine:
             self.ready.around_release(g, self.release_children, g, instances, failed)
 
     def release_children(self, g: int, instances, failed: list) -> None:
-        """Count the children of finished instances down; queue those that became ready
-        (or keep a lone one to run next, when this rank has nothing else queued and the DAG
-        has one priority level: with several, it is queued, so that the board is read before
-        it runs)."""
-        idx = np.asarray(instances, dtype=np.int64) if not isinstance(instances, range) \
-            else np.arange(instances.start, instances.stop, dtype=np.int64)
-        mask = None
-        if failed:
-            mask = np.zeros(len(idx), dtype=bool)
-            mask[failed] = True
-        ready, skipped = self.release.finish(g, idx, mask)
-        self.skip(skipped)
-        if (len(ready) == 1 and len(ready[0][1]) == 1 and self.direct is None
-                and not self.dag.groups[ready[0][0]].options.placed
-                and self.ready.board is None and not self.queue.has_work()):
-            self.direct = self.base[ready[0][0]] + ready[0][1]
-            self.direct_stolen = False
+        """Count the children of finished instances down; queue those that became ready,
+        but keep the first one that is not placed to run next (``keep_first``) when this rank
+        has nothing else queued and the DAG has one priority level (with several, it is
+        queued, so that the board is read before it runs)."""
+        if len(instances) == 1 and not failed:       # a DAG's hand-off
+            ready, skipped = self.release.finish_one(g, int(instances[0]))
+        else:
+            ready, skipped = release_all(self.release, g, instances, failed)
+        if skipped:
+            self.skip(skipped)
+        if not ready:
             return
         if self.direct is not None:
-            self.ready.queue_ids(self.direct)
+            self.ready.queue_runs([self.direct])
             self.direct = None
+        elif self.ready.board is None and not self.queue.has_work():
+            ready = keep_first(self, ready)
         for cg, cidx in ready:
             self.ready.queue_ready(cg, cidx)
 
@@ -490,9 +487,24 @@ def keep_lone(e: "Engine", run: tuple, stolen: bool) -> bool:
     lo, hi = run
     if hi - lo != 1 or e.ready.board is not None or e.direct is not None or e.queue.has_work():
         return False
-    e.direct = np.array([lo], dtype=np.int64)
-    e.direct_stolen = stolen
+    e.direct, e.direct_stolen = run, stolen
     return True
+
+
+def keep_first(e: "Engine", ready: list) -> list:
+    """Keep the first task of ``ready`` (``[(group, instances)]``, released by rank ``e``)
+    whose group is not placed as ``e``'s direct, to run next without queueing it (a claim
+    would cost an atomic, and race the thieves taking the others); returns the rest. Not when
+    more than ``KEEP_MAX`` tasks were released: those are claimed in chunks."""
+    if sum(len(cidx) for _, cidx in ready) > KEEP_MAX:
+        return ready
+    for k, (cg, cidx) in enumerate(ready):
+        if not e.dag.groups[cg].options.placed:
+            gid = e.bases[cg] + int(cidx[0])
+            e.direct, e.direct_stolen = (gid, gid + 1), False
+            rest = [(cg, cidx[1:])] if len(cidx) > 1 else []
+            return ready[:k] + rest + ready[k + 1:]
+    return ready
 
 
 def lone_run(got: tuple) -> tuple | None:
@@ -503,6 +515,18 @@ def lone_run(got: tuple) -> tuple | None:
     if prio is None:
         return work[0] if len(work) == 1 else None
     return (int(work[0]), int(work[0]) + 1) if len(work) == 1 else None
+
+
+def release_all(release: Release, g: int, instances, failed: list) -> tuple:
+    """``Release.finish`` for instances of group ``g`` (``failed``: the positions that
+    failed); returns its ``(ready, skipped)``."""
+    idx = np.asarray(instances, dtype=np.int64) if not isinstance(instances, range) \
+        else np.arange(instances.start, instances.stop, dtype=np.int64)
+    mask = None
+    if failed:
+        mask = np.zeros(len(idx), dtype=bool)
+        mask[failed] = True
+    return release.finish(g, idx, mask)
 
 
 def _running_mean(avg: float, per_task: float, ran: int) -> float:

@@ -175,14 +175,19 @@ class ReadyQueue:
             self._ids(first + idx, prio)
 
     def queue_one(self, group, gid: int, prio: int) -> None:
-        """``queue_ready`` for one released task ``gid`` of ``group``."""
+        """``queue_ready`` for one released task ``gid`` of ``group``: queued here as a run of
+        one while nothing else is (a hand-off: a thief's steal of a run is one
+        ``Compare_and_swap``, of ring positions three operations), else on the ring."""
         if group.options.placed:
             spec = group.options.rank
             home = spec % self.nranks if isinstance(spec, int) else \
                 int(self.homes(group, np.array([gid - int(self.base[group.index])]))[0])
             if home != self.rank and self.push_home(home, gid, gid + 1, prio) > gid:
                 return
-        self._ids((gid,), prio)
+        if self.queue.has_work():
+            self._ids((gid,), prio)          # onto the ring: one slot for many such tasks
+        else:
+            self._range(gid, gid + 1, prio)  # a slot of its own: a thief takes it in one atomic
 
     def push_home(self, home: int, lo: int, hi: int, prio: int) -> int:
         """``StealQueue.push_remote`` to ``home``, counting the tasks on the board first (and

@@ -56,8 +56,8 @@ Before a rank claims its own next chunk it reads the counts of the levels above 
 (one ``Get`` of two words per level; none when its own best is the top level): if some are
 positive it looks for the highest such level: at the hinted rank first, then through the
 headers of up to ``SCAN`` ranks of the hinted rank's group (all ranks below ``GROUP_RANKS``)
-from a random start (one four-word ``Get`` each: a rank whose
-TOP word has the level, or that is busy with entries in its inbox), stealing from the first
+from a random start (one five-word ``Get`` each: a rank whose
+TOP word has the level, or that is busy with entries in its inbox or ``MAIL`` word), stealing from the first
 that holds work of that level (``StealQueue.steal(victim, min_prio, prio_of)``: about half of
 a slot, else the inbox entries of such tasks, which a busy rank would not take out before its
 task ends). If it finds none it looks again, for up to ``HUNT_SECONDS`` (5 ms,
@@ -82,7 +82,7 @@ from __future__ import annotations
 import random
 import time
 
-from mpitiny.queue.stealq import (BOARD_WORDS, BUSY, INBOX_TAIL, INBOX_TAKEN, TOP, TOP_BIAS,
+from mpitiny.queue.stealq import (BOARD_WORDS, BUSY, INBOX_TAIL, INBOX_TAKEN, MAIL, TOP, TOP_BIAS,
                                    StealQueue)
 
 MAX_LEVELS = BOARD_WORDS // 4     # counted levels: two words each (count, hint), twice
@@ -288,7 +288,7 @@ class PriorityBoard:
             r = first + (start + k) % size
             if r == self.rank or r == hinted:
                 continue
-            head = self.mem.get(r, disp, TOP - INBOX_TAIL + 1)
-            if int(head[TOP - INBOX_TAIL]) >= want or (
-                    head[BUSY - INBOX_TAIL] and head[0] > head[INBOX_TAKEN - INBOX_TAIL]):
+            head = self.mem.get(r, disp, MAIL - INBOX_TAIL + 1)
+            if int(head[TOP - INBOX_TAIL]) >= want or head[BUSY - INBOX_TAIL] and (
+                    head[0] > head[INBOX_TAKEN - INBOX_TAIL] or head[MAIL - INBOX_TAIL]):
                 yield r

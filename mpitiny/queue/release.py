@@ -66,6 +66,7 @@ class Release:
         self.mem = mem
         self._child_maps: dict = {}
         self._split: dict = {}
+        self._plans: dict = {}
 
     def finish(self, g: int, idx: np.ndarray, failed: np.ndarray | None = None) -> tuple:
         """Account for instances ``idx`` of group ``g`` having finished.
@@ -89,6 +90,78 @@ class Release:
                                       None if pfailed is None else pfailed[k:k + 1],
                                       ready, skipped, work)
         return ready, skipped
+
+    def finish_one(self, g: int, i: int) -> tuple:
+        """``finish`` for one instance ``i`` of group ``g`` that succeeded: a DAG's hand-off,
+        on the critical path. Its element-wise children with at most ``FEW`` instances waiting
+        on ``i`` are counted down through a plan built once per group (``_one_plan``), in plain
+        integers; any other child, and children that open poisoned, take ``finish``'s path.
+        Same result as ``finish(g, [i])``."""
+        plan = self._plans.get(g)
+        if plan is None:
+            plan = self._plans[g] = self._one_plan(g)
+        ready: list = []
+        skipped: list = []
+        work: list = []
+        pidx = None
+        owner, fetch_add = self.layout.owner, self.mem.fetch_add
+        for child, dep, cmap, words in plan[0]:
+            if cmap is None or words is None:
+                if pidx is None:
+                    pidx = np.array([i], dtype=np.int64)
+                self._release(child, dep, g, pidx, None, ready, skipped, work)
+                continue
+            order, offsets = cmap
+            lo, hi = int(offsets[i]), int(offsets[i + 1])
+            if hi - lo > FEW:
+                if pidx is None:
+                    pidx = np.array([i], dtype=np.int64)
+                self._release(child, dep, g, pidx, None, ready, skipped, work)
+                continue
+            released: list = []
+            lost: list = []
+            kids = order[lo:hi].tolist()
+            for j in (kids if len(kids) < 2 else dict.fromkeys(kids)):
+                delta = -kids.count(j) if len(kids) > 1 else -1
+                rank, pos = owner(child, j)
+                new = fetch_add(rank, words[rank] + pos, delta) + delta
+                if not new & COUNT_MASK:
+                    (lost if new >> 40 else released).append(j)
+            if released:
+                ready.append((child, np.array(released, dtype=np.int64)))
+            if lost:
+                bad = np.array(lost, dtype=np.int64)
+                skipped.append((child, bad))
+                work.append((child, bad, np.ones(len(bad), dtype=bool)))
+        for child, dep in plan[1].get(i, ()):
+            if pidx is None:
+                pidx = np.array([i], dtype=np.int64)
+            self._release(child, dep, g, pidx, None, ready, skipped, work)
+        for pg, lost_idx, lost_failed in work:       # upstream-failed: ``finish``'s path
+            more_ready, more_skipped = self.finish(pg, lost_idx, lost_failed)
+            ready += more_ready
+            skipped += more_skipped
+        return ready, skipped
+
+    def _one_plan(self, g: int) -> tuple:
+        """``finish_one``'s plan for parent group ``g``: ``([(child, dep, cmap, words)],
+        literal)``, where ``cmap`` is the child map (``children_of``) of an element-wise child
+        that is not the identity (else None) and ``words[rank]`` the first count word of
+        ``child`` on ``rank`` (None: the child has no count words)."""
+        general, literal = self.split_children(g)
+        plan = []
+        for child, dep in general:
+            cmap = words = None
+            if dep.each is not None and not dep.each.is_identity(self.dag.groups[child],
+                                                                  self.dag.groups[g]):
+                self.children_of(child, dep, g, np.zeros(1, dtype=np.int64))
+                cmap = self._child_maps[(child, g, dep.each)]
+                if self.layout.has_counts[child]:
+                    base = self.layout.count_base[child]
+                    words = [int(self.layout.counts0[r]) + int(base[r])
+                             for r in range(self.layout.nranks)]
+            plan.append((child, dep, cmap, words))
+        return plan, literal
 
     def split_children(self, parent: int) -> tuple:
         """The children of ``parent`` as ``(general, literal)``: ``literal`` maps a parent

@@ -37,12 +37,19 @@ rank's queue region holds the run-wide board of ready tasks per level
 alone.
 
 The *inbox* lets another rank place runs of tasks on this rank (``push_remote``: a
-fetch-and-add picks an inbox word, a compare-and-swap fills it with ``(first id, count)``).
-The owner moves inbox entries into its ring between tasks; while it is busy (its ``BUSY`` word
-is set) a thief may take them itself (late binding), and a thief looking for higher work takes
-the entries whose tasks are of a high enough priority (an entry holds the run's first id; the
-caller's ``prio_of`` maps it to its group's priority), so that an urgent task placed on a rank
-busy with a long task does not wait for it.
+fetch-and-add picks an inbox word, a compare-and-swap fills it with ``(first id, count)``;
+a single task goes into the ``MAIL`` word instead when that is free: one compare-and-swap,
+the hand-off of a DAG's task to its placed child; the owner reads the word every round and
+takes what it holds with one swap).
+The owner moves inbox entries into its ring between tasks (or runs a lone one at once); while
+it is busy (its ``BUSY`` word is set) a thief may take them itself (late binding), and a thief
+looking for higher work takes the entries whose tasks are of a high enough priority (an entry
+holds the run's first id; the caller's ``prio_of`` maps it to its group's priority), so that
+an urgent task placed on a rank busy with a long task does not wait for it. Thieves add what
+they took to the owner's ``INBOX_TAKEN`` at once; the owner adds what it took only when it is
+no longer busy (``set_busy(False)``, after the chunk: one atomic less between a hand-off's
+push and the child's start). Meanwhile a thief may read ``TAIL > TAKEN`` with the owner's
+entries gone: it then reads the inbox and finds nothing there, while the owner runs that chunk.
 
 Everything that thieves touch is changed only with atomics; the owner's private bookkeeping
 (which slots it uses, ring tail, overflow list) lives in ordinary Python objects.
@@ -66,10 +73,11 @@ MAX_STEAL = 1 << 20
 # Word offsets inside the queue region.
 COPIED = 0        # thieves add what they copied out of the ring
 INBOX_TAIL = 1    # pushers add 1 to pick an inbox word (and take it back if the inbox is full)
-INBOX_TAKEN = 2   # consumers add what they took out; TAIL > TAKEN means entries wait
+INBOX_TAKEN = 2   # consumers add what they took out; TAIL > TAKEN means entries may wait
 BUSY = 3          # the owner's own flag: 1 while it runs tasks (thieves take inbox entries only then)
 TOP = 4           # the owner's highest published priority + TOP_BIAS (0: none), several levels only
-HEADER = 5        # slots start here; then priorities, inbox, ring, board
+MAIL = 5          # one task pushed by another rank (an inbox entry that needs no inbox word), or 0
+HEADER = 6        # slots start here; then priorities, inbox, ring, board
 TOP_BIAS = 1 << 32
 BOARD_WORDS = 128  # counts of ready tasks per level and their summary (mpitiny.queue.levels)
 
@@ -141,6 +149,7 @@ class StealQueue:
         self.claimed_prio = 0             # and its priority
         self.top_word = 0                 # what this rank's TOP word holds
         self.last_victim = -1             # the rank ``steal`` looked at last
+        self.untallied = 0                # inbox entries taken here, not yet on INBOX_TAKEN
         self.pending: list = []         # overflow: [(prio, kind, payload)] sorted by prio,
                                         # not visible to thieves
 
@@ -223,8 +232,12 @@ class StealQueue:
         return None
 
     def set_busy(self, busy: bool) -> None:
-        """Tell thieves whether this rank is running tasks (so its inbox waits for them)."""
+        """Tell thieves whether this rank is running tasks (so its inbox waits for them); once
+        it is not, count the inbox entries it took since (``untallied``) on ``INBOX_TAKEN``."""
         self.local[self.base + BUSY] = 1 if busy else 0
+        if not busy and self.untallied:
+            self.mem.add(self.rank, self.base + INBOX_TAKEN, self.untallied)
+            self.untallied = 0
 
     def has_work(self) -> bool:
         """Whether this rank still holds unclaimed ready tasks (its own view)."""
@@ -271,12 +284,22 @@ class StealQueue:
     def take_inbox(self) -> list:
         """Runs ``(lo, hi)`` of task ids other ranks placed here since the last call."""
         local, base = self.local, self.base
-        waiting = int(local[base + INBOX_TAIL]) - int(local[base + INBOX_TAKEN])
+        mail = []
+        if local[base + MAIL]:
+            old = self.mem.swap(self.rank, base + MAIL, 0)
+            if old:
+                mail.append(_run_of(old))
+        waiting = int(local[base + INBOX_TAIL]) - int(local[base + INBOX_TAKEN]) - self.untallied
         if not waiting:
-            return []
+            return mail
+        return mail + self._take_waiting(waiting)
+
+    def _take_waiting(self, waiting: int) -> list:
+        """``take_inbox``'s entries in inbox words (``waiting``: how many were pushed there)."""
+        local = self.local
         self.mem.sync()
         if waiting == 1:                  # one push: its word is one of the 4 after TAIL - 1
-            tail = int(local[base + INBOX_TAIL]) - 1
+            tail = int(local[self.base + INBOX_TAIL]) - 1
             for k in range(4):
                 pos = (tail + k) % self.ninbox
                 if local[self.inbox0 + pos]:
@@ -292,7 +315,9 @@ class StealQueue:
             old = self.mem.swap(rank, self.inbox0 + int(k), 0)
             if old:
                 got.append(_run_of(old))
-        if got:
+        if got and rank == self.rank:
+            self.untallied += len(got)
+        elif got:
             self.mem.add(rank, self.base + INBOX_TAKEN, len(got))
         return got
 
@@ -417,16 +442,27 @@ class StealQueue:
                     mem.add(victim, self.base + COPIED, take)
                     return prio, ids
                 word = old
-        if head[0] > head[INBOX_TAKEN - INBOX_TAIL] and head[BUSY - INBOX_TAIL] \
+        mail = int(head[MAIL - INBOX_TAIL])
+        if (head[0] > head[INBOX_TAKEN - INBOX_TAIL] or mail) and head[BUSY - INBOX_TAIL] \
                 and (min_prio is None or prio_of is not None):
-            return self._steal_inbox(victim, min_prio, prio_of)
+            return self._steal_inbox(victim, min_prio, prio_of, mail,
+                                     head[0] > head[INBOX_TAKEN - INBOX_TAIL])
         return None
 
-    def _steal_inbox(self, victim: int, min_prio: int | None = None, prio_of=None):
-        """Half of the entries of a busy ``victim``'s inbox (at least one); with ``min_prio``,
-        of those whose tasks have at least that priority. An entry that changed between the
-        ``Get`` and its swap (the owner took it, another rank pushed anew) is taken as it is
-        now: its tasks are queued at their own priority all the same."""
+    def _steal_inbox(self, victim: int, min_prio: int | None = None, prio_of=None,
+                     mail: int = 0, boxed: bool = True):
+        """The ``MAIL`` word of a busy ``victim`` (``mail``: as its header showed it) if it
+        holds a task, else half of the entries of its inbox (``boxed``: the header said some
+        may wait there; at least one); with ``min_prio``, only tasks of at least that
+        priority. An entry that changed between the ``Get`` and its swap (the owner took it,
+        another rank pushed anew) is taken as it is now: its tasks are queued at their own
+        priority all the same."""
+        if mail and (min_prio is None or prio_of(_run_of(mail)[0]) >= min_prio):
+            old = self.mem.swap(victim, self.base + MAIL, 0)
+            if old:
+                return None, [_run_of(old)]
+        if not boxed:
+            return None
         box = self.mem.get(victim, self.inbox0, self.ninbox)
         full = np.flatnonzero(box)
         if min_prio is not None:
@@ -438,8 +474,11 @@ class StealQueue:
 
     def push_remote(self, target: int, lo: int, hi: int) -> int:
         """Place the ready tasks ``lo..hi-1`` in ``target``'s inbox, one entry per run of up to
-        2**21 ids. Returns where it stopped: ``hi`` if all were placed, else the first id that
-        found the inbox full (the caller keeps those)."""
+        2**21 ids; a single task in its ``MAIL`` word if that is free (one atomic: a hand-off).
+        Returns where it stopped: ``hi`` if all were placed, else the first id that found the
+        inbox full (the caller keeps those)."""
+        if hi - lo == 1 and self.mem.cas(target, self.base + MAIL, 0, _entry(lo, hi)) == 0:
+            return hi
         while lo < hi:
             end = min(hi, lo + MAX_RUN)
             pos = self.mem.fetch_add(target, self.base + INBOX_TAIL, 1)
