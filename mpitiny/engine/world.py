@@ -81,9 +81,11 @@ class MpiWorld:
                                "same_everywhere=False")
 
     def close(self, windows: list) -> None:
-        """Close the run-long epochs (collective: the ranks meet asleep first; an
-        ``Unlock_all`` can wait for the other ranks to make MPI progress, spinning)."""
-        sleep_until_barrier(self.comm)
+        """Close the run-long epochs. Not a meeting of the ranks: a gang's ``stop`` (one of
+        ``windows``) waits for its leader's word, which the leader writes only after its own
+        earlier windows' ``Unlock_all``; that may wait for this rank's MPI progress, which a
+        rank asleep at a barrier ahead of it would not make (a hang, seen in
+        ``test_a_stop_while_gangs_gather``)."""
         for window in windows:
             window.stop()
 
