@@ -325,6 +325,8 @@ def _serve_child(pid: int, rfd: int, afd: int, serve, timeout: float | None) -> 
     ``(tag, payload)`` or None, whether it was killed at its timeout)."""
     buf = bytearray()
     deadline = (time.monotonic() + timeout) if timeout else None
+    poller = select.poll()          # not select.select: it refuses descriptors from 1024 on
+    poller.register(rfd, select.POLLIN)
     try:
         while True:
             while len(buf) >= 9:
@@ -337,8 +339,8 @@ def _serve_child(pid: int, rfd: int, afd: int, serve, timeout: float | None) -> 
                     return (tag, payload), False
                 answer = serve(payload) if serve is not None else b""
                 _write_all(afd, _frame(b"A", answer))
-            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            ready, _, _ = select.select([rfd], [], [], wait)
+            wait = None if deadline is None else 1000 * max(0.0, deadline - time.monotonic())
+            ready = poller.poll(wait)
             if not ready:
                 os.kill(pid, signal.SIGKILL)
                 return None, True
