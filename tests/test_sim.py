@@ -184,3 +184,59 @@ def test_no_pool_where_every_rank_has_a_core():
     assert not replace(costs, cores=64).pooled(1000)
     assert replace(costs, cores=32).pooled(1000)
     assert not costs.pooled(10_000)
+
+
+def test_the_wake_model_fitted_on_some_points_predicts_the_others():
+    """``wake.fit_model`` is least squares in the named terms: points on a plane in ranks per
+    core and load, fitted on 8 and 32 ranks, give back the plane at 2 and 64 ranks (held out);
+    the model never gives a negative ``wake_cpu``."""
+    from sim.wake import WakeModel, fit_model
+
+    def truth(nranks, load):
+        return 1e-4 + 3e-6 * nranks / 2 + 1.5e-5 * load
+    train = [(p, 2, load, truth(p, load)) for p in (8, 32) for load in (5.0, 12.0, 30.0)]
+    model = fit_model(train)
+    assert model.coef == pytest.approx((1e-4, 3e-6, 1.5e-5), rel=1e-6)
+    for p, load in ((2, 7.0), (64, 36.0)):
+        assert model.at(p, 2, load) == pytest.approx(truth(p, load), rel=1e-6)
+    assert WakeModel(("one", "load"), (-1e-3, 1e-6)).at(64, 2, 10.0) == 0.0
+
+
+def test_heldout_splits_never_fit_on_what_they_predict():
+    from sim.heldout import StoredRun, splits
+    runs = [StoredRun(run, kind, p, 20 * p, 5e-3, 2, 0.0, {"loadavg_before": [load, 0, 0]})
+            for run, load in (("a", 5.0), ("b", 20.0)) for kind in ("independent", "dag")
+            for p in (2, 8, 32, 64)]
+    found = splits(runs)
+    assert [len(test) for _, _, test in found] == [8, 8, 8]
+    for _, train, test in found:
+        assert not {id(r) for r in train} & {id(r) for r in test}
+    by_ranks = found[0]
+    assert {r.nranks for r in by_ranks[1]} == {8, 32} and {r.nranks for r in by_ranks[2]} == {2, 64}
+
+
+def test_a_validation_run_is_simulated_with_the_modelled_wake_cpu():
+    """``validate.costs_for`` with the model's ``wake_cpu`` for the run's load: every wake of a
+    rank is charged it on the virtual clock (releases charged ``release_cpu``, not timed), so
+    a run predicted under a higher load costs more CPU and, on 2 cores for 16 ranks, lasts
+    longer."""
+    from sim.validate import costs_for
+    from sim.wake import WAKE_MODEL
+    nranks, tasks = 16, 16 * 10
+    doc = workloads.make("dag", tasks // 2, 5e-3, fn="mpitiny.tasks:sleep")
+    results = []
+    for load in (2.0, 40.0):
+        real = {"sleep_overshoot": 0.0, "others_cores": 0.0,
+                "loadavg_before": [load, load, load]}
+        wake = WAKE_MODEL.at(nranks, 2, load)
+        costs = replace(costs_for(nranks, 2, wake, 0.0, real), measure_release=False)
+        assert costs.wake_cpu == wake > 0 and costs.cores == 2
+        sim = Simulation(doc, nranks, costs, seed=1)
+        r = sim.run()
+        assert r.tasks == tasks + 1
+        wakes = sum(rk.wakes for rk in sim.ranks)
+        assert wakes >= tasks                          # every sleeping task ends in a wake
+        assert r.cpu >= wakes * wake
+        results.append(r)
+    quiet, loaded = results
+    assert loaded.cpu > quiet.cpu and loaded.makespan > quiet.makespan

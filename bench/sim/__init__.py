@@ -19,7 +19,9 @@ CPU work holds and sleeping tasks do not).
 - ``fixes``: the engine with its scale fixes taken out again (``direct``, ``before``,
   ``oneboard``: the priority board on rank 0 only), as ``SimRank`` subclasses, to measure what
   each buys.
-- ``validate``: real ``mpiexec`` runs against their simulation; ``probe`` and ``calibrate``:
+- ``validate``: real ``mpiexec`` runs against their simulation; ``wake``: the CPU of a wake
+  from a sleep as a model fitted once; ``heldout``: that model fitted on some stored real
+  runs and tested on the others; ``probe`` and ``calibrate``:
   the per-operation and CPU costs measured here; ``tables``: the tables of docs/scale.md.
 - ``run``: the command line (``python bench/sim/run.py --help``; ``board``: the priority
   board's hot spot, atomics per target rank).

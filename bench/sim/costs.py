@@ -42,8 +42,9 @@ is a process.
 Sharing cores (``cores``, per node, None by default: a core per rank, as on a cluster and in
 every scale run): where a node has fewer cores than ranks (``pooled``) the simulation keeps a
 pool of them (``simulate.py``). ``wake_cpu`` is the CPU a rank spends each time it wakes from
-a sleep beyond the hot-cache figures above (0 in the presets; the validation fits it on a
-run's CPU time), ``background`` the cores other work takes meanwhile (measured: ``debt``).
+a sleep beyond the hot-cache figures above (0 in the presets; the validation takes it from
+``wake.WAKE_MODEL``, fitted once on stored runs), ``background`` the cores other work takes
+meanwhile (measured: ``debt``).
 """
 from __future__ import annotations
 
@@ -87,7 +88,7 @@ class Costs:
     cpu_stretch: float = 1.0               # CPU costs x this (ranks sharing cores)
     wake_extra: float = 0.0                # added to each chunk: waiting for a core on waking
     cores: int | None = None               # cores per node, shared by its ranks (None: one each)
-    wake_cpu: float = 0.0                  # CPU a rank spends on waking from a sleep (fitted)
+    wake_cpu: float = 0.0                  # CPU a rank spends on waking from a sleep (modelled)
     background: float = 0.0                # cores other work takes on the node (pooled)
 
     def node(self, rank: int) -> int:

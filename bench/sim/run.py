@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The simulator's entry: ``python bench/sim/run.py {scale,validate,point} [options]``.
+"""The simulator's entry: ``python bench/sim/run.py {scale,validate,heldout,point,board}``.
 
 - ``scale``: efficiency against task length and METG(50 %) against ranks for the
   independent-task workload (and ``--kinds dag``), on the ``--costs`` presets (``node``: one
@@ -10,6 +10,8 @@
 - ``validate``: real ``mpiexec -n N python -m mpitiny run`` runs of sleeping tasks at
   ``--ranks`` (one at a time) against their simulation on a pool of ``--cores``
   (``bench/sim/validate.py``); ``--workdir DIR --reuse`` simulates kept runs again.
+- ``heldout``: the wake model (``bench/sim/wake.py``) fitted on some stored ``validate``
+  results (``--stored``) and tested on the others, offline (``bench/sim/heldout.py``).
 - ``point``: one simulation, every figure.
 - ``board``: the priority board's hot spot (``dag-prio``), e.g. ``board --ranks 1000,10000
   --variants engine,oneboard --costs ib --lengths 1e-4 --tasks-per-rank 4``.
@@ -32,7 +34,7 @@ sys.path.append(os.path.dirname(os.path.dirname(HERE)))
 
 import _common as C  # noqa: E402
 
-from sim import central, metg, validate  # noqa: E402
+from sim import central, heldout, metg, validate  # noqa: E402
 from sim.costs import preset  # noqa: E402
 from sim.fixes import VARIANTS  # noqa: E402
 from sim.simulate import Simulation  # noqa: E402
@@ -87,10 +89,34 @@ def cmd_validate(a) -> tuple:
     out = validate.validate(cases, work, C.log, a.reuse, a.cores)
     lines = [f"{r['kind']:11s} P={r['nranks']:3d}: makespan (first start to last end) real "
              f"{r['real']['tasks_span']:.4f} s, sim {r['sim']['tasks_span']:.4f} s: ratio "
-             f"{r['ratio_span']:.3f}; without the pool {r['ratio_span_no_pool']:.3f}; one "
-             f"wake_cpu for all {r['ratio_span_one']:.3f}; wall {r['ratio_wall']:.3f}"
+             f"{r['ratio_span']:.3f}; without the pool {r['ratio_span_no_pool']:.3f}; "
+             f"wake_cpu fitted on its CPU {r['ratio_span_fit_cpu']:.3f}; wall "
+             f"{r['ratio_wall']:.3f}"
              for r in out["rows"]]
     return {"validate": out, "workdir": work}, "\n".join(lines)
+
+
+def cmd_heldout(a) -> tuple:
+    """The wake model fitted on some stored real runs and tested on the others
+    (``bench/sim/heldout.py``), for each choice of terms and of the others' cores."""
+    runs = heldout.load_stored(a.stored.split(","))
+    heldout.fit_own_wakes(runs)
+    out, lines = [], []
+    for terms in (("one", "load"), ("one", "per_core"), ("one", "per_core", "load")):
+        for background in ("measured", "model"):
+            for s in heldout.heldout(runs, terms, background):
+                out.append(s)
+                lines.append(f"{'+'.join(terms):18s} others {background:8s} {s['split']}: "
+                             f"{s['wake_model']}: {s['within_15']}/{s['count']} within 15 %: "
+                             + " ".join(f"{x['kind'][:3]}-{x['nranks']}@"
+                                        f"{x['run']}={x['ratio']:.3f}"
+                                        for x in s["rows"]))
+                C.log(lines[-1])
+    every = heldout.fit_all(runs, ("one", "load"))
+    C.log(f"one+load on every stored run: {every.describe()} (wake.WAKE_MODEL)")
+    own = [{"run": r.run, "kind": r.kind, "nranks": r.nranks, "load": r.load,
+            "own_wake_cpu": r.own_wake} for r in runs]
+    return {"heldout": out, "own_wakes": own, "fit_all": every.coef}, "\n".join(lines)
 
 
 def cmd_point(a) -> tuple:
@@ -140,7 +166,7 @@ def cmd_board(a) -> tuple:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["scale", "validate", "point", "board"])
+    p.add_argument("command", choices=["scale", "validate", "point", "board", "heldout"])
     p.add_argument("--ranks", default="1000", help="comma-separated rank counts")
     p.add_argument("--kinds", default="independent", help="independent,dag")
     p.add_argument("--costs", default="node,ib", help="cost presets: node, ib, ib-sw")
@@ -157,6 +183,9 @@ def parser() -> argparse.ArgumentParser:
                    help="validate: read back the real runs kept in --workdir, run only new ones")
     p.add_argument("--cores", type=int, default=None,
                    help="validate: cores of the machine (default: the CPUs this process may use)")
+    p.add_argument("--stored", default=",".join(
+        os.path.join(os.path.dirname(HERE), "results", f"sim_validate_pool{tail}.json")
+        for tail in ("_1528", "_1532", "")), help="heldout: stored validate results")
     return p
 
 
@@ -168,7 +197,7 @@ def main() -> None:
               "mpitiny_imported_from": os.path.dirname(mpitiny.__file__),
               "mpitiny_source": os.environ.get("MPITINY_SIM_SOURCE", "this tree")}
     out, human = {"scale": cmd_scale, "validate": cmd_validate, "point": cmd_point,
-                  "board": cmd_board}[a.command](a)
+                  "board": cmd_board, "heldout": cmd_heldout}[a.command](a)
     result.update(out)
     C.emit(result, human)
 

@@ -94,17 +94,20 @@ def validate_table(rows: list) -> list:
 
 
 def pool_table(rows: list) -> list:
-    out = ["| workload | P | others' cores | real makespan | simulated | ratio | wake_cpu | "
-           "real CPU | CPU sim / real | ratio, one wake_cpu | ratio, no pool | real wall / sim |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    """Rows of ``validate`` on a pool; those with a modelled ``wake_cpu`` (``ratio_span_fit_cpu``)
+    show the self-fitted one beside it, older ones their one-for-all fit."""
+    out = ["| workload | P | others' cores | load before | real makespan | simulated | ratio | "
+           "wake_cpu | real CPU | CPU sim / real | ratio, other wake_cpu | ratio, no pool | "
+           "real wall / sim |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         real = r["real"]
+        other = r.get("ratio_span_fit_cpu", r.get("ratio_span_one", float("nan")))
         out.append(f"| {r['kind']} | {r['nranks']} | {real['others_cores']:.2f} | "
+                   f"{real['loadavg_before'][0]:.1f} | "
                    f"{real['tasks_span'] * 1e3:.1f} ms | {r['sim']['tasks_span'] * 1e3:.1f} ms | "
                    f"**{r['ratio_span']:.3f}** | {r['wake_cpu'] * 1e6:.0f} µs | "
                    f"{real['work_cpu'] * 1e3:.0f} ms | {r['ratio_cpu']:.2f} | "
-                   f"{r['ratio_span_one']:.3f} | {r['ratio_span_no_pool']:.3f} | "
-                   f"{r['ratio_wall']:.3f} |")
+                   f"{other:.3f} | {r['ratio_span_no_pool']:.3f} | {r['ratio_wall']:.3f} |")
     return out
 
 
