@@ -138,15 +138,6 @@ class ReadyQueue:
         """The priority of task ``gid`` (its group's)."""
         return int(self.priority[int(np.searchsorted(self.base, gid, side="right")) - 1])
 
-    def queue_ids(self, ids) -> None:
-        """Queue individual task ids here, each at its group's priority."""
-        if not len(ids):
-            return
-        ids = np.asarray(ids, dtype=np.int64)
-        prios = self.priority[np.searchsorted(self.base, ids, side="right") - 1]
-        for p in np.unique(prios)[::-1]:
-            self._ids(ids[prios == p], int(p))
-
     def queue_ready(self, g: int, idx: np.ndarray) -> None:
         """Queue released instances of group ``g``: at their home rank if they have one
         (its inbox; here if that is full), else here."""

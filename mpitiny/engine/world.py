@@ -138,9 +138,7 @@ class MpiWorld:
     def send(self, value, dest: int, tag: int) -> None:
         """``value`` to rank ``dest`` (asleep until it has been received, if it is too big to
         be buffered)."""
-        request = self.comm.isend(value, dest=dest, tag=tag)
-        while not request.Test():
-            time.sleep(WAIT_SLEEP)
+        sleep_until_done(self.comm.isend(value, dest=dest, tag=tag))
 
     def recv(self, source: int, tag: int):
         """What rank ``source`` sends with ``tag`` (asleep until it comes)."""
@@ -159,7 +157,12 @@ def sleep_until_barrier(comm) -> None:
     start) into CPU time. So every collective of start-up and finish waits here first, every
     rank alike (a non-blocking collective matches only its own kind), at most ``WAIT_SLEEP``
     late."""
-    request = comm.Ibarrier()
+    sleep_until_done(comm.Ibarrier())
+
+
+def sleep_until_done(request) -> None:
+    """Wait for a non-blocking MPI ``request`` without taking a core: a look every
+    ``WAIT_SLEEP`` (a blocking wait spins)."""
     while not request.Test():
         time.sleep(WAIT_SLEEP)
 

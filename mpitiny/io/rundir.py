@@ -97,9 +97,9 @@ def prepare_resume(run_dir: str, previous: int) -> None:
     """Before incarnation ``previous + 1``: keep what incarnation ``previous`` wrote (tasks,
     results, failures, logs, summary) under ``attempts/NNNN/``, start those afresh, and drop
     its spill files (its kept values are in the journal)."""
+    import shutil
     keep = os.path.join(run_dir, "attempts", f"{previous:04d}")
     if os.path.exists(keep):
-        import shutil
         shutil.rmtree(keep)
     os.makedirs(keep)
     for name in (*SUBDIRS, *RUN_FILES):
@@ -107,7 +107,6 @@ def prepare_resume(run_dir: str, previous: int) -> None:
         if not os.path.exists(path):
             continue
         if name == "spill":
-            import shutil
             shutil.rmtree(path)
         else:
             os.replace(path, os.path.join(keep, name))
