@@ -2,8 +2,15 @@
 # Sourced by .ci/setup.sh and .ci/setup-openmpi.sh: ensure_venv DIR STEP... makes the virtualenv
 # DIR (python3 -m venv, or $PYTHON -m venv) and runs each STEP there as `pip install STEP`.
 # Idempotent and fast when nothing changed: a stamp in DIR records the Python, the steps and
-# pyproject.toml's hash; a matching stamp whose venv still imports mpi4py and mpitiny is left alone.
+# the hash of what the build reads (build_hash); a matching stamp whose venv still imports mpi4py
+# and mpitiny is left alone.
 # MPITINY_SETUP_FORCE=1 reinstalls anyway.
+
+# pyproject.toml, setup.py and the C kernels: a change to any of them rebuilds.
+build_hash() {
+    { cat pyproject.toml setup.py; find mpitiny/kernels -name '*.c' | sort | xargs -r cat; } \
+        | sha256sum | cut -c1-16
+}
 
 ensure_venv() {
     local -; set -f     # steps are split into words below, never globbed: .[mpich,test]
@@ -11,7 +18,7 @@ ensure_venv() {
     local python=${PYTHON:-python3}
     local stamp="$dir/.mpitiny-setup-stamp"
     local want
-    want="$("$python" -c 'import sys; print(sys.version)' | head -1) | $* | $(sha256sum pyproject.toml | cut -c1-16)"
+    want="$("$python" -c 'import sys; print(sys.version)' | head -1) | $* | $(build_hash)"
     if [[ ${MPITINY_SETUP_FORCE:-0} != 1 && -x $dir/bin/python && -f $stamp ]] \
         && [[ $(cat "$stamp") == "$want" ]] \
         && "$dir/bin/python" -c 'import mpi4py, mpitiny' 2>/dev/null; then
