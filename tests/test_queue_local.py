@@ -515,3 +515,38 @@ def test_a_group_that_gets_tasks_while_it_is_being_unlisted_stays_listed(meanwhi
     assert bs[3].counts() == [1 if meanwhile == "count" else 2]
     assert get(2, count_word + 1, 1)[0] != 0
     assert reader.groups_with_work() == [1]
+
+
+def test_slots_that_thieves_used_up_are_freed_by_has_work():
+    """A rank that runs what it releases directly never claims: each task it hands off takes
+    a slot, a thief empties it, and ``has_work`` (asked at every release) frees it. Without
+    that, the used-up slots pile up to ``nslots`` and every later ``has_work`` and steal
+    scans them all."""
+    owner, thief = make_queues(2, slots=16)
+    for k in range(200):
+        owner.push_range(k, k + 1)
+        assert owner.has_work()
+        prio, work = thief.steal(0)
+        assert as_ids(work) == [k]
+        assert not owner.has_work()
+        assert len(owner.active) == 0
+    assert len(owner.free) == 16
+    words = owner.local[owner.slot0:owner.slot0 + 16]
+    assert sum(1 for w in words if w) <= 2       # the same slot is used again and again
+
+
+def test_has_work_keeps_live_slots_under_used_up_ones():
+    owner, thief = make_queues(2, slots=8)
+    owner.push_range(0, 1)
+    owner.push_range(10, 20)
+    owner.push_range(30, 31)
+    taken = []
+    for _ in range(2):
+        got = thief.steal(0)
+        taken += as_ids(got[1])
+    assert owner.has_work()
+    left = []
+    while (w := owner.claim(100)) is not None:
+        left += as_ids(w)
+    assert sorted(taken + left) == [0] + list(range(10, 20)) + [30]
+    assert not owner.has_work() and not owner.active

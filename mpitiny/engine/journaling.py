@@ -45,9 +45,14 @@ class ChunkJournal:
         assert self.file is not None, "the journal is not open"
         return self.file
 
-    def started(self, gids) -> None:
-        """START records for a chunk about to run."""
-        self.runs(jnl.START, 0, gids)
+    def started(self, tasks) -> None:
+        """START records for a chunk about to run (``Chunk.tasks``: a run ``(lo, hi)`` or an
+        array of task ids)."""
+        if isinstance(tasks, tuple):
+            if tasks[1] > tasks[0]:
+                self._file.add(jnl.START, tasks[0], tasks[1])
+        else:
+            self.runs(jnl.START, 0, tasks)
         self.now[1] = 1
 
     def state(self, gid: int, log: bytes, others=(), attempt: int = 1) -> None:
@@ -99,6 +104,12 @@ class ChunkJournal:
         self.now[0] = -1
         self.files.flush_results()
         self._file.write_values()
+        if len(pending) == 1 and not pending[0][3] and len(pending[0][2]) == 1:
+            g, first, instances, _ = pending[0]       # one task that succeeded: a hand-off
+            if not self.has_locs[g]:
+                gid = first + int(instances[0])
+                self._file.add(jnl.DONE, gid, gid + 1)
+            return
         singles = []
         for g, first, instances, failed in pending:
             consumed = self.has_locs[g]          # their DONE records came with the values

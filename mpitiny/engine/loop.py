@@ -78,6 +78,7 @@ class Engine:
         self.host = socket.gethostname()
         self.base = dag.base
         self.bases = dag.base.tolist()     # the same, for lookups of one task
+        self.placed = [bool(g.options.placed) for g in dag.groups]   # per group: has a home
         qwords = region_size(QUEUE_SLOTS, INBOX_WORDS, RING_WORDS)
         self.layout = Layout(dag, self.nranks, CONTROL_WORDS + qwords)
         self.mem = world.words(int(self.layout.nwords.max()))    # the same everywhere: pooled
@@ -112,7 +113,7 @@ class Engine:
         # What the loop changes as the run goes on:
         self.direct: tuple | None = None   # a released task (lo, lo + 1) to run next, not queued
         self.direct_stolen = False              # and whether it came from another rank
-        self.avg_task = np.full(len(dag.groups), np.nan)   # seconds per task, by group
+        self.avg_task = [float("nan")] * len(dag.groups)   # seconds per task, by group
         self.avg_all = float("nan")                        # and over all groups
         self.unreported = self.unreported_failed = 0       # finished, not yet counted
         self.reported_at = self.synced_at = self.sampled_at = time.monotonic()
@@ -254,7 +255,7 @@ class Engine:
                 self.ready.claimed(tasks)
             if tasks is not None:
                 return Chunk(tasks, *self.queue.claimed_info)
-            if not self.adding.work() and not self.steal():
+            if not self.adding.work() and not self.steal() and not self.queue.has_mail():
                 return None
 
     def leave(self) -> None:
@@ -290,7 +291,7 @@ class Engine:
         if available <= sharers:                         # a share of one task: no lookup
             return 1
         g = int(np.searchsorted(self.base, first, side="right")) - 1
-        avg = float(self.avg_task[g])
+        avg = self.avg_task[g]
         if avg != avg and self.dag.groups[g].size == 1:
             avg = self.avg_all
         if avg != avg:                                   # NaN: none has run here yet
@@ -338,11 +339,15 @@ class Engine:
         recorded and released as they finish), journal its end."""
         self.queue.set_busy(True)
         if self.journal.on:
-            self.journal.started(chunk.gids())
+            self.journal.started(chunk.tasks)
         t0 = time.perf_counter()
         tasks = chunk.tasks
         if isinstance(tasks, tuple):
             lo, hi = tasks
+            if hi - lo == 1:                  # one task (a DAG's hand-off, kept or stolen)
+                g = bisect.bisect_right(self.bases, lo) - 1
+                self.run_group(g, (lo - self.bases[g],), chunk)
+                lo = hi
             while lo < hi:
                 g = bisect.bisect_right(self.bases, lo) - 1
                 end = min(hi, self.bases[g + 1])
@@ -382,13 +387,13 @@ class Engine:
                 return
         group = self.dag.groups[g]
         todo = instances if self.control.limit is None else \
-            self.control.in_time(g, instances, float(self.avg_task[g]), self.avg_all)
+            self.control.in_time(g, instances, self.avg_task[g], self.avg_all)
         t0 = time.perf_counter()
         failed, ran = (self.runner.run_fn if group.kind == "fn" else self.commands.run_cmd)(
             group, todo, chunk)
         if ran:
             per_task = (time.perf_counter() - t0) / ran
-            self.avg_task[g] = _running_mean(float(self.avg_task[g]), per_task, ran)
+            self.avg_task[g] = _running_mean(self.avg_task[g], per_task, ran)
             self.avg_all = _running_mean(self.avg_all, per_task, ran)
         if ran < len(instances):             # stopped or held back: the rest did not run
             self.control.not_run(self.journal, self.bases[g], instances[ran:],
@@ -496,10 +501,12 @@ def keep_first(e: "Engine", ready: list) -> list:
     whose group is not placed as ``e``'s direct, to run next without queueing it (a claim
     would cost an atomic, and race the thieves taking the others); returns the rest. Not when
     more than ``KEEP_MAX`` tasks were released: those are claimed in chunks."""
-    if sum(len(cidx) for _, cidx in ready) > KEEP_MAX:
+    if len(ready) > 1 and sum(len(cidx) for _, cidx in ready) > KEEP_MAX:
+        return ready
+    if len(ready) == 1 and len(ready[0][1]) > KEEP_MAX:
         return ready
     for k, (cg, cidx) in enumerate(ready):
-        if not e.dag.groups[cg].options.placed:
+        if not e.placed[cg]:
             gid = e.bases[cg] + int(cidx[0])
             e.direct, e.direct_stolen = (gid, gid + 1), False
             rest = [(cg, cidx[1:])] if len(cidx) > 1 else []

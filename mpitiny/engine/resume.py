@@ -118,7 +118,7 @@ class Resume:
             e.run_group(g, np.array([i], dtype=np.int64), chunk, plain=True)
             return
         if e.control.limit is not None and not len(
-                e.control.in_time(g, [i], float(e.avg_task[g]), e.avg_all)):
+                e.control.in_time(g, [i], e.avg_task[g], e.avg_all)):
             e.control.not_run(e.journal, int(e.base[g]), np.array([i], dtype=np.int64),
                               bool(e.guard.stop_signal), e.counts)
             return

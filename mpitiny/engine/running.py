@@ -63,6 +63,7 @@ class TaskRunner:
         self.rank, self.nranks, self.host = where
         self.keeps = data.layout.has_locs  # per group: its values are read by other tasks
         self.batch_family = np.array([self.batched(g) for g in dag.groups], dtype=bool)
+        self.call_plans: list = [None] * len(dag.groups)     # per group: ``call_plan``
         self._unbatched_families: set = set()
         # A DAG that declares resources: what a chunk uses of the node, claimed around it.
         self.node = None if world is None else node_resources(world, dag)
@@ -115,9 +116,8 @@ class TaskRunner:
     def call_each(self, group, instances, chunk: Chunk, splits, prefetched: dict) -> tuple:
         """``run_fn``, one call per instance (a task's state updates logged under its id,
         what it prints located in the rank's ``fn`` logs)."""
-        fn, const, inputs, keep = group.function, group.constant_call(), group.wants_inputs, \
-            self.keeps[group.index]
-        first, timeout = int(self.base[group.index]), self.timeout(group)
+        fn, const, inputs, keep, first, timeout = self.call_plans[group.index] or \
+            self.call_plan(group)
         guard, state, now = self.guard, self.data.state, self.journal.now
         max_fails, ran, clock = self.opts.max_fails, len(instances), time.time
         start_by = self.control.start_by      # a time limit: start no task after this (else 0)
@@ -130,7 +130,7 @@ class TaskRunner:
         printed: dict = {}              # position -> its (out, err) spans in the fn logs
         fn_out, fn_err = self.files.fn_out, self.files.fn_err
         out_at, err_at = fn_out.size, fn_err.size
-        upcoming = self.prefetching(splits, instances)
+        upcoming = None if splits is None else self.prefetching(splits, instances)
         for k, i in enumerate(instances):
             i = int(i)
             if watch and (max_fails and self.control.ending() or start_by and clock() > start_by):
@@ -192,6 +192,15 @@ class TaskRunner:
                             _attempt_column(attempts, ran), read_sizes if splits is not None else 0,
                             printed)
         return failed, ran
+
+    def call_plan(self, group) -> tuple:
+        """What ``call_each`` needs of ``group`` for every call, found once: ``(function,
+        constant (args, kwargs) or None, whether it reads inputs, whether its values are
+        kept, its first task id, its time limit)``."""
+        plan = self.call_plans[group.index] = (
+            group.function, group.constant_call(), group.wants_inputs,
+            bool(self.keeps[group.index]), int(self.base[group.index]), self.timeout(group))
+        return plan
 
     def prefetching(self, splits, instances):
         """An iterator over the instances after the first, when their splits are worth
@@ -292,6 +301,11 @@ class TaskRunner:
         ``first``) that a chunk of this rank ran: done, or failed at positions ``failed``;
         ``printed``: position -> ((offset, length) in fn.out, the same in fn.err), of those
         that printed (a position -1: every one of them)."""
+        if len(run) == 1 and not failed and type(attempt) is int and not read_sizes \
+                and not printed:                # one task that succeeded (a DAG's hand-off)
+            self.records.add_done(first + int(run[0]), starts[0], ends[0], attempt,
+                                  chunk.queued_at, chunk.stolen)
+            return
         status = DONE
         if failed:
             status = np.full(len(run), DONE, dtype=np.int8)

@@ -217,6 +217,21 @@ class Records:
             self._account(block)
         self.n += k
 
+    def add_done(self, gid: int, start: float, end: float, attempt: int, queued: float,
+                 stolen: bool) -> None:
+        """``add_run`` for one task that succeeded and printed nothing: a DAG's hand-off,
+        one row written without numpy calls."""
+        if self.n == len(self.rows):
+            self._room(1)
+        self.rows[self.n] = (gid, DONE, attempt, self.rank, start, end, queued, stolen, 0, 0,
+                             0, 0, 0)
+        self.by_status[DONE] += 1
+        if start < self.first_start:
+            self.first_start = start
+        if end > self.last_end:
+            self.last_end = end
+        self.n += 1
+
     def add_one(self, gid: int, status: int, start: float, end: float, attempt: int = 1,
                 out: tuple = (0, 0), err: tuple = (0, 0), queued: float = 0.0,
                 stolen: bool = False) -> None:

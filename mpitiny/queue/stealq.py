@@ -240,14 +240,19 @@ class StealQueue:
             self.untallied = 0
 
     def has_work(self) -> bool:
-        """Whether this rank still holds unclaimed ready tasks (its own view)."""
-        if self.pending:
-            return True
-        for _, _, slot in self.active:
-            _, nxt, hi = unpack(int(self.local[self.slot0 + slot]))
+        """Whether this rank still holds unclaimed ready tasks (its own view). Slots that
+        thieves used up are freed on the way (as ``_collect`` does): a rank that runs
+        released tasks directly, never claiming, would otherwise keep them all and scan
+        ever more of them (up to ``nslots``) each time it releases a task."""
+        found = bool(self.pending)
+        active, local, slot0 = self.active, self.local, self.slot0
+        for pos in range(len(active) - 1, -1, -1):
+            _, nxt, hi = unpack(int(local[slot0 + active[pos][2]]))
             if nxt < hi:
-                return True
-        return False
+                found = True
+            else:
+                self._retire(pos)
+        return found
 
     def top_prio(self) -> int | None:
         """The highest priority of this rank's unclaimed ready tasks (None: it holds none)."""
@@ -293,6 +298,11 @@ class StealQueue:
         if not waiting:
             return mail
         return mail + self._take_waiting(waiting)
+
+    def has_mail(self) -> bool:
+        """Whether a task waits in this rank's ``MAIL`` word (its own view, no MPI call): an
+        idle rank looks again before it waits, as a hand-off may have come during a steal."""
+        return bool(self.local[self.base + MAIL])
 
     def _take_waiting(self, waiting: int) -> list:
         """``take_inbox``'s entries in inbox words (``waiting``: how many were pushed there)."""
