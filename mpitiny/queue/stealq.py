@@ -52,7 +52,10 @@ push and the child's start). Meanwhile a thief may read ``TAIL > TAKEN`` with th
 entries gone: it then reads the inbox and finds nothing there, while the owner runs that chunk.
 
 Everything that thieves touch is changed only with atomics; the owner's private bookkeeping
-(which slots it uses, ring tail, overflow list) lives in ordinary Python objects.
+(which slots it uses, ring tail, overflow list) lives in ordinary Python objects. A slot that
+is used up (by the owner's claims or by thieves) goes back to the free list the next time the
+owner looks at it (``claim``, ``has_work``, ``_collect``); the free list is a stack, so a rank
+that hands off one task at a time reuses the same few slots, and thieves scan only those.
 
 A steal costs one ``Get`` of the header, one ``Compare_and_swap`` and, for ring slots, one
 more ``Get`` and one ``Accumulate`` (measured costs: ``shared/notes/mpi-facts.md``).
