@@ -97,8 +97,19 @@ def flat(pairs: list) -> set:
     return {(int(g), int(i)) for g, idx in pairs for i in idx}
 
 
+def shifted_join() -> list:
+    """Each parent instance has one child instance, through an offset (not the identity), and
+    each child two parents: a failed parent poisons a child that the other then counts down
+    alone (``finish_one``'s one-child path, skipping)."""
+    return [{"id": "a", "cmd": "true", "foreach": {"i": {"range": [0, 40]}}},
+            {"id": "b", "cmd": "true", "foreach": {"i": {"range": [0, 40]}}},
+            {"id": "c", "cmd": "true", "foreach": {"i": {"range": [0, 38]}},
+             "deps": ["a[{i}+1]", "b[{i}+2]"]}]
+
+
 CASES = {
     "chain": lambda: load(chain(60, 3)),
+    "shifted_join": lambda: load(shifted_join()),
     "mixed": lambda: load(mixed()),
     **{f"listed_{p}": (lambda p=p: load(listed(p, 12, 4)))
        for p in ("stencil_1d", "fft", "tree", "nearest", "random_nearest", "all_to_all")},
@@ -109,7 +120,7 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("fail_prob", [0.0, 0.1])
+@pytest.mark.parametrize("fail_prob", [0.0, 0.1, 0.4])
 @pytest.mark.parametrize("nranks", [1, 2, 3])
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_finish_one_matches_finish(case, nranks, fail_prob):

@@ -118,6 +118,18 @@ class Release:
                     pidx = np.array([i], dtype=np.int64)
                 self._release(child, dep, g, pidx, None, ready, skipped, work)
                 continue
+            if hi - lo == 1:                 # one child instance waits on i: a chain's link
+                j = int(order[lo])
+                rank, pos = owner(child, j)
+                new = fetch_add(rank, words[rank] + pos, -1) - 1
+                if not new & COUNT_MASK:
+                    if new >> 40:
+                        bad = np.array([j], dtype=np.int64)
+                        skipped.append((child, bad))
+                        work.append((child, bad, np.ones(1, dtype=bool)))
+                    else:
+                        ready.append((child, np.array([j], dtype=np.int64)))
+                continue
             released: list = []
             lost: list = []
             kids = order[lo:hi].tolist()
