@@ -16,30 +16,26 @@ in place by every reducer at its offset.
   cost (see "Splitters"). Reading each split into one reused buffer and finding the drawn
   lines with ``bytes.rfind``/``find`` takes ~0.1 s for 26 splits of 8 MiB (a fresh ``bytes``
   per split cost 20 ms of page faults each).
-* ``map_split(input, split, partitions, output, inputs)``: no Python sort, and no ``bytes``
-  per line. The line boundaries (``line_spans``), each line's first 16 bytes as two
-  big-endian uint64 (``line_keys``: one unaligned 8-byte load each from an overlapping view of
-  the split, masked to the line's length), its partition (``partition_of``: partition p holds
-  the lines in ``[splitter p-1, splitter p)``; the keys decide unless a line's key equals a
-  splitter's, then ``bisect`` on its bytes), the lines ordered by their **sort keys**
-  (``sort_keys``: bytes 0-14, then the length up to 16; ``longwords.prefix_order``, a quicksort
-  of the first word and a ``lexsort`` of the rows tied on it), then grouped by partition
-  (a stable ``argsort`` of the partition numbers in that order), gathered once and written to
-  ``WORK/lines-SPLIT.txt``; returns the byte bounds of each partition. Each partition of a
-  map file is thus a run sorted by the lines' first 15 bytes (lines longer than that which
-  share them are in no particular order among themselves). Partitioning by the 16-byte keys
-  alone put every code line indented by 16 spaces in one partition: one reducer took 0.20
-  of the run.
-* ``reduce_part(r, output, inputs)``: partition ``r`` of every map file, its lines sorted
-  (``list.sort``, in C: timsort, which merges the maps' nearly sorted runs in 2-3x less time
-  than it sorts the same lines in input order; the first version of the maps sorted each
-  split fully with ``list.sort`` and doubled the sorting) and written with ``os.pwrite`` into
-  ``OUTPUT/.sorted.txt.partial`` at its offset: the bytes of partitions ``0 .. r-1`` summed
-  over the maps, known from the maps' bounds (every reducer depends on every map), so no plan
-  task and no concatenation. Sorting the reducers' lines in numpy instead (``sort_keys``,
-  the tied lines by ``longwords.order_ties``, one gather) was 2-3x slower than ``list.sort``
-  and its ``join``: gathering bytes in sorted order costs more than Python's ``join`` of the
-  lines, and duplicated long lines (licence texts) fall to ``order_ties``'s ``sorted``.
+* ``map_split(input, split, partitions, output, inputs)``: the line boundaries
+  (``line_spans``), the lines' **full order** by bytes, equal lines by position
+  (``sort_order``), the cut of that order at each splitter (``partition_cuts``: one binary
+  search per splitter on ``(line, position)``, ~20 comparisons), the lines gathered once in
+  that order (``gather_lines``) and written to ``WORK/lines-SPLIT.txt``; returns the byte
+  bounds of each partition, each a sorted run. With the compiled line kernel
+  (``mpitiny.kernels._lines``, ``mpitiny/kernels/_lines.c``): ``memchr`` for the spans, a
+  radix sort of 8-byte keys (bytes d..d+6 and how many bytes the line has from d on) that
+  sorts runs of equal keys again from d + 7, and ``memcpy`` for the gather; without it
+  (no compiler, or ``MPITINY_KERNELS=0``) numpy's ``flatnonzero``, Python's stable
+  ``sorted`` of the lines and ``mapreduce.gather``: the same order, so the same map files.
+  Before the kernel, the maps ordered the lines by their first 15 bytes only (numpy keys,
+  ``longwords.prefix_order``) and the reducers' ``list.sort`` finished the order.
+* ``reduce_part(r, output, inputs)``: partition ``r`` of every map file read into one buffer,
+  the runs merged (``merge_pieces``: the kernel's binary heap over the runs, its cursors
+  keyed like the sort, so most comparisons are one integer compare; without the kernel
+  ``list.sort``, whose timsort merges the runs, and a ``join``) and written with
+  ``os.pwrite`` into ``OUTPUT/.sorted.txt.partial`` at its offset: the bytes of partitions
+  ``0 .. r-1`` summed over the maps, known from the maps' bounds (every reducer depends on
+  every map), so no plan task and no concatenation.
 * **Splitters** are ``(line, position)`` pairs, the position being the line's byte offset in
   the logical content, and a line goes to the partition ``bisect_right(splitters, (line, its
   position))``: lines equal to a splitter fall on both sides of it by position. Equal lines
@@ -52,11 +48,9 @@ in place by every reducer at its offset.
   1) / (len + 1)``: per line, ``split``, ``sort`` and ``join``; per byte, the reads and
   writes): the partitions' costs are within 1.04x of their mean on prose, logs and code
   (drawing whole lines from the first MiB of 16 splits, with line splitters: 1.67x on
-  prose). ``partition_of`` decides most lines by their first 8 bytes
-  (one ``searchsorted``), then by the 16-byte keys, and the lines whose key equals a
-  splitter's by the rest of their bytes 8 at a time (``_compare_rest``), their lengths and
-  their positions: no ``bytes`` per line (code indented by 16 spaces: a fifth of its lines
-  went to ``bisect`` before).
+  prose). The maps cut their sorted lines at the splitters by binary search
+  (``partition_cuts``), comparing ``(line, position)`` as tuples: ~20 comparisons per
+  splitter, whatever the lines' shared prefixes (code indented by 16 spaces and more).
 * ``validate(output, inputs)``: the parts' line counts against the maps', the order across
   parts (each reducer reports its first and last line), truncates the partial file to its
   size (a longer one from an interrupted earlier run), renames it to ``sorted.txt``, removes
@@ -85,6 +79,26 @@ vary 0.4-1.4x the one-process ``list.sort`` for the same code, and are 0.46-0.83
 sort --parallel=1``: the 2x bar is not met. Per line, the job does what ``list.sort`` and
 ``join`` do (the reducers' ``split``, timsort merge and ``join``: ~0.3 us a line) plus the
 maps' keys, order and byte gather (~0.35 us a line): two ranks only make up for the second.
+
+With the line kernel (issue 10, 2026-12-06): per 8 MiB split of real text, one process, the
+kernel's sort took 16-27 ms where ``list.sort`` of the split's ready-made ``bytes`` lines took
+42-57 ms, the gather 5-7 ms. Whole ``mpiexec``, 2 ranks, 8 MiB, kernel on against
+``MPITINY_KERNELS=0`` (``bench/ab.py --base . --base-env MPITINY_KERNELS=0 --this-env
+MPITINY_KERNELS=1 --repeat 2 mapreduce_bench.py --corpora ...``, load average 2.8-8.2,
+``bench/results/ab-lines-kernel.json``): 2.2-2.3x faster on code and logs, 1.7-1.8x on prose
+and multilingual; x the one-process Python sort, medians: prose 1.31, logs 2.21, code 1.77,
+multilingual 1.81 (per run 1.11-2.93); x ``LC_ALL=C sort --parallel=1`` 1.05-1.67. One run of
+the bench alone at load 1.9-3.0 (``bench/results/mapreduce_corpora_lines_kernel.json``):
+x Python 1.19 (prose), 1.53 (logs), 1.77 (code), 1.70 (multilingual); x GNU 0.91-1.18; a
+second (load 3.0-3.3) 1.99, 1.28, 1.65, 1.78, x GNU 0.77-1.37. The 2x bar is not met (logs'
+A/B median only). Where the time goes (prose, quiet, 2.39 s
+whole): start-up and shutdown ~0.6 s, ``sample`` 0.14 s with the other rank idle, the maps
+~64 ms each (sort ~20, writing the 8 MiB map file 7-25, spans and gather ~7, read ~4), the
+reducers 125-165 ms each (reading the pieces ~20, the merge ~40, writing 26 MB into the new
+output file 10-80 and its ``fsync`` ~17): the job writes the corpus twice (map files and
+output), which on this machine costs ~3 ms per MB of new file pages, and the baseline once.
+The fallback without the kernel is slower than the numpy maps it replaced (Python's ``sorted``
+on every split: 0.69-0.94x the baseline here against 0.75-1.5x before).
 """
 from __future__ import annotations
 
@@ -94,12 +108,15 @@ import time
 
 import numpy as np
 
-import longwords as lw
 import mapreduce as mr
 from mpitiny.io.commit import atomic_output
+from mpitiny.kernels import load
 from mpitiny.io.splits import open_splits
 
 PARTIAL = ".sorted.txt.partial"
+
+
+_KERNEL = load("_lines")
 
 
 def split_lines(data: bytes) -> list:
@@ -110,39 +127,19 @@ def split_lines(data: bytes) -> list:
     return lines
 
 
-KEY_BYTES = 16              # bytes of a line compared per numpy round (two big-endian uint64)
-_ALL_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
-
-
-def line_spans(raw: np.ndarray) -> tuple:
+def line_spans(raw: np.ndarray, kernel=_KERNEL) -> tuple:
     """``(starts, lens)`` of the lines of ``raw`` (uint8), lens without the ``\\n``; ``raw``
-    must end with ``\\n`` (or be empty)."""
+    must end with ``\\n`` (or be empty). The kernel's ``memchr`` loop, or numpy."""
+    if kernel is not None:
+        n = kernel.count_lines(raw)
+        starts, lens = np.empty(n, np.int64), np.empty(n, np.int64)
+        kernel.line_spans(raw, starts, lens)
+        return starts, lens
     ends = np.flatnonzero(raw == 10)
     starts = np.empty(len(ends), np.int64)
     starts[:1] = 0
     starts[1:] = ends[:-1] + 1
     return starts, ends - starts
-
-
-def _windows(raw: np.ndarray) -> np.ndarray:
-    """Element i = bytes i .. i+7 of ``raw`` as a big-endian uint64 (an overlapping view of a
-    zero-padded copy: one unaligned load per key, no byte gathers)."""
-    padded = np.zeros(len(raw) + 16, np.uint8)
-    padded[:len(raw)] = raw
-    return np.ndarray((len(raw) + 9,), ">u8", padded, 0, (1,))
-
-
-def line_keys(windows: np.ndarray, starts: np.ndarray, lens: np.ndarray, offset: int = 0) -> tuple:
-    """Bytes ``offset .. offset + 15`` of each line as two uint64 (big-endian order, zero past
-    the line's end): comparing ``(k0, k1)`` compares those bytes as memcmp would."""
-    keys = []
-    for at in (offset, offset + 8):
-        left = np.clip(lens - at, 0, 8).astype(np.uint64) << np.uint64(3)
-        # indexing, not take: take would copy the whole overlapping view first
-        k = windows[np.minimum(starts + at, len(windows) - 1)].astype(np.uint64)
-        k &= ~(_ALL_ONES >> left)          # keep the first ``left`` bits (x >> 64 == 0)
-        keys.append(k)
-    return keys[0], keys[1]
 
 
 def _lines_array(data) -> np.ndarray:
@@ -151,6 +148,50 @@ def _lines_array(data) -> np.ndarray:
     if len(raw) and raw[-1] != 10:
         raw = np.concatenate([raw, np.array([10], np.uint8)])
     return raw
+
+
+def sort_order(raw: np.ndarray, starts: np.ndarray, lens: np.ndarray, kernel=_KERNEL) -> np.ndarray:
+    """The line numbers ordered by the lines' bytes, equal lines by number: the kernel's radix
+    sort, or Python's stable ``sorted`` of the lines (``kernel=None``); the same array."""
+    if kernel is None:
+        data = raw.tobytes()
+        lines = [data[a:a + n] for a, n in zip(starts.tolist(), lens.tolist())]
+        return np.array(sorted(range(len(lines)), key=lines.__getitem__), np.int64)
+    order = np.empty(len(starts), np.int64)
+    kernel.sort_lines(raw, np.ascontiguousarray(starts, np.int64),
+                      np.ascontiguousarray(lens, np.int64), order)
+    return order
+
+
+def gather_lines(raw: np.ndarray, starts: np.ndarray, lens: np.ndarray, order: np.ndarray,
+                 kernel=_KERNEL) -> np.ndarray:
+    """The lines in ``order``, each followed by ``\\n``, as one uint8 array."""
+    if kernel is None:
+        return mr.gather(raw, starts.take(order), lens.take(order) + 1)
+    out = np.empty(int(lens.sum()) + len(lens), np.uint8)
+    kernel.gather_lines(raw, starts, lens, order, out)
+    return out
+
+
+def partition_cuts(raw: np.ndarray, starts: np.ndarray, lens: np.ndarray, order: np.ndarray,
+                   positions: np.ndarray, splitters: list) -> list:
+    """For each splitter ``(line, position)`` (sorted), how many lines of ``order`` (sorted by
+    bytes, then position) come before it: a binary search comparing ``(line, position)``
+    pairs, so partition p is ``order[cuts[p-1]:cuts[p]]``, the lines with ``bisect_right(
+    splitters, (line, position)) == p``."""
+    cuts, lo = [], 0
+    for splitter in splitters:
+        hi = len(order)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            k = int(order[mid])
+            a = int(starts[k])
+            if (raw[a:a + int(lens[k])].tobytes(), int(positions[k])) < splitter:
+                lo = mid + 1
+            else:
+                hi = mid
+        cuts.append(lo)
+    return cuts
 
 
 def work_dir(output: str) -> str:
@@ -202,105 +243,8 @@ def parse_splitters(values: list) -> list:
             for v in values]
 
 
-def prefix_key(line: bytes) -> list:
-    """``line_keys`` of one line: its first 16 bytes, zero padded, as two big-endian ints."""
-    head = line[:KEY_BYTES].ljust(KEY_BYTES, b"\0")
-    return [int.from_bytes(head[:8], "big"), int.from_bytes(head[8:], "big")]
-
-
-def sort_keys(lens: np.ndarray, k0: np.ndarray, k1: np.ndarray) -> tuple:
-    """``(lo, hi)`` per line from its ``line_keys`` ``(k0, k1)``: bytes 0-7, and bytes 8-14
-    then ``min(len, 16)`` in the last byte. Their unsigned order is the lines' byte order
-    except between lines sharing their first 15 bytes and both longer than that (``hi`` ending
-    in 16): a line ending inside the 15 bytes is a prefix of any line with the same key and a
-    greater length."""
-    hi = k1 & ~np.uint64(0xFF)
-    hi |= np.minimum(lens, 16).astype(np.uint64)
-    return k0, hi
-
-
-def partition_of(raw: np.ndarray, starts: np.ndarray, lens: np.ndarray,
-                 splitters: list, keys: tuple | None = None, positions=None,
-                 windows: np.ndarray | None = None) -> np.ndarray:
-    """The partition of each line: how many ``splitters`` (sorted ``(line, position)``; a line
-    alone is at position -1) are at most ``(line, its position)`` (``positions``: None, every
-    line at position 0). From the first 8 bytes (one ``searchsorted``) unless a splitter
-    shares them; then from the 16-byte keys; for lines whose key equals a splitter's, by
-    comparing the rest of their bytes 8 at a time (``_compare_rest``), then the lengths, then
-    the positions. ``keys``: the lines' ``line_keys`` and ``windows`` (``_windows(raw)``) if
-    already known."""
-    splitters = [(x, -1) if isinstance(x, bytes) else x for x in splitters]
-    windows = _windows(raw) if windows is None else windows
-    k0, k1 = keys if keys is not None else line_keys(windows, starts, lens)
-    first = np.array([prefix_key(x)[0] for x, _ in splitters], np.uint64)
-    part = np.searchsorted(first, k0, "left")        # splitters whose first 8 bytes are less
-    near = np.flatnonzero(np.searchsorted(first, k0, "right") != part)
-    if len(near):                                    # a splitter shares the first 8 bytes
-        pos = np.zeros(len(near), np.int64) if positions is None else positions.take(near)
-        part[near] = _partition_near(windows, starts.take(near), lens.take(near), splitters,
-                                     (k0.take(near), k1.take(near)), pos)
-    return part
-
-
-def _partition_near(windows: np.ndarray, starts: np.ndarray, lens: np.ndarray, splitters: list,
-                    keys: tuple, positions: np.ndarray) -> np.ndarray:
-    """``partition_of`` for lines whose first 8 bytes equal a splitter's."""
-    k0, k1 = keys
-    part = np.zeros(len(k0), np.intp)
-    for line, at in splitters:
-        s0, s1 = (np.uint64(x) for x in prefix_key(line))
-        same = k0 == s0
-        part += (k0 > s0) | (same & (k1 > s1))
-        tied = np.flatnonzero(same & (k1 == s1))
-        if len(tied):
-            c = _compare_rest(windows, starts.take(tied), lens.take(tied), line)
-            part[tied] += (c > 0) | ((c == 0) & (positions.take(tied) >= at))
-    return part
-
-
-def _compare_rest(windows: np.ndarray, starts: np.ndarray, lens: np.ndarray,
-                  line: bytes) -> np.ndarray:
-    """-1, 0 or 1 per line as it is below, equal to or above ``line``, for lines whose first
-    ``KEY_BYTES`` (zero-padded) equal ``line``'s: their bytes 8 at a time from byte 16 (zero
-    past a line's end) while they stay equal and ``line`` lasts, then the lengths (the shorter
-    of two lines equal so far is a prefix of the other, zeros aside, and comes first)."""
-    out = np.zeros(len(starts), np.int8)
-    live = np.arange(len(starts))
-    for at in range(KEY_BYTES, len(line), 8):
-        want = np.uint64(int.from_bytes(line[at:at + 8].ljust(8, b"\0"), "big"))
-        left = np.clip(lens.take(live) - at, 0, 8).astype(np.uint64) << np.uint64(3)
-        k = windows[np.minimum(starts.take(live) + at, len(windows) - 1)].astype(np.uint64)
-        k &= ~(_ALL_ONES >> left)
-        out[live] = (k > want).astype(np.int8) - (k < want)
-        live = live[k == want]
-        if not len(live):
-            return out
-    out[live] = np.sign(lens.take(live) - len(line)).astype(np.int8)
-    return out
-
-
-TIES_SAMPLE = 8192          # keys map_order looks at to choose its way
-TIED_BELOW = 0.25           # distinct share of those under which the keys are mostly ties
-
-
-def map_order(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """An order of rows by ``(lo, hi)`` (rows equal on both in no particular order). When most
-    keys are repeats (a sample of ``TIES_SAMPLE`` keys has under ``TIED_BELOW`` distinct
-    ``lo``: short lines, indentation), two stable sorts, ``hi`` then ``lo`` (numpy's stable
-    sort runs through equal keys): on a prose split of 1.6 M lines, 40 % of them ``"0"``,
-    0.10 s where ``longwords.prefix_order`` (a quicksort of ``lo``, then the runs of equal
-    ``lo`` by ``hi``) took 0.46 s and made its map the longest task of the run; 0.6-0.7x its
-    time on splits of code and logs, 1.4x on multilingual ones, which take ``prefix_order``."""
-    step = max(1, len(lo) // TIES_SAMPLE)
-    seen = lo[::step]
-    if len(seen) and len(np.unique(seen)) < TIED_BELOW * len(seen):
-        order = np.argsort(hi, kind="stable")
-        return order.take(np.argsort(lo.take(order), kind="stable"))
-    return lw.prefix_order(lo, hi)
-
-
 def map_split(input: str, split: int, partitions: int, output: str, inputs: dict) -> dict:
-    """Split ``split``'s lines grouped by partition in one file (module docstring)."""
+    """Split ``split``'s lines sorted, cut into partitions, in one file (module docstring)."""
     (splitters,) = inputs.values()
     splitters = parse_splitters(splitters)
     if len(splitters) != partitions - 1:
@@ -308,15 +252,12 @@ def map_split(input: str, split: int, partitions: int, output: str, inputs: dict
     s = open_splits(input)
     raw = _lines_array(s.read_array(split))
     starts, lens = line_spans(raw)
-    windows = _windows(raw)
-    keys = line_keys(windows, starts, lens)
-    part = partition_of(raw, starts, lens, splitters, keys, starts + mr.logical_starts(s)[split],
-                        windows)
-    order = map_order(*sort_keys(lens, *keys))
-    order = order.take(np.argsort(part.take(order).astype(np.uint16), kind="stable"))
-    sizes = np.bincount(part, weights=lens + 1, minlength=partitions).astype(np.int64)
-    bounds = np.concatenate([[0], np.cumsum(sizes)]).tolist()
-    grouped = mr.gather(raw, starts.take(order), lens.take(order) + 1)
+    order = sort_order(raw, starts, lens)
+    cuts = partition_cuts(raw, starts, lens, order, starts + mr.logical_starts(s)[split],
+                          splitters)
+    ends = np.cumsum(lens.take(order) + 1)
+    bounds = [0] + [int(ends[c - 1]) if c else 0 for c in cuts] + [int(ends[-1]) if len(ends) else 0]
+    grouped = gather_lines(raw, starts, lens, order)
     path = os.path.join(work_dir(output), f"lines-{split:07d}.txt")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}"
@@ -326,27 +267,43 @@ def map_split(input: str, split: int, partitions: int, output: str, inputs: dict
     return {"split": split, "file": path, "bounds": bounds, "lines": len(starts)}
 
 
-def _read_range(path: str, a: int, b: int) -> bytes:
-    with open(path, "rb") as f:
-        f.seek(a)
-        got = f.read(b - a)
-    if len(got) != b - a:
-        raise IOError(f"{path}: short read ({len(got)} of {b - a} bytes at {a})")
-    return got
+def _read_ranges(maps: list, r: int) -> tuple:
+    """Partition ``r`` of every map file into one buffer: ``(buffer, [memoryview per piece])``."""
+    sizes = [m["bounds"][r + 1] - m["bounds"][r] for m in maps]
+    buf = bytearray(sum(sizes))
+    view, pieces, at = memoryview(buf), [], 0
+    for m, size in zip(maps, sizes):
+        if not size:
+            continue
+        with open(m["file"], "rb") as f:
+            f.seek(m["bounds"][r])
+            got = f.readinto(view[at:at + size])
+        if got != size:
+            raise IOError(f"{m['file']}: short read ({got} of {size} bytes at {m['bounds'][r]})")
+        pieces.append(view[at:at + size])
+        at += size
+    return buf, pieces
+
+
+def merge_pieces(buf: bytearray, pieces: list, kernel=_KERNEL) -> tuple:
+    """The lines of ``pieces`` (sorted runs of ``\n``-ended lines, views of ``buf``) merged in
+    bytes order: ``(data, lines)``. The kernel's heap merge, or ``list.sort`` of all the lines
+    (timsort merges the runs) and a ``join`` (``kernel=None``); the same bytes."""
+    if kernel is not None:
+        out = bytearray(len(buf))
+        return out, kernel.merge_runs(pieces, out)
+    lines = split_lines(bytes(buf)) if buf else []
+    lines.sort()
+    n = len(lines)
+    lines.append(b"")              # the final newline, without a copy of the whole output
+    return (b"\n".join(lines) if n else b""), n
 
 
 def reduce_part(r: int, output: str, inputs: dict) -> dict:
-    """Partition ``r`` of every map file, sorted, written in place in the partial output."""
+    """Partition ``r`` of every map file, merged, written in place in the partial output."""
     maps = sorted((v for v in inputs.values() if isinstance(v, dict)), key=lambda m: m["split"])
     offset = sum(m["bounds"][r] for m in maps)
-    lines: list = []
-    for m in maps:                 # each piece ends with a newline: split alone, not joined
-        if m["bounds"][r + 1] > m["bounds"][r]:
-            lines += split_lines(_read_range(m["file"], m["bounds"][r], m["bounds"][r + 1]))
-    lines.sort()                   # timsort: the maps' runs are sorted by their 15-byte keys
-    n = len(lines)
-    lines.append(b"")              # the final newline, without a copy of the whole output
-    data = b"\n".join(lines) if n else b""
+    data, n = merge_pieces(*_read_ranges(maps, r))
     os.makedirs(output, exist_ok=True)
     fd = os.open(os.path.join(output, PARTIAL), os.O_WRONLY | os.O_CREAT, 0o644)
     try:
@@ -355,8 +312,10 @@ def reduce_part(r: int, output: str, inputs: dict) -> dict:
         os.fsync(fd)
     finally:
         os.close(fd)
+    first = data[:data.find(b"\n")] if n else None
+    last = data[data.rfind(b"\n", 0, len(data) - 1) + 1:-1] if n else None
     return {"part": r, "lines": n, "offset": offset, "bytes": len(data),
-            "first": lines[0].hex() if n else None, "last": lines[n - 1].hex() if n else None}
+            "first": bytes(first).hex() if n else None, "last": bytes(last).hex() if n else None}
 
 
 def validate(output: str, inputs: dict, keep_work: bool = False) -> dict:

@@ -3,12 +3,12 @@ balance, and the line shapes of real text, byte for byte against ``sorted`` in o
 
 A splitter is a line and its position (byte offset in the logical content), so that a line
 making up a fifth of the input (the empty line of real logs) can be cut between reducers;
-``partition_of`` must equal ``bisect_right(splitters, (line, position))`` for every line,
-which ``test_partition_of_is_bisect_on_line_and_position`` checks on lines sharing 16-70-byte
-prefixes, NUL and 0xff bytes, splitters cut inside lines and at positions next to theirs.
-The jobs run on files of empty lines, CRLF, NUL bytes, a last line without a newline and a
-line longer than a split, in process (reducers out of order) and under MPI on 1, 2 and 4
-ranks (each launch bounded by the harness's timeout).
+the maps' ``partition_cuts`` must put every line in partition ``bisect_right(splitters,
+(line, position))``, which ``test_partition_cuts_are_bisect_on_line_and_position`` checks on
+lines sharing 16-70-byte prefixes, NUL and 0xff bytes, splitters cut inside lines and at
+positions next to theirs. The jobs run on files of empty lines, CRLF, NUL bytes, a last line
+without a newline and a line longer than a split, in process (reducers out of order) and
+under MPI on 1, 2 and 4 ranks (each launch bounded by the harness's timeout).
 """
 import bisect
 import os
@@ -42,8 +42,18 @@ def _splitters(rng, lines: list, positions: list) -> list:
     return sorted(cut + [(b" " * 20 + b"a" * int(rng.integers(0, 40)), int(rng.integers(0, 999)))])
 
 
+def _partitions(raw, starts, lens, positions, splitters) -> list:
+    """The partition of each line from ``partition_cuts`` (lines in their input order)."""
+    order = linesort.sort_order(raw, starts, lens)
+    cuts = linesort.partition_cuts(raw, starts, lens, order, positions, splitters)
+    part = np.empty(len(order), np.int64)
+    for p, (a, b) in enumerate(zip([0] + cuts, cuts + [len(order)])):
+        part[order[a:b]] = p
+    return part.tolist()
+
+
 @pytest.mark.parametrize("seed", range(4))
-def test_partition_of_is_bisect_on_line_and_position(seed):
+def test_partition_cuts_are_bisect_on_line_and_position(seed):
     rng = np.random.default_rng(seed)
     for _ in range(60):
         lines = _lines(rng, int(rng.integers(1, 300)))
@@ -51,15 +61,14 @@ def test_partition_of_is_bisect_on_line_and_position(seed):
         starts, lens = linesort.line_spans(raw)
         positions = starts + int(rng.integers(0, 1000))
         splitters = _splitters(rng, lines, positions.tolist())
-        part = linesort.partition_of(raw, starts, lens, splitters, positions=positions)
-        assert part.tolist() == [bisect.bisect_right(splitters, (x, p))
-                                 for x, p in zip(lines, positions.tolist())]
+        assert _partitions(raw, starts, lens, positions, splitters) == [
+            bisect.bisect_right(splitters, (x, p)) for x, p in zip(lines, positions.tolist())]
 
 
 def test_a_splitter_given_as_a_line_alone_comes_before_equal_lines():
     raw = np.frombuffer(b"b\na\nb\nc\n", np.uint8)
     starts, lens = linesort.line_spans(raw)
-    assert linesort.partition_of(raw, starts, lens, [b"b"]).tolist() == [1, 0, 1, 1]
+    assert _partitions(raw, starts, lens, starts, [(b"b", -1)]) == [1, 0, 1, 1]
     assert linesort.parse_splitters(["62", ["62", 7]]) == [(b"b", -1), (b"b", 7)]
 
 
@@ -104,7 +113,7 @@ def test_sample_cuts_runs_of_equal_lines(shapes):
     for i in range(len(s)):
         raw = linesort._lines_array(s.read_array(i))
         starts, lens = linesort.line_spans(raw)
-        part = linesort.partition_of(raw, starts, lens, splitters, positions=starts + base[i])
+        part = _partitions(raw, starts, lens, starts + base[i], splitters)
         counts += np.bincount(part, minlength=6)
     assert counts.max() < 0.5 * counts.sum()
 

@@ -274,63 +274,23 @@ def test_reducer_keeps_the_nul_word(others):
     assert dict(zip(got_words, got_counts.tolist())) == {w: 6 for w in set(words)}
 
 
-def test_linesort_line_keys_order_as_bytes():
-    """Keys of the first 16 bytes (zero past a line's end) never order two lines against
-    their bytes, with NUL and 0xff bytes, at the ends of 8-byte words and of the buffer."""
-    import numpy as np
-    rng = random.Random(5)
-    lines = [bytes(rng.choice(b"\x00\x01a\xff ") for _ in range(rng.randint(0, 20)))
-             for _ in range(3000)]
-    raw = np.frombuffer(b"".join(x + b"\n" for x in lines), np.uint8)
-    starts, lens = linesort.line_spans(raw)
-    k0, k1 = linesort.line_keys(linesort._windows(raw), starts, lens)
-    assert [[int(a), int(b)] for a, b in zip(k0, k1)] == [linesort.prefix_key(x) for x in lines]
-    for a, b in zip(lines, lines[1:]):
-        ka, kb = linesort.prefix_key(a), linesort.prefix_key(b)
-        assert ka == kb or (ka < kb) == (a < b)
-
-
-
-def test_linesort_sort_keys_order_lines_as_bytes():
-    """The maps' sort keys (15 bytes, then the length up to 16) order any two lines as their
-    bytes do, except lines longer than 15 bytes sharing the first 15 (the keys are then
-    equal); equal keys of shorter lines are equal lines; ``longwords.prefix_order`` sorts by them."""
-    import numpy as np
-    import longwords
-    rng = random.Random(6)
-    lines = [bytes(rng.choice(b"\x00\x01a\xff ") for _ in range(rng.randint(0, 19)))
-             for _ in range(4000)] + [b"a" * 15 + b"\x00", b"a" * 15, b"a" * 15 + b"b", b"a" * 14]
-    raw = np.frombuffer(b"".join(x + b"\n" for x in lines), np.uint8)
-    starts, lens = linesort.line_spans(raw)
-    lo, hi = linesort.sort_keys(lens, *linesort.line_keys(linesort._windows(raw), starts, lens))
-    keys = list(zip(lo.tolist(), hi.tolist()))
-    for i in range(len(lines)):
-        for j in rng.sample(range(len(lines)), 20) + [len(lines) - 4 + i % 4]:
-            a, b, ka, kb = lines[i], lines[j], keys[i], keys[j]
-            if ka != kb:
-                assert (ka < kb) == (a < b)
-            elif ka[1] & 0xFF < 16:
-                assert a == b
-            else:
-                assert a[:15] == b[:15] and len(a) > 15 and len(b) > 15
-    order = longwords.prefix_order(lo, hi).tolist()
-    assert sorted(keys) == [keys[i] for i in order]
-
-
-def test_linesort_partition_of_lines_sharing_long_prefixes():
-    """Lines indented by 16 spaces and more (code) and splitters among them: every line's
-    partition is ``bisect_right(splitters, line)``, and they spread over the partitions."""
+def test_linesort_partition_cuts_of_lines_sharing_long_prefixes():
+    """Lines indented by 16 spaces and more (code) and splitters among them: the cuts put
+    every line in partition ``bisect_right(splitters, line)``, and they spread over the
+    partitions."""
     import bisect
     import numpy as np
     rng = random.Random(9)
     lines = [b" " * rng.choice([0, 4, 16, 20, 24]) + bytes(rng.choice(b"\x00ab\xff")
                                                            for _ in range(rng.randint(0, 6)))
              for _ in range(5000)]
-    splitters = sorted(rng.sample(lines, 7))
+    splitters = sorted((x, -1) for x in rng.sample(lines, 7))
     raw = np.frombuffer(b"".join(x + b"\n" for x in lines), np.uint8)
     starts, lens = linesort.line_spans(raw)
-    part = linesort.partition_of(raw, starts, lens, splitters).tolist()
-    assert part == [bisect.bisect_right(splitters, x) for x in lines]
+    order = linesort.sort_order(raw, starts, lens)
+    cuts = linesort.partition_cuts(raw, starts, lens, order, starts, splitters)
+    part = [bisect.bisect_right(splitters, (x, 0)) for x in lines]
+    assert cuts == np.cumsum(np.bincount(part, minlength=8))[:-1].tolist()
     assert max(np.bincount(part)) < 0.6 * len(lines)
 
 
