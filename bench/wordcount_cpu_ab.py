@@ -111,7 +111,7 @@ def main() -> None:
     ap.add_argument("--this", default=str(C.REPO_ROOT))
     ap.add_argument("--corpora", required=True, help="bench/corpora.py's directory")
     ap.add_argument("--names", default="generated,prose,logs,code,multilingual")
-    ap.add_argument("--reducers", type=int, default=8)
+    ap.add_argument("--reducers", type=int, default=16)
     ap.add_argument("--mergers", type=int, default=8)
     a = ap.parse_args()
     trees = {"base": load_tree(a.base), "this": load_tree(a.this)}

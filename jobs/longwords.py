@@ -30,15 +30,23 @@ a map task and most of a reducer; here they stay arrays:
   bytes as ``mapreduce``'s two-word key; rows tied on count and those keys (words sharing a
   15-byte prefix) are ordered by their bytes, with ``sorted`` on the tied rows only.
 
-``gather`` / ``copy_segments`` (numpy copies of many byte segments) live here and are used by
-every job.
+``gather`` / ``copy_segments`` (copies of many byte segments) and ``chunk_bytes`` live here
+and are used by every job: one ``memcpy`` per segment in the C kernel
+(``mpitiny/kernels/_wordcount.c``) where it was built, numpy gathers otherwise (the same
+bytes).
 """
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from typing import NamedTuple
 
 import numpy as np
+
+from mpitiny import kernels
+
+# the C kernel's segment copies (copy_segments, chunk_bytes); numpy's below give the same bytes
+_C = kernels.load("_wordcount") if sys.byteorder == "little" else None
 
 _ALL_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
 _SIXTY_FOUR = np.uint64(64)
@@ -335,10 +343,20 @@ def order_rows(counts: np.ndarray, lo: np.ndarray, hi: np.ndarray, words_of) -> 
     return order
 
 
+MERGE_RUNS = 64     # rows that are at most this many ordered runs are merged, not sorted
+
+
 def key_order(counts: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """``np.lexsort((hi, lo, -counts))`` in about a third of its time: a quicksort of ``lo``,
     the runs of equal ``lo`` ordered by ``hi`` (a ``lexsort`` of those rows only), then a
-    stable sort by count descending (``_stable_descending``)."""
+    stable sort by count descending (``_stable_descending``). Rows that are a few runs in
+    that order end to end (a merge task's: the reducers' sorted runs) are merged by the C
+    kernel instead (``merge_order``: 3 passes for 8 runs, no sort)."""
+    if _C is not None and lo.dtype == np.uint64 and hi.dtype == np.uint64:
+        got = _C.merge_order(_int64(counts), np.ascontiguousarray(lo),
+                             np.ascontiguousarray(hi), MERGE_RUNS)
+        if got is not None:
+            return np.frombuffer(got, np.int64)
     order = prefix_order(lo, hi)
     return order.take(_stable_descending(counts.take(order)))
 
@@ -431,10 +449,14 @@ def order_ties(group_of: np.ndarray, tied: np.ndarray, lens: np.ndarray) -> np.n
 def chunk_bytes(pool: np.ndarray, first: np.ndarray, nch: np.ndarray,
                 lens: np.ndarray) -> np.ndarray:
     """Words end to end (uint8), word i being the first ``lens[i]`` bytes of the chunks
-    ``pool[first[i]:first[i] + nch[i]]`` (``nch[i]`` = ``n_chunks(lens[i])``): the chunks
-    gathered (one ``take`` per 8 bytes), then the bytes to keep picked by a boolean mask, all
-    ones but in each word's last chunk (one ``take`` from ``_KEEP`` per word; a mask made per
-    chunk was 8% slower, one made by broadcasting a comparison over (chunks, 8) 3x)."""
+    ``pool[first[i]:first[i] + nch[i]]`` (``nch[i]`` = ``n_chunks(lens[i])``): with the C
+    kernel one ``memcpy`` per word; in numpy the chunks gathered (one ``take`` per 8 bytes),
+    then the bytes to keep picked by a boolean mask, all ones but in each word's last chunk
+    (one ``take`` from ``_KEEP`` per word; a mask made per chunk was 8% slower, one made by
+    broadcasting a comparison over (chunks, 8) 3x)."""
+    if _C is not None:
+        return np.frombuffer(_C.chunk_bytes(np.ascontiguousarray(pool, "<u8"), _int64(first),
+                                            _int64(lens)), np.uint8)
     full = nch > 0
     if not full.all():
         first, nch, lens = first[full], nch[full], lens[full]
@@ -464,9 +486,15 @@ _STEPS = np.arange(GATHER_BYTES, dtype=np.int64)
 def copy_segments(dst: np.ndarray, dst_starts, src: np.ndarray, src_starts: np.ndarray,
                   lens: np.ndarray) -> None:
     """``dst[dst_starts[i]:][:lens[i]] = src[src_starts[i]:][:lens[i]]`` for every i
-    (``dst_starts`` None: end to end from 0), with numpy gathers of about ``GATHER_BYTES``
-    at a time (one index array over all the bytes costs its first-touch page faults: 8 bytes
-    of index per byte copied)."""
+    (``dst_starts`` None: end to end from 0): with the C kernel one ``memcpy`` per segment
+    (``dst`` and ``src`` contiguous uint8); in numpy gathers of about ``GATHER_BYTES`` at a
+    time (one index array over all the bytes costs its first-touch page faults: 8 bytes of
+    index per byte copied)."""
+    if (_C is not None and dst.flags.c_contiguous and dst.dtype == np.uint8
+            and src.dtype == np.uint8):
+        _C.copy_segments(dst, None if dst_starts is None else _int64(dst_starts),
+                         np.ascontiguousarray(src), _int64(src_starts), _int64(lens))
+        return
     ends = np.cumsum(lens)
     at = 0
     while at < len(lens):
@@ -483,3 +511,7 @@ def copy_segments(dst: np.ndarray, dst_starts, src: np.ndarray, src_starts: np.n
             else:
                 dst[np.repeat(dst_starts[at:to] - rel, ln) + steps] = src.take(src_at)
         at = to
+
+
+def _int64(a) -> np.ndarray:
+    return np.ascontiguousarray(a, np.int64)

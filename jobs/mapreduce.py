@@ -26,18 +26,29 @@ arrays of 8-byte chunks, grouped by a hash and checked chunk for chunk (``longwo
 ``LongWords`` in a table as ``long``, ``long_lens``, ``long_counts``, ``long_hashes``).
 ``tokenize`` / ``hash_words`` (two 64-bit polynomial hashes per token) serve the ``numpy``
 kernel.
+
+The map's counting (``count_parts``) is compiled C where it was built
+(``mpitiny/kernels/_wordcount.c``, ``COMPILED``; ``compiled_parts``): one pass over the split
+tokenises it and counts its words in a hash table, and the table's arrays are made from the
+distinct words only. Without it (no compiler, ``MPITINY_KERNELS=0``) the numpy form below
+gives the same words and counts (``tests/test_wordcount_kernel.py``).
 """
 from __future__ import annotations
 
 import json
 import re
 import struct
+import sys
 from collections import Counter
 
 import numpy as np
 
 import longwords as lw
 from longwords import copy_segments, gather  # noqa: F401  (the jobs' names for them)
+from mpitiny import kernels
+
+# the C map kernel (it writes little-endian arrays), or None: numpy's form, the same tables
+COMPILED = kernels.load("_wordcount") if sys.byteorder == "little" else None
 
 WHITESPACE = b" \t\n\r\x0b\x0c"           # exactly what bytes.split() splits on
 _WS = np.zeros(256, dtype=bool)
@@ -254,10 +265,16 @@ def join_parts(short, short_counts, lo, hi, counts) -> tuple:
             np.concatenate([short_counts, counts]).astype(np.int64))
 
 
-def count_parts(data, block: int = BLOCK_BYTES) -> tuple:
+def count_parts(data, block: int = BLOCK_BYTES, compiled=True) -> tuple:
     """``count_keys`` in the parts of a table (``_table``): ``(short, short_counts, lo, hi,
     counts, long)``, the short words (at most 8 bytes, the last not zero) by their ``lo`` alone,
     ``long`` a ``longwords.LongWords``.
+
+    With the C kernel (``COMPILED``: ``mpitiny/kernels/_wordcount.c``, ``compiled_parts``;
+    ``compiled`` another such module) the data is tokenised and counted in one pass and the
+    parts are its distinct words; the numpy form below (``compiled=None``, no kernel built,
+    or ``MPITINY_KERNELS=0``) gives the same words and counts (in another order within each
+    array).
 
     Data over two blocks is tokenized a block at a time (cut at whitespace, so no word is
     cut): the token arrays of a block stay in the cache (``_block_keys``). The keys are then
@@ -266,6 +283,10 @@ def count_parts(data, block: int = BLOCK_BYTES) -> tuple:
     took 12-16 ms): the short words' ``lo`` by ``np.sort`` (``_count_short``), the two-word
     keys and the long words by a sort of their hashes with the row numbers packed in
     (``longwords.hash_runs``), checked against the keys."""
+    if compiled is True:
+        compiled = COMPILED
+    if compiled is not None:
+        return compiled_parts(data, compiled)
     n = len(data)
     cuts, a = [], 0
     while not cuts or a < n:                   # one block at least (empty data: one empty)
@@ -286,6 +307,26 @@ def count_parts(data, block: int = BLOCK_BYTES) -> tuple:
 
 
 _padded = np.empty(0, np.uint8)     # count_parts' copy of the data (lw.padded), reused
+
+
+def compiled_parts(data, compiled) -> tuple:
+    """``count_parts`` by the C kernel: one pass over ``data`` (``bytes`` or a uint8 array,
+    not copied) counts its words in a hash table; the parts come out as arrays of the
+    distinct words (first occurrence first), the long words as their chunks (hashed here,
+    ``longwords.hash_chunks``), so no numpy work here is proportional to the tokens."""
+    if not isinstance(data, (bytes, bytearray)):
+        data = np.ascontiguousarray(data)
+    short, short_counts, lo, hi, counts, chunks, lens, long_counts, _ = compiled.count(data)
+    long = lw.LongWords(_u64(chunks), _i64(lens), _i64(long_counts)).with_hashes()
+    return _u64(short), _i64(short_counts), _u64(lo), _u64(hi), _i64(counts), long
+
+
+def _u64(raw: bytes) -> np.ndarray:
+    return np.frombuffer(raw, "<u8")
+
+
+def _i64(raw: bytes) -> np.ndarray:
+    return np.frombuffer(raw, "<i8")
 
 
 def _count_short(keys: np.ndarray) -> tuple:

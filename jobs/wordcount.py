@@ -4,8 +4,9 @@ A word is a maximal run of non-whitespace bytes (exactly ``bytes.split()``: whit
 b" \\t\\n\\r\\x0b\\x0c"), case-sensitive, raw bytes (no decoding).
 
 * ``map_split(input, split, reducers)``: one split -> counts of its distinct words (the
-  combiner), hash-partitioned into ``reducers`` tables, each packed into one ``bytes``,
-  returned as ``mpitiny.Parts`` (reducer r, with ``"part": "{r}"``, reads only its own).
+  combiner: ``mapreduce.count_split``, the C kernel where it was built), hash-partitioned
+  into ``reducers`` tables, each packed into one ``bytes``, returned as ``mpitiny.Parts``
+  (reducer r, with ``"part": "{r}"``, reads only its own).
 * ``reduce_part(inputs, r)``: sums table ``r`` of every input; returns one packed table. With
   ``r = 0`` and inputs that each hold one table it is also a node of an aggregation tree.
 * ``finish(output, inputs)``: the reducers' tables are disjoint: concatenate, sort by count
