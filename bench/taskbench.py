@@ -11,7 +11,9 @@ timestep, ``deps`` on the points of the timestep before; repeated dependencies l
 
 ``--family-patterns stencil_1d,...`` also runs those patterns as families (``foreach`` over
 the steps and points, dependencies with offsets: ``_taskbench_graph.family_tasks``), named
-``PATTERN_family``, together with ``trivial_family`` (no dependencies, the baseline), all at
+``PATTERN_family`` (``--placed``: also ``PATTERN_placed_family``, point ``i`` placed on rank
+``i`` as in Task Bench's MPI implementation; by default a ready task runs where it was
+released or wherever it is stolen), together with ``trivial_family`` (no dependencies, the baseline), all at
 one L before the next (side by side); it reports each one's dag.json size and its METG over
 ``trivial_family``'s (``ratio_PATTERN_family_over_trivial_family_metg_*``). ``--family``:
 ``trivial_family`` alone.
@@ -67,9 +69,11 @@ def listed_dag(pattern: str, steps: int, width: int, us: float) -> dict:
     return {"name": f"taskbench_{pattern}", "tasks": tasks}
 
 
-def family_dag(pattern: str, steps: int, width: int, us: float) -> dict:
-    """``pattern`` as families (``family_tasks``), each instance spinning ``us``."""
-    kernel = {"fn": "mpitiny.tasks:spin", "args": [us * 1e-6]}
+def family_dag(pattern: str, steps: int, width: int, us: float, placed: bool = False) -> dict:
+    """``pattern`` as families (``family_tasks``), each instance spinning ``us``; ``placed``:
+    point ``i`` asks for rank ``i`` (``"rank": "{i}"``, modulo the ranks: one column per rank
+    at width = ranks, as Task Bench's MPI implementation owns its points)."""
+    kernel = {"fn": "mpitiny.tasks:spin", "args": [us * 1e-6], **({"rank": "{i}"} if placed else {})}
     return {"name": f"{pattern}_family",
             "tasks": [{"id": t["id"], **kernel, **{k: v for k, v in t.items() if k != "id"}}
                       for t in family_tasks(pattern, steps, width)]}
@@ -79,7 +83,9 @@ def run_mpitiny(work: str, pattern: str, steps: int, ranks: int, us: float,
                 width: int | None = None) -> dict:
     width = width or ranks
     if pattern.endswith("_family"):
-        dag = family_dag(pattern[:-len("_family")], steps, width, us)
+        base = pattern[:-len("_family")]
+        placed = base.endswith("_placed")
+        dag = family_dag(base[:-len("_placed")] if placed else base, steps, width, us, placed)
     else:
         dag = listed_dag(pattern, steps, width, us)
     path = C.write_dag(os.path.join(work, f"{pattern}-{us:g}.json"), dag)
@@ -185,6 +191,9 @@ def main() -> None:
     ap.add_argument("--family-patterns", default="",
                     help="also these patterns as families (PATTERN_family; of "
                          f"{','.join(FAMILY_PATTERNS)}), side by side with trivial_family")
+    ap.add_argument("--placed", action="store_true",
+                    help="also each of --family-patterns with point i placed on rank i "
+                         "(PATTERN_placed_family, \"rank\": \"{i}\")")
     ap.add_argument("--width", type=int, default=0, help="points per step (default: --ranks)")
     ap.add_argument("--workdir")
     a = ap.parse_args()
@@ -200,6 +209,8 @@ def main() -> None:
                     "workdir": work, "patterns": {}}
     human = []
     families = [f"{p}_family" for p in a.family_patterns.split(",") if p and p != "trivial"]
+    if a.placed:
+        families += [f"{p[:-len('_family')]}_placed_family" for p in families]
     if families or a.family:
         families.insert(0, "trivial_family")
     side_by_side = family_runs(work, families, a.steps, a.ranks, width, lengths)

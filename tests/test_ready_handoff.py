@@ -115,3 +115,67 @@ def test_a_fan_out_runs_every_task_once_after_its_parents(tmp_path, width):
         loaded = load_dag_text(text, "dag.json")
         assert check_run(loaded, out) == {"done": 2 * width + 2, "upstream_failed": 0,
                                           "failed": 0}
+
+
+@pytest.mark.parametrize("nranks", [2, 3])
+@pytest.mark.parametrize("pattern", ["stencil_1d", "fft", "tree"])
+def test_placed_task_bench_families_run_every_task_once_after_its_parents(tmp_path, pattern,
+                                                                          nranks):
+    """Point ``i`` placed on rank ``i`` (``"rank": "{i}"``): a releasing rank keeps the
+    child placed on it and sends the others to their homes' ``MAIL`` words."""
+    dag = family_dag(pattern, 15, 2)
+    for t in dag["tasks"]:
+        t["rank"] = "{i}"
+    text = json.dumps(dag)
+    for seed in range(3):
+        out = str(tmp_path / f"run{seed}")
+        assert run_local(text, nranks, out, RunOptions(quiet=True), seed=seed) == 0
+        loaded = load_dag_text(text, "dag.json")
+        assert check_run(loaded, out) == {"done": loaded.total, "upstream_failed": 0,
+                                          "failed": 0}
+
+
+def test_keep_first_keeps_the_released_task_placed_on_this_rank():
+    """Of a placed family's released instances the one whose home is the releasing rank is
+    kept (not only the first): a thief taking it while its sibling waits in the thief's own
+    ``MAIL`` word would run the two one after the other."""
+    from types import SimpleNamespace
+
+    from mpitiny.engine.loop import keep_first
+    text = json.dumps({"name": "p", "tasks": [
+        {"id": "u", "fn": "mpitiny.tasks:null", "foreach": {"i": {"range": [0, 6]}},
+         "rank": "{i}"},
+        {"id": "v", "fn": "mpitiny.tasks:null", "foreach": {"i": {"range": [0, 6]}}}]})
+    dag = load_dag_text(text, "dag.json")
+    layout = Layout(dag, 3, 0)
+    for rank, expect in ((0, 0), (1, 1), (2, 2)):
+        e = SimpleNamespace(placed=[True, False], layout=layout, rank=rank,
+                            bases=dag.base.tolist(), direct=None, direct_stolen=True)
+        rest = keep_first(e, [(0, np.array([0, 1, 2], dtype=np.int64))])
+        assert e.direct == (expect, expect + 1) and not e.direct_stolen
+        assert [int(i) for i in rest[0][1]] == [i for i in (0, 1, 2) if i != expect]
+    e = SimpleNamespace(placed=[True, False], layout=layout, rank=0, bases=dag.base.tolist(),
+                        direct=None, direct_stolen=False)
+    rest = keep_first(e, [(0, np.array([1, 2], dtype=np.int64)),
+                          (1, np.array([4, 5], dtype=np.int64))])
+    assert e.direct == (int(dag.base[1]) + 4, int(dag.base[1]) + 5)   # none of u is rank 0's
+    assert [(g, [int(i) for i in idx]) for g, idx in rest] == [(0, [1, 2]), (1, [5])]
+
+
+@pytest.mark.parametrize("nranks", [1, 2, 5])
+def test_home_of_one_instance_is_placed_on(nranks):
+    """``Layout.home_of`` (plain integers, the hand-off's) agrees with ``placed_on`` (numpy)
+    for a rank from a variable of a 2-D foreach, from a list variable, and a fixed rank."""
+    text = json.dumps({"name": "h", "tasks": [
+        {"id": "a", "fn": "mpitiny.tasks:null", "rank": "{j}",
+         "foreach": {"t": {"range": [0, 4]}, "j": {"range": [3, 30, 4]}}},
+        {"id": "b", "fn": "mpitiny.tasks:null", "rank": "{t}",
+         "foreach": {"t": {"range": [0, 4]}, "j": [7, 1, 12]}},
+        {"id": "c", "fn": "mpitiny.tasks:null", "rank": "{j}", "foreach": {"j": [7, 1, 12, 0]}},
+        {"id": "d", "fn": "mpitiny.tasks:null", "rank": 3, "foreach": {"j": {"range": [0, 5]}}}]})
+    dag = load_dag_text(text, "dag.json")
+    layout = Layout(dag, nranks, 0)
+    for g in dag.groups:
+        idx = np.arange(g.size, dtype=np.int64)
+        assert [layout.home_of(g.index, int(i)) for i in idx] == \
+            [int(r) for r in layout.placed_on(g.index, idx)]

@@ -498,8 +498,10 @@ def keep_lone(e: "Engine", run: tuple, stolen: bool) -> bool:
 
 def keep_first(e: "Engine", ready: list) -> list:
     """Keep the first task of ``ready`` (``[(group, instances)]``, released by rank ``e``)
-    whose group is not placed as ``e``'s direct, to run next without queueing it (a claim
-    would cost an atomic, and race the thieves taking the others); returns the rest. Not when
+    that is not placed elsewhere (its group has no ``rank``, or its home is ``e``) as ``e``'s
+    direct, to run next without queueing it (a claim would cost an atomic, and race the
+    thieves taking the others: a thief taking a task placed here while its sibling placed on
+    the thief waits in the thief's ``MAIL`` serialises the two); returns the rest. Not when
     more than ``KEEP_MAX`` tasks were released: those are claimed in chunks."""
     if len(ready) > 1 and sum(len(cidx) for _, cidx in ready) > KEEP_MAX:
         return ready
@@ -507,9 +509,19 @@ def keep_first(e: "Engine", ready: list) -> list:
         return ready
     for k, (cg, cidx) in enumerate(ready):
         if not e.placed[cg]:
-            gid = e.bases[cg] + int(cidx[0])
+            at = 0
+        else:
+            ids = cidx.tolist()
+            at = next((p for p, j in enumerate(ids) if e.layout.home_of(cg, j) == e.rank), -1)
+        if at >= 0:
+            gid = e.bases[cg] + int(cidx[at])
             e.direct, e.direct_stolen = (gid, gid + 1), False
-            rest = [(cg, cidx[1:])] if len(cidx) > 1 else []
+            if len(cidx) == 1:
+                rest = []
+            elif at == 0:
+                rest = [(cg, cidx[1:])]
+            else:
+                rest = [(cg, np.array(ids[:at] + ids[at + 1:], dtype=np.int64))]
             return ready[:k] + rest + ready[k + 1:]
     return ready
 

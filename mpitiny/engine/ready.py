@@ -172,7 +172,7 @@ class ReadyQueue:
         if group.options.placed:
             spec = group.options.rank
             home = spec % self.nranks if isinstance(spec, int) else \
-                int(self.homes(group, np.array([gid - int(self.base[group.index])]))[0])
+                self.layout.home_of(group.index, gid - int(self.base[group.index]))
             if home != self.rank and self.push_home(home, gid, gid + 1, prio) > gid:
                 return
         if self.queue.has_work():

@@ -143,6 +143,14 @@ class Layout:
             return self.owners(g, idx)[0]
         return group.index_values(spec, np.asarray(idx, dtype=np.int64)) % self.nranks
 
+    def home_of(self, g: int, i: int) -> int:
+        """``placed_on`` for one instance ``i``, in plain integers."""
+        group = self.dag.groups[g]
+        spec = group.options.rank
+        if spec is None:
+            return int(self.owners(g, np.array([i], dtype=np.int64))[0][0])
+        return group.index_value(spec, i) % self.nranks
+
     def follow(self, group) -> None:
         """Place ``group``'s gate (``home``) and words (``where``) where the tasks that count
         them down run, as far as the DAG says (see the module docstring)."""
