@@ -60,7 +60,7 @@ class BeforeRank(SimRank):
         if available <= 1:
             return 1
         g = int(np.searchsorted(self.base, first, side="right")) - 1
-        avg = float(self.avg_task[g])
+        avg = self.avg_task[g]
         if avg != avg and self.dag.groups[g].size == 1:
             avg = self.avg_all
         if avg != avg:

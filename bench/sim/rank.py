@@ -59,6 +59,7 @@ class SimRank(Engine):
         self.sim, self.costs = sim, sim.costs
         self.dag, self.rank, self.nranks = dag, rank, sim.nranks
         self.base, self.bases = dag.base, dag.base.tolist()
+        self.placed = [bool(g.options.placed) for g in dag.groups]
         self.layout = sim.layout
         self.mem = SimMemory(memory, rank, sim.ledger)
         self.queue = StealQueue(self.mem, CONTROL_WORDS, QUEUE_SLOTS, sim.inbox, sim.ring)
@@ -75,7 +76,7 @@ class SimRank(Engine):
         self.max_sleep = self.costs.max_sleep
         self.rng = random.Random(12345 + 7919 * rank)
         self.direct, self.direct_stolen = None, False
-        self.avg_task = np.full(len(dag.groups), np.nan)
+        self.avg_task = [float("nan")] * len(dag.groups)
         self.avg_all = float("nan")
         self.unreported = self.unreported_failed = 0
         self.steals = self.stolen_tasks = self.rounds = 0
@@ -258,7 +259,7 @@ class SimRank(Engine):
         for g, idx in segments:
             n = len(idx)
             per_task = self.sim.task_time[g] + costs.task_extra + costs.task_cpu
-            self.avg_task[g] = _running_mean(float(self.avg_task[g]), per_task, n)
+            self.avg_task[g] = _running_mean(self.avg_task[g], per_task, n)
             self.avg_all = _running_mean(self.avg_all, per_task, n)
             self.unreported += n
             if self.dag.children[g]:
