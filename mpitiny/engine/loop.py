@@ -503,9 +503,8 @@ def keep_first(e: "Engine", ready: list) -> list:
     thieves taking the others: a thief taking a task placed here while its sibling placed on
     the thief waits in the thief's ``MAIL`` serialises the two); returns the rest. Not when
     more than ``KEEP_MAX`` tasks were released: those are claimed in chunks."""
-    if len(ready) > 1 and sum(len(cidx) for _, cidx in ready) > KEEP_MAX:
-        return ready
-    if len(ready) == 1 and len(ready[0][1]) > KEEP_MAX:
+    released = len(ready[0][1]) if len(ready) == 1 else sum(len(cidx) for _, cidx in ready)
+    if released > KEEP_MAX:
         return ready
     for k, (cg, cidx) in enumerate(ready):
         if not e.placed[cg]:
