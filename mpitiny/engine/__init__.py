@@ -25,7 +25,7 @@ it released runs next on its rank unqueued (``keep_first``) and a single other o
 as a run a thief takes with one compare-and-swap; a placed child goes to its home's ``MAIL``
 word (one compare-and-swap); a lone task taken from this rank's inbox or stolen runs at once
 (``keep_lone``) instead of being queued and claimed back; a chunk of one task takes the
-per-task path through ``execute`` and ``Records.add_done`` (plain integers, one row); an idle
+per-task path through ``execute`` and ``Records.add_one`` (plain integers, one row); an idle
 rank looks at its ``MAIL`` word once more after a failed steal, before it waits.
 
 A chunk's life (``Engine.execute``), group by group:

@@ -104,12 +104,6 @@ class ChunkJournal:
         self.now[0] = -1
         self.files.flush_results()
         self._file.write_values()
-        if len(pending) == 1 and not pending[0][3] and len(pending[0][2]) == 1:
-            g, first, instances, _ = pending[0]       # one task that succeeded: a hand-off
-            if not self.has_locs[g]:
-                gid = first + int(instances[0])
-                self._file.add(jnl.DONE, gid, gid + 1)
-            return
         singles = []
         for g, first, instances, failed in pending:
             consumed = self.has_locs[g]          # their DONE records came with the values

@@ -422,8 +422,8 @@ class Engine:
 
     def release_children(self, g: int, instances, failed: list) -> None:
         """Count the children of finished instances down; queue those that became ready,
-        but keep the first one that is not placed to run next (``keep_first``) when this rank
-        has nothing else queued and the DAG has one priority level (with several, it is
+        but keep the first one not placed on another rank to run next (``keep_first``) when
+        this rank has nothing else queued and the DAG has one priority level (with several, it is
         queued, so that the board is read before it runs)."""
         if len(instances) == 1 and not failed:       # a DAG's hand-off
             ready, skipped = self.release.finish_one(g, int(instances[0]))

@@ -170,9 +170,7 @@ class ReadyQueue:
         one while nothing else is (a hand-off: a thief's steal of a run is one
         ``Compare_and_swap``, of ring positions three operations), else on the ring."""
         if group.options.placed:
-            spec = group.options.rank
-            home = spec % self.nranks if isinstance(spec, int) else \
-                self.layout.home_of(group.index, gid - int(self.base[group.index]))
+            home = self.layout.home_of(group.index, gid - int(self.base[group.index]))
             if home != self.rank and self.push_home(home, gid, gid + 1, prio) > gid:
                 return
         if self.queue.has_work():

@@ -303,8 +303,8 @@ class TaskRunner:
         that printed (a position -1: every one of them)."""
         if len(run) == 1 and not failed and type(attempt) is int and not read_sizes \
                 and not printed:                # one task that succeeded (a DAG's hand-off)
-            self.records.add_done(first + int(run[0]), starts[0], ends[0], attempt,
-                                  chunk.queued_at, chunk.stolen)
+            self.records.add_one(first + int(run[0]), DONE, starts[0], ends[0], attempt,
+                                 queued=chunk.queued_at, stolen=chunk.stolen)
             return
         status = DONE
         if failed:

@@ -54,10 +54,6 @@ class Chunk:
     queued_at: float
     stolen: bool = False
 
-    def gids(self) -> np.ndarray | range:
-        """The chunk's task ids."""
-        return range(*self.tasks) if isinstance(self.tasks, tuple) else self.tasks
-
 
 class End(IntEnum):
     """A rank's DONE control word: 0 while the run goes on, else why it ends (first one wins)."""

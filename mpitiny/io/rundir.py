@@ -183,18 +183,12 @@ class Records:
         ``out`` / ``err``: ``(offsets, lengths)`` (sequences, arrays or scalars) of what each
         task wrote to its log (fn tasks: ``logs/rank-R.fn.out`` / ``.fn.err``), else 0."""
         k = len(gids)
-        self._room(k)
         if k == 1 and out is None and err is None and type(starts) is list and \
-                type(status) is int and status != UPSTREAM_FAILED and type(attempt) is int \
-                and type(bytes_read) is int:    # one task (a DAG's): one row, no numpy calls
-            start, end = starts[0], ends[0]
-            self.rows[self.n] = (int(gids[0]), status, attempt, self.rank, start, end, queued,
-                                 stolen, bytes_read, 0, 0, 0, 0)
-            self.by_status[status] += 1
-            self.first_start = min(self.first_start, start)
-            self.last_end = max(self.last_end, end)
-            self.n += 1
+                type(status) is int and type(attempt) is int and type(bytes_read) is int:
+            self.add_one(int(gids[0]), status, starts[0], ends[0], attempt, queued=queued,
+                         stolen=stolen, bytes_read=bytes_read)
             return
+        self._room(k)
         block = self.rows[self.n:self.n + k]
         block["gid"] = gids
         block["status"] = status
@@ -217,28 +211,21 @@ class Records:
             self._account(block)
         self.n += k
 
-    def add_done(self, gid: int, start: float, end: float, attempt: int, queued: float,
-                 stolen: bool) -> None:
-        """``add_run`` for one task that succeeded and printed nothing: a DAG's hand-off,
-        one row written without numpy calls."""
-        if self.n == len(self.rows):
-            self._room(1)
-        self.rows[self.n] = (gid, DONE, attempt, self.rank, start, end, queued, stolen, 0, 0,
-                             0, 0, 0)
-        self.by_status[DONE] += 1
-        if start < self.first_start:
-            self.first_start = start
-        if end > self.last_end:
-            self.last_end = end
-        self.n += 1
-
     def add_one(self, gid: int, status: int, start: float, end: float, attempt: int = 1,
                 out: tuple = (0, 0), err: tuple = (0, 0), queued: float = 0.0,
-                stolen: bool = False) -> None:
-        self._room(1)
-        self.rows[self.n] = (gid, status, attempt, self.rank, start, end, queued, stolen, 0,
-                             out[0], out[1], err[0], err[1])
-        self._account(self.rows[self.n:self.n + 1])
+                stolen: bool = False, bytes_read: int = 0) -> None:
+        """The row of one task, in plain integers (a DAG's hand-off, a command): no numpy
+        calls besides the row's store."""
+        if self.n == len(self.rows):
+            self._room(1)
+        self.rows[self.n] = (gid, status, attempt, self.rank, start, end, queued, stolen,
+                             bytes_read, out[0], out[1], err[0], err[1])
+        self.by_status[status] += 1
+        if status != UPSTREAM_FAILED:
+            if start < self.first_start:
+                self.first_start = start
+            if end > self.last_end:
+                self.last_end = end
         self.n += 1
 
     def blocks(self, rows_per_block: int = 1 << 20):

@@ -247,15 +247,7 @@ class StealQueue:
         thieves used up are freed on the way (as ``_collect`` does): a rank that runs
         released tasks directly, never claiming, would otherwise keep them all and scan
         ever more of them (up to ``nslots``) each time it releases a task."""
-        found = bool(self.pending)
-        active, local, slot0 = self.active, self.local, self.slot0
-        for pos in range(len(active) - 1, -1, -1):
-            _, nxt, hi = unpack(int(local[slot0 + active[pos][2]]))
-            if nxt < hi:
-                found = True
-            else:
-                self._retire(pos)
-        return found
+        return self._collect() or bool(self.pending)
 
     def top_prio(self) -> int | None:
         """The highest priority of this rank's unclaimed ready tasks (None: it holds none)."""
@@ -360,12 +352,17 @@ class StealQueue:
             self.ring_slot = -1
         self.free.append(slot)
 
-    def _collect(self) -> None:
-        """Free every slot that is used up."""
-        for pos in range(len(self.active) - 1, -1, -1):
-            _, nxt, hi = unpack(int(self.local[self.slot0 + self.active[pos][2]]))
-            if nxt >= hi:
+    def _collect(self) -> bool:
+        """Free every slot that is used up; whether a slot with unclaimed tasks is left."""
+        active, local, slot0 = self.active, self.local, self.slot0
+        live = False
+        for pos in range(len(active) - 1, -1, -1):
+            _, nxt, hi = unpack(int(local[slot0 + active[pos][2]]))
+            if nxt < hi:
+                live = True
+            else:
                 self._retire(pos)
+        return live
 
     def _reset_ring(self) -> bool:
         """Start the ring over at 0 if no ring position is unclaimed or still being copied."""
