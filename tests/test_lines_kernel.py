@@ -11,7 +11,6 @@ lines) are checked against ``sorted`` and ``re.search`` per line. The jobs run o
 ranks, under each setting, byte for byte against one-process references.
 """
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -26,6 +25,7 @@ sys.path.insert(0, str(JOBS))
 import grep  # noqa: E402
 import linesort  # noqa: E402
 from mpitiny.kernels import load  # noqa: E402
+from test_linesort_edges import ingest_files  # noqa: E402
 
 KERNEL = load("_lines")
 needs_kernel = pytest.mark.skipif(KERNEL is None, reason="mpitiny.kernels._lines not built "
@@ -208,12 +208,7 @@ FILES = {
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    d = tmp_path_factory.mktemp("lines")
-    for name, data in FILES.items():
-        (d / name).write_bytes(data)
-    subprocess.run([sys.executable, "-m", "mpitiny", "ingest", *FILES, "-o", "data.h5",
-                    "--chunk", "64KiB"], cwd=d, check=True, capture_output=True, timeout=120)
-    return d / "data.h5"
+    return ingest_files(tmp_path_factory.mktemp("lines"), FILES)
 
 
 def _logical() -> bytes:

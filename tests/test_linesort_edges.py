@@ -83,14 +83,19 @@ FILES = {
 }
 
 
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
-    d = tmp_path_factory.mktemp("shapes")
-    for name, data in FILES.items():
+def ingest_files(d: Path, files: dict) -> Path:
+    """``files`` (name -> bytes) written into ``d`` and ingested there at 64 KiB chunks, in
+    that order: the HDF5 file's path."""
+    for name, data in files.items():
         (d / name).write_bytes(data)
-    subprocess.run([sys.executable, "-m", "mpitiny", "ingest", *FILES, "-o", "data.h5",
+    subprocess.run([sys.executable, "-m", "mpitiny", "ingest", *files, "-o", "data.h5",
                     "--chunk", "64KiB"], cwd=d, check=True, capture_output=True, timeout=120)
     return d / "data.h5"
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    return ingest_files(tmp_path_factory.mktemp("shapes"), FILES)
 
 
 def _reference() -> bytes:
