@@ -134,3 +134,127 @@ def test_finish_one_matches_finish_on_random_dags(seed):
     rng = random.Random(seed)
     dag = random_dag(rng, placed=seed >= 20)
     drive(dag, rng.choice([1, 2, 3, 8]), rng, rng.choice([0.0, 0.2]))
+
+
+def placed_family(pattern: str, steps: int, width: int) -> list:
+    """A Task Bench family with each column on a rank, as its MPI implementation owns them."""
+    return [{**t, "rank": "{i}"} for t in family(pattern, steps, width)]
+
+
+PLACED = {**{f"placed_{p}": (lambda p=p: load(placed_family(p, 10, 4)))
+             for p in ("stencil_1d", "stencil_1d_periodic", "fft", "tree", "nearest")},
+          "placed_chain": lambda: load(chain(40, 3))}
+
+
+class LoggedMemory:
+    """A rank's view of ``LocalMemory`` that logs each ``fetch_add`` target into ``log``."""
+
+    def __init__(self, view, log: list) -> None:
+        self.view, self.log = view, log
+
+    def fetch_add(self, rank: int, disp: int, delta: int) -> int:
+        self.log.append(("count", rank, int(disp)))
+        return self.view.fetch_add(rank, disp, delta)
+
+    def __getattr__(self, name):
+        return getattr(self.view, name)
+
+
+@pytest.mark.parametrize("nranks", [2, 3, 4])
+@pytest.mark.parametrize("case", sorted(PLACED))
+def test_finish_one_sends_placed_children_home_first(case, nranks):
+    """With ``send_placed``, ``finish_one`` hands each released instance placed on another
+    rank to ``send`` (and no longer returns it), the moment its count reaches zero and before
+    counting down any sibling placed here; what it returns and sends together is what
+    ``finish`` releases, and an instance whose inbox is full (``send`` returns False) comes
+    back as ready."""
+    dag = CASES.get(case, PLACED[case])()
+    rng = random.Random(zlib.crc32(f"{case} {nranks}".encode()))
+    layout = Layout(dag, nranks, 0)
+    mems = [LocalMemory(nranks, int(layout.nwords.max())) for _ in range(2)]
+    for mem in mems:
+        for r in range(nranks):
+            layout.init_words(r, mem.words[r])
+    log: list = []
+    fast = [Release(layout, LoggedMemory(mems[0].view(r), log)) for r in range(nranks)]
+    slow = [Release(layout, mems[1].view(r)) for r in range(nranks)]
+    for r, rel in enumerate(fast):
+        def send(home, child, j, r=r):
+            assert home == layout.home_of(child, j) != r
+            ok = rng.random() < 0.8              # else: the home's inbox is full
+            if ok:
+                log.append(("sent", child, j))
+            return ok
+        rel.hand_off(r, send, None)
+    ready = [(g.index, i) for g in dag.groups for i in layout.waiting_for_none(g.index)]
+    ready += [(g.index, i) for g in dag.groups if not g.deps for i in range(g.size)]
+    ready = sorted({(int(g), int(i)) for g, i in ready})
+    seen, sent_total, ordered = set(), 0, 0
+    while ready:
+        g, i = ready.pop(rng.randrange(len(ready)))
+        assert (g, i) not in seen
+        seen.add((g, i))
+        r = rng.randrange(nranks)
+        log.clear()
+        got, _ = fast[r].finish_one(g, i)
+        want, _ = slow[r].finish(g, np.array([i]))
+        sent = [(c, j) for kind, c, j in log if kind == "sent"]
+        assert flat(got) | set(sent) == flat(want) and not flat(got) & set(sent)
+        at = {e: k for k, e in enumerate(log)}
+        for c, j in sent:                        # before any sibling placed here is counted
+            for c2, j2 in flat(want):
+                if c2 == c and layout.home_of(c2, j2) == r:
+                    rank, pos = layout.owner(c2, j2)
+                    word = int(layout.counts0[rank]) + int(layout.count_base[c2][rank]) + pos
+                    assert at[("sent", c, j)] < at[("count", rank, word)]
+                    ordered += 1
+        sent_total += len(sent)
+        ready += sorted(flat(want))
+    assert len(seen) == dag.total
+    assert sent_total > 0
+    assert ordered > 0 or case == "placed_chain"
+    assert sent_total > 0
+
+
+@pytest.mark.parametrize("nranks", [1, 2, 3])
+@pytest.mark.parametrize("case", sorted(c for c in CASES if c.startswith(("family", "listed"))))
+def test_finish_one_publishes_what_it_does_not_keep_at_once(case, nranks):
+    """With ``keep`` (this rank runs the first instance returned), every other instance a
+    count-down releases is handed to ``publish`` right after its own count-down, not after
+    its siblings'; what it returns and publishes together is what ``finish`` releases."""
+    dag = CASES[case]()
+    rng = random.Random(zlib.crc32(f"{case} {nranks} publish".encode()))
+    layout = Layout(dag, nranks, 0)
+    mems = [LocalMemory(nranks, int(layout.nwords.max())) for _ in range(2)]
+    for mem in mems:
+        for r in range(nranks):
+            layout.init_words(r, mem.words[r])
+    log: list = []
+    fast = [Release(layout, LoggedMemory(mems[0].view(r), log)) for r in range(nranks)]
+    slow = [Release(layout, mems[1].view(r)) for r in range(nranks)]
+    for r, rel in enumerate(fast):
+        rel.hand_off(r, None, lambda child, j: log.append(("published", child, j)))
+    ready = [(g.index, i) for g in dag.groups for i in layout.waiting_for_none(g.index)]
+    ready += [(g.index, i) for g in dag.groups if not g.deps for i in range(g.size)]
+    ready = sorted({(int(g), int(i)) for g, i in ready})
+    seen, published_total = set(), 0
+    while ready:
+        g, i = ready.pop(rng.randrange(len(ready)))
+        seen.add((g, i))
+        r = rng.randrange(nranks)
+        log.clear()
+        got, _ = fast[r].finish_one(g, i, keep=True)
+        want, _ = slow[r].finish(g, np.array([i]))
+        published = [(c, j) for kind, c, j in log if kind == "published"]
+        assert flat(got) | set(published) == flat(want) and not flat(got) & set(published)
+        assert bool(got) == bool(want)              # the first one found is kept
+        for k, event in enumerate(log):
+            if event[0] == "published":
+                c, j = event[1:]
+                rank, pos = layout.owner(c, j)
+                word = int(layout.counts0[rank]) + int(layout.count_base[c][rank]) + pos
+                assert log[k - 1] == ("count", rank, word)
+        published_total += len(published)
+        ready += sorted(flat(want))
+    assert len(seen) == dag.total
+    assert published_total > 0 or case.startswith("listed") or "no_comm" in case

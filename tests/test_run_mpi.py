@@ -55,6 +55,25 @@ def test_chain(python_module, tmp_path, n):
 
 
 @pytest.mark.parametrize("n", RANKS)
+def test_placed_stencil_and_chain_hand_children_to_their_homes(python_module, tmp_path, n):
+    """A stencil with point ``i`` placed on rank ``i`` and a chain whose links alternate
+    ranks: a released child placed on another rank goes to that rank's inbox the moment its
+    count reaches zero (``Release.hand_off``); every task once, after its parents."""
+    width, steps = 4, 40
+    stencil = {"id": "u", "fn": "mpitiny.tasks:null", "rank": "{i}",
+               "foreach": {"t": {"range": [steps]}, "i": {"range": [width]}},
+               "deps": ["u[{t}-1,{i}-1]", "u[{t}-1,{i}]", "u[{t}-1,{i}+1]"]}
+    links = [null("c0", rank=0)] + [null(f"c{k}", [f"c{k - 1}"], rank=k % 3)
+                                    for k in range(1, 40)]
+    counts, summary, _ = checked(python_module, tmp_path, n,
+                                 {"name": "placed", "tasks": [stencil, *links]})
+    assert counts["done"] == width * steps + 40
+    if n > 1:
+        ran_on = {r["rank"] for r in summary["per_rank"] if r["done"]}
+        assert len(ran_on) > 1
+
+
+@pytest.mark.parametrize("n", RANKS)
 def test_wide_fork_join(python_module, tmp_path, n):
     tasks = [null("src"),
              {"id": "mid", "fn": "mpitiny.tasks:sleep", "args": [0.001],

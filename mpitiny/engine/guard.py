@@ -359,7 +359,8 @@ FAULT_MODES = ("raise", "exit", "kill", "hang", "segv")
 
 
 class Fault:
-    """``MPITINY_FAULT=rank=R:after=N:mode=MODE``: rank R fails once it has run N tasks.
+    """``MPITINY_FAULT=rank=R:after=N:mode=MODE``: rank R fails once it has run N tasks, as
+    its next task starts.
 
     Modes: ``raise`` (an internal error: the job is aborted), ``exit`` (``os._exit(9)``),
     ``kill`` (SIGKILL to itself, like ``kill -9``), ``hang`` (sleeps for ever), ``segv``
@@ -379,7 +380,11 @@ class Fault:
         self.left -= n
         return None
 
-    def fire(self) -> None:
+    def fire(self, journal=None, task: int = -1) -> None:
+        """Fail now; with a ``journal`` (``ChunkJournal``), as ``task`` starts: its ``.now``
+        file names the task, as after a real crash inside it."""
+        if journal is not None and journal.on:
+            journal.now[0], journal.now[1] = task, 1
         if self.mode == "exit":
             os._exit(9)
         if self.mode == "kill":

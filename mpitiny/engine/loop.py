@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import bisect
+import functools
 import os
 import random
 import socket
@@ -86,6 +87,9 @@ class Engine:
         self.control = Control(self.mem, dag.total)
         self.ready = ReadyQueue(self.queue, dag, self.layout, self.rank, self.nranks)
         self.release = Release(self.layout, self.mem)
+        if self.ready.board is None:          # with several levels, the board counts pushes
+            self.release.hand_off(self.rank, functools.partial(send_home, self),
+                                  functools.partial(publish_one, self))
         self.layout.init_words(self.rank, self.mem.local)
         self.files = RankFiles(run_dir, self.rank)
         self.records = Records(self.rank, rank_file(run_dir, "tasks", self.rank, ".rows"))
@@ -370,7 +374,8 @@ class Engine:
 
     def run_group(self, g: int, instances, chunk: Chunk, plain: bool = False) -> None:
         """Run instances of one group, learn their time, finish them: the injected fault first
-        when it is due; unless ``plain``, in a resumed run the instances that are not NORMAL
+        when it is due (as the next instance starts: the ``.now`` file names it, as a real crash
+        inside it would); unless ``plain``, in a resumed run the instances that are not NORMAL
         their own way (``Resume``, which runs the rest ``plain``)."""
         if self.fault is not None:
             head = self.fault.take(len(instances))
@@ -378,7 +383,7 @@ class Engine:
                 fault, self.fault = self.fault, None
                 if head:
                     self.run_group(g, instances[:head], chunk, plain)
-                fault.fire()
+                fault.fire(self.journal, self.bases[g] + int(instances[head]))
         if self.resume is not None and not plain:
             idx = np.asarray(instances, dtype=np.int64)
             standing = self.resume.standing[self.bases[g] + idx]
@@ -425,8 +430,9 @@ class Engine:
         but keep the first one not placed on another rank to run next (``keep_first``) when
         this rank has nothing else queued and the DAG has one priority level (with several, it is
         queued, so that the board is read before it runs)."""
+        keep = self.direct is None and self.ready.board is None and not self.queue.has_work()
         if len(instances) == 1 and not failed:       # a DAG's hand-off
-            ready, skipped = self.release.finish_one(g, int(instances[0]))
+            ready, skipped = self.release.finish_one(g, int(instances[0]), keep)
         else:
             ready, skipped = release_all(self.release, g, instances, failed)
         if skipped:
@@ -436,7 +442,7 @@ class Engine:
         if self.direct is not None:
             self.ready.queue_runs([self.direct])
             self.direct = None
-        elif self.ready.board is None and not self.queue.has_work():
+        elif keep:
             ready = keep_first(self, ready)
         for cg, cidx in ready:
             self.ready.queue_ready(cg, cidx)
@@ -484,6 +490,20 @@ def rank_stats(e: "Engine") -> dict:
                 first_start=first if np.isfinite(first) else None,
                 last_end=last if np.isfinite(last) else None,
                 failures=e.files.failures_seen)
+
+
+def send_home(e: "Engine", home: int, g: int, i: int) -> bool:
+    """Hand released instance ``i`` of group ``g`` to its home rank's inbox (``Release``
+    calls it the moment the instance is ready); False if the inbox is full."""
+    gid = e.bases[g] + i
+    return e.queue.push_remote(home, gid, gid + 1) > gid
+
+
+def publish_one(e: "Engine", g: int, i: int) -> None:
+    """Queue released instance ``i`` of group ``g`` here for thieves (``Release`` calls it
+    the moment the instance is ready, while this rank keeps a sibling to run next)."""
+    gid = e.bases[g] + i
+    e.queue.push_range(gid, gid + 1, e.ready.priority[g])
 
 
 def keep_lone(e: "Engine", run: tuple, stolen: bool) -> bool:

@@ -32,6 +32,7 @@ import bisect
 import json
 import os
 import socket
+import struct
 from typing import BinaryIO, Sequence, TextIO
 
 import numpy as np
@@ -46,6 +47,8 @@ RECORD_DTYPE = np.dtype([
     ("queued", "<f8"), ("stolen", "i1"), ("bytes_read", "<i8"),
     ("out_offset", "<i8"), ("out_length", "<i8"), ("err_offset", "<i8"), ("err_length", "<i8"),
 ])
+_ROW = struct.Struct("<qbhidddbqqqqq")      # one RECORD_DTYPE row, for ``Records.add_one``
+assert _ROW.size == RECORD_DTYPE.itemsize
 SUBDIRS = ("tasks", "results", "failures", "logs", "spill")
 RUN_FILES = ("summary.json", "tasks.h5", "trace.json", "progress.json")
 RUN_ENTRIES = (*SUBDIRS, "journal", "attempts", *RUN_FILES, "report")
@@ -218,8 +221,8 @@ class Records:
         calls besides the row's store."""
         if self.n == len(self.rows):
             self._room(1)
-        self.rows[self.n] = (gid, status, attempt, self.rank, start, end, queued, stolen,
-                             bytes_read, out[0], out[1], err[0], err[1])
+        _ROW.pack_into(self.rows.data, self.n * _ROW.size, gid, status, attempt, self.rank, start,
+                       end, queued, stolen, bytes_read, out[0], out[1], err[0], err[1])
         self.by_status[status] += 1
         if status != UPSTREAM_FAILED:
             if start < self.first_start:

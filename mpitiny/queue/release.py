@@ -47,6 +47,8 @@ added ``-1 + (1 << 40)`` and d would have been reported upstream-failed by rank 
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from mpitiny.dag.model import Edges, ElementMap
@@ -67,6 +69,22 @@ class Release:
         self._child_maps: dict = {}
         self._split: dict = {}
         self._plans: dict = {}
+        self.me = -1               # with ``send``: this rank (see ``hand_off``)
+        self.send: Any = None      # ``hand_off``'s hooks
+        self.publish: Any = None
+
+    def hand_off(self, me: int, send, publish) -> None:
+        """Let ``finish_one`` give released instances away as it finds them, so that the
+        ranks that run them wait for none of this rank's bookkeeping after:
+
+        - ``send(home, child, j)``: an instance placed on another rank goes straight to that
+          rank, before any of its siblings placed here is counted down; it returns whether it
+          did (else the instance is returned as ready, to queue here);
+        - ``publish(child, j)``: with ``finish_one(..., keep=True)``, every released
+          instance of a group with no home after the first one found (which is returned, for
+          this rank to run next) is queued here for thieves at once."""
+        self.me, self.send, self.publish = me, send, publish
+        self._plans.clear()
 
     def finish(self, g: int, idx: np.ndarray, failed: np.ndarray | None = None) -> tuple:
         """Account for instances ``idx`` of group ``g`` having finished.
@@ -91,12 +109,13 @@ class Release:
                                       ready, skipped, work)
         return ready, skipped
 
-    def finish_one(self, g: int, i: int) -> tuple:
+    def finish_one(self, g: int, i: int, keep: bool = False) -> tuple:
         """``finish`` for one instance ``i`` of group ``g`` that succeeded: a DAG's hand-off,
         on the critical path. Its element-wise children with at most ``FEW`` instances waiting
         on ``i`` are counted down through a plan built once per group (``_one_plan``), in plain
         integers; any other child, and children that open poisoned, take ``finish``'s path.
-        Same result as ``finish(g, [i])``."""
+        Same result as ``finish(g, [i])``, less what ``hand_off``'s hooks gave away (``keep``:
+        this rank will run the first instance returned, so the other ones are published)."""
         plan = self._plans.get(g)
         if plan is None:
             plan = self._plans[g] = self._one_plan(g)
@@ -105,11 +124,16 @@ class Release:
         work: list = []
         pidx = None
         owner, fetch_add = self.layout.owner, self.mem.fetch_add
-        for child, dep, cmap, words in plan[0]:
+        early = keep and self.publish is not None
+        for child, dep, cmap, words, placed in plan[0]:
             if cmap is None or words is None:
                 if pidx is None:
                     pidx = np.array([i], dtype=np.int64)
+                n = len(ready)
                 self._release(child, dep, g, pidx, None, ready, skipped, work)
+                if placed and len(ready) > n and len(ready[-1][1]) == 1 and \
+                        self._sent(child, int(ready[-1][1][0])):
+                    ready.pop()                  # a gate opened on one placed task
                 continue
             order, offsets = cmap
             lo, hi = int(offsets[i]), int(offsets[i + 1])
@@ -127,18 +151,16 @@ class Release:
                         bad = np.array([j], dtype=np.int64)
                         skipped.append((child, bad))
                         work.append((child, bad, np.ones(1, dtype=bool)))
+                    elif placed:
+                        if not self._sent(child, j):
+                            ready.append((child, np.array([j], dtype=np.int64)))
+                    elif early and ready:
+                        self.publish(child, j)
                     else:
                         ready.append((child, np.array([j], dtype=np.int64)))
                 continue
-            released: list = []
-            lost: list = []
-            kids = order[lo:hi].tolist()
-            for j in (kids if len(kids) < 2 else dict.fromkeys(kids)):
-                delta = -kids.count(j) if len(kids) > 1 else -1
-                rank, pos = owner(child, j)
-                new = fetch_add(rank, words[rank] + pos, delta) + delta
-                if not new & COUNT_MASK:
-                    (lost if new >> 40 else released).append(j)
+            released, lost = self._count_kids(child, order[lo:hi].tolist(), words, placed,
+                                              early, bool(ready))
             if released:
                 ready.append((child, np.array(released, dtype=np.int64)))
             if lost:
@@ -155,11 +177,51 @@ class Release:
             skipped += more_skipped
         return ready, skipped
 
+    def _count_kids(self, child: int, kids: list, words: list, placed: bool, early: bool,
+                    kept: bool) -> tuple:
+        """``finish_one``'s count-down of a few instances ``kids`` of ``child`` (one atomic
+        add each, a repeated one counted as many times as named): ``(released, lost)``, the
+        instances it released (less those given away: see ``hand_off``; ``kept``: one to run
+        next was found already) and those released upstream-failed."""
+        owner, fetch_add = self.layout.owner, self.mem.fetch_add
+        released: list = []
+        lost: list = []
+        each = kids if len(kids) < 2 else list(dict.fromkeys(kids))
+        homes = self._homes(child, each) if placed else None
+        for j in each:
+            delta = -kids.count(j) if len(kids) > 1 else -1
+            rank, pos = owner(child, j)
+            new = fetch_add(rank, words[rank] + pos, delta) + delta
+            if not new & COUNT_MASK:
+                if new >> 40:
+                    lost.append(j)
+                elif homes is not None:
+                    if homes[j] == self.me or not self.send(homes[j], child, j):
+                        released.append(j)
+                elif early and (kept or released):
+                    self.publish(child, j)
+                else:
+                    released.append(j)
+        return released, lost
+
+    def _sent(self, child: int, j: int) -> bool:
+        """Whether released instance ``j`` of a placed ``child`` was handed to its home."""
+        home = self.layout.home_of(child, j)
+        return home != self.me and self.send(home, child, j)
+
+    def _homes(self, child: int, each: list) -> dict:
+        """The homes of instances ``each`` of a placed ``child``, and ``each`` reordered so
+        that those placed on other ranks come first (they are counted down and sent first)."""
+        homes = {j: self.layout.home_of(child, j) for j in each}
+        each.sort(key=lambda j: homes[j] == self.me)
+        return homes
+
     def _one_plan(self, g: int) -> tuple:
-        """``finish_one``'s plan for parent group ``g``: ``([(child, dep, cmap, words)],
-        literal)``, where ``cmap`` is the child map (``children_of``) of an element-wise child
-        that is not the identity (else None) and ``words[rank]`` the first count word of
-        ``child`` on ``rank`` (None: the child has no count words)."""
+        """``finish_one``'s plan for parent group ``g``: ``([(child, dep, cmap, words,
+        placed)], literal)``, where ``cmap`` is the child map (``children_of``) of an
+        element-wise child that is not the identity (else None), ``words[rank]`` the first
+        count word of ``child`` on ``rank`` (None: the child has no count words) and
+        ``placed`` whether its released instances are sent home here (``hand_off``)."""
         general, literal = self.split_children(g)
         plan = []
         for child, dep in general:
@@ -172,7 +234,8 @@ class Release:
                     base = self.layout.count_base[child]
                     words = [int(self.layout.counts0[r]) + int(base[r])
                              for r in range(self.layout.nranks)]
-            plan.append((child, dep, cmap, words))
+            placed = self.send is not None and self.dag.groups[child].options.placed
+            plan.append((child, dep, cmap, words, bool(placed)))
         return plan, literal
 
     def split_children(self, parent: int) -> tuple:
