@@ -550,3 +550,34 @@ def test_has_work_keeps_live_slots_under_used_up_ones():
         left += as_ids(w)
     assert sorted(taken + left) == [0] + list(range(10, 20)) + [30]
     assert not owner.has_work() and not owner.active
+
+
+def test_an_idle_thief_asks_a_busy_victim_once_and_gets_its_next_task_by_mail():
+    from mpitiny.queue.stealq import WANT, answer, offer
+    victim, thief, other = make_queues(3)
+    assert thief.steal(0) is None                      # the victim is idle: nobody is asked
+    assert victim.local[WANT] == 0 and answer(victim) == -1
+    victim.set_busy(True)
+    assert thief.steal(0) is None
+    assert victim.local[WANT] == 1 + 1 and thief.asked == 0
+    assert other.steal(0) is None                      # one request per word, and per thief
+    assert victim.local[WANT] == 1 + 1 and other.asked == -1
+    assert thief.steal(0) is None and thief.asked == 0
+    assert answer(victim) == 1 and victim.local[WANT] == 0
+    assert offer(victim, 1, 42)
+    assert not offer(victim, 1, 43)                    # the asker's MAIL holds a task already
+    assert thief.take_inbox() == [(42, 43)] and thief.asked == -1
+
+
+def test_a_thief_that_finds_work_elsewhere_takes_its_request_back():
+    from mpitiny.queue.stealq import WANT, answer
+    victim, thief, other = make_queues(3)
+    victim.set_busy(True)
+    assert thief.steal(0) is None and victim.local[WANT] == 2
+    other.push_range(100, 110)
+    assert thief.steal(2) is not None
+    assert victim.local[WANT] == 0 and thief.asked == -1 and answer(victim) == -1
+    assert thief.steal(0) is None and victim.local[WANT] == 2   # asks again once idle again
+    victim.push_remote(1, 7, 9)                         # an inbox entry, not the answer
+    assert thief.take_inbox() == [(7, 9)]
+    assert victim.local[WANT] == 0 and thief.asked == -1

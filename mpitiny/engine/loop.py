@@ -28,7 +28,7 @@ from mpitiny.io import journal as jnl
 from mpitiny.io.rundir import UPSTREAM_FAILED, RankFiles, Records, rank_file
 from mpitiny.queue.layout import Layout
 from mpitiny.queue.release import Release
-from mpitiny.queue.stealq import StealQueue, region_size
+from mpitiny.queue.stealq import StealQueue, answer, offer, region_size
 
 CHUNK_SECONDS = 0.005
 BATCH_SECONDS = 0.02      # a batched family's chunk: one call, so its fixed cost is shared
@@ -500,10 +500,13 @@ def send_home(e: "Engine", home: int, g: int, i: int) -> bool:
 
 
 def publish_one(e: "Engine", g: int, i: int) -> None:
-    """Queue released instance ``i`` of group ``g`` here for thieves (``Release`` calls it
-    the moment the instance is ready, while this rank keeps a sibling to run next)."""
+    """Give released instance ``i`` of group ``g`` to the idle rank that asked for a task,
+    else queue it here for thieves (``Release`` calls it the moment the instance is ready,
+    while this rank keeps a sibling to run next)."""
     gid = e.bases[g] + i
-    e.queue.push_range(gid, gid + 1, e.ready.priority[g])
+    asker = answer(e.queue)
+    if asker < 0 or not offer(e.queue, asker, gid):
+        e.queue.push_range(gid, gid + 1, e.ready.priority[g])
 
 
 def keep_lone(e: "Engine", run: tuple, stolen: bool) -> bool:

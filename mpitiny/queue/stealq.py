@@ -59,6 +59,17 @@ that hands off one task at a time reuses the same few slots, and thieves scan on
 
 A steal costs one ``Get`` of the header, one ``Compare_and_swap`` and, for ring slots, one
 more ``Get`` and one ``Accumulate`` (measured costs: ``shared/notes/mpi-facts.md``).
+
+*Asking.* A thief that found nothing at a busy victim (which may release tasks as its task
+ends) and has asked nobody yet leaves its rank in the victim's ``WANT`` word (one
+compare-and-swap, while it has nothing else to do). The victim reads its own word when it
+publishes a task it does not run itself (``answer``: a local read, one swap if someone
+asked) and puts the task in the asker's ``MAIL`` word instead (``offer``), which the asker
+reads every round without an MPI call: a DAG's released task then reaches an idle rank
+without waiting for that rank's next steal. A thief that finds work some other way takes its
+request back (``withdraw``); one that gets its ``MAIL`` takes it as answered. A request left
+standing (the asker got a placed task meanwhile) costs at most one task in a busy rank's
+``MAIL``, which the owner runs next and thieves may take.
 """
 from __future__ import annotations
 
@@ -80,7 +91,8 @@ INBOX_TAKEN = 2   # consumers add what they took out; TAIL > TAKEN means entries
 BUSY = 3          # the owner's own flag: 1 while it runs tasks (thieves take inbox entries only then)
 TOP = 4           # the owner's highest published priority + TOP_BIAS (0: none), several levels only
 MAIL = 5          # one task pushed by another rank (an inbox entry that needs no inbox word), or 0
-HEADER = 6        # slots start here; then priorities, inbox, ring, board
+WANT = 6          # an idle rank that found nothing here, asking for a task: its rank + 1, or 0
+HEADER = 7        # slots start here; then priorities, inbox, ring, board
 TOP_BIAS = 1 << 32
 BOARD_WORDS = 128  # counts of ready tasks per level and their summary (mpitiny.queue.levels)
 
@@ -152,6 +164,7 @@ class StealQueue:
         self.claimed_prio = 0             # and its priority
         self.top_word = 0                 # what this rank's TOP word holds
         self.last_victim = -1             # the rank ``steal`` looked at last
+        self.asked = -1                   # the rank whose WANT word holds this rank's request
         self.untallied = 0                # inbox entries taken here, not yet on INBOX_TAKEN
         self.pending: list = []         # overflow: [(prio, kind, payload)] sorted by prio,
                                         # not visible to thieves
@@ -289,9 +302,11 @@ class StealQueue:
             old = self.mem.swap(self.rank, base + MAIL, 0)
             if old:
                 mail.append(_run_of(old))
+                self.asked = -1                  # answered (or answered by another: harmless)
         waiting = int(local[base + INBOX_TAIL]) - int(local[base + INBOX_TAKEN]) - self.untallied
         if not waiting:
             return mail
+        withdraw(self)
         return mail + self._take_waiting(waiting)
 
     def has_mail(self) -> bool:
@@ -445,6 +460,7 @@ class StealQueue:
                 take = min((left + 1) // 2, MAX_STEAL)
                 old = mem.cas(victim, disp, word, word + (take << 32))
                 if old == word:
+                    withdraw(self)
                     prio = best_key[0]
                     if kind == RANGE:
                         return prio, (nxt, nxt + take)
@@ -455,8 +471,13 @@ class StealQueue:
         mail = int(head[MAIL - INBOX_TAIL])
         if (head[0] > head[INBOX_TAKEN - INBOX_TAIL] or mail) and head[BUSY - INBOX_TAIL] \
                 and (min_prio is None or prio_of is not None):
-            return self._steal_inbox(victim, min_prio, prio_of, mail,
-                                     head[0] > head[INBOX_TAKEN - INBOX_TAIL])
+            got = self._steal_inbox(victim, min_prio, prio_of, mail,
+                                    head[0] > head[INBOX_TAKEN - INBOX_TAIL])
+            if got is not None:
+                withdraw(self)
+            return got
+        if min_prio is None and head[BUSY - INBOX_TAIL] and not head[WANT - INBOX_TAIL]:
+            ask(self, victim)
         return None
 
     def _steal_inbox(self, victim: int, min_prio: int | None = None, prio_of=None,
@@ -501,3 +522,28 @@ class StealQueue:
                 return lo
             lo = end
         return hi
+
+
+def ask(q: StealQueue, victim: int) -> None:
+    """Leave ``q``'s rank in ``victim``'s ``WANT`` word unless it asked some rank already."""
+    if q.asked < 0 and q.mem.cas(victim, q.base + WANT, 0, q.rank + 1) == 0:
+        q.asked = victim
+
+
+def withdraw(q: StealQueue) -> None:
+    """Take back ``q``'s standing request (it found work some other way)."""
+    if q.asked >= 0:
+        q.mem.cas(q.asked, q.base + WANT, q.rank + 1, 0)
+        q.asked = -1
+
+
+def answer(q: StealQueue) -> int:
+    """The rank that asked ``q``'s owner for a task (its request is taken), or -1."""
+    if not q.local[q.base + WANT]:
+        return -1
+    return q.mem.swap(q.rank, q.base + WANT, 0) - 1
+
+
+def offer(q: StealQueue, target: int, lo: int) -> bool:
+    """Put task ``lo`` in ``target``'s ``MAIL`` word; False if that holds a task already."""
+    return q.mem.cas(target, q.base + MAIL, 0, _entry(lo, lo + 1)) == 0
