@@ -30,8 +30,11 @@ kernel.
 The map's counting (``count_parts``) is compiled C where it was built
 (``mpitiny/kernels/_wordcount.c``, ``COMPILED``; ``compiled_parts``): one pass over the split
 tokenises it and counts its words in a hash table, and the table's arrays are made from the
-distinct words only. Without it (no compiler, ``MPITINY_KERNELS=0``) the numpy form below
-gives the same words and counts (``tests/test_wordcount_kernel.py``).
+distinct words only, already grouped by partition and with the long words' hashes
+(``count_tables``: the map's tables are slices; ``split_parts``' sorts and ``hash_chunks``
+took a fifth of a map task on the code corpus). Without it (no compiler,
+``MPITINY_KERNELS=0``) the numpy form below gives the same words and counts
+(``tests/test_wordcount_kernel.py``).
 """
 from __future__ import annotations
 
@@ -285,7 +288,7 @@ def count_parts(data, block: int = BLOCK_BYTES, compiled=True) -> tuple:
     (``longwords.hash_runs``), checked against the keys."""
     if compiled is True:
         compiled = COMPILED
-    if compiled is not None:
+    if compiled is not None and len(data) < KERNEL_BYTES:
         return compiled_parts(data, compiled)
     n = len(data)
     cuts, a = [], 0
@@ -307,6 +310,7 @@ def count_parts(data, block: int = BLOCK_BYTES, compiled=True) -> tuple:
 
 
 _padded = np.empty(0, np.uint8)     # count_parts' copy of the data (lw.padded), reused
+KERNEL_BYTES = 1 << 32              # the C kernel's counts are 32-bit: larger data goes to numpy
 
 
 def compiled_parts(data, compiled) -> tuple:
@@ -314,11 +318,37 @@ def compiled_parts(data, compiled) -> tuple:
     not copied) counts its words in a hash table; the parts come out as arrays of the
     distinct words (first occurrence first), the long words as their chunks (hashed here,
     ``longwords.hash_chunks``), so no numpy work here is proportional to the tokens."""
+    return _compiled_arrays(data, compiled, 1)[0]
+
+
+def _compiled_arrays(data, compiled, reducers: int) -> tuple:
+    """``(parts, bounds)``: the C kernel's parts (``compiled_parts``), grouped by partition,
+    and ``bounds``, a 4 x (reducers + 1) array of where each partition begins in the short
+    words, the two-word keys, the long words and the long words' chunks."""
     if not isinstance(data, (bytes, bytearray)):
         data = np.ascontiguousarray(data)
-    short, short_counts, lo, hi, counts, chunks, lens, long_counts, _ = compiled.count(data)
-    long = lw.LongWords(_u64(chunks), _i64(lens), _i64(long_counts)).with_hashes()
-    return _u64(short), _i64(short_counts), _u64(lo), _u64(hi), _i64(counts), long
+    (short, short_counts, lo, hi, counts, chunks, lens, long_counts, hashes, bounds,
+     _) = compiled.count(data, reducers)
+    long = lw.LongWords(_u64(chunks), _i64(lens), _i64(long_counts), _u64(hashes))
+    return ((_u64(short), _i64(short_counts), _u64(lo), _u64(hi), _i64(counts), long),
+            _i64(bounds).reshape(4, reducers + 1))
+
+
+def count_tables(data, kernel: str, reducers: int) -> list:
+    """``split_parts(count_split(data, kernel), reducers)``: with the C kernel (``kernel``
+    "hash"), the kernel partitions its words itself (the same tables: it emits each
+    partition's words in the order of their first occurrence, as ``split_parts``' stable sort
+    leaves them) and the tables are slices of its arrays."""
+    if kernel != "hash" or COMPILED is None or reducers == 1 or len(data) >= KERNEL_BYTES:
+        return split_parts(count_split(data, kernel), reducers)
+    (short, short_counts, lo, hi, counts, long), at = _compiled_arrays(data, COMPILED, reducers)
+    tables = []
+    for r in range(reducers):
+        sa, sb, sc, sd = (slice(*at[k, r:r + 2]) for k in range(4))
+        tables.append(_table(short[sa], short_counts[sa], lo[sb], hi[sb], counts[sb],
+                             lw.LongWords(long.chunks[sd], long.lens[sc], long.counts[sc],
+                                          long.hashes[sc])))
+    return tables
 
 
 def _u64(raw: bytes) -> np.ndarray:
@@ -687,8 +717,14 @@ def ranked_tsv(t: dict) -> tuple:
     words in between: ``(lines, line_lens, word_lens, counts, lo, hi)`` in rank order. Each
     line is two pieces of chunks (``longwords.chunk_bytes``, one gather per 8 bytes): its
     word's, and those of its ``\t count \n`` (``_count_tails``, a row of 3 chunks). Word by
-    word, then line by line, took 2-3x the time (a gather per byte, twice)."""
+    word, then line by line, took 2-3x the time (a gather per byte, twice). With the C
+    kernel one pass writes the lines (``tsv_lines``: the pieces and their gather took a third
+    of a reducer on the code corpus)."""
     pool, first, nch, lens, counts, lo, hi, order = _ranking(t)
+    if lw._C is not None:
+        lines, line_lens = lw._C.tsv_lines(pool.view(np.uint8), 8 * first, lens, counts, order)
+        return (np.frombuffer(lines, np.uint8), _i64(line_lens), lens.take(order),
+                counts.take(order), lo.take(order), hi.take(order))
     lens, counts = lens.take(order), counts.take(order)
     n = len(order)
     digits = np.searchsorted(_POWERS_OF_TEN, counts, side="right") + 1
@@ -723,7 +759,8 @@ def _ranking(t: dict) -> tuple:
     lo = np.concatenate([lo, long_lo]).byteswap()
     hi = np.concatenate([hi, long_hi]).byteswap()
     order = lw.order_rows(counts, lo, hi, lambda rows: (
-        lw.chunk_bytes(pool, first.take(rows), nch.take(rows), lens.take(rows)), lens.take(rows)))
+        lw.chunk_bytes(pool, first.take(rows), nch.take(rows), lens.take(rows)), lens.take(rows)),
+        (pool.view(np.uint8), 8 * first, lens))
     return pool, first, nch, lens, counts, lo, hi, order
 
 

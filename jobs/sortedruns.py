@@ -17,8 +17,12 @@ run on 220 MB of package documentation (1.26 M distinct words), with the other r
    m (two binary searches per run on the run file, memory-mapped), sorts them (Python's
    timsort on R sorted runs: a merge), and writes its lines with ``os.pwrite`` at their
    offset in the output (the sum, over the runs, of the bytes of the rows before its first
-   splitter), and its slices of the HDF5 datasets at their byte offsets. Then ``fsync``.
-4. **Commit** (one task, O(1)): renames the temporary files to their names.
+   splitter), and its slices of the HDF5 datasets at their byte offsets, and starts their
+   write-back to the disk (``posix_fadvise(DONTNEED)``, which does not wait).
+4. **Commit** (one task, O(1)): ``fsync``s the temporary files (what the merges started is
+   mostly written by then; one ``fsync`` per merge and file took 15 % of the merges on the
+   real corpora), then renames them to their names: an output name only ever names a
+   complete file on the disk.
 
 A row's key is ``(-count, word bytes)``; the runs hold disjoint words, so the order is total
 and the output is the same bytes for any R and M.
@@ -54,7 +58,7 @@ def write_run(path: str, lines: np.ndarray, line_lens: np.ndarray, word_lens: np
     with open(tmp, "wb") as f:
         f.write(np.array([n], _HEAD).tobytes())
         for a in (line_ends, word_ends, counts, lo.view(_HEAD), hi.view(_HEAD)):
-            f.write(np.ascontiguousarray(a, _HEAD).tobytes())
+            f.write(memoryview(np.ascontiguousarray(a, _HEAD)).cast("B"))
         f.write(memoryview(np.ascontiguousarray(lines)))
     os.replace(tmp, path)
     return {"file": path, "rows": n, "line_bytes": int(line_ends[-1]) if n else 0,
@@ -202,33 +206,52 @@ def _merged_order(c: dict, starts: np.ndarray) -> np.ndarray:
     one ``np.lexsort`` on ``(-count, lo, hi)``, then the rows whose three keys tie, long words
     sharing their first 15 bytes from different runs, by their bytes)."""
     return order_rows(c["counts"], c["lo"], c["hi"], lambda rows: (
-        gather(c["text"], starts.take(rows), c["word_lens"].take(rows)), c["word_lens"].take(rows)))
+        gather(c["text"], starts.take(rows), c["word_lens"].take(rows)), c["word_lens"].take(rows)),
+        (c["text"], starts, c["word_lens"]))
 
 
 def _write_rows(plan: dict, at: dict, lines: np.ndarray, words: np.ndarray,
                 word_lens: np.ndarray, counts: np.ndarray) -> None:
     off = plan["offsets"]
     word_ends = at["words"] + np.cumsum(word_lens)
-    fd = os.open(plan["tsv"], os.O_WRONLY)
-    try:
-        os.pwrite(fd, memoryview(lines), at["lines"])
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _write_at(plan["tsv"], [(lines, at["lines"])])
     if plan["h5"] is None:
         return
-    fd = os.open(plan["h5"], os.O_WRONLY)
+    _write_at(plan["h5"], [(words, off["words"] + at["words"]),
+                           (word_ends.astype("<i8", copy=False), off["word_ends"] + 8 * at["rows"]),
+                           (counts.astype("<i8", copy=False), off["counts"] + 8 * at["rows"])])
+
+
+def _write_at(path: str, pieces: list) -> None:
+    """``pwrite`` each ``(array, offset)`` into ``path`` and start writing them to the disk
+    (``posix_fadvise(DONTNEED)`` starts the write-back of the dirty pages without waiting for
+    it), so that the ``fsync`` of ``commit`` finds little left to write."""
+    fd = os.open(path, os.O_WRONLY)
     try:
-        os.pwrite(fd, memoryview(words), off["words"] + at["words"])
-        os.pwrite(fd, word_ends.astype("<i8").tobytes(), off["word_ends"] + 8 * at["rows"])
-        os.pwrite(fd, counts.astype("<i8").tobytes(), off["counts"] + 8 * at["rows"])
+        for data, offset in pieces:
+            data = memoryview(np.ascontiguousarray(data)).cast("B")
+            os.pwrite(fd, data, offset)
+            if hasattr(os, "posix_fadvise") and len(data):
+                os.posix_fadvise(fd, offset, len(data), os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
 def commit(plan: dict, tsv: str, h5: str | None, runs: list) -> None:
-    """Rename the merged temporary files to ``tsv`` and ``h5``; remove the run files."""
+    """``fsync`` the merged temporary files (the merges' writes and the HDF5 file's header:
+    the contents are on the disk before the names appear), rename them to ``tsv`` and
+    ``h5``; remove the run files."""
+    _fsync(plan["tsv"])
+    if plan["h5"] is not None:
+        _fsync(plan["h5"])
     os.replace(plan["tsv"], tsv)
     if plan["h5"] is not None:
         os.replace(plan["h5"], h5)

@@ -55,7 +55,7 @@ def map_splits(calls: list) -> list:
         _batch_buffer[at + n] = 10
         at += n + 1
         nbytes += n
-    tables = mr.split_parts(mr.count_split(_batch_buffer[:at], kernel), reducers)
+    tables = mr.count_tables(_batch_buffer[:at], kernel, reducers)
     first = Parts(mr.pack_table(t, nbytes if k == 0 else 0, reducers) for k, t in enumerate(tables))
     return [first] + [_empty_parts(reducers)] * (len(wanted) - 1)
 
@@ -79,7 +79,7 @@ def map_split(input: str, split: int, reducers: int = 1, kernel: str = "hash") -
     """Counts of the distinct words of split ``split`` of ``input``, in ``reducers`` parts
     (reducer r reads only part r: ``"part": "{r}"`` in wordcount.json)."""
     data = open_splits(input).read_array(split)    # takes the runtime's prefetch, no copy
-    tables = mr.split_parts(mr.count_split(data, kernel), reducers)
+    tables = mr.count_tables(data, kernel, reducers)
     return Parts(mr.pack_table(t, len(data) if k == 0 else 0, reducers)
                  for k, t in enumerate(tables))
 

@@ -100,3 +100,107 @@ def test_chunk_bytes_matches_python():
     got = lw.chunk_bytes(np.array(pool, np.uint64), first[order], nch[order],
                          np.array(lengths, np.int64)[order])
     assert got.tobytes() == b"".join(words[i] for i in order)
+
+
+needs_kernel = pytest.mark.skipif(lw._C is None, reason="the C kernel is not built (no compiler)")
+
+
+def tied_words(seed: int) -> tuple:
+    """Distinct words sharing 15-40-byte prefixes (NUL and 0xff after them; the 15-byte
+    prefixes themselves too), counts 1-3: many rows tied on (count, first 15 bytes)."""
+    rng = np.random.default_rng(seed)
+    stems = [b"q" * 15, b"q" * 16, b"r" * 22, b"q" * 14 + b"\xff", b"\x00" * 15]
+    words = {stems[rng.integers(len(stems))] + random_bytes(rng, int(rng.integers(0, 12)))
+             for _ in range(3000)}
+    words = sorted(words)
+    rng.shuffle(words)
+    return words, rng.integers(1, 4, len(words))
+
+
+@needs_kernel
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_order_rows_c_ties_equal_python(seed, monkeypatch):
+    """``order_rows`` with the words in place (the C kernel's ``order_ties``, a merge sort of
+    each run of tied rows) gives Python's order by (-count, bytes), and the numpy tie-break
+    (``order_ties`` on the gathered words) gives the same rows."""
+    words, counts = tied_words(seed)
+    blob = np.frombuffer(b"".join(words), np.uint8)
+    lens = np.array([len(w) for w in words], np.int64)
+    starts = np.cumsum(lens) - lens
+    cut = np.frombuffer(b"".join(w[:15].ljust(16, b"\0") for w in words), ">u8").reshape(-1, 2)
+    lo = np.ascontiguousarray(cut[:, 0]).astype(np.uint64)
+    hi = np.ascontiguousarray(cut[:, 1]).astype(np.uint64)
+    counts = counts.astype(np.int64)
+
+    def words_of(rows):
+        return lw.gather(blob, starts.take(rows), lens.take(rows)), lens.take(rows)
+    got = lw.order_rows(counts, lo, hi, words_of, (blob, starts, lens))
+    want = sorted(range(len(words)), key=lambda i: (-counts[i], words[i]))
+    assert got.tolist() == want
+    assert lw.order_rows(counts, lo, hi, words_of).tolist() == want
+
+
+@needs_kernel
+def test_order_ties_refuses_rows_outside():
+    one = np.zeros(1, np.int64)
+    with pytest.raises(IndexError):
+        lw._C.order_ties(np.array([1], np.int64), one, one.view(np.uint64), one.view(np.uint64),
+                         np.zeros(4, np.uint8), one, np.array([5], np.int64))
+
+
+@needs_kernel
+def test_tsv_lines_equal_numpy(monkeypatch):
+    """``ranked_tsv`` with the C kernel's ``tsv_lines`` equals its numpy form, on a table with
+    short, two-word and long words and counts of 1 to 20 digits."""
+    words, counts = tied_words(4)
+    words = words + [b"a", b"bc", b"0123456789abc", b"\xff" * 8]
+    counts = np.concatenate([counts, [10 ** 18, 99, 100, 7]]).astype(np.int64)
+    table = mr.unpack_table(mr.pack_table(mr.key_table(*mr.words_to_keys(words, counts))))
+    got = mr.ranked_tsv(table)
+    monkeypatch.setattr(lw, "_C", None)
+    want = mr.ranked_tsv(table)
+    for a, b in zip(got, want):
+        assert a.tolist() == b.tolist()
+    rows = sorted(zip(words, counts.tolist()), key=lambda wc: (-wc[1], wc[0]))
+    assert got[0].tobytes() == b"".join(b"%s\t%d\n" % wc for wc in rows)
+
+
+@needs_kernel
+@pytest.mark.parametrize("reducers", [1, 2, 16, 300])
+def test_kernel_partitions_equal_split_parts(reducers):
+    """``count_tables`` (the kernel partitions its words and hashes its long words) gives
+    the tables of ``split_parts`` over the numpy form's partitioning and hashes, byte for
+    byte once packed."""
+    rng = np.random.default_rng(reducers)
+    data = b" ".join(random_bytes(rng, int(k)).replace(b" ", b"x")
+                     for k in rng.integers(1, 40, 5000)) + b" " + b"y" * 70_000
+    got = mr.count_tables(data, "hash", reducers)
+    parts = mr.count_parts(data)
+    long = parts[5]
+    parts = (*parts[:5], long._replace(hashes=lw.hash_chunks(long.chunks, long.lens)))
+    want = mr.split_parts(parts, reducers)
+    assert [mr.pack_table(t) for t in got] == [mr.pack_table(t) for t in want]
+
+
+@needs_kernel
+@pytest.mark.parametrize("runs", [1, 5, 64])
+def test_merge_order_breaks_ties_by_words(runs):
+    """Rows that are sorted runs by (-count, word bytes), many tied on their first 15 bytes:
+    ``merge_order`` given the words merges them into Python's order (no tie pass after it);
+    ``order_rows`` takes that path; a word outside its buffer is refused."""
+    words, counts = tied_words(runs)
+    counts = counts.astype(np.int64)
+    groups = np.array_split(np.arange(len(words)), runs)
+    rows = [i for g in groups for i in sorted(g.tolist(), key=lambda i: (-counts[i], words[i]))]
+    words, counts = [words[i] for i in rows], counts[rows]
+    blob = np.frombuffer(b"".join(words), np.uint8)
+    lens = np.array([len(w) for w in words], np.int64)
+    starts = np.cumsum(lens) - lens
+    cut = np.frombuffer(b"".join(w[:15].ljust(16, b"\0") for w in words), ">u8").reshape(-1, 2)
+    lo, hi = (np.ascontiguousarray(cut[:, k]).astype(np.uint64) for k in (0, 1))
+    want = sorted(range(len(words)), key=lambda i: (-counts[i], words[i]))
+    merged = lw._C.merge_order(counts, lo, hi, lw.MERGE_RUNS, blob, starts, lens)
+    assert np.frombuffer(merged, np.int64).tolist() == want
+    assert lw.order_rows(counts, lo, hi, None, (blob, starts, lens)).tolist() == want
+    with pytest.raises(IndexError):
+        lw._C.merge_order(counts, lo, hi, lw.MERGE_RUNS, blob[:-1], starts, lens)

@@ -3,11 +3,17 @@
  * (jobs/mapreduce.py, ``_table``). Plain C99 and the CPython C API; the GIL is released
  * while the buffer is scanned.
  *
- * count(buffer) -> (short, short_counts, lo, hi, counts,
- *                   long_chunks, long_lens, long_counts, tokens)
+ * count(buffer, reducers=1) -> (short, short_counts, lo, hi, counts,
+ *                   long_chunks, long_lens, long_counts, long_hashes, bounds, tokens)
  *
- * Each of the first eight is a bytes object holding a little-endian uint64 / int64 array
- * (np.frombuffer), in the order of the words' first occurrence; ``tokens`` is an int.
+ * Each of the first ten is a bytes object holding a little-endian uint64 / int64 array
+ * (np.frombuffer); ``tokens`` is an int. The words are grouped by their partition
+ * (mapreduce.partition_of of ``lo``, or of the long word's hash), in the order of their first
+ * occurrence within each: the order numpy's stable sort by partition gives
+ * (mapreduce.split_parts), so a map slices its R tables out of these arrays. ``bounds`` is 4
+ * rows of reducers + 1: where each partition's short words, two-word keys, long words and
+ * long words' chunks begin (and the total). ``long_hashes`` are longwords.hash_chunks' (the
+ * hash the reducers group long words by).
  *
  * A token is a maximal run of bytes that are not b" \t\n\r\v\f" (any other byte, NUL and
  * non-ASCII included, is a word byte; tokens of any length). A word of at most 15 bytes is
@@ -18,8 +24,9 @@
  * reducers group long words by, is longwords.hash_chunks' of these chunks).
  *
  * The table is open addressing with linear probing: a slot holds the top 32 bits of the
- * token's hash and its entry number + 1 (0: empty); an entry holds the key words (lo, hi),
- * its hash, where the word first occurs, its length and its count. A word of at most 16 bytes is
+ * token's hash and its entry number + 1 (0: empty); an entry (32 bytes) holds the key words
+ * (lo, hi), where the word first occurs, its length and its count (the hash is made again
+ * when the table grows; a word's kind when the table is emitted). A word of at most 16 bytes is
  * compared by its key words, a longer one by memcmp with its first occurrence. The table
  * doubles when half full. One workspace is kept for the process and reused (no fresh pages
  * per call); a call that finds it in use (another thread) makes its own.
@@ -33,9 +40,10 @@
 #include <emmintrin.h>
 #endif
 
-typedef struct {
-    uint64_t lo, hi, hash;
-    int64_t start, len, count, kind;     /* kind: SHORT, TWO (two-word key) or LONG */
+typedef struct {             /* 32 bytes: two to a cache line */
+    uint64_t lo, hi;
+    int64_t start;
+    uint32_t len, count;     /* count() takes buffers under 4 GiB */
 } Entry;
 
 enum { SHORT, TWO, LONG };
@@ -45,6 +53,7 @@ typedef struct {
     size_t nslots;           /* allocated slots (a power of two) */
     Entry *entries;
     size_t nentries_cap;
+    double words_per_byte;   /* distinct words per input byte of the last call (0: none yet) */
     int busy;
 } Workspace;
 
@@ -163,8 +172,11 @@ static int ws_reserve(Workspace *ws, size_t nslots, size_t nentries)
     return 0;
 }
 
+static inline uint64_t token_hash(const uint8_t *p, int64_t len, uint64_t lo, uint64_t hi,
+                                  const uint8_t *end);
+
 /* Double the table (mask + 1 slots in use -> 2x), reinserting every entry. */
-static int grow(Workspace *ws, size_t *mask, size_t n)
+static int grow(Workspace *ws, size_t *mask, size_t n, const uint8_t *buf, const uint8_t *end)
 {
     size_t cap = 2 * (*mask + 1);
     if (ws_reserve(ws, cap, cap / 2 + 1) < 0)
@@ -172,7 +184,8 @@ static int grow(Workspace *ws, size_t *mask, size_t n)
     memset(ws->slots, 0, cap * sizeof(uint64_t));
     *mask = cap - 1;
     for (size_t i = 0; i < n; i++) {
-        uint64_t h = ws->entries[i].hash;
+        const Entry *e = &ws->entries[i];
+        uint64_t h = token_hash(buf + e->start, e->len, e->lo, e->hi, end);
         size_t at = (size_t)(h >> 32) & *mask;
         while (ws->slots[at])
             at = (at + 1) & *mask;
@@ -184,7 +197,7 @@ static int grow(Workspace *ws, size_t *mask, size_t n)
 static inline int same_word(const Entry *e, const uint8_t *buf, const uint8_t *p, int64_t len,
                             uint64_t lo, uint64_t hi)
 {
-    if (e->len != len || e->lo != lo || e->hi != hi)
+    if ((int64_t)e->len != len || e->lo != lo || e->hi != hi)
         return 0;
     return len <= 16 || memcmp(buf + e->start + 16, p + 16, (size_t)(len - 16)) == 0;
 }
@@ -227,16 +240,16 @@ static int next_tokens(Scanner *s, int64_t *at, Token *t, const uint64_t *slots,
 }
 
 /* SHORT: at most 8 bytes, the last not zero (or the one byte 0): mapreduce's short words. */
-static inline int64_t kind_of(const uint8_t *buf, const Token *t)
+static inline int64_t kind_of(const uint8_t *buf, const Entry *e)
 {
-    if (t->len <= 8 && (t->len == 1 || buf[t->start + t->len - 1] != 0))
+    if (e->len <= 8 && (e->len == 1 || buf[e->start + e->len - 1] != 0))
         return SHORT;
-    return t->len <= 15 ? TWO : LONG;
+    return e->len <= 15 ? TWO : LONG;
 }
 
 /* Add one token to the table; -1: out of memory (or over 2**32 - 1 distinct words). */
-static inline int add_token(Workspace *ws, const uint8_t *buf, const Token *t, size_t *mask,
-                            size_t *nent)
+static inline int add_token(Workspace *ws, const uint8_t *buf, const uint8_t *end,
+                            const Token *t, size_t *mask, size_t *nent)
 {
     uint64_t tag = t->h & 0xFFFFFFFF00000000ULL;
     size_t at = (size_t)(t->h >> 32) & *mask;
@@ -246,10 +259,10 @@ static inline int add_token(Workspace *ws, const uint8_t *buf, const Token *t, s
             if (*nent >= 0xFFFFFFFFULL)     /* a slot holds a 32-bit entry number */
                 return -1;
             Entry *e = &ws->entries[(*nent)++];
-            *e = (Entry){t->lo, t->hi, t->h, t->start, t->len, 1, kind_of(buf, t)};
+            *e = (Entry){t->lo, t->hi, t->start, (uint32_t)t->len, 1};
             ws->slots[at] = tag | (uint64_t)*nent;
             if (2 * *nent > *mask + 1)
-                return grow(ws, mask, *nent);
+                return grow(ws, mask, *nent, buf, end);
             return 0;
         }
         if ((s & 0xFFFFFFFF00000000ULL) == tag) {
@@ -265,11 +278,16 @@ static inline int add_token(Workspace *ws, const uint8_t *buf, const Token *t, s
 
 /* Count the words of buf[0:n]; returns the number of distinct words, or -1 (out of memory).
  * *tokens gets the number of tokens. The table starts at about n / 64 slots (a split's
- * vocabulary is far below its tokens: a small table stays in the cache) and doubles. */
+ * vocabulary is far below its tokens: a small table stays in the cache), or, after a first
+ * call, at the size the last call's distinct words per byte ask for at this n (the splits of
+ * one input are alike: on the real corpora the table doubled 2-3 times per split, each time
+ * moving every entry), and doubles. */
 static Py_ssize_t scan(Workspace *ws, const uint8_t *buf, int64_t n, int64_t *tokens)
 {
-    size_t cap = 1024;
-    while (cap < (size_t)(n / 64) && cap < ((size_t)1 << 22))
+    size_t cap = 1024, want = (size_t)(n / 64);
+    if (ws->words_per_byte > 0)
+        want = (size_t)(2.5 * ws->words_per_byte * (double)n);
+    while (cap < want && cap < ((size_t)1 << 24))
         cap <<= 1;
     if (ws_reserve(ws, cap, cap / 2 + 1) < 0)
         return -1;
@@ -289,37 +307,73 @@ static Py_ssize_t scan(Workspace *ws, const uint8_t *buf, int64_t n, int64_t *to
                 __builtin_prefetch(&ws->entries[(s & 0xFFFFFFFFULL) - 1]);
         }
         for (int j = 0; j < k; j++)
-            if (add_token(ws, buf, &t[j], &mask, &nent) < 0)
+            if (add_token(ws, buf, buf + n, &t[j], &mask, &nent) < 0)
                 return -1;
     }
     *tokens = ntok;
+    if (n > 0)
+        ws->words_per_byte = (double)nent / (double)n;
     return (Py_ssize_t)nent;
 }
 
 typedef struct {
-    uint64_t *short_lo, *lo, *hi, *chunks;
+    uint64_t *short_lo, *lo, *hi, *chunks, *long_hashes;
     int64_t *short_counts, *counts, *long_lens, *long_counts;
 } Out;
 
-static void emit(const Workspace *ws, size_t nent, const uint8_t *buf, const uint8_t *buf_end,
-                 Out *o)
+#define LW_P 0x9E3779B97F4A7C15ULL
+#define LW_LEN_MIX 0xD6E8FEB86659FD93ULL
+#define PART_MUL 0xD6E8FEB86659FD93ULL
+
+/* longwords.hash_chunks of one word: sum(m(chunk[j]) * M2 * P**j), m(c) = c*M1 ^ >> 32, the
+ * length mixed in, then mix64 (longwords._mix). */
+static inline uint64_t long_hash(const uint8_t *p, int64_t len, const uint8_t *end)
 {
-    size_t ns = 0, nt = 0, nl = 0, nc = 0;
+    uint64_t h = 0, pw = LW_M2;
+    for (int64_t at = 0; at < len; at += 8) {
+        uint64_t x = load_le(p + at, len - at, end) * LW_M1;
+        x ^= x >> 32;
+        h += x * pw;
+        pw *= LW_P;
+    }
+    return mix64(h ^ (uint64_t)len * LW_LEN_MIX);
+}
+
+/* mapreduce.partition_of: the top 32 bits of key * C, scaled to the reducers. */
+static inline int64_t partition_of(uint64_t key, uint64_t reducers)
+{
+    return (int64_t)((((key * PART_MUL) >> 32) * reducers) >> 32);
+}
+
+/* Where each kind of array of each partition begins: at[kind][part], kinds SHORT, TWO, LONG
+ * (words) and LONG + 1 (the long words' chunks); after emit, where each ends. */
+typedef struct {
+    int64_t *at[4];
+} Cursor;
+
+static void emit(const Workspace *ws, size_t nent, const uint8_t *buf, const uint8_t *buf_end,
+                 const uint32_t *tags, Out *o, Cursor *c)
+{
     for (size_t k = 0; k < nent; k++) {
         const Entry *e = &ws->entries[k];
-        if (e->kind == SHORT) {
-            o->short_lo[ns] = e->lo;
-            o->short_counts[ns++] = e->count;
-        } else if (e->kind == TWO) {
-            o->lo[nt] = e->lo;
-            o->hi[nt] = e->hi;
-            o->counts[nt++] = e->count;
+        int64_t kind = tags[k] & 3, part = tags[k] >> 2;
+        int64_t i = c->at[kind][part]++;
+        if (kind == SHORT) {
+            o->short_lo[i] = e->lo;
+            o->short_counts[i] = e->count;
+        } else if (kind == TWO) {
+            o->lo[i] = e->lo;
+            o->hi[i] = e->hi;
+            o->counts[i] = e->count;
         } else {
             const uint8_t *p = buf + e->start;
+            int64_t nc = c->at[3][part];
             for (int64_t at = 0; at < e->len; at += 8)
                 o->chunks[nc++] = load_le(p + at, e->len - at, buf_end);
-            o->long_lens[nl] = e->len;
-            o->long_counts[nl++] = e->count;
+            c->at[3][part] = nc;
+            o->long_lens[i] = e->len;
+            o->long_counts[i] = e->count;
+            o->long_hashes[i] = e->lo;
         }
     }
 }
@@ -332,49 +386,101 @@ static PyObject *new_array(Py_ssize_t n, void **data)
     return b;
 }
 
-static PyObject *build(const Workspace *ws, size_t nent, const uint8_t *buf, int64_t n,
-                       int64_t tokens)
+/* Each entry's kind and partition (tags: kind | partition << 2), the long words' hashes (in
+ * their entries' lo, which emit does not need), and the bounds (4 rows of reducers + 1
+ * int64: short words, two-word keys, long words, long chunks) of each partition. */
+static void place(Workspace *ws, size_t nent, const uint8_t *buf, int64_t n, int64_t reducers,
+                  uint32_t *tags, int64_t *bounds)
+{
+    const uint8_t *end = buf + n;
+    int64_t row = reducers + 1;
+    memset(bounds, 0, 4 * (size_t)row * sizeof(int64_t));
+    for (size_t k = 0; k < nent; k++) {
+        Entry *e = &ws->entries[k];
+        int64_t kind = kind_of(buf, e);
+        if (kind == LONG) {
+            e->lo = long_hash(buf + e->start, e->len, end);
+            bounds[3 * row + partition_of(e->lo, (uint64_t)reducers) + 1] += (e->len + 7) / 8;
+        }
+        int64_t part = partition_of(e->lo, (uint64_t)reducers);
+        bounds[kind * row + part + 1]++;
+        tags[k] = (uint32_t)(kind | part << 2);
+    }
+    for (int k = 0; k < 4; k++)
+        for (int64_t r = 0; r < reducers; r++)
+            bounds[k * row + r + 1] += bounds[k * row + r];
+}
+
+static PyObject *build(Workspace *ws, size_t nent, const uint8_t *buf, int64_t n,
+                       int64_t tokens, int64_t reducers)
 {
     const uint8_t *buf_end = buf + n;
-    Py_ssize_t ns = 0, nt = 0, nl = 0, nc = 0;
-    for (size_t k = 0; k < nent; k++) {
-        const Entry *e = &ws->entries[k];
-        if (e->kind == SHORT)
-            ns++;
-        else if (e->kind == TWO)
-            nt++;
-        else {
-            nl++;
-            nc += (e->len + 7) / 8;
-        }
-    }
+    int64_t row = reducers + 1;
     Out o;
-    PyObject *a[8] = {0};
-    Py_ssize_t sizes[8] = {ns, ns, nt, nt, nt, nc, nl, nl};
-    void **where[8] = {(void **)&o.short_lo, (void **)&o.short_counts, (void **)&o.lo,
+    int64_t *bounds = NULL, *cursor = NULL;
+    uint32_t *tags = NULL;
+    PyObject *a[10] = {0};
+    a[9] = new_array(4 * row, (void **)&bounds);
+    cursor = malloc(4 * (size_t)row * sizeof(int64_t));
+    tags = malloc((nent ? nent : 1) * sizeof(uint32_t));
+    if (!a[9] || !cursor || !tags) {
+        if (a[9])
+            PyErr_NoMemory();
+        Py_XDECREF(a[9]);
+        free(cursor);
+        free(tags);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    place(ws, nent, buf, n, reducers, tags, bounds);
+    Py_END_ALLOW_THREADS
+    Py_ssize_t ns = bounds[reducers], nt = bounds[row + reducers], nl = bounds[2 * row + reducers],
+               nc = bounds[3 * row + reducers];
+    Py_ssize_t sizes[9] = {ns, ns, nt, nt, nt, nc, nl, nl, nl};
+    void **where[9] = {(void **)&o.short_lo, (void **)&o.short_counts, (void **)&o.lo,
                        (void **)&o.hi, (void **)&o.counts, (void **)&o.chunks,
-                       (void **)&o.long_lens, (void **)&o.long_counts};
-    for (int k = 0; k < 8; k++) {
+                       (void **)&o.long_lens, (void **)&o.long_counts, (void **)&o.long_hashes};
+    for (int k = 0; k < 9; k++) {
         a[k] = new_array(sizes[k], where[k]);
         if (!a[k]) {
             for (int j = 0; j < k; j++)
                 Py_DECREF(a[j]);
+            Py_DECREF(a[9]);
+            free(cursor);
+            free(tags);
             return NULL;
         }
     }
+    memcpy(cursor, bounds, 4 * (size_t)row * sizeof(int64_t));
+    Cursor c = {{cursor, cursor + row, cursor + 2 * row, cursor + 3 * row}};
     Py_BEGIN_ALLOW_THREADS
-    emit(ws, nent, buf, buf_end, &o);
+    emit(ws, nent, buf, buf_end, tags, &o, &c);
     Py_END_ALLOW_THREADS
-    return Py_BuildValue("(NNNNNNNNL)", a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7],
-                         (long long)tokens);
+    free(cursor);
+    free(tags);
+    return Py_BuildValue("(NNNNNNNNNNL)", a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8],
+                         a[9], (long long)tokens);
 }
 
-static PyObject *count(PyObject *self, PyObject *arg)
+static PyObject *count(PyObject *self, PyObject *args)
 {
     (void)self;
+    PyObject *arg;
+    Py_ssize_t reducers = 1;
+    if (!PyArg_ParseTuple(args, "O|n", &arg, &reducers))
+        return NULL;
+    if (reducers < 1 || reducers > ((Py_ssize_t)1 << 30)) {
+        PyErr_SetString(PyExc_ValueError, "count: reducers must be 1 to 2**30");
+        return NULL;
+    }
     Py_buffer view;
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
         return NULL;
+    if ((uint64_t)view.len >= ((uint64_t)1 << 32)) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "count: a buffer of 4 GiB or more (counts are 32-bit)");
+        return NULL;
+    }
     Workspace own = {0};
     Workspace *ws = &own;
     if (!shared_ws.busy) {
@@ -388,7 +494,7 @@ static PyObject *count(PyObject *self, PyObject *arg)
     Py_END_ALLOW_THREADS
     PyObject *result = nent < 0 ? PyErr_NoMemory()
                                 : build(ws, (size_t)nent, (const uint8_t *)view.buf,
-                                        (int64_t)view.len, tokens);
+                                        (int64_t)view.len, tokens, (int64_t)reducers);
     if (ws == &own) {
         free(own.slots);
         free(own.entries);
@@ -506,12 +612,28 @@ done:
     return out;
 }
 
-/* merge_order: the order of rows by (count descending, lo, hi) when they are a few runs
- * already in that order end to end (a merge task's rows: the sorted runs of the reducers). */
+/* merge_order: the order of rows by (count descending, lo, hi[, word bytes]) when they are a
+ * few runs already in that order end to end (a merge task's rows: the sorted runs of the
+ * reducers). */
+
+typedef struct {
+    const uint8_t *buf;
+    const int64_t *start, *len;
+} Words;
+
+static inline int word_less(const Words *w, int64_t a, int64_t b)
+{
+    int64_t la = w->len[a], lb = w->len[b];
+    int c = memcmp(w->buf + w->start[a], w->buf + w->start[b], (size_t)(la < lb ? la : lb));
+    return c < 0 || (c == 0 && la < lb);
+}
+
+/* Rows whose words are buf[start[row]:][:len[row]] (order_ties, merge_order). */
 
 typedef struct {
     const int64_t *count;
     const uint64_t *lo, *hi;
+    const Words *words;      /* NULL: rows equal on (count, lo, hi) are equal */
 } Keys;
 
 static inline int key_less(const Keys *k, int64_t a, int64_t b)
@@ -520,7 +642,9 @@ static inline int key_less(const Keys *k, int64_t a, int64_t b)
         return k->count[a] > k->count[b];
     if (k->lo[a] != k->lo[b])
         return k->lo[a] < k->lo[b];
-    return k->hi[a] < k->hi[b];
+    if (k->hi[a] != k->hi[b])
+        return k->hi[a] < k->hi[b];
+    return k->words && word_less(k->words, a, b);
 }
 
 /* Merge the sorted runs src[bounds[j]:bounds[j + 1]] pairwise until one is left (stable). */
@@ -553,9 +677,9 @@ static int64_t *merge_runs(const Keys *k, int64_t *src, int64_t *tmp, int64_t *b
 static PyObject *merge_order(PyObject *self, PyObject *args)
 {
     (void)self;
-    Py_buffer cb, lb, hb;
+    Py_buffer cb, lb, hb, bb = {0}, sb = {0}, nb = {0};
     Py_ssize_t max_runs;
-    if (!PyArg_ParseTuple(args, "y*y*y*n", &cb, &lb, &hb, &max_runs))
+    if (!PyArg_ParseTuple(args, "y*y*y*n|y*y*y*", &cb, &lb, &hb, &max_runs, &bb, &sb, &nb))
         return NULL;
     PyObject *out = NULL;
     int64_t *bounds = NULL, *a = NULL, *b = NULL;
@@ -566,7 +690,21 @@ static PyObject *merge_order(PyObject *self, PyObject *args)
         goto done;
     }
     int64_t n = cb.len / 8, runs = 1;
-    Keys k = {cb.buf, lb.buf, hb.buf};
+    Words w = {bb.buf, sb.buf, nb.buf};
+    Keys k = {cb.buf, lb.buf, hb.buf, NULL};
+    if (bb.obj || sb.obj || nb.obj) {        /* the words too: ties broken by their bytes */
+        if (!bb.obj || !sb.obj || !nb.obj || sb.len != cb.len || nb.len != cb.len) {
+            PyErr_SetString(PyExc_ValueError, "merge_order: buf, starts and lens go together, "
+                                              "one start and length per row");
+            goto done;
+        }
+        for (int64_t i = 0; i < n; i++)
+            if (w.start[i] < 0 || w.len[i] < 0 || w.start[i] + w.len[i] > bb.len) {
+                PyErr_SetString(PyExc_IndexError, "merge_order: a word outside its buffer");
+                goto done;
+            }
+        k.words = &w;
+    }
     if (max_runs < 1)
         max_runs = 1;
     bounds = malloc(((size_t)max_runs + 2) * sizeof(int64_t));
@@ -607,15 +745,195 @@ done:
     PyBuffer_Release(&cb);
     PyBuffer_Release(&lb);
     PyBuffer_Release(&hb);
+    if (bb.obj)
+        PyBuffer_Release(&bb);
+    if (sb.obj)
+        PyBuffer_Release(&sb);
+    if (nb.obj)
+        PyBuffer_Release(&nb);
     return out;
 }
 
+/* order_ties: rows in order by (count descending, lo, hi) ordered within each run of equal
+ * keys by their words' bytes (longwords.order_rows; lo/hi hold the first 15 bytes, so the
+ * rows tied on them are long words sharing a prefix). */
+
+/* Sort rows[0:n] by word_less (stable; tmp: n rows). */
+static void sort_rows(const Words *w, int64_t *rows, int64_t *tmp, int64_t n)
+{
+    if (n <= 16) {
+        for (int64_t i = 1; i < n; i++) {
+            int64_t r = rows[i], j = i;
+            while (j > 0 && word_less(w, r, rows[j - 1])) {
+                rows[j] = rows[j - 1];
+                j--;
+            }
+            rows[j] = r;
+        }
+        return;
+    }
+    int64_t h = n / 2;
+    sort_rows(w, rows, tmp, h);
+    sort_rows(w, rows + h, tmp, n - h);
+    int64_t a = 0, b = h, at = 0;
+    while (a < h && b < n)
+        tmp[at++] = word_less(w, rows[b], rows[a]) ? rows[b++] : rows[a++];
+    while (a < h)
+        tmp[at++] = rows[a++];
+    while (b < n)
+        tmp[at++] = rows[b++];
+    memcpy(rows, tmp, (size_t)n * sizeof(int64_t));
+}
+
+static PyObject *order_ties(PyObject *self, PyObject *args)
+{
+    (void)self;
+    Py_buffer ob, cb, lb, hb, bb, sb, nb;
+    if (!PyArg_ParseTuple(args, "w*y*y*y*y*y*y*", &ob, &cb, &lb, &hb, &bb, &sb, &nb))
+        return NULL;
+    PyObject *out = NULL;
+    int64_t *tmp = NULL;
+    if (check_index(&ob, "order") || check_index(&cb, "counts") || check_index(&lb, "lo") ||
+        check_index(&hb, "hi") || check_index(&sb, "starts") || check_index(&nb, "lens"))
+        goto done;
+    int64_t n = ob.len / 8;
+    if (cb.len != ob.len || lb.len != ob.len || hb.len != ob.len || sb.len != ob.len ||
+        nb.len != ob.len) {
+        PyErr_SetString(PyExc_ValueError, "order_ties: the arrays differ in length");
+        goto done;
+    }
+    int64_t *order = ob.buf;
+    const int64_t *count = cb.buf, *start = sb.buf, *len = nb.buf;
+    const uint64_t *lo = lb.buf, *hi = hb.buf;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t r = order[i];
+        if (r < 0 || r >= n || start[r] < 0 || len[r] < 0 || start[r] + len[r] > bb.len) {
+            PyErr_SetString(PyExc_IndexError, "order_ties: a row or word outside its array");
+            goto done;
+        }
+    }
+    tmp = malloc((size_t)(n ? n : 1) * sizeof(int64_t));
+    if (!tmp) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Words w = {bb.buf, start, len};
+    Py_BEGIN_ALLOW_THREADS
+    int64_t i = 0;
+    while (i < n) {
+        int64_t r = order[i], j = i + 1;
+        while (j < n && count[order[j]] == count[r] && lo[order[j]] == lo[r] && hi[order[j]] == hi[r])
+            j++;
+        if (j - i > 1)
+            sort_rows(&w, order + i, tmp, j - i);
+        i = j;
+    }
+    Py_END_ALLOW_THREADS
+    Py_INCREF(Py_None);
+    out = Py_None;
+done:
+    free(tmp);
+    PyBuffer_Release(&ob);
+    PyBuffer_Release(&cb);
+    PyBuffer_Release(&lb);
+    PyBuffer_Release(&hb);
+    PyBuffer_Release(&bb);
+    PyBuffer_Release(&sb);
+    PyBuffer_Release(&nb);
+    return out;
+}
+
+/* tsv_lines(buf, starts, lens, counts, order) -> (lines bytearray, line_lens bytes of int64):
+ * for each row r of order, "word<TAB>count\n" with word = buf[starts[r]:][:lens[r]] and count
+ * in decimal (mapreduce.ranked_tsv). */
+
+static inline int decimal(uint64_t v, char *out)
+{   /* v's digits into out (at most 20); returns how many */
+    char tmp[20];
+    int k = 0;
+    do {
+        tmp[k++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (int j = 0; j < k; j++)
+        out[j] = tmp[k - 1 - j];
+    return k;
+}
+
+static inline int n_digits(uint64_t v)
+{
+    int k = 1;
+    while (v >= 10) {
+        v /= 10;
+        k++;
+    }
+    return k;
+}
+
+static PyObject *tsv_lines(PyObject *self, PyObject *args)
+{
+    (void)self;
+    Py_buffer bb, sb, nb, cb, ob;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*", &bb, &sb, &nb, &cb, &ob))
+        return NULL;
+    PyObject *lines = NULL, *lens_out = NULL, *result = NULL;
+    if (check_index(&sb, "starts") || check_index(&nb, "lens") || check_index(&cb, "counts") ||
+        check_index(&ob, "order"))
+        goto done;
+    int64_t rows = sb.len / 8, n = ob.len / 8;
+    if (nb.len != sb.len || cb.len != sb.len) {
+        PyErr_SetString(PyExc_ValueError, "tsv_lines: starts, lens and counts differ in length");
+        goto done;
+    }
+    const int64_t *start = sb.buf, *len = nb.buf, *count = cb.buf, *order = ob.buf;
+    int64_t total = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t r = order[i];
+        if (r < 0 || r >= rows || start[r] < 0 || len[r] < 0 || start[r] + len[r] > bb.len ||
+            count[r] < 0) {
+            PyErr_SetString(PyExc_IndexError, "tsv_lines: a row, word or count out of range");
+            goto done;
+        }
+        total += len[r] + n_digits((uint64_t)count[r]) + 2;
+    }
+    lines = PyByteArray_FromStringAndSize(NULL, total);
+    int64_t *ll = NULL;
+    lens_out = new_array(n, (void **)&ll);
+    if (!lines || !lens_out)
+        goto done;
+    char *o = PyByteArray_AS_STRING(lines);
+    const uint8_t *buf = bb.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (int64_t i = 0; i < n; i++) {
+        int64_t r = order[i], k = len[r];
+        memcpy(o, buf + start[r], (size_t)k);
+        o[k] = '\t';
+        int d = decimal((uint64_t)count[r], o + k + 1);
+        o[k + 1 + d] = '\n';
+        o += k + d + 2;
+        ll[i] = k + d + 2;
+    }
+    Py_END_ALLOW_THREADS
+    result = PyTuple_Pack(2, lines, lens_out);
+done:
+    Py_XDECREF(lines);
+    Py_XDECREF(lens_out);
+    PyBuffer_Release(&bb);
+    PyBuffer_Release(&sb);
+    PyBuffer_Release(&nb);
+    PyBuffer_Release(&cb);
+    PyBuffer_Release(&ob);
+    return result;
+}
+
 static PyMethodDef methods[] = {
-    {"count", count, METH_O,
-     "count(buffer) -> (short, short_counts, lo, hi, counts, long_chunks, long_lens, "
-     "long_counts, tokens): the distinct words of a byte buffer "
-     "(bytes.split()) with their counts, as the arrays of a word table (bytes holding "
-     "little-endian uint64/int64), in the order of first occurrence."},
+    {"count", count, METH_VARARGS,
+     "count(buffer, reducers=1) -> (short, short_counts, lo, hi, counts, long_chunks, "
+     "long_lens, long_counts, long_hashes, bounds, tokens): the distinct words of a byte "
+     "buffer (bytes.split()) with their counts, as the arrays of a word table (bytes holding "
+     "little-endian uint64/int64), grouped by partition (mapreduce.partition_of), in the "
+     "order of first occurrence within each; bounds: 4 x (reducers + 1) int64, where each "
+     "partition's short words, two-word keys, long words and long chunks begin."},
     {"copy_segments", copy_segments, METH_VARARGS,
      "copy_segments(dst, dst_starts or None, src, src_starts, lens): dst[dst_starts[i]:]"
      "[:lens[i]] = src[src_starts[i]:][:lens[i]] for every i (int64 index arrays)."},
@@ -623,9 +941,18 @@ static PyMethodDef methods[] = {
      "chunk_bytes(pool, first, lens) -> bytearray: the first lens[i] bytes of the uint64 "
      "chunks from pool[first[i]], end to end (int64 index arrays)."},
     {"merge_order", merge_order, METH_VARARGS,
-     "merge_order(counts, lo, hi, max_runs) -> bytearray of int64 rows by count descending "
-     "(int64), then lo, then hi (uint64), when the rows are at most max_runs runs in that "
+     "merge_order(counts, lo, hi, max_runs[, buf, starts, lens]) -> bytearray of int64 rows "
+     "by count descending (int64), then lo, then hi (uint64)[, then the bytes of the row's "
+     "word buf[starts[row]:][:lens[row]]], when the rows are at most max_runs runs in that "
      "order end to end; else None."},
+    {"order_ties", order_ties, METH_VARARGS,
+     "order_ties(order, counts, lo, hi, buf, starts, lens): in place, the rows of each run of "
+     "order whose (counts, lo, hi) are equal ordered by their words' bytes "
+     "(buf[starts[row]:][:lens[row]]; int64 / uint64 arrays, order writable)."},
+    {"tsv_lines", tsv_lines, METH_VARARGS,
+     "tsv_lines(buf, starts, lens, counts, order) -> (lines bytearray, line lengths as bytes "
+     "of int64): word<TAB>count<LF> for each row of order, the word being "
+     "buf[starts[row]:][:lens[row]] (int64 arrays, counts >= 0)."},
     {NULL, NULL, 0, NULL},
 };
 
