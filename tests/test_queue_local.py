@@ -555,6 +555,7 @@ def test_has_work_keeps_live_slots_under_used_up_ones():
 def test_an_idle_thief_asks_a_busy_victim_once_and_gets_its_next_task_by_mail():
     from mpitiny.queue.stealq import WANT, answer, offer
     victim, thief, other = make_queues(3)
+    thief.may_ask = other.may_ask = True               # they spin (Backoff)
     assert thief.steal(0) is None                      # the victim is idle: nobody is asked
     assert victim.local[WANT] == 0 and answer(victim) == -1
     victim.set_busy(True)
@@ -572,6 +573,7 @@ def test_an_idle_thief_asks_a_busy_victim_once_and_gets_its_next_task_by_mail():
 def test_a_thief_that_finds_work_elsewhere_takes_its_request_back():
     from mpitiny.queue.stealq import WANT, answer
     victim, thief, other = make_queues(3)
+    thief.may_ask = True
     victim.set_busy(True)
     assert thief.steal(0) is None and victim.local[WANT] == 2
     other.push_range(100, 110)
@@ -581,3 +583,18 @@ def test_a_thief_that_finds_work_elsewhere_takes_its_request_back():
     victim.push_remote(1, 7, 9)                         # an inbox entry, not the answer
     assert thief.take_inbox() == [(7, 9)]
     assert victim.local[WANT] == 0 and thief.asked == -1
+
+
+def test_a_thief_asks_only_while_it_spins_and_takes_its_request_back_when_it_sleeps():
+    from mpitiny.engine.loop import Backoff
+    from mpitiny.queue.stealq import WANT
+    victim, thief = make_queues(2)
+    victim.set_busy(True)
+    Backoff(1e-4, spin=False, queue=thief)             # more ranks than cores: no asking
+    assert thief.steal(0) is None and victim.local[WANT] == 0
+    backoff = Backoff(1e-4, spin=True, queue=thief)
+    assert thief.steal(0) is None and victim.local[WANT] == 2
+    backoff.spin_until = 1e-9                           # its spinning time is over
+    backoff.wait()
+    assert victim.local[WANT] == 0 and thief.asked == -1 and not thief.may_ask
+    assert thief.steal(0) is None and victim.local[WANT] == 0

@@ -28,7 +28,7 @@ from mpitiny.io import journal as jnl
 from mpitiny.io.rundir import UPSTREAM_FAILED, RankFiles, Records, rank_file
 from mpitiny.queue.layout import Layout
 from mpitiny.queue.release import Release
-from mpitiny.queue.stealq import StealQueue, answer, offer, region_size
+from mpitiny.queue.stealq import StealQueue, answer, offer, region_size, withdraw
 
 CHUNK_SECONDS = 0.005
 BATCH_SECONDS = 0.02      # a batched family's chunk: one call, so its fixed cost is shared
@@ -45,15 +45,20 @@ class Backoff:
     a DAG releases next is usually a few µs away, and a rank that sleeps takes 60-100 µs more
     to start it); after that, and from the start when there are more ranks than cores, no
     sleep for the first ``SPIN`` rounds, then sleeps doubling from 2 µs up to ``longest`` (an
-    idle rank must not take a core that a busy rank needs)."""
+    idle rank must not take a core that a busy rank needs). Only while it spins may its
+    ``queue`` ask a busy rank for its next task (``stealq.ask``): an answer must not wait in
+    the ``MAIL`` word of a rank that sleeps, where no thief takes it."""
 
     SPIN = 20
     SPIN_SECONDS = 0.002
 
-    def __init__(self, longest: float, spin: bool = False) -> None:
+    def __init__(self, longest: float, spin: bool = False, queue=None) -> None:
         self.longest = longest
         self.rounds = 0
         self.spin_until = time.perf_counter() + self.SPIN_SECONDS if spin else 0.0
+        self.queue = queue
+        if queue is not None:
+            queue.may_ask = spin
 
     def wait(self) -> None:
         self.rounds += 1
@@ -62,6 +67,9 @@ class Backoff:
                 os.sched_yield()
                 return
             self.spin_until, self.rounds = 0.0, 1
+            if self.queue is not None:
+                self.queue.may_ask = False
+                withdraw(self.queue)
         if self.rounds > self.SPIN:
             time.sleep(min(self.longest, 1e-6 * (1 << min(self.rounds - self.SPIN, 10))))
 
@@ -201,7 +209,7 @@ class Engine:
             return None
         gang = self.runner.gang      # tasks of several ranks: mpitiny.engine.gang
         chunk = self.take_direct() if gang is None else gang.next(self.take_direct)
-        backoff = Backoff(self.max_sleep, spin=self.spare_cores)
+        backoff = Backoff(self.max_sleep, self.spare_cores, self.queue)
         while chunk is None:
             self.rounds += 1
             chunk = self.find_work() if gang is None else gang.next(self.find_work)

@@ -61,15 +61,16 @@ A steal costs one ``Get`` of the header, one ``Compare_and_swap`` and, for ring 
 more ``Get`` and one ``Accumulate`` (measured costs: ``shared/notes/mpi-facts.md``).
 
 *Asking.* A thief that found nothing at a busy victim (which may release tasks as its task
-ends) and has asked nobody yet leaves its rank in the victim's ``WANT`` word (one
+ends), has asked nobody yet and spins rather than sleeps between rounds (``may_ask``: a rank of
+its own core, in its first 2 ms of idleness) leaves its rank in the victim's ``WANT`` word (one
 compare-and-swap, while it has nothing else to do). The victim reads its own word when it
-publishes a task it does not run itself (``answer``: a local read, one swap if someone
-asked) and puts the task in the asker's ``MAIL`` word instead (``offer``), which the asker
-reads every round without an MPI call: a DAG's released task then reaches an idle rank
-without waiting for that rank's next steal. A thief that finds work some other way takes its
-request back (``withdraw``); one that gets its ``MAIL`` takes it as answered. A request left
-standing (the asker got a placed task meanwhile) costs at most one task in a busy rank's
-``MAIL``, which the owner runs next and thieves may take.
+publishes a task it does not run itself (``answer``: a local read, one swap if someone asked)
+and puts the task in the asker's ``MAIL`` word instead (``offer``), which the asker reads every
+round without an MPI call: a DAG's released task then reaches an idle rank without waiting for
+that rank's next steal. A thief that finds work some other way takes its request back
+(``withdraw``); one that gets its ``MAIL`` takes it as answered. A request left standing (the
+asker got a placed task meanwhile) costs at most one task in a busy rank's ``MAIL``, which the
+owner runs next and thieves may take.
 """
 from __future__ import annotations
 
@@ -165,6 +166,7 @@ class StealQueue:
         self.top_word = 0                 # what this rank's TOP word holds
         self.last_victim = -1             # the rank ``steal`` looked at last
         self.asked = -1                   # the rank whose WANT word holds this rank's request
+        self.may_ask = False              # whether it may ask now (its owner spins: Backoff)
         self.untallied = 0                # inbox entries taken here, not yet on INBOX_TAKEN
         self.pending: list = []         # overflow: [(prio, kind, payload)] sorted by prio,
                                         # not visible to thieves
@@ -526,7 +528,7 @@ class StealQueue:
 
 def ask(q: StealQueue, victim: int) -> None:
     """Leave ``q``'s rank in ``victim``'s ``WANT`` word unless it asked some rank already."""
-    if q.asked < 0 and q.mem.cas(victim, q.base + WANT, 0, q.rank + 1) == 0:
+    if q.may_ask and q.asked < 0 and q.mem.cas(victim, q.base + WANT, 0, q.rank + 1) == 0:
         q.asked = victim
 
 
