@@ -3,7 +3,7 @@
 
     python bench/linesort_cpu_ab.py --base /tmp/base --corpora /work/corpora [--repeat 2]
 
-Every task of the job (sample, one map per split, R reduces, validate) is called as a function
+Every task of the job (sample if the tree has one, its maps, R reduces, validate) is called as a function
 in one fresh process per tree and corpus, ``time.process_time`` around each call, the trees
 alternating (base, this, this, base, ...): on a shared machine the CPU time of the tasks moves
 far less than wall time, so the ratio of two trees means something when whole runs do not.
@@ -30,8 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 
-def one(tree: str, h5: str, partitions: int) -> dict:
-    """The job's tasks on ``h5`` with ``tree``'s jobs/linesort.py, timed one by one."""
+def one(tree: str, h5: str, partitions: int, pieces: int = 1) -> dict:
+    """The job's tasks on ``h5`` with ``tree``'s jobs/linesort.py, timed one by one (a tree
+    without a sampling task: ``pieces`` maps per split)."""
     sys.path[:0] = [os.path.join(tree, "jobs"), tree]
     os.environ.pop("MPITINY_RUN_DIR", None)
     import linesort
@@ -46,11 +47,18 @@ def one(tree: str, h5: str, partitions: int) -> dict:
         return value
 
     try:
-        splitters = timed("sample", linesort.sample, h5, partitions)
-        maps = {f"map[{i}]": timed("map", linesort.map_split, h5, i, partitions, out,
-                                   {"sample": splitters}) for i in range(len(open_splits(h5)))}
-        reduces = {f"reduce[{r}]": timed("reduce", linesort.reduce_part, r, out, maps)
-                   for r in range(partitions)}
+        n = len(open_splits(h5))
+        if hasattr(linesort, "sample"):         # a tree before issue 18's maps-only sampling
+            splitters = timed("sample", linesort.sample, h5, partitions)
+            maps = {f"map[{i}]": timed("map", linesort.map_split, h5, i, partitions, out,
+                                       {"sample": splitters}) for i in range(n)}
+            reduces = {f"reduce[{r}]": timed("reduce", linesort.reduce_part, r, out, maps)
+                       for r in range(partitions)}
+        else:
+            maps = {f"map[{i},{k}]": timed("map", linesort.map_split, h5, i, out, 128, k, pieces)
+                    for i in range(n) for k in range(pieces)}
+            reduces = {f"reduce[{r}]": timed("reduce", linesort.reduce_part, r, partitions,
+                                             out, maps) for r in range(partitions)}
         timed("validate", linesort.validate, out, {**maps, **reduces})
         with open(os.path.join(out, "sorted.txt"), "rb") as f:
             digest = hashlib.blake2b(f.read(), digest_size=16).hexdigest()
@@ -62,18 +70,26 @@ def one(tree: str, h5: str, partitions: int) -> dict:
             "longest_task": longest, "longest_over_half_total": longest / (total / 2)}
 
 
+def _has_sample(tree: str) -> bool:
+    with open(os.path.join(tree, "jobs", "linesort.py"), encoding="utf-8") as f:
+        return "\ndef sample(" in f.read()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--base", help="the other source tree (e.g. a git worktree of HEAD)")
     ap.add_argument("--this", default=str(C.REPO_ROOT))
     ap.add_argument("--corpora", default="/work/corpora", help="bench/corpora.py's directory")
     ap.add_argument("--names", default="generated,prose,logs,code,multilingual")
-    ap.add_argument("--partitions", type=int, default=8)
+    ap.add_argument("--partitions", type=int, default=8, help="R of a tree with a sample task")
+    ap.add_argument("--this-partitions", type=int, default=24,
+                    help="R of a tree without one (jobs/linesort.json's default since issue 18)")
+    ap.add_argument("--pieces", type=int, default=2, help="maps per split, a tree without one")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--one", nargs=2, metavar=("TREE", "H5"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one:
-        print(json.dumps(one(a.one[0], a.one[1], a.partitions)))
+        print(json.dumps(one(a.one[0], a.one[1], a.partitions, a.pieces)))
         return
     if not a.base:
         ap.error("--base is required")
@@ -84,8 +100,10 @@ def main() -> None:
         runs: dict = {"base": [], "this": []}
         for k in range(a.repeat):
             for side in (("base", "this") if k % 2 == 0 else ("this", "base")):
+                parts = a.partitions if _has_sample(trees[side]) else a.this_partitions
                 p = subprocess.run([C.PYTHON, __file__, "--one", trees[side], h5,
-                                    "--partitions", str(a.partitions)], capture_output=True,
+                                    "--partitions", str(parts), "--pieces", str(a.pieces)],
+                                   capture_output=True,
                                    text=True, check=True, env=dict(C.bench_env(),
                                                                    PYTHONPATH=trees[side]))
                 runs[side].append(json.loads(p.stdout.strip().splitlines()[-1]))
@@ -99,7 +117,8 @@ def main() -> None:
             row[f"{side}_longest_over_half_total"] = C.rnd(
                 med(side, lambda r: r["longest_over_half_total"]), 3)
             for fam in ("sample", "map", "reduce"):
-                row[f"{side}_{fam}_cpu_s"] = C.rnd(med(side, lambda r, f=fam: r["cpu"][f]), 4)
+                row[f"{side}_{fam}_cpu_s"] = C.rnd(med(side, lambda r, f=fam: r["cpu"].get(f, 0)),
+                                                   4)
         row["speed_this_over_base"] = C.rnd(row["base_cpu_s"] / row["this_cpu_s"], 3)
         table[name] = row
         C.log(f"{name}: {row}")

@@ -55,6 +55,7 @@ def _edge_cases() -> dict:
         "all_equal": [b"same line"] * 500,
         "shared_prefix": [b" " * 64 + bytes([i % 7, i % 3]) for i in range(300)],
         "prefix_chain": [b"a" * i for i in range(200, -1, -1)],
+        "many_short": [b"%d" % (i % 37) for i in range(70_000)],
     }
 
 
@@ -91,11 +92,14 @@ def test_merge_kernel_equals_python(runs):
         pieces.append(view[at:at + len(p)])
         at += len(p)
     want = b"".join(x + b"\n" for x in sorted(x for r in runs for x in r))
-    data, n = linesort.merge_pieces(buf, pieces, kernel=None)
+    data, n = linesort.merge_pieces(pieces, kernel=None)
     assert bytes(data) == want and n == sum(map(len, runs))
     if KERNEL is not None:
-        data, n = linesort.merge_pieces(buf, pieces, kernel=KERNEL)
+        data, n = linesort.merge_pieces(pieces, kernel=KERNEL)
         assert bytes(data) == want and n == sum(map(len, runs))
+    if n:
+        assert linesort.edge_lines(data) == (want[:want.find(b"\n")],
+                                             want[want.rfind(b"\n", 0, len(want) - 1) + 1:-1])
 
 
 @pytest.mark.parametrize("case", list(_edge_cases()))
@@ -111,6 +115,11 @@ def test_kernel_refuses_bad_arguments():
         KERNEL.sort_lines(raw, starts, lens + 10, np.empty(2, np.int64))
     with pytest.raises(ValueError, match="one length"):
         KERNEL.sort_lines(raw, starts, lens[:1], np.empty(2, np.int64))
+    with pytest.raises(ValueError, match="is no line"):
+        KERNEL.gather_lines(raw, starts, lens, np.array([0, 5]), np.empty(10, np.uint8))
+    with pytest.raises(ValueError, match="more needed"):
+        KERNEL.gather_lines(raw, starts, lens, np.array([0, 1]), np.empty(4, np.uint8))
+    assert KERNEL.gather_lines(raw, starts, lens, np.array([1, 0]), np.empty(5, np.uint8)) == 5
     with pytest.raises(ValueError, match="does not end with a newline"):
         KERNEL.merge_runs([b"a\n", b"b"], bytearray(3))
     with pytest.raises(ValueError, match="needed"):
@@ -119,26 +128,69 @@ def test_kernel_refuses_bad_arguments():
         KERNEL.find_line_spans(b"a\nb", [b"a\nb"], np.empty(8, np.int64))
 
 
-def test_partition_cuts_are_bisect_on_line_and_position():
-    """Equal lines fall on both sides of a splitter by position; a splitter given as a line
-    alone (position -1) comes before every line equal to it."""
-    import bisect
-    rng = np.random.default_rng(3)
-    for _ in range(40):
-        lines = [bytes(rng.choice(list(b"\x00a b"), int(rng.integers(0, 4))).tolist())
-                 for _ in range(int(rng.integers(1, 200)))]
+@needs_kernel
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200).map(lambda b: bytes(b"\na\x00\xff"[x % 4] for x in b)))
+def test_line_spans_kernel_equals_numpy(data):
+    """The SSE2 scan: newlines at every place in and across 16-byte blocks, a tail shorter
+    than a block, no final newline (its last bytes are no line), arrays too short."""
+    ends = [i for i, c in enumerate(data) if c == 10]
+    assert KERNEL.count_lines(data) == len(ends)
+    raw = np.frombuffer(data, np.uint8)
+    ws, wl = linesort.line_spans(raw, kernel=None)
+    starts, lens = np.full(len(ends), -1, np.int64), np.full(len(ends), -1, np.int64)
+    assert KERNEL.line_spans(raw, starts, lens) == len(ends)
+    assert starts.tolist() == ws.tolist() and lens.tolist() == wl.tolist()
+    short = max(0, len(ends) - 3)
+    s2, l2 = np.empty(short, np.int64), np.empty(short, np.int64)
+    assert KERNEL.line_spans(raw, s2, l2) == short
+    assert s2.tolist() == ws[:short].tolist() and l2.tolist() == wl[:short].tolist()
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(line, max_size=150), st.integers(1, 40))
+def test_run_points_kernel_equals_numpy(lines, points):
+    """A sorted run's points (the maps' sample): the kernel's scan and numpy give the same
+    rows; the last line is always one; the weights of ``run_sample`` add up to the run's
+    cost and its lines are the run's lines (cut to ``SAMPLE_BYTES``)."""
+    run = _raw(sorted(lines))
+    want = linesort.run_points(run, len(lines), points, kernel=None)
+    if KERNEL is not None:
+        assert linesort.run_points(run, len(lines), points, kernel=KERNEL).tolist() == want.tolist()
+    sample = linesort.run_sample(run, len(lines), points)
+    if not lines:
+        assert sample == []
+        return
+    assert want[-1].tolist()[1:] == [len(run) - 1, len(lines) - 1] and len(want) <= points
+    assert sum(w for _, w in sample) == len(run) + linesort.LINE_BYTES * len(lines)
+    cut = linesort.SAMPLE_BYTES
+    for (h, _), (a, e, j) in zip(sample, want.tolist()):
+        assert bytes.fromhex(h) == sorted(lines)[j][:cut] == run[a:e].tobytes()[:cut]
+
+
+@needs_kernel
+def test_run_points_refuses_a_wrong_line_count():
+    with pytest.raises(ValueError, match="has 2 lines, not 3"):
+        KERNEL.run_points(b"a\nb\n", 3, 4, 4, np.empty(12, np.int64))
+    with pytest.raises(ValueError, match="points >= 1"):
+        KERNEL.run_points(b"a\nb\n", 2, 0, 4, np.empty(12, np.int64))
+
+
+@needs_kernel
+def test_sort_with_scratch_reused_and_too_small():
+    """``sort_lines``' scratch: the same order as without it, reused by calls of other sizes
+    (what the maps do), and one clear error when it is too small."""
+    scratch = np.empty(32 * 400 + 16, np.uint8)
+    rng = np.random.default_rng(5)
+    for n in (300, 0, 400, 17):
+        lines = [bytes(rng.integers(0, 4, int(rng.integers(0, 20))).tolist()) for _ in range(n)]
         raw = _raw(lines)
         starts, lens = linesort.line_spans(raw)
-        positions = starts + 1000
-        order = linesort.sort_order(raw, starts, lens)
-        picked = sorted((lines[i], int(positions[i]) + int(rng.integers(-3, 4)))
-                        for i in rng.integers(0, len(lines), int(rng.integers(0, 7))))
-        picked += [(b"a", -1)] if rng.random() < 0.5 else []
-        splitters = sorted(picked)
-        cuts = linesort.partition_cuts(raw, starts, lens, order, positions, splitters)
-        parts = [bisect.bisect_right(splitters, (x, int(p))) for x, p in zip(lines, positions)]
-        counts = np.bincount(parts, minlength=len(splitters) + 1)
-        assert cuts == np.cumsum(counts)[:-1].tolist()
+        order = np.empty(n, np.int64)
+        KERNEL.sort_lines(raw, starts, lens, order, scratch[:32 * max(n, 1) + 16])
+        assert order.tolist() == sorted(range(n), key=lambda i: (lines[i], i))
+    with pytest.raises(ValueError, match="scratch has"):
+        KERNEL.sort_lines(raw, starts, lens, order, scratch[:32 * 17])
 
 
 # ------------------------------------------------------------------------------ grep

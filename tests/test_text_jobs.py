@@ -195,10 +195,9 @@ def test_linesort_tasks_in_process_with_a_stale_partial_output(corpus, tmp_path,
     h5, out = str(d / "data.h5"), tmp_path / "out"
     out.mkdir()
     (out / linesort.PARTIAL).write_bytes(b"x" * (len(logical(sources)) + 1000))
-    splitters = linesort.sample(h5, 6, samples=500)
-    maps = {f"map[{i}]": linesort.map_split(h5, i, 6, str(out), {"sample": splitters})
+    maps = {f"map[{i}]": linesort.map_split(h5, i, str(out), samples=50)
             for i in range(len(open_splits(h5)))}
-    reduces = {f"reduce[{r}]": linesort.reduce_part(r, str(out), maps) for r in (5, 2, 0, 4, 1, 3)}
+    reduces = {f"reduce[{r}]": linesort.reduce_part(r, 6, str(out), maps) for r in (5, 2, 0, 4, 1, 3)}
     linesort.validate(str(out), {**maps, **reduces})
     assert (out / "sorted.txt").read_bytes() == ref_sorted(logical(sources))
     assert not (out / linesort.PARTIAL).exists()
@@ -209,12 +208,14 @@ def test_linesort_validate_catches_a_bad_order(corpus, tmp_path, monkeypatch):
     monkeypatch.delenv("MPITINY_RUN_DIR", raising=False)
     d, _ = corpus
     h5, out = str(d / "data.h5"), str(tmp_path / "out")
-    splitters = {"sample": [b"z".hex(), b"zz".hex()]}
-    maps = {f"map[{i}]": linesort.map_split(h5, i, 3, out, splitters)
-            for i in range(len(open_splits(h5)))}
-    reduces = {f"reduce[{r}]": linesort.reduce_part(r, out, maps) for r in range(3)}
+    maps = {f"map[{i}]": linesort.map_split(h5, i, out) for i in range(len(open_splits(h5)))}
+    reduces = {f"reduce[{r}]": linesort.reduce_part(r, 3, out, maps) for r in range(3)}
     reduces["reduce[0]"]["last"] = b"\xff".hex()
     with pytest.raises(RuntimeError, match="begins before"):
+        linesort.validate(out, {**maps, **reduces})
+    reduces["reduce[0]"]["last"] = reduces["reduce[0]"]["first"]
+    reduces["reduce[1]"]["offset"] += 1
+    with pytest.raises(RuntimeError, match="part 1 is at byte"):
         linesort.validate(out, {**maps, **reduces})
 
 
@@ -274,23 +275,22 @@ def test_reducer_keeps_the_nul_word(others):
     assert dict(zip(got_words, got_counts.tolist())) == {w: 6 for w in set(words)}
 
 
-def test_linesort_partition_cuts_of_lines_sharing_long_prefixes():
-    """Lines indented by 16 spaces and more (code) and splitters among them: the cuts put
-    every line in partition ``bisect_right(splitters, line)``, and they spread over the
-    partitions."""
+def test_linesort_bounds_of_lines_sharing_long_prefixes():
+    """Lines indented by 16 spaces and more (code) and splitters among them: the byte ranges
+    put every line in partition ``bisect_right(splitters, (line, split))``, and they spread
+    over the partitions."""
     import bisect
     import numpy as np
     rng = random.Random(9)
     lines = [b" " * rng.choice([0, 4, 16, 20, 24]) + bytes(rng.choice(b"\x00ab\xff")
                                                            for _ in range(rng.randint(0, 6)))
              for _ in range(5000)]
-    splitters = sorted((x, -1) for x in rng.sample(lines, 7))
-    raw = np.frombuffer(b"".join(x + b"\n" for x in lines), np.uint8)
-    starts, lens = linesort.line_spans(raw)
-    order = linesort.sort_order(raw, starts, lens)
-    cuts = linesort.partition_cuts(raw, starts, lens, order, starts, splitters)
-    part = [bisect.bisect_right(splitters, (x, 0)) for x in lines]
-    assert cuts == np.cumsum(np.bincount(part, minlength=8))[:-1].tolist()
+    splitters = sorted((x, rng.choice([0, 1])) for x in rng.sample(lines, 7))
+    run = b"".join(x + b"\n" for x in sorted(lines))
+    part = [bisect.bisect_right(splitters, (x, 1)) for x in sorted(lines)]
+    got = [run[slice(*linesort.partition_bounds(run, 1, splitters, r))].count(b"\n")
+           for r in range(8)]
+    assert got == np.bincount(part, minlength=8).tolist()
     assert max(np.bincount(part)) < 0.6 * len(lines)
 
 

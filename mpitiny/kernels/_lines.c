@@ -1,19 +1,30 @@
 /* Line kernels of jobs/linesort.py and jobs/grep.py (mpitiny.kernels._lines).
 
-   sort_lines(data, starts, lens, order): order <- the line numbers 0..n-1 ordered by the
-       lines' bytes (memcmp, then length: Python's bytes order), equal lines by line number.
-       A most-significant-first radix sort: at depth d every line's key is its bytes d..d+6
-       (big-endian, zero past its end) and, in the low byte, how many bytes it has from d on
-       (0-7, or 8 for "more than 7"); the keys are sorted stably (key_sort: by bytes, most
-       significant first, small buckets by insertion), then each run of equal keys with low byte 8 again at depth d + 7 (the largest
-       run in a loop, the others recursively: the stack stays O(log n)). Groups of under
-       SMALL lines by insertion sort (memcmp). Equal keys with a low byte under 8 are equal
-       lines, already in line-number order (the sort is stable).
+   sort_lines(data, starts, lens, order[, scratch]): order <- the line numbers 0..n-1
+       ordered by the lines' bytes (memcmp, then length: Python's bytes order), equal lines
+       by line number. A most-significant-first radix sort: at depth d every line's key is
+       its bytes d..d+6 (big-endian, zero past its end) and, in the low byte, how many bytes
+       it has from d on (0-7, or 8 for "more than 7"); the keys are sorted stably (key_sort:
+       by bytes, most significant first, two bytes at once for WIDE records and more, small
+       buckets by insertion), then each run of equal keys with low byte 8 again at depth
+       d + 7 (the largest run in a loop, the others recursively: the stack stays O(log n);
+       its keys are read with the next lines' bytes prefetched: they are scattered). Groups
+       of under SMALL lines by insertion sort (memcmp). Equal keys with a low byte under 8
+       are equal lines, already in line-number order (the sort is stable). scratch
+       (writable, at least 32 n + 16 bytes) holds the sort's records instead of a new
+       allocation (whose pages the kernel would fault in again on every call).
    count_lines(data): the number of newlines.
    line_spans(data, starts, lens): the start and length (without its newline) of each
-       newline-ended line of data, up to the arrays' length; returns how many.
+       newline-ended line of data, up to the arrays' length; returns how many. Both scan 16
+       bytes at a time with SSE2 (a memchr per line cost ~20 ns on short lines).
    gather_lines(data, starts, lens, order, out): out <- the lines in that order, each followed
-       by a newline.
+       by a newline (a line of up to 16 bytes by one 16-byte move where room allows; so in
+       merge_runs), the next lines' bytes prefetched.
+   run_points(run, lines, points, line_bytes, out): for a run of lines newline-ended lines
+       (sorted: a map's output), whose cost up to line j is line_bytes * (j + 1) plus its
+       bytes up to and including j's newline, of total C: for k = 1..points the first line
+       whose cost reaches C k / points, once each, as (start, end, line number) in out (int64,
+       3 per point); returns how many. One SSE2 scan for the newlines.
    merge_runs(runs, out): out <- the lines of the runs (each a buffer of lines sorted by bytes,
        every line ending with a newline) merged in bytes order (a binary heap of the runs);
        returns the number of lines.
@@ -34,6 +45,7 @@
 #endif
 
 #define SMALL 24
+#define WIDE 32768
 
 typedef struct { uint64_t key; uint64_t idx; } rec_t;
 
@@ -47,6 +59,21 @@ static inline uint64_t load_be64(const uint8_t *p)
 #else
     return __builtin_bswap64(w);
 #endif
+}
+
+/* Copy len bytes from src to dst; when 16 bytes can be read at src and written at dst (the
+   caller says how many bytes follow each), one 16-byte move, bytes past len included (the
+   next line overwrites them): a memcpy call per short line cost more than the line. */
+static inline void copy_line(uint8_t *dst, const uint8_t *src, size_t len, size_t dst_room,
+                             size_t src_room)
+{
+    if (len <= 16 && dst_room >= 16 && src_room >= 16) {
+        uint64_t w[2];
+        memcpy(w, src, 16);
+        memcpy(dst, w, 16);
+    } else {
+        memcpy(dst, src, len);
+    }
 }
 
 typedef struct {
@@ -96,6 +123,30 @@ static void insertion_sort(const lines_t *L, rec_t *a, size_t n, int64_t depth)
     }
 }
 
+static void key_sort(rec_t *a, rec_t *tmp, size_t n);
+
+/* key_sort's first pass for a large group (n >= WIDE): two bytes at once (bits sh..sh+15,
+   65536 buckets), each bucket then by key_sort; one pass over the records fewer (a split of
+   1.6 M lines of 1-7 bytes: prose). -1 when the counts could not be allocated. */
+static int key_sort_wide(rec_t *a, rec_t *tmp, size_t n, int sh)
+{
+    uint32_t *at = calloc(65537, sizeof *at);
+    if (!at)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        at[((a[i].key >> sh) & 0xffff) + 1]++;
+    for (int b = 0; b < 65536; b++)
+        at[b + 1] += at[b];
+    for (size_t i = 0; i < n; i++)
+        tmp[at[(a[i].key >> sh) & 0xffff]++] = a[i];
+    memcpy(a, tmp, n * sizeof *a);
+    for (size_t b = 0, first = 0; b < 65536; first = at[b], b++)
+        if (at[b] - first > 1 && sh > 0)
+            key_sort(a + first, tmp + first, at[b] - first);
+    free(at);
+    return 0;
+}
+
 /* Records sorted by key, stably (equal keys keep their order): most significant byte first,
    from the first byte in which the keys differ, one counting pass and one scatter per byte,
    the buckets of under SMALL records by insertion. */
@@ -117,6 +168,8 @@ static void key_sort(rec_t *a, rec_t *tmp, size_t n)
     if (!diff)
         return;
     int shift = (63 - __builtin_clzll(diff)) & ~7;     /* the first byte that differs */
+    if (n >= WIDE && shift >= 8 && key_sort_wide(a, tmp, n, shift - 8) == 0)
+        return;
     size_t count[256] = {0}, at[256], sum = 0;
     for (size_t i = 0; i < n; i++)
         count[(a[i].key >> shift) & 255]++;
@@ -141,8 +194,15 @@ static void sort_group(const lines_t *L, rec_t *a, rec_t *tmp, size_t n, int64_t
             insertion_sort(L, a, n, depth);
             return;
         }
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < n; i++) {
+            if (depth && i + 16 < n) {          /* lines in sorted order: scattered */
+                __builtin_prefetch(L->starts + a[i + 16].idx);
+                __builtin_prefetch(L->lens + a[i + 16].idx);
+            }
+            if (depth && i + 8 < n)
+                __builtin_prefetch(L->buf + L->starts[a[i + 8].idx] + depth);
             a[i].key = key_at(L, a[i].idx, depth);
+        }
         key_sort(a, tmp, n);
         size_t big_at = 0, big_n = 0;
         for (size_t i = 0, j; i < n; i = j) {
@@ -219,18 +279,39 @@ static int line_args(PyObject *args, Py_buffer v[4], lines_t *L, Py_ssize_t *n, 
 
 static PyObject *sort_lines(PyObject *self, PyObject *args)
 {
-    Py_buffer v[4];
+    Py_buffer v[4], scratch = {0};
     lines_t L;
-    Py_ssize_t n;
-    if (line_args(args, v, &L, &n, 1) < 0)
+    Py_ssize_t n, nargs = PyTuple_GET_SIZE(args);
+    if (nargs != 4 && nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "_lines.sort_lines: data, starts, lens, order[, scratch]");
         return NULL;
-    rec_t *a = malloc((size_t)(n ? n : 1) * sizeof *a), *tmp = malloc((size_t)(n ? n : 1) * sizeof *a);
-    if (!a || !tmp) {
-        free(a);
-        free(tmp);
-        release(v, 4);
-        return PyErr_NoMemory();
     }
+    PyObject *four = PyTuple_GetSlice(args, 0, 4);
+    if (!four)
+        return NULL;
+    int bad = line_args(four, v, &L, &n, 1);
+    Py_DECREF(four);
+    if (bad < 0)
+        return NULL;
+    size_t need = 2 * (size_t)(n ? n : 1) * sizeof(rec_t);
+    rec_t *a = NULL, *tmp = NULL, *own = NULL;
+    if (nargs == 5) {
+        if (get_buf(PyTuple_GET_ITEM(args, 4), &scratch, 1, "scratch") < 0)
+            return release(v, 4), NULL;
+        if ((size_t)scratch.len < need + 16) {
+            PyErr_Format(PyExc_ValueError, "_lines.sort_lines: scratch has %zd bytes, %zu "
+                         "needed", scratch.len, need + 16);
+            return release(v, 4), PyBuffer_Release(&scratch), NULL;
+        }
+        a = (rec_t *)(((uintptr_t)scratch.buf + 15) & ~(uintptr_t)15);
+    } else {
+        a = own = malloc(need);
+        if (!own) {
+            release(v, 4);
+            return PyErr_NoMemory();
+        }
+    }
+    tmp = a + (n ? n : 1);
     int64_t *order = v[3].buf;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++)
@@ -239,8 +320,9 @@ static PyObject *sort_lines(PyObject *self, PyObject *args)
     for (Py_ssize_t i = 0; i < n; i++)
         order[i] = (int64_t)a[i].idx;
     Py_END_ALLOW_THREADS
-    free(a);
-    free(tmp);
+    free(own);
+    if (scratch.obj)
+        PyBuffer_Release(&scratch);
     release(v, 4);
     Py_RETURN_NONE;
 }
@@ -263,32 +345,86 @@ static PyObject *gather_lines(PyObject *self, PyObject *args)
     if (get_buf(dst, &out, 1, "out") < 0)
         return release(v, 4), NULL;
     const int64_t *order = v[3].buf;
-    int64_t need = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
+    for (Py_ssize_t i = 0; i < n; i++)
         if (order[i] < 0 || order[i] >= n) {
             PyErr_Format(PyExc_ValueError, "_lines.gather_lines: order[%zd] = %lld is no line",
                          i, (long long)order[i]);
             return release(v, 4), PyBuffer_Release(&out), NULL;
         }
-        need += L.lens[order[i]] + 1;
-    }
-    if (need > out.len) {
-        PyErr_Format(PyExc_ValueError, "_lines.gather_lines: out has %zd bytes, %lld needed",
-                     out.len, (long long)need);
-        return release(v, 4), PyBuffer_Release(&out), NULL;
-    }
-    uint8_t *o = out.buf;
+    uint8_t *o = out.buf, *o_end = o + out.len;
+    int full = 0;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++) {
+        if (i + 16 < n) {                       /* the lines are scattered in data */
+            __builtin_prefetch(L.starts + order[i + 16]);
+            __builtin_prefetch(L.lens + order[i + 16]);
+        }
+        if (i + 8 < n)
+            __builtin_prefetch(L.buf + L.starts[order[i + 8]]);
         int64_t k = order[i], len = L.lens[k];
-        memcpy(o, L.buf + L.starts[k], (size_t)len);
+        if (len + 1 > o_end - o) {
+            full = 1;
+            break;
+        }
+        copy_line(o, L.buf + L.starts[k], (size_t)len, (size_t)(o_end - o),
+                  (size_t)(L.size - L.starts[k]));
         o[len] = '\n';
         o += len + 1;
     }
     Py_END_ALLOW_THREADS
+    int64_t need = o - (uint8_t *)out.buf;
+    if (full) {
+        PyErr_Format(PyExc_ValueError, "_lines.gather_lines: out has %zd bytes, more needed",
+                     out.len);
+        return release(v, 4), PyBuffer_Release(&out), NULL;
+    }
     release(v, 4);
     PyBuffer_Release(&out);
     return PyLong_FromLongLong(need);
+}
+
+/* The newlines of d[0..n): SSE2 compares 16 bytes at a time (a bit mask of the newlines, its
+   bits taken one by one), else memchr. spans: where to put each line's start and length (up
+   to room lines), or NULL to count only; returns the number of newlines seen (spans: of
+   lines stored). */
+static Py_ssize_t scan_newlines(const uint8_t *d, Py_ssize_t n, int64_t *starts, int64_t *lens,
+                                Py_ssize_t room)
+{
+    Py_ssize_t count = 0, i = 0, line = 0;
+#ifdef __SSE2__
+    const __m128i nl = _mm_set1_epi8('\n');
+    for (; i + 16 <= n; i += 16) {
+        unsigned mask = (unsigned)_mm_movemask_epi8(
+            _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(d + i)), nl));
+        if (!starts) {
+            count += __builtin_popcount(mask);
+            continue;
+        }
+        while (mask) {
+            Py_ssize_t at = i + __builtin_ctz(mask);
+            if (count == room)
+                return count;
+            starts[count] = line;
+            lens[count] = at - line;
+            count++;
+            line = at + 1;
+            mask &= mask - 1;
+        }
+    }
+#endif
+    for (const uint8_t *p = d + i, *end = d + n; p < end; p++) {
+        if (!(p = memchr(p, '\n', (size_t)(end - p))))
+            break;
+        if (starts) {
+            if (count == room)
+                return count;
+            starts[count] = line;
+            lens[count] = (p - d) - line;
+            line = (p - d) + 1;
+        }
+        count++;
+    }
+    return count;
 }
 
 static PyObject *count_lines(PyObject *self, PyObject *arg)
@@ -296,11 +432,9 @@ static PyObject *count_lines(PyObject *self, PyObject *arg)
     Py_buffer v = {0};
     if (get_buf(arg, &v, 0, "data") < 0)
         return NULL;
-    const uint8_t *p = v.buf, *end = p + v.len;
-    Py_ssize_t n = 0;
+    Py_ssize_t n;
     Py_BEGIN_ALLOW_THREADS
-    for (; p < end && (p = memchr(p, '\n', (size_t)(end - p))); p++)
-        n++;
+    n = scan_newlines(v.buf, v.len, NULL, NULL, 0);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&v);
     return PyLong_FromSsize_t(n);
@@ -321,22 +455,79 @@ static PyObject *line_spans(PyObject *self, PyObject *args)
                                           "arrays of one length");
         return release(v, 3), NULL;
     }
-    const uint8_t *d = v[0].buf, *end = d + v[0].len, *p = d;
-    int64_t *starts = v[1].buf, *lens = v[2].buf;
-    Py_ssize_t room = v[1].len / 8, n = 0;
+    Py_ssize_t n;
     Py_BEGIN_ALLOW_THREADS
-    while (p < end && n < room) {
-        const uint8_t *nl = memchr(p, '\n', (size_t)(end - p));
-        if (!nl)
-            break;
-        starts[n] = p - d;
-        lens[n] = nl - p;
-        n++;
-        p = nl + 1;
-    }
+    n = scan_newlines(v[0].buf, v[0].len, v[1].buf, v[2].buf, v[1].len / 8);
     Py_END_ALLOW_THREADS
     release(v, 3);
     return PyLong_FromSsize_t(n);
+}
+
+/* ------------------------------------------------------------------ a sorted run's points */
+typedef struct {
+    int64_t line_bytes, lines, line, start, next_k, points, total, found;
+    int64_t *out;
+} points_t;
+
+/* Line number P->line ends at byte end: when its cost (line_bytes per line, plus bytes, up to
+   and including it) reaches the next target, it is a point. */
+static inline void point_at(points_t *P, int64_t end)
+{
+    int64_t cost = P->line_bytes * (P->line + 1) + end + 1;
+    if (P->next_k <= P->points && cost * P->points >= P->total * P->next_k) {
+        P->out[3 * P->found] = P->start;
+        P->out[3 * P->found + 1] = end;
+        P->out[3 * P->found + 2] = P->line;
+        P->found++;
+        while (P->next_k <= P->points && cost * P->points >= P->total * P->next_k)
+            P->next_k++;
+    }
+    P->line++;
+    P->start = end + 1;
+}
+
+static PyObject *run_points(PyObject *self, PyObject *args)
+{
+    PyObject *run_obj, *dst;
+    long long lines, points, line_bytes;
+    if (!PyArg_ParseTuple(args, "OLLLO", &run_obj, &lines, &points, &line_bytes, &dst))
+        return NULL;
+    Py_buffer run = {0}, out = {0};
+    if (get_buf(run_obj, &run, 0, "run") < 0)
+        return NULL;
+    if (get_buf(dst, &out, 1, "out") < 0)
+        return PyBuffer_Release(&run), NULL;
+    if (points < 1 || lines < 0 || line_bytes < 0 || out.len < 24 * points) {
+        PyErr_Format(PyExc_ValueError, "_lines.run_points: need points >= 1, lines and "
+                     "line_bytes >= 0, out of 3 * points int64 (%lld points, %zd bytes)",
+                     points, out.len);
+        return PyBuffer_Release(&run), PyBuffer_Release(&out), NULL;
+    }
+    points_t P = {line_bytes, lines, 0, 0, 1, points, line_bytes * lines + run.len, 0, out.buf};
+    const uint8_t *d = run.buf;
+    Py_ssize_t n = run.len, i = 0;
+    Py_BEGIN_ALLOW_THREADS
+#ifdef __SSE2__
+    const __m128i nl = _mm_set1_epi8('\n');
+    for (; i + 16 <= n && P.line < lines; i += 16) {
+        unsigned mask = (unsigned)_mm_movemask_epi8(
+            _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(d + i)), nl));
+        for (; mask && P.line < lines; mask &= mask - 1)
+            point_at(&P, i + __builtin_ctz(mask));
+    }
+#endif
+    for (; i < n && P.line < lines; i++)
+        if (d[i] == '\n')
+            point_at(&P, i);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&run);
+    PyBuffer_Release(&out);
+    if (P.line != lines) {
+        PyErr_Format(PyExc_ValueError, "_lines.run_points: the run has %lld lines, not %lld",
+                     (long long)P.line, lines);
+        return NULL;
+    }
+    return PyLong_FromLongLong(P.found);
 }
 
 /* ------------------------------------------------------------------ merge of sorted runs */
@@ -440,10 +631,10 @@ static PyObject *merge_runs(PyObject *self, PyObject *args)
     }
     for (size_t i = h / 2; i-- > 0;)
         sift_down(heap, h, i);
-    uint8_t *o = out.buf;
+    uint8_t *o = out.buf, *o_end = o + out.len;
     while (h) {
         cursor_t *c = heap[0];
-        memcpy(o, c->line, c->len + 1);
+        copy_line(o, c->line, c->len + 1, (size_t)(o_end - o), (size_t)(c->end - c->line));
         o += c->len + 1;
         lines++;
         if (!cursor_step(c))
@@ -588,12 +779,16 @@ done:
 
 static PyMethodDef methods[] = {
     {"sort_lines", sort_lines, METH_VARARGS,
-     "sort_lines(data, starts, lens, order): order <- line numbers in bytes order (ties by number)"},
+     "sort_lines(data, starts, lens, order[, scratch]): order <- line numbers in bytes order (ties "
+     "by number)"},
     {"count_lines", count_lines, METH_O, "count_lines(data): the number of newlines in data"},
     {"line_spans", line_spans, METH_VARARGS,
      "line_spans(data, starts, lens): the newline-ended lines' starts and lengths; count"},
     {"gather_lines", gather_lines, METH_VARARGS,
      "gather_lines(data, starts, lens, order, out): the lines in order, each + newline; bytes"},
+    {"run_points", run_points, METH_VARARGS,
+     "run_points(run, lines, points, line_bytes, out): (start, end, line) of the run's lines "
+     "ending each of points stretches of even cost; count"},
     {"merge_runs", merge_runs, METH_VARARGS,
      "merge_runs(runs, out): sorted runs of newline-ended lines merged into out; lines"},
     {"find_line_spans", find_line_spans, METH_VARARGS,
