@@ -23,6 +23,10 @@ it back after:
   environment). GPU k is the k-th entry of the rank's own ``CUDA_VISIBLE_DEVICES`` (what a
   batch system gave the job) if it has one, else k.
 
+A function task of ``cores: c`` also gets c OpenBLAS threads while it holds its slots (the
+ranks of ``mpitiny run`` start numpy with one, ``mpitiny.blas``); a command gets none of this
+(its environment is the rank's own: what the user set, or nothing).
+
 A chunk claims memory and GPUs first, then slots: a rank waits holding only what the chunk
 needs, and the tasks that hold slots never wait, so every wait ends as running tasks end. A
 claim is made once per chunk (the tasks of a chunk run one after another on this rank), never
@@ -44,6 +48,7 @@ import os
 import time
 from typing import Callable, Iterator
 
+from mpitiny import blas
 from mpitiny.dag.limits import gpus_per_node, node_mem
 from mpitiny.errors import BadInput
 
@@ -125,7 +130,8 @@ class NodeResources:
     @contextlib.contextmanager
     def held(self, g: int, env: dict | None = None) -> Iterator[None]:
         """What a chunk of group ``g`` needs, claimed (waiting until it fits) while the body
-        runs; its GPUs in ``os.environ`` and in ``env`` (a command's environment) meanwhile."""
+        runs; its GPUs in ``os.environ`` and in ``env`` (a command's environment) meanwhile;
+        a function task's (``env`` None) ``cores`` OpenBLAS threads (``mpitiny.blas``)."""
         cores, mem, gpus = self.needs[g]
         mask = 0
         if mem:
@@ -135,11 +141,12 @@ class NodeResources:
                 mask = self.take_gpus(gpus)
             self.take_slots(cores)
             try:
-                if gpus:
-                    with self.visible(mask, env):
+                with blas.threads(cores if env is None else 1):
+                    if gpus:
+                        with self.visible(mask, env):
+                            yield
+                    else:
                         yield
-                else:
-                    yield
             finally:
                 self.words.add(0, USED, -cores)
         finally:
