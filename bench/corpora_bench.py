@@ -144,6 +144,8 @@ def run(args, mb) -> None:
               "corpora": {n: _manifest(files[n]) for n in names},
               "references": refs, "table": table, "runs": runs}
     C.emit(result, "\n".join(_human(table, jobs)))
+    if not args.workdir:                  # the run directories (~300 MB): not left in /tmp
+        shutil.rmtree(wd, ignore_errors=True)
 
 
 def _mpitiny(ctx: dict, job: str, n: str, label: str, extra=()) -> tuple:
