@@ -59,18 +59,36 @@ def mixed() -> list:
              "deps": ["one"]}]
 
 
-def drive(dag, nranks: int, rng: random.Random, fail_prob: float) -> int:
-    """Run ``dag`` both ways in lockstep; returns how many single successes were compared."""
+def twin_words(dag, nranks: int) -> tuple:
+    """``dag``'s layout on ``nranks`` and two copies of every rank's words, initialised alike:
+    one for each of the two ways that run in lockstep."""
     layout = Layout(dag, nranks, 0)
     mems = [LocalMemory(nranks, int(layout.nwords.max())) for _ in range(2)]
     for mem in mems:
         for r in range(nranks):
             layout.init_words(r, mem.words[r])
-    rel = [[Release(layout, mem.view(r)) for r in range(nranks)] for mem in mems]
+    return layout, mems
+
+
+def roots(dag, layout) -> list:
+    """``(group, instance)`` of every task that waits for none."""
     ready = [(g.index, i) for g in dag.groups for i in layout.waiting_for_none(g.index)] \
         if any(g.deps for g in dag.groups) else []
     ready += [(g.index, i) for g in dag.groups if not g.deps for i in range(g.size)]
-    ready = list(dict.fromkeys((int(g), int(i)) for g, i in ready))
+    return list(dict.fromkeys((int(g), int(i)) for g, i in ready))
+
+
+def count_word(layout, child: int, j: int) -> tuple:
+    """``(rank, word)`` of instance ``j`` of ``child``'s count word (what ``fetch_add`` names)."""
+    rank, pos = layout.owner(child, j)
+    return rank, int(layout.counts0[rank]) + int(layout.count_base[child][rank]) + pos
+
+
+def drive(dag, nranks: int, rng: random.Random, fail_prob: float) -> int:
+    """Run ``dag`` both ways in lockstep; returns how many single successes were compared."""
+    layout, mems = twin_words(dag, nranks)
+    rel = [[Release(layout, mem.view(r)) for r in range(nranks)] for mem in mems]
+    ready = roots(dag, layout)
     seen, compared = set(), 0
     while ready:
         g, i = ready.pop(rng.randrange(len(ready)))
@@ -163,18 +181,14 @@ class LoggedMemory:
 @pytest.mark.parametrize("nranks", [2, 3, 4])
 @pytest.mark.parametrize("case", sorted(PLACED))
 def test_finish_one_sends_placed_children_home_first(case, nranks):
-    """With ``send_placed``, ``finish_one`` hands each released instance placed on another
+    """With ``hand_off``'s ``send``, ``finish_one`` hands each released instance placed on another
     rank to ``send`` (and no longer returns it), the moment its count reaches zero and before
     counting down any sibling placed here; what it returns and sends together is what
     ``finish`` releases, and an instance whose inbox is full (``send`` returns False) comes
     back as ready."""
     dag = CASES.get(case, PLACED[case])()
     rng = random.Random(zlib.crc32(f"{case} {nranks}".encode()))
-    layout = Layout(dag, nranks, 0)
-    mems = [LocalMemory(nranks, int(layout.nwords.max())) for _ in range(2)]
-    for mem in mems:
-        for r in range(nranks):
-            layout.init_words(r, mem.words[r])
+    layout, mems = twin_words(dag, nranks)
     log: list = []
     fast = [Release(layout, LoggedMemory(mems[0].view(r), log)) for r in range(nranks)]
     slow = [Release(layout, mems[1].view(r)) for r in range(nranks)]
@@ -186,9 +200,7 @@ def test_finish_one_sends_placed_children_home_first(case, nranks):
                 log.append(("sent", child, j))
             return ok
         rel.hand_off(r, send, None)
-    ready = [(g.index, i) for g in dag.groups for i in layout.waiting_for_none(g.index)]
-    ready += [(g.index, i) for g in dag.groups if not g.deps for i in range(g.size)]
-    ready = sorted({(int(g), int(i)) for g, i in ready})
+    ready = roots(dag, layout)
     seen, sent_total, ordered = set(), 0, 0
     while ready:
         g, i = ready.pop(rng.randrange(len(ready)))
@@ -204,16 +216,13 @@ def test_finish_one_sends_placed_children_home_first(case, nranks):
         for c, j in sent:                        # before any sibling placed here is counted
             for c2, j2 in flat(want):
                 if c2 == c and layout.home_of(c2, j2) == r:
-                    rank, pos = layout.owner(c2, j2)
-                    word = int(layout.counts0[rank]) + int(layout.count_base[c2][rank]) + pos
-                    assert at[("sent", c, j)] < at[("count", rank, word)]
+                    assert at[("sent", c, j)] < at[("count", *count_word(layout, c2, j2))]
                     ordered += 1
         sent_total += len(sent)
         ready += sorted(flat(want))
     assert len(seen) == dag.total
     assert sent_total > 0
     assert ordered > 0 or case == "placed_chain"
-    assert sent_total > 0
 
 
 @pytest.mark.parametrize("nranks", [1, 2, 3])
@@ -224,19 +233,13 @@ def test_finish_one_publishes_what_it_does_not_keep_at_once(case, nranks):
     its siblings'; what it returns and publishes together is what ``finish`` releases."""
     dag = CASES[case]()
     rng = random.Random(zlib.crc32(f"{case} {nranks} publish".encode()))
-    layout = Layout(dag, nranks, 0)
-    mems = [LocalMemory(nranks, int(layout.nwords.max())) for _ in range(2)]
-    for mem in mems:
-        for r in range(nranks):
-            layout.init_words(r, mem.words[r])
+    layout, mems = twin_words(dag, nranks)
     log: list = []
     fast = [Release(layout, LoggedMemory(mems[0].view(r), log)) for r in range(nranks)]
     slow = [Release(layout, mems[1].view(r)) for r in range(nranks)]
     for r, rel in enumerate(fast):
         rel.hand_off(r, None, lambda child, j: log.append(("published", child, j)))
-    ready = [(g.index, i) for g in dag.groups for i in layout.waiting_for_none(g.index)]
-    ready += [(g.index, i) for g in dag.groups if not g.deps for i in range(g.size)]
-    ready = sorted({(int(g), int(i)) for g, i in ready})
+    ready = roots(dag, layout)
     seen, published_total = set(), 0
     while ready:
         g, i = ready.pop(rng.randrange(len(ready)))
@@ -250,10 +253,7 @@ def test_finish_one_publishes_what_it_does_not_keep_at_once(case, nranks):
         assert bool(got) == bool(want)              # the first one found is kept
         for k, event in enumerate(log):
             if event[0] == "published":
-                c, j = event[1:]
-                rank, pos = layout.owner(c, j)
-                word = int(layout.counts0[rank]) + int(layout.count_base[c][rank]) + pos
-                assert log[k - 1] == ("count", rank, word)
+                assert log[k - 1] == ("count", *count_word(layout, *event[1:]))
         published_total += len(published)
         ready += sorted(flat(want))
     assert len(seen) == dag.total
