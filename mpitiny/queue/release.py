@@ -131,9 +131,10 @@ class Release:
                     pidx = np.array([i], dtype=np.int64)
                 n = len(ready)
                 self._release(child, dep, g, pidx, None, ready, skipped, work)
-                if placed and len(ready) > n and len(ready[-1][1]) == 1 and \
-                        self._sent(child, int(ready[-1][1][0])):
-                    ready.pop()                  # a gate opened on one placed task
+                if placed and len(ready) > n and len(ready[-1][1]) == 1:
+                    j = int(ready[-1][1][0])     # a gate opened on one placed task
+                    if self._given(child, j, self.layout.home_of(child, j), False):
+                        ready.pop()
                 continue
             order, offsets = cmap
             lo, hi = int(offsets[i]), int(offsets[i + 1])
@@ -151,12 +152,8 @@ class Release:
                         bad = np.array([j], dtype=np.int64)
                         skipped.append((child, bad))
                         work.append((child, bad, np.ones(1, dtype=bool)))
-                    elif placed:
-                        if not self._sent(child, j):
-                            ready.append((child, np.array([j], dtype=np.int64)))
-                    elif early and ready:
-                        self.publish(child, j)
-                    else:
+                    elif not self._given(child, j, self.layout.home_of(child, j) if placed
+                                         else None, early and bool(ready)):
                         ready.append((child, np.array([j], dtype=np.int64)))
                 continue
             released, lost = self._count_kids(child, order[lo:hi].tolist(), words, placed,
@@ -195,19 +192,20 @@ class Release:
             if not new & COUNT_MASK:
                 if new >> 40:
                     lost.append(j)
-                elif homes is not None:
-                    if homes[j] == self.me or not self.send(homes[j], child, j):
-                        released.append(j)
-                elif early and (kept or released):
-                    self.publish(child, j)
-                else:
+                elif not self._given(child, j, None if homes is None else homes[j],
+                                     early and (kept or bool(released))):
                     released.append(j)
         return released, lost
 
-    def _sent(self, child: int, j: int) -> bool:
-        """Whether released instance ``j`` of a placed ``child`` was handed to its home."""
-        home = self.layout.home_of(child, j)
-        return home != self.me and self.send(home, child, j)
+    def _given(self, child: int, j: int, home: int | None, keeping: bool) -> bool:
+        """Whether released instance ``j`` of ``child`` was given away (``hand_off``): sent
+        to ``home`` (its rank if ``child`` is placed, else None) when that is another rank, or,
+        unplaced, published because this rank keeps another one (``keeping``)."""
+        if home is not None:
+            return home != self.me and self.send(home, child, j)
+        if keeping:
+            self.publish(child, j)
+        return keeping
 
     def _homes(self, child: int, each: list) -> dict:
         """The homes of instances ``each`` of a placed ``child``, and ``each`` reordered so
