@@ -553,36 +553,54 @@ def test_has_work_keeps_live_slots_under_used_up_ones():
 
 
 def test_an_idle_thief_asks_a_busy_victim_once_and_gets_its_next_task_by_mail():
-    from mpitiny.queue.stealq import WANT, answer, offer
+    from mpitiny.queue.stealq import WANT, asker, give
     victim, thief, other = make_queues(3)
     thief.may_ask = other.may_ask = True               # they spin (Backoff)
     assert thief.steal(0) is None                      # the victim is idle: nobody is asked
-    assert victim.local[WANT] == 0 and answer(victim) == -1
+    assert victim.local[WANT] == 0 and not give(victim, 41)
     victim.set_busy(True)
     assert thief.steal(0) is None
-    assert victim.local[WANT] == 1 + 1 and thief.asked == 0
+    first = int(victim.local[WANT])
+    assert asker(first) == 1 and thief.asked == 0
     assert other.steal(0) is None                      # one request per word, and per thief
-    assert victim.local[WANT] == 1 + 1 and other.asked == -1
-    assert thief.steal(0) is None and thief.asked == 0
-    assert answer(victim) == 1 and victim.local[WANT] == 0
-    assert offer(victim, 1, 42)
-    assert not offer(victim, 1, 43)                    # the asker's MAIL holds a task already
-    assert thief.take_inbox() == [(42, 43)] and thief.asked == -1
+    assert victim.local[WANT] == first and other.asked == -1
+    assert thief.steal(0) is None and thief.asked == 0 and victim.local[WANT] == first
+    assert give(victim, 42)
+    assert thief.take_inbox() == [(42, 43)] and thief.answered
+    assert not give(victim, 43)                        # each request is answered once
+    assert other.steal(0) is None and other.asked == -1   # the answered request stands
+    assert thief.steal(0) is None                      # idle again: a new request replaces it
+    second = int(victim.local[WANT])
+    assert asker(second) == 1 and second != first and not thief.answered
+    assert give(victim, 44) and thief.take_inbox() == [(44, 45)]
+    thief.steal(0)
+    victim.push_remote(1, 50, 51)                      # the thief's MAIL holds a task already
+    assert not give(victim, 46) and victim.local[WANT] != 0
 
 
 def test_a_thief_that_finds_work_elsewhere_takes_its_request_back():
-    from mpitiny.queue.stealq import WANT, answer
+    from mpitiny.queue.stealq import WANT, asker, give
     victim, thief, other = make_queues(3)
     thief.may_ask = True
     victim.set_busy(True)
-    assert thief.steal(0) is None and victim.local[WANT] == 2
+    assert thief.steal(0) is None and asker(int(victim.local[WANT])) == 1
     other.push_range(100, 110)
     assert thief.steal(2) is not None
-    assert victim.local[WANT] == 0 and thief.asked == -1 and answer(victim) == -1
-    assert thief.steal(0) is None and victim.local[WANT] == 2   # asks again once idle again
+    assert victim.local[WANT] == 0 and thief.asked == -1 and not give(victim, 5)
+    assert thief.steal(0) is None and asker(int(victim.local[WANT])) == 1   # idle again: asks
     victim.push_remote(1, 7, 9)                         # an inbox entry, not the answer
     assert thief.take_inbox() == [(7, 9)]
     assert victim.local[WANT] == 0 and thief.asked == -1
+
+
+def test_an_answered_request_to_another_rank_is_taken_back_before_asking_anew():
+    from mpitiny.queue.stealq import WANT, ask, give
+    victim, thief, other = make_queues(3)
+    thief.may_ask = True
+    ask(thief, 0)
+    assert give(victim, 42) and thief.take_inbox() == [(42, 43)]
+    ask(thief, 2)
+    assert victim.local[WANT] == 0 and other.local[WANT] != 0 and thief.asked == 2
 
 
 def test_a_thief_asks_only_while_it_spins_and_takes_its_request_back_when_it_sleeps():
@@ -593,8 +611,42 @@ def test_a_thief_asks_only_while_it_spins_and_takes_its_request_back_when_it_sle
     Backoff(1e-4, spin=False, queue=thief)             # more ranks than cores: no asking
     assert thief.steal(0) is None and victim.local[WANT] == 0
     backoff = Backoff(1e-4, spin=True, queue=thief)
-    assert thief.steal(0) is None and victim.local[WANT] == 2
+    assert thief.steal(0) is None and victim.local[WANT] != 0
     backoff.spin_until = 1e-9                           # its spinning time is over
     backoff.wait()
     assert victim.local[WANT] == 0 and thief.asked == -1 and not thief.may_ask
     assert thief.steal(0) is None and victim.local[WANT] == 0
+
+
+def test_an_idle_engine_asks_before_its_first_steal_and_asks_the_rank_that_answered_again():
+    """``ask_first``: a rank with nothing left asks at once (no steal first); after an answer
+    it asks the same rank anew, replacing its answered request in one swap; never while it
+    holds work or mail, nor with several priority levels."""
+    import types
+
+    from mpitiny.engine.loop import ask_first
+    from mpitiny.queue.stealq import WANT, asker, give
+    queues = make_queues(3)
+    thief = queues[1]
+    engine = types.SimpleNamespace(nranks=3, rank=1, queue=thief, rng=random.Random(3),
+                                   ready=types.SimpleNamespace(board=None))
+    thief.may_ask = True
+    thief.push_range(5, 6)
+    ask_first(engine)
+    assert thief.asked == -1 and not any(q.local[WANT] for q in queues)
+    assert thief.claim(1) == (5, 6)
+    ask_first(engine)
+    victim = queues[thief.asked]
+    first = int(victim.local[WANT])
+    assert thief.asked in (0, 2) and asker(first) == 1
+    ask_first(engine)                                  # one request at a time
+    assert int(victim.local[WANT]) == first
+    assert give(victim, 42) and thief.take_inbox() == [(42, 43)]
+    for _ in range(5):                                 # the rank that answered, not a random one
+        ask_first(engine)
+        assert asker(int(victim.local[WANT])) == 1 and int(victim.local[WANT]) != first
+        assert give(victim, 42) and thief.take_inbox() == [(42, 43)]
+    engine.ready.board = object()
+    ask_first(engine)
+    assert not int(victim.local[WANT]) or int(victim.local[WANT]) == thief.token
+    assert thief.answered

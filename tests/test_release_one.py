@@ -174,6 +174,9 @@ class LoggedMemory:
         self.log.append(("count", rank, int(disp)))
         return self.view.fetch_add(rank, disp, delta)
 
+    def fetch_add_two(self, rank: int, disp: int, delta: int, disp2: int, delta2: int) -> tuple:
+        return self.fetch_add(rank, disp, delta), self.fetch_add(rank, disp2, delta2)
+
     def __getattr__(self, name):
         return getattr(self.view, name)
 

@@ -12,18 +12,20 @@ The loop (``loop.Engine.work``)::
         self.execute(chunk)                            # run -> record -> release
 
 ``next_chunk`` claims a chunk of this rank's own highest-priority ready tasks; if there are
-none it steals about half of another rank's (random victims, one-sided); if nothing is found it
+none it asks a rank for its next released task (``ask_first``: the rank that answered last,
+else a random one) and steals about half of another rank's (random victims, one-sided); if nothing is found it
 reports its finished tasks to the run-wide counter (``control``) and waits (``Backoff``: with a
 core per rank it only yields the core for its first 2 ms of idleness, as the next task of a
 DAG is usually µs away; then it sleeps, up to 100 µs, or 1 ms with more ranks than cores). It
 returns None when the run has finished everywhere or was stopped.
 
 A DAG's hand-off (a task's end on one rank to its child's start on another) is kept to a few
-atomics: a finished task counts its few children down one atomic add each, through a plan built
+atomics: a finished task counts its few children down one atomic add each (two on one rank
+share one flush), through a plan built
 once per group (``Release.finish_one``, plain integers, no array work); the first task it
 released runs next on its rank unqueued (``keep_first``) and a single other one goes, the
 moment its count-down released it, to the ``MAIL`` word of an idle rank that asked this one for
-work (``stealq.answer``), else is queued as a run a thief takes with one compare-and-swap; a placed
+work (``stealq.give``), else is queued as a run a thief takes with one compare-and-swap; a placed
 child goes to its home's ``MAIL`` word (one compare-and-swap) as soon as it is released,
 counted down before its siblings placed here (``Release.hand_off``); a lone task taken from
 this rank's inbox or stolen runs at once (``keep_lone``) instead of being queued and claimed

@@ -28,7 +28,7 @@ from mpitiny.io import journal as jnl
 from mpitiny.io.rundir import UPSTREAM_FAILED, RankFiles, Records, rank_file
 from mpitiny.queue.layout import Layout
 from mpitiny.queue.release import Release
-from mpitiny.queue.stealq import StealQueue, answer, offer, region_size, withdraw
+from mpitiny.queue.stealq import StealQueue, ask, give, region_size, withdraw
 
 CHUNK_SECONDS = 0.005
 BATCH_SECONDS = 0.02      # a batched family's chunk: one call, so its fixed cost is shared
@@ -209,7 +209,11 @@ class Engine:
             return None
         gang = self.runner.gang      # tasks of several ranks: mpitiny.engine.gang
         chunk = self.take_direct() if gang is None else gang.next(self.take_direct)
+        if chunk is not None:
+            return chunk
         backoff = Backoff(self.max_sleep, self.spare_cores, self.queue)
+        if gang is None:
+            ask_first(self)
         while chunk is None:
             self.rounds += 1
             chunk = self.find_work() if gang is None else gang.next(self.find_work)
@@ -444,7 +448,7 @@ class Engine:
         else:
             ready, skipped = release_all(self.release, g, instances, failed)
         if skipped:
-            self.skip(skipped)
+            record_skipped(self, skipped)
         if not ready:
             return
         if self.direct is not None:
@@ -454,16 +458,6 @@ class Engine:
             ready = keep_first(self, ready)
         for cg, cidx in ready:
             self.ready.queue_ready(cg, cidx)
-
-    def skip(self, skipped: list) -> None:
-        """Record upstream-failed instances (their children were already released by Release)."""
-        now = time.time()
-        for g, idx in skipped:
-            gids = self.base[g] + idx
-            self.records.add_run(gids, UPSTREAM_FAILED, np.full(len(gids), now),
-                                 np.full(len(gids), now))
-            self.unreported += len(gids)
-            self.unreported_failed += len(gids)
 
     # ------------------------------------------------------------------ statistics
     def sample(self) -> None:
@@ -500,6 +494,16 @@ def rank_stats(e: "Engine") -> dict:
                 failures=e.files.failures_seen)
 
 
+def record_skipped(e: "Engine", skipped: list) -> None:
+    """Record upstream-failed instances (their children were already released by Release)."""
+    now = time.time()
+    for g, idx in skipped:
+        gids = e.base[g] + idx
+        e.records.add_run(gids, UPSTREAM_FAILED, np.full(len(gids), now), np.full(len(gids), now))
+        e.unreported += len(gids)
+        e.unreported_failed += len(gids)
+
+
 def send_home(e: "Engine", home: int, g: int, i: int) -> bool:
     """Hand released instance ``i`` of group ``g`` to its home rank's inbox (``Release``
     calls it the moment the instance is ready); False if the inbox is full."""
@@ -512,9 +516,24 @@ def publish_one(e: "Engine", g: int, i: int) -> None:
     else queue it here for thieves (``Release`` calls it the moment the instance is ready,
     while this rank keeps a sibling to run next)."""
     gid = e.bases[g] + i
-    asker = answer(e.queue)
-    if asker < 0 or not offer(e.queue, asker, gid):
+    if not give(e.queue, gid):
         e.queue.push_range(gid, gid + 1, e.ready.priority[g])
+
+
+def ask_first(e: "Engine") -> None:
+    """Ask a rank for its next released task (``stealq.ask``) the moment nothing is left
+    here, before the first steal: a steal reads the victim's queue before it asks, which
+    lands the request after the victim has published the task it could have given. The rank
+    asked is the one that answered the last request, else a random one. Only with one
+    priority level: ``give`` answers from the hand-off's ``publish`` hook."""
+    q = e.queue
+    if e.nranks > 1 and q.may_ask and (q.asked < 0 or q.answered) and e.ready.board is None \
+            and not q.has_mail() and not q.has_work():
+        victim = q.asked
+        if victim < 0:
+            victim = e.rng.randrange(e.nranks - 1)
+            victim += victim >= e.rank
+        ask(q, victim)
 
 
 def keep_lone(e: "Engine", run: tuple, stolen: bool) -> bool:

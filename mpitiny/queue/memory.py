@@ -13,6 +13,7 @@ unit tests without MPI.
 Both offer the same operations, all on 64-bit signed words:
 
 - ``fetch_add(rank, disp, value) -> old``        (``MPI_Fetch_and_op`` SUM)
+- ``fetch_add_two(rank, disp, value, disp2, value2) -> (old, old2)`` (two, one flush)
 - ``swap(rank, disp, value) -> old``             (``MPI_Fetch_and_op`` REPLACE)
 - ``cas(rank, disp, expected, new) -> old``      (``MPI_Compare_and_swap``)
 - ``add(rank, disp, value)``                     (``MPI_Accumulate`` SUM, no result)
@@ -57,6 +58,9 @@ class LocalView:
         old = int(w[disp])
         w[disp] = _wrap(old + value)
         return old
+
+    def fetch_add_two(self, rank: int, disp: int, value: int, disp2: int, value2: int) -> tuple:
+        return self.fetch_add(rank, disp, value), self.fetch_add(rank, disp2, value2)
 
     def swap(self, rank: int, disp: int, value: int) -> int:
         w = self.memory.words[rank]
@@ -154,6 +158,10 @@ class RmaMemory:
         self._two = np.zeros(1, dtype=np.int64)
         self._res = np.zeros(1, dtype=np.int64)
         self._int64 = MPI.INT64_T
+        self._one_spec, self._two_spec, self._res_spec = (
+            [self._one, self._int64], [self._two, self._int64], [self._res, self._int64])
+        self._pair = np.zeros(4, dtype=np.int64)      # fetch_add_two: values, old values
+        self._pair_specs = [[self._pair[k:k + 1], self._int64] for k in range(4)]
         self._sum = MPI.SUM
         self._replace = MPI.REPLACE
         self._posted: list = []    # origin buffers of posts not yet flushed
@@ -174,23 +182,32 @@ class RmaMemory:
 
     def fetch_add(self, rank: int, disp: int, value: int) -> int:
         self._one[0] = value
-        self.win.Fetch_and_op([self._one, self._int64], [self._res, self._int64], rank,
-                               self.base + disp, self._sum)
+        self.win.Fetch_and_op(self._one_spec, self._res_spec, rank, self.base + disp, self._sum)
         self.win.Flush(rank)
         return int(self._res[0])
 
+    def fetch_add_two(self, rank: int, disp: int, value: int, disp2: int, value2: int) -> tuple:
+        """Two ``fetch_add`` on one rank, completed by one ``Flush``: the old values."""
+        a, old_a, b, old_b = self._pair_specs
+        pair = self._pair
+        pair[0], pair[2] = value, value2
+        self.win.Fetch_and_op(a, old_a, rank, self.base + disp, self._sum)
+        self.win.Fetch_and_op(b, old_b, rank, self.base + disp2, self._sum)
+        self.win.Flush(rank)
+        return int(pair[1]), int(pair[3])
+
     def swap(self, rank: int, disp: int, value: int) -> int:
         self._one[0] = value
-        self.win.Fetch_and_op([self._one, self._int64], [self._res, self._int64], rank,
-                               self.base + disp, self._replace)
+        self.win.Fetch_and_op(self._one_spec, self._res_spec, rank, self.base + disp,
+                              self._replace)
         self.win.Flush(rank)
         return int(self._res[0])
 
     def cas(self, rank: int, disp: int, expected: int, new: int) -> int:
         self._one[0] = new
         self._two[0] = expected
-        self.win.Compare_and_swap([self._one, self._int64], [self._two, self._int64],
-                                  [self._res, self._int64], rank, self.base + disp)
+        self.win.Compare_and_swap(self._one_spec, self._two_spec, self._res_spec, rank,
+                                  self.base + disp)
         self.win.Flush(rank)
         return int(self._res[0])
 

@@ -185,10 +185,14 @@ class Release:
         lost: list = []
         each = kids if len(kids) < 2 else list(dict.fromkeys(kids))
         homes = self._homes(child, each) if placed else None
-        for j in each:
-            delta = -kids.count(j) if len(kids) > 1 else -1
-            rank, pos = owner(child, j)
-            new = fetch_add(rank, words[rank] + pos, delta) + delta
+        counted = self._count_two(child, kids, each, words) if homes is None else None
+        for k, j in enumerate(each):
+            if counted is not None:
+                new = counted[k]
+            else:
+                delta = -kids.count(j) if len(kids) > 1 else -1
+                rank, pos = owner(child, j)
+                new = fetch_add(rank, words[rank] + pos, delta) + delta
             if not new & COUNT_MASK:
                 if new >> 40:
                     lost.append(j)
@@ -196,6 +200,20 @@ class Release:
                                      early and (kept or bool(released))):
                     released.append(j)
         return released, lost
+
+    def _count_two(self, child: int, kids: list, each: list, words: list) -> tuple | None:
+        """The new counts of two distinct instances ``each`` whose count words are on one
+        rank, counted down together (one flush for both); None otherwise."""
+        if len(each) != 2:
+            return None
+        a, b = each
+        rank, pos = self.layout.owner(child, a)
+        rank_b, pos_b = self.layout.owner(child, b)
+        if rank != rank_b:
+            return None
+        da, db = -kids.count(a), -kids.count(b)
+        old_a, old_b = self.mem.fetch_add_two(rank, words[rank] + pos, da, words[rank] + pos_b, db)
+        return old_a + da, old_b + db
 
     def _given(self, child: int, j: int, home: int | None, keeping: bool) -> bool:
         """Whether released instance ``j`` of ``child`` was given away (``hand_off``): sent

@@ -60,17 +60,19 @@ that hands off one task at a time reuses the same few slots, and thieves scan on
 A steal costs one ``Get`` of the header, one ``Compare_and_swap`` and, for ring slots, one
 more ``Get`` and one ``Accumulate`` (measured costs: ``shared/notes/mpi-facts.md``).
 
-*Asking.* A thief that found nothing at a busy victim (which may release tasks as its task
-ends), has asked nobody yet and spins rather than sleeps between rounds (``may_ask``: a rank of
-its own core, in its first 2 ms of idleness) leaves its rank in the victim's ``WANT`` word (one
-compare-and-swap, while it has nothing else to do). The victim reads its own word when it
-publishes a task it does not run itself (``answer``: a local read, one swap if someone asked)
-and puts the task in the asker's ``MAIL`` word instead (``offer``), which the asker reads every
-round without an MPI call: a DAG's released task then reaches an idle rank without waiting for
-that rank's next steal. A thief that finds work some other way takes its request back
-(``withdraw``); one that gets its ``MAIL`` takes it as answered. A request left standing (the
-asker got a placed task meanwhile) costs at most one task in a busy rank's ``MAIL``, which the
-owner runs next and thieves may take.
+*Asking.* An idle rank that spins rather than sleeps between rounds (``may_ask``: a rank of
+its own core, in its first 2 ms of idleness) and has asked nobody yet leaves its rank in a
+busy rank's ``WANT`` word (``ask``: one compare-and-swap): the engine asks a random rank as
+soon as nothing is left here (before the first steal, which reads the victim's queue first and
+so asks too late for the task that rank is about to release), a thief the busy victim where
+it found nothing. The victim reads its own word when it publishes a task it does not run
+itself (``give``: a local read) and, if someone asked, puts the task in the asker's ``MAIL``
+word instead, then takes the request. The asker reads its ``MAIL`` every round without an MPI
+call: a DAG's released task then reaches an idle rank without waiting for that rank's next
+steal. A thief that finds work some other way takes its request back (``withdraw``); one that
+gets its ``MAIL`` takes it as answered. A request left standing (the asker got a placed task
+meanwhile) costs at most one task in a busy rank's ``MAIL``, which the owner runs next and
+thieves may take.
 """
 from __future__ import annotations
 
@@ -92,9 +94,11 @@ INBOX_TAKEN = 2   # consumers add what they took out; TAIL > TAKEN means entries
 BUSY = 3          # the owner's own flag: 1 while it runs tasks (thieves take inbox entries only then)
 TOP = 4           # the owner's highest published priority + TOP_BIAS (0: none), several levels only
 MAIL = 5          # one task pushed by another rank (an inbox entry that needs no inbox word), or 0
-WANT = 6          # an idle rank that found nothing here, asking for a task: its rank + 1, or 0
+WANT = 6          # an idle rank asking for a task: its rank + 1 + request number << ASKER_BITS
 HEADER = 7        # slots start here; then priorities, inbox, ring, board
 TOP_BIAS = 1 << 32
+ASKER_BITS = 24
+ASKER_MASK = (1 << ASKER_BITS) - 1
 BOARD_WORDS = 128  # counts of ready tasks per level and their summary (mpitiny.queue.levels)
 
 
@@ -166,6 +170,10 @@ class StealQueue:
         self.top_word = 0                 # what this rank's TOP word holds
         self.last_victim = -1             # the rank ``steal`` looked at last
         self.asked = -1                   # the rank whose WANT word holds this rank's request
+        self.token = 0                    # and that request's word
+        self.answered = False             # whether a task came to MAIL since it asked
+        self.requests = 0                 # requests made so far (numbers them)
+        self.given = 0                    # the last request to this rank that it answered
         self.may_ask = False              # whether it may ask now (its owner spins: Backoff)
         self.untallied = 0                # inbox entries taken here, not yet on INBOX_TAKEN
         self.pending: list = []         # overflow: [(prio, kind, payload)] sorted by prio,
@@ -304,7 +312,7 @@ class StealQueue:
             old = self.mem.swap(self.rank, base + MAIL, 0)
             if old:
                 mail.append(_run_of(old))
-                self.asked = -1                  # answered (or answered by another: harmless)
+                self.answered = self.asked >= 0  # (or a send answered it: harmless)
         waiting = int(local[base + INBOX_TAIL]) - int(local[base + INBOX_TAKEN]) - self.untallied
         if not waiting:
             return mail
@@ -478,8 +486,8 @@ class StealQueue:
             if got is not None:
                 withdraw(self)
             return got
-        if min_prio is None and head[BUSY - INBOX_TAIL] and not head[WANT - INBOX_TAIL]:
-            ask(self, victim)
+        if min_prio is None and head[BUSY - INBOX_TAIL]:
+            ask(self, victim, int(head[WANT - INBOX_TAIL]))
         return None
 
     def _steal_inbox(self, victim: int, min_prio: int | None = None, prio_of=None,
@@ -526,24 +534,49 @@ class StealQueue:
         return hi
 
 
-def ask(q: StealQueue, victim: int) -> None:
-    """Leave ``q``'s rank in ``victim``'s ``WANT`` word unless it asked some rank already."""
-    if q.may_ask and q.asked < 0 and q.mem.cas(victim, q.base + WANT, 0, q.rank + 1) == 0:
-        q.asked = victim
-
-
-def withdraw(q: StealQueue) -> None:
-    """Take back ``q``'s standing request (it found work some other way)."""
-    if q.asked >= 0:
-        q.mem.cas(q.asked, q.base + WANT, q.rank + 1, 0)
+def ask(q: StealQueue, victim: int, seen: int | None = None) -> None:
+    """Leave a request of ``q``'s rank in ``victim``'s ``WANT`` word unless it has one
+    pending at some rank (``seen``: the word as a steal just read it; another rank's request
+    there is left alone). A request that was answered is replaced in the same swap when
+    ``victim`` holds it, else taken back first."""
+    if not q.may_ask or q.asked >= 0 and not q.answered:
+        return
+    if q.asked >= 0 and q.asked != victim:
+        withdraw(q)
+    old = q.token if q.asked >= 0 else 0
+    if seen is not None and seen != old:
+        return
+    q.requests += 1
+    token = q.rank + 1 + (q.requests << ASKER_BITS)
+    if q.mem.cas(victim, q.base + WANT, old, token) == old:
+        q.asked, q.token, q.answered = victim, token, False
+    else:
         q.asked = -1
 
 
-def answer(q: StealQueue) -> int:
-    """The rank that asked ``q``'s owner for a task (its request is taken), or -1."""
-    if not q.local[q.base + WANT]:
-        return -1
-    return q.mem.swap(q.rank, q.base + WANT, 0) - 1
+def withdraw(q: StealQueue) -> None:
+    """Take back ``q``'s request (it found work some other way, or stops spinning)."""
+    if q.asked >= 0:
+        q.mem.cas(q.asked, q.base + WANT, q.token, 0)
+        q.asked = -1
+        q.answered = False
+
+
+def give(q: StealQueue, lo: int) -> bool:
+    """Put task ``lo`` in the ``MAIL`` word of the rank that asked ``q``'s owner for a task, if
+    one did, and that word is free; whether it did. Each request is answered once (``given``);
+    the asker takes it back or replaces it, so that no atomic operation but the offer is on
+    the way of the task this rank runs next."""
+    want = int(q.local[q.base + WANT])
+    if not want or want == q.given:
+        return False
+    q.given = want
+    return offer(q, asker(want), lo)
+
+
+def asker(want: int) -> int:
+    """The rank whose request a ``WANT`` word holds (-1: none)."""
+    return (want & ASKER_MASK) - 1
 
 
 def offer(q: StealQueue, target: int, lo: int) -> bool:
