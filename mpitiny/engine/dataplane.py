@@ -18,6 +18,8 @@ import os
 
 import numpy as np
 
+from mpitiny import procstat
+
 from mpitiny.engine.journaling import ChunkJournal
 from mpitiny.errors import MpitinyError
 from mpitiny.queue.layout import LOC_WORDS, Layout
@@ -50,8 +52,7 @@ class DataPlane:
         if layout.has_locs.any():
             self.heap = world.bytes(opts.result_mem)
             self.object_counts = world.words(ResultStore.words(STORE_OBJECTS))
-            import psutil
-            rss_limit = int(0.8 * psutil.virtual_memory().total / world.ranks_here)
+            rss_limit = int(0.8 * procstat.total_memory() / world.ranks_here)
             self.store = ResultStore(world.rank, self.heap, self.object_counts, STORE_OBJECTS,
                                      os.path.join(run_dir, "spill"), opts.mem_limit, rss_limit)
         slots = 1 << max(10, (opts.state_mem // 256).bit_length() - 1)

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from mpitiny import state
+from mpitiny import procstat, state
 from mpitiny.dag.model import DAG
 from mpitiny.engine.adding import Adding
 from mpitiny.engine.commands import CommandRunner
@@ -36,7 +36,7 @@ MAX_CHUNK = 4096
 SHARE_RANKS = 16           # a claim takes at most 1/min(P, this) of the queue
 KEEP_MAX = 16              # released together, up to this many: the first runs next unqueued
 QUEUE_SLOTS, INBOX_WORDS, RING_WORDS = 128, 1024, 1 << 16
-SAMPLE_SECONDS = 1.0      # psutil samples of each rank for the trace
+SAMPLE_SECONDS = 1.0      # samples of each rank for the trace (procstat)
 
 
 class Backoff:
@@ -134,9 +134,7 @@ class Engine:
         self.steals = self.stolen_tasks = 0
         self.split_reads = [0, 0]     # split tasks run on their home rank / elsewhere
         self.samples: list = []
-        import psutil
-        self.process = psutil.Process()
-        self.process.cpu_percent(None)
+        self.sampler = procstat.Sampler()
 
     # ------------------------------------------------------------------ start and finish
     def open_journal(self) -> None:
@@ -461,22 +459,12 @@ class Engine:
 
     # ------------------------------------------------------------------ statistics
     def sample(self) -> None:
-        """One psutil sample of this rank (CPU %, RSS, I/O bytes) for the trace."""
-        self.samples.append(take_sample(self.process))
+        """One sample of this rank (CPU %, RSS, I/O bytes) for the trace."""
+        self.samples.append(self.sampler.sample())
 
     def stats(self) -> dict:
         """This rank's figures for ``summary.json``."""
         return rank_stats(self)
-
-
-def take_sample(process) -> tuple:
-    """``(time, CPU %, RSS, bytes read, bytes written)`` of a psutil process."""
-    try:
-        io = process.io_counters()
-        read, written = io.read_bytes, io.write_bytes
-    except (AttributeError, OSError):
-        read = written = 0
-    return (time.time(), process.cpu_percent(None), process.memory_info().rss, read, written)
 
 
 def rank_stats(e: "Engine") -> dict:

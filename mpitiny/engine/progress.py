@@ -22,6 +22,7 @@ import json
 import os
 import time
 
+from mpitiny import procstat
 from mpitiny.engine.control import RunWatch
 from mpitiny.io.commit import write_atomic
 
@@ -47,8 +48,6 @@ class Progress:
         self.last_done = 0
         self.last_time = self.start
         self.rate = 0.0
-        import psutil
-        self.process = psutil.Process()
 
     def tick(self, final: bool = False, working: bool = False) -> None:
         """Show and save progress if ``interval`` has passed; ``working``: rank 0 is between
@@ -71,7 +70,7 @@ class Progress:
         record = {"name": self.name, "state": "finished" if final else "running",
                   "done": done, "total": total, "failed": failed,
                   "rate": round(self.rate, 1), "eta_seconds": None if eta is None else round(eta, 1),
-                  "busy_ranks": busy, "ranks": self.nranks, "rss_mb": self.process.memory_info().rss >> 20,
+                  "busy_ranks": busy, "ranks": self.nranks, "rss_mb": procstat.rss() >> 20,
                   "elapsed_seconds": round(t - self.start, 3), "updated": t}
         write_atomic(self.path, json.dumps(record).encode(), durable=final)
         if self.show:

@@ -32,6 +32,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from mpitiny import procstat
 from mpitiny.io.values import (KIND_BYTES, KIND_PARTS, decode, encode, part_spans_of_rows,
                                parts_head_bytes, parts_span, parts_spans)
 
@@ -109,9 +110,6 @@ class ResultStore:
         self.rss_limit = rss_limit
         self._rss_checked = 0.0
         self._rss_over = False
-        if rss_limit is not None:
-            import psutil
-            self._process = psutil.Process()
 
     @staticmethod
     def words(objects: int) -> int:
@@ -248,7 +246,7 @@ class ResultStore:
         now = time.monotonic()
         if now - self._rss_checked > 0.25:
             self._rss_checked = now
-            self._rss_over = self._process.memory_info().rss > self.rss_limit
+            self._rss_over = procstat.rss() > self.rss_limit
         return self._rss_over
 
     def in_window(self) -> int:

@@ -1,0 +1,64 @@
+"""``mpitiny.procstat``: the figures read from /proc agree with psutil's, and psutil stands in
+where /proc cannot be read."""
+from __future__ import annotations
+
+import builtins
+import os
+import sys
+
+import psutil
+import pytest
+
+from mpitiny import procstat
+
+
+def test_node_memory_is_psutil_s():
+    assert procstat.total_memory() == psutil.virtual_memory().total
+
+
+def test_resident_memory_follows_an_allocation():
+    before = procstat.rss()
+    assert abs(before - psutil.Process().memory_info().rss) < 8 << 20
+    block = bytearray(64 << 20)
+    block[::4096] = b"x" * len(block[::4096])         # touch every page
+    assert procstat.rss() - before > 48 << 20
+    del block
+
+
+def test_bytes_written_to_storage_are_counted(tmp_path):
+    _, written = procstat.io_bytes()
+    path = tmp_path / "f"
+    with open(path, "wb") as f:
+        f.write(os.urandom(1 << 20))
+        f.flush()
+        os.fsync(f.fileno())
+    assert procstat.io_bytes()[1] - written >= 1 << 20
+
+
+def test_a_busy_interval_shows_cpu_and_an_idle_one_almost_none():
+    import time
+    sampler = procstat.Sampler()
+    end = time.process_time() + 0.2
+    while time.process_time() < end:
+        pass
+    busy = sampler.sample()
+    time.sleep(0.2)
+    idle = sampler.sample()
+    assert len(busy) == 5 and busy[1] > 50 and idle[1] < busy[1] / 2
+    assert busy[2] > 0 and busy[0] > 1e9               # RSS, and a wall-clock time
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
+def test_without_proc_psutil_gives_the_figures(monkeypatch):
+    real_open = builtins.open
+
+    def no_proc(path, *args, **kwargs):
+        if str(path).startswith("/proc/"):
+            raise FileNotFoundError(path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(procstat, "open", no_proc, raising=False)   # procstat's reads only
+    monkeypatch.setattr(procstat, "_psutil_process", None)
+    assert abs(procstat.rss() - psutil.Process().memory_info().rss) < 8 << 20
+    assert procstat.io_bytes() == tuple(psutil.Process().io_counters()[2:4])
+    assert procstat._psutil_process is not None
