@@ -108,8 +108,8 @@ def _node_mem(text: str) -> tuple[int, str]:
     size = parse_size(text) if text else None
     if size is not None:
         return size, "--node-mem / MPITINY_NODE_MEM"
-    import psutil
-    return int(psutil.virtual_memory().total), "this machine's memory; --node-mem sets it"
+    from mpitiny import procstat
+    return procstat.total_memory(), "this machine's memory; --node-mem sets it"
 
 
 def gpus_per_node() -> int:
