@@ -25,7 +25,8 @@ interleaved, medians:
   against ``sort --parallel=1 -S 4G`` and distinct against ``tr -s '[:space:]' '\\n' | sort -u
   | sed '/^$/d'``, their outputs compared byte for byte with the Python ones
   (``{job}_gnu_same``); ``{job}_vs_gnu`` beside ``{job}_vs_baseline``.
-* The longest task of every mpitiny run as a fraction of its first-task-to-last-task span, and
+* The longest task of every mpitiny run as a fraction of its first-task-to-last-task span
+  (``mapreduce_bench.longest_task``), and
   the load average before each corpus (the machine is shared: only ratios measured side by
   side mean anything). ``--corpus-jobs`` picks the jobs. A Dask run that times out has its
   whole process group killed (``mapreduce_bench.run_peer``): before, its forked workers were
@@ -95,19 +96,6 @@ def grep_output_digest(out: str) -> str:
     return h.hexdigest()
 
 
-def longest_task(run_dir: str) -> dict:
-    """The longest task of a run: seconds, fraction of the first-start-to-last-end span, family."""
-    import numpy as np
-    from mpitiny.io.rundir import groups_of, read_tasks
-    rows, groups = read_tasks(run_dir), groups_of(run_dir)
-    d = rows["end"] - rows["start"]
-    span = float(rows["end"].max() - rows["start"].min())
-    i = int(d.argmax())
-    k = int(np.searchsorted([g["first"] for g in groups], rows["gid"][i], side="right")) - 1
-    return {"seconds": C.rnd(float(d[i]), 4), "fraction_of_span": C.rnd(float(d[i]) / span, 4),
-            "family": groups[k]["name"]}
-
-
 def run(args, mb) -> None:
     """``mapreduce_bench.py --corpora DIR``: the corpus x job table."""
     names = [n for n in args.corpus_names.split(",") if n]
@@ -155,8 +143,6 @@ def _mpitiny(ctx: dict, job: str, n: str, label: str, extra=()) -> tuple:
     pattern = PATTERNS.get(n, ctx["mb"].GREP_PATTERN) if job == "grep" else ""
     got = ctx["mb"].run_mpitiny(job, ctx["h5s"][(n, label)], out, rd, ctx["args"].ranks, pattern,
                                 ctx["args"].timeout, extra=list(extra))
-    if "error" not in got:
-        got["longest_task"] = longest_task(rd)
     return got, out
 
 

@@ -29,8 +29,9 @@ Sort (TeraSort, 100-byte records with 10-byte keys): the input is ``jobs/teragen
 records (``--megabytes`` MB, seed 0) in one raw file, ingested with ``--format records:100``.
 
 * mpitiny: ``jobs/sort.json`` (sample -> maps -> R reduces -> teravalidate), ``--sort-partitions``
-  R (default 8); time = the whole command, which includes its own validation; each rank's peak
-  RSS is measured (``bench/_rss_wrap.py``).
+  R (default 24, the job's); time = the whole command, which includes its own validation;
+  each rank's peak RSS and the longest task (``longest_task``) are measured
+  (``bench/_rss_wrap.py``).
 * Baselines: one process, numpy: read the whole file, order the records stably by key (bytes
   0-8 as big-endian u64, bytes 8-10 as u16), write them in that order. The strongest uses the
   job's own ordering (``sort.sort_order``, ``longwords.prefix_order``: 3-4x faster than
@@ -472,6 +473,7 @@ def run_mpitiny(job, h5, out_dir, run_dir, ranks, pattern, timeout, dag=None,
         peak = [json.load(open(x))["maxrss_kib"] * 1024 / 1e6
                 for x in sorted(glob.glob(os.path.join(rss_dir, "rss-*.json")))]
     return {"peak_rss_MB_per_rank": peak, "whole_seconds": p["wall"],
+            "longest_task": longest_task(run_dir),
             "wall_seconds": s.get("wall_seconds"),
             "setup_seconds": s.get("setup_seconds"),
             "task_span_seconds": s["last_task_end"] - s["first_task_start"],
@@ -479,6 +481,18 @@ def run_mpitiny(job, h5, out_dir, run_dir, ranks, pattern, timeout, dag=None,
             "steals": sum(r.get("steals", 0) for r in s.get("per_rank", [])),
             "time_split": time_split(run_dir),
             "finish": finish_value(run_dir)}
+
+
+def longest_task(run_dir: str) -> dict:
+    """The longest task of a run: seconds, fraction of the first-start-to-last-end span, family."""
+    from mpitiny.io.rundir import groups_of, read_tasks
+    rows, groups = read_tasks(run_dir), groups_of(run_dir)
+    d = rows["end"] - rows["start"]
+    span = float(rows["end"].max() - rows["start"].min())
+    i = int(d.argmax())
+    k = int(np.searchsorted([g["first"] for g in groups], rows["gid"][i], side="right")) - 1
+    return {"seconds": C.rnd(float(d[i]), 4), "fraction_of_span": C.rnd(float(d[i]) / span, 4),
+            "family": groups[k]["name"]}
 
 
 def time_split(run_dir: str) -> dict:
@@ -571,7 +585,8 @@ def main() -> None:
     ap.add_argument("--corpus", help="use (or generate into) this corpus file")
     ap.add_argument("--records", help="sort: use (or generate into) this teragen file")
     ap.add_argument("--sort-megabytes", type=float, help="sort input, MB (default --megabytes)")
-    ap.add_argument("--sort-partitions", type=int, default=8, help="sort: R (default 8)")
+    ap.add_argument("--sort-partitions", type=int, default=24,
+                    help="sort: R (default 24, jobs/sort.json's)")
     ap.add_argument("--tree-fanin", type=int, default=0,
                     help="also run wordcount's aggregation-tree variant, fan-in F (0 = off)")
     ap.add_argument("--tree-sizes", help="run the tree variant only at these sizes (default: all)")
@@ -740,8 +755,8 @@ def main() -> None:
                                          if r.get("peak_rss_MB_per_rank") else "")
                             C.log(f"rep {rep} {j} {label} {system}: whole {r['whole_seconds']:.2f} s "
                                   f"({mb / r['whole_seconds']:.1f} MB/s), tasks "
-                                  f"{r['task_span_seconds']:.2f} s ({mb / r['task_span_seconds']:.1f} MB/s)"
-                                  + extra_txt)
+                                  f"{r['task_span_seconds']:.2f} s ({mb / r['task_span_seconds']:.1f} MB/s), "
+                                  f"longest task {r['longest_task']}" + extra_txt)
                         else:
                             C.log(f"rep {rep} {j} {label} {system} FAILED: {r['error'][:500]}")
                         shutil.rmtree(out, ignore_errors=True)

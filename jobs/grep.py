@@ -8,14 +8,26 @@ The output is the matches in input order, so it is the maps' outputs end to end:
 handles all of them (before, one ``finish`` task formatted every match, up to a third of a
 run on real logs, with the other ranks idle).
 
-* ``map_part(input, split, pattern, output)``: finds the split's matching lines (candidate
-  lines holding one of the pattern's required literals, ``candidate_spans``, then
-  ``re.search`` on each), maps each
+* ``map_part(input, split, pattern, output, piece, pieces)``: piece ``piece`` of ``pieces``
+  (4) of the split, whole lines (``splitpieces``: the split is read once per thread for all
+  its pieces); finds its matching lines (candidate lines holding one of the pattern's
+  required literals, ``candidate_lines``, then ``re.search`` on each through ``map``, the
+  matches kept with ``itertools.compress``: no Python loop per line), maps each
   to its source file and byte offset in it (``sources`` of the ingested file: the source
   holding the line's first byte), formats its ``grep.tsv`` rows and writes them, with the
   columns of ``grep.h5``, to a part file in the run's work directory
-  (``sortedruns.work_dir``). Returns a small description: rows, bytes, matches per source.
-* ``plan(input, output, inputs, writers)``: prefix sums of the parts' sizes give every part
+  (``sortedruns.work_dir``). Returns a small description: split, piece, rows, bytes,
+  matches per source.
+* **Pieces**: matches cluster (the code corpus's ``def f(self`` in 7 of 26 splits), and
+  with one map per 8 MiB split the maps of those splits took 13-20 ms, the others 3-5, in
+  runs of ~0.1 s from the first task to the last: a map was 0.09-0.18 of that span. A
+  rank's first map also pays the cold costs (the buffer's first pages, the first read, the
+  part directory, and with two ``foreach`` variables the file's open: ``mpitiny run`` opens
+  a split family's file before its first task only when ``split`` is the family's one
+  variable).
+* ``plan(input, output, inputs, writers)``: checks that every piece of every split has its
+  description once (``_check_complete``: an aggregation tree over the first ``splits`` map
+  instances would miss pieces); prefix sums of the parts' sizes give every part
   its place in the outputs; creates ``grep.tsv`` at its final size and ``grep.h5`` with
   contiguous, allocated datasets (``sortedruns.contiguous_datasets``) under temporary names,
   writes ``grep-counts.tsv`` (``source<TAB>matches`` for every input file) under a temporary
@@ -27,9 +39,10 @@ run on real logs, with the other ranks idle).
 Candidate lines: the compiled line kernel (``mpitiny.kernels._lines.find_line_spans``,
 mpitiny/kernels/_lines.c) scans the split once for all the literals (SSE2: each literal's
 first and last byte tested at 16 positions at a time, then ``memcmp``; the scan goes on from
-the next line after a hit), on the array the runtime read (``read_array``: no copy to
-``bytes``); without it (no compiler, ``MPITINY_KERNELS=0``) ``bytes.find`` of each literal
-over a ``bytes`` copy, one pass per literal. Both give the same spans, and every candidate
+the next line after a hit), on the piece of the split's buffer (no copy to ``bytes``),
+and makes the candidate lines' ``bytes`` (``span_lines``); without it (no compiler,
+``MPITINY_KERNELS=0``) ``bytes.find`` of each literal over a ``bytes`` copy, one pass per
+literal, and a slice per line. Both give the same spans, and every candidate
 is checked with ``re.search``, so the matches are those of ``re.search`` per line for any
 pattern. On the multilingual corpus (``(файл|Datei|fichier)``: three literals, the first a
 Cyrillic one whose bytes are common there) the three ``find`` passes took ~14 ms of a 30 ms
@@ -38,20 +51,23 @@ map per 8 MiB split. Per 8 MiB split (splits 0, 5, 12, 20, one process, best of 
 against 12.4 (logs), 1.8 against 9.9 (prose), 1.2 against 6.3 (code), the same spans.
 
 The aggregation-tree variant (``mapreduce.py tree ... --fn grep:merge --finish-fn
-grep:finish``) concatenates the parts' descriptions in the tree and runs plan, one write and
-commit in its ``finish``. ``map_split`` (matches packed in the value, no file) and
-``grep_bytes`` are the split-level kernel for other uses.
+grep:finish``, over a copy of grep.json whose map family has the one variable ``split``:
+the tree's literal deps ``map[i]`` name one variable) concatenates the parts' descriptions
+in the tree and runs plan, one write and commit in its ``finish``. ``map_split`` (matches
+packed in the value, no file) and ``grep_bytes`` are the split-level kernel for other uses.
 """
 from __future__ import annotations
 
 import os
 import re
 import time
+from itertools import compress
 
 import numpy as np
 
 import mapreduce as mr
 import sortedruns
+import splitpieces
 from mpitiny.io.splits import open_splits
 from mpitiny.kernels import load
 
@@ -131,10 +147,28 @@ def candidate_spans(data, literals: list, kernel=_KERNEL) -> list:
     list."""
     if kernel is None:
         return _candidate_lines(data if isinstance(data, bytes) else bytes(data), literals)
+    return _span_array(data, literals, kernel).tolist()
+
+
+def _span_array(data, literals: list, kernel=_KERNEL) -> np.ndarray:
+    """``candidate_spans`` as an (n, 2) int64 array."""
+    if kernel is None:
+        spans = _candidate_lines(data if isinstance(data, bytes) else bytes(data), literals)
+        return np.array(spans, np.int64).reshape(len(spans), 2)
     least = min(map(len, literals))
     out = np.empty(2 * (len(data) // (least + 1) + 2), np.int64)
     n = kernel.find_line_spans(data, literals, out)
-    return out[:2 * n].reshape(n, 2).tolist()
+    return out[:2 * n].reshape(n, 2)
+
+
+def candidate_lines(data, literals: list, kernel=_KERNEL) -> tuple:
+    """``(starts, lines)`` of the candidate lines (``candidate_spans``): the lines as
+    ``bytes``, made by the kernel (``span_lines``) or by a slice of a ``bytes`` copy each."""
+    spans = _span_array(data, literals, kernel)
+    if kernel is not None:
+        return spans[:, 0].tolist(), kernel.span_lines(data, spans)
+    whole = data if isinstance(data, bytes) else bytes(data)
+    return spans[:, 0].tolist(), [whole[a:b] for a, b in spans.tolist()]
 
 
 def grep_bytes(data, pattern: str) -> tuple:
@@ -145,15 +179,11 @@ def grep_bytes(data, pattern: str) -> tuple:
     literals = _LITERALS.get(pattern, False)
     if literals is False:
         literals = _LITERALS[pattern] = required_literals(pattern)
-    view = memoryview(data).cast("B") if not isinstance(data, bytes) else data
     if literals is not None:
-        offsets, lines = [], []
-        for a, b in candidate_spans(data, literals):
-            line = bytes(view[a:b])
-            if search(line):
-                offsets.append(a)
-                lines.append(line)
-        return offsets, lines
+        starts, lines = candidate_lines(data, literals)
+        hits = list(map(search, lines))
+        return list(compress(starts, hits)), list(compress(lines, hits))
+    view = memoryview(data).cast("B") if not isinstance(data, bytes) else data
     offsets, lines, pos = [], [], 0
     parts = bytes(view).split(b"\n")
     if parts and parts[-1] == b"":
@@ -185,14 +215,19 @@ def _sources(splits) -> tuple:
     return names, starts
 
 
-def map_part(input: str, split: int, pattern: str, output: str) -> dict:
-    """Split ``split``'s matches as ``grep.tsv`` rows and ``grep.h5`` columns in a part file
-    (none when it has no match); its description (see the module docstring)."""
+def map_part(input: str, split: int, pattern: str, output: str, piece: int = 0,
+             pieces: int = 1) -> dict:
+    """Piece ``piece`` of ``pieces`` of split ``split`` (whole lines, ``splitpieces``; the
+    split read once per thread for all its pieces): its matches as ``grep.tsv`` rows and
+    ``grep.h5`` columns in a part file (none when it has no match); its description (see the
+    module docstring)."""
     s = open_splits(input)
-    start = int(mr.logical_starts(s)[split])
-    offsets, lines = grep_bytes(s.read_array(split), pattern)
-    value = {"split": split, "input": input, "file": None, "rows": len(lines),
-             "tsv_bytes": 0, "line_bytes": 0, "counts": []}
+    buf, n = splitpieces.read_split(input, split)
+    lo, hi = splitpieces.piece_bounds(buf[:n], piece, pieces)
+    start = int(mr.logical_starts(s)[split]) + lo
+    offsets, lines = grep_bytes(buf[lo:hi], pattern)
+    value = {"split": split, "piece": piece, "pieces": pieces, "input": input, "file": None,
+             "rows": len(lines), "tsv_bytes": 0, "line_bytes": 0, "counts": []}
     if not lines:
         return value
     names, starts = _sources(s)
@@ -203,7 +238,8 @@ def map_part(input: str, split: int, pattern: str, output: str) -> dict:
                     for w, o, line in zip(which.tolist(), local.tolist(), lines)])
     text = b"".join(lines)
     counts = np.bincount(which)
-    path = os.path.join(sortedruns.work_dir(output, "grep-parts"), f"part-{split:07d}.bin")
+    path = os.path.join(sortedruns.work_dir(output, "grep-parts"),
+                        f"part-{split:07d}-{piece:04d}.bin")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "wb") as f:
@@ -236,7 +272,20 @@ def _parts(inputs: dict) -> list:
             found += value
         elif isinstance(value, dict) and "split" in value:
             found.append(value)
-    return sorted(found, key=lambda v: v["split"])
+    return sorted(found, key=lambda v: (v["split"], v.get("piece", 0)))
+
+
+def _check_complete(parts: list, splits: int, where: str) -> None:
+    """Every piece of every split has its description, once (an aggregation tree built over
+    the first ``splits`` map instances would miss pieces: an error, not a shorter output)."""
+    pieces = {p.get("pieces", 1) for p in parts} or {1}
+    have = [(p["split"], p.get("piece", 0)) for p in parts]
+    each = min(pieces)
+    if len(pieces) != 1 or have != [(i, k) for i in range(splits) for k in range(each)]:
+        raise ValueError(f"grep {where}: the map outputs are {len(have)} pieces of "
+                         f"{sorted(pieces)} per split, not every piece of the input's "
+                         f"{splits} splits once (a tree dag over the splits needs "
+                         "--param pieces=1)")
 
 
 def merge(inputs: dict) -> list:
@@ -248,8 +297,11 @@ def plan(input: str, output: str, inputs: dict, writers: int = 8) -> dict:
     """Places of the parts in the outputs, the outputs created at their size under temporary
     names, ``writers`` ranges of parts (see the module docstring)."""
     import h5py
-    parts = [p for p in _parts(inputs) if p["rows"]]
-    names, _ = _sources(open_splits(input))
+    splits = open_splits(input)
+    parts = _parts(inputs)
+    _check_complete(parts, len(splits), "plan")
+    parts = [p for p in parts if p["rows"]]
+    names, _ = _sources(splits)
     counts = np.zeros(len(names), np.int64)
     for p in parts:
         for k, n in p["counts"]:

@@ -13,8 +13,9 @@ alone: the maps start at once (no sampling task before them), and the splitters 
 the maps.
 
 * ``map_split(input, split, output, samples, piece, pieces)``: piece ``piece`` of ``pieces``
-  (2) of the split, whole lines (``piece_bounds``: a map of prose's split of 1.6 M short
-  lines took 2.5-3x the others), its line boundaries (``line_spans``), the lines' **full
+  (2) of the split, whole lines (``splitpieces.piece_bounds``: a map of prose's split of 1.6
+  M short lines took 2.5-3x the others; the split is read once per thread for its pieces,
+  ``splitpieces.read_split``), its line boundaries (``line_spans``), the lines' **full
   order** by bytes, equal lines by position (``sort_order``), the lines gathered once in that
   order (``gather_lines``) and written to ``WORK/lines-SPLIT-PIECE.txt``, a sorted run
   numbered ``split * pieces + piece`` (input order); returns its size, line count and
@@ -74,7 +75,6 @@ import errno
 import json
 import mmap
 import os
-import threading
 import time
 
 import numpy as np
@@ -82,25 +82,13 @@ import numpy as np
 import mapreduce as mr
 from mpitiny.io.commit import atomic_output
 from mpitiny.kernels import load
-from mpitiny.io.splits import open_splits
+from splitpieces import piece_bounds, read_split, scratch
 
 PARTIAL = ".sorted.txt.partial"
 LINE_BYTES = 4             # the cost of a line to a reducer, in bytes of it (the samples' weights)
 SAMPLE_BYTES = 64          # a sample point keeps this many bytes of its line
 
 _KERNEL = load("_lines")
-_SCRATCH = threading.local()
-
-
-def scratch(name: str, size: int) -> np.ndarray:
-    """A uint8 buffer of ``size`` bytes, reused by this thread's later calls for ``name``
-    (grown when too small): the maps' and reducers' buffers are as large as a split or a
-    partition, and fresh pages cost a page fault each on every task."""
-    have = getattr(_SCRATCH, name, None)
-    if have is None or len(have) < size:
-        have = np.empty(max(size, 1), np.uint8)
-        setattr(_SCRATCH, name, have)
-    return have[:size]
 
 
 def split_lines(data: bytes) -> list:
@@ -128,10 +116,8 @@ def line_spans(raw: np.ndarray, kernel=_KERNEL) -> tuple:
 
 def read_lines(input: str, split: int) -> np.ndarray:
     """Split ``split`` with a final ``\\n`` (added when missing), in this thread's reused
-    buffer."""
-    s = open_splits(input)
-    buf = scratch("split", s.span_bytes(split) + 1)
-    n = s.read_into(split, buf)
+    buffer (``read_split``)."""
+    buf, n = read_split(input, split)
     if n and buf[n - 1] != 10:
         buf[n] = 10
         n += 1
@@ -251,27 +237,6 @@ def partition_bounds(run, number: int, splitters: list, r: int) -> tuple:
 def work_dir(output: str) -> str:
     run = os.environ.get("MPITINY_RUN_DIR")
     return os.path.join(run, "linesort-maps") if run else os.path.join(output, "_work")
-
-
-def piece_bounds(raw: np.ndarray, piece: int, pieces: int) -> tuple:
-    """Bytes ``[lo, hi)`` of piece ``piece`` of ``pieces`` of ``raw`` (``\\n``-ended lines):
-    cut after the first newline at or after each ``k / pieces`` of the bytes, so the pieces
-    are whole lines, in order, and cover ``raw``."""
-    if not 0 <= piece < pieces:
-        raise ValueError(f"piece {piece} of {pieces}")
-
-    def cut(k: int) -> int:
-        if k <= 0 or k >= pieces:
-            return 0 if k <= 0 else len(raw)
-        at = len(raw) * k // pieces - 1
-        step = 4096
-        while at < len(raw):
-            found = raw[at:at + step].tobytes().find(b"\n")
-            if found >= 0:
-                return at + found + 1
-            at, step = at + step, step * 2
-        return len(raw)
-    return cut(piece), cut(piece + 1)
 
 
 def map_split(input: str, split: int, output: str, samples: int = 128, piece: int = 0,

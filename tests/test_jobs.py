@@ -398,12 +398,17 @@ def test_aggregation_tree_variants(python_module, corpus, tmp_path):
     """The generated tree dag.json (plain tasks with literal deps) gives the same outputs."""
     d, sources = corpus
     h5 = str(d / "data.h5")
+    one_var = json.loads((JOBS / "grep.json").read_text())     # literal deps: one map per split
+    one_var["tasks"][0].update(args=["{input}", "{split}", "{pattern}", "{output}"],
+                               foreach={"split": "{input}"})
+    (tmp_path / "grep.json").write_text(json.dumps(one_var))
     for job, fn, extra in [("wordcount", "wordcount:reduce_part",
                             ["--finish-fn", "wordcount:finish", "-p", "reducers=1"]),
                            ("grep", "grep:merge",
                             ["--finish-fn", "grep:finish", "-p", f"pattern={PATTERN}"])]:
         dag = tmp_path / f"{job}-tree.json"
-        subprocess.run([sys.executable, str(JOBS / "mapreduce.py"), "tree", str(JOBS / f"{job}.json"),
+        source = tmp_path / "grep.json" if job == "grep" else JOBS / f"{job}.json"
+        subprocess.run([sys.executable, str(JOBS / "mapreduce.py"), "tree", str(source),
                         "--input", h5, "--fn", fn, "--fanin", "4", *extra, "-o", str(dag)],
                        check=True, capture_output=True, env={"PYTHONPATH": str(JOBS), "PATH": ""})
         run_job(python_module, 2, dag, corpus, tmp_path / job)

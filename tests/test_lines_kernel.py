@@ -126,6 +126,12 @@ def test_kernel_refuses_bad_arguments():
         KERNEL.merge_runs([b"a\n", b"b\n"], bytearray(3))
     with pytest.raises(ValueError, match="newline"):
         KERNEL.find_line_spans(b"a\nb", [b"a\nb"], np.empty(8, np.int64))
+    for bad in ([0, 4], [2, 1], [-1, 1]):
+        with pytest.raises(ValueError, match="not within the data"):
+            KERNEL.span_lines(b"abc", np.array(bad, np.int64))
+    with pytest.raises(ValueError, match="int64 pairs"):
+        KERNEL.span_lines(b"abc", np.array([0], np.int64))
+    assert KERNEL.span_lines(b"abc", np.array([0, 3, 1, 1], np.int64)) == [b"abc", b""]
 
 
 @needs_kernel
@@ -225,9 +231,13 @@ def test_grep_kernel_equals_python(lines, pattern, final_newline):
     if literals is not None:
         spans = grep._candidate_lines(data, literals)
         assert grep.candidate_spans(data, literals, kernel=None) == spans
+        want_lines = grep.candidate_lines(data, literals, kernel=None)
+        assert want_lines == ([a for a, _ in spans], [data[a:b] for a, b in spans])
         if KERNEL is not None:
             got = grep.candidate_spans(np.frombuffer(data, np.uint8), literals, kernel=KERNEL)
             assert [tuple(x) for x in got] == spans
+            assert grep.candidate_lines(np.frombuffer(data, np.uint8), literals,
+                                        kernel=KERNEL) == want_lines
 
 
 @needs_kernel

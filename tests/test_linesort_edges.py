@@ -173,3 +173,28 @@ def test_line_shapes_job(python_module, shapes, tmp_path, n, partitions, pieces)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (out / "sorted.txt").read_bytes() == _reference()
     assert not [p for p in os.listdir(out) if p.startswith(".")]
+
+
+def test_read_split_keeps_the_last_split_per_thread(shapes):
+    """The next piece of the split a thread read last takes it from the thread's buffer (no
+    read: the bytes handed out stay the same); another split, or another thread, reads."""
+    import threading
+
+    import splitpieces
+    from mpitiny.io.splits import bytes_read, open_splits
+    s = open_splits(str(shapes))
+    want = [s.read(i) for i in range(len(s))]
+    last = None
+    for i in [1, 0, 0, 2, 1, 1, len(s) - 1, 0]:
+        before = bytes_read()
+        buf, n = splitpieces.read_split(str(shapes), i)
+        assert buf[:n].tobytes() == want[i]
+        assert bytes_read() - before == (0 if i == last else n)
+        held, m = splitpieces.read_split(str(shapes), i)             # the next piece
+        assert held is buf and m == n and bytes_read() - before == (0 if i == last else n)
+        last = i
+    got = []
+    other = threading.Thread(target=lambda: got.append(splitpieces.read_split(str(shapes), 0)))
+    other.start()
+    other.join()
+    assert got[0][0] is not buf and got[0][0][:got[0][1]].tobytes() == want[0]

@@ -124,15 +124,37 @@ def test_grep_job_no_match_and_more_writers_than_parts(python_module, corpus, tm
     assert (out / "grep-counts.tsv").read_bytes() == counts
 
 
-def test_grep_tasks_in_process_and_h5(corpus, tmp_path, monkeypatch):
-    """map_part / plan / write / commit called directly, writers in any order; grep.h5 too."""
+@pytest.mark.mpi
+@pytest.mark.parametrize("pieces", [1, 5])
+def test_grep_job_pieces(python_module, corpus, tmp_path, pieces):
+    out = tmp_path / "out"
+    run_job(python_module, 2, "grep", corpus, out, "--param", f"pattern={PATTERN}",
+            "--param", f"pieces={pieces}")
+    lines, counts = ref_grep(corpus[1], PATTERN)
+    assert (out / "grep.tsv").read_bytes() == lines
+    assert (out / "grep-counts.tsv").read_bytes() == counts
+
+
+def grep_maps(h5: str, out: str, pieces: int, seed: int) -> dict:
+    """map_part of every piece of every split, in a shuffled order (so that a thread's held
+    split is sometimes the one asked for, mostly not)."""
+    from mpitiny.io.splits import open_splits
+    todo = [(i, k) for i in range(len(open_splits(h5))) for k in range(pieces)]
+    random.Random(seed).shuffle(todo)
+    return {f"map[{i * pieces + k}]": grep.map_part(h5, i, PATTERN, out, k, pieces)
+            for i, k in todo}
+
+
+@pytest.mark.parametrize("pieces", [1, 3])
+def test_grep_tasks_in_process_and_h5(corpus, tmp_path, monkeypatch, pieces):
+    """map_part (each piece, in any order) / plan / write / commit called directly, writers in
+    any order; grep.h5 too."""
     import h5py
     import numpy as np
-    from mpitiny.io.splits import open_splits
     monkeypatch.delenv("MPITINY_RUN_DIR", raising=False)
     d, sources = corpus
     h5, out = str(d / "data.h5"), str(tmp_path / "out")
-    maps = {f"map[{i}]": grep.map_part(h5, i, PATTERN, out) for i in range(len(open_splits(h5)))}
+    maps = grep_maps(h5, out, pieces, seed=pieces)
     plan = grep.plan(h5, out, maps, writers=5)
     for m in (3, 0, 4, 2, 1):
         grep.write({"plan": plan}, m)
@@ -149,6 +171,23 @@ def test_grep_tasks_in_process_and_h5(corpus, tmp_path, monkeypatch):
         assert f["offset"][()].tolist() == [int(r.split(b"\t", 2)[1]) for r in rows]
         names = [n.encode() for n, _ in sources]
         assert [names[i] for i in f["source"][()].tolist()] == [r.split(b"\t", 1)[0] for r in rows]
+
+
+def test_grep_plan_refuses_missing_pieces(corpus, tmp_path, monkeypatch):
+    """A tree dag.json built over the first ``splits`` map instances of a job with 2 pieces
+    per split feeds plan half the pieces: an error naming the cause, not a shorter output."""
+    monkeypatch.delenv("MPITINY_RUN_DIR", raising=False)
+    d, _ = corpus
+    h5, out = str(d / "data.h5"), str(tmp_path / "out")
+    maps = grep_maps(h5, out, 2, seed=0)
+    first = dict(sorted(maps.items(), key=lambda kv: (kv[1]["split"], kv[1]["piece"]))[:len(maps) // 2])
+    with pytest.raises(ValueError, match="not every piece"):
+        grep.plan(h5, out, first)
+    with pytest.raises(ValueError, match="not every piece"):
+        grep.finish(out, {"tree": list(first.values())})
+    twice = {**maps, "extra": next(iter(maps.values()))}
+    with pytest.raises(ValueError, match="pieces=1"):
+        grep.plan(h5, out, twice)
 
 
 # ------------------------------------------------------------------------------ distinct

@@ -33,6 +33,9 @@
        per line, at most one per line); returns their number. With SSE2, 16 positions at a
        time are tested for each literal's first and last byte, the few that pass by memcmp;
        after a hit the scan goes on from the next line.
+   span_lines(data, spans): the bytes data[start:end] of each (start, end) pair of spans
+       (int64, checked to lie within data), as a list: grep's candidate lines, without a
+       Python slice per line.
 
    Every loop runs without the GIL. */
 #define PY_SSIZE_T_CLEAN
@@ -777,6 +780,45 @@ done:
     return result;
 }
 
+static PyObject *span_lines(PyObject *self, PyObject *args)
+{
+    PyObject *data_obj, *spans_obj;
+    if (!PyArg_ParseTuple(args, "OO", &data_obj, &spans_obj))
+        return NULL;
+    Py_buffer data = {0}, spans = {0};
+    PyObject *list = NULL;
+    if (get_buf(data_obj, &data, 0, "data") < 0 || get_buf(spans_obj, &spans, 0, "spans") < 0)
+        goto done;
+    if (spans.len % 16) {
+        PyErr_SetString(PyExc_ValueError, "_lines.span_lines: spans must be int64 pairs");
+        goto done;
+    }
+    const int64_t *sp = spans.buf;
+    Py_ssize_t n = spans.len / 16;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (sp[2 * i] < 0 || sp[2 * i] > sp[2 * i + 1] || sp[2 * i + 1] > data.len) {
+            PyErr_Format(PyExc_ValueError, "_lines.span_lines: span %zd (%lld, %lld) is not "
+                         "within the data (%zd bytes)", i, (long long)sp[2 * i],
+                         (long long)sp[2 * i + 1], data.len);
+            goto done;
+        }
+    list = PyList_New(n);
+    for (Py_ssize_t i = 0; list && i < n; i++) {
+        PyObject *line = PyBytes_FromStringAndSize((const char *)data.buf + sp[2 * i],
+                                                   (Py_ssize_t)(sp[2 * i + 1] - sp[2 * i]));
+        if (!line)
+            Py_CLEAR(list);
+        else
+            PyList_SET_ITEM(list, i, line);
+    }
+done:
+    if (data.obj)
+        PyBuffer_Release(&data);
+    if (spans.obj)
+        PyBuffer_Release(&spans);
+    return list;
+}
+
 static PyMethodDef methods[] = {
     {"sort_lines", sort_lines, METH_VARARGS,
      "sort_lines(data, starts, lens, order[, scratch]): order <- line numbers in bytes order (ties "
@@ -793,6 +835,8 @@ static PyMethodDef methods[] = {
      "merge_runs(runs, out): sorted runs of newline-ended lines merged into out; lines"},
     {"find_line_spans", find_line_spans, METH_VARARGS,
      "find_line_spans(data, literals, out): (start, end) of lines holding a literal; count"},
+    {"span_lines", span_lines, METH_VARARGS,
+     "span_lines(data, spans): data[start:end] as bytes for each int64 (start, end) pair; a list"},
     {NULL, NULL, 0, NULL},
 };
 
