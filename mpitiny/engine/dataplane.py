@@ -196,9 +196,10 @@ class DataPlane:
         return [tuple(row) for row in locs.tolist()]
 
     def split_reader(self, group):
-        """The split reader of a family over one dataset's splits (for prefetching), or None."""
+        """The split reader of a family over one dataset's splits, or None: opened before the
+        family's first task runs (not inside it), for prefetching and the bytes each task read."""
         where = group.options.splits
-        if where is None or len(group.vars) != 1:
+        if where is None:
             return None
         reader = self._split_readers.get(group.index, False)
         if reader is False:

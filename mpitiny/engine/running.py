@@ -130,7 +130,7 @@ class TaskRunner:
         printed: dict = {}              # position -> its (out, err) spans in the fn logs
         fn_out, fn_err = self.files.fn_out, self.files.fn_err
         out_at, err_at = fn_out.size, fn_err.size
-        upcoming = None if splits is None else self.prefetching(splits, instances)
+        upcoming = None if splits is None else self.prefetching(group, splits, instances)
         for k, i in enumerate(instances):
             i = int(i)
             if watch and (max_fails and self.control.ending() or start_by and clock() > start_by):
@@ -139,7 +139,7 @@ class TaskRunner:
             if upcoming is not None:
                 following = next(upcoming, None)
                 if following is not None:
-                    splits.prefetch(int(following))      # read while task i computes
+                    splits.prefetch(int(following))      # read while this task computes
             exc = None
             fetched = None
             try:
@@ -202,15 +202,21 @@ class TaskRunner:
             bool(self.keeps[group.index]), int(self.base[group.index]), self.timeout(group))
         return plan
 
-    def prefetching(self, splits, instances):
-        """An iterator over the instances after the first, when their splits are worth
-        reading in the background while a task computes (the task reads its own first split
-        itself: a thread's hand-off costs more than reading a small split); else None."""
+    def prefetching(self, group, splits, instances):
+        """When splits are worth reading in the background while a task computes (the task
+        reads its own first split itself: a thread's hand-off costs more than reading a small
+        split), an iterator that gives, for each instance but the last, the split the next
+        one reads, or None when that is the same split (pieces of one split, in a family with
+        more variables than ``split``); else None."""
         if splits is None or splits.chunk_bytes < PREFETCH_MIN_BYTES:
             return None
-        upcoming = iter(instances)
-        next(upcoming, None)
-        return upcoming
+        if len(group.vars) == 1:                 # instance i reads split i
+            upcoming = iter(instances)
+            next(upcoming, None)
+            return upcoming
+        spec = "{%s}" % group.options.split_var
+        reads = [group.index_value(spec, int(i)) for i in instances]
+        return iter([b if b != a else None for a, b in zip(reads, reads[1:])])
 
     def after_failure(self, group, i: int, k: int, failure: BaseException, fetched,
                       attempts: dict, starts: list, read_sizes: list | None,
