@@ -9,7 +9,8 @@ The pattern, in a dag.json (nothing but what the format already offers):
   ``unpack``: named numpy arrays, no pickle).
 * ``reduce``: a family ``{"r": {"range": [0, "{reducers}"]}}`` with ``"part": "{r}"``,
   depending on the whole ``map`` family; ``reduce[r]`` reads and merges table r of every map
-  output (``KeyCounter``) and writes its words ranked (``ranked_tsv``).
+  output (``KeyCounter``) and writes its words ranked (``ranked_tsv``); wordcount's C kernel
+  does both in one call from the packed tables (``reduce_run``: ``wordcount._compiled_run``).
 * ``finish``: one task that concatenates the R disjoint tables, ranks them (``ranked_rows``)
   and writes the output with ``atomic_output`` / ``atomic_h5``.
 

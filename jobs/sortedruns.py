@@ -7,18 +7,22 @@ run on 220 MB of package documentation (1.26 M distinct words), with the other r
    to one run file (``write_run``) in ``$MPITINY_RUN_DIR/WORK`` (``OUTPUT/_work`` outside a
    run): the output lines end to end, and per row its line end, its word end and its count.
    It returns a small value (``run_value``): the file, its row and byte totals, its first
-   ``top`` rows and ``samples`` rows at even quantiles.
+   ``top`` rows and ``samples`` rows at even quantiles. Wordcount's C reducer writes the
+   same bytes itself (``write_file`` gives it the file: ``wordcount._compiled_run``).
 2. **Plan** (one task, O(R x samples)): the M - 1 splitters at the quantiles of all the
    samples; the output files created at their final size under temporary names (``TSV``
    truncated to size, the HDF5 file with contiguous, early-allocated datasets whose byte
    offsets it returns); the top rows of the whole output, from the R runs' top rows (a
    reduction).
 3. **Merge** (M tasks): merge ``m`` takes from every run the rows between splitters m - 1 and
-   m (two binary searches per run on the run file, memory-mapped), sorts them (Python's
-   timsort on R sorted runs: a merge), and writes its lines with ``os.pwrite`` at their
-   offset in the output (the sum, over the runs, of the bytes of the rows before its first
-   splitter), and its slices of the HDF5 datasets at their byte offsets, and starts their
-   write-back to the disk (``posix_fadvise(DONTNEED)``, which does not wait).
+   m (two binary searches per run on the run file, memory-mapped), merges them (the C
+   kernel's ``merge_rows``: a heap of the runs' first rows, the lines and words copied in
+   that order from the mapped runs in the same pass; else gathered, ordered by
+   ``longwords.order_rows`` and copied by ``gather``), and writes its lines with
+   ``os.pwrite`` at their offset in the output (the sum, over the runs, of the bytes of the
+   rows before its first splitter), and its slices of the HDF5 datasets at their byte
+   offsets, and starts their write-back to the disk (``posix_fadvise(DONTNEED)``, which does
+   not wait).
 4. **Commit** (one task, O(1)): ``fsync``s the temporary files (what the merges started is
    mostly written by then; one ``fsync`` per merge and file took 15 % of the merges on the
    real corpora), then renames them to their names: an output name only ever names a
@@ -35,6 +39,7 @@ import uuid
 
 import numpy as np
 
+import longwords as lw
 from longwords import gather, order_rows
 
 _HEAD = np.dtype("<i8")
@@ -46,37 +51,50 @@ def work_dir(output: str, name: str) -> str:
 
 
 def write_run(path: str, lines: np.ndarray, line_lens: np.ndarray, word_lens: np.ndarray,
-              counts: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> dict:
-    """Write sorted rows as a run file: the rows' lines end to end (``lines``, each beginning
-    with its word), and per row its line end, word end, count and the two sort keys after the
-    count (``lo``, ``hi``: uint64 compared as unsigned); ``{"file", "rows", "line_bytes",
-    "word_bytes"}``."""
+              counts: np.ndarray, lo=None, hi=None) -> dict:
+    """Write sorted rows as a run file: the row count, per row its line end, word end and
+    count (int64), then the rows' lines end to end (``lines``, each beginning with its word);
+    ``{"file", "rows", "line_bytes", "word_bytes"}``. The rows' sort keys (``lo``, ``hi``)
+    are not stored: the merges make them from the words (``_prefix_keys``; two more columns
+    were 40 % of the bytes a reducer wrote)."""
     n = len(counts)
     line_ends, word_ends = np.cumsum(line_lens), np.cumsum(word_lens)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(np.array([n], _HEAD).tobytes())
-        for a in (line_ends, word_ends, counts, lo.view(_HEAD), hi.view(_HEAD)):
-            f.write(memoryview(np.ascontiguousarray(a, _HEAD)).cast("B"))
-        f.write(memoryview(np.ascontiguousarray(lines)))
-    os.replace(tmp, path)
+
+    def write(fd: int) -> None:
+        with open(fd, "wb", closefd=False) as f:
+            f.write(np.array([n], _HEAD).tobytes())
+            for a in (line_ends, word_ends, counts):
+                f.write(memoryview(np.ascontiguousarray(a, _HEAD)).cast("B"))
+            f.write(memoryview(np.ascontiguousarray(lines)))
+    write_file(path, write)
     return {"file": path, "rows": n, "line_bytes": int(line_ends[-1]) if n else 0,
             "word_bytes": int(word_ends[-1]) if n else 0}
 
 
+def write_file(path: str, write):
+    """``write(fd)`` on a new temporary file next to ``path``, then renamed to ``path`` (its
+    directory made if need be); returns what ``write`` returns."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        value = write(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    return value
+
+
 class Run:
-    """A run file, memory-mapped: ``line_ends``, ``word_ends``, ``counts``, ``lo``, ``hi``,
-    ``lines``."""
+    """A run file, memory-mapped: ``line_ends``, ``word_ends``, ``counts``, ``lines``."""
 
     def __init__(self, path: str) -> None:
         n = int(np.fromfile(path, _HEAD, 1)[0])
         mm = np.memmap(path, np.uint8, "r")
         self.rows = n
-        cols = [mm[8 + 8 * n * k:8 + 8 * n * (k + 1)].view(_HEAD) for k in range(5)]
-        self.line_ends, self.word_ends, self.counts = cols[:3]
-        self.lo, self.hi = cols[3].view(np.uint64), cols[4].view(np.uint64)
-        self.lines = mm[8 + 40 * n:]
+        cols = [mm[8 + 8 * n * k:8 + 8 * n * (k + 1)].view(_HEAD) for k in range(3)]
+        self.line_ends, self.word_ends, self.counts = cols
+        self.lines = mm[8 + 24 * n:]
 
     def line_start(self, i: int) -> int:
         return int(self.line_ends[i - 1]) if i > 0 else 0
@@ -175,7 +193,7 @@ def merge_range(plan: dict, runs: list, m: int) -> dict:
         return {"merge": m, "rows": 0, "first_row": 0}
     lower, upper = cuts[m], cuts[m + 1]
     at = {"rows": 0, "lines": 0, "words": 0}
-    cols: dict = {k: [] for k in ("counts", "lo", "hi", "line_lens", "word_lens", "text")}
+    parts = []
     for info in runs:
         run = Run(info["file"])
         a = 0 if lower is None else run.position(lower)
@@ -184,21 +202,59 @@ def merge_range(plan: dict, runs: list, m: int) -> dict:
         at["lines"] += run.line_start(a)
         at["words"] += run.word_start(a)
         if b > a:
-            cols["counts"].append(run.counts[a:b])
-            cols["lo"].append(run.lo[a:b])
-            cols["hi"].append(run.hi[a:b])
-            cols["line_lens"].append(np.diff(run.line_ends[a:b], prepend=run.line_start(a)))
-            cols["word_lens"].append(np.diff(run.word_ends[a:b], prepend=run.word_start(a)))
-            cols["text"].append(run.lines[run.line_start(a):run.line_start(b)])
-    if not cols["counts"]:
+            parts.append((run, a, b))
+    if not parts:
         return {"merge": m, "rows": 0, "first_row": at["rows"]}
+    rows = _numpy_rows(parts) if MERGE_ROWS is None else _compiled_rows(parts)
+    _write_rows(plan, at, *rows)
+    return {"merge": m, "rows": len(rows[3]), "first_row": at["rows"]}
+
+
+MERGE_ROWS = getattr(lw._C, "merge_rows", None)     # the C merge, or None: numpy's
+
+
+def _compiled_rows(parts: list) -> tuple:
+    """``_numpy_rows`` by the kernel's ``merge_rows``: the runs' rows merged through a heap
+    of their first rows, and copied in that order, in one pass over the memory-mapped runs
+    (the concatenations, the merge order and the two gathers took most of a merge)."""
+    lines, words, word_ends, counts = MERGE_ROWS([
+        (run.counts[a:b], run.line_ends[a:b], run.word_ends[a:b],
+         run.lines[run.line_start(a):run.line_start(b)], run.line_start(a), run.word_start(a))
+        for run, a, b in parts])
+    return (np.frombuffer(lines, np.uint8), np.frombuffer(words, np.uint8),
+            np.frombuffer(word_ends, np.int64), np.frombuffer(counts, np.int64))
+
+
+def _numpy_rows(parts: list) -> tuple:
+    """Rows ``a:b`` of each ``(run, a, b)`` in merged order: ``(lines, words end to end,
+    word ends from 0, counts)``."""
+    cols: dict = {k: [] for k in ("counts", "line_lens", "word_lens", "text")}
+    for run, a, b in parts:
+        cols["counts"].append(run.counts[a:b])
+        cols["line_lens"].append(np.diff(run.line_ends[a:b], prepend=run.line_start(a)))
+        cols["word_lens"].append(np.diff(run.word_ends[a:b], prepend=run.word_start(a)))
+        cols["text"].append(run.lines[run.line_start(a):run.line_start(b)])
     c = {k: np.concatenate(v) for k, v in cols.items()}
     starts = np.cumsum(c["line_lens"]) - c["line_lens"]
+    c["lo"], c["hi"] = _prefix_keys(c["text"], starts, c["word_lens"])
     order = _merged_order(c, starts)
-    _write_rows(plan, at, gather(c["text"], starts.take(order), c["line_lens"].take(order)),
-                gather(c["text"], starts.take(order), c["word_lens"].take(order)),
-                c["word_lens"].take(order), c["counts"].take(order))
-    return {"merge": m, "rows": len(order), "first_row": at["rows"]}
+    return (gather(c["text"], starts.take(order), c["line_lens"].take(order)),
+            gather(c["text"], starts.take(order), c["word_lens"].take(order)),
+            np.cumsum(c["word_lens"].take(order)), c["counts"].take(order))
+
+
+_FIRST = np.array([(1 << (8 * k)) - 1 for k in range(9)], np.uint64)    # the first k bytes
+
+
+def _prefix_keys(text: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> tuple:
+    """The sort keys ``(lo, hi)`` of the words ``text[starts[i]:][:lens[i]]``: their first 15
+    bytes, zero-padded, then ``min(len, 15)``, as two big-endian uint64 (``mapreduce``'s keys
+    byte-swapped: unsigned order is byte order, ties only between words sharing 15 bytes)."""
+    _, at8 = lw.padded(text)
+    lo = at8[starts] & _FIRST.take(np.minimum(lens, 8))
+    hi = at8[starts + 8] & _FIRST.take(np.clip(lens - 8, 0, 7))
+    hi |= np.minimum(lens, 15).astype(np.uint64) << np.uint64(56)
+    return lo.byteswap(), hi.byteswap()
 
 
 def _merged_order(c: dict, starts: np.ndarray) -> np.ndarray:
@@ -211,14 +267,16 @@ def _merged_order(c: dict, starts: np.ndarray) -> np.ndarray:
 
 
 def _write_rows(plan: dict, at: dict, lines: np.ndarray, words: np.ndarray,
-                word_lens: np.ndarray, counts: np.ndarray) -> None:
+                word_ends: np.ndarray, counts: np.ndarray) -> None:
+    """Write merged rows at their offsets (``at``: the rows, line and word bytes before them;
+    ``word_ends`` counted from the merge's first word)."""
     off = plan["offsets"]
-    word_ends = at["words"] + np.cumsum(word_lens)
     _write_at(plan["tsv"], [(lines, at["lines"])])
     if plan["h5"] is None:
         return
     _write_at(plan["h5"], [(words, off["words"] + at["words"]),
-                           (word_ends.astype("<i8", copy=False), off["word_ends"] + 8 * at["rows"]),
+                           ((at["words"] + word_ends).astype("<i8", copy=False),
+                            off["word_ends"] + 8 * at["rows"]),
                            (counts.astype("<i8", copy=False), off["counts"] + 8 * at["rows"])])
 
 

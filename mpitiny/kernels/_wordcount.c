@@ -30,12 +30,16 @@
  * compared by its key words, a longer one by memcmp with its first occurrence. The table
  * doubles when half full. One workspace is kept for the process and reused (no fresh pages
  * per call); a call that finds it in use (another thread) makes its own.
+ *
+ * reduce_run (below) is the reducer: word tables summed, ranked and written as a run file.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <unistd.h>
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
@@ -926,7 +930,902 @@ done:
     return result;
 }
 
+/* reduce_run(tables, fd) -> (rows, line_bytes, word_bytes, nbytes, nparts, total): wordcount's
+ * reducer (wordcount.reduce_sorted) in one call. ``tables`` is a sequence of
+ * mapreduce.pack_table blobs (one partition of every map output); their words are summed,
+ * ranked by count descending, then bytes, and written to the open file ``fd`` as a run file
+ * (sortedruns.write_run's bytes: the row count, then per row its line end, word end and
+ * count, then the lines "word<TAB>count<LF>"). ``nbytes`` is the sum of the
+ * tables' input bytes, ``nparts`` the largest of their partition counts (1: no table),
+ * ``total`` the sum of the counts.
+ *
+ * Sums: a hash table (open addressing, linear probing; a slot holds the top 32 bits of the
+ * hash and the word's number + 1) of words: a short word is the key (lo, its length << 56)
+ * (mapreduce._short_hi), a two-word key is (lo, hi) as stored, a long word its chunks (equal
+ * if the lengths and chunks are: memcmp), hashed by its table's hash. The table doubles when
+ * half full; it starts at the size the last call's words asked for.
+ *
+ * Ranking: the words' sort keys (lo, hi byte-swapped: bytes 0-14 then the length byte, 15 for a
+ * long word: unsigned order is byte order) ordered by an MSD radix sort (257 buckets a byte;
+ * insertion sort below SMALL_SORT rows), which goes on for rows equal on both keys (long words
+ * sharing 15 bytes, and the 15-byte word they begin with) with their bytes from byte 15 on (a
+ * word that ends sorts first); then a stable counting sort by count descending (one pass for
+ * the counts below FEW, a merge sort of the few larger ones). Both orders are total on
+ * distinct words: the rows are those of mapreduce.ranked_tsv, byte for byte.
+ *
+ * The arrays (and the file's content, written from them) are kept for the process and reused
+ * (as count's workspace: no fresh pages per call; a fifth of a reducer's time was page
+ * faults), up to KEEP_BYTES; a call that finds them in use makes its own. */
+
+#define PREFIX_HI 0x00FFFFFFFFFFFFFFULL
+
+typedef struct {             /* 48 bytes */
+    uint64_t lo, hi;         /* a key: the word's bytes, then its length; a long word's first
+                              * 15 bytes as a key of length 15 (mapreduce's prefix keys) */
+    uint64_t h;
+    int64_t count, len;
+    const uint8_t *chunks;   /* a long word's chunks (in its table), NULL for a key */
+} Word;
+
+typedef struct {             /* a word's sort keys, its number, its count (or UINT32_MAX) */
+    uint64_t k0, k1;
+    uint32_t w, c;
+} Item;
+
+typedef struct {
+    uint64_t *slots;
+    Word *words;
+    Item *items, *tmp;
+    uint8_t *out;            /* the run file's content */
+    size_t nslots, nwords, nitems, ntmp, nout;   /* allocated */
+    size_t mask, n;          /* the table in use: mask + 1 slots, n words */
+    size_t last;             /* words of the last call */
+    int busy;
+} Reducer;
+
+static Reducer shared_reducer;
+
+static int reserve(void **p, size_t *have, size_t want, size_t size)
+{
+    if (*have >= want)
+        return 0;
+    void *q = realloc(*p, want * size);
+    if (!q)
+        return -1;
+    *p = q;
+    *have = want;
+    return 0;
+}
+
+typedef struct {
+    int64_t ns, n, nlong, nchunks, nbytes, nparts, width;
+    const uint8_t *short_lo, *lo, *hi, *short_counts, *counts, *long_counts, *long_lens,
+        *long_hashes, *chunks;
+} Table;
+
+static inline uint64_t get_u64(const uint8_t *p, int64_t i)
+{
+    uint64_t v;
+    memcpy(&v, p + 8 * i, 8);
+    return v;
+}
+
+static inline int64_t get_count(const uint8_t *p, int64_t width, int64_t i)
+{
+    if (width == 2) {
+        uint16_t v;
+        memcpy(&v, p + 2 * i, 2);
+        return v;
+    }
+    if (width == 4) {
+        uint32_t v;
+        memcpy(&v, p + 4 * i, 4);
+        return v;
+    }
+    return (int64_t)get_u64(p, i);
+}
+
+/* A pack_table blob's header and arrays; -1 if it is not one (sizes that do not add up, long
+ * words of at most 15 bytes or whose chunks are not the table's). */
+static int parse_table(const uint8_t *p, int64_t len, Table *t)
+{
+    int64_t h[7];
+    if (len < 56)
+        return -1;
+    memcpy(h, p, sizeof h);
+    memset(t, 0, sizeof *t);
+    t->ns = h[0], t->n = h[1], t->nlong = h[2], t->nchunks = h[3];
+    t->nbytes = h[4], t->nparts = h[5], t->width = h[6];
+    if (t->width != 2 && t->width != 4 && t->width != 8)
+        return -1;
+    if (t->ns < 0 || t->n < 0 || t->nlong < 0 || t->nchunks < 0 || t->ns > len || t->n > len ||
+        t->nlong > len || t->nchunks > len)
+        return -1;
+    if (56 + 8 * t->ns + 16 * t->n + t->width * (t->ns + t->n) + 24 * t->nlong +
+        8 * t->nchunks != len)
+        return -1;
+    t->short_lo = p + 56;
+    t->lo = t->short_lo + 8 * t->ns;
+    t->hi = t->lo + 8 * t->n;
+    t->short_counts = t->hi + 8 * t->n;
+    t->counts = t->short_counts + t->width * t->ns;
+    t->long_counts = t->counts + t->width * t->n;
+    t->long_lens = t->long_counts + 8 * t->nlong;
+    t->long_hashes = t->long_lens + 8 * t->nlong;
+    t->chunks = t->long_hashes + 8 * t->nlong;
+    int64_t chunks = 0;
+    for (int64_t i = 0; i < t->nlong; i++) {
+        int64_t k = (int64_t)get_u64(t->long_lens, i);
+        if (k <= 15 || k > 8 * len)
+            return -1;
+        chunks += (k + 7) / 8;
+    }
+    return chunks == t->nchunks ? 0 : -1;
+}
+
+/* An empty table of `slots` slots (a power of two, at most 2**32), the words kept; -1: memory. */
+static int sums_size(Reducer *z, size_t slots)
+{
+    if (slots > ((size_t)1 << 32) ||
+        reserve((void **)&z->slots, &z->nslots, slots, sizeof(uint64_t)) < 0 ||
+        reserve((void **)&z->words, &z->nwords, slots / 2 + 1, sizeof(Word)) < 0)
+        return -1;
+    memset(z->slots, 0, slots * sizeof(uint64_t));
+    z->mask = slots - 1;
+    return 0;
+}
+
+static int sums_grow(Reducer *z)
+{
+    if (sums_size(z, 2 * (z->mask + 1)) < 0)
+        return -1;
+    for (size_t i = 0; i < z->n; i++) {
+        size_t at = (size_t)z->words[i].h & z->mask;
+        while (z->slots[at])
+            at = (at + 1) & z->mask;
+        z->slots[at] = (z->words[i].h & 0xFFFFFFFF00000000ULL) | (uint64_t)(i + 1);
+    }
+    return 0;
+}
+
+/* Add count to the key (lo, hi) (chunks NULL) or to the long word (chunks, len); -1: memory. */
+static inline int sums_add(Reducer *z, uint64_t h, uint64_t lo, uint64_t hi,
+                           const uint8_t *chunks, int64_t len, int64_t count)
+{
+    uint64_t tag = h & 0xFFFFFFFF00000000ULL;
+    size_t at = (size_t)h & z->mask;
+    for (uint64_t slot; (slot = z->slots[at]); at = (at + 1) & z->mask) {
+        if ((slot & 0xFFFFFFFF00000000ULL) != tag)
+            continue;
+        Word *w = &z->words[(slot & 0xFFFFFFFFULL) - 1];
+        if (w->lo == lo && w->hi == hi && (chunks ? w->chunks && w->len == len &&
+                                                    memcmp(w->chunks, chunks, (size_t)len) == 0
+                                                  : !w->chunks)) {
+            w->count += count;
+            return 0;
+        }
+    }
+    z->words[z->n++] = (Word){lo, hi, h, count, chunks ? len : (int64_t)(hi >> 56), chunks};
+    z->slots[at] = tag | (uint64_t)z->n;
+    return 2 * z->n > z->mask + 1 ? sums_grow(z) : 0;
+}
+
+static inline uint64_t key_hash(uint64_t lo, uint64_t hi)
+{
+    return mix64(lo * HA ^ hi * HB);
+}
+
+typedef struct {
+    uint64_t h, lo, hi;
+    const uint8_t *chunks;
+    int64_t len, count;
+} Row;
+
+#define ROWS 16          /* rows hashed first, then added: their slots and words prefetched */
+
+static int add_rows(Reducer *z, const Row *rows, int k)
+{
+    for (int j = 0; j < k; j++)
+        __builtin_prefetch(&z->slots[(size_t)rows[j].h & z->mask]);
+    for (int j = 0; j < k; j++) {
+        uint64_t slot = z->slots[(size_t)rows[j].h & z->mask];
+        if (slot)
+            __builtin_prefetch(&z->words[(slot & 0xFFFFFFFFULL) - 1]);
+    }
+    for (int j = 0; j < k; j++) {
+        uint64_t slot = z->slots[(size_t)rows[j].h & z->mask];
+        if (slot && rows[j].chunks && z->words[(slot & 0xFFFFFFFFULL) - 1].chunks)
+            __builtin_prefetch(z->words[(slot & 0xFFFFFFFFULL) - 1].chunks);
+    }
+    for (int j = 0; j < k; j++)
+        if (sums_add(z, rows[j].h, rows[j].lo, rows[j].hi, rows[j].chunks, rows[j].len,
+                     rows[j].count) < 0)
+            return -1;
+    return 0;
+}
+
+/* Row i of a table: its short words, then its two-word keys, then its long words (chunk: the
+ * long word's chunks, the first long word's at first). */
+static inline Row table_row(const Table *t, int64_t i, const uint8_t **chunk)
+{
+    if (i < t->ns) {
+        uint64_t lo = get_u64(t->short_lo, i);
+        uint64_t hi = (lo ? 8 - (uint64_t)(__builtin_clzll(lo) >> 3) : 1) << 56;
+        return (Row){key_hash(lo, hi), lo, hi, NULL, 0, get_count(t->short_counts, t->width, i)};
+    }
+    if ((i -= t->ns) < t->n) {
+        uint64_t lo = get_u64(t->lo, i), hi = get_u64(t->hi, i);
+        return (Row){key_hash(lo, hi), lo, hi, NULL, 0, get_count(t->counts, t->width, i)};
+    }
+    i -= t->n;
+    int64_t len = (int64_t)get_u64(t->long_lens, i);
+    uint64_t lo = get_u64(*chunk, 0), hi = (get_u64(*chunk, 1) & PREFIX_HI) | 15ULL << 56;
+    Row row = {get_u64(t->long_hashes, i), lo, hi, *chunk, len,
+               (int64_t)get_u64(t->long_counts, i)};
+    *chunk += (len + 7) & ~7;
+    return row;
+}
+
+/* The words of one table added to the sums; -1: out of memory. */
+static int add_table(Reducer *z, const Table *t)
+{
+    Row rows[ROWS];
+    const uint8_t *chunk = t->chunks;
+    int64_t n = t->ns + t->n + t->nlong;
+    for (int64_t i = 0; i < n; i += ROWS) {
+        int k = n - i < ROWS ? (int)(n - i) : ROWS;
+        for (int j = 0; j < k; j++)
+            rows[j] = table_row(t, i + j, &chunk);
+        if (add_rows(z, rows, k) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static inline const uint8_t *bytes_of(const Word *w)
+{
+    return w->chunks ? w->chunks : (const uint8_t *)&w->lo;
+}
+
+static inline int item_less(const Item *a, const Item *b, const Word *words)
+{
+    if (a->k0 != b->k0)
+        return a->k0 < b->k0;
+    if (a->k1 != b->k1)
+        return a->k1 < b->k1;
+    const Word *x = &words[a->w], *y = &words[b->w];
+    int c = memcmp(bytes_of(x), bytes_of(y), (size_t)(x->len < y->len ? x->len : y->len));
+    return c < 0 || (c == 0 && x->len < y->len);
+}
+
+/* Digit d of an item, 1-256, or 0 past the word's end: the bytes of k0, then of k1 (d < 16),
+ * then the word's bytes from byte 15 on (rows equal on k0 and k1 have 15 bytes at least). */
+static inline unsigned digit_of(const Item *it, int64_t d, const Word *words)
+{
+    if (d < 16)
+        return 1 + (unsigned)(((d < 8 ? it->k0 : it->k1) >> (56 - 8 * (d & 7))) & 255);
+    const Word *w = &words[it->w];
+    return d - 1 < w->len ? 1 + (unsigned)bytes_of(w)[d - 1] : 0;
+}
+
+static inline int sort_key_less(const Item *a, const Item *b)
+{   /* by the sort keys alone (no branch on k0 == b's k0) */
+    unsigned __int128 x = (unsigned __int128)a->k0 << 64 | a->k1;
+    unsigned __int128 y = (unsigned __int128)b->k0 << 64 | b->k1;
+    return x < y;
+}
+
+static void insertion_sort(Item *a, int64_t n, const Word *words)
+{
+    for (int64_t i = 1; i < n; i++) {
+        Item x = a[i];
+        int64_t j = i;
+        while (j > 0 && (sort_key_less(&x, &a[j - 1]) ||
+                         (x.k0 == a[j - 1].k0 && x.k1 == a[j - 1].k1 &&
+                          item_less(&x, &a[j - 1], words)))) {
+            a[j] = a[j - 1];
+            j--;
+        }
+        a[j] = x;
+    }
+}
+
+static void merge_sort(Item *a, Item *tmp, int64_t n, const Word *words)
+{
+    if (n <= 16) {
+        insertion_sort(a, n, words);
+        return;
+    }
+    int64_t h = n / 2, i = 0, j = h, k = 0;
+    merge_sort(a, tmp, h, words);
+    merge_sort(a + h, tmp, n - h, words);
+    while (i < h && j < n)
+        tmp[k++] = item_less(&a[j], &a[i], words) ? a[j++] : a[i++];
+    while (i < h)
+        tmp[k++] = a[i++];
+    memcpy(a, tmp, (size_t)k * sizeof(Item));
+}
+
+#define SMALL_SORT 32
+#define MAX_LEVEL 48     /* deeper (words sharing long prefixes): a merge sort (bounded stack) */
+
+/* Order a[0:n], whose first d digits are equal, by item_less (tmp: n items). */
+static void msd_sort(Item *a, Item *tmp, int64_t n, int64_t d, int level, const Word *words)
+{
+    uint32_t count[257], at[257];
+    while (n > SMALL_SORT) {
+        if (level > MAX_LEVEL) {
+            merge_sort(a, tmp, n, words);
+            return;
+        }
+        memset(count, 0, sizeof count);
+        for (int64_t i = 0; i < n; i++)
+            count[digit_of(&a[i], d, words)]++;
+        unsigned only = digit_of(&a[0], d, words);
+        if (count[only] == (uint32_t)n) {
+            if (only == 0)
+                return;          /* the same bytes twice: not distinct words */
+            d++;
+            continue;
+        }
+        uint32_t sum = 0;
+        for (int b = 0; b < 257; b++) {
+            at[b] = sum;
+            sum += count[b];
+        }
+        for (int64_t i = 0; i < n; i++)
+            tmp[at[digit_of(&a[i], d, words)]++] = a[i];
+        memcpy(a, tmp, (size_t)n * sizeof(Item));
+        int64_t start = count[0];
+        for (int b = 1; b < 257; b++) {
+            if (count[b] > 1)
+                msd_sort(a + start, tmp, count[b], d + 1, level + 1, words);
+            start += count[b];
+        }
+        return;
+    }
+    insertion_sort(a, n, words);
+}
+
+static inline int64_t count_of(const Item *it, const Word *words)
+{
+    return it->c == UINT32_MAX ? words[it->w].count : (int64_t)it->c;
+}
+
+/* The words as items ordered by bytes (z->items); -1: memory. *line_bytes, *word_bytes,
+ * *total: the lines' bytes, the words' bytes, the counts' sum. */
+static int by_bytes(Reducer *z, int64_t *line_bytes, int64_t *word_bytes, int64_t *total)
+{
+    size_t n = z->n;
+    if (reserve((void **)&z->items, &z->nitems, n + 1, sizeof(Item)) < 0 ||
+        reserve((void **)&z->tmp, &z->ntmp, n + 1, sizeof(Item)) < 0)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        const Word *w = &z->words[i];
+        uint32_t c = (uint64_t)w->count < UINT32_MAX ? (uint32_t)w->count : UINT32_MAX;
+        z->items[i] = (Item){__builtin_bswap64(w->lo), __builtin_bswap64(w->hi), (uint32_t)i, c};
+        *line_bytes += w->len + n_digits((uint64_t)w->count) + 2;
+        *word_bytes += w->len;
+        *total += w->count;
+    }
+    msd_sort(z->items, z->tmp, (int64_t)n, 0, 0, z->words);
+    return 0;
+}
+
+#define FEW 4096         /* counts below this are ordered by one counting sort */
+
+/* Stable merge sort of items by count descending (tmp: n items). */
+static void sort_by_count(Item *a, Item *tmp, int64_t n, const Word *words)
+{
+    if (n < 2)
+        return;
+    int64_t h = n / 2, i = 0, j = h, k = 0;
+    sort_by_count(a, tmp, h, words);
+    sort_by_count(a + h, tmp, n - h, words);
+    while (i < h && j < n)
+        tmp[k++] = count_of(&a[j], words) > count_of(&a[i], words) ? a[j++] : a[i++];
+    while (i < h)
+        tmp[k++] = a[i++];
+    memcpy(a, tmp, (size_t)k * sizeof(Item));
+}
+
+/* The items (ordered by bytes) into z->tmp by count descending, stable: a counting sort of
+ * the counts below FEW after the larger ones, merge-sorted in z->items; -1: memory. */
+static int by_count(Reducer *z)
+{
+    int64_t n = (int64_t)z->n, big = 0;
+    uint32_t at[FEW];
+    memset(at, 0, sizeof at);
+    for (int64_t i = 0; i < n; i++) {
+        if (z->items[i].c < FEW)
+            at[z->items[i].c]++;
+        else
+            big++;
+    }
+    uint32_t sum = (uint32_t)big;
+    for (int c = FEW - 1; c >= 0; c--) {
+        uint32_t k = at[c];
+        at[c] = sum;
+        sum += k;
+    }
+    int64_t nbig = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (z->items[i].c < FEW)
+            z->tmp[at[z->items[i].c]++] = z->items[i];
+        else
+            z->tmp[nbig++] = z->items[i];
+    }
+    sort_by_count(z->tmp, z->items, big, z->words);
+    return 0;
+}
+
+#define AHEAD 16         /* rows ahead whose long words write_run_content prefetches */
+
+static inline void put_u64(char *p, uint64_t v)
+{
+    memcpy(p, &v, 8);
+}
+
+/* The bytes of an item's word at line (len of them, and up to 15 more that the line will
+ * overwrite while end - line allows: 8-byte stores, no memcpy call per word); its length. */
+static inline int64_t put_word(char *line, const char *end, const Item *it, const Word *words)
+{
+    int64_t len = (int64_t)(it->k1 & 255);
+    if (len == 15 && words[it->w].chunks) {
+        const Word *w = &words[it->w];
+        len = w->len;
+        if (end - line >= ((len + 7) & ~7))
+            for (int64_t at = 0; at < len; at += 8)
+                put_u64(line + at, get_u64(w->chunks, at / 8));
+        else
+            memcpy(line, w->chunks, (size_t)len);
+    } else if (end - line >= 16) {
+        put_u64(line, __builtin_bswap64(it->k0));
+        put_u64(line + 8, __builtin_bswap64(it->k1));
+    } else {
+        uint64_t key[2] = {__builtin_bswap64(it->k0), __builtin_bswap64(it->k1)};
+        memcpy(line, key, (size_t)len);
+    }
+    return len;
+}
+
+/* The run file's content of the ranked words (z->tmp; see reduce_run): size bytes. */
+static void write_run_content(uint8_t *out, int64_t size, const Reducer *z)
+{
+    int64_t n = (int64_t)z->n, line_end = 0, word_end = 0;
+    int64_t *cols = (int64_t *)(void *)out;      /* malloc's: aligned */
+    char *line = (char *)(out + 8 + 24 * n);
+    const char *end = (const char *)out + size;
+    const Item *items = z->tmp;
+    cols[0] = n;
+    for (int64_t i = 0; i < n; i++) {
+        if (i + 2 * AHEAD < n && (items[i + 2 * AHEAD].k1 & 255) == 15)
+            __builtin_prefetch(&z->words[items[i + 2 * AHEAD].w]);
+        if (i + AHEAD < n && (items[i + AHEAD].k1 & 255) == 15 &&
+            z->words[items[i + AHEAD].w].chunks)
+            __builtin_prefetch(z->words[items[i + AHEAD].w].chunks);
+        const Item *it = &items[i];
+        int64_t len = put_word(line, end, it, z->words), count = count_of(it, z->words);
+        line[len] = '\t';
+        int k = decimal((uint64_t)count, line + len + 1);
+        line[len + 1 + k] = '\n';
+        line += len + k + 2;
+        line_end += len + k + 2;
+        word_end += len;
+        cols[1 + i] = line_end;
+        cols[1 + n + i] = word_end;
+        cols[1 + 2 * n + i] = count;
+    }
+}
+
+static void release_tables(Py_buffer *views, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        PyBuffer_Release(&views[i]);
+    free(views);
+}
+
+/* The tables of a sequence of pack_table blobs (their buffers held in views); -1 with an error
+ * set (views released). *rows: the most words of one table; *nbytes, *nparts: see reduce_run. */
+static int get_tables(PyObject *seq, Py_buffer *views, Table *tables, int64_t *rows,
+                      int64_t *nbytes, int64_t *nparts)
+{
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, i), &views[i], PyBUF_SIMPLE) < 0) {
+            release_tables(views, i);
+            return -1;
+        }
+        Table *t = &tables[i];
+        if (parse_table(views[i].buf, (int64_t)views[i].len, t) < 0) {
+            PyErr_Format(PyExc_ValueError, "reduce_run: table %zd (%zd bytes) is not a "
+                         "mapreduce.pack_table blob", i, views[i].len);
+            release_tables(views, i + 1);
+            return -1;
+        }
+        if (t->ns + t->n + t->nlong > *rows)
+            *rows = t->ns + t->n + t->nlong;
+        *nbytes += t->nbytes;
+        *nparts = i == 0 || t->nparts > *nparts ? t->nparts : *nparts;
+    }
+    return 0;
+}
+
+/* Sum the tables and rank their words (z->tmp); -1: out of memory. */
+static int sum_and_rank(Reducer *z, const Table *tables, Py_ssize_t nt, int64_t rows,
+                        int64_t *sizes)
+{
+    size_t slots = 1024, want = 2 * ((size_t)rows > z->last ? (size_t)rows : z->last);
+    while (slots < want)
+        slots <<= 1;
+    z->n = 0;
+    if (sums_size(z, slots) < 0)
+        return -1;
+    for (Py_ssize_t i = 0; i < nt; i++)
+        if (add_table(z, &tables[i]) < 0)
+            return -1;
+    z->last = z->n;
+    if (by_bytes(z, &sizes[0], &sizes[1], &sizes[2]) < 0)
+        return -1;
+    return by_count(z);
+}
+
+#define KEEP_BYTES ((size_t)96 << 20)    /* a larger workspace is freed after its call */
+
+/* Free z's arrays (those of the shared workspace only when over KEEP_BYTES). */
+static void reducer_free(Reducer *z, int keep)
+{
+    size_t size = z->nslots * sizeof(uint64_t) + z->nwords * sizeof(Word) +
+                  (z->nitems + z->ntmp) * sizeof(Item) + z->nout;
+    if (keep && size <= KEEP_BYTES)
+        return;
+    free(z->slots);
+    free(z->words);
+    free(z->items);
+    free(z->tmp);
+    free(z->out);
+    *z = (Reducer){.last = z->last, .busy = z->busy};
+}
+
+/* reduce_run's work once the tables are read: the run as a bytes object, in a tuple. */
+/* Write buf[0:n] to fd; -1 with errno set. */
+static int write_all(int fd, const uint8_t *buf, size_t n)
+{
+    while (n) {
+        ssize_t k = write(fd, buf, n);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0)
+            return -1;
+        buf += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+/* reduce_run's work once the tables are read: the run written to fd; the figures as a tuple. */
+static PyObject *ranked_run(Reducer *z, const Table *tables, Py_ssize_t nt, int64_t rows,
+                            int64_t nbytes, int64_t nparts, int fd)
+{
+    int64_t sizes[3] = {0, 0, 0};          /* line bytes, word bytes, total count */
+    int bad, err = 0;
+    Py_BEGIN_ALLOW_THREADS
+    bad = sum_and_rank(z, tables, nt, rows, sizes);
+    int64_t size = 8 + 24 * (int64_t)z->n + sizes[0];
+    if (!bad)
+        bad = reserve((void **)&z->out, &z->nout, (size_t)size, 1);
+    if (!bad) {
+        write_run_content(z->out, size, z);
+        if (write_all(fd, z->out, (size_t)size) < 0) {
+            bad = 1;
+            err = errno;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    if (bad) {
+        errno = err;
+        return err ? PyErr_SetFromErrno(PyExc_OSError) : PyErr_NoMemory();
+    }
+    return Py_BuildValue("(LLLLLL)", (long long)z->n, (long long)sizes[0], (long long)sizes[1],
+                         (long long)nbytes, (long long)nparts, (long long)sizes[2]);
+}
+
+static PyObject *reduce_run(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *arg;
+    int fd;
+    if (!PyArg_ParseTuple(args, "Oi", &arg, &fd))
+        return NULL;
+    PyObject *seq = PySequence_Fast(arg, "reduce_run: tables must be a sequence of blobs");
+    if (!seq)
+        return NULL;
+    Py_ssize_t nt = PySequence_Fast_GET_SIZE(seq);
+    Py_buffer *views = calloc((size_t)(nt ? nt : 1), sizeof(Py_buffer));
+    Table *tables = malloc((size_t)(nt ? nt : 1) * sizeof(Table));
+    int64_t rows = 0, nbytes = 0, nparts = 1;
+    PyObject *result = NULL;
+    if (!views || !tables) {
+        free(views);
+        PyErr_NoMemory();
+    } else if (get_tables(seq, views, tables, &rows, &nbytes, &nparts) == 0) {
+        Reducer own = {0}, *z = &own;
+        if (!shared_reducer.busy) {
+            z = &shared_reducer;
+            z->busy = 1;
+        }
+        result = ranked_run(z, tables, nt, rows, nbytes, nparts, fd);
+        reducer_free(z, z == &shared_reducer);
+        z->busy = 0;
+        release_tables(views, nt);
+    }
+    free(tables);
+    Py_DECREF(seq);
+    return result;
+}
+
+
+/* merge_rows(runs) -> (lines, words, word_ends, counts): sortedruns.merge_range's rows in one
+ * pass. Each run is a tuple (counts, line_ends, word_ends, lines, line_start, word_start):
+ * rows a..b-1 of a run file (sortedruns.Run), in order by count descending, then word bytes
+ * (a row's word is the first bytes of its line: lines[line_ends[i - 1] - line_start:],
+ * line_ends[-1] and word_ends[-1] being line_start and word_start). The runs are merged
+ * through a binary heap of their next rows, keyed by the count and the first 15 bytes of the
+ * word (sortedruns._prefix_keys; the bytes compared where those tie); a run out of order
+ * raises ValueError. The output is the lines and the words end to end (bytearrays), the
+ * words' ends from 0 and the counts (bytes of int64), in merged order. */
+
+typedef struct {
+    const int64_t *count, *line_end, *word_end;
+    const uint8_t *lines, *lines_end;
+    int64_t line_start, word_start, n, i;    /* i: the run's next row */
+} MergeRun;
+
+static inline int64_t run_line_at(const MergeRun *r, int64_t i)
+{
+    return (i ? r->line_end[i - 1] : r->line_start) - r->line_start;
+}
+
+static inline int64_t run_word_len(const MergeRun *r, int64_t i)
+{
+    return r->word_end[i] - (i ? r->word_end[i - 1] : r->word_start);
+}
+
+/* Whether row i of run a goes before row j of run b. */
+static inline int row_less(const MergeRun *a, int64_t i, const MergeRun *b, int64_t j)
+{
+    if (a->count[i] != b->count[j])
+        return a->count[i] > b->count[j];
+    int64_t la = run_word_len(a, i), lb = run_word_len(b, j);
+    int c = memcmp(a->lines + run_line_at(a, i), b->lines + run_line_at(b, j),
+                   (size_t)(la < lb ? la : lb));
+    return c < 0 || (c == 0 && la < lb);
+}
+
+typedef struct {             /* a run's next row: its keys (count as ~count: ascending) */
+    uint64_t k0, lo, hi;
+    int64_t run;
+} Head;
+
+static inline Head head_of(const MergeRun *runs, int64_t k)
+{
+    const MergeRun *r = &runs[k];
+    const uint8_t *p = r->lines + run_line_at(r, r->i);
+    int64_t len = run_word_len(r, r->i);
+    uint64_t lo = load_le(p, len, r->lines_end), hi = (uint64_t)(len < 15 ? len : 15) << 56;
+    if (len > 8)
+        hi |= load_le(p + 8, len < 15 ? len - 8 : 7, r->lines_end);
+    return (Head){~(uint64_t)r->count[r->i], __builtin_bswap64(lo), __builtin_bswap64(hi), k};
+}
+
+static inline int head_less(const Head *a, const Head *b, const MergeRun *runs)
+{
+    if (a->k0 != b->k0)
+        return a->k0 < b->k0;
+    if (a->lo != b->lo)
+        return a->lo < b->lo;
+    if (a->hi != b->hi)
+        return a->hi < b->hi;
+    return row_less(&runs[a->run], runs[a->run].i, &runs[b->run], runs[b->run].i);
+}
+
+/* Whether a run's row i (its head a) goes before its row i + 1 (head b). */
+static inline int in_order(const Head *a, const Head *b, const MergeRun *r, int64_t i)
+{
+    if (a->k0 != b->k0)
+        return a->k0 < b->k0;
+    if (a->lo != b->lo)
+        return a->lo < b->lo;
+    if (a->hi != b->hi)
+        return a->hi < b->hi;
+    return row_less(r, i, r, i + 1);
+}
+
+static void sift_down(Head *heap, int n, int at, const MergeRun *runs)
+{
+    Head x = heap[at];
+    for (;;) {
+        int c = 2 * at + 1;
+        if (c >= n)
+            break;
+        if (c + 1 < n && head_less(&heap[c + 1], &heap[c], runs))
+            c++;
+        if (!head_less(&heap[c], &x, runs))
+            break;
+        heap[at] = heap[c];
+        at = c;
+    }
+    heap[at] = x;
+}
+
+typedef struct {
+    uint8_t *lines, *words, *lines_end, *words_end;
+    int64_t *word_ends, *counts;
+} MergeOut;
+
+/* memcpy(dst, src, len), by two 8-byte moves when len <= 16 and both buffers have 16 bytes
+ * left (the bytes after len are overwritten later, by the next row's). */
+static inline void copy_short(uint8_t *dst, const uint8_t *dst_end, const uint8_t *src,
+                              const uint8_t *src_end, int64_t len)
+{
+    if (len <= 16 && dst_end - dst >= 16 && src_end - src >= 16) {
+        uint64_t a, b;
+        memcpy(&a, src, 8);
+        memcpy(&b, src + 8, 8);
+        memcpy(dst, &a, 8);
+        memcpy(dst + 8, &b, 8);
+    } else {
+        memcpy(dst, src, (size_t)len);
+    }
+}
+
+/* Merge the runs into out; -1: a run out of order. */
+static int merge_heap(MergeRun *runs, int nruns, Head *heap, MergeOut *o)
+{
+    int n = 0;
+    for (int k = 0; k < nruns; k++)
+        if (runs[k].n)
+            heap[n++] = head_of(runs, k);
+    for (int k = n / 2 - 1; k >= 0; k--)
+        sift_down(heap, n, k, runs);
+    int64_t row = 0, line_at = 0, word_at = 0;
+    while (n) {
+        MergeRun *r = &runs[heap[0].run];
+        int64_t i = r->i, at = run_line_at(r, i), len = r->line_end[i] - r->line_start - at;
+        int64_t wl = run_word_len(r, i);
+        copy_short(o->lines + line_at, o->lines_end, r->lines + at, r->lines_end, len);
+        copy_short(o->words + word_at, o->words_end, r->lines + at, r->lines_end, wl);
+        line_at += len;
+        word_at += wl;
+        o->word_ends[row] = word_at;
+        o->counts[row++] = r->count[i];
+        Head last = heap[0];
+        if (++r->i == r->n) {
+            heap[0] = heap[--n];
+        } else {
+            heap[0] = head_of(runs, last.run);
+            if (!in_order(&last, &heap[0], r, i))
+                return -1;
+        }
+        if (n)
+            sift_down(heap, n, 0, runs);
+    }
+    return 0;
+}
+
+/* One run's tuple read into r (its buffers held in views[0:4]); -1 with an error set. */
+static int get_merge_run(PyObject *t, MergeRun *r, Py_buffer *views, Py_ssize_t k)
+{
+    long long line_start, word_start;
+    memset(views, 0, 4 * sizeof(Py_buffer));
+    if (!PyArg_ParseTuple(t, "y*y*y*y*LL;merge_rows: a run is (counts, line_ends, word_ends, "
+                          "lines, line_start, word_start)", &views[0], &views[1], &views[2],
+                          &views[3], &line_start, &word_start))
+        return -1;
+    int64_t n = views[0].len / 8;
+    *r = (MergeRun){views[0].buf, views[1].buf, views[2].buf, views[3].buf,
+                    (const uint8_t *)views[3].buf + views[3].len, line_start, word_start, n, 0};
+    int bad = views[0].len % 8 || views[1].len != views[0].len || views[2].len != views[0].len;
+    int64_t line = line_start, word = word_start;
+    for (int64_t i = 0; i < n && !bad; i++) {      /* ends in order, words within lines */
+        bad = r->line_end[i] < line || r->word_end[i] < word ||
+              r->word_end[i] - word > r->line_end[i] - line;
+        line = r->line_end[i];
+        word = r->word_end[i];
+    }
+    if (bad || line - line_start > views[3].len) {
+        PyErr_Format(PyExc_ValueError, "merge_rows: run %zd: its arrays do not describe its "
+                     "lines", k);
+        return -1;
+    }
+    return 0;
+}
+
+static void release_views(Py_buffer *views, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (views[i].obj)
+            PyBuffer_Release(&views[i]);
+}
+
+/* The runs of merge_rows' argument read into runs (buffers in views); -1 with an error set.
+ * sizes: the rows, line bytes and word bytes of all of them. */
+static int get_merge_runs(PyObject *seq, MergeRun *runs, Py_buffer *views, int64_t *sizes)
+{
+    Py_ssize_t nr = PySequence_Fast_GET_SIZE(seq);
+    for (Py_ssize_t k = 0; k < nr; k++) {
+        MergeRun *r = &runs[k];
+        if (get_merge_run(PySequence_Fast_GET_ITEM(seq, k), r, views + 4 * k, k) < 0)
+            return -1;
+        sizes[0] += r->n;
+        sizes[1] += r->n ? r->line_end[r->n - 1] - r->line_start : 0;
+        sizes[2] += r->n ? r->word_end[r->n - 1] - r->word_start : 0;
+    }
+    return 0;
+}
+
+static PyObject *merge_rows(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *arg, *out[4] = {NULL, NULL, NULL, NULL}, *result = NULL;
+    if (!PyArg_ParseTuple(args, "O", &arg))
+        return NULL;
+    PyObject *seq = PySequence_Fast(arg, "merge_rows: runs must be a sequence of tuples");
+    if (!seq)
+        return NULL;
+    Py_ssize_t nr = PySequence_Fast_GET_SIZE(seq);
+    MergeRun *runs = calloc((size_t)(nr ? nr : 1), sizeof(MergeRun));
+    Py_buffer *views = calloc(4 * (size_t)(nr ? nr : 1), sizeof(Py_buffer));
+    Head *heap = malloc((size_t)(nr ? nr : 1) * sizeof(Head));
+    int64_t sizes[3] = {0, 0, 0};
+    MergeOut o;
+    if (!runs || !views || !heap || nr > (1 << 30)) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (get_merge_runs(seq, runs, views, sizes) < 0)
+        goto done;
+    out[0] = PyByteArray_FromStringAndSize(NULL, sizes[1]);
+    out[1] = PyByteArray_FromStringAndSize(NULL, sizes[2]);
+    out[2] = new_array(sizes[0], (void **)&o.word_ends);
+    out[3] = new_array(sizes[0], (void **)&o.counts);
+    if (!out[0] || !out[1] || !out[2] || !out[3])
+        goto done;
+    o.lines = (uint8_t *)PyByteArray_AS_STRING(out[0]);
+    o.words = (uint8_t *)PyByteArray_AS_STRING(out[1]);
+    o.lines_end = o.lines + sizes[1];
+    o.words_end = o.words + sizes[2];
+    int bad;
+    Py_BEGIN_ALLOW_THREADS
+    bad = merge_heap(runs, (int)nr, heap, &o);
+    Py_END_ALLOW_THREADS
+    if (bad)
+        PyErr_SetString(PyExc_ValueError, "merge_rows: a run's rows are not in order");
+    else
+        result = PyTuple_Pack(4, out[0], out[1], out[2], out[3]);
+done:
+    for (int k = 0; k < 4; k++)
+        Py_XDECREF(out[k]);
+    if (views)
+        release_views(views, 4 * nr);
+    free(runs);
+    free(views);
+    free(heap);
+    Py_DECREF(seq);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"merge_rows", merge_rows, METH_VARARGS,
+     "merge_rows(runs) -> (lines, words, word_ends, counts): rows of sorted runs, each a tuple "
+     "(counts, line_ends, word_ends, lines, line_start, word_start) of a run file's rows, "
+     "merged by count descending, then word bytes: their lines and words end to end "
+     "(bytearrays), the words' ends from 0 and the counts (bytes of int64)."},
+    {"reduce_run", reduce_run, METH_VARARGS,
+     "reduce_run(tables, fd) -> (rows, line_bytes, word_bytes, nbytes, nparts, total): the "
+     "sum of mapreduce.pack_table blobs, ranked by count descending then bytes, written to "
+     "the open file fd as a sortedruns run file; nbytes: the tables' input bytes summed, "
+     "nparts: the largest of their partition counts (1: none), total: the counts' sum."},
     {"count", count, METH_VARARGS,
      "count(buffer, reducers=1) -> (short, short_counts, lo, hi, counts, long_chunks, "
      "long_lens, long_counts, long_hashes, bounds, tokens): the distinct words of a byte "
@@ -958,7 +1857,8 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_wordcount",
-    "Wordcount's map kernel: tokenise like bytes.split() and count the distinct words.",
+    "Wordcount's kernels: tokenise like bytes.split() and count the distinct words (the map), "
+    "sum and rank word tables into a run file (the reducer), and their segment copies.",
     -1, methods, NULL, NULL, NULL, NULL,
 };
 
