@@ -348,6 +348,59 @@ def test_a_long_chain_and_a_wide_root_family(tmp_path, nranks):
         assert all(r["done"] > 0 for r in summary["per_rank"])
 
 
+def test_a_chain_runs_in_one_execute_when_its_released_task_is_kept(tmp_path, monkeypatch):
+    """``Engine.execute`` runs the task a release kept (``direct``) at once, without leaving
+    (``kept_next``): a chain of 40 on one rank is one call; every task still recorded once,
+    after its parent."""
+    from mpitiny.engine import loop
+    monkeypatch.setattr(loop, "REPORT_SECONDS", 1e9)        # no report falls due meanwhile
+    ran: list = []
+    execute = loop.Engine.execute
+
+    def chained(self, chunk, chain=True):
+        before = len(self.records)
+        execute(self, chunk, chain=True)
+        ran.append(len(self.records) - before)
+    monkeypatch.setattr(loop.Engine, "execute", chained)
+    tasks = [{"id": "c0", "fn": "local_tasks:ident", "args": [0]}]
+    tasks += [{"id": f"c{k}", "fn": "local_tasks:ident", "args": [k], "deps": [f"c{k - 1}"]}
+              for k in range(1, 40)]
+    counts, _ = checked({"name": "chain", "tasks": tasks}, 1, tmp_path / "run")
+    assert counts["done"] == 40 and ran == [40]
+
+
+def test_a_kept_task_waits_for_the_loop_when_it_has_something_to_do_first():
+    """``kept_next``: the kept task as a chunk, unless the run ends or stops, a report is
+    due, or gangs are gathered; rounds count on (the progress thread watches them)."""
+    import time
+    import types
+
+    from mpitiny.engine.loop import kept_next
+    stopping = []
+    e = types.SimpleNamespace(direct=(7, 8), direct_stolen=False, runner=types.SimpleNamespace(gang=None),
+                              ending=lambda: bool(stopping), reported_at=time.monotonic(),
+                              progress=None, rounds=0)
+    e.take_direct = lambda: loop_take(e)
+    got = kept_next(e)
+    assert got.tasks == (7, 8) and e.direct is None and e.rounds == 1
+    assert kept_next(e) is None                           # nothing kept
+    for blocker in ("stop", "report", "gang"):
+        e.direct, e.reported_at, e.runner.gang = (9, 10), time.monotonic(), None
+        if blocker == "stop":
+            stopping.append(1)
+        elif blocker == "report":
+            stopping.clear()
+            e.reported_at -= 3600
+        else:
+            e.runner.gang = object()
+        assert kept_next(e) is None and e.direct == (9, 10), blocker
+
+
+def loop_take(e):
+    from mpitiny.engine.loop import Engine
+    return Engine.take_direct(e)
+
+
 # ---------------------------------------------------------------------- failures
 def failing_dag() -> dict:
     null = "mpitiny.tasks:null"

@@ -23,7 +23,8 @@ A DAG's hand-off (a task's end on one rank to its child's start on another) is k
 atomics: a finished task counts its few children down one atomic add each (two on one rank
 share one flush), through a plan built
 once per group (``Release.finish_one``, plain integers, no array work); the first task it
-released runs next on its rank unqueued (``keep_first``) and a single other one goes, the
+released runs next on its rank unqueued (``keep_first``), in the same ``execute`` call
+unless the loop has something to do first (``kept_next``: a stop, the end, a report due) and a single other one goes, the
 moment its count-down released it, to the ``MAIL`` word of an idle rank that asked this one for
 work (``stealq.give``), else is queued as a run a thief takes with one compare-and-swap; a placed
 child goes to its home's ``MAIL`` word (one compare-and-swap) as soon as it is released,

@@ -14,7 +14,8 @@ from mpitiny import procstat, state
 from mpitiny.dag.model import DAG
 from mpitiny.engine.adding import Adding
 from mpitiny.engine.commands import CommandRunner
-from mpitiny.engine.control import CONTROL_WORDS, DONE, Control, RunWatch, chunk_done
+from mpitiny.engine.control import (CONTROL_WORDS, DONE, REPORT_SECONDS, Control, RunWatch,
+                                    chunk_done)
 from mpitiny.engine.dataplane import DataPlane
 from mpitiny.engine.guard import Guard, parse_fault
 from mpitiny.engine.journaling import ChunkJournal
@@ -233,7 +234,7 @@ class Engine:
             return False
         chunk = self.take_direct() or self.find_work()
         if chunk is not None:
-            self.execute(chunk)
+            self.execute(chunk, chain=False)
         else:
             self.report_finished()
         return True
@@ -348,38 +349,22 @@ class Engine:
         self.control.add_finished(n, failed, now)
 
     # ------------------------------------------------------------------ a chunk's life
-    def execute(self, chunk: Chunk) -> None:
+    def execute(self, chunk: Chunk, chain: bool = True) -> None:
         """Run a chunk: journal its start, run it group by group (each group's instances
-        recorded and released as they finish), journal its end."""
+        recorded and released as they finish), journal its end. Then, with ``chain``, as long
+        as that kept a released task to run next and the loop has nothing to do first
+        (``kept_next``), run that one the same way without leaving: a chain's or a stencil's
+        next task starts without the round trip through ``chunk_done`` and ``next_chunk``
+        (simulated ranks take turns a chunk at a time: ``step``)."""
         self.queue.set_busy(True)
-        if self.journal.on:
-            self.journal.started(chunk.tasks)
         t0 = time.perf_counter()
-        tasks = chunk.tasks
-        if isinstance(tasks, tuple):
-            lo, hi = tasks
-            if hi - lo == 1:                  # one task (a DAG's hand-off, kept or stolen)
-                g = bisect.bisect_right(self.bases, lo) - 1
-                self.run_group(g, (lo - self.bases[g],), chunk)
-                lo = hi
-            while lo < hi:
-                g = bisect.bisect_right(self.bases, lo) - 1
-                end = min(hi, self.bases[g + 1])
-                first = self.bases[g]
-                self.run_group(g, range(lo - first, end - first), chunk)
-                lo = end
-        elif len(tasks) == 1:                 # one task (a DAG's hand-off)
-            gid = int(tasks[0])
-            g = bisect.bisect_right(self.bases, gid) - 1
-            self.run_group(g, (gid - self.bases[g],), chunk)
-        else:
-            groups = np.searchsorted(self.base, tasks, side="right") - 1
-            cuts = np.flatnonzero(np.diff(groups)) + 1
-            for seg in np.split(np.arange(len(tasks)), cuts):
-                g = int(groups[seg[0]])
-                self.run_group(g, tasks[seg] - self.base[g], chunk)
-        if self.journal.on:
-            self.journal.chunk_done()
+        while chunk is not None:
+            if self.journal.on:
+                self.journal.started(chunk.tasks)
+            run_tasks(self, chunk)
+            if self.journal.on:
+                self.journal.chunk_done()
+            chunk = kept_next(self) if chain else None
         chunk_done(self, time.perf_counter() - t0)
 
     def run_group(self, g: int, instances, chunk: Chunk, plain: bool = False) -> None:
@@ -480,6 +465,46 @@ def rank_stats(e: "Engine") -> dict:
                 first_start=first if np.isfinite(first) else None,
                 last_end=last if np.isfinite(last) else None,
                 failures=e.files.failures_seen)
+
+
+def run_tasks(e: "Engine", chunk: Chunk) -> None:
+    """``Engine.execute``'s run of one chunk's tasks, group by group."""
+    tasks = chunk.tasks
+    if isinstance(tasks, tuple):
+        lo, hi = tasks
+        if hi - lo == 1:                  # one task (a DAG's hand-off, kept or stolen)
+            g = bisect.bisect_right(e.bases, lo) - 1
+            e.run_group(g, (lo - e.bases[g],), chunk)
+            return
+        while lo < hi:
+            g = bisect.bisect_right(e.bases, lo) - 1
+            end = min(hi, e.bases[g + 1])
+            first = e.bases[g]
+            e.run_group(g, range(lo - first, end - first), chunk)
+            lo = end
+    elif len(tasks) == 1:                 # one task (a DAG's hand-off)
+        gid = int(tasks[0])
+        g = bisect.bisect_right(e.bases, gid) - 1
+        e.run_group(g, (gid - e.bases[g],), chunk)
+    else:
+        groups = np.searchsorted(e.base, tasks, side="right") - 1
+        cuts = np.flatnonzero(np.diff(groups)) + 1
+        for seg in np.split(np.arange(len(tasks)), cuts):
+            g = int(groups[seg[0]])
+            e.run_group(g, tasks[seg] - e.base[g], chunk)
+
+
+def kept_next(e: "Engine") -> Chunk | None:
+    """The task the chunk just run kept to run next (``direct``), to run at once, unless the
+    loop must look first: the run ends or stops, finished tasks are due to be reported, or
+    tasks of several ranks are gathered (``gang``)."""
+    if e.direct is None or e.runner.gang is not None or e.ending() \
+            or time.monotonic() - e.reported_at > REPORT_SECONDS:
+        return None
+    if e.progress is not None:
+        e.progress.tick(working=True)
+    e.rounds += 1
+    return e.take_direct()
 
 
 def record_skipped(e: "Engine", skipped: list) -> None:
