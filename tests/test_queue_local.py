@@ -578,19 +578,22 @@ def test_an_idle_thief_asks_a_busy_victim_once_and_gets_its_next_task_by_mail():
     assert not give(victim, 46) and victim.local[WANT] != 0
 
 
-def test_a_thief_that_finds_work_elsewhere_takes_its_request_back():
+def test_a_thief_that_steals_settles_its_request_and_one_that_finds_an_inbox_entry_withdraws_it():
     from mpitiny.queue.stealq import WANT, asker, give
     victim, thief, other = make_queues(3)
     thief.may_ask = True
     victim.set_busy(True)
     assert thief.steal(0) is None and asker(int(victim.local[WANT])) == 1
+    first = int(victim.local[WANT])
     other.push_range(100, 110)
-    assert thief.steal(2) is not None
-    assert victim.local[WANT] == 0 and thief.asked == -1 and not give(victim, 5)
-    assert thief.steal(0) is None and asker(int(victim.local[WANT])) == 1   # idle again: asks
+    assert thief.steal(2) is not None                   # stolen elsewhere: no operation at 0
+    assert int(victim.local[WANT]) == first and thief.answered
+    assert thief.steal(0) is None                       # idle again: the request is renewed
+    assert asker(int(victim.local[WANT])) == 1 and int(victim.local[WANT]) != first
+    assert not thief.answered
     victim.push_remote(1, 7, 9)                         # an inbox entry, not the answer
     assert thief.take_inbox() == [(7, 9)]
-    assert victim.local[WANT] == 0 and thief.asked == -1
+    assert victim.local[WANT] == 0 and thief.asked == -1 and not give(victim, 5)
 
 
 def test_an_answered_request_to_another_rank_is_taken_back_before_asking_anew():
@@ -628,7 +631,7 @@ def test_an_idle_engine_asks_before_its_first_steal_and_asks_the_rank_that_answe
     from mpitiny.queue.stealq import WANT, asker, give
     queues = make_queues(3)
     thief = queues[1]
-    engine = types.SimpleNamespace(nranks=3, rank=1, queue=thief, rng=random.Random(3),
+    engine = types.SimpleNamespace(nranks=3, rank=1, queue=thief, rng=random.Random(3), spare_cores=True,
                                    ready=types.SimpleNamespace(board=None))
     thief.may_ask = True
     thief.push_range(5, 6)

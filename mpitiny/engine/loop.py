@@ -362,6 +362,8 @@ class Engine:
             if self.journal.on:
                 self.journal.started(chunk.tasks)
             run_tasks(self, chunk)
+            if chain and self.direct is None and self.runner.gang is None:
+                ask_first(self)               # nothing kept: ask before the bookkeeping
             if self.journal.on:
                 self.journal.chunk_done()
             chunk = kept_next(self) if chain else None
@@ -540,6 +542,7 @@ def ask_first(e: "Engine") -> None:
     asked is the one that answered the last request, else a random one. Only with one
     priority level: ``give`` answers from the hand-off's ``publish`` hook."""
     q = e.queue
+    q.may_ask = e.spare_cores            # as the Backoff of the idle time to come will
     if e.nranks > 1 and q.may_ask and (q.asked < 0 or q.answered) and e.ready.board is None \
             and not q.has_mail() and not q.has_work():
         victim = q.asked

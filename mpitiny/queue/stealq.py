@@ -61,18 +61,21 @@ A steal costs one ``Get`` of the header, one ``Compare_and_swap`` and, for ring 
 more ``Get`` and one ``Accumulate`` (measured costs: ``shared/notes/mpi-facts.md``).
 
 *Asking.* An idle rank that spins rather than sleeps between rounds (``may_ask``: a rank of
-its own core, in its first 2 ms of idleness) and has asked nobody yet leaves its rank in a
-busy rank's ``WANT`` word (``ask``: one compare-and-swap): the engine asks a random rank as
-soon as nothing is left here (before the first steal, which reads the victim's queue first and
-so asks too late for the task that rank is about to release), a thief the busy victim where
-it found nothing. The victim reads its own word when it publishes a task it does not run
-itself (``give``: a local read) and, if someone asked, puts the task in the asker's ``MAIL``
-word instead, then takes the request. The asker reads its ``MAIL`` every round without an MPI
-call: a DAG's released task then reaches an idle rank without waiting for that rank's next
-steal. A thief that finds work some other way takes its request back (``withdraw``); one that
-gets its ``MAIL`` takes it as answered. A request left standing (the asker got a placed task
-meanwhile) costs at most one task in a busy rank's ``MAIL``, which the owner runs next and
-thieves may take.
+its own core, in its first 2 ms of idleness) leaves a request (its rank and a request number)
+in a busy rank's ``WANT`` word (``ask``: one compare-and-swap, which fails if another rank's
+request is there): the engine asks as soon as a chunk leaves nothing to run here, the rank
+that answered the last request or a random one (before the first steal, which reads the
+victim's queue first and so asks too late for the task that rank is about to release); a
+thief asks the busy victim where it found nothing. The victim reads its own word when it
+publishes a task it does not run itself (``give``: a local read) and, for a request it has not
+answered yet (``given``), puts the task in the asker's ``MAIL`` word instead; no other atomic
+operation is on the way of the task the victim runs next. The asker reads its ``MAIL`` every
+round without an MPI call: a DAG's released task then reaches an idle rank without waiting
+for that rank's next steal. An asker that gets its ``MAIL`` or steals takes its request as
+answered (``settle``) and renews it in one swap when it next asks, or takes it back
+(``withdraw``) when it finds work in its inbox or starts to sleep. A request that stands while
+its rank works costs at most one task given to a busy rank's ``MAIL``, which the owner runs
+next and thieves may take.
 """
 from __future__ import annotations
 
@@ -470,7 +473,7 @@ class StealQueue:
                 take = min((left + 1) // 2, MAX_STEAL)
                 old = mem.cas(victim, disp, word, word + (take << 32))
                 if old == word:
-                    withdraw(self)
+                    settle(self)
                     prio = best_key[0]
                     if kind == RANGE:
                         return prio, (nxt, nxt + take)
@@ -484,7 +487,7 @@ class StealQueue:
             got = self._steal_inbox(victim, min_prio, prio_of, mail,
                                     head[0] > head[INBOX_TAKEN - INBOX_TAIL])
             if got is not None:
-                withdraw(self)
+                settle(self)
             return got
         if min_prio is None and head[BUSY - INBOX_TAIL]:
             ask(self, victim, int(head[WANT - INBOX_TAIL]))
@@ -552,6 +555,14 @@ def ask(q: StealQueue, victim: int, seen: int | None = None) -> None:
         q.asked, q.token, q.answered = victim, token, False
     else:
         q.asked = -1
+
+
+def settle(q: StealQueue) -> None:
+    """``q``'s rank found work by stealing: its request counts as answered. It is replaced or
+    taken back the next time the rank asks (or sleeps), not now: that would be one more
+    atomic operation before the stolen task starts; until then it costs at most one task
+    given to this rank while it is busy, which thieves may take from its ``MAIL`` word."""
+    q.answered = q.asked >= 0
 
 
 def withdraw(q: StealQueue) -> None:
