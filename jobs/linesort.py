@@ -13,8 +13,9 @@ alone: the maps start at once (no sampling task before them), and the splitters 
 the maps.
 
 * ``map_split(input, split, output, samples, piece, pieces)``: piece ``piece`` of ``pieces``
-  (2) of the split, whole lines (``splitpieces.piece_bounds``: a map of prose's split of 1.6
-  M short lines took 2.5-3x the others; the split is read once per thread for its pieces,
+  (3) of the split, whole lines (``splitpieces.piece_bounds``: a map of prose's split of 1.6
+  M short lines took 2.5-3x the others; with 2 pieces one still took 0.09-0.11 of a run on
+  prose, with 3 0.06, at the same throughput: ``bench/results/ab-linesort-pieces3-s28.json``; the split is read once per thread for its pieces,
   ``splitpieces.read_split``), its line boundaries (``line_spans``), the lines' **full
   order** by bytes, equal lines by position (``sort_order``), the lines gathered once in that
   order (``gather_lines``) and written to ``WORK/lines-SPLIT-PIECE.txt``, a sorted run
