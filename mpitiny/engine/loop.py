@@ -362,11 +362,11 @@ class Engine:
             if self.journal.on:
                 self.journal.started(chunk.tasks)
             run_tasks(self, chunk)
-            if chain and self.direct is None and self.runner.gang is None:
-                ask_first(self)               # nothing kept: ask before the bookkeeping
             if self.journal.on:
-                self.journal.chunk_done()
+                self.journal.chunk_done()     # first: until then a crash is the task's
             chunk = kept_next(self) if chain else None
+        if chain and self.direct is None and self.runner.gang is None:
+            ask_first(self)                   # nothing kept: ask before the loop's bookkeeping
         chunk_done(self, time.perf_counter() - t0)
 
     def run_group(self, g: int, instances, chunk: Chunk, plain: bool = False) -> None:
