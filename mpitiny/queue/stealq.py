@@ -315,7 +315,7 @@ class StealQueue:
             old = self.mem.swap(self.rank, base + MAIL, 0)
             if old:
                 mail.append(_run_of(old))
-                self.answered = self.asked >= 0  # (or a send answered it: harmless)
+                settle(self)                     # (or a send answered it: harmless)
         waiting = int(local[base + INBOX_TAIL]) - int(local[base + INBOX_TAKEN]) - self.untallied
         if not waiting:
             return mail
@@ -558,10 +558,11 @@ def ask(q: StealQueue, victim: int, seen: int | None = None) -> None:
 
 
 def settle(q: StealQueue) -> None:
-    """``q``'s rank found work by stealing: its request counts as answered. It is replaced or
-    taken back the next time the rank asks (or sleeps), not now: that would be one more
-    atomic operation before the stolen task starts; until then it costs at most one task
-    given to this rank while it is busy, which thieves may take from its ``MAIL`` word."""
+    """``q``'s rank found work by stealing or in its ``MAIL``: its request counts as
+    answered. It is replaced or taken back the next time the rank asks (or sleeps), not now:
+    that would be one more atomic operation before that task starts; until then it costs at
+    most one task given to this rank while it is busy, which thieves may take from its
+    ``MAIL`` word."""
     q.answered = q.asked >= 0
 
 
