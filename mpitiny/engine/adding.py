@@ -85,6 +85,7 @@ from mpitiny.io.rundir import FAILED as ROW_FAILED
 from mpitiny.io.rundir import UPSTREAM_FAILED
 from mpitiny.io.values import KIND_JSON, encode
 from mpitiny.queue.added import DONE, FAILED, AddedStore, StoreFull
+from mpitiny.queue.stealq import random_other
 
 if TYPE_CHECKING:
     from mpitiny.engine.loop import Engine
@@ -441,9 +442,7 @@ class Adding:
         if self.nranks == 1 or not self.anything_added():
             return []
         for _ in range(min(self.nranks - 1, 4)):
-            victim = e.rng.randrange(self.nranks - 1)
-            victim += victim >= self.rank
-            got = self.store.steal(victim)
+            got = self.store.steal(random_other(e.rng, self.rank, self.nranks))
             if got:
                 e.steals += 1
                 e.stolen_tasks += len(got)

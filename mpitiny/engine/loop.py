@@ -29,7 +29,7 @@ from mpitiny.io import journal as jnl
 from mpitiny.io.rundir import UPSTREAM_FAILED, RankFiles, Records, rank_file
 from mpitiny.queue.layout import Layout
 from mpitiny.queue.release import Release
-from mpitiny.queue.stealq import StealQueue, ask, give, region_size, withdraw
+from mpitiny.queue.stealq import StealQueue, ask, give, random_other, region_size, withdraw
 
 CHUNK_SECONDS = 0.005
 BATCH_SECONDS = 0.02      # a batched family's chunk: one call, so its fixed cost is shared
@@ -319,8 +319,7 @@ class Engine:
         if self.nranks == 1:
             return False
         for _ in range(min(self.nranks - 1, 4)):
-            victim = self.rng.randrange(self.nranks - 1)
-            victim += victim >= self.rank
+            victim = random_other(self.rng, self.rank, self.nranks)
             got = self.queue.steal(victim)
             if got is None:
                 continue
@@ -545,11 +544,7 @@ def ask_first(e: "Engine") -> None:
     q.may_ask = e.spare_cores            # as the Backoff of the idle time to come will
     if e.nranks > 1 and q.may_ask and (q.asked < 0 or q.answered) and e.ready.board is None \
             and not q.has_mail() and not q.has_work():
-        victim = q.asked
-        if victim < 0:
-            victim = e.rng.randrange(e.nranks - 1)
-            victim += victim >= e.rank
-        ask(q, victim)
+        ask(q, q.asked if q.asked >= 0 else random_other(e.rng, e.rank, e.nranks))
 
 
 def keep_lone(e: "Engine", run: tuple, stolen: bool) -> bool:

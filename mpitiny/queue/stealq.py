@@ -586,6 +586,13 @@ def give(q: StealQueue, lo: int) -> bool:
     return offer(q, asker(want), lo)
 
 
+def random_other(rng, rank: int, nranks: int) -> int:
+    """A rank other than ``rank`` of ``nranks`` (at least 2), drawn uniformly with ``rng``:
+    whom a thief steals from or asks."""
+    other = rng.randrange(nranks - 1)
+    return other + (other >= rank)
+
+
 def asker(want: int) -> int:
     """The rank whose request a ``WANT`` word holds (-1: none)."""
     return (want & ASKER_MASK) - 1
