@@ -116,21 +116,21 @@ def test_grep_job(python_module, corpus, tmp_path, n):
 @pytest.mark.parametrize("pattern,writers", [("no such text anywhere", 3), ("zz|dup", 500)])
 def test_grep_job_no_match_and_more_writers_than_parts(python_module, corpus, tmp_path, pattern,
                                                        writers):
-    out = tmp_path / "out"
-    run_job(python_module, 2, "grep", corpus, out, "--param", f"pattern={pattern}",
-            "--param", f"writers={writers}")
-    lines, counts = ref_grep(corpus[1], pattern)
-    assert (out / "grep.tsv").read_bytes() == lines
-    assert (out / "grep-counts.tsv").read_bytes() == counts
+    check_grep(python_module, corpus, tmp_path / "out", pattern, f"writers={writers}")
 
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("pieces", [1, 5])
 def test_grep_job_pieces(python_module, corpus, tmp_path, pieces):
-    out = tmp_path / "out"
-    run_job(python_module, 2, "grep", corpus, out, "--param", f"pattern={PATTERN}",
-            "--param", f"pieces={pieces}")
-    lines, counts = ref_grep(corpus[1], PATTERN)
+    check_grep(python_module, corpus, tmp_path / "out", PATTERN, f"pieces={pieces}")
+
+
+def check_grep(python_module, corpus, out, pattern: str, param: str) -> None:
+    """grep.json on 2 ranks with ``pattern`` and one more ``--param``: its outputs are
+    ``ref_grep``'s."""
+    run_job(python_module, 2, "grep", corpus, out, "--param", f"pattern={pattern}",
+            "--param", param)
+    lines, counts = ref_grep(corpus[1], pattern)
     assert (out / "grep.tsv").read_bytes() == lines
     assert (out / "grep-counts.tsv").read_bytes() == counts
 
