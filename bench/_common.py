@@ -247,9 +247,66 @@ def machine() -> dict:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     head, dirty = _git_head()
     _MACHINE = {"cores": cores, "loadavg_at_start": load, "python": sys.version.split()[0],
+                "cpu": _cpu_model(), "python_loop_ns": python_loop_ns(),
+                "two_process_slowdown": two_process_slowdown(),
                 "started": time.strftime("%Y-%m-%d %H:%M:%S"),
                 "git_head": head, "mpitiny_uncommitted_changes": dirty}
     return _MACHINE
+
+
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def _loop_seconds(n: int, out=None) -> float:
+    t0, total = time.perf_counter(), 0
+    for i in range(n):
+        total += i
+    seconds = time.perf_counter() - t0
+    if out is not None:
+        out.put(seconds)
+    return seconds
+
+
+def two_process_slowdown(n: int = 2_000_000) -> float | None:
+    """How much slower the slower of two processes runs the same Python loop at once than
+    one process alone (1.0: two free cores). This VM's second core has given 1.0-1.4 (a
+    shared or stolen core): every figure of 2 ranks against one process depends on it."""
+    import multiprocessing as mp
+    try:
+        ctx = mp.get_context("fork")
+        alone = min(_loop_seconds(n) for _ in range(2))
+        queue = ctx.Queue()
+        procs = [ctx.Process(target=_loop_seconds, args=(n, queue)) for _ in range(2)]
+        for p in procs:
+            p.start()
+        both = max(queue.get(timeout=60) for _ in procs)
+        for p in procs:
+            p.join()
+        return round(both / alone, 2)
+    except Exception:       # a probe: no figure rather than no benchmark
+        return None
+
+
+def python_loop_ns(n: int = 1_000_000) -> float:
+    """ns per iteration of a plain Python ``for`` loop that adds (best of 3): how fast this
+    interpreter runs here and now. The same VM has run it 2-3x apart between sessions, and
+    the engine's per-task path is Python, so absolute figures (µs per hand-off, METG) are
+    comparable between runs only at similar values of this."""
+    best = float("inf")
+    for _ in range(3):
+        t0, total = time.perf_counter_ns(), 0
+        for i in range(n):
+            total += i
+        best = min(best, (time.perf_counter_ns() - t0) / n)
+    return round(best, 1)
 
 
 def log(msg: str) -> None:

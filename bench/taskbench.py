@@ -29,8 +29,9 @@ For each system and pattern, the same graph runs at decreasing L (``--us``; Dask
 - ``span``: first task start -> last task end (mpitiny: its task table; Dask: the kernel's
   own time stamps).
 
-METG as Task Bench's ``scripts/chart_metg.py`` computes it: efficiency of a run = elapsed(the
-run with the largest L) / (elapsed × L_largest / L) (relative to the largest tasks), task
+METG as Task Bench's ``scripts/chart_metg.py`` computes it: the runs at one L (``--reps``,
+alternating the systems at each repetition) count by their mean elapsed time, efficiency at an
+L = elapsed(the largest L) / (elapsed × L_largest / L) (relative to the largest tasks), task
 granularity = ranks × elapsed / tasks; METG(50 %) = the smallest granularity whose efficiency
 is ≥ 0.5, interpolated linearly (in efficiency) with the next smaller one. Also reported:
 the absolute efficiency tasks × L / (ranks × elapsed) of every run (the issue's bar: ≥ 0.5 at
@@ -115,28 +116,32 @@ def run_dask(python: str, pattern: str, steps: int, ranks: int, us: float,
 
 
 def metg(runs: list, ranks: int, basis: str, threshold: float = 0.5) -> dict:
-    """chart_metg.py's METG over ``runs`` (one per L) on one time basis, in µs."""
-    runs = sorted(runs, key=lambda r: -r["us"])
-    elapsed = np.array([r[basis] for r in runs])
-    us = np.array([r["us"] for r in runs])
-    tasks = np.array([r["tasks"] for r in runs])
+    """chart_metg.py's METG over ``runs`` (one or more per L: their mean elapsed time, as
+    chart_metg.py averages its repetitions) on one time basis, in µs."""
+    by_us: dict = {}
+    for r in runs:
+        by_us.setdefault(r["us"], []).append(r)
+    us = np.array(sorted(by_us, reverse=True))
+    elapsed = np.array([np.mean([r[basis] for r in by_us[u]]) for u in us])
+    tasks = np.array([by_us[u][0]["tasks"] for u in us])
     efficiency = elapsed[0] / (elapsed * (us[0] / us))
     granularity = elapsed / tasks * ranks * 1e6
     absolute = tasks * us * 1e-6 / (ranks * elapsed)
-    out = {"efficiency": [round(float(e), 4) for e in efficiency],
+    out = {"reps": [len(by_us[u]) for u in us],
+           "efficiency": [round(float(e), 4) for e in efficiency],
            "absolute_efficiency": [round(float(e), 4) for e in absolute],
            "granularity_us": [round(float(g), 2) for g in granularity], "us": us.tolist()}
-    ok = [i for i in range(len(runs)) if efficiency[i] >= threshold]
+    ok = [i for i in range(len(us)) if efficiency[i] >= threshold]
     if not ok:
         out["metg_us"] = None
         return out
     i = min(ok, key=lambda k: granularity[k])
     value = granularity[i]
-    if i + 1 < len(runs) and granularity[i + 1] < value:
+    if i + 1 < len(us) and granularity[i + 1] < value:
         value = float(np.interp(threshold, [efficiency[i + 1], efficiency[i]],
                                 [granularity[i + 1], granularity[i]]))
     out["metg_us"] = round(float(value), 2)
-    out["below_all"] = i == len(runs) - 1      # still efficient at the smallest L tried
+    out["below_all"] = i == len(us) - 1      # still efficient at the smallest L tried
     return out
 
 
@@ -146,12 +151,14 @@ def schedulers_of(entry: dict) -> list:
 
 
 def family_runs(work: str, families: list, steps: int, ranks: int, width: int,
-                lengths: list) -> dict:
-    """Every family pattern at each L in turn (side by side): pattern -> its runs."""
+                lengths: list, reps: int = 1) -> dict:
+    """Every family pattern at each L in turn (side by side), ``reps`` times: pattern -> its
+    runs."""
     runs: dict = {p: [] for p in families}
     for us in lengths:
-        for pattern in families:
-            runs[pattern].append(run_mpitiny(work, pattern, steps, ranks, us, width))
+        for _ in range(reps):
+            for pattern in families:
+                runs[pattern].append(run_mpitiny(work, pattern, steps, ranks, us, width))
     return runs
 
 
@@ -195,6 +202,9 @@ def main() -> None:
                     help="also each of --family-patterns with point i placed on rank i "
                          "(PATTERN_placed_family, \"rank\": \"{i}\")")
     ap.add_argument("--width", type=int, default=0, help="points per step (default: --ranks)")
+    ap.add_argument("--reps", type=int, default=1,
+                    help="runs of each system at each L (METG from their mean, as "
+                         "chart_metg.py; Task Bench's own experiments run 5)")
     ap.add_argument("--workdir")
     a = ap.parse_args()
     C.machine()
@@ -204,7 +214,7 @@ def main() -> None:
     dask = a.dask_python if a.dask_python and os.path.exists(a.dask_python) else None
     schedulers = ["processes"] + (["threads"] if a.dask_threads else [])
     width = a.width or a.ranks
-    result: dict = {"benchmark": "taskbench", "ranks": a.ranks, "width": width,
+    result: dict = {"benchmark": "taskbench", "ranks": a.ranks, "width": width, "reps": a.reps,
                     "steps": a.steps, "dask_steps": a.dask_steps, "machine": C.machine(),
                     "workdir": work, "patterns": {}}
     human = []
@@ -213,18 +223,19 @@ def main() -> None:
         families += [f"{p[:-len('_family')]}_placed_family" for p in families]
     if families or a.family:
         families.insert(0, "trivial_family")
-    side_by_side = family_runs(work, families, a.steps, a.ranks, width, lengths)
+    side_by_side = family_runs(work, families, a.steps, a.ranks, width, lengths, a.reps)
     for pattern in [p for p in a.patterns.split(",") if p] + families:
         family = pattern.endswith("_family")
         runs: dict = {"mpitiny": side_by_side.get(pattern, []),
                       **{f"dask_{s}": [] for s in schedulers}}
         for k in range(max(len(lengths), len(dask_lengths) if dask else 0)):
-            if k < len(lengths) and not family:
-                runs["mpitiny"].append(run_mpitiny(work, pattern, a.steps, a.ranks, lengths[k],
-                                                   width))
-            for s in schedulers if dask and not family and k < len(dask_lengths) else ():
-                runs[f"dask_{s}"].append(run_dask(dask, pattern, a.dask_steps, a.ranks,
-                                                  dask_lengths[k], s, width))
+            for _ in range(a.reps):
+                if k < len(lengths) and not family:
+                    runs["mpitiny"].append(run_mpitiny(work, pattern, a.steps, a.ranks,
+                                                       lengths[k], width))
+                for s in schedulers if dask and not family and k < len(dask_lengths) else ():
+                    runs[f"dask_{s}"].append(run_dask(dask, pattern, a.dask_steps, a.ranks,
+                                                      dask_lengths[k], s, width))
         entry: dict = {"dag_bytes": runs["mpitiny"][0]["dag_bytes"]}
         for system, rs in runs.items():
             if rs:
