@@ -140,9 +140,10 @@ class Records:
         self.capacity = capacity
         self.rows = np.zeros(min(capacity, 1 << 12), dtype=RECORD_DTYPE)
         self.rows["rank"] = rank
+        self._bytes = self.rows.data          # ``add_one``'s target, made once per buffer
         self.n = 0
         self.flushed = 0
-        self.by_status = np.zeros(4, dtype=np.int64)
+        self.by_status = [0, 0, 0, 0]         # plain ints: ``add_one`` adds one per task
         self.first_start = np.inf
         self.last_end = -np.inf
 
@@ -160,9 +161,11 @@ class Records:
         grown["rank"] = self.rank
         grown[:self.n] = self.rows[:self.n]
         self.rows = grown
+        self._bytes = grown.data
 
     def _account(self, block: np.ndarray) -> None:
-        self.by_status += np.bincount(block["status"], minlength=4)[:4]
+        for status, k in enumerate(np.bincount(block["status"], minlength=4)[:4].tolist()):
+            self.by_status[status] += k
         ran = block[block["status"] != UPSTREAM_FAILED]
         if len(ran):
             self.first_start = min(self.first_start, float(ran["start"].min()))
@@ -221,7 +224,7 @@ class Records:
         calls besides the row's store."""
         if self.n == len(self.rows):
             self._room(1)
-        _ROW.pack_into(self.rows.data, self.n * _ROW.size, gid, status, attempt, self.rank, start,
+        _ROW.pack_into(self._bytes, self.n * _ROW.size, gid, status, attempt, self.rank, start,
                        end, queued, stolen, bytes_read, out[0], out[1], err[0], err[1])
         self.by_status[status] += 1
         if status != UPSTREAM_FAILED:
