@@ -369,6 +369,67 @@ def test_a_chain_runs_in_one_execute_when_its_released_task_is_kept(tmp_path, mo
     assert counts["done"] == 40 and ran == [40]
 
 
+@pytest.mark.parametrize("every", [0.0, 1e9])
+def test_a_kept_chain_journals_its_ends_together_and_no_start_per_task(tmp_path, monkeypatch,
+                                                                       every):
+    """A chain run in one ``execute`` journals its tasks' ends every ``CHUNK_SECONDS`` and at
+    its end (``chunk_done``), not after each task; its one-task chunks write no START record
+    (the ``.now`` file names the task running). Every task has its DONE record all the same."""
+    from mpitiny.engine import journaling, loop
+    monkeypatch.setattr(loop, "REPORT_SECONDS", 1e9)
+    monkeypatch.setattr(loop, "CHUNK_SECONDS", every)
+    calls = []
+    chunk_done = journaling.ChunkJournal.chunk_done
+    monkeypatch.setattr(journaling.ChunkJournal, "chunk_done",
+                        lambda self: calls.append(1) or chunk_done(self))
+    execute = loop.Engine.execute
+    monkeypatch.setattr(loop.Engine, "execute",
+                        lambda self, chunk, chain=True: execute(self, chunk, chain=True))
+    tasks = [{"id": "c0", "fn": "local_tasks:ident", "args": [0]}]
+    tasks += [{"id": f"c{k}", "fn": "local_tasks:ident", "args": [k], "deps": [f"c{k - 1}"]}
+              for k in range(1, 40)]
+    counts, _ = checked({"name": "chain", "tasks": tasks}, 1, tmp_path / "run")
+    assert counts["done"] == 40 and len(calls) == (40 if every == 0 else 1)
+    records = []
+    for path in jnl.journal_files(str(tmp_path / "run")):
+        rec, _ = jnl._valid_records(path)
+        records.append(rec)
+    rec = np.concatenate(records)
+    assert not (rec["kind"] == jnl.START).any()
+    assert jnl.read_journals(str(tmp_path / "run"), 40).done.all()
+
+
+def test_a_lone_task_that_released_nothing_asks_at_once(monkeypatch):
+    """``release_children``: when the one task of a chunk (``lone``) released nothing and
+    nothing else waits here, the rank asks for work right away (``ask_first``), its ``.now``
+    cleared first (the task has ended); not when it released a task, ran in a bigger chunk,
+    or has other work queued."""
+    import types
+
+    from mpitiny.engine import loop
+    asked = []
+    monkeypatch.setattr(loop, "ask_first", lambda e: asked.append(e.journal.now[0]))
+
+    def engine(released, lone=True, queued=False):
+        e = types.SimpleNamespace(
+            direct=None, lone=lone, journal=types.SimpleNamespace(now=[5, 1]),
+            ready=types.SimpleNamespace(board=None, queue_ready=lambda *a: None),
+            queue=types.SimpleNamespace(has_work=lambda: queued),
+            release=types.SimpleNamespace(finish_one=lambda g, i, keep: (released, [])),
+            placed=[False], bases=[0], layout=None, rank=0)
+        return e
+    loop.Engine.release_children(engine([]), 0, [5], [])
+    assert asked == [-1]
+    loop.Engine.release_children(engine([]), 0, [5], [])
+    assert asked == [-1, -1]
+    for e in (engine([], lone=False), engine([], queued=True)):
+        loop.Engine.release_children(e, 0, [5], [])
+    assert asked == [-1, -1]
+    e = engine([(0, np.array([6]))])
+    loop.Engine.release_children(e, 0, [5], [])
+    assert asked == [-1, -1] and e.direct == (6, 7)
+
+
 def test_a_kept_task_waits_for_the_loop_when_it_has_something_to_do_first():
     """``kept_next``: the kept task as a chunk, unless the run ends or stops, a report is
     due, or gangs are gathered; rounds count on (the progress thread watches them)."""

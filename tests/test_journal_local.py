@@ -218,3 +218,23 @@ def test_a_damaged_value_in_a_unit_undoes_the_whole_unit(tmp_path):
     r = jnl.read_journals(str(tmp_path), 10)
     assert list(np.flatnonzero(r.done)) == [9] and set(r.values) == {9}
     assert list(jnl.done_counts(str(tmp_path), 10)) == [0] * 9 + [1]
+
+
+def test_a_lone_task_named_running_crashed_without_any_record(tmp_path):
+    """A chunk of one task writes no START record (the ``.now`` file names it): a rank that
+    died in the first task it ran, with no record at all, still counts that task's crash."""
+    j = journal(tmp_path)
+    j.now[0], j.now[1] = 3, 1
+    j.sync()
+    r = jnl.read_journals(str(tmp_path), 6)
+    assert list(r.crashes) == [0, 0, 0, 1, 0, 0] and not r.done.any()
+
+
+def test_a_lone_task_named_running_after_other_records_crashed(tmp_path):
+    j = journal(tmp_path)
+    j.add(jnl.START, 0, 3)
+    j.add(jnl.DONE, 0, 3)
+    j.now[0], j.now[1] = 4, 1                    # a kept task: no START of its own
+    j.sync()
+    r = jnl.read_journals(str(tmp_path), 6)
+    assert list(np.flatnonzero(r.crashes)) == [4] and list(np.flatnonzero(r.done)) == [0, 1, 2]

@@ -621,6 +621,33 @@ def test_a_thief_asks_only_while_it_spins_and_takes_its_request_back_when_it_sle
     assert thief.steal(0) is None and victim.local[WANT] == 0
 
 
+def test_a_spinning_thief_with_a_request_standing_watches_its_mail_between_rounds():
+    """``Backoff.wait`` while a request of its rank stands unanswered (``awaits_answer``):
+    it watches its own ``MAIL`` word until a task lands there (or ``WATCH_SECONDS``), so the
+    answer is seen at once; without a request it only yields the core."""
+    from mpitiny.engine.loop import Backoff
+    from mpitiny.queue.stealq import ask, give
+    victim, thief = make_queues(2)
+    victim.set_busy(True)
+    backoff = Backoff(1e-4, spin=True, queue=thief)
+    looks = []
+    has_mail = thief.has_mail
+
+    def watched():
+        looks.append(1)
+        if len(looks) == 3:
+            assert give(victim, 42)                   # the answer lands while it watches
+        return has_mail()
+    thief.has_mail = watched
+    backoff.WATCH_SECONDS = 60.0                       # bounded by the answer, not the clock
+    backoff.wait()
+    assert len(looks) == 0 and not thief.awaits_answer()    # no request: nothing to watch
+    ask(thief, 0)
+    assert thief.awaits_answer()
+    backoff.wait()
+    assert len(looks) == 3 and thief.take_inbox() == [(42, 43)] and not thief.awaits_answer()
+
+
 def test_an_idle_engine_asks_before_its_first_steal_and_asks_the_rank_that_answered_again():
     """``ask_first``: a rank with nothing left asks at once (no steal first); after an answer
     it asks the same rank anew, replacing its answered request in one swap; never while it

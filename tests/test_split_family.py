@@ -92,12 +92,12 @@ def test_long_form_other_dataset_product_and_deps(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("pieces", [1, 3])
 def test_a_chunk_prefetches_the_split_its_next_instance_reads(tmp_path, monkeypatch, pieces):
-    """``TaskRunner.prefetching``: in a family over splits and pieces of them, the split the
+    """``running.prefetching``: in a family over splits and pieces of them, the split the
     next instance reads, once per change of split (not the instance's index); the reader is
     opened for such a family too."""
     import types
 
-    from mpitiny.engine.running import TaskRunner
+    from mpitiny.engine.running import prefetching
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a.txt").write_bytes(corpus(20_000, seed=2))
     ingest(["a.txt"], "d.h5", chunk="64KiB")
@@ -108,11 +108,10 @@ def test_a_chunk_prefetches_the_split_its_next_instance_reads(tmp_path, monkeypa
     group = load_dag(write_dag(tmp_path, {"name": "x", "tasks": [tasks]})).groups[0]
     reader = types.SimpleNamespace(chunk_bytes=8 << 20)
     instances = list(range(2 * pieces - 1, group.size))
-    upcoming = TaskRunner.prefetching(None, group, reader, instances)
+    upcoming = prefetching(group, reader, instances)
     want = [(i + 1) // pieces if (i + 1) % pieces == 0 else None for i in instances[:-1]]
     assert list(upcoming) == want and len(want) == (n - 2) * pieces
-    assert TaskRunner.prefetching(None, group, types.SimpleNamespace(chunk_bytes=1 << 10),
-                                  instances) is None
+    assert prefetching(group, types.SimpleNamespace(chunk_bytes=1 << 10), instances) is None
 
 
 def test_validate_cli(data, tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """What a rank writes to its journal as its chunks run (the format is ``mpitiny.io.journal``).
 
-A chunk's life in the journal: START records for its tasks before any runs; a value record
+A chunk's life in the journal: START records for its tasks before any runs (none for a chunk
+of one task: the ``.now`` file names it as it runs); a value record
 for each kept value as it is stored (``value``; a batch call's values as one unit); STOPPED
 records for tasks a stop request kept from running; and, once the chunk's results and kept
 values have reached the OS (``chunk_done``), DONE / FAILED records, so that a record never
@@ -47,11 +48,12 @@ class ChunkJournal:
 
     def started(self, tasks) -> None:
         """START records for a chunk about to run (``Chunk.tasks``: a run ``(lo, hi)`` or an
-        array of task ids)."""
+        array of task ids); none for one task (a DAG's hand-off), which the ``.now`` file
+        names as it starts, as a reader of the journal needs."""
         if isinstance(tasks, tuple):
-            if tasks[1] > tasks[0]:
+            if tasks[1] - tasks[0] > 1:
                 self._file.add(jnl.START, tasks[0], tasks[1])
-        else:
+        elif len(tasks) > 1:
             self.runs(jnl.START, 0, tasks)
         self.now[1] = 1
 

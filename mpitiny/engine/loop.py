@@ -52,6 +52,7 @@ class Backoff:
 
     SPIN = 20
     SPIN_SECONDS = 0.002
+    WATCH_SECONDS = 10e-6
 
     def __init__(self, longest: float, spin: bool = False, queue=None) -> None:
         self.longest = longest
@@ -64,7 +65,10 @@ class Backoff:
     def wait(self) -> None:
         self.rounds += 1
         if self.spin_until:
-            if time.perf_counter() < self.spin_until:
+            now = time.perf_counter()
+            if now < self.spin_until:
+                if self.queue is not None and self.queue.awaits_answer():
+                    self.watch_mail(now + self.WATCH_SECONDS)
                 os.sched_yield()
                 return
             self.spin_until, self.rounds = 0.0, 1
@@ -73,6 +77,16 @@ class Backoff:
                 withdraw(self.queue)
         if self.rounds > self.SPIN:
             time.sleep(min(self.longest, 1e-6 * (1 << min(self.rounds - self.SPIN, 10))))
+
+    def watch_mail(self, until: float) -> None:
+        """Watch this rank's own ``MAIL`` word (plain reads of local memory, no MPI call)
+        until ``until`` or a task lands there: a rank whose request stands gets its answer
+        in about a microsecond instead of at its next round's look, a round being a steal
+        of several microseconds (it still steals every round: a request that landed late is
+        not answered, and the task waits in the victim's queue)."""
+        has_mail, clock = self.queue.has_mail, time.perf_counter
+        while not has_mail() and clock() < until:
+            pass
 
 
 class Engine:
@@ -126,6 +140,7 @@ class Engine:
         # What the loop changes as the run goes on:
         self.direct: tuple | None = None   # a released task (lo, lo + 1) to run next, not queued
         self.direct_stolen = False              # and whether it came from another rank
+        self.lone = False      # the chunk running is one task, with ``chain``: see release_children
         self.avg_task = [float("nan")] * len(dag.groups)   # seconds per task, by group
         self.avg_all = float("nan")                        # and over all groups
         self.unreported = self.unreported_failed = 0       # finished, not yet counted
@@ -354,16 +369,21 @@ class Engine:
         as that kept a released task to run next and the loop has nothing to do first
         (``kept_next``), run that one the same way without leaving: a chain's or a stencil's
         next task starts without the round trip through ``chunk_done`` and ``next_chunk``
-        (simulated ranks take turns a chunk at a time: ``step``)."""
+        (simulated ranks take turns a chunk at a time: ``step``). The ends of such kept tasks
+        are journaled together, every ``CHUNK_SECONDS`` and when the chain stops, as a chunk
+        of that many tasks would be: a crash makes the ones not yet journaled run again."""
         self.queue.set_busy(True)
-        t0 = time.perf_counter()
+        t0 = journaled = time.perf_counter()
         while chunk is not None:
             if self.journal.on:
                 self.journal.started(chunk.tasks)
+            self.lone = chain and self.runner.gang is None and chunk.is_one()
             run_tasks(self, chunk)
-            if self.journal.on:
-                self.journal.chunk_done()     # first: until then a crash is the task's
             chunk = kept_next(self) if chain else None
+            if self.journal.on and (chunk is None or
+                                    time.perf_counter() - journaled > CHUNK_SECONDS):
+                self.journal.chunk_done()     # before the loop's steps: see ask_first
+                journaled = time.perf_counter()
         if chain and self.direct is None and self.runner.gang is None:
             ask_first(self)                   # nothing kept: ask before the loop's bookkeeping
         chunk_done(self, time.perf_counter() - t0)
@@ -401,13 +421,18 @@ class Engine:
                                  bool(self.guard.stop_signal), self.counts)
             instances = instances[:ran]
         self.finish(g, instances, failed)
+        self.runner.record_held()
 
     def finish(self, g: int, instances, failed: list, journal: bool = True) -> None:
-        """After instances of group ``g`` ran (or were cached or failed unrun): journal them,
-        count them, publish their kept results and release their children."""
+        """After instances of group ``g`` ran (or were cached or failed unrun): publish their
+        kept results and release their children (a child's start on another rank waits for
+        nothing else), then journal and count them."""
         n = len(instances)
         if not n:
             return
+        self.data.publish_locations()
+        if self.dag.children[g]:        # first: the rest is this rank's own bookkeeping
+            self.ready.around_release(g, self.release_children, g, instances, failed)
         group = self.dag.groups[g]
         if journal and self.journal.on:
             self.journal.finished(g, self.bases[g], instances, failed)
@@ -417,18 +442,22 @@ class Engine:
             at_home = int(np.count_nonzero(self.ready.homes(group, np.asarray(instances)) == self.rank))
             self.split_reads[0] += at_home
             self.split_reads[1] += n - at_home
-        self.data.publish_locations()
-        if self.dag.children[g]:
-            self.ready.around_release(g, self.release_children, g, instances, failed)
 
     def release_children(self, g: int, instances, failed: list) -> None:
         """Count the children of finished instances down; queue those that became ready,
         but keep the first one not placed on another rank to run next (``keep_first``) when
         this rank has nothing else queued and the DAG has one priority level (with several, it is
-        queued, so that the board is read before it runs)."""
+        queued, so that the board is read before it runs). When the one task of a chunk
+        (``lone``) released nothing and nothing else waits here, ask for work at once
+        (``ask_first``): in a stencil the rank whose parent ends last releases both children
+        a few µs later, and a request that reaches it after that finds the task published
+        (a steal, 20-25 µs later than an answer), not given."""
         keep = self.direct is None and self.ready.board is None and not self.queue.has_work()
         if len(instances) == 1 and not failed:       # a DAG's hand-off
             ready, skipped = self.release.finish_one(g, int(instances[0]), keep)
+            if not ready and self.lone and keep:
+                self.journal.now[0] = -1          # the task has ended: not what a crash hits
+                ask_first(self)
         else:
             ready, skipped = release_all(self.release, g, instances, failed)
         if skipped:

@@ -64,6 +64,7 @@ class TaskRunner:
         self.keeps = data.layout.has_locs  # per group: its values are read by other tasks
         self.batch_family = np.array([self.batched(g) for g in dag.groups], dtype=bool)
         self.call_plans: list = [None] * len(dag.groups)     # per group: ``call_plan``
+        self.held_row: tuple | None = None                  # ``record_ran``'s, for ``record_held``
         self._unbatched_families: set = set()
         # A DAG that declares resources: what a chunk uses of the node, claimed around it.
         self.node = None if world is None else node_resources(world, dag)
@@ -130,7 +131,7 @@ class TaskRunner:
         printed: dict = {}              # position -> its (out, err) spans in the fn logs
         fn_out, fn_err = self.files.fn_out, self.files.fn_err
         out_at, err_at = fn_out.size, fn_err.size
-        upcoming = None if splits is None else self.prefetching(group, splits, instances)
+        upcoming = None if splits is None else prefetching(group, splits, instances)
         for k, i in enumerate(instances):
             i = int(i)
             if watch and (max_fails and self.control.ending() or start_by and clock() > start_by):
@@ -201,22 +202,6 @@ class TaskRunner:
             group.function, group.constant_call(), group.wants_inputs,
             bool(self.keeps[group.index]), int(self.base[group.index]), self.timeout(group))
         return plan
-
-    def prefetching(self, group, splits, instances):
-        """When splits are worth reading in the background while a task computes (the task
-        reads its own first split itself: a thread's hand-off costs more than reading a small
-        split), an iterator that gives, for each instance but the last, the split the next
-        one reads, or None when that is the same split (pieces of one split, in a family with
-        more variables than ``split``); else None."""
-        if splits is None or splits.chunk_bytes < PREFETCH_MIN_BYTES:
-            return None
-        if len(group.vars) == 1:                 # instance i reads split i
-            upcoming = iter(instances)
-            next(upcoming, None)
-            return upcoming
-        spec = "{%s}" % group.options.split_var
-        reads = [group.index_value(spec, int(i)) for i in instances]
-        return iter([b if b != a else None for a, b in zip(reads, reads[1:])])
 
     def after_failure(self, group, i: int, k: int, failure: BaseException, fetched,
                       attempts: dict, starts: list, read_sizes: list | None,
@@ -309,8 +294,7 @@ class TaskRunner:
         that printed (a position -1: every one of them)."""
         if len(run) == 1 and not failed and type(attempt) is int and not read_sizes \
                 and not printed:                # one task that succeeded (a DAG's hand-off)
-            self.records.add_one(first + int(run[0]), DONE, starts[0], ends[0], attempt,
-                                 queued=chunk.queued_at, stolen=chunk.stolen)
+            self.held_row = (first + int(run[0]), starts[0], ends[0], attempt, chunk)
             return
         status = DONE
         if failed:
@@ -330,6 +314,15 @@ class TaskRunner:
             out, err = (spans[:, 0], spans[:, 1]), (spans[:, 2], spans[:, 3])
         self.records.add_run(gids, status, starts, ends, attempt=attempt, queued=chunk.queued_at,
                              stolen=chunk.stolen, bytes_read=read_sizes, out=out, err=err)
+
+    def record_held(self) -> None:
+        """The row ``record_ran`` held back for one task that succeeded (a DAG's hand-off:
+        its caller releases the task's children first, then records it)."""
+        row, self.held_row = self.held_row, None
+        if row is not None:
+            gid, start, end, attempt, chunk = row
+            self.records.add_one(gid, DONE, start, end, attempt, queued=chunk.queued_at,
+                                 stolen=chunk.stolen)
 
     # ------------------------------------------------------------------ batch forms
     def run_batch(self, group, instances, chunk: Chunk, reads_splits: bool, prefetched: dict):
@@ -451,3 +444,20 @@ def _attempt_column(attempts: dict, ran: int):
     column = np.ones(ran, dtype=np.int16)
     column[list(attempts)] = list(attempts.values())
     return column
+
+
+def prefetching(group, splits, instances):
+    """When splits are worth reading in the background while a task computes (the task
+    reads its own first split itself: a thread's hand-off costs more than reading a small
+    split), an iterator that gives, for each instance but the last, the split the next
+    one reads, or None when that is the same split (pieces of one split, in a family with
+    more variables than ``split``); else None."""
+    if splits is None or splits.chunk_bytes < PREFETCH_MIN_BYTES:
+        return None
+    if len(group.vars) == 1:                 # instance i reads split i
+        upcoming = iter(instances)
+        next(upcoming, None)
+        return upcoming
+    spec = "{%s}" % group.options.split_var
+    reads = [group.index_value(spec, int(i)) for i in instances]
+    return iter([b if b != a else None for a, b in zip(reads, reads[1:])])

@@ -54,6 +54,11 @@ class Chunk:
     queued_at: float
     stolen: bool = False
 
+    def is_one(self) -> bool:
+        """Whether the chunk is one task."""
+        tasks = self.tasks
+        return tasks[1] - tasks[0] == 1 if isinstance(tasks, tuple) else len(tasks) == 1
+
 
 class End(IntEnum):
     """A rank's DONE control word: 0 while the run goes on, else why it ends (first one wins)."""

@@ -13,7 +13,8 @@ Files, under ``RUN_DIR/journal/``::
 
 A record is ``(lo, hi, length, kind, vkind, attempt, vcrc, check, unit)``:
 
-* ``START lo hi``: tasks ``[lo, hi)`` are about to run (written before they start);
+* ``START lo hi``: tasks ``[lo, hi)`` are about to run (written before they start; a chunk of
+  one task has none: the ``.now`` file names it while it runs, and that is all a reader needs);
 * ``DONE lo hi``: they all finished without error and returned nothing another task reads;
 * ``DONE gid off length``: one task finished; its kept value is ``length`` bytes at ``off`` of
   the ``.val`` file (``vkind``: how it was encoded, ``vcrc``: its CRC-32). The values of one
@@ -42,10 +43,10 @@ so a torn or never-written record (zeros) is recognised and ignored; a ``DONE`` 
 fails its CRC counts as not done.
 
 Reading (``read_journals``, on every rank at start-up, the same answer everywhere): a task is
-*done* if some incarnation has a DONE record for it; a task that some incarnation STARTed but
-never finished, failed or stopped, and that its rank's ``.now`` file names as running, has
-*crashed* once in that incarnation (the other tasks of its chunk had not started, or had
-finished without their records: they simply run again; without a ``.now`` file, every such task
+*done* if some incarnation has a DONE record for it; a task that its rank's ``.now`` file names
+as running and that this incarnation never finished, failed or stopped has *crashed* once in
+that incarnation (the other tasks of its chunk had not started, or had finished without their
+records: they simply run again; without a ``.now`` file, every task STARTed and not ended
 counts as crashed); each CRASHED record is one more crash. Tasks with crashes
 run alone in a child process when resumed (``mpitiny.engine.resume``), and fail once they have crashed
 ``max_crashes`` times.
@@ -446,6 +447,9 @@ def read_journals(run_dir: str, total: int) -> Resumed:
         out.torn += torn
         out.records += len(rec)
         if not len(rec):
+            running = _running(path, total)       # a lone first task has no record
+            if isinstance(running, np.ndarray):
+                out.crashes += running.astype(np.int16)
             continue
         added = rec["lo"] >= total
         if added.any():
@@ -467,7 +471,9 @@ def read_journals(run_dir: str, total: int) -> Resumed:
         done_runs = np.concatenate([plain[plain["kind"] == DONE], single])
         done = _mark(total, done_runs)
         ended = done | _mark(total, plain[plain["kind"] != START]) if len(plain) else done
-        started = _mark(total, plain[plain["kind"] == START]) & _running(path, total)
+        running = _running(path, total)
+        started = running if isinstance(running, np.ndarray) else \
+            _mark(total, plain[plain["kind"] == START])
         out.crashes += (started & ~ended).astype(np.int16)
         crashed = plain[(plain["kind"] == CRASHED) & (plain["lo"] < total)]
         np.add.at(out.crashes, crashed["lo"], 1)

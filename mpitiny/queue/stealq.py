@@ -322,6 +322,10 @@ class StealQueue:
         withdraw(self)
         return mail + self._take_waiting(waiting)
 
+    def awaits_answer(self) -> bool:
+        """Whether a request of this rank stands unanswered at some rank (``ask``)."""
+        return self.asked >= 0 and not self.answered
+
     def has_mail(self) -> bool:
         """Whether a task waits in this rank's ``MAIL`` word (its own view, no MPI call): an
         idle rank looks again before it waits, as a hand-off may have come during a steal."""
