@@ -37,15 +37,19 @@ A chunk's life (``Engine.execute``), group by group:
 
 1. **claim**: ``CHUNK_SECONDS`` (5 ms) of work at the running average task time of its group
    (``BATCH_SECONDS``, 20 ms, for a batched family), at most a 1/P share of what is queued,
-   1 while the group is new to the rank; START records go to the journal (``journaling``);
+   1 while the group is new to the rank; START records go to the journal (``journaling``;
+   none for a chunk of one task, which the ``.now`` file names as it runs);
 2. **run** (``running.TaskRunner``): functions one by one or through a batch form, commands,
    retries, timeouts, failures; a resumed run's cached, suspect and doomed tasks their own way
    (``resume``); kept values go to the window (``dataplane``);
 3. **record**: task rows (``Records``), results, failures; DONE/FAILED journal records once
    the chunk's results reached the OS;
-4. **release** (``Engine.finish``): count finished tasks, publish the locations of kept values,
-   count the children down (``mpitiny.queue.release``) and queue those that became ready
-   (at their home rank's inbox when placed; the first released task runs next, unqueued).
+4. **release** (``Engine.finish``): publish the locations of kept values, count the children
+   down (``mpitiny.queue.release``) and queue those that became ready (at their home rank's
+   inbox when placed; the first released task runs next, unqueued, and a chain of such tasks
+   runs in one ``execute``, journaled every ``CHUNK_SECONDS``); then journal and count the
+   finished tasks: the child's start waits for nothing of this rank's own bookkeeping. A lone
+   task that released nothing asks another rank for work at once (``ask_first``).
 
 What stays constant once the run started: the DAG, the layout, the windows, each group's
 priority and chunk length, the rank's place (``rank``, ``nranks``, ``max_sleep``).
