@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections import Counter
 import numpy as np
 
+from mpitiny.arrays import distinct
 from mpitiny.dag.columns import PlainColumns
 from mpitiny.dag.cycles import kahn_leftover
 from mpitiny.dag.deps import DependencyResolver, find_cycle
@@ -179,7 +180,7 @@ class Lister(Reporter):
             sel = group_of[child] == c
             kids, pars = index_of[child[sel]], parent[sel]
             pgs = group_of[pars]
-            for pg in np.unique(pgs).tolist():
+            for pg in distinct(pgs).tolist():
                 at = pgs == pg
                 offsets = np.zeros(g.size + 1, dtype=np.int64)
                 np.cumsum(np.bincount(kids[at], minlength=g.size), out=offsets[1:])
@@ -246,7 +247,7 @@ class Lister(Reporter):
         kids = np.array(child, dtype=np.int64)
         pgs = np.array(parent_group, dtype=np.int64)
         pis = np.array(parent_index, dtype=np.int64)
-        for pg in np.unique(pgs).tolist():
+        for pg in distinct(pgs).tolist():
             sel = pgs == pg
             counts = np.bincount(kids[sel], minlength=group.size)
             offsets = np.zeros(group.size + 1, dtype=np.int64)

@@ -19,6 +19,7 @@ import os
 import numpy as np
 
 from mpitiny import procstat
+from mpitiny.arrays import distinct
 
 from mpitiny.engine.journaling import ChunkJournal
 from mpitiny.errors import MpitinyError
@@ -183,7 +184,7 @@ class DataPlane:
         base = np.asarray(lay.loc_base[g], dtype=np.int64)
         words = lay.locs0[ranks] + LOC_WORDS * (base[ranks] + pos)
         locs = np.empty((len(pidx), LOC_WORDS), dtype=np.int64)
-        for r in np.unique(ranks).tolist():
+        for r in distinct(ranks).tolist():
             at = np.flatnonzero(ranks == r)
             w = words[at]
             lo, hi = int(w.min()), int(w.max()) + LOC_WORDS

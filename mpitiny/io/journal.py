@@ -64,6 +64,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mpitiny.arrays import distinct
 from mpitiny.io.commit import write_atomic
 
 if TYPE_CHECKING:
@@ -480,7 +481,7 @@ def read_journals(run_dir: str, total: int) -> Resumed:
         out.done |= done
     out.crashes[out.done] = 0
     if done_keys:
-        out.added_done = np.unique(np.concatenate(done_keys))
+        out.added_done = distinct(np.concatenate(done_keys))
     return out
 
 

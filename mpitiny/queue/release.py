@@ -51,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from mpitiny.arrays import distinct
 from mpitiny.dag.model import Edges, ElementMap
 from mpitiny.queue.layout import COUNT_MASK, POISON, Layout
 
@@ -380,7 +381,7 @@ class Release:
             delta += cfail.astype(np.int64) * POISON
         ranks, pos = self.layout.owners(child, cidx)
         out_idx, out_bad = [], []
-        for rank in np.unique(ranks):
+        for rank in distinct(ranks):
             sel = ranks == rank
             rpos, rdelta = pos[sel], delta[sel]
             order = np.argsort(rpos, kind="stable")
