@@ -462,6 +462,23 @@ def loop_take(e):
     return Engine.take_direct(e)
 
 
+@pytest.mark.parametrize("fails", [False, True])
+def test_the_journal_is_synced_at_the_end_unless_the_run_is_complete_without_failures(
+        tmp_path, monkeypatch, fails):
+    """A run complete with nothing failed closes its journals without the fsyncs (no rerun
+    reads them: summary.json says it is complete); one with a failure keeps them durable."""
+    from mpitiny.io import journal
+    closed = []
+    close = journal.Journal.close
+    monkeypatch.setattr(journal.Journal, "close",
+                        lambda self, durable=True: closed.append(durable) or close(self, durable))
+    tasks = [{"id": "a", "fn": "local_tasks:ident", "args": ["{i}"], "foreach": {"i": {"range": [0, 20]}}}]
+    if fails:
+        tasks.append({"id": "bad", "fn": "mpitiny.tasks:fail", "args": ["boom"], "deps": ["a"]})
+    local({"name": "ends", "tasks": tasks}, 3, tmp_path / "run")
+    assert closed == [fails] * 3
+
+
 # ---------------------------------------------------------------------- failures
 def failing_dag() -> dict:
     null = "mpitiny.tasks:null"

@@ -117,6 +117,12 @@ class Control:
         """Why this rank should leave its loop (``End.RUNNING``: it should not)."""
         return End(int(self.mem.local[DONE]))
 
+    def complete_without_failures(self) -> bool:
+        """Whether the run ended with every task finished and none failed or upstream-failed
+        (rank 0's ``FAILED``: each rank adds its failures before the finishes that may end
+        the run, so it is final once the run has ended)."""
+        return self.end() == End.ALL_FINISHED and not self.mem.get(0, FAILED, 1)[0]
+
     def add_finished(self, finished: int, failed: int, now: float) -> None:
         """Count tasks this rank finished (``failed`` of them failed or were skipped; both may
         be 0: with many ranks the tree's counts are still passed on); ``now``: the caller's

@@ -149,7 +149,7 @@ class ChunkJournal:
         self.files.flush()
         self._file.sync()
 
-    def close(self) -> None:
+    def close(self, durable: bool = True) -> None:
         if self.on:
             self.files.flush()
-            self._file.close()
+            self._file.close(durable)

@@ -197,8 +197,9 @@ class Engine:
         self.world.barrier()
 
     def stop(self) -> None:
-        """Close the journal, the store and the epochs (the windows stay until ``free``)."""
-        self.journal.close()
+        """Close the journal (made durable unless the run is complete and nothing failed),
+        the store and the epochs (the windows stay until ``free``)."""
+        self.journal.close(durable=not self.control.complete_without_failures())
         self.adding.close()
         state.use(None)
         self.data.close()

@@ -72,7 +72,7 @@ class Progress:
                   "rate": round(self.rate, 1), "eta_seconds": None if eta is None else round(eta, 1),
                   "busy_ranks": busy, "ranks": self.nranks, "rss_mb": procstat.rss() >> 20,
                   "elapsed_seconds": round(t - self.start, 3), "updated": t}
-        write_atomic(self.path, json.dumps(record).encode(), durable=final)
+        write_atomic(self.path, json.dumps(record).encode(), durable=False)
         if self.show:
             self.stream.write(format_line(record, self.tty) + ("\n" if not self.tty or final else ""))
             self.stream.flush()

@@ -37,7 +37,8 @@ A record is ``(lo, hi, length, kind, vkind, attempt, vcrc, check, unit)``:
 
 The journal file is memory-mapped: appending a record is a store into the page cache, with no
 system call, yet it survives the process being killed (``kill -9``) at any instant. ``sync``
-(``msync`` + ``fsync`` of the value file) runs every ``SYNC_SECONDS`` and at exit, so a machine
+(``msync`` + ``fsync`` of the value file) runs every ``SYNC_SECONDS`` and at exit (not at the exit
+of a run complete without failures: no rerun reads its journal), so a machine
 crash loses at most a few seconds. Each record carries a checksum of its fields (``check``),
 so a torn or never-written record (zeros) is recognised and ignored; a ``DONE`` whose value
 fails its CRC counts as not done.
@@ -281,16 +282,24 @@ class Journal:
             self._syncer.join()
             self._syncer = None
 
-    def close(self) -> None:
-        """Sync, and cut the file to the records written (at a clean exit)."""
-        self.sync(wait=True)
+    def close(self, durable: bool = True) -> None:
+        """Sync, and cut the file to the records written (at a clean exit). Not ``durable``
+        (the run is complete and nothing failed: no rerun will read the journal), without
+        the fsyncs, which at the end of a MapReduce job wait for the disk to take the tens
+        of megabytes of values written since the last sync."""
+        if durable:
+            self.sync(wait=True)
+        else:
+            self.write_values()
+            self._join_syncer()
         del self.rec
         self.mm.close()
         self.now[0] = -1
         self.now.release()
         self._now_map.close()
         os.ftruncate(self.fd, self.n * RECORD.itemsize)
-        os.fsync(self.fd)
+        if durable:
+            os.fsync(self.fd)
         os.close(self.fd)
         if self.value_fd >= 0:
             os.close(self.value_fd)
