@@ -26,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "jobs"))
 import _common as C  # noqa: E402
+import mapreduce as mr  # noqa: E402
 import wordcount  # noqa: E402
 
 
@@ -36,7 +37,7 @@ def map_outputs(h5: str, reducers: int, cache: str) -> list:
     if os.path.exists(path):
         with open(path, "rb") as f:
             return pickle.load(f)
-    maps = [[bytes(p) for p in wordcount.map_split(h5, i, reducers)]
+    maps = [[mr.part_bytes(p) for p in wordcount.map_split(h5, i, reducers)]
             for i in range(len(open_splits(h5)))]
     os.makedirs(cache, exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"

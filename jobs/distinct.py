@@ -48,7 +48,7 @@ def map_piece(input: str, split: int, reducers: int = 1, piece: int = 0,
     lo, hi = splitpieces.piece_bounds(buf[:n], piece, pieces)
     data = buf[lo:hi]
     tables = mr.count_tables(data, "hash", reducers)
-    return Parts(mr.pack_table(t, len(data) if k == 0 else 0, reducers)
+    return Parts(mr.table_pieces(t, len(data) if k == 0 else 0, reducers)
                  for k, t in enumerate(tables))
 
 

@@ -617,13 +617,25 @@ def pack_table(t: dict, nbytes: int = 0, nparts: int = 1) -> bytes:
     made, the count width), then ``short``, ``lo``, ``hi``, ``short_counts``, ``counts``,
     ``long_counts``, ``long_lens``, ``long_hashes`` and the long words' chunks. A reducer
     unpacks thousands of these, so no JSON (``pack``) here: ~4 µs instead of ~18."""
+    return b"".join(table_pieces(t, nbytes, nparts))
+
+
+def part_bytes(part) -> bytes:
+    """A part of a map output as bytes: ``table_pieces``' buffers joined (a map function
+    called directly, not through the runtime), or the bytes given."""
+    return b"".join(part) if isinstance(part, tuple) else part
+
+
+def table_pieces(t: dict, nbytes: int = 0, nparts: int = 1) -> tuple:
+    """``pack_table``'s bytes as the buffers that make them, end to end, not joined: a map's
+    part of ``mpitiny.Parts`` (the runtime copies them straight to where the value goes)."""
     counts, short_counts = t["counts"], t["short_counts"]
     head = _TABLE_HEAD.pack(len(short_counts), len(counts), len(t["long_counts"]), len(t["long"]),
                             nbytes, nparts, counts.dtype.itemsize)
-    return b"".join([head, *(memoryview(np.ascontiguousarray(a)).cast("B") for a in (
+    return (head, *(memoryview(np.ascontiguousarray(a)).cast("B") for a in (
         t["short"], t["lo"], t["hi"], short_counts, counts.astype(short_counts.dtype, copy=False),
         t["long_counts"].astype("<i8", copy=False), t["long_lens"].astype("<i8", copy=False),
-        t["long_hashes"], t["long"]))])
+        t["long_hashes"], t["long"])))
 
 
 def unpack_table(blob) -> dict:

@@ -59,7 +59,8 @@ def map_splits(calls: list) -> list:
         at += n + 1
         nbytes += n
     tables = mr.count_tables(_batch_buffer[:at], kernel, reducers)
-    first = Parts(mr.pack_table(t, nbytes if k == 0 else 0, reducers) for k, t in enumerate(tables))
+    first = Parts(mr.table_pieces(t, nbytes if k == 0 else 0, reducers)
+                  for k, t in enumerate(tables))
     return [first] + [_empty_parts(reducers)] * (len(wanted) - 1)
 
 
@@ -83,7 +84,7 @@ def map_split(input: str, split: int, reducers: int = 1, kernel: str = "hash") -
     (reducer r reads only part r: ``"part": "{r}"`` in wordcount.json)."""
     data = open_splits(input).read_array(split)    # takes the runtime's prefetch, no copy
     tables = mr.count_tables(data, kernel, reducers)
-    return Parts(mr.pack_table(t, len(data) if k == 0 else 0, reducers)
+    return Parts(mr.table_pieces(t, len(data) if k == 0 else 0, reducers)
                  for k, t in enumerate(tables))
 
 
@@ -103,7 +104,7 @@ def _reduce_table(inputs: dict, r: int) -> tuple:
     for blob in inputs.values():
         if isinstance(blob, list):        # a whole map output (no "part": an aggregation tree)
             blob = blob[r]
-        part = mr.unpack_table(blob)
+        part = mr.unpack_table(mr.part_bytes(blob))
         batch.append(part)
         pending += len(part["counts"])
         nbytes += part["nbytes"]
@@ -144,7 +145,8 @@ def _compiled_run(inputs: dict, r: int, path: str) -> tuple:
     words ranked by radix sorts and the run file's content written from one reused buffer
     (the numpy form's sorts, ``longwords.merge`` and ``ranked_tsv`` took 60 % of a reducer
     on the code corpus)."""
-    blobs = [blob[r] if isinstance(blob, list) else blob for blob in inputs.values()]
+    blobs = [mr.part_bytes(blob[r] if isinstance(blob, list) else blob)
+             for blob in inputs.values()]
     rows, line_bytes, word_bytes, nbytes, nparts, _ = sortedruns.write_file(
         path, lambda fd: REDUCE_RUN(blobs, fd))
     return ({"file": path, "rows": rows, "line_bytes": line_bytes, "word_bytes": word_bytes},

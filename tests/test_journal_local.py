@@ -238,3 +238,20 @@ def test_a_lone_task_named_running_after_other_records_crashed(tmp_path):
     j.sync()
     r = jnl.read_journals(str(tmp_path), 6)
     assert list(np.flatnonzero(r.crashes)) == [4] and list(np.flatnonzero(r.done)) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("values", [2, 12])
+def test_values_given_as_pieces_are_journaled_as_their_bytes_joined(tmp_path, values):
+    """``Pieces`` (a Parts value's buffers, never joined) go to the value file end to end,
+    with the length and CRC-32 of their bytes joined (one by one, and many at once)."""
+    from mpitiny.io.values import Pieces
+    j = journal(tmp_path)
+    datas = {}
+    for gid in range(values):
+        parts = [b"a" * gid, memoryview(b"bc"), np.arange(gid, dtype=np.int32)]
+        datas[gid] = b"".join(bytes(p) for p in parts)
+        j.add_value(gid, 3, Pieces(parts) if gid % 2 else datas[gid])
+    j.close()
+    r = jnl.read_journals(str(tmp_path), values)
+    assert r.done.all()
+    assert all(r.value(gid) == (3, datas[gid]) for gid in range(values))

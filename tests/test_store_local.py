@@ -4,7 +4,7 @@ import random
 import numpy as np
 import pytest
 
-from mpitiny.io.values import Parts, decode, encode
+from mpitiny.io.values import Parts, Pieces, decode, encode, encode_pieces, size_of
 from mpitiny.queue.store import FreeList, ResultStore
 from mpitiny.queue.memory import LocalBytes, LocalMemory
 
@@ -119,6 +119,23 @@ def test_parts_whole_or_one_part_from_every_medium(tmp_path):
         c.fetch_many(locs[4:5], part=3, names=["m[1]"])
     with pytest.raises(ValueError, match=r"part 3 of m\[2\] was asked for, but it has 3 parts"):
         a.fetch_many(locs[4:5], part=3, names=["m[2]"])
+
+
+def test_parts_of_buffer_tuples_are_kept_and_read_as_their_bytes_joined(tmp_path):
+    """A part may be a tuple of buffers (``encode_pieces`` gives ``Pieces``, never joined):
+    kept in a window and in a spill file, read whole or one part, it is the same as the
+    joined bytes; ``encode`` of it is the joined encoding."""
+    a, b = stores(tmp_path, nranks=2, window=1 << 12, mem_limit=3000)
+    arr = np.arange(5, dtype=np.int64)
+    pieced = Parts([(b"he", memoryview(b"ad"), arr), b"", (b"x" * 2500,)])
+    joined = Parts([b"head" + arr.tobytes(), b"", b"x" * 2500])
+    kind, pieces = encode_pieces(pieced)
+    assert isinstance(pieces, Pieces) and size_of(pieces) == len(encode(joined)[1])
+    assert pieces.join() == encode(joined)[1] == encode(pieced)[1]
+    locs = [a.keep_encoded(kind, pieces, readers=2), a.keep_encoded(kind, pieces, readers=2)]
+    assert a.spilled == 1                                  # the second one went to disk
+    assert b.fetch_many(locs, part=0) == [joined[0]] * 2
+    assert b.fetch_many(locs) == [joined] * 2
 
 
 def test_one_part_of_many_remote_values_and_the_one_without_it(tmp_path):

@@ -26,7 +26,7 @@ from mpitiny.errors import MpitinyError
 from mpitiny.queue.layout import LOC_WORDS, Layout
 from mpitiny.queue.release import Release
 from mpitiny.queue.state import StateStore
-from mpitiny.io.values import encode
+from mpitiny.io.values import Pieces, encode_pieces
 from mpitiny.queue.store import ResultStore
 
 STORE_OBJECTS = 1 << 16   # kept outputs per rank in its window at once (more go to disk)
@@ -76,20 +76,21 @@ class DataPlane:
         results unless it is intermediate data (read by other tasks, and bytes, an array or
         JSON over ``RESULT_COPY_LIMIT``): those live in the store / spill files only."""
         try:
-            kind, data = encode(value)
+            kind, data = encode_pieces(value)
         except (TypeError, ValueError) as exc:
             raise TaskResultError(
                 f"return value of type {type(value).__name__} cannot be kept ({exc}); return "
                 "JSON values, bytes or numpy arrays") from None
         self.store_encoded(group, i, gid, kind, data, value is None, attempt=attempt)
 
-    def store_encoded(self, group, i: int, gid: int, kind: int, data: bytes,
+    def store_encoded(self, group, i: int, gid: int, kind: int, data,
                       is_none: bool = False, journal: bool = True, attempt: int = 1) -> None:
         """``store_result`` after encoding; a value other tasks read is also journaled (with
         the attempt that made it), unless ``journal`` is False (reloaded from a journal)."""
         consumed = self.layout.has_locs[group.index]
         if not is_none and (not consumed or (kind == 0 and len(data) <= RESULT_COPY_LIMIT)):
-            self.files.result(group.instance_id(i), kind, data)
+            self.files.result(group.instance_id(i), kind,
+                              data.join() if isinstance(data, Pieces) else data)
         if consumed:
             assert self.store is not None
             if journal and self.journal.on:

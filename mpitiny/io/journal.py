@@ -67,6 +67,7 @@ import numpy as np
 
 from mpitiny.arrays import distinct
 from mpitiny.io.commit import write_atomic
+from mpitiny.io.values import buffers_of, size_of
 
 if TYPE_CHECKING:
     import threading     # imported when the first fsync thread starts
@@ -87,8 +88,9 @@ _SALT = 0x6D707469
 
 
 def _write_all(fd: int, datas: list) -> None:
-    """Append ``datas`` end to end with ``os.writev`` (no joined copy), to the last byte."""
-    views = [memoryview(d).cast("B") for d in datas if len(d)]
+    """Append ``datas`` (``bytes``-like, or ``Pieces``) end to end with ``os.writev`` (no
+    joined copy), to the last byte."""
+    views = [memoryview(b).cast("B") for d in datas for b in buffers_of(d) if len(b)]
     at = 0
     while at < len(views):
         done = os.writev(fd, views[at:at + 1024])    # IOV_MAX is at least 1024 on Linux
@@ -97,6 +99,14 @@ def _write_all(fd: int, datas: list) -> None:
             at += 1
         if done:
             views[at] = views[at][done:]
+
+
+def _crc(data) -> int:
+    """CRC-32 of an encoded value (``bytes`` or ``Pieces``: of its pieces end to end)."""
+    crc = 0
+    for b in buffers_of(data):
+        crc = zlib.crc32(b, crc)
+    return crc
 
 
 def _check(lo: int, hi: int, length: int, meta: int, unit: int = 0) -> int:
@@ -238,23 +248,22 @@ class Journal:
         if k <= 8:                       # a few values: packing each beats numpy's overhead
             offset = self.value_end
             for gid, vkind, data, attempt, unit in pending:
-                crc = zlib.crc32(data)
-                _PACK(self.mm, self.n * 40, gid, offset, len(data), DONE, vkind, attempt, crc,
-                      _check(gid, offset, len(data), _meta(DONE, vkind, attempt, crc), unit),
-                      unit)
+                crc, n = _crc(data), size_of(data)
+                _PACK(self.mm, self.n * 40, gid, offset, n, DONE, vkind, attempt, crc,
+                      _check(gid, offset, n, _meta(DONE, vkind, attempt, crc), unit), unit)
                 self.n += 1
-                offset += len(data)
+                offset += n
             self.value_end = offset
             return
         r = self.rec[self.n:self.n + k]
-        lengths = np.fromiter(map(len, datas), np.int64, k)
+        lengths = np.fromiter(map(size_of, datas), np.int64, k)
         r["lo"] = [p[0] for p in pending]
         r["hi"] = self.value_end + np.cumsum(lengths) - lengths
         r["length"] = lengths
         r["kind"] = DONE
         r["vkind"] = [p[1] for p in pending]
         r["attempt"] = [p[3] for p in pending]
-        r["vcrc"] = list(map(zlib.crc32, datas))
+        r["vcrc"] = list(map(_crc, datas))
         r["unit"] = [p[4] for p in pending]
         r["check"] = _checks(r)
         self.n += k

@@ -19,9 +19,34 @@ KIND_NAMES = ("json", "bytes", "npy", "parts")
 
 
 class Parts(list):
-    """A task's return value made of parts (each ``bytes``-like), of which a child may read
-    just one: ``return mpitiny.Parts([part0, part1, ...])``; a child whose dag.json entry has
-    ``"part": P`` gets ``bytes`` of part P, any other child the whole ``Parts``."""
+    """A task's return value made of parts (each ``bytes``-like, or a tuple of ``bytes``-like
+    buffers that are the part end to end: never joined in this process), of which a child may
+    read just one: ``return mpitiny.Parts([part0, part1, ...])``; a child whose dag.json entry
+    has ``"part": P`` gets ``bytes`` of part P, any other child the whole ``Parts``."""
+
+
+class Pieces(list):
+    """An encoded value as byte buffers (``memoryview``, format ``B``) end to end, not joined:
+    a ``Parts`` value's offset table, then its parts' buffers. The window, the journal and the
+    spill file take the pieces one by one (a map's output of megabytes was copied once more,
+    into fresh pages, to join them: ``encode_pieces``); ``nbytes`` is their total length."""
+
+    def __init__(self, buffers) -> None:
+        super().__init__(v for v in (memoryview(b).cast("B") for b in buffers) if len(v))
+        self.nbytes = sum(len(v) for v in self)
+
+    def join(self) -> bytes:
+        return b"".join(self)
+
+
+def size_of(data) -> int:
+    """The length in bytes of an encoded value: ``bytes`` or ``Pieces``."""
+    return data.nbytes if isinstance(data, Pieces) else len(data)
+
+
+def buffers_of(data) -> list:
+    """An encoded value (``bytes`` or ``Pieces``) as a list of buffers, end to end."""
+    return data if isinstance(data, Pieces) else [data]
 
 
 def encode(value) -> tuple[int, bytes]:
@@ -41,11 +66,24 @@ def encode(value) -> tuple[int, bytes]:
 
 def encode_parts(parts) -> bytes:
     """``[count, offset 0 .. offset count]`` (uint64) then the parts end to end."""
-    offsets, end = [0], 0
+    return _parts_pieces(parts).join()
+
+
+def encode_pieces(value) -> tuple:
+    """``encode``, a ``Parts`` value as ``Pieces`` (its buffers, not joined)."""
+    if isinstance(value, Parts):
+        return KIND_PARTS, _parts_pieces(value)
+    return encode(value)
+
+
+def _parts_pieces(parts) -> Pieces:
+    offsets, end, buffers = [0], 0, []
     for p in parts:
-        end += memoryview(p).nbytes
+        for b in p if isinstance(p, tuple) else (p,):
+            end += memoryview(b).nbytes
+            buffers.append(b)
         offsets.append(end)
-    return b"".join([struct.pack(f"<{len(offsets) + 1}Q", len(parts), *offsets), *parts])
+    return Pieces([struct.pack(f"<{len(offsets) + 1}Q", len(parts), *offsets), *buffers])
 
 
 def parts_span(head: bytes, part: int, where: str) -> tuple:

@@ -33,8 +33,9 @@ from typing import BinaryIO
 import numpy as np
 
 from mpitiny import procstat
-from mpitiny.io.values import (KIND_BYTES, KIND_PARTS, decode, encode, part_spans_of_rows,
-                               parts_head_bytes, parts_span, parts_spans)
+from mpitiny.io.values import (KIND_BYTES, KIND_PARTS, buffers_of, decode, encode,
+                               part_spans_of_rows, parts_head_bytes, parts_span, parts_spans,
+                               size_of)
 
 MEDIUM_WINDOW, MEDIUM_FILE = 0, 1
 OFFSET_BITS = 44
@@ -119,15 +120,19 @@ class ResultStore:
         """Keep ``value`` for ``readers`` reads; returns the 3 location words."""
         return self.keep_encoded(*encode(value), readers)
 
-    def keep_encoded(self, kind: int, data: bytes, readers: int) -> tuple:
+    def keep_encoded(self, kind: int, data, readers: int) -> tuple:
+        """``keep`` of an encoded value (``bytes``, or ``Pieces`` copied one by one)."""
         self.collect()
-        n = len(data)
+        n = size_of(data)
         offset = -1
         if self.free_ids and self.space.used + n <= self.capacity and not self._over_limit():
             offset = self.space.alloc(n)
         if offset >= 0:
             oid = self.free_ids.pop()
-            self.window.local[offset:offset + n] = np.frombuffer(data, np.uint8)
+            at = offset
+            for piece in buffers_of(data):
+                self.window.local[at:at + len(piece)] = np.frombuffer(piece, np.uint8)
+                at += len(piece)
             self.counts.local[OBJECTS0 + oid] = readers
             self.live[oid] = (offset, n)
             self.kept += 1
@@ -263,16 +268,17 @@ class ResultStore:
     def _spill_path(self, rank: int) -> str:
         return os.path.join(self.spill_dir, f"rank-{rank:05d}.bin")
 
-    def _spill_append(self, data: bytes) -> int:
+    def _spill_append(self, data) -> int:
         if self._spill is None:
             os.makedirs(self.spill_dir, exist_ok=True)
             self._spill = open(self._spill_path(self.rank), "ab")
             self._spill_size = self._spill.tell()
         offset = self._spill_size
         assert self._spill is not None
-        self._spill.write(data)
+        for piece in buffers_of(data):
+            self._spill.write(piece)
         self._spill.flush()           # readers on other ranks open the file by name
-        self._spill_size += len(data)
+        self._spill_size += size_of(data)
         return offset
 
     def _spill_read(self, rank: int, offset: int, n: int) -> bytes:
