@@ -149,14 +149,20 @@ class Release:
                 rank, pos = owner(child, j)
                 new = fetch_add(rank, words[rank] + pos, -1) - 1
                 if not new & COUNT_MASK:
-                    if new >> 40:
-                        bad = np.array([j], dtype=np.int64)
-                        skipped.append((child, bad))
-                        work.append((child, bad, np.ones(1, dtype=bool)))
-                    elif not self._given(child, j, self.layout.home_of(child, j) if placed
-                                         else None, early and bool(ready)):
-                        ready.append((child, np.array([j], dtype=np.int64)))
+                    self._one_ready(child, j, new, placed, early, ready, skipped, work)
                 continue
+            if hi - lo == 2 and not placed:  # two, e.g. a stencil's: one flush if on one rank
+                j, k = int(order[lo]), int(order[lo + 1])
+                rank, pos = owner(child, j)
+                rank_k, pos_k = owner(child, k)
+                if j != k and rank == rank_k:
+                    new_j, new_k = self.mem.fetch_add_two(rank, words[rank] + pos, -1,
+                                                          words[rank] + pos_k, -1)
+                    if not (new_j - 1) & COUNT_MASK:
+                        self._one_ready(child, j, new_j - 1, False, early, ready, skipped, work)
+                    if not (new_k - 1) & COUNT_MASK:
+                        self._one_ready(child, k, new_k - 1, False, early, ready, skipped, work)
+                    continue
             released, lost = self._count_kids(child, order[lo:hi].tolist(), words, placed,
                                               early, bool(ready))
             if released:
@@ -174,6 +180,19 @@ class Release:
             ready += more_ready
             skipped += more_skipped
         return ready, skipped
+
+    def _one_ready(self, child: int, j: int, new: int, placed: bool, early: bool, ready: list,
+                   skipped: list, work: list) -> None:
+        """``finish_one``'s instance ``j`` of ``child`` whose count reached zero (``new``: its
+        count word after the count-down): upstream-failed (``skipped``, and its own children
+        through ``work``), or given away (``_given``), or ``ready``."""
+        if new >> 40:
+            bad = np.array([j], dtype=np.int64)
+            skipped.append((child, bad))
+            work.append((child, bad, np.ones(1, dtype=bool)))
+        elif not self._given(child, j, self.layout.home_of(child, j) if placed else None,
+                             early and bool(ready)):
+            ready.append((child, np.array([j], dtype=np.int64)))
 
     def _count_kids(self, child: int, kids: list, words: list, placed: bool, early: bool,
                     kept: bool) -> tuple:
