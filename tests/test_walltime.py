@@ -438,10 +438,17 @@ import time
 def work(i, marks):
     if i == 0 and not os.path.exists(marks + ".1"):      # attempt 1 takes its rank down
         open(marks + ".1", "w").close()
+        deadline = time.time() + 30                       # once the others have run and
+        while time.time() < deadline and not all(        # their ranks are idle: a rank the
+                os.path.exists(marks + ".done%d" % k) for k in (1, 2, 3)):   # launcher kills
+            time.sleep(0.01)                              # mid-task has a suspect too
+        time.sleep(0.3)
         os.kill(os.getpid(), signal.SIGKILL)
     if i == 0 and not os.path.exists(marks + ".2"):      # attempt 2, alone, overruns
         open(marks + ".2", "w").close()
         time.sleep(3600)
+    if i:
+        open(marks + ".done%d" % i, "w").close()
     return i + 100
 """
 
@@ -450,7 +457,9 @@ def test_a_suspect_run_alone_is_stopped_at_the_end_and_stays_a_suspect(python_mo
                                                                         tmp_path):
     """t[0] kills its rank; in the resumed run it runs alone in a child process (a suspect)
     and overruns the time limit: the child is killed at the run's end (exit 75, counted as
-    stopped mid-way, not as a crash); the next run runs it alone again and it returns."""
+    stopped mid-way, not as a crash); the next run runs it alone again and it returns. t[0]
+    kills its rank only once the other tasks have run: a task that the launcher's kill
+    interrupts on the other rank is a suspect too (CI saw that once: 2 run alone)."""
     from mpitiny.dag.load import load_dag
     from mpitiny.io.check import check_run
     (tmp_path / "suspect.py").write_text(SUSPECT)
