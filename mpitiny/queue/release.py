@@ -152,16 +152,12 @@ class Release:
                     self._one_ready(child, j, new, placed, early, ready, skipped, work)
                 continue
             if hi - lo == 2 and not placed:  # two, e.g. a stencil's: one flush if on one rank
-                j, k = int(order[lo]), int(order[lo + 1])
-                rank, pos = owner(child, j)
-                rank_k, pos_k = owner(child, k)
-                if j != k and rank == rank_k:
-                    new_j, new_k = self.mem.fetch_add_two(rank, words[rank] + pos, -1,
-                                                          words[rank] + pos_k, -1)
-                    if not (new_j - 1) & COUNT_MASK:
-                        self._one_ready(child, j, new_j - 1, False, early, ready, skipped, work)
-                    if not (new_k - 1) & COUNT_MASK:
-                        self._one_ready(child, k, new_k - 1, False, early, ready, skipped, work)
+                pair = order[lo:hi].tolist()
+                counted = self._count_two(child, pair, pair, words) if pair[0] != pair[1] else None
+                if counted is not None:
+                    for j, new in zip(pair, counted):
+                        if not new & COUNT_MASK:
+                            self._one_ready(child, j, new, False, early, ready, skipped, work)
                     continue
             released, lost = self._count_kids(child, order[lo:hi].tolist(), words, placed,
                                               early, bool(ready))
