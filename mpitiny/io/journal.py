@@ -465,11 +465,6 @@ def read_journals(run_dir: str, total: int) -> Resumed:
         rec, torn = _valid_records(path)
         out.torn += torn
         out.records += len(rec)
-        if not len(rec):
-            running = _running(path, total)       # a lone first task has no record
-            if isinstance(running, np.ndarray):
-                out.crashes += running.astype(np.int16)
-            continue
         added = rec["lo"] >= total
         if added.any():
             done_keys.append(_read_added(path, rec[added], out.added))
