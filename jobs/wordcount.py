@@ -102,9 +102,7 @@ def _reduce_table(inputs: dict, r: int) -> tuple:
     sorting) in batches of about ``MERGE_ENTRIES`` entries."""
     sums, batch, pending, nbytes, nparts = mr.KeyCounter(), [], 0, 0, set()
     for blob in inputs.values():
-        if isinstance(blob, list):        # a whole map output (no "part": an aggregation tree)
-            blob = blob[r]
-        part = mr.unpack_table(mr.part_bytes(blob))
+        part = mr.unpack_table(_part(blob, r))
         batch.append(part)
         pending += len(part["counts"])
         nbytes += part["nbytes"]
@@ -140,13 +138,18 @@ def _numpy_run(inputs: dict, r: int, path: str) -> tuple:
 REDUCE_RUN = getattr(mr.COMPILED, "reduce_run", None)     # the C reducer, or None: numpy's
 
 
+def _part(blob, r: int) -> bytes:
+    """Part ``r`` of a map output, as bytes: of the whole output (a list: no ``"part"``, an
+    aggregation tree), or the part the runtime read."""
+    return mr.part_bytes(blob[r] if isinstance(blob, list) else blob)
+
+
 def _compiled_run(inputs: dict, r: int, path: str) -> tuple:
     """``_numpy_run`` by the kernel's ``reduce_run``: the tables summed in a hash table, the
     words ranked by radix sorts and the run file's content written from one reused buffer
     (the numpy form's sorts, ``longwords.merge`` and ``ranked_tsv`` took 60 % of a reducer
     on the code corpus)."""
-    blobs = [mr.part_bytes(blob[r] if isinstance(blob, list) else blob)
-             for blob in inputs.values()]
+    blobs = [_part(blob, r) for blob in inputs.values()]
     rows, line_bytes, word_bytes, nbytes, nparts, _ = sortedruns.write_file(
         path, lambda fd: REDUCE_RUN(blobs, fd))
     return ({"file": path, "rows": rows, "line_bytes": line_bytes, "word_bytes": word_bytes},
