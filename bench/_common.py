@@ -300,13 +300,7 @@ def python_loop_ns(n: int = 1_000_000) -> float:
     interpreter runs here and now. The same VM has run it 2-3x apart between sessions, and
     the engine's per-task path is Python, so absolute figures (µs per hand-off, METG) are
     comparable between runs only at similar values of this."""
-    best = float("inf")
-    for _ in range(3):
-        t0, total = time.perf_counter_ns(), 0
-        for i in range(n):
-            total += i
-        best = min(best, (time.perf_counter_ns() - t0) / n)
-    return round(best, 1)
+    return round(min(_loop_seconds(n) for _ in range(3)) / n * 1e9, 1)
 
 
 def log(msg: str) -> None:
