@@ -71,12 +71,22 @@ def _safe_impl() -> str:
 @pytest.hookimpl(tryfirst=True)       # before -m selects by marker
 def pytest_collection_modifyitems(config, items):
     slurm_up = os.environ.get("MPITINY_TEST_SLURM", "") not in ("", "0")
+    network_path = os.environ.get("MPIR_CVAR_NOLOCAL", "") not in ("", "0")
     for item in items:
         if _AUTO_MPI_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.mpi)
+        if network_path and item.get_closest_marker("mpi") is not None and _one_rank(item):
+            item.add_marker(pytest.mark.skip(reason="one rank under MPIR_CVAR_NOLOCAL: no "
+                                                    "other rank, no network path"))
         if not slurm_up and item.get_closest_marker("slurm") is not None:
             item.add_marker(pytest.mark.skip(reason="needs the local Slurm cluster "
                                                     "(MPITINY_TEST_SLURM=1)"))
+
+
+def _one_rank(item) -> bool:
+    """Whether the test is the one-rank case of a test parametrised over rank counts."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return any(params.get(name) == 1 for name in ("n", "nranks", "ranks"))
 
 
 @pytest.hookimpl(hookwrapper=True)
