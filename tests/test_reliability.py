@@ -568,7 +568,7 @@ def test_fault_modes_end_the_run_and_it_resumes(python_module, tmp_path, mode):
     out = tmp_path / "run"
     env = {"MPITINY_FAULT": f"rank=1:after=20:mode={mode}"}
     try:
-        proc = run(python_module, 2, dag_path, out, "-q", env=env, timeout=15 if mode == "hang" else 120)
+        proc = run(python_module, 2, dag_path, out, "-q", env=env, timeout=8 if mode == "hang" else 120)
         assert proc.returncode != 0, proc.stderr
         if mode == "raise":
             assert proc.returncode == 3 and "fault injected by MPITINY_FAULT" in proc.stderr
