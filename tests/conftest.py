@@ -77,17 +77,23 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if _AUTO_MPI_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.mpi)
-        if item.get_closest_marker("mpi") is None or not _one_rank(item):
-            continue
-        if network_path:
-            item.add_marker(pytest.mark.skip(reason="one rank under MPIR_CVAR_NOLOCAL: no "
-                                                    "other rank, no network path"))
-        elif openmpi and Path(str(item.fspath)).name not in OPENMPI_ONE_RANK_FILES:
-            item.add_marker(pytest.mark.skip(reason="one rank under Open MPI: only in "
-                                                    + ", ".join(OPENMPI_ONE_RANK_FILES)))
         if not slurm_up and item.get_closest_marker("slurm") is not None:
             item.add_marker(pytest.mark.skip(reason="needs the local Slurm cluster "
                                                     "(MPITINY_TEST_SLURM=1)"))
+        reason = _one_rank_skip(item, network_path, openmpi)
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def _one_rank_skip(item, network_path: bool, openmpi: bool) -> str:
+    """Why the one-rank case of an MPI test is left out of this phase ("" if it is not)."""
+    if item.get_closest_marker("mpi") is None or not _one_rank(item):
+        return ""
+    if network_path:
+        return "one rank under MPIR_CVAR_NOLOCAL: no other rank, no network path"
+    if openmpi and Path(str(item.fspath)).name not in OPENMPI_ONE_RANK_FILES:
+        return "one rank under Open MPI: only in " + ", ".join(OPENMPI_ONE_RANK_FILES)
+    return ""
 
 
 # Under Open MPI (a CI phase after the MPICH one, which runs everything), the one-rank case of
