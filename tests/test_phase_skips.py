@@ -10,9 +10,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def collect_skips(env_changes: dict, *args) -> str:
+def pytest_summary(env_changes: dict, *args) -> str:
     """pytest's summary (with the skip reasons) of ``args`` run with ``env_changes``."""
-    env = {k: v for k, v in os.environ.items() if k not in ("MPITINY_TEST_SLURM", "MPIR_CVAR_NOLOCAL")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MPITINY_TEST_SLURM", "MPIR_CVAR_NOLOCAL")}
     env.update(env_changes)
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
                            *args], cwd=HERE.parent, env=env, capture_output=True, text=True,
@@ -21,13 +22,13 @@ def collect_skips(env_changes: dict, *args) -> str:
 
 
 def test_slurm_tests_are_skipped_without_the_cluster_under_the_network_path_too():
-    out = collect_skips({"MPIR_CVAR_NOLOCAL": "1"}, "tests/test_slurm.py")
+    out = pytest_summary({"MPIR_CVAR_NOLOCAL": "1"}, "tests/test_slurm.py")
     assert " passed" not in out and " failed" not in out, out
     assert "needs the local Slurm cluster" in out, out
 
 
 def test_the_network_path_skips_one_rank_cases_only():
-    out = collect_skips({"MPIR_CVAR_NOLOCAL": "1"},
-                        "tests/test_batch.py::test_each_chunk_is_one_call_and_each_task_is_recorded_once[1]",
-                        "tests/test_procstat.py::test_node_memory_is_psutil_s")
+    one_rank = "test_each_chunk_is_one_call_and_each_task_is_recorded_once[1]"
+    out = pytest_summary({"MPIR_CVAR_NOLOCAL": "1"}, f"tests/test_batch.py::{one_rank}",
+                         "tests/test_procstat.py::test_node_memory_is_psutil_s")
     assert "1 passed, 1 skipped" in out and "no network path" in out, out
