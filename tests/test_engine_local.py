@@ -798,7 +798,7 @@ def data_dag(n: int = 24, size: int = 2000) -> dict:
 
 
 @pytest.mark.parametrize("nranks,mem_limit", [(1, None), (2, None), (3, 64 << 10), (4, None),
-                                              (8, 64 << 10)])
+                                              (8, 32 << 10)])
 def test_values_travel_between_ranks_as_arrays_bytes_and_parts(tmp_path, nranks, mem_limit):
     n, size = 24, 2000
     run_dir = tmp_path / "run"

@@ -21,12 +21,14 @@ returns None when the run has finished everywhere or was stopped.
 
 A DAG's hand-off (a task's end on one rank to its child's start on another) is kept to a few
 atomics: a finished task counts its few children down one atomic add each (two on one rank
-share one flush), through a plan built once per group (``Release.finish_one``, plain integers,
-no array work); the first task it released runs next on its rank unqueued (``keep_first``), in
-the same ``execute`` call unless the loop has something to do first (``kept_next``: a stop, the
-end, a report due), and a single other one goes, the moment its count-down released it, to the
-``MAIL`` word of an idle rank that asked this one for work (``stealq.give``), else is queued as
-a run a thief takes with one compare-and-swap; a placed child goes to its home's ``MAIL`` word
+share one flush; none for a child that waits for it alone), through a plan built once per
+group (``Release.finish_one``, plain integers, no array work); the first task it released runs
+next on its rank unqueued (``keep_first``, even when older tasks wait in its queue: depth
+first), in the same ``execute`` call unless the loop has something to do first (``kept_next``:
+a stop, the end, a report due), and each other one goes, the moment its count-down released
+it, to the ``MAIL`` word of an idle rank that asked this one for work (``stealq.give``), else
+onto the ring of this rank's queue, where a thief takes half of those waiting with one
+compare-and-swap; a placed child goes to its home's ``MAIL`` word
 (one compare-and-swap) as soon as it is released, counted down before its siblings placed here
 (``Release.hand_off``); a lone task taken from this rank's inbox or stolen runs at once
 (``keep_lone``) instead of being queued and claimed back; a chunk of one task takes the

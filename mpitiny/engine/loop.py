@@ -447,16 +447,19 @@ class Engine:
     def release_children(self, g: int, instances, failed: list) -> None:
         """Count the children of finished instances down; queue those that became ready,
         but keep the first one not placed on another rank to run next (``keep_first``) when
-        this rank has nothing else queued and the DAG has one priority level (with several, it is
-        queued, so that the board is read before it runs). When the one task of a chunk
-        (``lone``) released nothing and nothing else waits here, ask for work at once
+        the DAG has one priority level (with several, it is queued, so that the board is read
+        before it runs), even if older tasks wait in the queue here: depth first, as a
+        work-stealing runtime runs the child and leaves the rest to thieves (in a tree whose
+        leaves pile up here, a chain that queued its next link behind them lost it to a thief
+        one step in ten, and each such loss costs the critical path a steal). When the one
+        task of a chunk (``lone``) released nothing and nothing else waits here, ask for work at once
         (``ask_first``): in a stencil the rank whose parent ends last releases both children
         a few µs later, and a request that reaches it after that finds the task published
         (a steal, 20-25 µs later than an answer), not given."""
-        keep = self.direct is None and self.ready.board is None and not self.queue.has_work()
+        keep = self.direct is None and self.ready.board is None
         if len(instances) == 1 and not failed:       # a DAG's hand-off
             ready, skipped = self.release.finish_one(g, int(instances[0]), keep)
-            if not ready and self.lone and keep:
+            if not ready and self.lone and keep and not self.queue.has_work():
                 self.journal.now[0] = -1          # the task has ended: not what a crash hits
                 ask_first(self)
         else:
@@ -558,10 +561,12 @@ def send_home(e: "Engine", home: int, g: int, i: int) -> bool:
 def publish_one(e: "Engine", g: int, i: int) -> None:
     """Give released instance ``i`` of group ``g`` to the idle rank that asked for a task,
     else queue it here for thieves (``Release`` calls it the moment the instance is ready,
-    while this rank keeps a sibling to run next)."""
+    while this rank keeps a sibling to run next). Queued on the ring: singles published one
+    after another share its one slot, so a thief takes half of them in one steal, and a
+    scan of the slots (``has_work``) stays short."""
     gid = e.bases[g] + i
     if not give(e.queue, gid):
-        e.queue.push_range(gid, gid + 1, e.ready.priority[g])
+        e.queue.push_ids((gid,), e.ready.priority[g])
 
 
 def ask_first(e: "Engine") -> None:

@@ -310,6 +310,14 @@ class Layout:
             local[start:start + n] = self.count_init[g] if vec is None else \
                 vec[self.instances_at(int(g), rank, np.arange(n))]
 
+    def sole_waiters(self, g: int) -> bytes:
+        """Per instance of group ``g``, 1 if it starts waiting for one task only (its count
+        word starts at 1), else 0; a ``bytes``, which indexes to plain integers."""
+        vec = self.count_vec.get(g)
+        if vec is None:
+            return bytes([int(self.count_init[g]) == 1]) * self.dag.groups[g].size
+        return (vec == 1).tobytes()
+
     def waiting_for_none(self, g: int) -> np.ndarray:
         """Instances of group ``g`` (which has dependencies) that wait for no task: listed
         tasks with no ``deps`` in a listing where others have some, family instances whose

@@ -34,7 +34,9 @@ instances is its own child: finishing ``u[t, i]`` counts down ``u[t+1, i-1..i+1]
 child's several maps on one parent (a stencil's three) are merged into one (``MergedMaps``:
 one inverse, one pass). Up to ``FEW`` child instances are counted down one ``Fetch_and_op``
 each (completed in shared memory without the target's help); more, in blocks of
-``Get_accumulate``, one per run of nearby count words.
+``Get_accumulate``, one per run of nearby count words. A child that waits for one task only
+(its count or gate starts at 1: a chain's link, a tree's node) is released by that task with
+no atomic at all: nothing else counts it down, and every task finishes once in a run.
 
 Because the rank that releases a task is the rank that ran its last parent, a ready task starts
 where its parent's output already is; idle ranks steal it if that rank is busy.
@@ -126,7 +128,7 @@ class Release:
         pidx = None
         owner, fetch_add = self.layout.owner, self.mem.fetch_add
         early = keep and self.publish is not None
-        for child, dep, cmap, words, placed in plan[0]:
+        for child, dep, cmap, words, placed, sole in plan[0]:
             if cmap is None or words is None:
                 if pidx is None:
                     pidx = np.array([i], dtype=np.int64)
@@ -146,6 +148,9 @@ class Release:
                 continue
             if hi - lo == 1:                 # one child instance waits on i: a chain's link
                 j = int(order[lo])
+                if sole[j]:                  # and on nothing else: no count to take down
+                    self._one_ready(child, j, 0, placed, early, ready, skipped, work)
+                    continue
                 rank, pos = owner(child, j)
                 new = fetch_add(rank, words[rank] + pos, -1) - 1
                 if not new & COUNT_MASK:
@@ -153,14 +158,19 @@ class Release:
                 continue
             if hi - lo == 2 and not placed:  # two, e.g. a stencil's: one flush if on one rank
                 pair = order[lo:hi].tolist()
-                counted = self._count_two(child, pair, pair, words) if pair[0] != pair[1] else None
+                if sole[pair[0]] and sole[pair[1]]:     # e.g. a tree's: nothing to count
+                    for j in pair:
+                        self._one_ready(child, j, 0, False, early, ready, skipped, work)
+                    continue
+                counted = count_two(self.layout, self.mem, child, pair, pair, words) \
+                    if pair[0] != pair[1] and not sole[pair[0]] and not sole[pair[1]] else None
                 if counted is not None:
                     for j, new in zip(pair, counted):
                         if not new & COUNT_MASK:
                             self._one_ready(child, j, new, False, early, ready, skipped, work)
                     continue
             released, lost = self._count_kids(child, order[lo:hi].tolist(), words, placed,
-                                              early, bool(ready))
+                                              early, bool(ready), sole)
             if released:
                 ready.append((child, np.array(released, dtype=np.int64)))
             if lost:
@@ -191,20 +201,27 @@ class Release:
             ready.append((child, np.array([j], dtype=np.int64)))
 
     def _count_kids(self, child: int, kids: list, words: list, placed: bool, early: bool,
-                    kept: bool) -> tuple:
+                    kept: bool, sole: bytes) -> tuple:
         """``finish_one``'s count-down of a few instances ``kids`` of ``child`` (one atomic
-        add each, a repeated one counted as many times as named): ``(released, lost)``, the
-        instances it released (less those given away: see ``hand_off``; ``kept``: one to run
-        next was found already) and those released upstream-failed."""
+        add each, a repeated one counted as many times as named, none for a ``sole`` one):
+        ``(released, lost)``, the instances it released (less those given away: see
+        ``hand_off``; ``kept``: one to run next was found already) and those released
+        upstream-failed."""
         owner, fetch_add = self.layout.owner, self.mem.fetch_add
         released: list = []
         lost: list = []
         each = kids if len(kids) < 2 else list(dict.fromkeys(kids))
         homes = self._homes(child, each) if placed else None
-        counted = self._count_two(child, kids, each, words) if homes is None else None
-        for k, j in enumerate(each):
-            if counted is not None:
-                new = counted[k]
+        counting = [j for j in each if not sole[j]]
+        counted = count_two(self.layout, self.mem, child, kids, counting,
+                            words) if homes is None else None
+        if counted is not None:
+            counted = dict(zip(counting, counted))
+        for j in each:
+            if sole[j]:
+                new = 0
+            elif counted is not None:
+                new = counted[j]
             else:
                 delta = -kids.count(j) if len(kids) > 1 else -1
                 rank, pos = owner(child, j)
@@ -216,20 +233,6 @@ class Release:
                                      early and (kept or bool(released))):
                     released.append(j)
         return released, lost
-
-    def _count_two(self, child: int, kids: list, each: list, words: list) -> tuple | None:
-        """The new counts of two distinct instances ``each`` whose count words are on one
-        rank, counted down together (one flush for both); None otherwise."""
-        if len(each) != 2:
-            return None
-        a, b = each
-        rank, pos = self.layout.owner(child, a)
-        rank_b, pos_b = self.layout.owner(child, b)
-        if rank != rank_b:
-            return None
-        da, db = -kids.count(a), -kids.count(b)
-        old_a, old_b = self.mem.fetch_add_two(rank, words[rank] + pos, da, words[rank] + pos_b, db)
-        return old_a + da, old_b + db
 
     def _given(self, child: int, j: int, home: int | None, keeping: bool) -> bool:
         """Whether released instance ``j`` of ``child`` was given away (``hand_off``): sent
@@ -253,11 +256,15 @@ class Release:
         placed)], literal)``, where ``cmap`` is the child map (``children_of``) of an
         element-wise child that is not the identity (else None), ``words[rank]`` the first
         count word of ``child`` on ``rank`` (None: the child has no count words) and
-        ``placed`` whether its released instances are sent home here (``hand_off``)."""
+        ``placed`` whether its released instances are sent home here (``hand_off``), and
+        ``sole[j]`` whether instance ``j`` of ``child`` waits for one task only (its count
+        starts at 1): an instance of ``g`` it waits on releases it without an atomic, as no
+        other task counts it down and every task finishes once in a run (a resumed run's
+        cached tasks too)."""
         general, literal = self.split_children(g)
         plan = []
         for child, dep in general:
-            cmap = words = None
+            cmap = words = sole = None
             if dep.each is not None and not dep.each.is_identity(self.dag.groups[child],
                                                                   self.dag.groups[g]):
                 self.children_of(child, dep, g, np.zeros(1, dtype=np.int64))
@@ -266,8 +273,9 @@ class Release:
                     base = self.layout.count_base[child]
                     words = [int(self.layout.counts0[r]) + int(base[r])
                              for r in range(self.layout.nranks)]
+                    sole = self.layout.sole_waiters(child)
             placed = self.send is not None and self.dag.groups[child].options.placed
-            plan.append((child, dep, cmap, words, bool(placed)))
+            plan.append((child, dep, cmap, words, bool(placed), sole))
         return plan, literal
 
     def split_children(self, parent: int) -> tuple:
@@ -314,8 +322,12 @@ class Release:
 
     # ------------------------------------------------------------------ gates
     def _count_gate(self, child: int, pidx: np.ndarray, pfailed) -> bool | None:
-        """Count the gate down; returns whether it opened poisoned, or None if still closed."""
+        """Count the gate down; returns whether it opened poisoned, or None if still closed.
+        A gate that waits for one task only opens when that task finishes, with no atomic (the
+        word stays at 1, never read again: every task finishes once in a run)."""
         nfail = int(pfailed.sum()) if pfailed is not None else 0
+        if self.layout.gate_init[child] == 1:
+            return nfail > 0
         delta = -len(pidx) + nfail * POISON
         rank, word = self.layout.gate_addr(child)
         new = self.mem.fetch_add(rank, word, delta) + delta
@@ -446,6 +458,23 @@ class Release:
     def _fanout(self, child: int, dep, parent: int, pidx: np.ndarray) -> np.ndarray:
         order, offsets = self._child_maps[(child, parent, dep.each)]
         return offsets[pidx + 1] - offsets[pidx]
+
+
+def count_two(layout: Layout, mem, child: int, kids: list, each: list,
+              words: list) -> tuple | None:
+    """The new counts of two distinct instances ``each`` of ``child`` whose count words are on
+    one rank, counted down together (one flush for both; ``kids`` names each as many times as
+    it is counted); None otherwise."""
+    if len(each) != 2:
+        return None
+    a, b = each
+    rank, pos = layout.owner(child, a)
+    rank_b, pos_b = layout.owner(child, b)
+    if rank != rank_b:
+        return None
+    da, db = -kids.count(a), -kids.count(b)
+    old_a, old_b = mem.fetch_add_two(rank, words[rank] + pos, da, words[rank] + pos_b, db)
+    return old_a + da, old_b + db
 
 
 class MergedMaps:
