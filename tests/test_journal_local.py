@@ -255,3 +255,18 @@ def test_values_given_as_pieces_are_journaled_as_their_bytes_joined(tmp_path, va
     r = jnl.read_journals(str(tmp_path), values)
     assert r.done.all()
     assert all(r.value(gid) == (3, datas[gid]) for gid in range(values))
+
+
+@pytest.mark.parametrize("k", [1, 3, jnl.FEW_RECORDS, jnl.FEW_RECORDS + 1, 40])
+def test_a_few_ids_packed_one_by_one_are_the_records_numpy_writes(tmp_path, k):
+    """``add_ids`` packs up to ``FEW_RECORDS`` records one by one (as ``add``), more in one
+    numpy step: both write the same bytes, and both read back as done."""
+    gids = np.arange(0, 3 * k, 3, dtype=np.int64)
+    by_one, by_numpy = journal(tmp_path, 1, 0), journal(tmp_path, 1, 1)
+    by_one.add_ids(jnl.DONE, gids.tolist(), 2)
+    by_numpy.add_ids(jnl.DONE, gids, np.full(k, 2))      # an array of attempts: numpy always
+    assert bytes(by_one.mm[:40 * k]) == bytes(by_numpy.mm[:40 * k])
+    for j in (by_one, by_numpy):
+        j.close()
+    r = jnl.read_journals(str(tmp_path), 3 * k)
+    assert r.records == 2 * k and sorted(np.flatnonzero(r.done)) == gids.tolist()

@@ -135,6 +135,9 @@ class ChunkJournal:
                 gid = first + int(instances[0])
                 self._file.add(kind, gid, gid + 1)
                 return
+            if isinstance(instances, list) and len(instances) <= jnl.FEW_RECORDS:
+                self._file.add_ids(kind, [first + int(i) for i in instances])
+                return        # a few tasks kept running one after another (their DONEs)
         gids = first + np.asarray(instances, dtype=np.int64)
         if mask is not None:
             gids = gids[mask]

@@ -79,6 +79,7 @@ RECORD = np.dtype([("lo", "<i8"), ("hi", "<i8"), ("length", "<i8"), ("kind", "u1
                    ("vkind", "u1"), ("attempt", "<u2"), ("vcrc", "<u4"), ("check", "<u4"),
                    ("unit", "<u4")])
 SYNC_SECONDS = 2.0
+FEW_RECORDS = 16      # ``add_ids`` packs this many records one by one, more in one numpy step
 _PACK = struct.Struct("<qqqBBHIII").pack_into
 assert struct.calcsize("<qqqBBHIII") == RECORD.itemsize
 _M = (1 << 64) - 1
@@ -197,10 +198,16 @@ class Journal:
               _check(lo, hi, _M, kind | (attempt << 16)), 0)
         self.n += 1
 
-    def add_ids(self, kind: int, gids: np.ndarray, attempts=1) -> None:
-        """One record per task id (non-contiguous tasks), written in one vectorised step."""
+    def add_ids(self, kind: int, gids, attempts=1) -> None:
+        """One record per task id (non-contiguous tasks): a few packed one by one (the DONE
+        records of the tasks a chain or stencil kept running: numpy's fixed cost of ~20 µs
+        for a step would be several µs per task), more in one vectorised step."""
         k = len(gids)
         if not k:
+            return
+        if k <= FEW_RECORDS and isinstance(attempts, int):
+            for gid in gids.tolist() if isinstance(gids, np.ndarray) else gids:
+                self.add(kind, gid, gid + 1, attempts)
             return
         self._room(k)
         r = self.rec[self.n:self.n + k]
