@@ -403,7 +403,8 @@ def test_a_lone_task_that_released_nothing_asks_at_once(monkeypatch):
     """``release_children``: when the one task of a chunk (``lone``) released nothing and
     nothing else waits here, the rank asks for work right away (``ask_first``), its ``.now``
     cleared first (the task has ended); not when it released a task, ran in a bigger chunk,
-    or has other work queued."""
+    or has other work queued. A task it released runs next (``direct``), other work queued
+    here or not (depth first)."""
     import types
 
     from mpitiny.engine import loop
@@ -426,6 +427,9 @@ def test_a_lone_task_that_released_nothing_asks_at_once(monkeypatch):
         loop.Engine.release_children(e, 0, [5], [])
     assert asked == [-1, -1]
     e = engine([(0, np.array([6]))])
+    loop.Engine.release_children(e, 0, [5], [])
+    assert asked == [-1, -1] and e.direct == (6, 7)
+    e = engine([(0, np.array([6]))], queued=True)    # older tasks queued: kept all the same
     loop.Engine.release_children(e, 0, [5], [])
     assert asked == [-1, -1] and e.direct == (6, 7)
 
