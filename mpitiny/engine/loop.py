@@ -452,8 +452,8 @@ class Engine:
         work-stealing runtime runs the child and leaves the rest to thieves (in a tree whose
         leaves pile up here, a chain that queued its next link behind them lost it to a thief
         one step in ten, and each such loss costs the critical path a steal). When the one
-        task of a chunk (``lone``) released nothing and nothing else waits here, ask for work at once
-        (``ask_first``): in a stencil the rank whose parent ends last releases both children
+        task of a chunk (``lone``) released nothing and nothing else waits here, ask for work
+        at once (``ask_first``): in a stencil the rank whose parent ends last releases both children
         a few µs later, and a request that reaches it after that finds the task published
         (a steal, 20-25 µs later than an answer), not given."""
         keep = self.direct is None and self.ready.board is None

@@ -253,14 +253,14 @@ class Release:
 
     def _one_plan(self, g: int) -> tuple:
         """``finish_one``'s plan for parent group ``g``: ``([(child, dep, cmap, words,
-        placed)], literal)``, where ``cmap`` is the child map (``children_of``) of an
+        placed, sole)], literal)``, where ``cmap`` is the child map (``children_of``) of an
         element-wise child that is not the identity (else None), ``words[rank]`` the first
-        count word of ``child`` on ``rank`` (None: the child has no count words) and
-        ``placed`` whether its released instances are sent home here (``hand_off``), and
-        ``sole[j]`` whether instance ``j`` of ``child`` waits for one task only (its count
-        starts at 1): an instance of ``g`` it waits on releases it without an atomic, as no
-        other task counts it down and every task finishes once in a run (a resumed run's
-        cached tasks too)."""
+        count word of ``child`` on ``rank`` (None: the child has no count words), ``placed``
+        whether its released instances are sent home here (``hand_off``) and ``sole[j]``
+        whether instance ``j`` of ``child`` waits for one task only (its count starts at 1):
+        the instance of ``g`` it waits on releases it without an atomic, as no other task
+        counts it down and every task finishes once in a run (a resumed run's cached tasks
+        too)."""
         general, literal = self.split_children(g)
         plan = []
         for child, dep in general:
