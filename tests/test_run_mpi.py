@@ -125,12 +125,16 @@ def test_random_dags(python_module, tmp_path, n, seed):
 
 @pytest.mark.parametrize("n", [1, 4])
 def test_family_of_100k(python_module, tmp_path, n):
+    """100,000 null tasks, each once, shared between the ranks. Not necessarily by every rank:
+    the run takes a fraction of a second, and a rank the OS keeps off the CPU all that time
+    finds its share stolen, as it should (seen once with 4 ranks on 2 loaded cores on the
+    network path)."""
     dag = {"name": "big", "tasks": [{"id": "x", "fn": "mpitiny.tasks:null",
                                      "foreach": {"i": {"range": [0, 100_000]}}}]}
     counts, summary, _ = checked(python_module, tmp_path, n, dag)
     assert counts["done"] == 100_000
     if n > 1:
-        assert all(r["done"] > 0 for r in summary["per_rank"])
+        assert sum(r["done"] > 0 for r in summary["per_rank"]) >= 2
 
 
 @pytest.mark.parametrize("n", [1, 3])
