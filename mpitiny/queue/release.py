@@ -212,11 +212,12 @@ class Release:
         lost: list = []
         each = kids if len(kids) < 2 else list(dict.fromkeys(kids))
         homes = self._homes(child, each) if placed else None
-        counting = [j for j in each if not sole[j]]
-        counted = count_two(self.layout, self.mem, child, kids, counting,
-                            words) if homes is None else None
-        if counted is not None:
-            counted = dict(zip(counting, counted))
+        counted = None                  # instance -> its new count, for two on one rank
+        if homes is None:
+            counting = [j for j in each if not sole[j]]
+            two = count_two(self.layout, self.mem, child, kids, counting, words)
+            if two is not None:
+                counted = dict(zip(counting, two))
         for j in each:
             if sole[j]:
                 new = 0
