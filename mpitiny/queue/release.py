@@ -72,6 +72,7 @@ class Release:
         self._child_maps: dict = {}
         self._split: dict = {}
         self._plans: dict = {}
+        self._sole: dict = {}      # child group -> per instance: waits for one task only
         self.me = -1               # with ``send``: this rank (see ``hand_off``)
         self.send: Any = None      # ``hand_off``'s hooks
         self.publish: Any = None
@@ -395,6 +396,9 @@ class Release:
         return order[pos]
 
     def _count_each(self, child: int, dep, parent: int, pidx: np.ndarray, pfailed) -> tuple:
+        """The instances of ``child`` that finishing ``pidx`` of ``parent`` released, and
+        which of them are poisoned (None: none). Those that wait for one task only (``sole``,
+        as in ``finish_one``) are released with no atomic; the others are counted down."""
         cidx = self.children_of(child, dep, parent, pidx)
         if not len(cidx):
             return cidx, None
@@ -402,8 +406,28 @@ class Release:
             cfail = pfailed
         else:
             cfail = np.repeat(pfailed, self._fanout(child, dep, parent, pidx))
+        sole = self._sole.get(child)
+        if sole is None:
+            sole = self._sole[child] = np.frombuffer(self.layout.sole_waiters(child), dtype=bool)
+        alone = sole[cidx]
+        if not alone.any():
+            return self._count_down(child, cidx, cfail)
+        if alone.all():
+            return cidx, cfail
+        counted, poisoned = self._count_down(child, cidx[~alone],
+                                             None if cfail is None else cfail[~alone])
+        if cfail is not None or poisoned is not None:
+            poisoned = np.concatenate([cfail[alone] if cfail is not None else
+                                       np.zeros(int(alone.sum()), dtype=bool),
+                                       poisoned if poisoned is not None else
+                                       np.zeros(len(counted), dtype=bool)])
+        return np.concatenate([cidx[alone], counted]), poisoned
+
+    def _count_down(self, child: int, cidx: np.ndarray, cfail) -> tuple:
+        """``_count_each``'s count-down of ``cidx`` (``cfail``: which of them a failed parent
+        names): one atomic add each for a few, else one ``Get_accumulate`` per block."""
         if len(cidx) <= FEW:
-            return self._count_few(child, cidx, cfail)
+            return count_few(self.layout, self.mem, child, cidx, cfail)
         delta = np.full(len(cidx), -1, dtype=np.int64)
         if cfail is not None:
             delta += cfail.astype(np.int64) * POISON
@@ -430,35 +454,35 @@ class Release:
                 out_bad.append((new[hit] >> 40) != 0)
         return _concat(out_idx), _concat_bool(out_bad)
 
-    def _count_few(self, child: int, cidx: np.ndarray, cfail) -> tuple:
-        """``_count_each`` for a few child instances: one atomic add per instance (summed
-        where an instance is named twice), in plain integers. The path of a dependency
-        between single tasks and of a stencil's neighbours, where a hand-off's latency is
-        spent: one ``Fetch_and_op`` completes in shared memory without the target (~2 us
-        with the target in a Python task), where a ``Get_accumulate`` of a few words waits
-        for the target's progress (~40 us)."""
-        layout, mem = self.layout, self.mem
-        counts0, base = layout.counts0, layout.count_base[child]
-        fails = [False] * len(cidx) if cfail is None else cfail.tolist()
-        deltas: dict = {}
-        for j, failed in zip(cidx.tolist(), fails):
-            deltas[j] = deltas.get(j, 0) + (-1 + POISON if failed else -1)
-        released: list = []
-        poisoned: list = []
-        for j, delta in deltas.items():
-            rank, pos = layout.owner(child, j)
-            new = mem.fetch_add(rank, int(counts0[rank]) + int(base[rank]) + pos, delta) + delta
-            if not new & COUNT_MASK:
-                released.append(j)
-                poisoned.append(bool(new >> 40))
-        if not released:
-            return _NONE, None
-        return np.array(released, dtype=np.int64), \
-            np.array(poisoned, dtype=bool) if any(poisoned) else None
-
     def _fanout(self, child: int, dep, parent: int, pidx: np.ndarray) -> np.ndarray:
         order, offsets = self._child_maps[(child, parent, dep.each)]
         return offsets[pidx + 1] - offsets[pidx]
+
+
+def count_few(layout: Layout, mem, child: int, cidx: np.ndarray, cfail) -> tuple:
+    """``Release._count_down`` for a few child instances: one atomic add per instance (summed
+    where an instance is named twice), in plain integers. The path of a dependency
+    between single tasks and of a stencil's neighbours, where a hand-off's latency is
+    spent: one ``Fetch_and_op`` completes in shared memory without the target (~2 us
+    with the target in a Python task), where a ``Get_accumulate`` of a few words waits
+    for the target's progress (~40 us)."""
+    counts0, base = layout.counts0, layout.count_base[child]
+    fails = [False] * len(cidx) if cfail is None else cfail.tolist()
+    deltas: dict = {}
+    for j, failed in zip(cidx.tolist(), fails):
+        deltas[j] = deltas.get(j, 0) + (-1 + POISON if failed else -1)
+    released: list = []
+    poisoned: list = []
+    for j, delta in deltas.items():
+        rank, pos = layout.owner(child, j)
+        new = mem.fetch_add(rank, int(counts0[rank]) + int(base[rank]) + pos, delta) + delta
+        if not new & COUNT_MASK:
+            released.append(j)
+            poisoned.append(bool(new >> 40))
+    if not released:
+        return _NONE, None
+    return np.array(released, dtype=np.int64), \
+        np.array(poisoned, dtype=bool) if any(poisoned) else None
 
 
 def count_two(layout: Layout, mem, child: int, kids: list, each: list,
