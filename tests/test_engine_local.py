@@ -401,15 +401,16 @@ def test_a_kept_chain_journals_its_ends_together_and_no_start_per_task(tmp_path,
 
 def test_a_lone_task_that_released_nothing_asks_at_once(monkeypatch):
     """``release_children``: when the one task of a chunk (``lone``) released nothing and
-    nothing else waits here, the rank asks for work right away (``ask_first``), its ``.now``
-    cleared first (the task has ended); not when it released a task, ran in a bigger chunk,
-    or has other work queued. A task it released runs next (``direct``), other work queued
-    here or not (depth first)."""
+    nothing else waits here, the rank reserves a child it counted down (``reserve``), else
+    asks for work right away (``ask_first``), its ``.now`` cleared first (the task has ended);
+    not when it released a task, ran in a bigger chunk, or has other work queued. A task it
+    released runs next (``direct``), other work queued here or not (depth first)."""
     import types
 
     from mpitiny.engine import loop
-    asked = []
+    asked, reserving = [], []
     monkeypatch.setattr(loop, "ask_first", lambda e: asked.append(e.journal.now[0]))
+    monkeypatch.setattr(loop, "reserve", lambda e: bool(reserving))
 
     def engine(released, lone=True, queued=False):
         e = types.SimpleNamespace(
@@ -423,6 +424,10 @@ def test_a_lone_task_that_released_nothing_asks_at_once(monkeypatch):
     assert asked == [-1]
     loop.Engine.release_children(engine([]), 0, [5], [])
     assert asked == [-1, -1]
+    reserving.append(1)                                 # a child reserved: no request
+    loop.Engine.release_children(engine([]), 0, [5], [])
+    assert asked == [-1, -1]
+    reserving.clear()
     for e in (engine([], lone=False), engine([], queued=True)):
         loop.Engine.release_children(e, 0, [5], [])
     assert asked == [-1, -1]
@@ -987,3 +992,91 @@ def test_a_batched_run_resumed_after_a_crash_gives_the_same_results(tmp_path, se
         name = "plus" if kind.startswith("plus") else "sq"
         again += [f"{name}[{i}]" for i in items if f"{name}[{i}]" in done_before]
     assert not again, f"tasks journaled done ran again: {again[:5]}"
+
+
+def two_stencil_ranks(tmp_path, steps: int = 40):
+    """Two simulated ranks (``Engine`` on a ``LocalFabric``, as ``run_local`` makes them) of
+    Task Bench's stencil_1d at width 2 as listed tasks (one group, count words), started,
+    their queues emptied of the roots."""
+    from mpitiny.engine.loop import Engine
+    from mpitiny.engine.start import plan_run_dir, prepare_run_dir
+    from mpitiny.engine.world import LocalFabric
+    tasks = [{"id": f"t{t}_{p}", "fn": "local_tasks:ident", "args": [p],
+              **({"deps": [f"t{t - 1}_0", f"t{t - 1}_1"]} if t else {})}
+             for t in range(steps) for p in range(2)]
+    text = json.dumps({"name": "stencil", "tasks": tasks})
+    opts = RunOptions(quiet=True)
+    dag = load_dag_text(text, source="<local DAG>")
+    run_dir = str(tmp_path / "run")
+    plan = plan_run_dir(run_dir, dag, text.encode(), {}, opts)
+    incarnation, _ = prepare_run_dir(run_dir, dag, None, {}, text, opts, 2, plan)
+    fabric = LocalFabric(2)
+    engines = [Engine(fabric.world(r), dag, run_dir, opts, None, incarnation, None)
+               for r in range(2)]
+    for e in engines:
+        e.open_journal()
+        e.bind()
+        e.start()
+        while e.queue.claim(lambda first, available: available) is not None:
+            pass
+    assert len(dag.groups) == 1 and engines[0].spare_cores
+    return engines
+
+
+def claimed(e) -> list:
+    got = e.queue.claim(lambda first, available: available)
+    return [] if got is None else [int(i) for i in (range(*got) if isinstance(got, tuple) else got)]
+
+
+@pytest.mark.parametrize("parent_fails", [False, True])
+def test_a_reserved_child_runs_on_the_rank_that_reserved_it(tmp_path, parent_fails):
+    """``loop.reserve``: rank 0's parent of a stencil step ends first and counts both
+    children down to 1: it reserves one. Rank 1's parent ends last: it releases the other
+    child only, and rank 0 takes the reserved one as its next chunk (``take_reserved``);
+    if rank 1's parent failed, rank 0 records the reserved child and everything after it
+    upstream-failed (as the releaser would have), and rank 1 the other child."""
+    from mpitiny.engine import loop
+    e0, e1 = two_stencil_ranks(tmp_path)
+    ready, _ = e0.release.finish_one(0, 0, True)
+    assert ready == [] and loop.take_reserved is not None and loop.reserve(e0)
+    child, j, _, _ = e0.reserved
+    assert loop.take_reserved(e0) is None and e0.reserved is not None      # still waits
+    other = 5 - j                                       # the children are instances 2 and 3
+    if not parent_fails:
+        ready, skipped = e1.release.finish_one(0, 1, True)
+        assert [(g, idx.tolist()) for g, idx in ready] == [(child, [other])] and not skipped
+        chunk = loop.take_reserved(e0)
+        assert chunk.tasks == (j, j + 1) and e0.reserved is None
+        return
+    ready, skipped = e1.release.finish(0, np.array([1]), np.array([True]))
+    assert not ready and {(g, i) for g, idx in skipped for i in idx.tolist()} == {(child, other)}
+    e0.unreported_failed = 0
+    assert loop.take_reserved(e0) is None and e0.reserved is None
+    assert e0.unreported_failed == 2 * 39 - 1          # all after step 0 but ``other``
+    assert not e0.queue.has_work()
+
+
+@pytest.mark.parametrize("ready_first", [False, True])
+def test_a_reservation_taken_back_leaves_the_child_to_its_releaser_or_queues_it(tmp_path,
+                                                                                ready_first):
+    """``loop.cancel_reserved`` (the rank found other work, stops spinning or leaves): the mark
+    is cleared and the rank whose parent ends last releases the child as usual; if that parent
+    had ended already (the count reached zero, the child left to the reserving rank), the
+    child is queued on the reserving rank, where thieves can take it."""
+    from mpitiny.engine import loop
+    from mpitiny.queue.layout import RESERVED
+    e0, e1 = two_stencil_ranks(tmp_path)
+    e0.release.finish_one(0, 0, True)
+    assert loop.reserve(e0)
+    child, j, rank, word = e0.reserved
+    if ready_first:
+        ready, _ = e1.release.finish_one(0, 1, True)
+        assert j not in {i for _, idx in ready for i in idx.tolist()}
+    loop.cancel_reserved(e0)
+    assert e0.reserved is None
+    if ready_first:
+        assert claimed(e0) == [j]
+    else:
+        assert not e0.queue.has_work() and not e0.mem.get(rank, word, 1)[0] & RESERVED
+        ready, _ = e1.release.finish_one(0, 1)
+        assert {i for _, idx in ready for i in idx.tolist()} == {2, 3}

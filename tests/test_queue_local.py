@@ -659,7 +659,7 @@ def test_an_idle_engine_asks_before_its_first_steal_and_asks_the_rank_that_answe
     queues = make_queues(3)
     thief = queues[1]
     engine = types.SimpleNamespace(nranks=3, rank=1, queue=thief, rng=random.Random(3), spare_cores=True,
-                                   ready=types.SimpleNamespace(board=None))
+                                   ready=types.SimpleNamespace(board=None), reserved=None)
     thief.may_ask = True
     thief.push_range(5, 6)
     ask_first(engine)
@@ -676,6 +676,10 @@ def test_an_idle_engine_asks_before_its_first_steal_and_asks_the_rank_that_answe
         ask_first(engine)
         assert asker(int(victim.local[WANT])) == 1 and int(victim.local[WANT]) != first
         assert give(victim, 42) and thief.take_inbox() == [(42, 43)]
+    engine.reserved = (0, 0, 0, 0)                     # a child reserved: no request
+    ask_first(engine)
+    assert thief.answered
+    engine.reserved = None
     engine.ready.board = object()
     ask_first(engine)
     assert not int(victim.local[WANT]) or int(victim.local[WANT]) == thief.token

@@ -322,3 +322,42 @@ def test_finish_counts_down_only_the_instances_that_wait_for_several(nranks, fai
         assert {tuple(w) for _, *w in log} == {count_word(layout, 1, j) for j in range(n, size)}
         assert all(mems[0].words[r][w] == 1 for r, w in (count_word(layout, 1, j)
                                                          for j in range(n)))
+
+
+@pytest.mark.parametrize("way", ["finish_one", "finish"])
+@pytest.mark.parametrize("parent_failed", [False, True])
+def test_a_reserved_child_is_left_to_the_rank_that_reserved_it(way, parent_failed):
+    """A count word marked ``RESERVED`` (an idle rank will run that instance: the engine's
+    ``reserve``) that a count-down brings to zero is neither released nor upstream-failed
+    by that count-down, on every path (one atomic, two together, a few, blocks, a gate's
+    share); the word then holds the mark, a zero count and the failed parents' marks, for
+    the reserving rank to read."""
+    from mpitiny.queue.layout import COUNT_MASK, POISON_BITS, RESERVED
+    dag = load(listed("stencil_1d", 50, 2))         # one group of listed tasks, count words
+    layout, mems = twin_words(dag, 2)
+    first, last = Release(layout, mems[0].view(0)), Release(layout, mems[0].view(1))
+    assert first.finish_one(0, 0) == ([], []) and len(first.waiting) == 2
+    child, j, count = first.waiting[0]
+    rank, word = count_word(layout, child, j)
+    assert count == 1 and mems[0].view(0).cas(rank, word, 1, 1 | RESERVED) == 1
+    if parent_failed:
+        ready, skipped = last.finish(0, np.array([1]), np.array([True]))
+    elif way == "finish_one":
+        ready, skipped = last.finish_one(0, 1)
+    else:
+        ready, skipped = last.finish(0, np.array([1]))
+    others = {(child, k) for k in (2, 3)} - {(child, j)}
+    assert (flat(skipped) if parent_failed else flat(ready)) == others
+    assert (child, j) not in flat(ready) | flat(skipped)
+    left = int(mems[0].words[rank][word])
+    assert left & RESERVED and not left & COUNT_MASK and bool(left & POISON_BITS) == parent_failed
+    for n, size in ((4, 8), (20, 40)):          # a few (one atomic each), blocks
+        dag = load([{"id": "a", "cmd": "true", "foreach": {"i": {"range": [0, size]}}},
+                    {"id": "c", "cmd": "true", "foreach": {"i": {"range": [0, size]}},
+                     "deps": ["a[{i}]", f"a[{{i}}-{n}]"]}])
+        layout, mems = twin_words(dag, 2)
+        rank, word = count_word(layout, 1, n + 1)
+        mems[0].words[rank][word] |= RESERVED
+        ready, skipped = Release(layout, mems[0].view(0)).finish(0, np.arange(size))
+        assert flat(ready) == {(1, k) for k in range(size)} - {(1, n + 1)} and not skipped
+        assert int(mems[0].words[rank][word]) == RESERVED

@@ -116,6 +116,34 @@ def random_dag(seed: int) -> dict:
     return {"name": f"random{seed}", "tasks": tasks}
 
 
+@pytest.mark.parametrize("fail_at", [None, 60])
+@pytest.mark.parametrize("n,width", [(2, 2), (3, 3), (4, 2)])
+def test_listed_stencil_hands_children_over_with_and_without_a_failure(python_module, tmp_path,
+                                                                       n, width, fail_at):
+    """Task Bench's stencil_1d as listed tasks of a few µs: a rank whose parent ends first
+    reserves a child (``loop.reserve``), which the rank whose parent ends last leaves to it;
+    with point 0 of step ``fail_at`` failing, that rank sees the reserved child's failed
+    mark and records it upstream-failed, as all that follow. Every task once, after its
+    parents (``check_run``)."""
+    steps = 200
+    tasks = []
+    for t in range(steps):
+        for p in range(width):
+            deps = [f"t{t - 1}_{d}" for d in range(max(0, p - 1), min(width, p + 2))] if t else []
+            fails = t == fail_at and p == 0
+            tasks.append({"id": f"t{t}_{p}", "fn": "mpitiny.tasks:fail" if fails else
+                          "mpitiny.tasks:spin", "args": ["on purpose"] if fails else [2e-5],
+                          "deps": deps})
+    counts, _, _ = checked(python_module, tmp_path, n, {"name": "stencil", "tasks": tasks},
+                           expect_status=0 if fail_at is None else 1)
+    if fail_at is None:
+        assert counts["done"] == steps * width
+    else:
+        lost = sum(min(width, p + 1 + t) for p in [0] for t in range(1, steps - fail_at))
+        assert counts["failed"] == 1 and counts["upstream_failed"] == lost
+        assert counts["done"] == steps * width - 1 - lost
+
+
 @pytest.mark.parametrize("n,seed", [(1, 0), (2, 1), (4, 2), (8, 3), (3, 4), (8, 5), (4, 6), (2, 7)])
 def test_random_dags(python_module, tmp_path, n, seed):
     dag = random_dag(seed)

@@ -77,6 +77,7 @@ class SimRank(Engine):
         self.rng = random.Random(12345 + 7919 * rank)
         self.direct, self.direct_stolen = None, False
         self.lone = False            # the engine's early ask (release_children) is not modelled
+        self.reserved = None         # nor its reservation of a child (loop.reserve)
         self.avg_task = [float("nan")] * len(dag.groups)
         self.avg_all = float("nan")
         self.unreported = self.unreported_failed = 0

@@ -49,9 +49,12 @@ A chunk's life (``Engine.execute``), group by group:
 4. **release** (``Engine.finish``): publish the locations of kept values, count the children
    down (``mpitiny.queue.release``) and queue those that became ready (at their home rank's
    inbox when placed; the first released task runs next, unqueued, and a chain of such tasks
-   runs in one ``execute``, journaled every ``CHUNK_SECONDS``); then journal and count the
-   finished tasks: the child's start waits for nothing of this rank's own bookkeeping. A lone
-   task that released nothing asks another rank for work at once (``ask_first``).
+   runs in one ``execute``, journaled every ``CHUNK_SECONDS`` and when the rank finds no work
+   at once); then journal and count the finished tasks: the child's start waits for nothing
+   of this rank's own bookkeeping. A lone task that released nothing reserves a child it
+   counted down, to run it the moment its last parent ends elsewhere (``reserve``: a mark on
+   the child's count word that its releaser leaves alone), else asks another rank for work at
+   once (``ask_first``).
 
 What stays constant once the run started: the DAG, the layout, the windows, each group's
 priority and chunk length, the rank's place (``rank``, ``nranks``, ``max_sleep``).
@@ -61,6 +64,8 @@ What the loop changes (``loop.Engine``), and where:
 - the queue's slots and ring (``StealQueue``; through claims, steals, pushes) and the count
   words of other ranks (``Release``);
 - ``direct``: a released task to run next (``release_children`` / ``take_direct``);
+- ``reserved``: a child this rank will run once its count reaches zero (``reserve``,
+  ``take_reserved``, ``cancel_reserved``);
 - ``avg_task``, ``avg_all``: seconds per task, by group and overall (``run_group``);
 - ``unreported``, ``unreported_failed``: finished, not yet counted run-wide (``finish``,
   ``skip`` / ``report_finished``);

@@ -33,6 +33,7 @@ class ChunkJournal:
         self.file: jnl.Journal | None = None
         self.on = False
         self.pending: list = []           # (group, first gid, instances, failed) of this chunk
+        self.due = False                  # a chunk ran since the last ``chunk_done``
         self.now: Any = [-1, 1]           # what runs now: [first task id, count] (``.now``)
 
     def open(self, run_dir: str, incarnation: int, rank: int) -> None:
@@ -56,6 +57,15 @@ class ChunkJournal:
         elif len(tasks) > 1:
             self.runs(jnl.START, 0, tasks)
         self.now[1] = 1
+        self.due = True
+
+    def between_tasks(self) -> None:
+        """None of this rank's tasks runs now (``.now``): a crash here hits none of them."""
+        self.now[0] = -1
+
+    def pending_ends(self) -> bool:
+        """Whether chunks ran whose ends ``chunk_done`` has not journaled yet."""
+        return self.due
 
     def state(self, gid: int, log: bytes, others=(), attempt: int = 1) -> None:
         """The state updates of task ``gid`` (a DONE record with them as its value); with
@@ -104,6 +114,7 @@ class ChunkJournal:
         reached the OS."""
         pending, self.pending = self.pending, []
         self.now[0] = -1
+        self.due = False
         self.files.flush_results()
         self._file.write_values()
         singles = []

@@ -27,7 +27,7 @@ from mpitiny.engine.types import Chunk, End, RunCounts, RunOptions
 from mpitiny.errors import BadInput
 from mpitiny.io import journal as jnl
 from mpitiny.io.rundir import UPSTREAM_FAILED, RankFiles, Records, rank_file
-from mpitiny.queue.layout import Layout
+from mpitiny.queue.layout import COUNT_MASK, POISON_BITS, RESERVED, Layout
 from mpitiny.queue.release import Release
 from mpitiny.queue.stealq import StealQueue, ask, give, random_other, region_size, withdraw
 
@@ -38,6 +38,7 @@ SHARE_RANKS = 16           # a claim takes at most 1/min(P, this) of the queue
 KEEP_MAX = 16              # released together, up to this many: the first runs next unqueued
 QUEUE_SLOTS, INBOX_WORDS, RING_WORDS = 128, 1024, 1 << 16
 SAMPLE_SECONDS = 1.0      # samples of each rank for the trace (procstat)
+RESERVE_WATCH_SECONDS = 30e-6   # a rank that reserved a child watches it first this long
 
 
 class Backoff:
@@ -54,11 +55,12 @@ class Backoff:
     SPIN_SECONDS = 0.002
     WATCH_SECONDS = 10e-6
 
-    def __init__(self, longest: float, spin: bool = False, queue=None) -> None:
+    def __init__(self, longest: float, spin: bool = False, queue=None, engine=None) -> None:
         self.longest = longest
         self.rounds = 0
         self.spin_until = time.perf_counter() + self.SPIN_SECONDS if spin else 0.0
         self.queue = queue
+        self.engine = engine         # whose reserved child it watches for (``reserve``)
         if queue is not None:
             queue.may_ask = spin
 
@@ -67,11 +69,15 @@ class Backoff:
         if self.spin_until:
             now = time.perf_counter()
             if now < self.spin_until:
-                if self.queue is not None and self.queue.awaits_answer():
+                if self.engine is not None and self.engine.reserved is not None:
+                    watch_reserved(self.engine, now + self.WATCH_SECONDS)
+                elif self.queue is not None and self.queue.awaits_answer():
                     self.watch_mail(now + self.WATCH_SECONDS)
                 os.sched_yield()
                 return
             self.spin_until, self.rounds = 0.0, 1
+            if self.engine is not None and self.engine.reserved is not None:
+                cancel_reserved(self.engine)
             if self.queue is not None:
                 self.queue.may_ask = False
                 withdraw(self.queue)
@@ -141,10 +147,13 @@ class Engine:
         self.direct: tuple | None = None   # a released task (lo, lo + 1) to run next, not queued
         self.direct_stolen = False              # and whether it came from another rank
         self.lone = False      # the chunk running is one task, with ``chain``: see release_children
+        self.reserved: tuple | None = None     # (child, j, rank, word): see ``reserve``
+        self.reserving = not world.needs_progress()     # one node's memory: see ``reserve``
         self.avg_task = [float("nan")] * len(dag.groups)   # seconds per task, by group
         self.avg_all = float("nan")                        # and over all groups
         self.unreported = self.unreported_failed = 0       # finished, not yet counted
         self.reported_at = self.synced_at = self.sampled_at = time.monotonic()
+        self.journaled_at = time.perf_counter()    # when ``write_journal`` last ran
         self.stopped = End.RUNNING    # why this rank left the loop early
         self.busy = 0.0
         self.steals = self.stolen_tasks = 0
@@ -226,14 +235,19 @@ class Engine:
         chunk = self.take_direct() if gang is None else gang.next(self.take_direct)
         if chunk is not None:
             return chunk
-        backoff = Backoff(self.max_sleep, self.spare_cores, self.queue)
+        backoff = Backoff(self.max_sleep, self.spare_cores, self.queue, self)
         if gang is None:
             ask_first(self)
+        if self.reserved is not None:     # before the first round's steals
+            watch_reserved(self, time.perf_counter() + RESERVE_WATCH_SECONDS)
         while chunk is None:
             self.rounds += 1
             chunk = self.find_work() if gang is None else gang.next(self.find_work)
+            if chunk is not None and self.reserved is not None:
+                cancel_reserved(self)        # other work came first: hand the child back
             if chunk is None:
-                self.report_finished()
+                if backoff.rounds or self.reserved is None and not self.queue.awaits_answer():
+                    idle_bookkeeping(self)
                 if self.ending():
                     self.leave()
                     return None
@@ -249,6 +263,8 @@ class Engine:
             self.leave()
             return False
         chunk = self.take_direct() or self.find_work()
+        if chunk is not None and self.reserved is not None:
+            cancel_reserved(self)
         if chunk is not None:
             self.execute(chunk, chain=False)
         else:
@@ -272,6 +288,8 @@ class Engine:
         run-wide board says some waits (``ReadyQueue.steal_higher``), and count claims off.
         A lone task taken from the inbox or stolen, with nothing queued here, runs at once
         (``keep_lone``): queueing it to claim it back costs three atomics."""
+        if self.reserved is not None and (chunk := take_reserved(self)) is not None:
+            return chunk
         ranked = self.ready.board is not None
         while True:
             runs = self.queue.take_inbox()
@@ -286,12 +304,16 @@ class Engine:
                 self.ready.claimed(tasks)
             if tasks is not None:
                 return Chunk(tasks, *self.queue.claimed_info)
-            if not self.adding.work() and not self.steal() and not self.queue.has_mail():
+            if not self.adding.work() and not steal_work(self) and not self.queue.has_mail():
                 return None
 
     def leave(self) -> None:
         """Leave the loop: note why (all finished, or a stop, which this rank then spreads)
         and report what this rank finished."""
+        if self.journal.pending_ends():
+            write_journal(self)
+        if self.reserved is not None:
+            cancel_reserved(self)
         if self.guard.stop_signal and not self.stopped:
             self.request_stop(End.SIGNAL)
         elif self.guard.time_up and not self.stopped:
@@ -310,43 +332,8 @@ class Engine:
         self.control.end_everywhere(why)
 
     def chunk_size(self, first: int, available: int) -> int:
-        """How many of ``available`` queued tasks to claim when task ``first`` comes next:
-        ``CHUNK_SECONDS`` of work (``BATCH_SECONDS`` for a batched family) at the average
-        task time of its group, or, for a plain task (a group of one), of all tasks this rank
-        ran; 1 while that is unknown (a family's first tasks, say two long reducers released
-        together, are not claimed by one rank); and never more than a 1/min(P, 16) share of
-        ``available``, so idle ranks find some to steal (a thief takes half of what it finds,
-        so a 1/16 share left behind is enough; a 1/P share would make every claim one task
-        at thousands of ranks: ``docs/scale.md``)."""
-        sharers = min(self.nranks, SHARE_RANKS)
-        if available <= sharers:                         # a share of one task: no lookup
-            return 1
-        g = int(np.searchsorted(self.base, first, side="right")) - 1
-        avg = self.avg_task[g]
-        if avg != avg and self.dag.groups[g].size == 1:
-            avg = self.avg_all
-        if avg != avg:                                   # NaN: none has run here yet
-            return 1
-        share = max(1, available // sharers)
-        return max(1, min(MAX_CHUNK, share, int(self.chunk_seconds[g] / max(avg, 1e-7))))
-
-    def steal(self) -> bool:
-        """Try a few random victims; queue what was taken on this rank (so it can be stolen on)."""
-        if self.nranks == 1:
-            return False
-        for _ in range(min(self.nranks - 1, 4)):
-            victim = random_other(self.rng, self.rank, self.nranks)
-            got = self.queue.steal(victim)
-            if got is None:
-                continue
-            self.steals += 1
-            lone = lone_run(got)
-            if lone is not None and keep_lone(self, lone, True):
-                self.stolen_tasks += 1
-            else:
-                self.stolen_tasks += self.ready.keep_stolen(got)
-            return True
-        return False
+        """``claim_size``; a method, which the simulator's ranks (bench/sim) override."""
+        return claim_size(self, first, available)
 
     def report_finished(self) -> None:
         """Add this rank's newly finished tasks to the run-wide counter; sample the rank and
@@ -370,21 +357,25 @@ class Engine:
         as that kept a released task to run next and the loop has nothing to do first
         (``kept_next``), run that one the same way without leaving: a chain's or a stencil's
         next task starts without the round trip through ``chunk_done`` and ``next_chunk``
-        (simulated ranks take turns a chunk at a time: ``step``). The ends of such kept tasks
-        are journaled together, every ``CHUNK_SECONDS`` and when the chain stops, as a chunk
-        of that many tasks would be: a crash makes the ones not yet journaled run again."""
+        (simulated ranks take turns a chunk at a time: ``step``). The ends of the tasks run
+        are journaled together every ``CHUNK_SECONDS``, as a chunk of that many tasks would
+        be, and when the rank finds no work at once (``idle_bookkeeping``), not when the
+        chain stops: a rank whose task released nothing (a stencil's first parent to end)
+        watches for the child it reserved first. A crash makes the tasks not yet journaled
+        run again."""
         self.queue.set_busy(True)
-        t0 = journaled = time.perf_counter()
+        t0 = time.perf_counter()
         while chunk is not None:
             if self.journal.on:
                 self.journal.started(chunk.tasks)
             self.lone = chain and self.runner.gang is None and chunk.is_one()
             run_tasks(self, chunk)
             chunk = kept_next(self) if chain else None
-            if self.journal.on and (chunk is None or
-                                    time.perf_counter() - journaled > CHUNK_SECONDS):
-                self.journal.chunk_done()     # before the loop's steps: see ask_first
-                journaled = time.perf_counter()
+            if self.journal.on and (not chain or
+                                    time.perf_counter() - self.journaled_at > CHUNK_SECONDS):
+                write_journal(self)
+        if self.journal.on:
+            self.journal.between_tasks()
         if chain and self.direct is None and self.runner.gang is None:
             ask_first(self)                   # nothing kept: ask before the loop's bookkeeping
         chunk_done(self, time.perf_counter() - t0)
@@ -461,7 +452,8 @@ class Engine:
             ready, skipped = self.release.finish_one(g, int(instances[0]), keep)
             if not ready and self.lone and keep and not self.queue.has_work():
                 self.journal.now[0] = -1          # the task has ended: not what a crash hits
-                ask_first(self)
+                if not reserve(self):
+                    ask_first(self)
         else:
             ready, skipped = release_all(self.release, g, instances, failed)
         if skipped:
@@ -499,6 +491,47 @@ def rank_stats(e: "Engine") -> dict:
                 first_start=first if np.isfinite(first) else None,
                 last_end=last if np.isfinite(last) else None,
                 failures=e.files.failures_seen)
+
+
+def claim_size(e: "Engine", first: int, available: int) -> int:
+    """How many of ``available`` queued tasks to claim when task ``first`` comes next:
+    ``CHUNK_SECONDS`` of work (``BATCH_SECONDS`` for a batched family) at the average
+    task time of its group, or, for a plain task (a group of one), of all tasks this rank
+    ran; 1 while that is unknown (a family's first tasks, say two long reducers released
+    together, are not claimed by one rank); and never more than a 1/min(P, 16) share of
+    ``available``, so idle ranks find some to steal (a thief takes half of what it finds,
+    so a 1/16 share left behind is enough; a 1/P share would make every claim one task
+    at thousands of ranks: ``docs/scale.md``)."""
+    sharers = min(e.nranks, SHARE_RANKS)
+    if available <= sharers:                         # a share of one task: no lookup
+        return 1
+    g = int(np.searchsorted(e.base, first, side="right")) - 1
+    avg = e.avg_task[g]
+    if avg != avg and e.dag.groups[g].size == 1:
+        avg = e.avg_all
+    if avg != avg:                                   # NaN: none has run here yet
+        return 1
+    share = max(1, available // sharers)
+    return max(1, min(MAX_CHUNK, share, int(e.chunk_seconds[g] / max(avg, 1e-7))))
+
+
+def steal_work(e: "Engine") -> bool:
+    """Try a few random victims; queue what was taken on this rank (so it can be stolen on)."""
+    if e.nranks == 1:
+        return False
+    for _ in range(min(e.nranks - 1, 4)):
+        victim = random_other(e.rng, e.rank, e.nranks)
+        got = e.queue.steal(victim)
+        if got is None:
+            continue
+        e.steals += 1
+        lone = lone_run(got)
+        if lone is not None and keep_lone(e, lone, True):
+            e.stolen_tasks += 1
+        else:
+            e.stolen_tasks += e.ready.keep_stolen(got)
+        return True
+    return False
 
 
 def run_tasks(e: "Engine", chunk: Chunk) -> None:
@@ -578,8 +611,113 @@ def ask_first(e: "Engine") -> None:
     q = e.queue
     q.may_ask = e.spare_cores            # as the Backoff of the idle time to come will
     if e.nranks > 1 and q.may_ask and (q.asked < 0 or q.answered) and e.ready.board is None \
-            and not q.has_mail() and not q.has_work():
+            and e.reserved is None and not q.has_mail() and not q.has_work():
         ask(q, q.asked if q.asked >= 0 else random_other(e.rng, e.rank, e.nranks))
+
+
+def write_journal(e: "Engine") -> None:
+    """Journal the ends of the tasks run since it last did (``ChunkJournal.chunk_done``)."""
+    e.journal.chunk_done()
+    e.journaled_at = time.perf_counter()
+
+
+def idle_bookkeeping(e: "Engine") -> None:
+    """What an idle rank does once it found no work: journal the ends of the tasks it ran
+    (``write_journal``) and report them. Not in its first round while a task is on its way
+    (a child it reserved, an answer to its request): it watches for that first."""
+    if e.journal.pending_ends():
+        write_journal(e)
+    e.report_finished()
+
+
+def reserve(e: "Engine") -> bool:
+    """Reserve a child that the lone task just ended counted down but did not release (its
+    count still above zero: it waits for a task running elsewhere), to run it here as soon
+    as that task ends, instead of asking a rank for a task (``ask_first``); whether it did.
+
+    In a stencil at width 2 both tasks of a step wait for both of the step before, so the
+    rank whose parent ends first has nothing to run. Asked, the rank whose parent ends last
+    would put one child in this rank's ``MAIL`` word (an atomic each side, and this rank's
+    next look after it). Reserved, that rank leaves the child alone (``Release``: a count
+    word that reaches zero with the ``RESERVED`` mark is neither ready nor upstream-failed
+    there) and this rank, watching the word, sees it reach zero and runs the child. Only
+    with a core for each rank (it watches while it spins), one priority level (checked by
+    the caller), a child placed nowhere, and when the ranks share one node's memory: on the
+    network path a count-down on this rank's words waits for its MPI calls, which a rank
+    watching a word with plain reads does not make (there it asks, as before). One
+    compare-and-swap: it fails if the count moved since (the child may be ready already)."""
+    if not e.reserving or not e.spare_cores or e.nranks == 1 or e.runner.gang is not None:
+        return False
+    layout = e.layout
+    for child, j, count in e.release.waiting:
+        if e.placed[child]:
+            continue
+        rank, pos = layout.owner(child, j)
+        word = int(layout.counts0[rank]) + int(layout.count_base[child][rank]) + pos
+        if e.mem.cas(rank, word, count, count | RESERVED) == count:
+            e.reserved = (child, j, rank, word)
+            return True
+    return False
+
+
+def reserved_word(e: "Engine") -> int:
+    """The reserved child's count word as it is now."""
+    assert e.reserved is not None
+    _, _, rank, word = e.reserved
+    return int(e.mem.local[word]) if rank == e.rank else int(e.mem.get(rank, word, 1)[0])
+
+
+def take_reserved(e: "Engine") -> Chunk | None:
+    """The reserved child as a chunk to run, once its count is zero (and the reservation
+    is over); None while it waits, or if a parent failed (then recorded upstream-failed
+    here and its own children released, as its releaser would have)."""
+    word = reserved_word(e)
+    if word & COUNT_MASK:
+        return None
+    return reserved_ready(e, word)
+
+
+def reserved_ready(e: "Engine", word: int) -> Chunk | None:
+    """End the reservation of a child whose count reached zero (``word``); the child as a
+    chunk to run, or None if it is upstream-failed (recorded, its children released)."""
+    assert e.reserved is not None
+    child, j, _, _ = e.reserved
+    e.reserved = None
+    if word & POISON_BITS:
+        bad = np.array([j], dtype=np.int64)
+        ready, skipped = e.release.finish(child, bad, np.ones(1, dtype=bool))
+        record_skipped(e, [(child, bad), *skipped])
+        for cg, cidx in ready:
+            e.ready.queue_ready(cg, cidx)
+        return None
+    gid = e.bases[child] + j
+    return Chunk((gid, gid + 1), time.time(), False)
+
+
+def cancel_reserved(e: "Engine") -> None:
+    """Take the reservation back (this rank found other work, stops spinning or leaves):
+    clear the mark unless the count reached zero meanwhile; then the child is this rank's
+    to release, and it is queued here as any released task."""
+    assert e.reserved is not None
+    _, _, rank, at = e.reserved
+    word = reserved_word(e)
+    while word & COUNT_MASK:
+        old = e.mem.cas(rank, at, word, word & ~RESERVED)
+        if old == word:
+            e.reserved = None
+            return
+        word = old
+    chunk = reserved_ready(e, word)
+    if chunk is not None:
+        e.ready.queue_runs([chunk.tasks])
+
+
+def watch_reserved(e: "Engine", until: float) -> None:
+    """``Backoff.watch_mail`` for a reserved child: watch its count word until it reaches
+    zero (or ``until``)."""
+    clock = time.perf_counter
+    while reserved_word(e) & COUNT_MASK and clock() < until:
+        pass
 
 
 def keep_lone(e: "Engine", run: tuple, stolen: bool) -> bool:

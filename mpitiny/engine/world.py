@@ -286,6 +286,10 @@ class LocalWorld:
     def free(self, windows: list) -> None:
         pass
 
+    def needs_progress(self) -> bool:
+        """Never: every rank's words are this process's memory."""
+        return False
+
     def barrier(self) -> None:
         pass
 

@@ -38,6 +38,11 @@ each (completed in shared memory without the target's help); more, in blocks of
 (its count or gate starts at 1: a chain's link, a tree's node) is released by that task with
 no atomic at all: nothing else counts it down, and every task finishes once in a run.
 
+An idle rank may mark a count word ``RESERVED`` (``mpitiny.engine.loop.reserve``: it will run
+that instance itself, watching the word). A count-down that brings a reserved word to zero
+leaves the instance alone: not ready, not upstream-failed here (the word keeps the failed
+parents' marks for the reserving rank to read).
+
 Because the rank that releases a task is the rank that ran its last parent, a ready task starts
 where its parent's output already is; idle ranks steal it if that rank is busy.
 
@@ -55,7 +60,7 @@ import numpy as np
 
 from mpitiny.arrays import distinct
 from mpitiny.dag.model import Edges, ElementMap
-from mpitiny.queue.layout import COUNT_MASK, POISON, Layout
+from mpitiny.queue.layout import COUNT_MASK, POISON, POISON_BITS, RESERVED, Layout
 
 GAP = 64   # instances between two touched count words that still go into one block update
 FEW = 16   # at most this many child instances are counted down one atomic add each
@@ -73,6 +78,7 @@ class Release:
         self._split: dict = {}
         self._plans: dict = {}
         self._sole: dict = {}      # child group -> per instance: waits for one task only
+        self.waiting: list = []    # finish_one's last count-downs that left (child, j, new) > 0
         self.me = -1               # with ``send``: this rank (see ``hand_off``)
         self.send: Any = None      # ``hand_off``'s hooks
         self.publish: Any = None
@@ -126,6 +132,7 @@ class Release:
         ready: list = []
         skipped: list = []
         work: list = []
+        waiting = self.waiting = []
         pidx = None
         owner, fetch_add = self.layout.owner, self.mem.fetch_add
         early = keep and self.publish is not None
@@ -154,7 +161,9 @@ class Release:
                     continue
                 rank, pos = owner(child, j)
                 new = fetch_add(rank, words[rank] + pos, -1) - 1
-                if not new & COUNT_MASK:
+                if new & COUNT_MASK:
+                    waiting.append((child, j, new))
+                elif not new & RESERVED:
                     self._one_ready(child, j, new, placed, early, ready, skipped, work)
                 continue
             if hi - lo == 2 and not placed:  # two, e.g. a stencil's: one flush if on one rank
@@ -167,7 +176,9 @@ class Release:
                     if pair[0] != pair[1] and not sole[pair[0]] and not sole[pair[1]] else None
                 if counted is not None:
                     for j, new in zip(pair, counted):
-                        if not new & COUNT_MASK:
+                        if new & COUNT_MASK:
+                            waiting.append((child, j, new))
+                        elif not new & RESERVED:
                             self._one_ready(child, j, new, False, early, ready, skipped, work)
                     continue
             released, lost = self._count_kids(child, order[lo:hi].tolist(), words, placed,
@@ -193,7 +204,7 @@ class Release:
         """``finish_one``'s instance ``j`` of ``child`` whose count reached zero (``new``: its
         count word after the count-down): upstream-failed (``skipped``, and its own children
         through ``work``), or given away (``_given``), or ``ready``."""
-        if new >> 40:
+        if new & POISON_BITS:
             bad = np.array([j], dtype=np.int64)
             skipped.append((child, bad))
             work.append((child, bad, np.ones(1, dtype=bool)))
@@ -212,7 +223,7 @@ class Release:
         released: list = []
         lost: list = []
         each = kids if len(kids) < 2 else list(dict.fromkeys(kids))
-        homes = self._homes(child, each) if placed else None
+        homes = homes_first(self.layout, self.me, child, each) if placed else None
         counted = None                  # instance -> its new count, for two on one rank
         if homes is None:
             counting = [j for j in each if not sole[j]]
@@ -228,8 +239,10 @@ class Release:
                 delta = -kids.count(j) if len(kids) > 1 else -1
                 rank, pos = owner(child, j)
                 new = fetch_add(rank, words[rank] + pos, delta) + delta
-            if not new & COUNT_MASK:
-                if new >> 40:
+            if new & COUNT_MASK:
+                self.waiting.append((child, j, new))
+            elif not new & RESERVED:
+                if new & POISON_BITS:
                     lost.append(j)
                 elif not self._given(child, j, None if homes is None else homes[j],
                                      early and (kept or bool(released))):
@@ -245,13 +258,6 @@ class Release:
         if keeping:
             self.publish(child, j)
         return keeping
-
-    def _homes(self, child: int, each: list) -> dict:
-        """The homes of instances ``each`` of a placed ``child``, and ``each`` reordered so
-        that those placed on other ranks come first (they are counted down and sent first)."""
-        homes = {j: self.layout.home_of(child, j) for j in each}
-        each.sort(key=lambda j: homes[j] == self.me)
-        return homes
 
     def _one_plan(self, g: int) -> tuple:
         """``finish_one``'s plan for parent group ``g``: ``([(child, dep, cmap, words,
@@ -350,9 +356,9 @@ class Release:
             start = int(self.layout.count_words(child, rank, 0))
             old = self.mem.fetch_add_block(rank, start, np.full(n, delta, dtype=np.int64))
             new = old + delta
-            hit = np.flatnonzero((new & COUNT_MASK) == 0)
+            hit = np.flatnonzero((new & (COUNT_MASK | RESERVED)) == 0)
             out_idx.append(self.layout.instances_at(child, rank, hit))
-            out_bad.append((new[hit] >> 40) != 0)
+            out_bad.append((new[hit] & POISON_BITS) != 0)
         return _concat(out_idx), _concat_bool(out_bad)
 
     # ------------------------------------------------------------------ element-wise
@@ -449,14 +455,23 @@ class Release:
                 start = int(self.layout.count_words(child, int(rank), lo))
                 old = self.mem.fetch_add_block(int(rank), start, block)
                 new = old + block
-                hit = np.flatnonzero((block != 0) & ((new & COUNT_MASK) == 0))
+                hit = np.flatnonzero((block != 0) & ((new & (COUNT_MASK | RESERVED)) == 0))
                 out_idx.append(self.layout.instances_at(child, int(rank), lo + hit))
-                out_bad.append((new[hit] >> 40) != 0)
+                out_bad.append((new[hit] & POISON_BITS) != 0)
         return _concat(out_idx), _concat_bool(out_bad)
 
     def _fanout(self, child: int, dep, parent: int, pidx: np.ndarray) -> np.ndarray:
         order, offsets = self._child_maps[(child, parent, dep.each)]
         return offsets[pidx + 1] - offsets[pidx]
+
+
+def homes_first(layout: Layout, me: int, child: int, each: list) -> dict:
+    """The homes of instances ``each`` of a placed ``child``, and ``each`` reordered so that
+    those placed on other ranks than ``me`` come first (they are counted down and sent
+    first)."""
+    homes = {j: layout.home_of(child, j) for j in each}
+    each.sort(key=lambda j: homes[j] == me)
+    return homes
 
 
 def count_few(layout: Layout, mem, child: int, cidx: np.ndarray, cfail) -> tuple:
@@ -476,9 +491,9 @@ def count_few(layout: Layout, mem, child: int, cidx: np.ndarray, cfail) -> tuple
     for j, delta in deltas.items():
         rank, pos = layout.owner(child, j)
         new = mem.fetch_add(rank, int(counts0[rank]) + int(base[rank]) + pos, delta) + delta
-        if not new & COUNT_MASK:
+        if not new & (COUNT_MASK | RESERVED):
             released.append(j)
-            poisoned.append(bool(new >> 40))
+            poisoned.append(bool(new & POISON_BITS))
     if not released:
         return _NONE, None
     return np.array(released, dtype=np.int64), \
