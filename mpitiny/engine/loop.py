@@ -246,7 +246,7 @@ class Engine:
             if chunk is not None and self.reserved is not None:
                 cancel_reserved(self)        # other work came first: hand the child back
             if chunk is None:
-                if backoff.rounds or self.reserved is None and not self.queue.awaits_answer():
+                if backoff.rounds or self.reserved is None:
                     idle_bookkeeping(self)
                 if self.ending():
                     self.leave()
@@ -357,12 +357,11 @@ class Engine:
         as that kept a released task to run next and the loop has nothing to do first
         (``kept_next``), run that one the same way without leaving: a chain's or a stencil's
         next task starts without the round trip through ``chunk_done`` and ``next_chunk``
-        (simulated ranks take turns a chunk at a time: ``step``). The ends of the tasks run
-        are journaled together every ``CHUNK_SECONDS``, as a chunk of that many tasks would
-        be, and when the rank finds no work at once (``idle_bookkeeping``), not when the
-        chain stops: a rank whose task released nothing (a stencil's first parent to end)
-        watches for the child it reserved first. A crash makes the tasks not yet journaled
-        run again."""
+        (simulated ranks take turns a chunk at a time: ``step``). The ends of such kept tasks
+        are journaled together, every ``CHUNK_SECONDS`` and when the chain stops, as a chunk
+        of that many tasks would be, except when the rank reserved a child (``reserve``): it
+        watches for that first, and journals once it finds no work at once
+        (``idle_bookkeeping``). A crash makes the tasks not yet journaled run again."""
         self.queue.set_busy(True)
         t0 = time.perf_counter()
         while chunk is not None:
@@ -371,9 +370,9 @@ class Engine:
             self.lone = chain and self.runner.gang is None and chunk.is_one()
             run_tasks(self, chunk)
             chunk = kept_next(self) if chain else None
-            if self.journal.on and (not chain or
+            if self.journal.on and (not chain or chunk is None and self.reserved is None or
                                     time.perf_counter() - self.journaled_at > CHUNK_SECONDS):
-                write_journal(self)
+                write_journal(self)           # before the loop's steps: see ask_first
         if self.journal.on:
             self.journal.between_tasks()
         if chain and self.direct is None and self.runner.gang is None:
@@ -622,9 +621,9 @@ def write_journal(e: "Engine") -> None:
 
 
 def idle_bookkeeping(e: "Engine") -> None:
-    """What an idle rank does once it found no work: journal the ends of the tasks it ran
-    (``write_journal``) and report them. Not in its first round while a task is on its way
-    (a child it reserved, an answer to its request): it watches for that first."""
+    """What an idle rank does once it found no work: journal the ends of the tasks it ran, if
+    it has not yet (``write_journal``), and report them. Not in its first round when it
+    reserved a child (``reserve``): it watches for that first."""
     if e.journal.pending_ends():
         write_journal(e)
     e.report_finished()
