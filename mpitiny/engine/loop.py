@@ -640,19 +640,20 @@ def reserve(e: "Engine") -> bool:
     next look after it). Reserved, that rank leaves the child alone (``Release``: a count
     word that reaches zero with the ``RESERVED`` mark is neither ready nor upstream-failed
     there) and this rank, watching the word, sees it reach zero and runs the child. Only
-    with a core for each rank (it watches while it spins), one priority level (checked by
-    the caller), a child placed nowhere, and when the ranks share one node's memory: on the
-    network path a count-down on this rank's words waits for its MPI calls, which a rank
-    watching a word with plain reads does not make (there it asks, as before). One
-    compare-and-swap: it fails if the count moved since (the child may be ready already)."""
-    if not e.reserving or not e.spare_cores or e.nranks == 1 or e.runner.gang is not None:
+    with a core for each rank (it watches while it spins), one priority level and no gangs
+    (checked by the caller: ``keep``, ``lone``), a child placed nowhere, and when the ranks
+    share one node's memory: on the network path a count-down on this rank's words waits
+    for its MPI calls, which a rank watching a word with plain reads does not make (there
+    it asks, as before). One compare-and-swap: it fails if the count moved since (the child
+    may be ready already)."""
+    if not e.reserving or not e.spare_cores or e.nranks == 1:
         return False
     layout = e.layout
     for child, j, count in e.release.waiting:
         if e.placed[child]:
             continue
         rank, pos = layout.owner(child, j)
-        word = int(layout.counts0[rank]) + int(layout.count_base[child][rank]) + pos
+        word = int(layout.count_words(child, rank, pos))
         if e.mem.cas(rank, word, count, count | RESERVED) == count:
             e.reserved = (child, j, rank, word)
             return True

@@ -422,12 +422,12 @@ class Release:
             return cidx, cfail
         counted, poisoned = self._count_down(child, cidx[~alone],
                                              None if cfail is None else cfail[~alone])
-        if cfail is not None or poisoned is not None:
-            poisoned = np.concatenate([cfail[alone] if cfail is not None else
-                                       np.zeros(int(alone.sum()), dtype=bool),
-                                       poisoned if poisoned is not None else
-                                       np.zeros(len(counted), dtype=bool)])
-        return np.concatenate([cidx[alone], counted]), poisoned
+        released = np.concatenate([cidx[alone], counted])
+        if cfail is None and poisoned is None:
+            return released, None
+        first = cfail[alone] if cfail is not None else np.zeros(int(alone.sum()), dtype=bool)
+        rest = poisoned if poisoned is not None else np.zeros(len(counted), dtype=bool)
+        return released, np.concatenate([first, rest])
 
     def _count_down(self, child: int, cidx: np.ndarray, cfail) -> tuple:
         """``_count_each``'s count-down of ``cidx`` (``cfail``: which of them a failed parent
