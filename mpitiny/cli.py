@@ -32,7 +32,14 @@ def world_rank() -> int:
 
 
 class MpitinyGroup(click.Group):
-    """A click group that reports ``MpitinyError`` once and exits with its code."""
+    """A click group that reports ``MpitinyError`` once and exits with its code; click's own
+    usage errors (an unknown option or command, a bad value) too: only rank 0 shows them."""
+
+    def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.ClickException as err:
+            raise _shown_once(err) from None
 
     def invoke(self, ctx: click.Context):
         try:
@@ -41,6 +48,13 @@ class MpitinyGroup(click.Group):
             if world_rank() == 0:
                 click.echo(f"mpitiny: error: {err.format()}", err=True)
             ctx.exit(err.exit_code)
+        except click.ClickException as err:
+            raise _shown_once(err) from None
+
+
+def _shown_once(err: click.ClickException) -> click.ClickException | click.exceptions.Exit:
+    """``err`` for click to show on rank 0; elsewhere a silent exit with its code."""
+    return err if world_rank() == 0 else click.exceptions.Exit(err.exit_code)
 
 
 def _check_node_mem(ctx: click.Context, param: click.Parameter, value: str | None):

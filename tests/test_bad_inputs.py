@@ -266,3 +266,28 @@ def test_run_mpi_existing_run_dir_untouched(name, corpus, workdir, tmp_path):
                 proc.elapsed, "mpiexec -n 2 mpitiny run (default run directory)")
     assert snapshot(workdir) == before
     assert not (workdir / "mpitiny-runs").exists()
+
+
+USAGE_ERRORS = [
+    (["run", "dag.json", "--no-such-option"], "No such option '--no-such-option'"),
+    (["runn", "dag.json"], "No such command 'runn'"),
+    (["--no-such-option", "run", "dag.json"], "No such option '--no-such-option'"),
+    (["run"], "Missing argument 'DAG_FILE'"),
+]
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("args,what", USAGE_ERRORS, ids=["option", "command", "top-option",
+                                                         "argument"])
+def test_usage_error_is_printed_once(args, what, tmp_path):
+    """A mistyped command line (click's own usage errors) is shown by rank 0 alone, and every
+    rank exits with click's status 2: 3 ranks, one ``Error:`` line."""
+    (tmp_path / "dag.json").write_text('{"tasks": [{"id": "a", "cmd": "true"}]}')
+    proc = mpirun(3, ["-m", "mpitiny", *args], cwd=str(tmp_path), timeout=60)
+    stderr = strip_mpi_banners(proc.stderr)
+    assert proc.returncode == 2, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and what in errors[0], stderr
+    assert stderr.count("Usage: mpitiny") == 1, stderr
+    assert proc.stdout == ""
+    assert sorted(os.listdir(tmp_path)) == ["dag.json"]
