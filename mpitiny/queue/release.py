@@ -26,13 +26,8 @@ task ids; otherwise it counts every instance's count word down by one (the gate'
 A released instance whose word carries failed-parent marks is *upstream-failed*: it never runs,
 and finishing it releases its own children in turn (with the mark).
 
-The children of parent instances through an element-wise map are found in its inverse, built
-once per (child, parent, map) with one ``argsort`` (CSR: ``children_of``); with expression
-items (``"u[{t}-1,{i}+1]"``) a parent instance has any number of children, and a child
-instance that falls outside the parent has none. A family waiting on its own earlier
-instances is its own child: finishing ``u[t, i]`` counts down ``u[t+1, i-1..i+1]``. A
-child's several maps on one parent (a stencil's three) are merged into one (``MergedMaps``:
-one inverse, one pass). Up to ``FEW`` child instances are counted down one ``Fetch_and_op``
+The children of parent instances are found in the dependencies' inverses
+(``mpitiny.queue.children``). Up to ``FEW`` child instances are counted down one ``Fetch_and_op``
 each (completed in shared memory without the target's help); more, in blocks of
 ``Get_accumulate``, one per run of nearby count words. A child that waits for one task only
 (its count or gate starts at 1: a chain's link, a tree's node) is released by that task with
@@ -59,7 +54,7 @@ from typing import Any
 import numpy as np
 
 from mpitiny.arrays import distinct
-from mpitiny.dag.model import Edges, ElementMap
+from mpitiny.queue.children import ChildMaps
 from mpitiny.queue.layout import COUNT_MASK, POISON, POISON_BITS, RESERVED, Layout
 
 GAP = 64   # instances between two touched count words that still go into one block update
@@ -74,8 +69,8 @@ class Release:
         self.layout = layout
         self.dag = layout.dag
         self.mem = mem
-        self._child_maps: dict = {}
-        self._split: dict = {}
+        self.maps = ChildMaps(self.dag)
+        self.split_children, self.children_of = self.maps.split_children, self.maps.children_of
         self._plans: dict = {}
         self._sole: dict = {}      # child group -> per instance: waits for one task only
         self.waiting: list = []    # finish_one's last count-downs that left (child, j, new) > 0
@@ -276,7 +271,7 @@ class Release:
             if dep.each is not None and not dep.each.is_identity(self.dag.groups[child],
                                                                   self.dag.groups[g]):
                 self.children_of(child, dep, g, np.zeros(1, dtype=np.int64))
-                cmap = self._child_maps[(child, g, dep.each)]
+                cmap = self.maps.inverse[(child, g, dep.each)]
                 if self.layout.has_counts[child]:
                     base = self.layout.count_base[child]
                     words = [int(self.layout.counts0[r]) + int(base[r])
@@ -285,28 +280,6 @@ class Release:
             placed = self.send is not None and self.dag.groups[child].options.placed
             plan.append((child, dep, cmap, words, bool(placed), sole))
         return plan, literal
-
-    def split_children(self, parent: int) -> tuple:
-        """The children of ``parent`` as ``(general, literal)``: ``literal`` maps a parent
-        instance to the children that wait for that one instance only (``"pre[3]"``), so that
-        finishing an instance touches its own such children, not all of them (a reduction tree
-        over a family has one per parent instance)."""
-        found = self._split.get(parent)
-        if found is None:
-            general: list = []
-            literal: dict = {}
-            pg = self.dag.groups[parent]
-            for child, dep in self.dag.children[parent]:
-                if dep.each is not None and dep.each.items is not None and \
-                        all(kind == "lit" for kind, _ in dep.each.items):
-                    cg = self.dag.groups[child]
-                    p = int(dep.each.parent_indices(cg, pg, np.zeros(1, dtype=np.int64))[0])
-                    literal.setdefault(p, []).append((child, dep))
-                else:
-                    general.append((child, dep))
-            found = self._split[parent] = (merge_maps(general, self.dag.groups, parent),
-                                           literal)
-        return found
 
     def _release(self, child: int, dep, pg: int, pidx: np.ndarray, pfailed, ready: list,
                  skipped: list, work: list) -> None:
@@ -362,45 +335,6 @@ class Release:
         return _concat(out_idx), _concat_bool(out_bad)
 
     # ------------------------------------------------------------------ element-wise
-    def children_of(self, child: int, dep, parent: int, pidx: np.ndarray) -> np.ndarray:
-        """Instances of ``child`` that wait (element-wise through ``dep``) on ``pidx``.
-
-        Repeated where a child waits for several of the given parents.
-        """
-        cg, pg = self.dag.groups[child], self.dag.groups[parent]
-        key = (child, parent, dep.each)
-        if key not in self._child_maps:
-            if dep.each.is_identity(cg, pg):
-                self._child_maps[key] = None
-            else:
-                if isinstance(dep.each, Edges):         # listed: any number per child
-                    m, kids = dep.each.parents, dep.each.children()
-                elif isinstance(dep.each, MergedMaps):
-                    m, kids = dep.each.edges(cg, pg)
-                else:
-                    m = dep.each.all_parents(cg, pg)
-                    kids = None
-                    if dep.each.may_drop:                # children with no parent here
-                        kids = np.flatnonzero(m >= 0)
-                        m = m[kids]
-                order = np.argsort(m, kind="stable")
-                offsets = np.zeros(pg.size + 1, dtype=np.int64)
-                np.cumsum(np.bincount(m, minlength=pg.size), out=offsets[1:])
-                self._child_maps[key] = (order if kids is None else kids[order], offsets)
-        cmap = self._child_maps[key]
-        if cmap is None:
-            return pidx
-        order, offsets = cmap
-        if len(pidx) == 1:                       # one parent (a task of a DAG): a slice
-            p = int(pidx[0])
-            return order[int(offsets[p]):int(offsets[p + 1])]
-        starts, ends = offsets[pidx], offsets[pidx + 1]
-        lens = ends - starts
-        if lens.sum() == 0:
-            return np.zeros(0, dtype=np.int64)
-        pos = np.repeat(starts - np.cumsum(lens) + lens, lens) + np.arange(lens.sum())
-        return order[pos]
-
     def _count_each(self, child: int, dep, parent: int, pidx: np.ndarray, pfailed) -> tuple:
         """The instances of ``child`` that finishing ``pidx`` of ``parent`` released, and
         which of them are poisoned (None: none). Those that wait for one task only (``sole``,
@@ -411,7 +345,7 @@ class Release:
         if dep.each.is_identity(self.dag.groups[child], self.dag.groups[parent]) or pfailed is None:
             cfail = pfailed
         else:
-            cfail = np.repeat(pfailed, self._fanout(child, dep, parent, pidx))
+            cfail = np.repeat(pfailed, self.maps.fanout(child, dep, parent, pidx))
         sole = self._sole.get(child)
         if sole is None:
             sole = self._sole[child] = np.frombuffer(self.layout.sole_waiters(child), dtype=bool)
@@ -460,9 +394,6 @@ class Release:
                 out_bad.append((new[hit] & POISON_BITS) != 0)
         return _concat(out_idx), _concat_bool(out_bad)
 
-    def _fanout(self, child: int, dep, parent: int, pidx: np.ndarray) -> np.ndarray:
-        order, offsets = self._child_maps[(child, parent, dep.each)]
-        return offsets[pidx + 1] - offsets[pidx]
 
 
 def homes_first(layout: Layout, me: int, child: int, each: list) -> dict:
@@ -515,56 +446,6 @@ def count_two(layout: Layout, mem, child: int, kids: list, each: list,
     da, db = -kids.count(a), -kids.count(b)
     old_a, old_b = mem.fetch_add_two(rank, words[rank] + pos, da, words[rank] + pos_b, db)
     return old_a + da, old_b + db
-
-
-class MergedMaps:
-    """Several element-wise maps from one parent group to one child group (a stencil's
-    ``u[{t}-1,{i}-1]``, ``u[{t}-1,{i}]``, ``u[{t}-1,{i}+1]``), released as one: one inverse
-    map, one count update per block of child instances for all of them."""
-
-    items = None          # not one element-wise map: never the literal or identity path
-
-    def __init__(self, maps: list) -> None:
-        self.maps = maps
-
-    def is_identity(self, child, parent) -> bool:
-        return False
-
-    def edges(self, child, parent) -> tuple:
-        """``(parent instance, child instance)`` arrays of every edge of the maps."""
-        ps, ks = [], []
-        for each in self.maps:
-            m = each.all_parents(child, parent)
-            kids = np.flatnonzero(m >= 0)
-            ps.append(m[kids])
-            ks.append(kids)
-        return np.concatenate(ps), np.concatenate(ks)
-
-
-class MergedDep:
-    """Stands for the ``Dep`` of a ``MergedMaps`` in ``Release.split_children``."""
-
-    def __init__(self, parent: int, each: MergedMaps) -> None:
-        self.parent = parent
-        self.each = each
-
-
-def merge_maps(general: list, groups: list, parent: int) -> list:
-    """``general`` with a child's several element-wise maps on ``parent`` (not identities,
-    not listed edges) replaced by one ``MergedDep``."""
-    by_child: dict = {}
-    for child, dep in general:
-        if isinstance(dep.each, ElementMap) and \
-                not dep.each.is_identity(groups[child], groups[parent]):
-            by_child.setdefault(child, []).append(dep)
-    out = []
-    for child, dep in general:
-        deps = by_child.get(child, ())
-        if len(deps) < 2 or dep not in deps:
-            out.append((child, dep))
-        elif dep is deps[0]:
-            out.append((child, MergedDep(parent, MergedMaps([d.each for d in deps]))))
-    return out
 
 
 def _concat(parts: list) -> np.ndarray:
