@@ -417,8 +417,10 @@ def test_a_lone_task_that_released_nothing_asks_at_once(monkeypatch):
             direct=None, lone=lone, journal=types.SimpleNamespace(now=[5, 1]),
             ready=types.SimpleNamespace(board=None, queue_ready=lambda *a: None),
             queue=types.SimpleNamespace(has_work=lambda: queued),
-            release=types.SimpleNamespace(finish_one=lambda g, i, keep: (released, [])),
-            placed=[False], bases=[0], layout=None, rank=0)
+            release=types.SimpleNamespace(finish_one=lambda g, i, keep, early: (released, []),
+                                          reserved=None),
+            placed=[False], bases=[0], layout=None, rank=0, waited=False, reserving=False,
+            reserved=None)
         return e
     loop.Engine.release_children(engine([]), 0, [5], [])
     assert asked == [-1]
@@ -1054,6 +1056,37 @@ def test_a_reserved_child_runs_on_the_rank_that_reserved_it(tmp_path, parent_fai
     assert loop.take_reserved(e0) is None and e0.reserved is None
     assert e0.unreported_failed == 2 * 39 - 1          # all after step 0 but ``other``
     assert not e0.queue.has_work()
+
+
+@pytest.mark.parametrize("queued", [False, True])
+def test_a_rank_that_waited_reserves_in_its_count_down(tmp_path, queued):
+    """``release_children`` of a lone task on a rank whose previous lone task released
+    nothing (``waited``): the count-down reserves the child (``Release.finish_one``'s
+    ``reserve``, ``took_reserved``), no request is made, and the reserved child runs there
+    once the other parent ends, which releases the other child only (kept to run next:
+    ``direct``); with other work queued here, the reservation is handed back at once."""
+    from mpitiny.engine import loop
+    from mpitiny.queue.layout import COUNT_MASK, RESERVED
+    e0, e1 = two_stencil_ranks(tmp_path)
+    if queued:
+        e0.ready.queue_ready(0, np.array([20]))       # any task, queued on rank 0
+    e0.lone = e1.lone = True
+    e0.waited = True
+    e0.release_children(0, [0], [])
+    assert e0.direct is None and e0.waited and e0.queue.asked < 0
+    if queued:
+        assert e0.reserved is None and claimed(e0) == [20]
+        assert not any(int(w) & RESERVED for w in e0.mem.local) and \
+            not any(int(w) & RESERVED for w in e1.mem.local)
+        return
+    child, j, rank, word = e0.reserved
+    assert child == 0 and j == 2 and e0.mem.get(rank, word, 1)[0] == 1 | RESERVED
+    assert [(c, k) for c, k, _ in e0.release.waiting] == [(0, 3)]    # not reserved after
+    assert loop.take_reserved(e0) is None
+    e1.release_children(0, [1], [])
+    assert e1.direct == (3, 4) and not e1.waited and e1.reserved is None
+    assert loop.take_reserved(e0).tasks == (2, 3) and e0.reserved is None
+    assert not e0.mem.get(rank, word, 1)[0] & COUNT_MASK
 
 
 @pytest.mark.parametrize("ready_first", [False, True])

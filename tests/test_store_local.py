@@ -175,3 +175,36 @@ def test_records_stay_bounded_and_come_back_whole(tmp_path):
     rows = read_tasks(str(tmp_path))
     assert sorted(rows["gid"]) == list(range(10_001)) and set(rows["rank"]) == {3}
     assert not (tmp_path / "tasks" / "rank-00003.rows").exists()
+
+
+def test_held_rows_are_the_rows_add_one_would_write(tmp_path):
+    """``Records.hold`` (the hand-off's cheap row) gives, once settled, the rows, counts and
+    first start / last end that ``add_one`` gives, whatever comes between: other rows, a
+    flush to the rows file (capacity 64 here), a read of the counts, or ``HOLD_ROWS`` held."""
+    from mpitiny.io.rundir import DONE, FAILED, Records, read_tasks, write_rank_table
+    (tmp_path / "a" / "tasks").mkdir(parents=True)
+    (tmp_path / "b" / "tasks").mkdir(parents=True)
+    held = Records(1, str(tmp_path / "a" / "tasks" / "rank-00001.rows"), capacity=64)
+    added = Records(1, str(tmp_path / "b" / "tasks" / "rank-00001.rows"), capacity=64)
+    held.HOLD_ROWS = 10
+    for gid in range(300):
+        start, end = 100.0 - gid * 0.25, 200.0 + gid * 0.5
+        attempt, queued, stolen = 1 + gid % 3, gid * 0.125, bool(gid % 2)
+        if gid % 37 == 5:
+            for rec in (held, added):
+                rec.add_one(gid, FAILED, start, end, attempt, queued=queued, stolen=stolen)
+        else:
+            held.hold(gid, start, end, attempt, queued, stolen)
+            added.add_one(gid, DONE, start, end, attempt, queued=queued, stolen=stolen)
+        if gid == 150:
+            assert held.counts() == added.counts()
+            assert not held.held
+    assert held.held                   # some still held: the reads below settle them
+    assert len(held) == len(added) == 300
+    assert held.counts() == added.counts() == {"done": 292, "failed": 8, "upstream_failed": 0}
+    assert (held.first_start, held.last_end) == (added.first_start, added.last_end)
+    assert (held.first_start, held.last_end) == (100.0 - 299 * 0.25, 200.0 + 299 * 0.5)
+    for name, rec in (("a", held), ("b", added)):
+        write_rank_table(str(tmp_path / name), 1, rec)
+    a, b = (np.sort(read_tasks(str(tmp_path / name)), order="gid") for name in "ab")
+    assert a.dtype == b.dtype and a.tobytes() == b.tobytes()

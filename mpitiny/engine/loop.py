@@ -148,7 +148,8 @@ class Engine:
         self.direct_stolen = False              # and whether it came from another rank
         self.lone = False      # the chunk running is one task, with ``chain``: see release_children
         self.reserved: tuple | None = None     # (child, j, rank, word): see ``reserve``
-        self.reserving = not world.needs_progress()     # one node's memory: see ``reserve``
+        self.reserving = not world.needs_progress() and self.spare_cores and self.nranks > 1
+        self.waited = False    # the last lone task released nothing here: see ``took_reserved``
         self.avg_task = [float("nan")] * len(dag.groups)   # seconds per task, by group
         self.avg_all = float("nan")                        # and over all groups
         self.unreported = self.unreported_failed = 0       # finished, not yet counted
@@ -412,7 +413,6 @@ class Engine:
                                  bool(self.guard.stop_signal), self.counts)
             instances = instances[:ran]
         self.finish(g, instances, failed)
-        self.runner.record_held()
 
     def finish(self, g: int, instances, failed: list, journal: bool = True) -> None:
         """After instances of group ``g`` ran (or were cached or failed unrun): publish their
@@ -448,10 +448,16 @@ class Engine:
         (a steal, 20-25 µs later than an answer), not given."""
         keep = self.direct is None and self.ready.board is None
         if len(instances) == 1 and not failed:       # a DAG's hand-off
-            ready, skipped = self.release.finish_one(g, int(instances[0]), keep)
+            early = self.waited and self.lone and keep and self.reserving and \
+                self.reserved is None
+            ready, skipped = self.release.finish_one(g, int(instances[0]), keep, early)
+            if self.lone:
+                self.waited = not ready
+            if self.release.reserved is not None:
+                took_reserved(self, bool(ready))
             if not ready and self.lone and keep and not self.queue.has_work():
                 self.journal.now[0] = -1          # the task has ended: not what a crash hits
-                if not reserve(self):
+                if self.reserved is None and not reserve(self):
                     ask_first(self)
         else:
             ready, skipped = release_all(self.release, g, instances, failed)
@@ -622,10 +628,12 @@ def write_journal(e: "Engine") -> None:
 
 def idle_bookkeeping(e: "Engine") -> None:
     """What an idle rank does once it found no work: journal the ends of the tasks it ran, if
-    it has not yet (``write_journal``), and report them. Not in its first round when it
+    it has not yet (``write_journal``), put their held rows in its table (``Records.hold``)
+    and report them. Not in its first round when it
     reserved a child (``reserve``): it watches for that first."""
     if e.journal.pending_ends():
         write_journal(e)
+    e.records.settle()
     e.report_finished()
 
 
@@ -646,7 +654,7 @@ def reserve(e: "Engine") -> bool:
     for its MPI calls, which a rank watching a word with plain reads does not make (there
     it asks, as before). One compare-and-swap: it fails if the count moved since (the child
     may be ready already)."""
-    if not e.reserving or not e.spare_cores or e.nranks == 1:
+    if not e.reserving:      # spare cores, several ranks, one node's memory
         return False
     layout = e.layout
     for child, j, count in e.release.waiting:
@@ -658,6 +666,18 @@ def reserve(e: "Engine") -> bool:
             e.reserved = (child, j, rank, word)
             return True
     return False
+
+
+def took_reserved(e: "Engine", released: bool) -> None:
+    """Take over the child that the lone task's count-down reserved (``Release.finish_one``
+    with ``reserve``, asked for when the rank's previous lone task released nothing, as the
+    rank whose task ends first in each step of a stencil finds): the reservation of
+    ``reserve`` without its window, in which the other parent's count-down can land first.
+    Handed back at once if the count-down also released a task here, or work waits here."""
+    assert e.release.reserved is not None
+    e.reserved, e.release.reserved = e.release.reserved, None
+    if released or e.queue.has_work():
+        cancel_reserved(e)
 
 
 def reserved_word(e: "Engine") -> int:
@@ -737,6 +757,12 @@ def keep_first(e: "Engine", ready: list) -> list:
     thieves taking the others: a thief taking a task placed here while its sibling placed on
     the thief waits in the thief's ``MAIL`` serialises the two); returns the rest. Not when
     more than ``KEEP_MAX`` tasks were released: those are claimed in chunks."""
+    if len(ready) == 1:
+        cg, cidx = ready[0]
+        if len(cidx) == 1 and not e.placed[cg]:       # a chain's or a stencil's next task
+            gid = e.bases[cg] + int(cidx[0])
+            e.direct, e.direct_stolen = (gid, gid + 1), False
+            return []
     released = len(ready[0][1]) if len(ready) == 1 else sum(len(cidx) for _, cidx in ready)
     if released > KEEP_MAX:
         return ready

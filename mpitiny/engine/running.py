@@ -64,7 +64,6 @@ class TaskRunner:
         self.keeps = data.layout.has_locs  # per group: its values are read by other tasks
         self.batch_family = np.array([self.batched(g) for g in dag.groups], dtype=bool)
         self.call_plans: list = [None] * len(dag.groups)     # per group: ``call_plan``
-        self.held_row: tuple | None = None                  # ``record_ran``'s, for ``record_held``
         self._unbatched_families: set = set()
         # A DAG that declares resources: what a chunk uses of the node, claimed around it.
         self.node = None if world is None else node_resources(world, dag)
@@ -294,7 +293,8 @@ class TaskRunner:
         that printed (a position -1: every one of them)."""
         if len(run) == 1 and not failed and type(attempt) is int and not read_sizes \
                 and not printed:                # one task that succeeded (a DAG's hand-off)
-            self.held_row = (first + int(run[0]), starts[0], ends[0], attempt, chunk)
+            self.records.hold(first + int(run[0]), starts[0], ends[0], attempt, chunk.queued_at,
+                              chunk.stolen)
             return
         status = DONE
         if failed:
@@ -314,15 +314,6 @@ class TaskRunner:
             out, err = (spans[:, 0], spans[:, 1]), (spans[:, 2], spans[:, 3])
         self.records.add_run(gids, status, starts, ends, attempt=attempt, queued=chunk.queued_at,
                              stolen=chunk.stolen, bytes_read=read_sizes, out=out, err=err)
-
-    def record_held(self) -> None:
-        """The row ``record_ran`` held back for one task that succeeded (a DAG's hand-off:
-        its caller releases the task's children first, then records it)."""
-        row, self.held_row = self.held_row, None
-        if row is not None:
-            gid, start, end, attempt, chunk = row
-            self.records.add_one(gid, DONE, start, end, attempt, queued=chunk.queued_at,
-                                 stolen=chunk.stolen)
 
     # ------------------------------------------------------------------ batch forms
     def run_batch(self, group, instances, chunk: Chunk, reads_splits: bool, prefetched: dict):

@@ -320,6 +320,14 @@ class Layout:
             return bytes([int(self.count_init[g]) == 1]) * self.dag.groups[g].size
         return (vec == 1).tobytes()
 
+    def count_starts(self, g: int) -> bytes:
+        """Per instance of group ``g``, the value its count word starts at, 255 for 255 or
+        more; a ``bytes``, as ``sole_waiters``."""
+        vec = self.count_vec.get(g)
+        if vec is None:
+            return bytes([min(int(self.count_init[g]), 255)]) * self.dag.groups[g].size
+        return np.minimum(vec, 255).astype(np.uint8).tobytes()
+
     def waiting_for_none(self, g: int) -> np.ndarray:
         """Instances of group ``g`` (which has dependencies) that wait for no task: listed
         tasks with no ``deps`` in a listing where others have some, family instances whose

@@ -34,7 +34,9 @@ each (completed in shared memory without the target's help); more, in blocks of
 no atomic at all: nothing else counts it down, and every task finishes once in a run.
 
 An idle rank may mark a count word ``RESERVED`` (``mpitiny.engine.loop.reserve``: it will run
-that instance itself, watching the word). A count-down that brings a reserved word to zero
+that instance itself, watching the word), or mark it in its own count-down (``finish_one``'s
+``reserve``: a compare-and-swap from the word's start value in the flush of the pair's
+count-down, so that the other parent's count-down cannot land between the two). A count-down that brings a reserved word to zero
 leaves the instance alone: not ready, not upstream-failed here (the word keeps the failed
 parents' marks for the reserving rank to read).
 
@@ -74,6 +76,7 @@ class Release:
         self._plans: dict = {}
         self._sole: dict = {}      # child group -> per instance: waits for one task only
         self.waiting: list = []    # finish_one's last count-downs that left (child, j, new) > 0
+        self.reserved: tuple | None = None    # (child, j, rank, word) finish_one reserved
         self.me = -1               # with ``send``: this rank (see ``hand_off``)
         self.send: Any = None      # ``hand_off``'s hooks
         self.publish: Any = None
@@ -114,13 +117,14 @@ class Release:
                                       ready, skipped, work)
         return ready, skipped
 
-    def finish_one(self, g: int, i: int, keep: bool = False) -> tuple:
+    def finish_one(self, g: int, i: int, keep: bool = False, reserve: bool = False) -> tuple:
         """``finish`` for one instance ``i`` of group ``g`` that succeeded: a DAG's hand-off,
         on the critical path. Its element-wise children with at most ``FEW`` instances waiting
         on ``i`` are counted down through a plan built once per group (``_one_plan``), in plain
         integers; any other child, and children that open poisoned, take ``finish``'s path.
         Same result as ``finish(g, [i])``, less what ``hand_off``'s hooks gave away (``keep``:
-        this rank will run the first instance returned, so the other ones are published)."""
+        this rank will run the first instance returned, so the other ones are published), and
+        less the instance it reserved, with ``reserve`` (``_count_pair``: then ``reserved``)."""
         plan = self._plans.get(g)
         if plan is None:
             plan = self._plans[g] = self._one_plan(g)
@@ -131,7 +135,7 @@ class Release:
         pidx = None
         owner, fetch_add = self.layout.owner, self.mem.fetch_add
         early = keep and self.publish is not None
-        for child, dep, cmap, words, placed, sole in plan[0]:
+        for child, dep, cmap, words, placed, sole, starts in plan[0]:
             if cmap is None or words is None:
                 if pidx is None:
                     pidx = np.array([i], dtype=np.int64)
@@ -161,21 +165,10 @@ class Release:
                 elif not new & RESERVED:
                     self._one_ready(child, j, new, placed, early, ready, skipped, work)
                 continue
-            if hi - lo == 2 and not placed:  # two, e.g. a stencil's: one flush if on one rank
-                pair = order[lo:hi].tolist()
-                if sole[pair[0]] and sole[pair[1]]:     # e.g. a tree's: nothing to count
-                    for j in pair:
-                        self._one_ready(child, j, 0, False, early, ready, skipped, work)
-                    continue
-                counted = count_two(self.layout, self.mem, child, pair, pair, words) \
-                    if pair[0] != pair[1] and not sole[pair[0]] and not sole[pair[1]] else None
-                if counted is not None:
-                    for j, new in zip(pair, counted):
-                        if new & COUNT_MASK:
-                            waiting.append((child, j, new))
-                        elif not new & RESERVED:
-                            self._one_ready(child, j, new, False, early, ready, skipped, work)
-                    continue
+            if hi - lo == 2 and not placed and self._count_pair(
+                    child, order[lo:hi].tolist(), words, sole, starts, reserve, early, ready,
+                    skipped, work):
+                continue
             released, lost = self._count_kids(child, order[lo:hi].tolist(), words, placed,
                                               early, bool(ready), sole)
             if released:
@@ -193,6 +186,41 @@ class Release:
             ready += more_ready
             skipped += more_skipped
         return ready, skipped
+
+    def _count_pair(self, child: int, pair: list, words: list, sole: bytes, starts: bytes,
+                    reserve: bool, early: bool, ready: list, skipped: list, work: list) -> bool:
+        """``finish_one``'s two child instances (a stencil's), unplaced; False if it left
+        them to ``_count_kids`` (the same instance twice, or a sole one with a counted one).
+        Counted down together when their words are on one rank (one flush). With
+        ``reserve`` (the caller will have nothing else to run), the first is reserved for
+        this rank in the same flush (``reserved``: see ``mpitiny.engine.loop.reserve``) if
+        this rank's count-down is its first (its count still at its start, 2 or more): one
+        compare-and-swap from the start to one less, marked, in place of the atomic add, so
+        that no count-down of another rank can come between the two."""
+        a, b = pair
+        if sole[a] and sole[b]:                  # e.g. a tree's: nothing to count
+            for j in pair:
+                self._one_ready(child, j, 0, False, early, ready, skipped, work)
+            return True
+        if a == b or sole[a] or sole[b]:
+            return False
+        mine = None
+        if reserve and self.reserved is None and 2 <= starts[a] < 255:
+            found = count_two_reserving(self.layout, self.mem, child, pair, words, starts[a])
+            counted, mine = (None, None) if found is None else found
+        else:
+            counted = count_two(self.layout, self.mem, child, pair, pair, words)
+        if counted is None:
+            return False
+        if mine is not None:
+            self.reserved = (child, a, *mine)
+        for j, new in zip(pair, counted):
+            if new & COUNT_MASK:
+                if mine is None or j != a:
+                    self.waiting.append((child, j, new))
+            elif not new & RESERVED:
+                self._one_ready(child, j, new, False, early, ready, skipped, work)
+        return True
 
     def _one_ready(self, child: int, j: int, new: int, placed: bool, early: bool, ready: list,
                    skipped: list, work: list) -> None:
@@ -256,18 +284,18 @@ class Release:
 
     def _one_plan(self, g: int) -> tuple:
         """``finish_one``'s plan for parent group ``g``: ``([(child, dep, cmap, words,
-        placed, sole)], literal)``, where ``cmap`` is the child map (``children_of``) of an
+        placed, sole, starts)], literal)``, where ``cmap`` is the child map (``children_of``) of an
         element-wise child that is not the identity (else None), ``words[rank]`` the first
         count word of ``child`` on ``rank`` (None: the child has no count words), ``placed``
         whether its released instances are sent home here (``hand_off``) and ``sole[j]``
         whether instance ``j`` of ``child`` waits for one task only (its count starts at 1):
         the instance of ``g`` it waits on releases it without an atomic, as no other task
         counts it down and every task finishes once in a run (a resumed run's cached tasks
-        too)."""
+        too); ``starts[j]``, the value its count starts at (``Layout.count_starts``)."""
         general, literal = self.split_children(g)
         plan = []
         for child, dep in general:
-            cmap = words = sole = None
+            cmap = words = sole = starts = None
             if dep.each is not None and not dep.each.is_identity(self.dag.groups[child],
                                                                   self.dag.groups[g]):
                 self.children_of(child, dep, g, np.zeros(1, dtype=np.int64))
@@ -277,8 +305,9 @@ class Release:
                     words = [int(self.layout.counts0[r]) + int(base[r])
                              for r in range(self.layout.nranks)]
                     sole = self.layout.sole_waiters(child)
+                    starts = self.layout.count_starts(child)
             placed = self.send is not None and self.dag.groups[child].options.placed
-            plan.append((child, dep, cmap, words, bool(placed), sole))
+            plan.append((child, dep, cmap, words, bool(placed), sole, starts))
         return plan, literal
 
     def _release(self, child: int, dep, pg: int, pidx: np.ndarray, pfailed, ready: list,
@@ -446,6 +475,25 @@ def count_two(layout: Layout, mem, child: int, kids: list, each: list,
     da, db = -kids.count(a), -kids.count(b)
     old_a, old_b = mem.fetch_add_two(rank, words[rank] + pos, da, words[rank] + pos_b, db)
     return old_a + da, old_b + db
+
+
+def count_two_reserving(layout: Layout, mem, child: int, pair: list, words: list,
+                        start: int) -> tuple | None:
+    """``count_two`` of two distinct instances counted once each, which reserves the first
+    if its word still holds ``start`` (2 to 254: no other task counted it down yet): a
+    compare-and-swap to ``start - 1`` with the ``RESERVED`` mark in place of its add, in the
+    same flush (one more atomic if the word moved). ``(new count of each, (rank, word) of
+    the first if reserved, else None)``, or None if the words are on two ranks."""
+    a, b = pair
+    rank, pos = layout.owner(child, a)
+    rank_b, pos_b = layout.owner(child, b)
+    if rank != rank_b:
+        return None
+    word_a, word_b = words[rank] + pos, words[rank] + pos_b
+    old_a, old_b = mem.cas_fetch_add(rank, word_a, start, (start - 1) | RESERVED, word_b, -1)
+    if old_a == start:
+        return ((start - 1) | RESERVED, old_b - 1), (rank, word_a)
+    return (mem.fetch_add(rank, word_a, -1) - 1, old_b - 1), None
 
 
 def _concat(parts: list) -> np.ndarray:
