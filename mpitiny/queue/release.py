@@ -37,8 +37,9 @@ An idle rank may mark a count word ``RESERVED`` (``mpitiny.engine.loop.reserve``
 that instance itself, watching the word), or mark it in its own count-down (``finish_one``'s
 ``reserve``: a compare-and-swap from the word's start value in the flush of the pair's
 count-down, so that the other parent's count-down cannot land between the two). A
-count-down that brings a reserved word to zero leaves the instance alone: not ready, not upstream-failed here (the word keeps the failed
-parents' marks for the reserving rank to read).
+count-down that brings a reserved word to zero leaves the instance alone: not ready, not
+upstream-failed here (the word keeps the failed parents' marks for the reserving rank to
+read).
 
 Because the rank that releases a task is the rank that ran its last parent, a ready task starts
 where its parent's output already is; idle ranks steal it if that rank is busy.
