@@ -419,8 +419,7 @@ def test_a_lone_task_that_released_nothing_asks_at_once(monkeypatch):
             queue=types.SimpleNamespace(has_work=lambda: queued),
             release=types.SimpleNamespace(finish_one=lambda g, i, keep, early: (released, []),
                                           reserved=None),
-            placed=[False], bases=[0], layout=None, rank=0, waited=False, reserving=False,
-            reserved=None)
+            placed=[False], bases=[0], layout=None, rank=0, reserving=False, reserved=None)
         return e
     loop.Engine.release_children(engine([]), 0, [5], [])
     assert asked == [-1]
@@ -1059,11 +1058,11 @@ def test_a_reserved_child_runs_on_the_rank_that_reserved_it(tmp_path, parent_fai
 
 
 @pytest.mark.parametrize("queued", [False, True])
-def test_a_rank_that_waited_reserves_in_its_count_down(tmp_path, queued):
-    """``release_children`` of a lone task on a rank whose previous lone task released
-    nothing (``waited``): the count-down reserves the child (``Release.finish_one``'s
-    ``reserve``, ``took_reserved``), no request is made, and the reserved child runs there
-    once the other parent ends, which releases the other child only (kept to run next:
+def test_a_lone_task_reserves_in_its_count_down(tmp_path, queued):
+    """``release_children`` of a lone task whose count-down is the first of a stencil
+    step's: the count-down reserves the first child (``Release.finish_one``'s ``reserve``,
+    ``took_reserved``), no request is made, and the reserved child runs there once the other
+    parent ends, whose count-down releases the other child only (kept to run next:
     ``direct``); with other work queued here, the reservation is handed back at once."""
     from mpitiny.engine import loop
     from mpitiny.queue.layout import COUNT_MASK, RESERVED
@@ -1071,9 +1070,8 @@ def test_a_rank_that_waited_reserves_in_its_count_down(tmp_path, queued):
     if queued:
         e0.ready.queue_ready(0, np.array([20]))       # any task, queued on rank 0
     e0.lone = e1.lone = True
-    e0.waited = True
     e0.release_children(0, [0], [])
-    assert e0.direct is None and e0.waited and e0.queue.asked < 0
+    assert e0.direct is None and e0.queue.asked < 0
     if queued:
         assert e0.reserved is None and claimed(e0) == [20]
         assert not any(int(w) & RESERVED for w in e0.mem.local) and \
@@ -1084,7 +1082,7 @@ def test_a_rank_that_waited_reserves_in_its_count_down(tmp_path, queued):
     assert [(c, k) for c, k, _ in e0.release.waiting] == [(0, 3)]    # not reserved after
     assert loop.take_reserved(e0) is None
     e1.release_children(0, [1], [])
-    assert e1.direct == (3, 4) and not e1.waited and e1.reserved is None
+    assert e1.direct == (3, 4) and e1.reserved is None
     assert loop.take_reserved(e0).tasks == (2, 3) and e0.reserved is None
     assert not e0.mem.get(rank, word, 1)[0] & COUNT_MASK
 

@@ -78,7 +78,7 @@ class SimRank(Engine):
         self.direct, self.direct_stolen = None, False
         self.lone = False            # the engine's early ask (release_children) is not modelled
         self.reserved = None         # nor its reservation of a child (loop.reserve)
-        self.reserving = self.waited = False      # nor the one in a count-down (took_reserved)
+        self.reserving = False       # nor the one in a count-down (took_reserved)
         self.avg_task = [float("nan")] * len(dag.groups)
         self.avg_all = float("nan")
         self.unreported = self.unreported_failed = 0

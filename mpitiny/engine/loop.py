@@ -149,7 +149,6 @@ class Engine:
         self.lone = False      # the chunk running is one task, with ``chain``: see release_children
         self.reserved: tuple | None = None     # (child, j, rank, word): see ``reserve``
         self.reserving = not world.needs_progress() and self.spare_cores and self.nranks > 1
-        self.waited = False    # the last lone task released nothing here: see ``took_reserved``
         self.avg_task = [float("nan")] * len(dag.groups)   # seconds per task, by group
         self.avg_all = float("nan")                        # and over all groups
         self.unreported = self.unreported_failed = 0       # finished, not yet counted
@@ -448,11 +447,8 @@ class Engine:
         (a steal, 20-25 µs later than an answer), not given."""
         keep = self.direct is None and self.ready.board is None
         if len(instances) == 1 and not failed:       # a DAG's hand-off
-            early = self.waited and self.lone and keep and self.reserving and \
-                self.reserved is None
+            early = self.lone and keep and self.reserving and self.reserved is None
             ready, skipped = self.release.finish_one(g, int(instances[0]), keep, early)
-            if self.lone:
-                self.waited = not ready
             if self.release.reserved is not None:
                 took_reserved(self, bool(ready))
             if not ready and self.lone and keep and not self.queue.has_work():
@@ -670,10 +666,10 @@ def reserve(e: "Engine") -> bool:
 
 def took_reserved(e: "Engine", released: bool) -> None:
     """Take over the child that the lone task's count-down reserved (``Release.finish_one``
-    with ``reserve``, asked for when the rank's previous lone task released nothing, as the
-    rank whose task ends first in each step of a stencil finds): the reservation of
-    ``reserve`` without its window, in which the other parent's count-down can land first.
-    Handed back at once if the count-down also released a task here, or work waits here."""
+    with ``reserve``: in a stencil at width 2, the rank whose task ends first): the
+    reservation of ``reserve`` without its window, in which the other parent's count-down
+    could land first. Handed back at once if the count-down also released a task here, or
+    work waits here."""
     assert e.release.reserved is not None
     e.reserved, e.release.reserved = e.release.reserved, None
     if released or e.queue.has_work():

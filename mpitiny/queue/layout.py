@@ -53,8 +53,10 @@ from mpitiny.dag.model import DAG, Edges, stable_hash
 POISON_SHIFT = 40
 COUNT_MASK = (1 << POISON_SHIFT) - 1
 POISON = 1 << POISON_SHIFT
-RESERVED = 1 << 62    # on a count word: an idle rank will run that instance (engine loop.reserve)
-POISON_BITS = RESERVED - POISON     # the failed parents' marks
+RESERVED = 1 << 61    # on a count word: an idle rank will run that instance (engine loop.reserve;
+#                       twice, 1 << 62, when both parents of a pair reserved it: see
+#                       release.count_two_reserving)
+POISON_BITS = RESERVED - POISON     # the failed parents' marks (up to 2^21 - 1 of them)
 LOC_WORDS = 3        # where a kept output is: location, length + 1, object id (queue/store.py)
 FOLLOW_MAX = 1 << 22  # instances of a group whose words follow a placement spread over ranks
 

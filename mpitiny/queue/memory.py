@@ -16,8 +16,6 @@ Both offer the same operations, all on 64-bit signed words:
 - ``fetch_add_two(rank, disp, value, disp2, value2) -> (old, old2)`` (two, one flush)
 - ``swap(rank, disp, value) -> old``             (``MPI_Fetch_and_op`` REPLACE)
 - ``cas(rank, disp, expected, new) -> old``      (``MPI_Compare_and_swap``)
-- ``cas_fetch_add(rank, disp, expected, new, disp2, value2) -> (old, old2)`` (the two, one
-  flush)
 - ``add(rank, disp, value)``                     (``MPI_Accumulate`` SUM, no result)
 - ``post(rank, disp, value)``                    (the same, not waited for: it completes by
   this rank's next ``get`` from that rank or within ``POSTED`` more posts)
@@ -76,10 +74,6 @@ class LocalView:
         if old == expected:
             w[disp] = new
         return old
-
-    def cas_fetch_add(self, rank: int, disp: int, expected: int, new: int, disp2: int,
-                      value2: int) -> tuple:
-        return self.cas(rank, disp, expected, new), self.fetch_add(rank, disp2, value2)
 
     def add(self, rank: int, disp: int, value: int) -> None:
         w = self.memory.words[rank]
@@ -168,8 +162,6 @@ class RmaMemory:
             [self._one, self._int64], [self._two, self._int64], [self._res, self._int64])
         self._pair = np.zeros(4, dtype=np.int64)      # fetch_add_two: values, old values
         self._pair_specs = [[self._pair[k:k + 1], self._int64] for k in range(4)]
-        self._quad = np.zeros(5, dtype=np.int64)   # cas_fetch_add: new, expected, old, value2, old2
-        self._quad_specs = [[self._quad[k:k + 1], self._int64] for k in range(5)]
         self._sum = MPI.SUM
         self._replace = MPI.REPLACE
         self._posted: list = []    # origin buffers of posts not yet flushed
@@ -218,18 +210,6 @@ class RmaMemory:
                                   self.base + disp)
         self.win.Flush(rank)
         return int(self._res[0])
-
-    def cas_fetch_add(self, rank: int, disp: int, expected: int, new: int, disp2: int,
-                      value2: int) -> tuple:
-        """``cas`` and a ``fetch_add`` on another word of one rank, completed by one
-        ``Flush``: the two old values."""
-        new_spec, expected_spec, old_spec, value_spec, old2_spec = self._quad_specs
-        quad = self._quad
-        quad[0], quad[1], quad[3] = new, expected, value2
-        self.win.Compare_and_swap(new_spec, expected_spec, old_spec, rank, self.base + disp)
-        self.win.Fetch_and_op(value_spec, old2_spec, rank, self.base + disp2, self._sum)
-        self.win.Flush(rank)
-        return int(quad[2]), int(quad[4])
 
     def add(self, rank: int, disp: int, value: int) -> None:
         self._one[0] = value

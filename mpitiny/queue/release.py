@@ -35,8 +35,8 @@ no atomic at all: nothing else counts it down, and every task finishes once in a
 
 An idle rank may mark a count word ``RESERVED`` (``mpitiny.engine.loop.reserve``: it will run
 that instance itself, watching the word), or mark it in its own count-down (``finish_one``'s
-``reserve``: a compare-and-swap from the word's start value in the flush of the pair's
-count-down, so that the other parent's count-down cannot land between the two). A
+``reserve``, ``count_two_reserving``: the first count-down of an instance that waits for two
+tasks, so that the other one's cannot land between the two). A
 count-down that brings a reserved word to zero leaves the instance alone: not ready, not
 upstream-failed here (the word keeps the failed parents' marks for the reserving rank to
 read).
@@ -193,11 +193,9 @@ class Release:
         """``finish_one``'s two child instances (a stencil's), unplaced; False if it left
         them to ``_count_kids`` (the same instance twice, or a sole one with a counted one).
         Counted down together when their words are on one rank (one flush). With
-        ``reserve`` (the caller will have nothing else to run), the first is reserved for
-        this rank in the same flush (``reserved``: see ``mpitiny.engine.loop.reserve``) if
-        this rank's count-down is its first (its count still at its start, 2 or more): one
-        compare-and-swap from the start to one less, marked, in place of the atomic add, so
-        that no count-down of another rank can come between the two."""
+        ``reserve`` (the caller will have nothing else to run), the first, if it waits for
+        two tasks, is reserved for this rank by this count-down if it is its first
+        (``count_two_reserving``; ``reserved``: see ``mpitiny.engine.loop.reserve``)."""
         a, b = pair
         if sole[a] and sole[b]:                  # e.g. a tree's: nothing to count
             for j in pair:
@@ -206,8 +204,8 @@ class Release:
         if a == b or sole[a] or sole[b]:
             return False
         mine = None
-        if reserve and self.reserved is None and 2 <= starts[a] < 255:
-            found = count_two_reserving(self.layout, self.mem, child, pair, words, starts[a])
+        if reserve and self.reserved is None and starts[a] == 2:
+            found = count_two_reserving(self.layout, self.mem, child, pair, words)
             counted, mine = (None, None) if found is None else found
         else:
             counted = count_two(self.layout, self.mem, child, pair, pair, words)
@@ -478,23 +476,28 @@ def count_two(layout: Layout, mem, child: int, kids: list, each: list,
     return old_a + da, old_b + db
 
 
-def count_two_reserving(layout: Layout, mem, child: int, pair: list, words: list,
-                        start: int) -> tuple | None:
-    """``count_two`` of two distinct instances counted once each, which reserves the first
-    if its word still holds ``start`` (2 to 254: no other task counted it down yet): a
-    compare-and-swap to ``start - 1`` with the ``RESERVED`` mark in place of its add, in the
-    same flush (one more atomic if the word moved). ``(new count of each, (rank, word) of
-    the first if reserved, else None)``, or None if the words are on two ranks."""
+def count_two_reserving(layout: Layout, mem, child: int, pair: list, words: list) -> tuple | None:
+    """``count_two`` of two distinct instances counted once each, the first of which waits
+    for two tasks, that reserves it if this count-down is its first: its add is
+    ``RESERVED - 1`` instead of -1, in the same flush (no atomic more, and no window in which
+    the other task's count-down could come between). ``(new count of each as ``count_two``
+    gives it, (rank, word) of the first if reserved here, else None)``, or None if the words
+    are on two ranks. The first's word after the other task's count-down, then, holds
+    ``RESERVED`` twice (the next bit up) if that one reserved too, or ``RESERVED`` with a count
+    of zero if it came first (its count-down released the instance, and nothing reads the
+    mark: the other has counted down already, and a word is reserved only by a rank whose
+    count-down left it above zero); the first's new count given here has the mark when it is
+    left to the rank that reserved it (as ``count_two``'s), and does not when it is ready."""
     a, b = pair
     rank, pos = layout.owner(child, a)
     rank_b, pos_b = layout.owner(child, b)
     if rank != rank_b:
         return None
-    word_a, word_b = words[rank] + pos, words[rank] + pos_b
-    old_a, old_b = mem.cas_fetch_add(rank, word_a, start, (start - 1) | RESERVED, word_b, -1)
-    if old_a == start:
-        return ((start - 1) | RESERVED, old_b - 1), (rank, word_a)
-    return (mem.fetch_add(rank, word_a, -1) - 1, old_b - 1), None
+    word_a = words[rank] + pos
+    old_a, old_b = mem.fetch_add_two(rank, word_a, RESERVED - 1, words[rank] + pos_b, -1)
+    if old_a & RESERVED or old_a & COUNT_MASK < 2:     # left to its reserver, or ready here
+        return (old_a - 1, old_b - 1), None
+    return (old_a - 1 + RESERVED, old_b - 1), (rank, word_a)
 
 
 def _concat(parts: list) -> np.ndarray:
