@@ -624,12 +624,10 @@ def write_journal(e: "Engine") -> None:
 
 def idle_bookkeeping(e: "Engine") -> None:
     """What an idle rank does once it found no work: journal the ends of the tasks it ran, if
-    it has not yet (``write_journal``), put their held rows in its table (``Records.hold``)
-    and report them. Not in its first round when it
+    it has not yet (``write_journal``), and report them. Not in its first round when it
     reserved a child (``reserve``): it watches for that first."""
     if e.journal.pending_ends():
         write_journal(e)
-    e.records.settle()
     e.report_finished()
 
 
