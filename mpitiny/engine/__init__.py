@@ -53,8 +53,9 @@ A chunk's life (``Engine.execute``), group by group:
    at once); then journal and count the finished tasks: the child's start waits for nothing
    of this rank's own bookkeeping. A lone task that released nothing reserves a child it
    counted down, to run it the moment its last parent ends elsewhere (``reserve``: a mark on
-   the child's count word that its releaser leaves alone), else asks another rank for work at
-   once (``ask_first``).
+   the child's count word that its releaser leaves alone; for a child that waits for two
+   tasks, the count-down itself sets the mark, ``took_reserved``), else asks another rank for
+   work at once (``ask_first``).
 
 What stays constant once the run started: the DAG, the layout, the windows, each group's
 priority and chunk length, the rank's place (``rank``, ``nranks``, ``max_sleep``).
@@ -65,7 +66,7 @@ What the loop changes (``loop.Engine``), and where:
   words of other ranks (``Release``);
 - ``direct``: a released task to run next (``release_children`` / ``take_direct``);
 - ``reserved``: a child this rank will run once its count reaches zero (``reserve``,
-  ``take_reserved``, ``cancel_reserved``);
+  ``took_reserved``, ``take_reserved``, ``cancel_reserved``);
 - ``avg_task``, ``avg_all``: seconds per task, by group and overall (``run_group``);
 - ``unreported``, ``unreported_failed``: finished, not yet counted run-wide (``finish``,
   ``skip`` / ``report_finished``);
