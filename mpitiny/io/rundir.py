@@ -183,21 +183,8 @@ class Records:
         if not held:
             return
         self.held = []
-        k = len(held)
-        self._room(k)
-        block = self.rows[self.n:self.n + k]
-        gid, start, end, attempt, queued, stolen = zip(*held)
-        block["gid"] = gid
-        block["status"] = DONE
-        block["attempt"] = attempt
-        block["start"] = start
-        block["end"] = end
-        block["queued"] = queued
-        block["stolen"] = stolen
-        self.by_status[DONE] += k
-        self._first_start = min(self._first_start, min(start))
-        self._last_end = max(self._last_end, max(end))
-        self.n += k
+        gid, start, end, attempt, queued, stolen = map(list, zip(*held))
+        self.add_run(gid, DONE, start, end, attempt, queued, stolen)
 
     def _room(self, k: int) -> None:
         if self.n + k <= len(self.rows):
@@ -232,17 +219,20 @@ class Records:
         self.n = 0
         self.rows["rank"] = self.rank
 
-    def add_run(self, gids, status, starts, ends, attempt: int = 1, queued: float = 0.0,
-                stolen: bool = False, bytes_read=0, out=None, err=None) -> None:
+    def add_run(self, gids, status, starts, ends, attempt: int | Sequence[int] = 1,
+                queued: float | Sequence[float] = 0.0, stolen: bool | Sequence[bool] = False,
+                bytes_read=0, out=None, err=None) -> None:
         """Rows for tasks that ran (``status`` scalar or array, ``starts``/``ends`` sequences);
-        ``queued``: when their batch was queued on this rank; ``stolen``: taken from another;
+        ``queued``: when their batch was queued on this rank; ``stolen``: taken from another
+        (``attempt``, ``queued``, ``stolen``: one for all, or one each);
         ``out`` / ``err``: ``(offsets, lengths)`` (sequences, arrays or scalars) of what each
         task wrote to its log (fn tasks: ``logs/rank-R.fn.out`` / ``.fn.err``), else 0."""
         if self.held:
             self.settle()
         k = len(gids)
         if k == 1 and out is None and err is None and type(starts) is list and \
-                type(status) is int and type(attempt) is int and type(bytes_read) is int:
+                type(status) is int and type(attempt) is int and type(bytes_read) is int and \
+                isinstance(queued, float) and isinstance(stolen, bool):
             self.add_one(int(gids[0]), status, starts[0], ends[0], attempt, queued=queued,
                          stolen=stolen, bytes_read=bytes_read)
             return
