@@ -16,9 +16,13 @@ held_warning() {
     STOP_PENDING=USR1
 }
 trap held_warning USR1
+# No command substitution ($(...)) runs before the launcher is waited for: bash 5.2 can fail
+# to parse one when a trapped signal comes in the middle ("unexpected EOF while looking for
+# matching `)'"), which Slurm's warning in the job's first second did (builtins instead).
 STOP_PENDING=${STOP_PENDING:-}
 [[ -z $STOP_PENDING ]] || held_warning
-JOB_NAME=${SLURM_JOB_NAME:-$(basename "$0")}
+utc() { TZ=UTC printf -v "$1" "%($2)T" "${3:--1}"; }   # utc VAR FORMAT [SECONDS]: VAR = that time (now), UTC
+JOB_NAME=${SLURM_JOB_NAME:-${0##*/}}
 REPO=${MPITINY_HOME:-${SLURM_SUBMIT_DIR:-$PWD}}
 if [[ ! -d $REPO/mpitiny || ! -d $REPO/slurm ]]; then
     echo "$JOB_NAME: $REPO is not the mpitiny checkout: submit from it (cd mpitiny && sbatch slurm/...) or set MPITINY_HOME" >&2
@@ -27,7 +31,8 @@ fi
 cd "$REPO" || exit 2
 if [[ -n ${MPITINY_PYTHON:-} ]]; then PY=$MPITINY_PYTHON
 elif [[ -x .venv/bin/python ]]; then PY=$REPO/.venv/bin/python
-else PY=$(command -v python3)
+elif hash python3 2>/dev/null; then PY=${BASH_CMDS[python3]}
+else PY=python3
 fi
 NTASKS=${SLURM_NTASKS:-${NTASKS:-2}}
 
@@ -44,8 +49,11 @@ pick_launcher() {
         LAUNCH=(srun --mpi=pmi2 -n "$NTASKS")
     else
         local mpiexec
-        mpiexec=$(dirname "$PY")/mpiexec
-        [[ -x $mpiexec ]] || mpiexec=$(command -v mpiexec || true)
+        mpiexec=${PY%/*}/mpiexec
+        if [[ $PY != */* || ! -x $mpiexec ]]; then
+            mpiexec=
+            if hash mpiexec 2>/dev/null; then mpiexec=${BASH_CMDS[mpiexec]}; fi
+        fi
         [[ -n $mpiexec ]] || { echo "$JOB_NAME: no srun with PMI-2 and no mpiexec found" >&2; exit 2; }
         LAUNCH=("$mpiexec" -n "$NTASKS")
     fi
@@ -64,7 +72,8 @@ outdir() {     # outdir NAME: slurm-out/NAME-JOBID under the submit dir (or $OUT
     mkdir -p "$OUT"
 }
 
-# The job's end (seconds since the epoch; empty outside Slurm or if Slurm does not say), once.
+# JOB_END: the job's end (seconds since the epoch; empty outside Slurm or if Slurm does not
+# say), found once.
 # `mpitiny run` knows it too (SLURM_JOB_END_TIME, or squeue on rank 0): it ends its run 30 s
 # before it on its own, starting no task that would not finish by then (exit 75, requeued
 # below). Slurm's warning (USR1 120 s before the end, or up to a minute earlier) is then only
@@ -72,13 +81,18 @@ outdir() {     # outdir NAME: slurm-out/NAME-JOBID under the submit dir (or $OUT
 # seconds of the end is held until BACKSTOP seconds before it, and forwarded only if mpitiny
 # is still running then. A USR1 earlier than that (scancel --signal=USR1 ...) stops it at once.
 slurm_job_end() {
+    JOB_END=
     [[ -n ${SLURM_JOB_ID:-} ]] || return 0
-    if [[ ${SLURM_JOB_END_TIME:-} =~ ^[0-9]+$ ]]; then echo "$SLURM_JOB_END_TIME"; return 0; fi
-    local end
-    end=$(squeue -h -j "$SLURM_JOB_ID" -o %e 2>/dev/null) || return 0
-    date -d "$end" +%s 2>/dev/null || true
+    if [[ ${SLURM_JOB_END_TIME:-} =~ ^[0-9]+$ ]]; then JOB_END=$SLURM_JOB_END_TIME; return 0; fi
+    local end=${TMPDIR:-/tmp}/mpitiny-end.${SLURM_JOB_ID}.$$
+    if squeue -h -j "$SLURM_JOB_ID" -o %e > "$end" 2>/dev/null &&
+            date -f "$end" +%s > "$end.s" 2>/dev/null; then
+        read -r JOB_END < "$end.s" || true
+    fi
+    rm -f "$end" "$end.s"
+    [[ $JOB_END =~ ^[0-9]+$ ]] || JOB_END=
 }
-JOB_END=$(slurm_job_end)
+slurm_job_end
 HOLD_MAX=${HOLD_MAX:-300}
 BACKSTOP=${BACKSTOP:-15}
 
@@ -87,7 +101,7 @@ BACKSTOP=${BACKSTOP:-15}
 hold_for_backstop() {
     [[ -n $JOB_END ]] || return 1
     local now
-    now=$(date +%s)
+    printf -v now '%(%s)T' -1
     (( JOB_END - now <= HOLD_MAX && now < JOB_END - BACKSTOP ))
 }
 
@@ -115,13 +129,14 @@ run_mpitiny() {
     local ready=${TMPDIR:-/tmp}/mpitiny-ready.${SLURM_JOB_ID:-local}.$$
     rm -f "$ready"
     MPITINY_READY_FILE=$ready "${LAUNCH[@]}" "$PY" -m mpitiny "$@" &
-    local pid=$! rc=0 again=0 held=0 backstop=0
+    local pid=$! rc=0 again=0 held=0 backstop=0 ends now
     # shellcheck disable=SC2064  # $pid is meant to be expanded now
     trap "echo '=== SIGTERM: stopping mpitiny'; kill -TERM $pid 2>/dev/null || true" TERM
     while kill -0 "$pid" 2>/dev/null; do
         if [[ -n $STOP_PENDING && ($1 == run || $1 == serve) ]] && hold_for_backstop; then
             if (( ! backstop )); then
-                echo "=== the job ends at $(date -u -d "@$JOB_END" '+%T') UTC: mpitiny ends its run before that on its own; the warning is held until $BACKSTOP s before the end"
+                utc ends '%T' "$JOB_END"
+                echo "=== the job ends at $ends UTC: mpitiny ends its run before that on its own; the warning is held until $BACKSTOP s before the end"
                 backstop=1
             fi
             sleep 1
@@ -133,7 +148,7 @@ run_mpitiny() {
                 kill -USR1 "$pid" 2>/dev/null || true
                 STOP_PENDING=
             else
-                held=$((held + 1))
+                (( held += 1 ))
                 sleep 0.2
                 continue
             fi
@@ -147,7 +162,8 @@ run_mpitiny() {
     trap - TERM
     if (( rc == 75 )); then
         if [[ -n ${SLURM_JOB_ID:-} && ${MPITINY_REQUEUE:-1} != 0 ]]; then
-            echo "=== $(date -u '+%F %T') UTC: mpitiny stopped resumably (exit 75): requeueing job $SLURM_JOB_ID (restart ${SLURM_RESTART_COUNT:-0}); it goes on from the journals"
+            utc now '%F %T'
+            echo "=== $now UTC: mpitiny stopped resumably (exit 75): requeueing job $SLURM_JOB_ID (restart ${SLURM_RESTART_COUNT:-0}); it goes on from the journals"
             scontrol requeue "$SLURM_JOB_ID" || echo "$JOB_NAME: scontrol requeue failed: submit the same script again (with OUT=$OUT) to resume" >&2
         else
             echo "=== mpitiny stopped resumably (exit 75): run the same command again to resume"
@@ -156,7 +172,9 @@ run_mpitiny() {
     return "$rc"
 }
 
-echo "=== $(date -u '+%F %T') UTC job ${SLURM_JOB_ID:-none} (${SLURM_JOB_NAME:-}) on ${SLURM_JOB_NODELIST:-$(hostname)}: $NTASKS ranks, python $PY, launcher ${LAUNCH[*]}${SLURM_RESTART_COUNT:+, restart $SLURM_RESTART_COUNT}${JOB_END:+, the job ends at $(date -u -d "@$JOB_END" '+%T') UTC}"
+utc STARTED '%F %T'
+utc ENDS '%T' "${JOB_END:-0}"
+echo "=== $STARTED UTC job ${SLURM_JOB_ID:-none} (${SLURM_JOB_NAME:-}) on ${SLURM_JOB_NODELIST:-$HOSTNAME}: $NTASKS ranks, python $PY, launcher ${LAUNCH[*]}${SLURM_RESTART_COUNT:+, restart $SLURM_RESTART_COUNT}${JOB_END:+, the job ends at $ENDS UTC}"
 
 # text_input INPUT DAG: sets JOB_INPUT, the input to pass to DAG as --param input=...
 #   INPUT: a text file or directory of them; empty: generate $OUT/corpus.txt of $MB MB (default
