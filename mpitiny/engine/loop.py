@@ -449,9 +449,10 @@ class Engine:
         if len(instances) == 1 and not failed:       # a DAG's hand-off
             early = self.lone and keep and self.reserving and self.reserved is None
             ready, skipped = self.release.finish_one(g, int(instances[0]), keep, early)
+            idle = not ready and self.lone and keep and not self.queue.has_work()
             if self.release.reserved is not None:
-                took_reserved(self, bool(ready))
-            if not ready and self.lone and keep and not self.queue.has_work():
+                took_reserved(self, idle)
+            if idle:
                 self.journal.now[0] = -1          # the task has ended: not what a crash hits
                 if self.reserved is None and not reserve(self):
                     ask_first(self)
@@ -662,15 +663,15 @@ def reserve(e: "Engine") -> bool:
     return False
 
 
-def took_reserved(e: "Engine", released: bool) -> None:
+def took_reserved(e: "Engine", idle: bool) -> None:
     """Take over the child that the lone task's count-down reserved (``Release.finish_one``
     with ``reserve``: in a stencil at width 2, the rank whose task ends first): the
     reservation of ``reserve`` without its window, in which the other parent's count-down
-    could land first. Handed back at once if the count-down also released a task here, or
-    work waits here."""
+    could land first. Handed back at once unless the rank is ``idle`` (the count-down
+    released nothing here and no work waits here)."""
     assert e.release.reserved is not None
     e.reserved, e.release.reserved = e.release.reserved, None
-    if released or e.queue.has_work():
+    if not idle:
         cancel_reserved(e)
 
 

@@ -314,17 +314,9 @@ class Layout:
             local[start:start + n] = self.count_init[g] if vec is None else \
                 vec[self.instances_at(int(g), rank, np.arange(n))]
 
-    def sole_waiters(self, g: int) -> bytes:
-        """Per instance of group ``g``, 1 if it starts waiting for one task only (its count
-        word starts at 1), else 0; a ``bytes``, which indexes to plain integers."""
-        vec = self.count_vec.get(g)
-        if vec is None:
-            return bytes([int(self.count_init[g]) == 1]) * self.dag.groups[g].size
-        return (vec == 1).tobytes()
-
     def count_starts(self, g: int) -> bytes:
-        """Per instance of group ``g``, the value its count word starts at, 255 for 255 or
-        more; a ``bytes``, as ``sole_waiters``."""
+        """Per instance of group ``g``, the value its count word starts at (1: it waits for
+        one task only), 255 for 255 or more; a ``bytes``, which indexes to plain integers."""
         vec = self.count_vec.get(g)
         if vec is None:
             return bytes([min(int(self.count_init[g]), 255)]) * self.dag.groups[g].size

@@ -136,7 +136,7 @@ class Release:
         pidx = None
         owner, fetch_add = self.layout.owner, self.mem.fetch_add
         early = keep and self.publish is not None
-        for child, dep, cmap, words, placed, sole, starts in plan[0]:
+        for child, dep, cmap, words, placed, starts in plan[0]:
             if cmap is None or words is None:
                 if pidx is None:
                     pidx = np.array([i], dtype=np.int64)
@@ -156,7 +156,7 @@ class Release:
                 continue
             if hi - lo == 1:                 # one child instance waits on i: a chain's link
                 j = int(order[lo])
-                if sole[j]:                  # and on nothing else: no count to take down
+                if starts[j] == 1:           # and on nothing else: no count to take down
                     self._one_ready(child, j, 0, placed, early, ready, skipped, work)
                     continue
                 rank, pos = owner(child, j)
@@ -167,11 +167,11 @@ class Release:
                     self._one_ready(child, j, new, placed, early, ready, skipped, work)
                 continue
             if hi - lo == 2 and not placed and self._count_pair(
-                    child, order[lo:hi].tolist(), words, sole, starts, reserve, early, ready,
-                    skipped, work):
+                    child, order[lo:hi].tolist(), words, starts, reserve, early, ready, skipped,
+                    work):
                 continue
             released, lost = self._count_kids(child, order[lo:hi].tolist(), words, placed,
-                                              early, bool(ready), sole)
+                                              early, bool(ready), starts)
             if released:
                 ready.append((child, np.array(released, dtype=np.int64)))
             if lost:
@@ -188,8 +188,8 @@ class Release:
             skipped += more_skipped
         return ready, skipped
 
-    def _count_pair(self, child: int, pair: list, words: list, sole: bytes, starts: bytes,
-                    reserve: bool, early: bool, ready: list, skipped: list, work: list) -> bool:
+    def _count_pair(self, child: int, pair: list, words: list, starts: bytes, reserve: bool,
+                    early: bool, ready: list, skipped: list, work: list) -> bool:
         """``finish_one``'s two child instances (a stencil's), unplaced; False if it left
         them to ``_count_kids`` (the same instance twice, or a sole one with a counted one).
         Counted down together when their words are on one rank (one flush). With
@@ -197,11 +197,12 @@ class Release:
         two tasks, is reserved for this rank by this count-down if it is its first
         (``count_two_reserving``; ``reserved``: see ``mpitiny.engine.loop.reserve``)."""
         a, b = pair
-        if sole[a] and sole[b]:                  # e.g. a tree's: nothing to count
+        sole_a, sole_b = starts[a] == 1, starts[b] == 1
+        if sole_a and sole_b:                    # e.g. a tree's: nothing to count
             for j in pair:
                 self._one_ready(child, j, 0, False, early, ready, skipped, work)
             return True
-        if a == b or sole[a] or sole[b]:
+        if a == b or sole_a or sole_b:
             return False
         mine = None
         if reserve and self.reserved is None and starts[a] == 2:
@@ -235,9 +236,10 @@ class Release:
             ready.append((child, np.array([j], dtype=np.int64)))
 
     def _count_kids(self, child: int, kids: list, words: list, placed: bool, early: bool,
-                    kept: bool, sole: bytes) -> tuple:
+                    kept: bool, starts: bytes) -> tuple:
         """``finish_one``'s count-down of a few instances ``kids`` of ``child`` (one atomic
-        add each, a repeated one counted as many times as named, none for a ``sole`` one):
+        add each, a repeated one counted as many times as named, none for one whose count
+        starts at 1):
         ``(released, lost)``, the instances it released (less those given away: see
         ``hand_off``; ``kept``: one to run next was found already) and those released
         upstream-failed."""
@@ -248,12 +250,12 @@ class Release:
         homes = homes_first(self.layout, self.me, child, each) if placed else None
         counted = None                  # instance -> its new count, for two on one rank
         if homes is None:
-            counting = [j for j in each if not sole[j]]
+            counting = [j for j in each if starts[j] != 1]
             two = count_two(self.layout, self.mem, child, kids, counting, words)
             if two is not None:
                 counted = dict(zip(counting, two))
         for j in each:
-            if sole[j]:
+            if starts[j] == 1:
                 new = 0
             elif counted is not None:
                 new = counted[j]
@@ -283,18 +285,18 @@ class Release:
 
     def _one_plan(self, g: int) -> tuple:
         """``finish_one``'s plan for parent group ``g``: ``([(child, dep, cmap, words,
-        placed, sole, starts)], literal)``, where ``cmap`` is the child map (``children_of``) of an
+        placed, starts)], literal)``, where ``cmap`` is the child map (``children_of``) of an
         element-wise child that is not the identity (else None), ``words[rank]`` the first
         count word of ``child`` on ``rank`` (None: the child has no count words), ``placed``
-        whether its released instances are sent home here (``hand_off``) and ``sole[j]``
-        whether instance ``j`` of ``child`` waits for one task only (its count starts at 1):
-        the instance of ``g`` it waits on releases it without an atomic, as no other task
-        counts it down and every task finishes once in a run (a resumed run's cached tasks
-        too); ``starts[j]``, the value its count starts at (``Layout.count_starts``)."""
+        whether its released instances are sent home here (``hand_off``) and ``starts[j]``
+        the value instance ``j`` of ``child``'s count starts at (``Layout.count_starts``). One
+        that waits for one task only (its count starts at 1) is released by the instance of
+        ``g`` it waits on without an atomic, as no other task counts it down and every task
+        finishes once in a run (a resumed run's cached tasks too)."""
         general, literal = self.split_children(g)
         plan = []
         for child, dep in general:
-            cmap = words = sole = starts = None
+            cmap = words = starts = None
             if dep.each is not None and not dep.each.is_identity(self.dag.groups[child],
                                                                   self.dag.groups[g]):
                 self.children_of(child, dep, g, np.zeros(1, dtype=np.int64))
@@ -303,10 +305,9 @@ class Release:
                     base = self.layout.count_base[child]
                     words = [int(self.layout.counts0[r]) + int(base[r])
                              for r in range(self.layout.nranks)]
-                    sole = self.layout.sole_waiters(child)
                     starts = self.layout.count_starts(child)
             placed = self.send is not None and self.dag.groups[child].options.placed
-            plan.append((child, dep, cmap, words, bool(placed), sole, starts))
+            plan.append((child, dep, cmap, words, bool(placed), starts))
         return plan, literal
 
     def _release(self, child: int, dep, pg: int, pidx: np.ndarray, pfailed, ready: list,
@@ -376,7 +377,8 @@ class Release:
             cfail = np.repeat(pfailed, self.maps.fanout(child, dep, parent, pidx))
         sole = self._sole.get(child)
         if sole is None:
-            sole = self._sole[child] = np.frombuffer(self.layout.sole_waiters(child), dtype=bool)
+            sole = self._sole[child] = \
+                np.frombuffer(self.layout.count_starts(child), dtype=np.uint8) == 1
         alone = sole[cidx]
         if not alone.any():
             return self._count_down(child, cidx, cfail)
@@ -459,6 +461,16 @@ def count_few(layout: Layout, mem, child: int, cidx: np.ndarray, cfail) -> tuple
         np.array(poisoned, dtype=bool) if any(poisoned) else None
 
 
+def pair_words(layout: Layout, child: int, a: int, b: int, words: list) -> tuple | None:
+    """``(rank, word of a, word of b)``: the count words of instances ``a`` and ``b`` of
+    ``child`` if both are on one rank (one flush counts both down), else None."""
+    rank, pos = layout.owner(child, a)
+    rank_b, pos_b = layout.owner(child, b)
+    if rank != rank_b:
+        return None
+    return rank, words[rank] + pos, words[rank] + pos_b
+
+
 def count_two(layout: Layout, mem, child: int, kids: list, each: list,
               words: list) -> tuple | None:
     """The new counts of two distinct instances ``each`` of ``child`` whose count words are on
@@ -467,12 +479,12 @@ def count_two(layout: Layout, mem, child: int, kids: list, each: list,
     if len(each) != 2:
         return None
     a, b = each
-    rank, pos = layout.owner(child, a)
-    rank_b, pos_b = layout.owner(child, b)
-    if rank != rank_b:
+    where = pair_words(layout, child, a, b, words)
+    if where is None:
         return None
+    rank, word_a, word_b = where
     da, db = -kids.count(a), -kids.count(b)
-    old_a, old_b = mem.fetch_add_two(rank, words[rank] + pos, da, words[rank] + pos_b, db)
+    old_a, old_b = mem.fetch_add_two(rank, word_a, da, word_b, db)
     return old_a + da, old_b + db
 
 
@@ -488,13 +500,11 @@ def count_two_reserving(layout: Layout, mem, child: int, pair: list, words: list
     mark: the other has counted down already, and a word is reserved only by a rank whose
     count-down left it above zero); the first's new count given here has the mark when it is
     left to the rank that reserved it (as ``count_two``'s), and does not when it is ready."""
-    a, b = pair
-    rank, pos = layout.owner(child, a)
-    rank_b, pos_b = layout.owner(child, b)
-    if rank != rank_b:
+    where = pair_words(layout, child, pair[0], pair[1], words)
+    if where is None:
         return None
-    word_a = words[rank] + pos
-    old_a, old_b = mem.fetch_add_two(rank, word_a, RESERVED - 1, words[rank] + pos_b, -1)
+    rank, word_a, word_b = where
+    old_a, old_b = mem.fetch_add_two(rank, word_a, RESERVED - 1, word_b, -1)
     if old_a & RESERVED or old_a & COUNT_MASK < 2:     # left to its reserver, or ready here
         return (old_a - 1, old_b - 1), None
     return (old_a - 1 + RESERVED, old_b - 1), (rank, word_a)
