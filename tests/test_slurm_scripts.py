@@ -16,18 +16,20 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SOURCES = 300          # times the script sources common.sh
+SIGNALS = 100          # warnings sent while the script sources common.sh again and again
 DEADLINE = 60.0        # seconds: bounds the test, not a duration it asserts
 
 
 def test_common_sh_survives_the_warning_at_any_moment_of_its_start(tmp_path):
-    """A shell that traps USR1 as the batch scripts do sources common.sh ``SOURCES`` times
-    while USR1 comes every 2 ms: every source completes, with no parse error."""
+    """A shell that traps USR1 as the batch scripts do sources common.sh over and over while
+    ``SIGNALS`` USR1 come 2 ms apart, then stops at the next turn: every source completes,
+    with no parse error."""
     script = tmp_path / "start.sh"
+    stop = tmp_path / "stop"
     script.write_text(f"""#!/bin/bash
 trap 'STOP_PENDING=USR1' USR1
 echo ready
-for ((i = 0; i < {SOURCES}; i++)); do
+while [[ ! -e {stop} ]]; do
     STOP_PENDING=
     source {REPO}/slurm/common.sh > /dev/null
 done
@@ -39,11 +41,12 @@ echo done
                             stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
     try:
         assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
-        sent, deadline = 0, time.monotonic() + DEADLINE
-        while proc.poll() is None and time.monotonic() < deadline:
+        for _ in range(SIGNALS):
+            if proc.poll() is not None:
+                break
             proc.send_signal(signal.SIGUSR1)
-            sent += 1
             time.sleep(0.002)
+        stop.touch()
         out, err = proc.communicate(timeout=DEADLINE)
     finally:
         if proc.poll() is None:
@@ -51,4 +54,4 @@ echo done
             proc.wait()
     assert proc.returncode == 0 and out.endswith("done\n"), (proc.returncode, out[-2000:],
                                                               err[-2000:])
-    assert "unexpected EOF" not in err and sent >= 10, (sent, err[-2000:])
+    assert "unexpected EOF" not in err, err[-2000:]

@@ -135,8 +135,9 @@ class Records:
 
     The row of one task that succeeded (a DAG's hand-off, on the critical path) can be
     ``hold``: a tuple appended, a fifth of ``add_one``'s cost; held rows join the buffer
-    together (``settle``: ~10 µs of numpy whatever their number) once ``HOLD_ROWS`` wait,
-    and before any other row and before anything reads the rows or their counts.
+    together (``settle``: ~4 µs of numpy for one row, ~0.27 µs a row for a thousand) once
+    ``HOLD_ROWS`` wait, and before any other row and before anything reads the rows or
+    their counts.
     """
 
     HOLD_ROWS = 256

@@ -366,8 +366,9 @@ class Release:
     # ------------------------------------------------------------------ element-wise
     def _count_each(self, child: int, dep, parent: int, pidx: np.ndarray, pfailed) -> tuple:
         """The instances of ``child`` that finishing ``pidx`` of ``parent`` released, and
-        which of them are poisoned (None: none). Those that wait for one task only (``sole``,
-        as in ``finish_one``) are released with no atomic; the others are counted down."""
+        which of them are poisoned (None: none). Those that wait for one task only (their
+        count starts at 1, as in ``finish_one``) are released with no atomic; the others are
+        counted down."""
         cidx = self.children_of(child, dep, parent, pidx)
         if not len(cidx):
             return cidx, None
