@@ -227,19 +227,23 @@ def validate(dag_file: str, params: tuple) -> None:
               help="Each task sleeps (with --work: burns a core) for its recorded runtime "
                    "times this factor.")
 @click.option("--work", is_flag=True,
-              help="Tasks burn one core for their runtime and read and write their files, "
+              help="Tasks burn their cores for their runtime and read and write their files, "
                    "with the instance's sizes, in RUN_DIR/data (children read their parents' "
                    "outputs), instead of sleeping.")
 @click.option("--size-scale", default=1.0, show_default=True, type=float,
               help="With --work: each file has its recorded size times this factor.")
+@click.option("--max-cores", type=click.IntRange(min=1), default=None,
+              help="A task that declares more cores (coreCount) uses this many: the ranks of "
+                   "a node of the run, at most (a task of more cores than that cannot run).")
 def import_wfcommons(instance: str, output: str, scale: float, work: bool,
-                     size_scale: float) -> None:
+                     size_scale: float, max_cores: int | None) -> None:
     """Turn a WfCommons workflow instance into a dag.json (every task and edge kept): tasks
     that sleep for their runtime, or with --work do their work (docs/dag-format.md)."""
     from mpitiny.dag.wfcommons import convert_file
     if size_scale != 1.0 and not work:
         raise BadInput("--size-scale applies to the files of --work only: add --work")
-    summary = convert_file(instance, output, scale, work=work, size_scale=size_scale)
+    summary = convert_file(instance, output, scale, work=work, size_scale=size_scale,
+                           max_cores=max_cores)
     click.echo(summary)
 
 

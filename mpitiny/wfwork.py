@@ -14,16 +14,17 @@ A task, in this order:
    ``WorkFileError`` naming the file and what is wrong (missing, size, content);
 2. writes each output, with its declared size, to a temporary file next to it
    (``.NAME.mpitiny-part``; the next attempt of the task truncates it);
-3. burns one core until ``seconds`` after it started: a busy loop that holds the interpreter
-   (``mpitiny.tasks.spin``), no sleep. The reads and writes count into the runtime, as they did
-   in the recorded one; a task whose files alone take longer burns nothing and takes that long;
+3. burns its cores until ``seconds`` after it started, no sleep (``burn``): one core, a busy
+   loop that holds the interpreter (``mpitiny.tasks.spin``); ``cores`` c > 1 (the instance's
+   ``coreCount``; the task also declares ``"cores": c``, so it holds c rank slots of its node
+   meanwhile), c threads that each take square roots over an array of their own in numpy,
+   which releases the interpreter's lock for each pass, so the c run at once. The reads and
+   writes count into the runtime, as they did in the recorded one; a task whose files alone
+   take longer burns nothing and takes that long;
 4. renames the temporary files into place (``os.replace``, atomic), so a declared name only
    ever holds a complete file: a task that fails, times out or is killed leaves no half file
    there, and a task that is done is not run again by a resume, so its outputs are not
    rewritten. Files are not fsynced (a crashed node may lose them with the run directory).
-
-Cores: every task burns **one** core, whatever ``coreCount`` its instance records, until tasks
-can ask for cores (per-task resources are not in mpitiny yet).
 
 Contents: a header line naming the file, ``mpitiny-wfwork NAME\\n`` (cut to the size), then a
 fixed filler. ``stage`` skips a file that is already there with its size and header (a stage
@@ -34,8 +35,11 @@ Reads go through one 1 MiB buffer per process, allocated once; writes from one f
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import BinaryIO, Sequence
+
+import numpy as np
 
 from mpitiny.dag.wfcommons import PART_SUFFIX
 from mpitiny.tasks import spin
@@ -43,6 +47,7 @@ from mpitiny.tasks import spin
 DATA_DIR = "data"
 HEADER = b"mpitiny-wfwork "
 BLOCK = 1 << 20
+BURN_FLOATS = 1 << 15      # one pass of a burning thread: 256 KiB, tens of µs without the lock
 
 _FILLER = (b"mpitiny wfcommons work file filler " * (BLOCK // 35 + 1))[:BLOCK]
 _buffer = bytearray(BLOCK)
@@ -65,9 +70,9 @@ def header(name: str) -> bytes:
     return HEADER + name.encode("utf-8", "surrogateescape") + b"\n"
 
 
-def run_task(seconds: float, read: Sequence = (), write: Sequence = ()) -> dict:
-    """Read ``read``, write ``write`` (``[name, size]`` pairs) and burn one core so that the
-    whole takes ``seconds`` (more if the files alone take longer)."""
+def run_task(seconds: float, read: Sequence = (), write: Sequence = (), cores: int = 1) -> dict:
+    """Read ``read``, write ``write`` (``[name, size]`` pairs) and burn ``cores`` cores so that
+    the whole takes ``seconds`` (more if the files alone take longer)."""
     start = time.perf_counter()
     root = data_dir()
     got = sum(read_input(root, name, size) for name, size in read)
@@ -75,7 +80,7 @@ def run_task(seconds: float, read: Sequence = (), write: Sequence = ()) -> dict:
     try:
         for name, size in write:
             parts.append(write_part(root, name, size))
-        spin(start + seconds - time.perf_counter())
+        burn(start + seconds - time.perf_counter(), cores)
         for (name, _), part in zip(write, parts):
             os.replace(part, os.path.join(root, name))
     except BaseException:
@@ -83,6 +88,35 @@ def run_task(seconds: float, read: Sequence = (), write: Sequence = ()) -> dict:
             _unlink(part)
         raise
     return {"read": got, "written": sum(size for _, size in write)}
+
+
+def burn(seconds: float, cores: int = 1) -> list:
+    """Keep ``cores`` cores busy for ``seconds``. One core: ``spin`` (returns ``[]``). More:
+    this thread and ``cores - 1`` others each take square roots of an array of their own
+    (``BURN_FLOATS``) until the deadline; numpy releases the interpreter's lock during each
+    pass, so the threads burn at once. Returns the passes each thread made."""
+    if cores <= 1:
+        spin(seconds)
+        return []
+    deadline = time.perf_counter() + seconds
+    passes = [0] * cores
+
+    def passes_until_deadline(k: int) -> None:
+        values = np.full(BURN_FLOATS, 2.0)
+        clock, sqrt, n = time.perf_counter, np.sqrt, 0
+        while clock() < deadline:
+            sqrt(values, out=values)
+            n += 1
+        passes[k] = n
+
+    helpers = [threading.Thread(target=passes_until_deadline, args=(k,), daemon=True,
+                                name=f"mpitiny-burn-{k}") for k in range(1, cores)]
+    for thread in helpers:
+        thread.start()
+    passes_until_deadline(0)
+    for thread in helpers:
+        thread.join()
+    return passes
 
 
 def stage(write: Sequence = ()) -> dict:

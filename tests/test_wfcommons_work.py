@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,7 @@ import pytest
 from click.testing import CliRunner
 
 from mpirun import strip_mpi_banners
+from test_resources import most_at_once, per_row
 from mpitiny import wfwork
 from mpitiny.cli import cli
 from mpitiny.dag.load import load_dag, load_dag_text
@@ -29,15 +32,16 @@ from mpitiny.dag.wfcommons import (PART_SUFFIX, STAGE_FN, WORK_FN, convert, conv
 from mpitiny.errors import BadInput
 from mpitiny.io import journal as jnl
 from mpitiny.io.check import check_run
-from mpitiny.io.rundir import read_results
+from mpitiny.io.rundir import read_results, read_tasks
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "wfcommons"
 INSTANCES = sorted(SHARED.glob("*.json")) if SHARED.is_dir() else []
 needs_shared = pytest.mark.skipif(not INSTANCES, reason=f"no WfCommons instances in {SHARED}")
 
 
-def instance(tasks: list, sizes: dict, name: str = "small") -> dict:
-    """A WfFormat 1.5 instance: tasks are (id, parents, inputs, outputs, runtime) tuples."""
+def instance(tasks: list, sizes: dict, name: str = "small", cores: dict | None = None) -> dict:
+    """A WfFormat 1.5 instance: tasks are (id, parents, inputs, outputs, runtime) tuples;
+    ``cores``: the ``coreCount`` of some of them."""
     children: dict = {t[0]: [] for t in tasks}
     for tid, parents, *_ in tasks:
         for p in parents:
@@ -49,7 +53,9 @@ def instance(tasks: list, sizes: dict, name: str = "small") -> dict:
             "workflow": {"specification": {"tasks": spec, "files": [
                 {"id": f, "sizeInBytes": s} for f, s in sizes.items()]},
                 "execution": {"makespanInSeconds": 1, "tasks": [
-                    {"id": t[0], "runtimeInSeconds": t[4]} for t in tasks]}}}
+                    {"id": t[0], "runtimeInSeconds": t[4],
+                     **({"coreCount": cores[t[0]]} if t[0] in (cores or {}) else {})}
+                    for t in tasks]}}}
 
 
 def small() -> dict:
@@ -184,7 +190,58 @@ def test_cli_work_and_size_scale(tmp_path):
     assert result.output.count("--size-scale applies to the files of --work only") == 1
 
 
+def test_declared_cores_are_kept_and_capped():
+    """``coreCount`` > 1 becomes the task's ``cores`` (and the worker's): one core declares
+    nothing; ``--max-cores`` caps; the older format's ``cores`` too; a bad count is an error."""
+    tasks = [("a", [], [], ["x"], 1.0), ("b", ["a"], ["x"], [], 1.0), ("c", [], [], [], 1.0)]
+    inst = instance(tasks, {"x": 10}, cores={"a": 4, "b": 1})
+    for work in (True, False):
+        t = by_id(convert(inst, 1.0, work=work))
+        assert t["a"]["cores"] == 4 and "cores" not in t["b"] and "cores" not in t["c"]
+        if work:
+            assert t["a"]["kwargs"]["cores"] == 4 and "cores" not in t["b"]["kwargs"]
+    d = convert(inst, 1.0, work=True, max_cores=2)
+    assert by_id(d)["a"]["cores"] == 2 and by_id(d)["a"]["kwargs"]["cores"] == 2
+    assert d["description"].endswith(" 1 tasks use more than one core (up to 2); 1 declare "
+                                     "more than --max-cores 2 and use that many.")
+    assert "cores" not in by_id(convert(inst, 1.0, max_cores=1))["a"]
+    old = {"workflow": {"tasks": [{"name": "a", "parents": [], "runtime": 1.0, "cores": 3}]}}
+    assert by_id(convert(old, 1.0))["a"]["cores"] == 3
+    for bad in (0, 2.5, "4", True):
+        inst["workflow"]["execution"]["tasks"][0]["coreCount"] = bad
+        with pytest.raises(BadInput, match=r"task 'a': coreCount must be a whole number of "
+                                           r"cores >= 1, not"):
+            convert(inst, 1.0)
+    with pytest.raises(BadInput, match="--max-cores must be a whole number >= 1"):
+        convert(old, 1.0, max_cores=0)
+
+
+def test_cli_max_cores(tmp_path):
+    src = tmp_path / "wide.json"
+    src.write_text(json.dumps(instance([("a", [], [], [], 1.0), ("b", [], [], [], 1.0)], {},
+                                       cores={"a": 8, "b": 2})))
+    out = tmp_path / "dag.json"
+    result = CliRunner().invoke(cli, ["import-wfcommons", str(src), "-o", str(out), "--work",
+                                      "--max-cores", "4"])
+    assert result.exit_code == 0, result.output
+    assert "; 2 tasks of more than one core (up to 4)" in result.stdout
+    assert [t.get("cores") for t in json.loads(out.read_text())["tasks"]] == [4, 2]
+    result = CliRunner().invoke(cli, ["import-wfcommons", str(src), "-o", str(out),
+                                      "--max-cores", "0"])
+    assert result.exit_code == 2 and "--max-cores" in result.output
+
+
 # ------------------------------------------------------------------ the worker, in-process
+
+def test_burn_runs_a_thread_per_core():
+    """Each of the cores' threads makes passes until the deadline; one core spins instead."""
+    start = time.perf_counter()
+    passes = wfwork.burn(0.2, 3)
+    assert time.perf_counter() - start >= 0.2
+    assert len(passes) == 3 and min(passes) > 0
+    assert wfwork.burn(0.01, 1) == []
+    assert not [t for t in threading.enumerate() if t.name.startswith("mpitiny-burn")]
+
 
 def test_worker_writes_sizes_and_headers_atomically(tmp_path, monkeypatch):
     monkeypatch.setenv("MPITINY_RUN_DIR", str(tmp_path))
@@ -323,6 +380,33 @@ def test_killed_run_resumes_without_half_files_or_rewrites(python_module, tmp_pa
     check_run(loaded, str(out))
     check_files(dag, out, read_results(str(out)))
     assert {p: p.stat().st_mtime_ns for p in before} == before
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_work_run_of_a_task_of_two_cores(python_module, tmp_path, n):
+    """A task of ``coreCount`` 2 holds two rank slots: the cores of the tasks running at once
+    never sum to more than the ranks (all here are one node); on one rank it can never run:
+    one error naming it, nothing run."""
+    leaves = [(f"leaf{i}", [], [], [f"l{i}.out"], 0.05) for i in range(8)]
+    tasks = [("wide", [], [], ["w.out"], 0.3), *leaves,
+             ("join", ["wide", *[f"leaf{i}" for i in range(8)]], ["w.out"], [], 0.01)]
+    sizes = {"w.out": 4096, **{f"l{i}.out": 10 for i in range(8)}}
+    path, dag = import_small(tmp_path, instance(tasks, sizes, cores={"wide": 2}))
+    assert by_id(dag)["wide"]["cores"] == 2
+    out = tmp_path / "run"
+    proc = run(python_module, n, path, out)
+    if n == 1:
+        lines = strip_mpi_banners(proc.stderr).strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+        assert "(id 'wide'): cores: 2 is more than the ranks of a node (1 on" in lines[0]
+        assert not out.exists()
+        return
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    loaded = load_dag(str(path))
+    check_run(loaded, str(out))
+    check_files(dag, out, read_results(str(out)))
+    rows = read_tasks(str(out))
+    assert most_at_once(rows, per_row(loaded, rows, lambda g: g.options.cores or 1)) <= n
 
 
 @needs_shared

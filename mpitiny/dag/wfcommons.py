@@ -8,16 +8,17 @@ priority is the task's bottom level in milliseconds of recorded runtime (see
 
 With ``work`` (``mpitiny import-wfcommons --work``) a task does the work instead:
 ``{"fn": "mpitiny.wfwork:run_task", "args": [runtime * scale], "kwargs": {"read": [[file,
-bytes], ...], "write": [[file, bytes], ...]}}`` burns one core for its runtime and reads its
+bytes], ...], "write": [[file, bytes], ...]}}`` burns its cores for its runtime and reads its
 input files and writes its output files, sizes times ``size_scale``, in ``RUN_DIR/data``
 (``mpitiny.wfwork`` says how). One more task, ``stage_in`` (renamed if the instance has a task
 of that id), writes the workflow's own input files (read by some task, written by none), and
-the tasks that read them depend on it. The files are checked here, so that a run cannot trip
-on them: every size is a whole number of bytes, a file has at most one writer and no task
-reads what it writes, a name is a relative path usable under ``RUN_DIR/data`` (no ``..``, no
-empty component) and no file is also the folder of another. A task that reads a file written
-by a task it does not depend on (directly or not) gets that dependency added (counted in the
-description); one written by its own descendant is an error.
+the tasks that read them depend on it. A task whose instance records ``coreCount`` c > 1 gets
+``"cores": c`` (at most ``max_cores``), sleeping or working. The files are checked here, so
+that a run cannot trip on them: every size is a whole number of bytes, a file has at most one
+writer and no task reads what it writes, a name is a relative path usable under
+``RUN_DIR/data`` (no ``..``, no empty component) and no file is also the folder of another. A
+task that reads a file written by a task it does not depend on (directly or not) gets that
+dependency added (counted in the description); one written by its own descendant is an error.
 
 Formats read (``work`` reads the files' sizes too):
 
@@ -115,6 +116,20 @@ def _runtime(task: dict, key_names: tuple, tid: str, source: str) -> float:
     raise _fail(f"task {_show(tid)} has no runtime ({' or '.join(key_names)})", source)
 
 
+def _cores(task: dict, tid: str, source: str) -> int | None:
+    """The cores a task declares (``coreCount``, or ``cores``), None if it declares none."""
+    for key in ("coreCount", "cores"):
+        value = task.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value) or value < 1 or value != int(value):
+            raise _fail(f"task {_show(tid)}: {key} must be a whole number of cores >= 1, not "
+                        f"{_show(value)}", source)
+        return int(value)
+    return None
+
+
 def _id_list(task: dict, key: str, tid: str, source: str) -> list | None:
     if key not in task or task[key] is None:
         return None
@@ -125,7 +140,8 @@ def _id_list(task: dict, key: str, tid: str, source: str) -> list | None:
 
 
 def _read_tasks(instance: dict, source: str) -> list:
-    """``[(key, parents, children or None, runtime)]`` in the instance's task order."""
+    """``[(key, parents, children or None, runtime, cores or None)]`` in the instance's task
+    order."""
     workflow = instance.get("workflow")
     if not isinstance(workflow, dict):
         raise _fail("not a WfCommons instance: no 'workflow' object", source)
@@ -138,6 +154,7 @@ def _read_tasks(instance: dict, source: str) -> list:
             raise _fail("workflow.execution.tasks is missing: the instance has no measured "
                         "runtimes", source)
         runtimes: dict = {}
+        cores: dict = {}
         for k, t in enumerate(execution["tasks"]):
             if not isinstance(t, dict) or not isinstance(t.get("id"), str):
                 raise _fail(f"workflow.execution.tasks[{k}] has no string 'id'", source)
@@ -145,6 +162,7 @@ def _read_tasks(instance: dict, source: str) -> list:
                 raise _fail(f"workflow.execution.tasks: task {_show(t['id'])} is listed twice",
                             source)
             runtimes[t["id"]] = _runtime(t, ("runtimeInSeconds", "runtime"), t["id"], source)
+            cores[t["id"]] = _cores(t, t["id"], source)
         out = []
         for k, t in enumerate(spec["tasks"]):
             if not isinstance(t, dict) or not isinstance(t.get("id"), str) or not t["id"]:
@@ -154,7 +172,7 @@ def _read_tasks(instance: dict, source: str) -> list:
                 raise _fail(f"task {_show(tid)} has no entry in workflow.execution.tasks "
                             "(no runtime)", source)
             out.append((tid, _id_list(t, "parents", tid, source) or [],
-                        _id_list(t, "children", tid, source), runtimes[tid]))
+                        _id_list(t, "children", tid, source), runtimes[tid], cores[tid]))
         extra = set(runtimes) - {row[0] for row in out}
         if extra:
             raise _fail(f"workflow.execution.tasks has task {_show(sorted(extra)[0])} that "
@@ -175,7 +193,8 @@ def _read_tasks(instance: dict, source: str) -> list:
                     raise _fail(f"workflow.{key}[{k}] has no string 'name'", source)
                 out.append((tid, _id_list(t, "parents", tid, source) or [],
                             _id_list(t, "children", tid, source),
-                            _runtime(t, ("runtimeInSeconds", "runtime"), tid, source)))
+                            _runtime(t, ("runtimeInSeconds", "runtime"), tid, source),
+                            _cores(t, tid, source)))
             return out
     raise _fail("not a WfCommons instance: no workflow.specification.tasks (WfFormat 1.5) "
                 "and no workflow.tasks (older WfFormat)", source)
@@ -188,15 +207,21 @@ def _factor(option: str, value: float) -> None:
 
 
 def convert(instance: dict, scale: float, source: str = "", *, work: bool = False,
-            size_scale: float = 1.0) -> dict:
+            size_scale: float = 1.0, max_cores: int | None = None) -> dict:
     """The dag.json dict of a WfCommons instance: one task per task, every edge.
 
-    Each task sleeps for its runtime x ``scale``; with ``work`` it burns one core that long
+    Each task sleeps for its runtime x ``scale``; with ``work`` it burns its cores that long
     and reads and writes the instance's files (sizes x ``size_scale``) in ``RUN_DIR/data``
     (``mpitiny.wfwork``), after a ``stage_in`` task that writes the workflow's input files.
+    A task that declares c > 1 cores (``coreCount``; at most ``max_cores``) gets
+    ``"cores": c``: it holds c rank slots of its node while it runs (and with ``work`` burns
+    c cores).
     """
     _factor("--scale", scale)
     _factor("--size-scale", size_scale)
+    if max_cores is not None and (isinstance(max_cores, bool) or not isinstance(max_cores, int)
+                                  or max_cores < 1):
+        raise BadInput(f"--max-cores must be a whole number >= 1, not {max_cores!r}")
     if not isinstance(instance, dict):
         raise _fail("not a WfCommons instance: the top level is not a JSON object", source)
     rows = _read_tasks(instance, source)
@@ -211,6 +236,7 @@ def convert(instance: dict, scale: float, source: str = "", *, work: bool = Fals
     parents = _parent_positions(rows, index, source)
     edges = sum(map(len, parents))
     runtimes = [round(row[3] * scale, 9) for row in rows]
+    cores = [min(row[4] or 1, max_cores or row[4] or 1) for row in rows]
     plan = None
     if work:
         task_files, sizes = _read_files(instance, len(rows), source)
@@ -225,8 +251,12 @@ def convert(instance: dict, scale: float, source: str = "", *, work: bool = Fals
         if plan is not None:
             task["fn"] = WORK_FN
             task["kwargs"] = {"read": plan.reads[k], "write": plan.writes[k]}
+            if cores[k] > 1:
+                task["kwargs"]["cores"] = cores[k]
             if k in plan.stage_readers:
                 deps.append(stage_id)
+        if cores[k] > 1:
+            task["cores"] = cores[k]
         task["priority"] = min(int(round(levels[k] * 1000)), PRIORITY_MAX)
         if deps:
             task["deps"] = deps
@@ -236,7 +266,7 @@ def convert(instance: dict, scale: float, source: str = "", *, work: bool = Fals
                          "priority": PRIORITY_MAX})
     return {"name": _dag_name(instance, source), "version": 1,
             "description": _description(instance, source, len(rows), edges, scale, plan,
-                                        size_scale, stage_id),
+                                        size_scale, stage_id) + _cores_text(rows, cores, max_cores),
             "tasks": tasks}
 
 
@@ -244,7 +274,7 @@ def _parent_positions(rows: list, index: dict, source: str) -> list:
     """Each task's parents (positions, each once), checked against ``children`` if given."""
     parent_edges = set()
     parents_of: list = []
-    for key, parents, _, _ in rows:
+    for key, parents, *_ in rows:
         seen: list = []
         for p in parents:
             if p not in index:
@@ -258,7 +288,7 @@ def _parent_positions(rows: list, index: dict, source: str) -> list:
         parents_of.append(seen)
     if any(row[2] is not None for row in rows):
         child_edges = set()
-        for key, _, children, _ in rows:
+        for key, _, children, *_ in rows:
             for c in children or ():
                 if c not in index:
                     raise _fail(f"task {_show(key)}: child {_show(c)} is not a task of the "
@@ -295,7 +325,7 @@ def _description(instance: dict, source: str, tasks: int, edges: int, scale: flo
             f": {tasks} tasks, {edges} edges; ")
     if plan is None:
         return text + f"each task sleeps for its recorded runtime x {scale:g}."
-    text += (f"each task burns one core for its recorded runtime x {scale:g}, reads its input "
+    text += (f"each task burns its cores for its recorded runtime x {scale:g}, reads its input "
              f"files and writes its output files (sizes x {size_scale:g}) in RUN_DIR/data")
     if plan.staged:
         text += (f"; task {stage_id!r} first writes the workflow's input files "
@@ -303,6 +333,18 @@ def _description(instance: dict, source: str, tasks: int, edges: int, scale: flo
     if plan.added:
         text += (f"; {plan.added} dependencies added (a task reads a file of a task it did not "
                  "depend on)")
+    return text + "."
+
+
+def _cores_text(rows: list, cores: list, max_cores: int | None) -> str:
+    """What the description says of the tasks that use more than one core."""
+    several = sum(c > 1 for c in cores)
+    capped = sum((row[4] or 1) > c for row, c in zip(rows, cores))
+    if not several and not capped:
+        return ""
+    text = f" {several} tasks use more than one core (up to {max(cores)})"
+    if capped:
+        text += f"; {capped} declare more than --max-cores {max_cores} and use that many"
     return text + "."
 
 
@@ -556,7 +598,7 @@ def _files(n: int) -> str:
 
 
 def convert_file(instance_path: str, output_path: str, scale: float, *, work: bool = False,
-                 size_scale: float = 1.0) -> str:
+                 size_scale: float = 1.0, max_cores: int | None = None) -> str:
     """Convert the instance file to a dag.json at ``output_path``; a one-line summary."""
     source = os.fspath(instance_path)
     try:
@@ -576,7 +618,8 @@ def convert_file(instance_path: str, output_path: str, scale: float, *, work: bo
         raise BadInput("the JSON is nested too deeply", where=source) from None
     except ValueError as err:
         raise BadInput(f"not valid JSON: {' '.join(str(err).split())}", where=source) from None
-    dag = convert(instance, scale, source, work=work, size_scale=size_scale)
+    dag = convert(instance, scale, source, work=work, size_scale=size_scale,
+                  max_cores=max_cores)
     text = dumps(dag)
     # What is written must load: the same checks as `mpitiny validate` (cycles included).
     try:
@@ -621,6 +664,9 @@ def convert_file(instance_path: str, output_path: str, scale: float, *, work: bo
                  f"{_megabytes(s['read'])} read, workflow inputs staged: "
                  f"{_files(s['staged_files'])} ({_megabytes(s['staged'])}) "
                  f"(size scale {size_scale:g})")
+    several = [t["cores"] for t in dag["tasks"] if "cores" in t]
+    if several:
+        line += f"; {len(several)} tasks of more than one core (up to {max(several)})"
     return line
 
 
