@@ -115,7 +115,8 @@ def measured(n: int, path: str, run_dir: str, env: dict, a) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--ranks", default="1,3,8")
-    p.add_argument("--paths", default="shm,nolocal", help="shm, nolocal or both")
+    p.add_argument("--paths", default="shm,nolocal",
+                   help="comma-separated, of shm and nolocal (default: both)")
     p.add_argument("--wide", type=int, default=20)
     p.add_argument("--k", type=int, default=3)
     p.add_argument("--wide-seconds", type=float, default=0.2)
@@ -124,6 +125,8 @@ def main() -> None:
     p.add_argument("--kind", choices=("sleep", "spin"), default="sleep")
     p.add_argument("--keep", help="work directory to keep")
     a = p.parse_args()
+    if set(a.paths.split(",")) - {"shm", "nolocal"}:
+        p.error(f"--paths: comma-separated, of shm and nolocal, not {a.paths!r}")
     work = C.workdir(a.keep, "mpitiny-gang-")
     with open(os.path.join(work, "gang_tasks.py"), "w", encoding="utf-8") as f:
         f.write(TASKS)

@@ -224,7 +224,7 @@ def validate(dag_file: str, params: tuple) -> None:
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Where to write the dag.json.")
 @click.option("--scale", default=0.001, show_default=True, type=float,
-              help="Each task sleeps (with --work: burns a core) for its recorded runtime "
+              help="Each task sleeps (with --work: burns its cores) for its recorded runtime "
                    "times this factor.")
 @click.option("--work", is_flag=True,
               help="Tasks burn their cores for their runtime and read and write their files, "
