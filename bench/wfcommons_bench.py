@@ -24,8 +24,9 @@ order in which ready tasks were picked, not to dispatch overhead. ``--instances`
 ``--max-seconds`` skips instances whose greedy makespan exceeds it (default 30 s: all 12
 instances of ../shared/wfcommons, ~2.5 minutes here); ``--dry-run`` prints the plan only.
 
-``--work``: the tasks do the work (``import-wfcommons --work``): each burns one core for its
-scaled runtime and reads and writes its files in RUN_DIR/data, after the ``stage_in`` task has
+``--work``: the tasks do the work (``import-wfcommons --work``): each burns its cores (one in
+every shared instance: the greedy schedule below counts a task as one worker) for its scaled
+runtime and reads and writes its files in RUN_DIR/data, after the ``stage_in`` task has
 written the workflow's input files. The instances move up to 515 GB (1000genome-8ch reads its
 2.5 GB inputs many times), so the file sizes are scaled by ``--size-scale`` = min(1,
 ``--max-bytes`` / the bytes the instance moves: read + written + staged), per instance and
@@ -323,7 +324,8 @@ def main():
                     help="scale the runtimes so that the greedy schedule on --ranks workers takes "
                          "this many seconds (instead of --longest)")
     ap.add_argument("--work", action="store_true",
-                    help="import with --work: tasks burn a core and read and write their files")
+                    help="import with --work: tasks burn their cores and read and write their "
+                         "files")
     ap.add_argument("--max-bytes", type=float, default=1e9,
                     help="with --work: scale the file sizes down so that an instance moves at most "
                          "this many bytes (read + written + staged)")
