@@ -31,6 +31,16 @@ def world_rank() -> int:
     return 0
 
 
+def launched_ranks() -> int:
+    """How many ranks the launcher started (what it exported; 1 if it exported nothing)."""
+    for var in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE"):
+        try:
+            return int(os.environ[var])
+        except (KeyError, ValueError):
+            pass
+    return 1
+
+
 class MpitinyGroup(click.Group):
     """A click group that reports ``MpitinyError`` once and exits with its code; click's own
     usage errors (an unknown option or command, a bad value) too: only rank 0 shows them."""
@@ -39,7 +49,7 @@ class MpitinyGroup(click.Group):
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
         except click.ClickException as err:
-            raise _shown_once(err) from None
+            raise _shown_before_any_exit(err) from None
 
     def invoke(self, ctx: click.Context):
         try:
@@ -49,12 +59,38 @@ class MpitinyGroup(click.Group):
                 click.echo(f"mpitiny: error: {err.format()}", err=True)
             ctx.exit(err.exit_code)
         except click.ClickException as err:
-            raise _shown_once(err) from None
+            raise _shown_before_any_exit(err) from None
 
 
-def _shown_once(err: click.ClickException) -> click.ClickException | click.exceptions.Exit:
-    """``err`` for click to show on rank 0; elsewhere a silent exit with its code."""
-    return err if world_rank() == 0 else click.exceptions.Exit(err.exit_code)
+MEET_SECONDS = 30.0    # how long a rank with a usage error waits for the others
+
+
+def _shown_before_any_exit(err: click.ClickException) -> click.exceptions.Exit:
+    """A usage error (click's: an unknown option or command, a missing argument, a bad
+    value; the same on every rank, which all parse the same command line): rank 0 shows it,
+    then, under a launcher of several ranks, every rank waits for the others before it exits
+    with the error's code (``meet_every_rank``). Open MPI's launcher ends the job at the first
+    rank that exits with an error; a rank that did not wait cut rank 0's message off in about
+    one run in ten."""
+    if world_rank() == 0:
+        err.show()
+        sys.stderr.flush()
+    if launched_ranks() > 1:
+        meet_every_rank(err.exit_code)
+    return click.exceptions.Exit(err.exit_code)
+
+
+def meet_every_rank(code: int) -> None:
+    """An MPI barrier of every rank, bounded by ``MEET_SECONDS``: a rank that is still alone
+    then ends the job with ``code`` (``Abort``; a usage error found on some ranks only, a file
+    that one node lacks, would otherwise leave them waiting)."""
+    from mpi4py import MPI
+    request = MPI.COMM_WORLD.Ibarrier()
+    end = time.monotonic() + MEET_SECONDS
+    while not request.Test():
+        if time.monotonic() > end:
+            MPI.COMM_WORLD.Abort(code)
+        time.sleep(1e-3)
 
 
 def _check_node_mem(ctx: click.Context, param: click.Parameter, value: str | None):
