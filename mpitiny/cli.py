@@ -31,16 +31,6 @@ def world_rank() -> int:
     return 0
 
 
-def launched_ranks() -> int:
-    """How many ranks the launcher started (what it exported; 1 if it exported nothing)."""
-    for var in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE"):
-        try:
-            return int(os.environ[var])
-        except (KeyError, ValueError):
-            pass
-    return 1
-
-
 class MpitinyGroup(click.Group):
     """A click group that reports ``MpitinyError`` once and exits with its code; click's own
     usage errors (an unknown option or command, a bad value) too: only rank 0 shows them."""
@@ -75,22 +65,22 @@ def _shown_before_any_exit(err: click.ClickException) -> click.exceptions.Exit:
     if world_rank() == 0:
         err.show()
         sys.stderr.flush()
-    if launched_ranks() > 1:
-        meet_every_rank(err.exit_code)
+    meet_every_rank(err.exit_code)
     return click.exceptions.Exit(err.exit_code)
 
 
 def meet_every_rank(code: int) -> None:
-    """An MPI barrier of every rank, bounded by ``MEET_SECONDS``: a rank that is still alone
-    then ends the job with ``code`` (``Abort``; a usage error found on some ranks only, a file
-    that one node lacks, would otherwise leave them waiting)."""
-    from mpi4py import MPI
-    request = MPI.COMM_WORLD.Ibarrier()
-    end = time.monotonic() + MEET_SECONDS
-    while not request.Test():
-        if time.monotonic() > end:
-            MPI.COMM_WORLD.Abort(code)
-        time.sleep(1e-3)
+    """Under an MPI launcher of several ranks (``mpi_comm_if_launched``), a barrier of every
+    rank (``sleep_until_done``) bounded by ``MEET_SECONDS``: a rank that is still alone then
+    ends the job with ``code`` (``Abort``; a usage error found on some ranks only, a file that
+    one node lacks, would otherwise leave them waiting)."""
+    from mpitiny.engine.world import sleep_until_done
+    from mpitiny.mpienv import mpi_comm_if_launched
+    comm = mpi_comm_if_launched()
+    if comm is None or comm.Get_size() == 1:
+        return
+    if not sleep_until_done(comm.Ibarrier(), time.monotonic() + MEET_SECONDS):
+        comm.Abort(code)
 
 
 def _check_node_mem(ctx: click.Context, param: click.Parameter, value: str | None):

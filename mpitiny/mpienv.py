@@ -34,13 +34,28 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import MutableMapping, Optional
+from typing import TYPE_CHECKING, MutableMapping, Optional
+
+if TYPE_CHECKING:
+    from mpi4py import MPI
 
 RDMA_DEVICES = "/sys/class/infiniband"
 OSC = "OMPI_MCA_osc"
 QUIET_OSC = "^ucx"
 
 _done: Optional[dict] = None       # the result of the first call on os.environ
+LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK",
+                      "MPI_LOCALNRANKS")
+
+
+def mpi_comm_if_launched() -> "MPI.Comm | None":
+    """COMM_WORLD if this process was started by an MPI launcher (it exported one of
+    ``LAUNCHER_VARIABLES``), after ``mpi_environment``; else None, and MPI is not imported."""
+    if not any(v in os.environ for v in LAUNCHER_VARIABLES):
+        return None
+    mpi_environment()
+    from mpi4py import MPI
+    return MPI.COMM_WORLD
 
 
 def mpi_environment(environ: Optional[MutableMapping[str, str]] = None, *,

@@ -101,7 +101,7 @@ BACKSTOP=${BACKSTOP:-15}
 hold_for_backstop() {
     [[ -n $JOB_END ]] || return 1
     local now
-    printf -v now '%(%s)T' -1
+    utc now '%s'
     (( JOB_END - now <= HOLD_MAX && now < JOB_END - BACKSTOP ))
 }
 

@@ -236,7 +236,8 @@ def convert(instance: dict, scale: float, source: str = "", *, work: bool = Fals
     parents = _parent_positions(rows, index, source)
     edges = sum(map(len, parents))
     runtimes = [round(row[3] * scale, 9) for row in rows]
-    cores = [min(row[4] or 1, max_cores or row[4] or 1) for row in rows]
+    declared = [row[4] or 1 for row in rows]
+    cores = declared if max_cores is None else [min(c, max_cores) for c in declared]
     plan = None
     if work:
         task_files, sizes = _read_files(instance, len(rows), source)
@@ -266,7 +267,7 @@ def convert(instance: dict, scale: float, source: str = "", *, work: bool = Fals
                          "priority": PRIORITY_MAX})
     return {"name": _dag_name(instance, source), "version": 1,
             "description": _description(instance, source, len(rows), edges, scale, plan,
-                                        size_scale, stage_id) + _cores_text(rows, cores, max_cores),
+                                        size_scale, stage_id) + _cores_text(declared, cores, max_cores),
             "tasks": tasks}
 
 
@@ -336,10 +337,11 @@ def _description(instance: dict, source: str, tasks: int, edges: int, scale: flo
     return text + "."
 
 
-def _cores_text(rows: list, cores: list, max_cores: int | None) -> str:
-    """What the description says of the tasks that use more than one core."""
+def _cores_text(declared: list, cores: list, max_cores: int | None) -> str:
+    """What the description says of the tasks that use more than one core (``cores``; they
+    declared ``declared``)."""
     several = sum(c > 1 for c in cores)
-    capped = sum((row[4] or 1) > c for row, c in zip(rows, cores))
+    capped = sum(d > c for d, c in zip(declared, cores))
     if not several and not capped:
         return ""
     text = f" {several} tasks use more than one core (up to {max(cores)})"

@@ -161,15 +161,19 @@ def sleep_until_barrier(comm) -> None:
     sleep_until_done(comm.Ibarrier())
 
 
-def sleep_until_done(request) -> None:
+def sleep_until_done(request, until: float | None = None) -> bool:
     """Wait for a non-blocking MPI ``request`` without taking a core (a blocking wait spins):
     naps from ``WAIT_FIRST`` doubling to ``WAIT_SLEEP``, so that the dozen meetings of a
     run's start and end, where the ranks mostly arrive together, do not each cost a whole
-    ``WAIT_SLEEP`` (five more looks at most; then a look every ``WAIT_SLEEP``)."""
+    ``WAIT_SLEEP`` (five more looks at most; then a look every ``WAIT_SLEEP``). With
+    ``until`` (``time.monotonic``), gives up then; whether the request completed."""
     nap = WAIT_FIRST
     while not request.Test():
+        if until is not None and time.monotonic() > until:
+            return False
         time.sleep(nap)
         nap = min(2 * nap, WAIT_SLEEP)
+    return True
 
 
 class ProgressThread:

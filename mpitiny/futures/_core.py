@@ -99,7 +99,6 @@ import time
 import traceback
 import types
 from concurrent.futures import Future
-from concurrent.futures._base import FINISHED
 from typing import Any, Callable
 
 from mpitiny.futures._future import LightFuture
@@ -153,9 +152,8 @@ class TaskFuture(LightFuture):
     ``exception`` run other tasks while they wait, instead of blocking the rank."""
 
     def result(self, timeout: float | None = None) -> Any:
-        if self._state == FINISHED and self._exception is None:
-            return self._result
-        _help_until_done(self, timeout)
+        if not self.done():
+            _help_until_done(self, timeout)
         return super().result(timeout)
 
     def exception(self, timeout: float | None = None) -> BaseException | None:

@@ -5,13 +5,13 @@ Every operation on a ``Future`` (``set_running_or_notify_cancel``, ``set_result`
 ``__init__``: built in Python (an ``RLock`` and five bound methods per future) and entered
 through a Python ``__enter__``. At the hundred thousand futures a second that
 ``mpitiny.futures`` hands out on one core, the submitting process spent 2.5 µs per future on
-that alone (``bench/futures_floor.py``: made, marked running, given its result; 0.9 µs with
-``LightFuture``), where a family task costs a rank 0.4-0.7 µs.
+that alone (``bench/futures_floor.py``: made, queued, marked running, given its result; 1.4
+µs with ``LightFuture``), where a family task costs a rank 0.4-0.7 µs.
 
 ``LightFuture`` is the same ``Future`` whose lock, waiter list and callback list are made when
-something first asks for one of them (``_MadeOnce``: the lists, then the lock, each with one
-``dict.setdefault``, so two threads that ask at once get the same ones), and whose state lives
-in class attributes until it changes:
+something first asks for them (``_MadeOnce``: each with one ``dict.setdefault``, so two
+threads that ask at once get the same ones), and whose state lives in class attributes until
+it changes:
 
 - the state is PENDING (the class's) until its first change, which puts it in the
   instance's ``__dict__`` with one ``dict.setdefault`` (atomic under the interpreter's lock):
@@ -70,10 +70,11 @@ class _LightCondition(_RLock):
 
 
 class _MadeOnce:
-    """A class attribute of ``LightFuture`` that makes the future's lock and its two lists at
-    the first ask for one of them, as the instance's own attributes (which hide it from then
-    on: it has no ``__set__``); the lock last, so that a future with a lock has its lists. A
-    ``dict.setdefault`` each: two threads that ask at once get the same ones."""
+    """A class attribute of ``LightFuture`` that makes the future's lock and its two lists,
+    those it lacks, at the first ask for one of them (``Future``'s code that takes the lock
+    goes on to the waiters), as the instance's own attributes, which hide it from then on (it
+    has no ``__set__``). A ``dict.setdefault`` each: two threads that ask at once get the same
+    ones. (``set_result`` makes the lock alone.)"""
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name

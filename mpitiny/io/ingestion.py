@@ -35,6 +35,7 @@ from mpitiny.errors import BadInput, InternalError, MpitinyError
 from mpitiny.io.h5format import (DEFAULT_CHUNK, DEFAULT_DATASET, LAYOUT, MIN_CHUNK,
                                  SHARD_LAYOUT, SHARDS_SUFFIX, VERSION, error_reason,
                                  import_h5py, normalize_dataset, parse_chunk, parse_format)
+from mpitiny.mpienv import mpi_comm_if_launched
 
 if TYPE_CHECKING:
     from mpi4py import MPI
@@ -714,16 +715,6 @@ def _link_shards(plan: dict, results: list) -> dict:
     os.rename(tmp_file, out)
     _cleanup(plan["tmp"])
     return _summary(plan, table, data_offset)
-
-
-def mpi_comm_if_launched() -> MPI.Comm | None:
-    """COMM_WORLD if this process was started by an MPI launcher, else None (no MPI import)."""
-    launched = any(v in os.environ for v in ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE",
-                                             "PMIX_RANK", "MPI_LOCALNRANKS"))
-    if not launched:
-        return None
-    from mpi4py import MPI
-    return MPI.COMM_WORLD
 
 
 # ------------------------------------------------------------------------------ the CLI
